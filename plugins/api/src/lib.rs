@@ -1,0 +1,105 @@
+//! The action contract between the drover engine and its plugins.
+//!
+//! The engine knows actions only through [`Action`]; plugins know the engine only through
+//! [`StepContext`]. Neither side names the other's world: a plugin never sees a graph or a
+//! journal, the engine never sees ONTAP or Kubernetes. Most plugins implement the friendlier
+//! [`TypedAction`] (one typed parameter struct per action) and register it with [`typed`].
+
+mod context;
+mod duration;
+mod error;
+mod plan;
+mod secret;
+mod typed;
+
+pub use context::{Mode, Progress, StepContext, StepHost};
+pub use duration::HumanDuration;
+pub use error::{ActionError, ErrorKind};
+pub use plan::{Check, Plan};
+pub use secret::{Secret, SecretRef};
+pub use typed::{ActionSpec, OutputDoc, TypedAction, closest as closest_match, typed};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Named values an action returns; later steps read them as `${{ steps.ID.outputs.KEY }}`.
+pub type Outputs = serde_json::Map<String, Value>;
+
+/// What an action tells the engine (and `drover actions`) about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActionInfo {
+    /// Full name used in `uses:`, e.g. `ontap.snapmirror.break`.
+    pub name: String,
+    /// One line: what the action does.
+    pub summary: String,
+    /// JSON schema of the `with:` parameters.
+    pub params: Value,
+    /// The outputs the action promises; empty means "not declared" for external plugins.
+    #[serde(default)]
+    pub outputs: Vec<OutputDoc>,
+    /// False for actions that change nothing in the world (waits, reads, logs): the engine
+    /// need not make their start durable in the journal before they proceed.
+    #[serde(default = "yes")]
+    pub side_effects: bool,
+    /// True when the action has its own compensation for `on_failure: rollback`.
+    #[serde(default)]
+    pub undo: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A problem with one parameter, located by its path inside `with:`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ParamError {
+    /// Path below `with:`; empty for the mapping itself.
+    pub path: Vec<PathSegment>,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// One step of a path into a parameter tree.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(untagged)]
+pub enum PathSegment {
+    Key(String),
+    Index(usize),
+}
+
+impl std::fmt::Display for PathSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathSegment::Key(k) => write!(f, ".{k}"),
+            PathSegment::Index(i) => write!(f, "[{i}]"),
+        }
+    }
+}
+
+/// The contract every action fulfils. `with` is the step's parameters after interpolation.
+#[async_trait]
+pub trait Action: Send + Sync {
+    fn info(&self) -> &ActionInfo;
+
+    /// Pure check of the parameters: no network, no clock, no credentials.
+    fn check_params(&self, with: &Value) -> Result<(), Vec<ParamError>>;
+
+    /// Read-only: check preconditions against the real system and describe the change.
+    async fn plan(&self, ctx: &StepContext, with: &Value) -> Result<Plan, ActionError>;
+
+    /// Make the change. Idempotent: running it again after success is a no-op success.
+    async fn run(&self, ctx: &StepContext, with: &Value) -> Result<Outputs, ActionError>;
+
+    /// Compensation used by `on_failure: rollback`; `outputs` are those `run` returned.
+    async fn undo(
+        &self,
+        ctx: &StepContext,
+        with: &Value,
+        outputs: &Outputs,
+    ) -> Result<(), ActionError> {
+        let _ = (ctx, with, outputs);
+        Ok(())
+    }
+}

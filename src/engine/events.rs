@@ -1,0 +1,186 @@
+//! Typed events of a run. The engine emits them; the journal stores them (they are its
+//! records), and the terminal view, `--output json` and the report read them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use drover_api::{ActionError, Outputs, Plan, Progress};
+
+/// Whether the run changes the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    Run,
+    DryRun,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    /// Failed, but `continue_on_error` let dependents go on.
+    FailedContinued,
+    Failed,
+    /// Its `if:` was false.
+    Skipped,
+    /// A dependency failed, so it never started.
+    Blocked,
+    /// The run halted or stopped before it started.
+    NotRun,
+    /// It was running when the run was aborted; `resume` runs it again.
+    Interrupted,
+    /// Dry run: `plan()` found no failed precondition.
+    Planned,
+    /// Dry run: a precondition failed or `plan()` errored.
+    PlanFailed,
+}
+
+impl Outcome {
+    /// Dependents may proceed.
+    pub fn satisfies(self) -> bool {
+        matches!(self, Outcome::Succeeded | Outcome::FailedContinued | Outcome::Skipped | Outcome::Planned | Outcome::PlanFailed)
+    }
+
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::PlanFailed)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::FailedContinued => "failed (continued)",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::Blocked => "blocked",
+            Outcome::NotRun => "not run",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Planned => "planned",
+            Outcome::PlanFailed => "precondition failed",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Succeeded,
+    Failed,
+    RolledBack,
+    Cancelled,
+}
+
+impl RunOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            RunOutcome::Succeeded => "succeeded",
+            RunOutcome::Failed => "failed",
+            RunOutcome::RolledBack => "failed and rolled back",
+            RunOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A step as recorded at the start of a run, so reports need no runbook.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepInfo {
+    pub id: String,
+    pub uses: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+}
+
+/// Facts about a run's start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunStart {
+    pub run_id: String,
+    pub runbook: String,
+    pub runbook_path: String,
+    pub runbook_digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sites_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sites_digest: Option<String>,
+    pub params: BTreeMap<String, Value>,
+    pub mode: RunMode,
+    pub concurrency: usize,
+    pub host: String,
+    pub pid: u32,
+    pub drover_version: String,
+    pub steps: Vec<StepInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted(Box<RunStart>),
+    RunResumed { host: String, pid: u32, forced: bool },
+    StepStarted { step: String, attempt: u32 },
+    StepRetrying { step: String, attempt: u32, error: ActionError, delay_ms: u64 },
+    StepProgress { step: String, progress: Progress },
+    StepNote { step: String, message: String },
+    StepCheckpoint { step: String, value: Value },
+    StepPlanned { step: String, plan: Plan },
+    StepFinished {
+        step: String,
+        outcome: Outcome,
+        #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+        outputs: Outputs,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ActionError>,
+        #[serde(default)]
+        attempts: u32,
+        #[serde(default)]
+        duration_ms: u64,
+    },
+    GateWaiting { step: String, message: String },
+    GateApproved { step: String, by: String },
+    UndoStarted { step: String },
+    UndoFinished {
+        step: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ActionError>,
+    },
+    StopRequested { abort: bool },
+    RunFinished { outcome: RunOutcome },
+}
+
+impl Event {
+    /// Progress is for eyes only: too chatty to journal, and nothing to resume from.
+    pub fn journaled(&self) -> bool {
+        !matches!(self, Event::StepProgress { .. })
+    }
+
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Event::StepStarted { step, .. }
+            | Event::StepRetrying { step, .. }
+            | Event::StepProgress { step, .. }
+            | Event::StepNote { step, .. }
+            | Event::StepCheckpoint { step, .. }
+            | Event::StepPlanned { step, .. }
+            | Event::StepFinished { step, .. }
+            | Event::GateWaiting { step, .. }
+            | Event::GateApproved { step, .. }
+            | Event::UndoStarted { step }
+            | Event::UndoFinished { step, .. } => Some(step),
+            _ => None,
+        }
+    }
+}
+
+/// An event with its place in the journal and its wall-clock time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub seq: u64,
+    /// RFC 3339, milliseconds, UTC.
+    pub at: String,
+    pub event: Event,
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,116 @@
+//! The engine: runs a checked runbook's step graph. It knows actions only as `dyn Action`
+//! and knows nothing of the systems they touch.
+//!
+//! The scheduler owns the run state; step tasks report back over their join handles and
+//! write their own attempt records to the journal, so that concurrent steps share one
+//! `fdatasync` (group commit). Events fan out to the journal and to one observer (the
+//! terminal view, JSON output, or a test).
+
+pub mod events;
+pub mod graph;
+mod policy;
+mod scheduler;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, watch};
+
+use drover_api::ActionError;
+
+use crate::journal::{Journal, JournalError};
+use events::Event;
+
+pub use policy::backoff_delay;
+pub use scheduler::{ExecuteOptions, Resume, RunSummary, execute};
+
+/// Answers manual gates (`confirm:` and the `approve` action).
+#[async_trait]
+pub trait Approver: Send + Sync {
+    /// Wait for an operator; returns who approved, or an error if refused.
+    async fn approve(&self, run_id: &str, step: &str, message: &str) -> Result<String, ActionError>;
+}
+
+/// Approves every gate: `--yes`, and tests.
+pub struct AutoApprove(pub String);
+
+#[async_trait]
+impl Approver for AutoApprove {
+    async fn approve(&self, _: &str, _: &str, _: &str) -> Result<String, ActionError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Where events go: the journal (durable) and an observer (eyes, JSON, tests).
+#[derive(Clone, Default)]
+pub struct EventSink {
+    journal: Option<Journal>,
+    observer: Option<mpsc::UnboundedSender<Event>>,
+}
+
+impl EventSink {
+    pub fn new(journal: Option<Journal>, observer: Option<mpsc::UnboundedSender<Event>>) -> Self {
+        EventSink { journal, observer }
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Record and show an event; returns its journal sequence number (0 without a journal).
+    pub fn emit(&self, event: Event) -> Result<u64, JournalError> {
+        let seq = match (&self.journal, event.journaled()) {
+            (Some(j), true) => j.append(&event)?,
+            _ => 0,
+        };
+        if let Some(tx) = &self.observer {
+            let _ = tx.send(event);
+        }
+        Ok(seq)
+    }
+
+    /// Like [`EventSink::emit`], returning once the record is on disk.
+    pub async fn emit_durable(&self, event: Event) -> Result<(), JournalError> {
+        let seq = self.emit(event)?;
+        if let (Some(j), true) = (&self.journal, seq > 0) {
+            j.durable(seq).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The operator's stop requests: 0 = none, 1 = graceful (finish running steps), 2 = abort.
+#[derive(Clone)]
+pub struct StopSignal(watch::Receiver<u8>);
+
+impl StopSignal {
+    pub fn new() -> (watch::Sender<u8>, StopSignal) {
+        let (tx, rx) = watch::channel(0);
+        (tx, StopSignal(rx))
+    }
+
+    /// A signal that never fires.
+    pub fn never() -> StopSignal {
+        let (tx, rx) = watch::channel(0);
+        std::mem::forget(tx);
+        StopSignal(rx)
+    }
+
+    pub fn level(&self) -> u8 {
+        *self.0.borrow()
+    }
+
+    pub async fn changed(&mut self) -> u8 {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        *self.0.borrow()
+    }
+}
+
+/// Shared pieces of a run that step tasks need.
+pub(crate) struct RunShared {
+    pub run_id: String,
+    pub sink: EventSink,
+    pub approver: Arc<dyn Approver>,
+}

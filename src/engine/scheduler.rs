@@ -1,0 +1,709 @@
+//! The scheduler: one owner of the run state, step tasks on tokio.
+//!
+//! A step becomes *ready* when every dependency is terminal: it runs if they all satisfy it
+//! (succeeded, skipped, or failed with `continue_on_error`) and its `if:` holds; otherwise it
+//! is blocked, skipped or — once the run halts — not run. `always` steps run whenever their
+//! dependencies are terminal, whatever the outcome. Ready steps start in file order up to the
+//! global concurrency and their lock's limit.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::task::{Id, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use drover_api::{Action, ActionError, Mode, Outputs, Progress, StepContext, StepHost};
+
+use super::events::{Event, Outcome, RunMode, RunOutcome, RunStart, StepInfo};
+use super::policy::backoff_delay;
+use super::{Approver, EventSink, RunShared, StopSignal};
+use crate::journal::lock::hostname;
+use crate::journal::state::RunState;
+use crate::registry::Registry;
+use crate::runbook::expr::Scope;
+use crate::runbook::{Call, Loaded, OnFailure, Step};
+
+/// What the journal says was already done, for `resume`.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    pub forced: bool,
+    pub done: BTreeMap<String, (Outcome, Outputs)>,
+    pub approved: BTreeMap<String, String>,
+    pub checkpoints: BTreeMap<String, Value>,
+}
+
+impl Resume {
+    pub fn from_state(state: &RunState, forced: bool) -> Resume {
+        Resume {
+            forced,
+            done: state.done().map(|(id, s)| (id.to_string(), (s.outcome.expect("done has an outcome"), s.outputs.clone()))).collect(),
+            approved: state.steps.iter().filter_map(|(id, s)| s.approved_by.clone().map(|b| (id.clone(), b))).collect(),
+            checkpoints: state.steps.iter().filter_map(|(id, s)| s.checkpoint.clone().map(|c| (id.clone(), c))).collect(),
+        }
+    }
+}
+
+pub struct ExecuteOptions {
+    pub run_id: String,
+    pub mode: RunMode,
+    pub concurrency: usize,
+    pub approver: Arc<dyn Approver>,
+    pub sink: EventSink,
+    pub stop: StopSignal,
+    pub resume: Option<Resume>,
+}
+
+/// How the run ended, per step.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub outcome: RunOutcome,
+    pub steps: Vec<(String, Outcome)>,
+    pub outputs: BTreeMap<String, Outputs>,
+    /// A journal failure stopped the run (its state on disk may be behind).
+    pub journal_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Waiting,
+    Ready,
+    Running,
+    Done(Outcome),
+}
+
+struct Finished {
+    step: usize,
+    outcome: Outcome,
+    outputs: Outputs,
+    error: Option<ActionError>,
+    attempts: u32,
+    duration: Duration,
+}
+
+/// Run the graph to the end (or until stopped) and return what happened.
+pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions) -> RunSummary {
+    let rb = &loaded.runbook;
+    let dag = &loaded.dag;
+    let n = rb.steps.len();
+    let sites: Arc<BTreeMap<String, Value>> =
+        Arc::new(loaded.sites.iter().map(|(k, v)| (k.clone(), v.settings.clone())).collect());
+    let shared = Arc::new(RunShared { run_id: opts.run_id.clone(), sink: opts.sink.clone(), approver: opts.approver.clone() });
+    let sink = &opts.sink;
+    let mut journal_error: Option<String> = None;
+
+    let first = match &opts.resume {
+        None => Event::RunStarted(Box::new(RunStart {
+            run_id: opts.run_id.clone(),
+            runbook: rb.name.clone(),
+            runbook_path: rb.path.display().to_string(),
+            runbook_digest: rb.digest.clone(),
+            sites_file: None,
+            sites_digest: loaded.sites_digest.clone(),
+            params: loaded.params.clone(),
+            mode: opts.mode,
+            concurrency: opts.concurrency,
+            host: hostname(),
+            pid: std::process::id(),
+            drover_version: env!("CARGO_PKG_VERSION").to_string(),
+            steps: rb
+                .steps
+                .iter()
+                .map(|s| StepInfo { id: s.id.clone(), uses: s.call.uses.clone(), needs: s.needs.clone() })
+                .collect(),
+        })),
+        Some(r) => Event::RunResumed { host: hostname(), pid: std::process::id(), forced: r.forced },
+    };
+    if let Err(e) = sink.emit_durable(first).await {
+        return RunSummary { outcome: RunOutcome::Failed, steps: vec![], outputs: BTreeMap::new(), journal_error: Some(e.to_string()) };
+    }
+
+    let mut state = vec![State::Waiting; n];
+    let mut outputs: Vec<Option<Outputs>> = vec![None; n];
+    let mut missing: Vec<usize> = dag.parents.iter().map(Vec::len).collect();
+    let mut ready: VecDeque<usize> = VecDeque::new();
+    let mut halting = false;
+    let mut stop_level = opts.stop.level();
+    let mut lock_use: HashMap<String, usize> = HashMap::new();
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
+    let mut task_step: HashMap<Id, usize> = HashMap::new();
+    let mut running = 0usize;
+    let mut stop = opts.stop.clone();
+    let dry = opts.mode == RunMode::DryRun;
+
+    let resume = opts.resume.clone().unwrap_or_default();
+    let mut to_settle: Vec<(usize, Outcome)> = vec![];
+    for (i, s) in rb.steps.iter().enumerate() {
+        if let Some((outcome, outs)) = resume.done.get(&s.id) {
+            outputs[i] = Some(outs.clone());
+            to_settle.push((i, *outcome));
+        }
+    }
+    // Settle resumed steps first (they are terminal), then evaluate the roots.
+    let mut pending_eval: Vec<usize> = vec![];
+    for (i, outcome) in to_settle {
+        state[i] = State::Done(outcome);
+    }
+    for i in 0..n {
+        if matches!(state[i], State::Done(_)) {
+            for &c in &dag.children[i] {
+                missing[c] -= 1;
+            }
+        }
+    }
+    for i in 0..n {
+        if state[i] == State::Waiting && missing[i] == 0 {
+            pending_eval.push(i);
+        }
+    }
+
+    let graceful = CancellationToken::new();
+    if stop_level > 0 {
+        graceful.cancel();
+    }
+
+    loop {
+        // Evaluate steps whose dependencies all became terminal; settling one may free others.
+        while let Some(i) = pending_eval.pop() {
+            let step = &rb.steps[i];
+            let parents_ok = dag.parents[i].iter().all(|&p| matches!(state[p], State::Done(o) if o.satisfies()));
+            let decided = if halting && !step.always {
+                Some((Outcome::NotRun, None))
+            } else if !parents_ok && !step.always {
+                Some((Outcome::Blocked, None))
+            } else if let Some((cond, text)) = &step.condition {
+                let scope = RunScope { loaded, run_id: &opts.run_id, dry, outputs: &outputs, state: &state };
+                match cond.eval(&scope) {
+                    Ok(v) if crate::runbook::expr::truthy(&v) => None,
+                    Ok(_) => Some((Outcome::Skipped, None)),
+                    Err(e) => Some((
+                        Outcome::Failed,
+                        Some(ActionError::permanent(format!("condition `{text}` could not be evaluated: {e}"))
+                            .with_hint("fix the step's `if:`")),
+                    )),
+                }
+            } else {
+                None
+            };
+            match decided {
+                None => {
+                    state[i] = State::Ready;
+                    ready.push_back(i);
+                }
+                Some((outcome, error)) => {
+                    let fin = Finished { step: i, outcome, outputs: Outputs::new(), error, attempts: 0, duration: Duration::ZERO };
+                    settle(&fin, rb, &mut state, &mut outputs, &mut missing, &mut pending_eval, dag, sink, &mut journal_error);
+                    if fin.outcome == Outcome::Failed && !dry {
+                        halting = true;
+                    }
+                }
+            }
+        }
+        if halting || stop_level > 0 {
+            // Steps already queued but not started will not start, except clean-up steps.
+            let queued: Vec<usize> = ready.drain(..).collect();
+            for i in queued {
+                if rb.steps[i].always && stop_level < 2 {
+                    ready.push_back(i);
+                } else {
+                    let fin = Finished { step: i, outcome: Outcome::NotRun, outputs: Outputs::new(), error: None, attempts: 0, duration: Duration::ZERO };
+                    settle(&fin, rb, &mut state, &mut outputs, &mut missing, &mut pending_eval, dag, sink, &mut journal_error);
+                }
+            }
+            if !pending_eval.is_empty() {
+                continue;
+            }
+        }
+
+        // Start what may start.
+        let mut k = 0;
+        while running < opts.concurrency && k < ready.len() {
+            let i = ready[k];
+            let step = &rb.steps[i];
+            let lock = step.lock.as_ref().map(|l| (l, rb.locks.get(l).copied().unwrap_or(1)));
+            if let Some((name, limit)) = lock
+                && lock_use.get(name).copied().unwrap_or(0) >= limit
+            {
+                k += 1;
+                continue;
+            }
+            ready.remove(k);
+            let scope = RunScope { loaded, run_id: &opts.run_id, dry, outputs: &outputs, state: &state };
+            let prepared = prepare(step, registry, &scope);
+            let (action, with, confirm) = match prepared {
+                Ok(p) => p,
+                Err(error) => {
+                    let fin = Finished { step: i, outcome: if dry { Outcome::PlanFailed } else { Outcome::Failed }, outputs: Outputs::new(), error: Some(error), attempts: 0, duration: Duration::ZERO };
+                    settle(&fin, rb, &mut state, &mut outputs, &mut missing, &mut pending_eval, dag, sink, &mut journal_error);
+                    if !dry && !step.continue_on_error {
+                        halting = true;
+                    }
+                    continue;
+                }
+            };
+            if let Some((name, _)) = lock {
+                *lock_use.entry(name.clone()).or_default() += 1;
+            }
+            state[i] = State::Running;
+            running += 1;
+            let job = StepJob {
+                index: i,
+                id: step.id.clone(),
+                action,
+                with,
+                confirm: if resume.approved.contains_key(&step.id) { None } else { confirm },
+                timeout: step.timeout,
+                retry: step.retry.clone(),
+                mode: opts.mode,
+                sites: sites.clone(),
+                checkpoint: resume.checkpoints.get(&step.id).cloned(),
+                shared: shared.clone(),
+                stop: graceful.clone(),
+            };
+            let handle = tasks.spawn(job.run());
+            task_step.insert(handle.id(), i);
+        }
+        if !pending_eval.is_empty() {
+            continue;
+        }
+        if running == 0 {
+            break;
+        }
+
+        tokio::select! {
+            joined = tasks.join_next_with_id() => {
+                let Some(joined) = joined else { continue };
+                let (i, fin) = match joined {
+                    Ok((id, fin)) => (task_step.remove(&id).unwrap_or(fin.step), fin),
+                    Err(e) => {
+                        let i = task_step.remove(&e.id()).expect("every task is registered");
+                        let (outcome, error) = if e.is_panic() {
+                            let msg = panic_message(e.into_panic());
+                            (Outcome::Failed, Some(ActionError::permanent(format!("action `{}` panicked: {msg}", rb.steps[i].call.uses))
+                                .with_hint("this is a bug in the action; the world may be partly changed, check it before resuming")))
+                        } else {
+                            (Outcome::Interrupted, Some(ActionError::permanent("aborted by the operator while running")
+                                .with_hint("`drover resume` runs it again (actions are idempotent)")))
+                        };
+                        (i, Finished { step: i, outcome, outputs: Outputs::new(), error, attempts: 0, duration: Duration::ZERO })
+                    }
+                };
+                running -= 1;
+                if let Some(l) = &rb.steps[i].lock
+                    && let Some(c) = lock_use.get_mut(l)
+                {
+                    *c -= 1;
+                }
+                if fin.outcome == Outcome::Failed && !dry {
+                    halting = true;
+                }
+                settle(&fin, rb, &mut state, &mut outputs, &mut missing, &mut pending_eval, dag, sink, &mut journal_error);
+                if journal_error.is_some() {
+                    halting = true;
+                }
+            }
+            level = stop.changed() => {
+                if level > stop_level {
+                    stop_level = level;
+                    let _ = sink.emit(Event::StopRequested { abort: level >= 2 });
+                    graceful.cancel();
+                    if level >= 2 {
+                        tasks.abort_all();
+                    }
+                }
+            }
+        }
+    }
+
+    let failed = state.iter().any(|s| matches!(s, State::Done(o) if o.is_failure()));
+    let mut outcome = if stop_level > 0 {
+        RunOutcome::Cancelled
+    } else if failed || journal_error.is_some() {
+        RunOutcome::Failed
+    } else {
+        RunOutcome::Succeeded
+    };
+    if outcome == RunOutcome::Failed && rb.on_failure == OnFailure::Rollback && !dry && journal_error.is_none() {
+        if rollback(loaded, registry, &state, &outputs, &shared, &sites).await {
+            outcome = RunOutcome::RolledBack;
+        }
+    }
+    if let Err(e) = sink.emit_durable(Event::RunFinished { outcome }).await {
+        journal_error.get_or_insert(e.to_string());
+    }
+    let steps = rb
+        .steps
+        .iter()
+        .zip(&state)
+        .map(|(s, st)| (s.id.clone(), if let State::Done(o) = st { *o } else { Outcome::NotRun }))
+        .collect();
+    let outputs = rb.steps.iter().zip(outputs).filter_map(|(s, o)| o.map(|o| (s.id.clone(), o))).collect();
+    RunSummary { outcome, steps, outputs, journal_error }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into())
+}
+
+/// Record a terminal outcome and release dependents that became evaluable.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    fin: &Finished,
+    rb: &crate::runbook::Runbook,
+    state: &mut [State],
+    outputs: &mut [Option<Outputs>],
+    missing: &mut [usize],
+    pending_eval: &mut Vec<usize>,
+    dag: &super::graph::Dag,
+    sink: &EventSink,
+    journal_error: &mut Option<String>,
+) {
+    let i = fin.step;
+    state[i] = State::Done(fin.outcome);
+    if matches!(fin.outcome, Outcome::Succeeded | Outcome::Planned | Outcome::PlanFailed) {
+        outputs[i] = Some(fin.outputs.clone());
+    }
+    let ev = Event::StepFinished {
+        step: rb.steps[i].id.clone(),
+        outcome: fin.outcome,
+        outputs: fin.outputs.clone(),
+        error: fin.error.clone(),
+        attempts: fin.attempts,
+        duration_ms: fin.duration.as_millis() as u64,
+    };
+    if let Err(e) = sink.emit(ev) {
+        journal_error.get_or_insert(e.to_string());
+    }
+    for &c in &dag.children[i] {
+        missing[c] -= 1;
+        if missing[c] == 0 && state[c] == State::Waiting {
+            pending_eval.push(c);
+        }
+    }
+}
+
+/// Resolve the action and interpolate `with:` and the gate message.
+fn prepare(step: &Step, registry: &Registry, scope: &RunScope) -> Result<(Arc<dyn Action>, Value, Option<String>), ActionError> {
+    let action = registry.get(&step.call.uses).map_err(|e| ActionError::permanent(e.message).with_hint(e.hint))?;
+    let with = interpolate(&step.call, scope)?;
+    let confirm = match &step.confirm {
+        Some(t) => Some(crate::runbook::expr::display(&t.render(scope).map_err(|e| ActionError::permanent(format!("confirm message: {e}")))?)),
+        None => None,
+    };
+    Ok((action, with, confirm))
+}
+
+/// Replace every `${{ }}` slot of a call with its value.
+fn interpolate(call: &Call, scope: &dyn Scope) -> Result<Value, ActionError> {
+    let mut with = call.with.clone();
+    for slot in &call.slots {
+        let value = slot.template.render(scope).map_err(|e| {
+            ActionError::permanent(format!("cannot interpolate `with{}`: {e}", slot.path.iter().map(|p| p.to_string()).collect::<String>()))
+                .with_hint("check the referenced step's outputs in the report")
+        })?;
+        let mut target = &mut with;
+        for seg in &slot.path {
+            target = match seg {
+                drover_api::PathSegment::Key(k) => target.get_mut(k.as_str()),
+                drover_api::PathSegment::Index(i) => target.get_mut(*i),
+            }
+            .expect("slot paths come from this value");
+        }
+        *target = value;
+    }
+    Ok(with)
+}
+
+/// Values `${{ }}` can see while the run is in progress.
+struct RunScope<'a> {
+    loaded: &'a Loaded,
+    run_id: &'a str,
+    dry: bool,
+    outputs: &'a [Option<Outputs>],
+    state: &'a [State],
+}
+
+impl Scope for RunScope<'_> {
+    fn lookup(&self, path: &[String]) -> Result<Value, String> {
+        let dig = |mut v: &Value, rest: &[String], what: &str| -> Result<Value, String> {
+            for key in rest {
+                v = match v {
+                    Value::Object(m) => m.get(key),
+                    Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+                    _ => None,
+                }
+                .ok_or_else(|| format!("`{what}` has no `{key}`"))?;
+            }
+            Ok(v.clone())
+        };
+        match path.first().map(String::as_str) {
+            Some("params") => {
+                let name = path.get(1).ok_or("missing param name")?;
+                let v = self.loaded.params.get(name).ok_or_else(|| format!("param `{name}` has no value"))?;
+                dig(v, &path[2..], &path[..2].join("."))
+            }
+            Some("sites") => {
+                let name = path.get(1).ok_or("missing site name")?;
+                let site = self.loaded.sites.get(name).ok_or_else(|| format!("site `{name}` is not defined"))?;
+                dig(&site.settings, &path[2..], &path[..2].join("."))
+            }
+            Some("run") => match path.get(1).map(String::as_str) {
+                Some("id") => Ok(Value::String(self.run_id.to_string())),
+                Some("dry_run") => Ok(Value::Bool(self.dry)),
+                Some("runbook") => Ok(Value::String(self.loaded.runbook.name.clone())),
+                _ => Err(format!("unknown `{}`", path.join("."))),
+            },
+            Some("steps") => {
+                let id = path.get(1).ok_or("missing step id")?;
+                let i = self.loaded.runbook.steps.iter().position(|s| &s.id == id).ok_or_else(|| format!("no step `{id}`"))?;
+                match path.get(2).map(String::as_str) {
+                    Some("outcome") => Ok(match self.state[i] {
+                        State::Done(o) => Value::String(o.label().into()),
+                        _ => Value::Null,
+                    }),
+                    Some("outputs") => {
+                        let key = path.get(3).ok_or("missing output name")?;
+                        match self.outputs[i].as_ref().and_then(|o| o.get(key)) {
+                            Some(v) => dig(v, &path[4..], &path.join(".")),
+                            // A dry run cannot know every output; show what will be used.
+                            None if self.dry => Ok(Value::String(format!("<{}>", path.join(".")))),
+                            None => Err(format!("step `{id}` produced no output `{key}`")),
+                        }
+                    }
+                    _ => Err(format!("unknown `{}`", path.join("."))),
+                }
+            }
+            _ => Err(format!("unknown `{}`", path.join("."))),
+        }
+    }
+}
+
+/// Everything one step task needs, owned.
+struct StepJob {
+    index: usize,
+    id: String,
+    action: Arc<dyn Action>,
+    with: Value,
+    confirm: Option<String>,
+    timeout: Duration,
+    retry: crate::runbook::RetryPolicy,
+    mode: RunMode,
+    sites: Arc<BTreeMap<String, Value>>,
+    checkpoint: Option<Value>,
+    shared: Arc<RunShared>,
+    stop: CancellationToken,
+}
+
+impl StepJob {
+    async fn run(self) -> Finished {
+        let started = Instant::now();
+        let sink = &self.shared.sink;
+        let fin = |outcome, outputs, error, attempts| Finished {
+            step: self.index,
+            outcome,
+            outputs,
+            error,
+            attempts,
+            duration: started.elapsed(),
+        };
+        let host: Arc<dyn StepHost> = Arc::new(Host { shared: self.shared.clone() });
+
+        if self.mode == RunMode::DryRun {
+            let _ = sink.emit(Event::StepStarted { step: self.id.clone(), attempt: 1 });
+            let deadline = Instant::now() + self.timeout;
+            let ctx = self.context(1, Mode::Plan, deadline, host);
+            let result = tokio::time::timeout_at(deadline, self.action.plan(&ctx, &self.with)).await;
+            return match result {
+                Ok(Ok(mut plan)) => {
+                    if let Some(msg) = &self.confirm {
+                        plan.changes.insert(0, format!("asks the operator first: {msg}"));
+                    }
+                    let outcome = if plan.failed_checks().next().is_some() { Outcome::PlanFailed } else { Outcome::Planned };
+                    let error = plan.failed_checks().next().map(|c| {
+                        ActionError::permanent(format!("precondition failed: {}: {}", c.name, c.detail))
+                    });
+                    let outputs = plan.outputs.clone();
+                    let _ = sink.emit(Event::StepPlanned { step: self.id.clone(), plan });
+                    fin(outcome, outputs, error, 1)
+                }
+                Ok(Err(e)) => fin(Outcome::PlanFailed, Outputs::new(), Some(e), 1),
+                Err(_) => fin(Outcome::PlanFailed, Outputs::new(), Some(timeout_error(self.timeout)), 1),
+            };
+        }
+
+        if let Some(message) = &self.confirm {
+            match self.shared_gate(message).await {
+                Ok(()) => {}
+                Err(e) => return fin(Outcome::Failed, Outputs::new(), Some(e), 0),
+            }
+        }
+        // The time budget covers every attempt and every backoff, not gate waits.
+        let deadline = Instant::now() + self.timeout;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let announce = sink.emit(Event::StepStarted { step: self.id.clone(), attempt });
+            // A step that changes the world starts only once its start is on disk.
+            let durable = match (announce, sink.journal()) {
+                (Ok(seq), Some(j)) if self.action.info().side_effects => j.durable(seq).await.map_err(|e| e.to_string()),
+                (Ok(_), _) => Ok(()),
+                (Err(e), _) => Err(e.to_string()),
+            };
+            if let Err(e) = durable {
+                let err = ActionError::permanent(format!("journal write failed: {e}"))
+                    .with_hint("check free space and permissions of the state directory; the step did not start");
+                return fin(Outcome::Failed, Outputs::new(), Some(err), attempt);
+            }
+            let ctx = self.context(attempt, Mode::Run, deadline, host.clone());
+            let result = tokio::time::timeout_at(deadline, self.action.run(&ctx, &self.with)).await;
+            let error = match result {
+                Ok(Ok(outputs)) => return fin(Outcome::Succeeded, outputs, None, attempt),
+                Ok(Err(e)) => e,
+                Err(_) => return fin(Outcome::Failed, Outputs::new(), Some(timeout_error(self.timeout)), attempt),
+            };
+            if !error.is_retryable() || attempt >= self.retry.attempts {
+                let error = if error.is_retryable() && self.retry.attempts > 1 {
+                    let mut e = error;
+                    e.message = format!("{} (gave up after {attempt} attempts)", e.message);
+                    e
+                } else {
+                    error
+                };
+                return fin(Outcome::Failed, Outputs::new(), Some(error), attempt);
+            }
+            if self.stop.is_cancelled() {
+                let e = error.clone().with_hint("the run was stopped before another attempt; `drover resume` tries again");
+                return fin(Outcome::Failed, Outputs::new(), Some(e), attempt);
+            }
+            let delay = backoff_delay(&self.retry, attempt, error.retry_after);
+            if Instant::now() + delay >= deadline {
+                let mut e = error;
+                e.message = format!("{} (no time left for attempt {} within the {} timeout)", e.message, attempt + 1, humantime::format_duration(self.timeout));
+                return fin(Outcome::Failed, Outputs::new(), Some(e), attempt);
+            }
+            let _ = sink.emit(Event::StepRetrying { step: self.id.clone(), attempt, error, delay_ms: delay.as_millis() as u64 });
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn shared_gate(&self, message: &str) -> Result<(), ActionError> {
+        Host { shared: self.shared.clone() }.approve(&self.id, message).await.map(|_| ())
+    }
+
+    fn context(&self, attempt: u32, mode: Mode, deadline: Instant, host: Arc<dyn StepHost>) -> StepContext {
+        StepContext::new(
+            self.shared.run_id.clone(),
+            self.id.clone(),
+            attempt,
+            mode,
+            Some(deadline),
+            self.sites.clone(),
+            self.stop.clone(),
+            host,
+            self.checkpoint.clone(),
+        )
+    }
+}
+
+fn timeout_error(timeout: Duration) -> ActionError {
+    ActionError::permanent(format!("timed out after {}", humantime::format_duration(timeout)))
+        .with_hint("the target did not finish in time; check it, then raise the step's `timeout:` or `drover resume`")
+}
+
+/// The engine side of [`StepContext`].
+struct Host {
+    shared: Arc<RunShared>,
+}
+
+#[async_trait]
+impl StepHost for Host {
+    fn progress(&self, step: &str, progress: Progress) {
+        let _ = self.shared.sink.emit(Event::StepProgress { step: step.to_string(), progress });
+    }
+
+    fn note(&self, step: &str, message: &str) {
+        let _ = self.shared.sink.emit(Event::StepNote { step: step.to_string(), message: message.to_string() });
+    }
+
+    async fn checkpoint(&self, step: &str, value: Value) {
+        if let Err(e) = self.shared.sink.emit_durable(Event::StepCheckpoint { step: step.to_string(), value }).await {
+            tracing::error!(step, error = %e, "checkpoint could not be journaled; a resume will redo this step's work");
+        }
+    }
+
+    async fn approve(&self, step: &str, message: &str) -> Result<String, ActionError> {
+        let sink = &self.shared.sink;
+        sink.emit_durable(Event::GateWaiting { step: step.to_string(), message: message.to_string() })
+            .await
+            .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
+        let by = self.shared.approver.approve(&self.shared.run_id, step, message).await?;
+        sink.emit_durable(Event::GateApproved { step: step.to_string(), by: by.clone() })
+            .await
+            .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
+        Ok(by)
+    }
+}
+
+/// Undo completed steps, dependents before their dependencies. True if every undo worked.
+async fn rollback(
+    loaded: &Loaded,
+    registry: &Registry,
+    state: &[State],
+    outputs: &[Option<Outputs>],
+    shared: &Arc<RunShared>,
+    sites: &Arc<BTreeMap<String, Value>>,
+) -> bool {
+    let rb = &loaded.runbook;
+    let mut all_ok = true;
+    let scope = RunScope { loaded, run_id: &shared.run_id, dry: false, outputs, state };
+    for &i in loaded.dag.order.iter().rev() {
+        if state[i] != State::Done(Outcome::Succeeded) {
+            continue;
+        }
+        let step = &rb.steps[i];
+        let prepared = match &step.undo {
+            Some(call) => registry
+                .get(&call.uses)
+                .map_err(|e| ActionError::permanent(e.message).with_hint(e.hint))
+                .and_then(|a| Ok((a, interpolate(call, &scope)?))),
+            None => match registry.get(&step.call.uses) {
+                Ok(a) if a.info().undo => interpolate(&step.call, &scope).map(|w| (a, w)),
+                _ => continue,
+            },
+        };
+        let _ = shared.sink.emit_durable(Event::UndoStarted { step: step.id.clone() }).await;
+        let host: Arc<dyn StepHost> = Arc::new(Host { shared: shared.clone() });
+        let ctx = StepContext::new(
+            shared.run_id.clone(),
+            step.id.clone(),
+            1,
+            Mode::Undo,
+            Some(Instant::now() + step.timeout),
+            sites.clone(),
+            CancellationToken::new(),
+            host,
+            None,
+        );
+        let outs = outputs[i].clone().unwrap_or_default();
+        let result = match prepared {
+            Err(e) => Err(e),
+            Ok((action, with)) => {
+                let call = async {
+                    if step.undo.is_some() { action.run(&ctx, &with).await.map(|_| ()) } else { action.undo(&ctx, &with, &outs).await }
+                };
+                match tokio::time::timeout(step.timeout, call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(timeout_error(step.timeout)),
+                }
+            }
+        };
+        if result.is_err() {
+            all_ok = false;
+        }
+        let _ = shared.sink.emit_durable(Event::UndoFinished { step: step.id.clone(), error: result.err() }).await;
+    }
+    all_ok
+}

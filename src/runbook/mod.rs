@@ -1,0 +1,202 @@
+//! Runbooks: the YAML files that describe a recovery as a graph of steps.
+//!
+//! Loading is a pure phase (no network, no credentials, no clock): parse with positions,
+//! decode every field, resolve params and sites, build the graph, check every action's
+//! parameters and every reference — and report all problems at once, each at its
+//! `file:line:column`, before anything is touched.
+
+pub mod check;
+pub mod decode;
+pub mod diag;
+pub mod expr;
+pub mod model;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use model::*;
+
+use crate::engine::graph::Dag;
+use crate::registry::Registry;
+use diag::Sink;
+use yaml::Pos;
+
+/// What the command line adds to a runbook.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--param name=value`, in order (later wins).
+    pub params: Vec<String>,
+    pub params_file: Option<PathBuf>,
+    pub sites_file: Option<PathBuf>,
+    /// `run` and `plan` need every required param; `validate` does not.
+    pub require_params: bool,
+}
+
+/// A runbook ready to run: checked, with params and sites resolved.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub runbook: Runbook,
+    pub dag: Dag,
+    pub params: BTreeMap<String, Value>,
+    pub sites: BTreeMap<String, Site>,
+    /// SHA-256 of the sites file, when one was given.
+    pub sites_digest: Option<String>,
+}
+
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn read(path: &Path, found: &mut Diagnostics) -> Option<(String, String)> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let d = digest(&bytes);
+            match String::from_utf8(bytes) {
+                Ok(text) => Some((text, d)),
+                Err(_) => {
+                    found.0.push(file_error(path, "is not UTF-8 text", "save the file as UTF-8"));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            found.0.push(file_error(path, &format!("cannot be read: {e}"), "check the path and its permissions"));
+            None
+        }
+    }
+}
+
+fn file_error(path: &Path, message: &str, hint: &str) -> Diagnostic {
+    Diagnostic { file: path.to_path_buf(), line: 0, column: 0, message: message.into(), hint: Some(hint.into()) }
+}
+
+fn parse_file(path: &Path, found: &mut Diagnostics) -> Option<(yaml::Node, String)> {
+    let (text, d) = read(path, found)?;
+    match yaml::parse(&text) {
+        Ok(node) => Some((node, d)),
+        Err(e) => {
+            found.0.push(Diagnostic {
+                file: path.to_path_buf(),
+                line: e.pos.line,
+                column: e.pos.col,
+                message: format!("invalid YAML: {}", e.message),
+                hint: Some("check indentation and quoting around this place".into()),
+            });
+            None
+        }
+    }
+}
+
+/// Load and check a runbook with everything the command line adds to it.
+pub fn load(path: &Path, registry: &Registry, opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
+    let mut found = Diagnostics::default();
+    let Some((root, rb_digest)) = parse_file(path, &mut found) else { return Err(found) };
+    let mut sink = Sink::new(path);
+    let runbook = decode::runbook(root, path, rb_digest, &mut sink);
+    found.extend(sink.found);
+
+    let mut sites = runbook.sites.clone();
+    let mut sites_digest = None;
+    if let Some(sf) = &opts.sites_file
+        && let Some((node, d)) = parse_file(sf, &mut found)
+    {
+        let mut s = Sink::new(sf);
+        sites.extend(decode::sites_file(&node, &mut s));
+        found.extend(s.found);
+        sites_digest = Some(d);
+    }
+
+    let params = resolve_params(&runbook, opts, &mut found);
+
+    let mut sink = Sink::new(path);
+    let dag = check::graph(&runbook, &mut sink);
+    check::actions(&runbook, registry, &sites, &mut sink);
+    if let Some(dag) = &dag {
+        check::references(&runbook, dag, registry, &sites, &mut sink);
+    }
+    found.extend(sink.found);
+
+    match dag {
+        Some(dag) if found.is_empty() => Ok(Loaded { runbook, dag, params, sites, sites_digest }),
+        _ => {
+            found.sort();
+            Err(found)
+        }
+    }
+}
+
+fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> BTreeMap<String, Value> {
+    let mut values: BTreeMap<String, Value> = BTreeMap::new();
+    for p in &rb.params {
+        if let Some(d) = &p.default {
+            values.insert(p.name.clone(), d.clone());
+        }
+    }
+    let names: Vec<&str> = rb.params.iter().map(|p| p.name.as_str()).collect();
+    let unknown_hint = |name: &str| match drover_api::closest_match(name, &names) {
+        Some(b) => format!("did you mean `{b}`?"),
+        None if names.is_empty() => "this runbook declares no params".into(),
+        None => format!("declared params: {}", names.join(", ")),
+    };
+    let mut set = |name: &str, raw: &Value, file: &Path, pos: Pos, found: &mut Diagnostics| {
+        let mut err = |message: String, hint: String| {
+            found.0.push(Diagnostic { file: file.to_path_buf(), line: pos.line, column: pos.col, message, hint: Some(hint) })
+        };
+        let Some(spec) = rb.param(name) else {
+            return err(format!("unknown param `{name}`"), unknown_hint(name));
+        };
+        match decode::coerce(spec.ty, raw) {
+            Ok(v) if spec.allowed.is_empty() || spec.allowed.contains(&v) => {
+                values.insert(name.to_string(), v);
+            }
+            Ok(v) => err(
+                format!("param `{name}`: `{}` is not allowed", expr::display(&v)),
+                format!("allowed: {}", spec.allowed.iter().map(expr::display).collect::<Vec<_>>().join(", ")),
+            ),
+            Err(msg) => err(format!("param `{name}`: {msg}"), format!("`{name}` is a {}", spec.ty.name())),
+        }
+    };
+    if let Some(pf) = &opts.params_file
+        && let Some((node, _)) = parse_file(pf, found)
+    {
+        let mut s = Sink::new(pf);
+        let entries = decode::params_file(&node, &mut s);
+        found.extend(s.found);
+        for (name, value, pos) in entries {
+            set(&name, &value, pf, pos, found);
+        }
+    }
+    let cli = Path::new("--param");
+    for (n, arg) in opts.params.iter().enumerate() {
+        let pos = Pos { line: 0, col: n + 1 };
+        match arg.split_once('=') {
+            Some((k, v)) => set(k.trim(), &Value::String(v.to_string()), cli, pos, found),
+            None => found.0.push(Diagnostic {
+                file: cli.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("`{arg}` is not of the form NAME=VALUE"),
+                hint: Some("write `--param mode=planned`".into()),
+            }),
+        }
+    }
+    if opts.require_params {
+        for p in &rb.params {
+            if p.required && !values.contains_key(&p.name) {
+                found.0.push(Diagnostic {
+                    file: rb.path.clone(),
+                    line: p.pos.line,
+                    column: p.pos.col,
+                    message: format!("param `{}` is required and has no value", p.name),
+                    hint: Some(format!("pass `--param {}=VALUE` or put it in a --params file", p.name)),
+                });
+            }
+        }
+    }
+    values
+}

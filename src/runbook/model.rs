@@ -1,0 +1,153 @@
+//! The typed runbook: what the engine runs once the YAML has been checked.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use drover_api::PathSegment;
+
+use super::expr::{Expr, Template};
+use super::yaml::{Node, Pos};
+
+pub const API_VERSION: &str = "drover/v1";
+
+/// A loaded runbook.
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub path: PathBuf,
+    /// SHA-256 of the runbook file, so `resume` can refuse a changed runbook.
+    pub digest: String,
+    pub name: String,
+    pub description: String,
+    pub params: Vec<ParamSpec>,
+    pub sites: BTreeMap<String, Site>,
+    pub locks: BTreeMap<String, usize>,
+    pub on_failure: OnFailure,
+    pub concurrency: Option<usize>,
+    pub steps: Vec<Step>,
+    /// The parsed file, kept to locate problems found later.
+    pub root: Node,
+}
+
+impl Runbook {
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+/// What the run does when a step fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Start nothing new, let running steps finish, run `always` steps, stop.
+    #[default]
+    Halt,
+    /// Like halt, then undo completed steps in reverse dependency order.
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    String,
+    Int,
+    Bool,
+    Duration,
+    List,
+}
+
+impl ParamType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Int => "int",
+            ParamType::Bool => "bool",
+            ParamType::Duration => "duration",
+            ParamType::List => "list",
+        }
+    }
+
+    pub const ALL: [&'static str; 5] = ["string", "int", "bool", "duration", "list"];
+}
+
+#[derive(Debug, Clone)]
+pub struct ParamSpec {
+    pub name: String,
+    pub ty: ParamType,
+    pub default: Option<Value>,
+    pub required: bool,
+    pub description: String,
+    /// Allowed values, when the runbook restricts them.
+    pub allowed: Vec<Value>,
+    pub pos: Pos,
+}
+
+/// A named set of connection settings. Its content belongs to the plugins.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub settings: Value,
+    pub file: PathBuf,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included.
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: 1, backoff: Duration::from_secs(2), max_backoff: Duration::from_secs(60) }
+    }
+}
+
+/// A string value inside `with:` that holds `${{ }}`, with where it is.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub path: Vec<PathSegment>,
+    pub template: Template,
+    pub pos: Pos,
+}
+
+/// An action call: `uses` + `with`, with its interpolation slots.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub uses: String,
+    pub with: Value,
+    pub slots: Vec<Slot>,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub description: String,
+    pub call: Call,
+    pub needs: Vec<String>,
+    pub condition: Option<(Expr, String)>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub continue_on_error: bool,
+    pub undo: Option<Call>,
+    pub confirm: Option<Template>,
+    pub confirm_text: Option<String>,
+    pub lock: Option<String>,
+    pub always: bool,
+    pub pos: Pos,
+    /// Index of this step's node in the file's `steps:` list.
+    pub item: usize,
+}
+
+/// The default step timeout: long enough for real storage work, short enough that a
+/// forgotten wait on a dead site ends.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
