@@ -1,1 +1,29 @@
-fn main(){}
+//! The `drover` binary: parse arguments, set up logging, run, map the result to an exit code.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use drover::cli::{self, Cli};
+use drover::registry::Registry;
+
+fn main() {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(cli::exit::STATE_ERROR);
+        }
+    };
+    let code = runtime.block_on(cli::main(cli, Registry::builtin()));
+    // Do not wait for blocked readers (a terminal prompt nobody answered).
+    runtime.shutdown_background();
+    std::process::exit(code);
+}

@@ -108,7 +108,8 @@ impl Dag {
             best[i] = base + weight(i);
             via[i] = from;
         }
-        let Some(end) = (0..self.len()).max_by(|&a, &b| best[a].total_cmp(&best[b]).then(b.cmp(&a))) else {
+        // On ties prefer the step latest in topological order: the longest chain of equals.
+        let Some(&end) = self.order.iter().rev().max_by(|&&a, &&b| best[a].total_cmp(&best[b])) else {
             return (vec![], 0.0);
         };
         let mut path = vec![end];

@@ -101,7 +101,7 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
             runbook: rb.name.clone(),
             runbook_path: rb.path.display().to_string(),
             runbook_digest: rb.digest.clone(),
-            sites_file: None,
+            sites_file: loaded.sites_file.as_ref().map(|p| p.display().to_string()),
             sites_digest: loaded.sites_digest.clone(),
             params: loaded.params.clone(),
             mode: opts.mode,

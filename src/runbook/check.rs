@@ -237,7 +237,7 @@ fn check_ref(
                     let key = &path[3];
                     if let Ok(action) = registry.get(&rb.steps[j].call.uses) {
                         let declared: Vec<&str> = action.info().outputs.iter().map(|o| o.name.as_str()).collect();
-                        if !declared.is_empty() && !declared.contains(&key.as_str()) {
+                        if !declared.is_empty() && !action.info().open_outputs && !declared.contains(&key.as_str()) {
                             let hint = closest_match(key, &declared)
                                 .map(|b| format!("did you mean `{b}`?"))
                                 .unwrap_or_else(|| format!("`{}` outputs: {}", rb.steps[j].call.uses, declared.join(", ")));

@@ -44,7 +44,8 @@ pub struct Loaded {
     pub dag: Dag,
     pub params: BTreeMap<String, Value>,
     pub sites: BTreeMap<String, Site>,
-    /// SHA-256 of the sites file, when one was given.
+    /// The sites file given on the command line, and its SHA-256.
+    pub sites_file: Option<PathBuf>,
     pub sites_digest: Option<String>,
 }
 
@@ -80,22 +81,40 @@ fn parse_file(path: &Path, found: &mut Diagnostics) -> Option<(yaml::Node, Strin
     match yaml::parse(&text) {
         Ok(node) => Some((node, d)),
         Err(e) => {
-            found.0.push(Diagnostic {
-                file: path.to_path_buf(),
-                line: e.pos.line,
-                column: e.pos.col,
-                message: format!("invalid YAML: {}", e.message),
-                hint: Some("check indentation and quoting around this place".into()),
-            });
+            found.0.push(syntax_diagnostic(path, &e));
             None
         }
+    }
+}
+
+fn syntax_diagnostic(path: &Path, e: &yaml::SyntaxError) -> Diagnostic {
+    Diagnostic {
+        file: path.to_path_buf(),
+        line: e.pos.line,
+        column: e.pos.col,
+        message: format!("invalid YAML: {}", e.message),
+        hint: Some("check indentation and quoting around this place".into()),
     }
 }
 
 /// Load and check a runbook with everything the command line adds to it.
 pub fn load(path: &Path, registry: &Registry, opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
     let mut found = Diagnostics::default();
-    let Some((root, rb_digest)) = parse_file(path, &mut found) else { return Err(found) };
+    let Some((text, _)) = read(path, &mut found) else { return Err(found) };
+    load_source(path, &text, registry, opts)
+}
+
+/// Load a runbook from text; `path` names it in messages.
+pub fn load_source(path: &Path, text: &str, registry: &Registry, opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
+    let mut found = Diagnostics::default();
+    let rb_digest = digest(text.as_bytes());
+    let root = match yaml::parse(text) {
+        Ok(node) => node,
+        Err(e) => {
+            found.0.push(syntax_diagnostic(path, &e));
+            return Err(found);
+        }
+    };
     let mut sink = Sink::new(path);
     let runbook = decode::runbook(root, path, rb_digest, &mut sink);
     found.extend(sink.found);
@@ -122,7 +141,7 @@ pub fn load(path: &Path, registry: &Registry, opts: &LoadOptions) -> Result<Load
     found.extend(sink.found);
 
     match dag {
-        Some(dag) if found.is_empty() => Ok(Loaded { runbook, dag, params, sites, sites_digest }),
+        Some(dag) if found.is_empty() => Ok(Loaded { runbook, dag, params, sites, sites_file: opts.sites_file.clone(), sites_digest }),
         _ => {
             found.sort();
             Err(found)

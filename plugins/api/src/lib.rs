@@ -45,6 +45,10 @@ pub struct ActionInfo {
     /// True when the action has its own compensation for `on_failure: rollback`.
     #[serde(default)]
     pub undo: bool,
+    /// True when the action may return outputs beyond those declared (`exec`'s
+    /// `$DROVER_OUTPUT`), so references to other keys are not errors at load time.
+    #[serde(default)]
+    pub open_outputs: bool,
 }
 
 fn yes() -> bool {

@@ -26,6 +26,7 @@ pub struct ActionSpec {
     pub outputs: &'static [(&'static str, &'static str)],
     pub side_effects: bool,
     pub undo: bool,
+    pub open_outputs: bool,
 }
 
 /// An action with one typed parameter struct. Implement this, register `typed(MyAction)`.
@@ -67,6 +68,7 @@ pub fn typed<A: TypedAction>(action: A) -> Arc<dyn Action> {
             .collect(),
         side_effects: spec.side_effects,
         undo: spec.undo,
+        open_outputs: spec.open_outputs,
     };
     Arc::new(Typed { action: action, info, _p: PhantomData })
 }
@@ -211,7 +213,7 @@ mod tests {
     impl TypedAction for A {
         type Params = P;
         const SPEC: ActionSpec =
-            ActionSpec { name: "t.a", summary: "test", outputs: &[], side_effects: true, undo: false };
+            ActionSpec { name: "t.a", summary: "test", outputs: &[], side_effects: true, undo: false, open_outputs: false };
         async fn plan(&self, _: &StepContext, _: P) -> Result<Plan, ActionError> {
             Ok(Plan::default())
         }

@@ -86,6 +86,7 @@ impl TypedAction for Exec {
         outputs: &[("exit_code", "the command's exit code"), ("stdout", "standard output (capped)"), ("stderr", "standard error (capped)")],
         side_effects: true,
         undo: false,
+        open_outputs: true,
     };
 
     fn check(&self, p: &ExecParams) -> Result<(), Vec<ParamError>> {

@@ -265,6 +265,7 @@ impl TypedAction for Http {
         outputs: &[("status", "HTTP status code"), ("body", "response body (capped)"), ("json", "the body parsed as JSON, when it is JSON")],
         side_effects: true,
         undo: false,
+        open_outputs: false,
     };
 
     fn check(&self, p: &HttpParams) -> Result<(), Vec<ParamError>> {
@@ -304,6 +305,7 @@ impl TypedAction for WaitHttp {
         outputs: &[("status", "HTTP status code"), ("body", "response body (capped)"), ("json", "the body as JSON"), ("polls", "requests made")],
         side_effects: false,
         undo: false,
+        open_outputs: false,
     };
 
     fn check(&self, p: &WaitHttpParams) -> Result<(), Vec<ParamError>> {

@@ -40,6 +40,7 @@ impl TypedAction for Sleep {
         outputs: &[],
         side_effects: false,
         undo: false,
+        open_outputs: false,
     };
 
     async fn plan(&self, _: &StepContext, p: SleepParams) -> Result<Plan, ActionError> {
@@ -74,6 +75,7 @@ impl TypedAction for Approve {
         outputs: &[("approved_by", "who approved")],
         side_effects: false,
         undo: false,
+        open_outputs: false,
     };
 
     async fn plan(&self, _: &StepContext, p: ApproveParams) -> Result<Plan, ActionError> {
@@ -118,6 +120,7 @@ impl TypedAction for Log {
         outputs: &[("message", "the message as written")],
         side_effects: false,
         undo: false,
+        open_outputs: false,
     };
 
     async fn plan(&self, _: &StepContext, p: LogParams) -> Result<Plan, ActionError> {

@@ -1,0 +1,487 @@
+//! Commands that read and change nothing in the world: validate, plan, status, report,
+//! approve (writes one file for the running process), actions.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+
+use super::{Cli, CliError, Output, RunbookInputs, exit};
+use crate::engine::events::{Event, Outcome, RunMode};
+use crate::journal::lock;
+use crate::journal::state::{RunState, StateDir};
+use crate::registry::Registry;
+use crate::report::{Report, fmt_ms, render_html};
+use crate::runbook::{self, Loaded};
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Runbook files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub inputs: RunbookInputs,
+}
+
+pub fn validate(cli: &Cli, a: &ValidateArgs, registry: &Registry) -> Result<i32, CliError> {
+    let mut all_ok = true;
+    let mut results = vec![];
+    for file in &a.files {
+        match runbook::load(file, registry, &a.inputs.options(false)) {
+            Ok(l) => {
+                if cli.output == Output::Text {
+                    println!("ok: {} ({} steps)", file.display(), l.runbook.steps.len());
+                }
+                results.push(json!({ "file": file, "ok": true, "steps": l.runbook.steps.len() }));
+            }
+            Err(d) => {
+                all_ok = false;
+                if cli.output == Output::Text {
+                    eprintln!("{d}");
+                }
+                results.push(json!({ "file": file, "ok": false, "problems": d }));
+            }
+        }
+    }
+    if cli.output == Output::Json {
+        println!("{}", json!({ "ok": all_ok, "files": results }));
+    }
+    Ok(if all_ok { exit::SUCCESS } else { exit::INVALID_INPUT })
+}
+
+pub fn load_or_report(cli: &Cli, file: &std::path::Path, inputs: &RunbookInputs, registry: &Registry, require: bool) -> Result<Loaded, CliError> {
+    runbook::load(file, registry, &inputs.options(require)).map_err(|d| {
+        if cli.output == Output::Json {
+            println!("{}", json!({ "ok": false, "problems": d }));
+        } else {
+            eprintln!("{d}");
+        }
+        CliError::new(exit::INVALID_INPUT, format!("{} is not valid", file.display())).hint("fix the problems above; nothing was run")
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    pub runbook: PathBuf,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    #[command(flatten)]
+    pub inputs: RunbookInputs,
+}
+
+/// Median duration of each step over past successful runs of this runbook.
+pub fn history(state: &StateDir, runbook: &str) -> BTreeMap<String, u64> {
+    let mut samples: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for id in state.list() {
+        let Ok(read) = crate::journal::read(&state.journal(&id)) else { continue };
+        match read.records.first().map(|r| &r.event) {
+            Some(Event::RunStarted(s)) if s.runbook == runbook && s.mode == RunMode::Run => {}
+            _ => continue,
+        }
+        for r in &read.records {
+            if let Event::StepFinished { step, outcome: Outcome::Succeeded, duration_ms, .. } = &r.event {
+                samples.entry(step.clone()).or_default().push(*duration_ms);
+            }
+        }
+    }
+    samples
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_unstable();
+            (k, v[v.len() / 2])
+        })
+        .collect()
+}
+
+pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliError> {
+    let loaded = load_or_report(cli, &a.runbook, &a.inputs, registry, false)?;
+    let rb = &loaded.runbook;
+    let dag = &loaded.dag;
+    let levels = dag.levels();
+    let past = history(&StateDir::new(&cli.state_dir), &rb.name);
+    let estimated = rb.steps.iter().all(|s| past.contains_key(&s.id));
+    let (path, weight) = dag.critical_path(|i| if estimated { past[&rb.steps[i].id] as f64 } else { 1.0 });
+    let path_ids: Vec<&str> = path.iter().map(|&i| rb.steps[i].id.as_str()).collect();
+    let format = if cli.output == Output::Json { PlanFormat::Json } else { a.format };
+    let mut out = String::new();
+    match format {
+        PlanFormat::Text => {
+            let depth = levels.iter().max().map(|m| m + 1).unwrap_or(0);
+            let _ = writeln!(out, "runbook {} — {} steps in {depth} levels", rb.name, rb.steps.len());
+            if !rb.description.is_empty() {
+                let _ = writeln!(out, "{}", rb.description);
+            }
+            if !loaded.params.is_empty() {
+                let shown: Vec<String> = loaded.params.iter().map(|(k, v)| format!("{k}={}", runbook::expr::display(v))).collect();
+                let _ = writeln!(out, "params: {}", shown.join(", "));
+            }
+            let width = rb.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
+            for level in 0..depth {
+                let _ = writeln!(out, "\nlevel {level}");
+                for &i in &dag.order {
+                    if levels[i] != level {
+                        continue;
+                    }
+                    let s = &rb.steps[i];
+                    let mut notes = vec![];
+                    if !s.needs.is_empty() {
+                        notes.push(format!("needs {}", s.needs.join(", ")));
+                    }
+                    if let Some((_, text)) = &s.condition {
+                        notes.push(format!("if {text}"));
+                    }
+                    if let Some(l) = &s.lock {
+                        notes.push(format!("lock {l}"));
+                    }
+                    if s.always {
+                        notes.push("always".into());
+                    }
+                    if s.continue_on_error {
+                        notes.push("continue on error".into());
+                    }
+                    if s.retry.attempts > 1 {
+                        notes.push(format!("retry {}x", s.retry.attempts));
+                    }
+                    notes.push(format!("timeout {}", humantime::format_duration(s.timeout)));
+                    if let Some(ms) = past.get(&s.id) {
+                        notes.push(format!("usually {}", fmt_ms(*ms)));
+                    }
+                    let _ = writeln!(out, "  {:<width$}  {}  ({})", s.id, s.call.uses, notes.join("; "));
+                    if let Some(c) = &s.confirm_text {
+                        let _ = writeln!(out, "  {:<width$}  gate: {c}", "");
+                    }
+                }
+            }
+            let basis = if estimated { format!("estimated {} from past runs", fmt_ms(weight as u64)) } else { format!("{} steps; no past runs to estimate time", path.len()) };
+            let _ = writeln!(out, "\ncritical path ({basis}): {}", path_ids.join(" -> "));
+            let _ = writeln!(out, "on failure: {}", if rb.on_failure == runbook::OnFailure::Rollback { "roll back completed steps" } else { "halt" });
+        }
+        PlanFormat::Json => {
+            let steps: Vec<Value> = dag
+                .order
+                .iter()
+                .map(|&i| {
+                    let s = &rb.steps[i];
+                    json!({
+                        "id": s.id, "uses": s.call.uses, "level": levels[i], "needs": s.needs,
+                        "if": s.condition.as_ref().map(|c| &c.1), "lock": s.lock, "confirm": s.confirm_text,
+                        "always": s.always, "timeout_ms": s.timeout.as_millis() as u64, "attempts": s.retry.attempts,
+                        "estimate_ms": past.get(&s.id),
+                    })
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "{}",
+                json!({ "runbook": rb.name, "steps": steps, "critical_path": path_ids,
+                        "critical_path_estimate_ms": if estimated { Some(weight as u64) } else { None } })
+            );
+        }
+        PlanFormat::Dot => {
+            let _ = writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];", rb.name);
+            for (i, s) in rb.steps.iter().enumerate() {
+                let style = if path.contains(&i) { ", penwidth=2" } else { "" };
+                let _ = writeln!(out, "  \"{}\" [label=\"{}\\n{}\"{style}];", s.id, s.id, s.call.uses);
+            }
+            for (i, s) in rb.steps.iter().enumerate() {
+                for &p in &dag.parents[i] {
+                    let _ = writeln!(out, "  \"{}\" -> \"{}\";", rb.steps[p].id, s.id);
+                }
+            }
+            out.push_str("}\n");
+        }
+        PlanFormat::Mermaid => {
+            out.push_str("flowchart TD\n");
+            for s in &rb.steps {
+                let _ = writeln!(out, "  {}[\"{}<br/>{}\"]", mermaid_id(&s.id), s.id, s.call.uses);
+            }
+            for (i, s) in rb.steps.iter().enumerate() {
+                for &p in &dag.parents[i] {
+                    let _ = writeln!(out, "  {} --> {}", mermaid_id(&rb.steps[p].id), mermaid_id(&s.id));
+                }
+            }
+        }
+    }
+    print!("{out}");
+    Ok(exit::SUCCESS)
+}
+
+fn mermaid_id(id: &str) -> String {
+    id.replace('-', "_")
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A run id (a unique prefix or suffix will do, or `latest`); without it, every run.
+    pub run: Option<String>,
+}
+
+pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
+    let state = StateDir::new(&cli.state_dir);
+    match &a.run {
+        None => {
+            let ids = state.list();
+            let mut rows = vec![];
+            for id in &ids {
+                let Ok((s, _)) = RunState::load(&state.journal(id)) else {
+                    rows.push(json!({ "run_id": id, "state": "unreadable journal" }));
+                    continue;
+                };
+                let live = lock::holder(&state.locks(), &s.start.runbook).is_some_and(|h| &h.run_id == id);
+                let done = s.steps.values().filter(|r| r.outcome.is_some_and(|o| o != Outcome::Interrupted)).count();
+                rows.push(json!({
+                    "run_id": id, "runbook": s.start.runbook, "mode": s.start.mode, "state": s.state_label(live),
+                    "started": s.records.first().map(|r| r.at.clone()), "steps_done": done, "steps": s.start.steps.len(),
+                }));
+            }
+            if cli.output == Output::Json {
+                println!("{}", json!({ "runs": rows }));
+            } else if rows.is_empty() {
+                println!("no runs in {}", cli.state_dir.display());
+            } else {
+                println!("{:<44}  {:<20}  {:<8}  {:<28}  steps", "run", "runbook", "mode", "state");
+                for r in rows {
+                    println!(
+                        "{:<44}  {:<20}  {:<8}  {:<28}  {}/{}",
+                        r["run_id"].as_str().unwrap_or(""),
+                        r["runbook"].as_str().unwrap_or("-"),
+                        r["mode"].as_str().unwrap_or("-"),
+                        r["state"].as_str().unwrap_or("-"),
+                        r["steps_done"],
+                        r["steps"]
+                    );
+                }
+            }
+            Ok(exit::SUCCESS)
+        }
+        Some(wanted) => {
+            let id = state.resolve(wanted).map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
+            let (s, _) = RunState::load(&state.journal(&id))?;
+            let live = lock::holder(&state.locks(), &s.start.runbook).is_some_and(|h| h.run_id == id);
+            if cli.output == Output::Json {
+                let steps: Vec<Value> = s
+                    .start
+                    .steps
+                    .iter()
+                    .map(|st| {
+                        let r = &s.steps[&st.id];
+                        json!({ "id": st.id, "uses": st.uses, "outcome": r.outcome, "running": r.in_flight,
+                                "attempts": r.attempts, "waiting_for_approval": r.gate_waiting })
+                    })
+                    .collect();
+                println!("{}", json!({ "run_id": id, "runbook": s.start.runbook, "state": s.state_label(live), "steps": steps }));
+            } else {
+                println!("run {id} of `{}`: {}", s.start.runbook, s.state_label(live));
+                for st in &s.start.steps {
+                    let r = &s.steps[&st.id];
+                    let word = match (r.outcome, r.in_flight, &r.gate_waiting) {
+                        (_, _, Some(_)) => "waiting for approval".to_string(),
+                        (_, true, _) if live => format!("running (attempt {})", r.attempts),
+                        (_, true, _) => "interrupted".to_string(),
+                        (Some(o), _, _) => o.label().to_string(),
+                        (None, _, _) => "pending".to_string(),
+                    };
+                    println!("  {:<24} {:<24} {}", st.id, word, st.uses);
+                    if let (Some(msg), true) = (&r.gate_waiting, live) {
+                        println!("  {:<24} gate: {msg}\n  {:<24} approve: drover approve {id} {}", "", "", st.id);
+                    }
+                }
+                if s.finished.is_none() && !live {
+                    println!("\nthis run did not finish; `drover resume {id}` continues it");
+                }
+            }
+            Ok(exit::SUCCESS)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run id (unique prefix or suffix, or `latest`).
+    #[arg(default_value = "latest")]
+    pub run: String,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+pub fn report(cli: &Cli, a: &ReportArgs) -> Result<i32, CliError> {
+    let state = StateDir::new(&cli.state_dir);
+    let id = state.resolve(&a.run).map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
+    let (s, _) = RunState::load(&state.journal(&id))?;
+    let r = Report::from_state(&s);
+    let format = if cli.output == Output::Json { ReportFormat::Json } else { a.format };
+    let text = match format {
+        ReportFormat::Text => r.to_text(),
+        ReportFormat::Json => r.to_json() + "\n",
+        ReportFormat::Html => render_html(&r),
+    };
+    match &a.out {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| CliError::new(exit::STATE_ERROR, format!("cannot write {}: {e}", path.display())))?,
+        None => print!("{text}"),
+    }
+    Ok(exit::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The run (unique prefix or suffix, or `latest`).
+    pub run: String,
+    /// The step whose gate to answer.
+    pub step: String,
+    /// Refuse instead of approving: the step fails and the run halts.
+    #[arg(long)]
+    pub deny: bool,
+    /// Who answers (default: user@host).
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+pub fn approve(cli: &Cli, a: &ApproveArgs) -> Result<i32, CliError> {
+    let state = StateDir::new(&cli.state_dir);
+    let id = state.resolve(&a.run).map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
+    let (s, _) = RunState::load(&state.journal(&id))?;
+    let Some(step) = s.steps.get(&a.step) else {
+        let ids: Vec<&str> = s.steps.keys().map(String::as_str).collect();
+        return Err(CliError::new(exit::INVALID_INPUT, format!("run {id} has no step `{}`", a.step)).hint(format!("steps: {}", ids.join(", "))));
+    };
+    if s.finished.is_some() {
+        return Err(CliError::new(exit::INVALID_INPUT, format!("run {id} has finished; there is nothing to approve")));
+    }
+    let Some(message) = &step.gate_waiting else {
+        return Err(CliError::new(exit::INVALID_INPUT, format!("step `{}` of run {id} is not waiting for approval", a.step))
+            .hint(format!("`drover status {id}` shows which step waits")));
+    };
+    let by = a.by.clone().unwrap_or_else(|| format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "operator".into()), lock::hostname()));
+    super::gate::write_answer(&state.approvals(&id), &a.step, &by, a.deny)
+        .map_err(|e| CliError::new(exit::STATE_ERROR, format!("cannot record the answer: {e}")))?;
+    let verb = if a.deny { "denied" } else { "approved" };
+    if cli.output == Output::Json {
+        println!("{}", json!({ "run_id": id, "step": a.step, verb: true, "by": by }));
+    } else {
+        println!("{verb} `{}` of run {id} ({message}) as {by}", a.step);
+    }
+    Ok(exit::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct ActionsArgs {
+    /// Show one action's parameters and outputs in full.
+    pub name: Option<String>,
+}
+
+pub fn actions(cli: &Cli, a: &ActionsArgs, registry: &Registry) -> Result<i32, CliError> {
+    let (all, errors) = registry.all();
+    for (plugin, e) in &errors {
+        eprintln!("warning: external plugin {plugin} could not describe its actions: {e}");
+    }
+    let chosen: Vec<_> = match &a.name {
+        Some(n) => {
+            let act = registry.get(n).map_err(|e| CliError::new(exit::INVALID_INPUT, e.message).hint(e.hint))?;
+            vec![act]
+        }
+        None => all,
+    };
+    if cli.output == Output::Json {
+        let infos: Vec<_> = chosen.iter().map(|a| a.info().clone()).collect();
+        println!("{}", serde_json::to_string(&infos).expect("serializes"));
+        return Ok(exit::SUCCESS);
+    }
+    if a.name.is_none() {
+        let width = chosen.iter().map(|a| a.info().name.len()).max().unwrap_or(0);
+        for act in &chosen {
+            println!("{:<width$}  {}", act.info().name, act.info().summary);
+        }
+        println!("\n`drover actions NAME` shows an action's parameters.");
+        return Ok(exit::SUCCESS);
+    }
+    for act in &chosen {
+        let info = act.info();
+        println!("{} — {}", info.name, info.summary);
+        println!("\nparameters (under `with:`):");
+        for line in describe_params(&info.params) {
+            println!("  {line}");
+        }
+        if !info.outputs.is_empty() {
+            println!("\noutputs (as `${{{{ steps.ID.outputs.NAME }}}}`):");
+            for o in &info.outputs {
+                println!("  {:<16} {}", o.name, o.description);
+            }
+        }
+        if info.undo {
+            println!("\nhas its own undo for `on_failure: rollback`");
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// One line per parameter from a JSON schema: name, type, required/default, description.
+pub fn describe_params(schema: &Value) -> Vec<String> {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return vec!["(none)".into()];
+    };
+    let required: Vec<&str> = schema.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let width = props.keys().map(String::len).max().unwrap_or(0);
+    props
+        .iter()
+        .map(|(name, p)| {
+            let ty = type_name(p, schema);
+            let req = if required.contains(&name.as_str()) {
+                "required".to_string()
+            } else {
+                match p.get("default") {
+                    Some(d) if !d.is_null() => format!("default {d}"),
+                    _ => "optional".into(),
+                }
+            };
+            let desc = p.get("description").and_then(Value::as_str).unwrap_or("").replace('\n', " ");
+            format!("{name:<width$}  {ty:<18} {req:<18} {desc}")
+        })
+        .collect()
+}
+
+fn type_name(p: &Value, root: &Value) -> String {
+    if let Some(r) = p.get("$ref").and_then(Value::as_str) {
+        let name = r.rsplit('/').next().unwrap_or(r);
+        if let Some(def) = root.get("$defs").and_then(|d| d.get(name)) {
+            if let Some(values) = def.get("enum").and_then(Value::as_array) {
+                return values.iter().map(|v| v.as_str().unwrap_or("?").to_string()).collect::<Vec<_>>().join("|");
+            }
+            if def.get("format").and_then(Value::as_str) == Some("duration") {
+                return "duration".into();
+            }
+        }
+        return name.to_string();
+    }
+    if let Some(any) = p.get("anyOf").and_then(Value::as_array) {
+        let parts: Vec<String> = any.iter().filter(|x| x.get("type") != Some(&json!("null"))).map(|x| type_name(x, root)).collect();
+        return parts.join("|");
+    }
+    match p.get("type") {
+        Some(Value::String(t)) if t == "array" => format!("list of {}", p.get("items").map(|i| type_name(i, root)).unwrap_or_else(|| "any".into())),
+        Some(Value::String(t)) if t == "object" => "mapping".into(),
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect::<Vec<_>>().join("|"),
+        _ => "any".into(),
+    }
+}

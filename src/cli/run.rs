@@ -1,0 +1,218 @@
+//! `drover run` and `drover resume`: take the lock, open the journal, run the engine with a
+//! view and a gatekeeper, handle Ctrl-C in two stages, write the report.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::gate::GateKeeper;
+use super::view::{self, LiveView, Render};
+use super::{Cli, CliError, Output, RunbookInputs, exit};
+use crate::engine::events::{RunMode, RunOutcome};
+use crate::engine::{Approver, AutoApprove, EventSink, ExecuteOptions, Resume, RunSummary, StopSignal, execute};
+use crate::journal::lock::{RunLock, hostname};
+use crate::journal::state::{RunState, StateDir};
+use crate::journal::Journal;
+use crate::registry::Registry;
+use crate::report::{Report, render_html};
+use crate::runbook::{self, Loaded};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunFlags {
+    /// Approve every gate (`confirm:` and `approve` steps) without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Steps running at once (default: the runbook's `concurrency`, else 8).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Take over the run lock even if another host holds it (after making sure it is dead).
+    #[arg(long)]
+    pub break_lock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    pub runbook: PathBuf,
+    #[command(flatten)]
+    pub inputs: RunbookInputs,
+    #[command(flatten)]
+    pub flags: RunFlags,
+    /// Check every step's preconditions against the real systems and show what would
+    /// change; changes nothing. Exits 1 if a precondition fails.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run to continue (unique prefix or suffix, or `latest`).
+    pub run: String,
+    /// Resume even though the runbook or sites file changed since the run started.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub flags: RunFlags,
+}
+
+fn new_run_id(name: &str) -> String {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let compact: String = stamp.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{compact}-{name}-{:04x}", rand::random::<u16>())
+}
+
+pub async fn run(cli: &Cli, a: &RunArgs, registry: &Registry) -> Result<i32, CliError> {
+    let loaded = super::info::load_or_report(cli, &a.runbook, &a.inputs, registry, true)?;
+    let state = StateDir::new(&cli.state_dir);
+    let run_id = new_run_id(&loaded.runbook.name);
+    let mode = if a.dry_run { RunMode::DryRun } else { RunMode::Run };
+    // A dry run changes nothing, so it may run beside a real one.
+    let lock = if a.dry_run { None } else { Some(RunLock::acquire(&state.locks(), &loaded.runbook.name, &run_id, a.flags.break_lock)?) };
+    let dir = state.run_dir(&run_id);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CliError::new(exit::STATE_ERROR, format!("cannot create {}: {e}", dir.display())).hint("check --state-dir"))?;
+    if let Ok(text) = std::fs::read(&a.runbook) {
+        let _ = std::fs::write(dir.join("runbook.yaml"), text);
+    }
+    let journal = Journal::create(&state.journal(&run_id))?;
+    let summary = drive(cli, &loaded, registry, &state, &run_id, mode, &a.flags, journal, None).await?;
+    drop(lock);
+    finish(cli, &state, &run_id, &summary)
+}
+
+pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i32, CliError> {
+    let state = StateDir::new(&cli.state_dir);
+    let run_id = state.resolve(&a.run).map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
+    let path = state.journal(&run_id);
+    let (previous, read) = RunState::load(&path)?;
+    if previous.finished == Some(RunOutcome::Succeeded) {
+        println!("run {run_id} already succeeded; nothing to resume");
+        return Ok(exit::SUCCESS);
+    }
+    let start = &previous.start;
+    let lock = if start.mode == RunMode::DryRun { None } else { Some(RunLock::acquire(&state.locks(), &start.runbook, &run_id, a.flags.break_lock)?) };
+    let sites_file = start.sites_file.as_ref().map(PathBuf::from);
+    let inputs = RunbookInputs { params: vec![], params_file: None, sites: sites_file.clone() };
+    let rb_path = PathBuf::from(&start.runbook_path);
+    let mut loaded: Loaded = runbook::load(&rb_path, registry, &inputs.options(false)).map_err(|d| {
+        eprintln!("{d}");
+        CliError::new(exit::STATE_ERROR, format!("the runbook of run {run_id} ({}) no longer loads", rb_path.display()))
+            .hint("restore the runbook as it was, or start a new run")
+    })?;
+    let changed = loaded.runbook.digest != start.runbook_digest || loaded.sites_digest != start.sites_digest;
+    if changed && !a.force {
+        return Err(CliError::new(exit::STATE_ERROR, format!("the runbook or sites file of run {run_id} changed since it started"))
+            .hint("resume --force runs the changed runbook, reusing journaled results of steps with the same id"));
+    }
+    let ids: Vec<&str> = loaded.runbook.steps.iter().map(|s| s.id.as_str()).collect();
+    if changed && start.steps.iter().any(|s| !ids.contains(&s.id.as_str())) {
+        return Err(CliError::new(exit::STATE_ERROR, "steps of the original run are missing from the changed runbook")
+            .hint("a changed runbook must keep every step id of the run it resumes; start a new run instead"));
+    }
+    // The run keeps the params it started with.
+    loaded.params = start.params.clone();
+    if previous.torn_tail {
+        tracing::warn!(journal = %path.display(), "the journal's last record was cut off by a crash; dropping it");
+    }
+    let journal = Journal::reopen(&path, &read)?;
+    let resume = Resume::from_state(&previous, changed);
+    if cli.output == Output::Text {
+        println!(
+            "resuming run {run_id}: {} step(s) already done will not run again",
+            resume.done.len()
+        );
+    }
+    let summary = drive(cli, &loaded, registry, &state, &run_id, start.mode, &a.flags, journal, Some(resume)).await?;
+    drop(lock);
+    finish(cli, &state, &run_id, &summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    cli: &Cli,
+    loaded: &Loaded,
+    registry: &Registry,
+    state: &StateDir,
+    run_id: &str,
+    mode: RunMode,
+    flags: &RunFlags,
+    journal: Journal,
+    resume: Option<Resume>,
+) -> Result<RunSummary, CliError> {
+    let tty = std::io::stderr().is_terminal() && cli.output == Output::Text;
+    let render = match (cli.output, tty) {
+        (Output::Json, _) => Render::Json,
+        (Output::Text, true) => Render::Live(LiveView::new()),
+        (Output::Text, false) => Render::Lines,
+    };
+    let live = if let Render::Live(v) = &render { Some(v.clone()) } else { None };
+    let approver: Arc<dyn Approver> = if flags.yes {
+        Arc::new(AutoApprove(format!("--yes ({}@{})", std::env::var("USER").unwrap_or_else(|_| "operator".into()), hostname())))
+    } else {
+        let ask_here = std::io::stdin().is_terminal() && cli.output == Output::Text;
+        Arc::new(GateKeeper::new(state.approvals(run_id), ask_here, live, cli.output == Output::Json))
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let uses: HashMap<String, String> = loaded.runbook.steps.iter().map(|s| (s.id.clone(), s.call.uses.clone())).collect();
+    let viewer = view::spawn(render, rx, uses);
+    let (stop_tx, stop) = StopSignal::new();
+    let ctrl_c = tokio::spawn(async move {
+        let mut level = 0u8;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            level = (level + 1).min(2);
+            let _ = stop_tx.send(level);
+        }
+    });
+    let concurrency = flags.concurrency.map(|c| c as usize).or(loaded.runbook.concurrency).unwrap_or(8);
+    let opts = ExecuteOptions {
+        run_id: run_id.to_string(),
+        mode,
+        concurrency,
+        approver,
+        sink: EventSink::new(Some(journal.clone()), Some(tx)),
+        stop,
+        resume,
+    };
+    let summary = execute(loaded, registry, opts).await;
+    ctrl_c.abort();
+    let _ = viewer.await;
+    journal.close()?;
+    if let Some(e) = &summary.journal_error {
+        return Err(CliError::new(exit::STATE_ERROR, format!("the journal could not be written: {e}"))
+            .hint("check free space and permissions of the state directory; `drover status` shows what was recorded"));
+    }
+    Ok(summary)
+}
+
+/// Print and store the report; map the outcome to an exit code.
+fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: &RunSummary) -> Result<i32, CliError> {
+    let (run_state, _) = RunState::load(&state.journal(run_id))?;
+    let report = Report::from_state(&run_state);
+    let dir = state.run_dir(run_id);
+    let _ = std::fs::write(dir.join("report.json"), report.to_json());
+    let _ = std::fs::write(dir.join("report.html"), render_html(&report));
+    match cli.output {
+        Output::Json => println!("{}", serde_json::json!({ "summary": report })),
+        Output::Text => {
+            println!("\n{}", report.to_text());
+            println!("report: {}  (drover report {run_id} --format html)", dir.join("report.html").display());
+        }
+    }
+    Ok(match summary.outcome {
+        RunOutcome::Succeeded => exit::SUCCESS,
+        RunOutcome::Failed | RunOutcome::RolledBack => {
+            if cli.output == Output::Text {
+                eprintln!("the run failed; fix the cause shown above, then `drover resume {run_id}`");
+            }
+            exit::RUN_FAILED
+        }
+        RunOutcome::Cancelled => {
+            if cli.output == Output::Text {
+                eprintln!("the run was stopped; `drover resume {run_id}` continues it");
+            }
+            exit::CANCELLED
+        }
+    })
+}

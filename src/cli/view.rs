@@ -1,0 +1,157 @@
+//! What the operator sees while a run goes: a live view of running steps on a terminal, one
+//! line per event otherwise, or JSON lines for machines. All three read the engine's events.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::engine::events::{Event, Outcome, now_rfc3339};
+use crate::report::fmt_ms;
+
+/// The terminal's live view: a spinner per running step above the finished lines.
+#[derive(Clone)]
+pub struct LiveView {
+    mp: MultiProgress,
+}
+
+impl LiveView {
+    pub fn new() -> Self {
+        LiveView { mp: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)) }
+    }
+
+    pub fn println(&self, text: &str) {
+        let _ = self.mp.println(text);
+    }
+
+    /// Stop drawing (while the operator types an answer).
+    pub fn pause(&self) {
+        self.mp.set_draw_target(ProgressDrawTarget::hidden());
+    }
+
+    pub fn resume(&self) {
+        self.mp.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+    }
+}
+
+#[derive(Clone)]
+pub enum Render {
+    Live(LiveView),
+    Lines,
+    Json,
+}
+
+/// Consume events until the engine drops its sender.
+pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashMap<String, String>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        let bars: Arc<Mutex<HashMap<String, ProgressBar>>> = Arc::default();
+        let style = ProgressStyle::with_template("{spinner} {prefix:<24} {elapsed:>5} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        while let Some(ev) = rx.recv().await {
+            match &render {
+                Render::Json => {
+                    let line = serde_json::json!({ "at": now_rfc3339(), "event": ev });
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                }
+                Render::Lines => {
+                    if let Some(text) = describe(&ev, &uses) {
+                        println!("[{:>8}] {text}", fmt_ms(t0.elapsed().as_millis() as u64));
+                    }
+                }
+                Render::Live(view) => {
+                    let mut bars = bars.lock().unwrap_or_else(|e| e.into_inner());
+                    match &ev {
+                        Event::StepStarted { step, attempt } if *attempt == 1 || !bars.contains_key(step) => {
+                            let bar = view.mp.add(ProgressBar::new_spinner());
+                            bar.set_style(style.clone());
+                            bar.set_prefix(step.clone());
+                            bar.set_message(uses.get(step).cloned().unwrap_or_default());
+                            bar.enable_steady_tick(Duration::from_millis(120));
+                            bars.insert(step.clone(), bar);
+                        }
+                        Event::StepProgress { step, progress } => {
+                            if let Some(bar) = bars.get(step) {
+                                let counts = match (progress.done, progress.total) {
+                                    (Some(d), Some(t)) => format!("{d}/{t} "),
+                                    (Some(d), None) => format!("{d} "),
+                                    _ => String::new(),
+                                };
+                                bar.set_message(format!("{counts}{}", progress.message));
+                            }
+                        }
+                        Event::StepFinished { step, .. } => {
+                            if let Some(bar) = bars.remove(step) {
+                                bar.finish_and_clear();
+                                view.mp.remove(&bar);
+                            }
+                        }
+                        _ => {}
+                    }
+                    if let Some(text) = describe(&ev, &uses) {
+                        view.println(&format!("[{:>8}] {text}", fmt_ms(t0.elapsed().as_millis() as u64)));
+                    }
+                }
+            }
+        }
+        for (_, bar) in bars.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            bar.finish_and_clear();
+        }
+    })
+}
+
+/// One human line for an event, or None for events not worth a line.
+pub fn describe(ev: &Event, uses: &HashMap<String, String>) -> Option<String> {
+    Some(match ev {
+        Event::RunStarted(s) => format!("run {} of `{}` started ({} steps)", s.run_id, s.runbook, s.steps.len()),
+        Event::RunResumed { forced, .. } => format!("run resumed{}", if *forced { " (--force: runbook changed)" } else { "" }),
+        Event::StepStarted { step, attempt: 1 } => format!("▶ {step}  ({})", uses.get(step).map(String::as_str).unwrap_or("?")),
+        Event::StepStarted { step, attempt } => format!("▶ {step}  attempt {attempt}"),
+        Event::StepRetrying { step, attempt, error, delay_ms } => {
+            format!("↻ {step}  attempt {attempt} failed: {}; retrying in {}", error.message, fmt_ms(*delay_ms))
+        }
+        Event::StepNote { step, message } => format!("  {step}: {message}"),
+        Event::StepPlanned { step, plan } => {
+            let mut s = format!("· {step}  would: {}", plan.summary);
+            for c in plan.checks.iter().filter(|c| !c.ok) {
+                s.push_str(&format!("\n           precondition failed: {}: {}", c.name, c.detail));
+            }
+            s
+        }
+        Event::StepFinished { step, outcome, error, duration_ms, attempts, .. } => {
+            let mark = match outcome {
+                Outcome::Succeeded | Outcome::Planned => "✓",
+                Outcome::Failed | Outcome::PlanFailed => "✗",
+                Outcome::FailedContinued => "!",
+                _ => "–",
+            };
+            let mut s = format!("{mark} {step}  {}", outcome.label());
+            if *attempts > 0 {
+                s.push_str(&format!(" in {}", fmt_ms(*duration_ms)));
+            }
+            if *attempts > 1 {
+                s.push_str(&format!(" after {attempts} attempts"));
+            }
+            if let Some(e) = error {
+                s.push_str(&format!(": {}", e.message));
+                if let Some(h) = &e.hint {
+                    s.push_str(&format!("\n           hint: {h}"));
+                }
+            }
+            s
+        }
+        Event::GateApproved { step, by } => format!("✓ {step}  approved by {by}"),
+        Event::UndoStarted { step } => format!("⟲ {step}  undoing"),
+        Event::UndoFinished { step, error: None } => format!("⟲ {step}  undone"),
+        Event::UndoFinished { step, error: Some(e) } => format!("✗ {step}  undo failed: {}", e.message),
+        Event::StopRequested { abort: false } => "stopping: no new steps start; running steps finish (Ctrl-C again to abort them)".into(),
+        Event::StopRequested { abort: true } => "aborting running steps".into(),
+        Event::RunFinished { outcome } => format!("run {}", outcome.label()),
+        Event::StepProgress { .. } | Event::StepCheckpoint { .. } | Event::GateWaiting { .. } => return None,
+    })
+}
