@@ -143,7 +143,7 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
         }
     }
     // Settle resumed steps first (they are terminal), then evaluate the roots.
-    let mut pending_eval: Vec<usize> = vec![];
+    let mut pending_eval: VecDeque<usize> = VecDeque::new();
     for (i, outcome) in to_settle {
         state[i] = State::Done(outcome);
     }
@@ -156,7 +156,7 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
     }
     for i in 0..n {
         if state[i] == State::Waiting && missing[i] == 0 {
-            pending_eval.push(i);
+            pending_eval.push_back(i);
         }
     }
 
@@ -167,7 +167,7 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
 
     loop {
         // Evaluate steps whose dependencies all became terminal; settling one may free others.
-        while let Some(i) = pending_eval.pop() {
+        while let Some(i) = pending_eval.pop_front() {
             let step = &rb.steps[i];
             let parents_ok = dag.parents[i].iter().all(|&p| matches!(state[p], State::Done(o) if o.satisfies()));
             let decided = if halting && !step.always {
@@ -196,7 +196,7 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
                 Some((outcome, error)) => {
                     let fin = Finished { step: i, outcome, outputs: Outputs::new(), error, attempts: 0, duration: Duration::ZERO };
                     settle(&fin, rb, &mut state, &mut outputs, &mut missing, &mut pending_eval, dag, sink, &mut journal_error);
-                    if fin.outcome == Outcome::Failed && !dry {
+                    if fin.outcome == Outcome::Failed && !dry && !step.continue_on_error {
                         halting = true;
                     }
                 }
@@ -297,7 +297,7 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
                 {
                     *c -= 1;
                 }
-                if fin.outcome == Outcome::Failed && !dry {
+                if fin.outcome == Outcome::Failed && !dry && !rb.steps[i].continue_on_error {
                     halting = true;
                 }
                 settle(&fin, rb, &mut state, &mut outputs, &mut missing, &mut pending_eval, dag, sink, &mut journal_error);
@@ -356,19 +356,23 @@ fn settle(
     state: &mut [State],
     outputs: &mut [Option<Outputs>],
     missing: &mut [usize],
-    pending_eval: &mut Vec<usize>,
+    pending_eval: &mut VecDeque<usize>,
     dag: &super::graph::Dag,
     sink: &EventSink,
     journal_error: &mut Option<String>,
 ) {
     let i = fin.step;
-    state[i] = State::Done(fin.outcome);
+    let mut fin_outcome = fin.outcome;
+    if fin_outcome == Outcome::Failed && rb.steps[i].continue_on_error {
+        fin_outcome = Outcome::FailedContinued;
+    }
+    state[i] = State::Done(fin_outcome);
     if matches!(fin.outcome, Outcome::Succeeded | Outcome::Planned | Outcome::PlanFailed) {
         outputs[i] = Some(fin.outputs.clone());
     }
     let ev = Event::StepFinished {
         step: rb.steps[i].id.clone(),
-        outcome: fin.outcome,
+        outcome: fin_outcome,
         outputs: fin.outputs.clone(),
         error: fin.error.clone(),
         attempts: fin.attempts,
@@ -380,7 +384,7 @@ fn settle(
     for &c in &dag.children[i] {
         missing[c] -= 1;
         if missing[c] == 0 && state[c] == State::Waiting {
-            pending_eval.push(c);
+            pending_eval.push_back(c);
         }
     }
 }

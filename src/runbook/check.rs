@@ -77,10 +77,26 @@ fn check_call(call: &Call, with_node: Option<&Node>, registry: &Registry, sites:
             return;
         }
     };
+    // Unknown keys first, all of them: serde below stops at its first problem.
+    let schema = &action.info().params;
+    let keys_checked = schema.get("additionalProperties") == Some(&Value::Bool(false));
+    if keys_checked
+        && let (Some(props), Some(with)) = (schema.get("properties").and_then(Value::as_object), call.with.as_object())
+    {
+        let known: Vec<&str> = props.keys().map(String::as_str).collect();
+        for key in with.keys().filter(|k| !props.contains_key(*k)) {
+            let pos = with_node.and_then(|n| n.key_node(key)).map(|n| n.pos).unwrap_or(call.pos);
+            let hint = closest_match(key, &known).map(|b| format!("did you mean `{b}`?")).unwrap_or_else(|| format!("valid keys: {}", known.join(", ")));
+            sink.error(pos, format!("step `{step}`: unknown parameter `{key}` (with.{key})"), Some(hint));
+        }
+    }
     if let Err(errors) = action.check_params(&call.with) {
         for e in errors {
             if depends_on_interpolation(&call.with, &e.path) {
                 continue; // checked again at run time, once the value is known
+            }
+            if keys_checked && e.message.starts_with("unknown parameter") {
+                continue; // reported above
             }
             let pos = with_node.map(|n| n.locate(&e.path)).unwrap_or(call.pos);
             let path: String = e.path.iter().map(|p| p.to_string()).collect();
@@ -137,7 +153,7 @@ const RUN_FIELDS: &[&str] = &["id", "dry_run", "runbook"];
 
 /// Every reference names a declared param, a site, or an output of a step this step
 /// depends on.
-pub fn references(rb: &Runbook, dag: &Dag, registry: &Registry, sites: &BTreeMap<String, Site>, sink: &mut Sink) {
+pub fn references(rb: &Runbook, dag: Option<&Dag>, registry: &Registry, sites: &BTreeMap<String, Site>, sink: &mut Sink) {
     let index: BTreeMap<&str, usize> = rb.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
     for (i, step) in rb.steps.iter().enumerate() {
         let mut check = |path: &[String], pos: Pos, is_undo: bool| {
@@ -175,7 +191,7 @@ pub fn references(rb: &Runbook, dag: &Dag, registry: &Registry, sites: &BTreeMap
 #[allow(clippy::too_many_arguments)]
 fn check_ref(
     rb: &Runbook,
-    dag: &Dag,
+    dag: Option<&Dag>,
     registry: &Registry,
     sites: &BTreeMap<String, Site>,
     index: &BTreeMap<&str, usize>,
@@ -225,7 +241,8 @@ fn check_ref(
                 return err(format!("references unknown step `{other}`"), hint);
             };
             let own_outputs = is_undo && j == me;
-            if !own_outputs && !dag.is_ancestor(j, me) {
+            // Without a graph (a cycle was reported) ancestry cannot be judged.
+            if !own_outputs && dag.is_some_and(|d| !d.is_ancestor(j, me)) {
                 return err(
                     format!("reads `{text}`, but does not depend on step `{other}`"),
                     format!("add `{other}` to this step's `needs` (directly or through another step)"),

@@ -363,6 +363,8 @@ pub fn coerce(ty: ParamType, value: &Value) -> Result<Value, String> {
         (ParamType::Duration, Value::String(s)) => humantime::parse_duration(s.trim())
             .map(|d| Value::String(humantime::format_duration(d).to_string()))
             .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. `30s` or `5m`")),
+        (ParamType::Duration, Value::Number(n)) if n.as_u64() == Some(0) => Ok(Value::String("0s".into())),
+        (ParamType::Duration, Value::Number(n)) => Err(format!("`{n}` has no unit; write `{n}s` for seconds")),
         (ParamType::List, Value::Array(_)) => Ok(value.clone()),
         (ParamType::List, Value::String(s)) => Ok(Value::Array(
             s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(|p| Value::String(p.into())).collect(),

@@ -135,9 +135,7 @@ pub fn load_source(path: &Path, text: &str, registry: &Registry, opts: &LoadOpti
     let mut sink = Sink::new(path);
     let dag = check::graph(&runbook, &mut sink);
     check::actions(&runbook, registry, &sites, &mut sink);
-    if let Some(dag) = &dag {
-        check::references(&runbook, dag, registry, &sites, &mut sink);
-    }
+    check::references(&runbook, dag.as_ref(), registry, &sites, &mut sink);
     found.extend(sink.found);
 
     match dag {
@@ -177,7 +175,7 @@ fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> 
                 format!("param `{name}`: `{}` is not allowed", expr::display(&v)),
                 format!("allowed: {}", spec.allowed.iter().map(expr::display).collect::<Vec<_>>().join(", ")),
             ),
-            Err(msg) => err(format!("param `{name}`: {msg}"), format!("`{name}` is a {}", spec.ty.name())),
+            Err(msg) => err(format!("param `{name}`: {msg}"), format!("`{name}` is declared with type {}", spec.ty.name())),
         }
     };
     if let Some(pf) = &opts.params_file

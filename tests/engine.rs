@@ -1,0 +1,431 @@
+//! Engine behaviour with mock actions named by what they do (ok, fail, flaky, hang, panic,
+//! undoable), under paused tokio time so timeouts and backoff are exact and instant.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use drover::engine::events::{Event, Outcome, RunMode, RunOutcome};
+use drover::engine::{Approver, AutoApprove, EventSink, ExecuteOptions, Resume, RunSummary, StopSignal, execute};
+use drover::registry::Registry;
+use drover::runbook::{LoadOptions, Loaded, load_source};
+use drover_api::{Action, ActionError, ActionInfo, Outputs, ParamError, Plan, StepContext};
+
+/// Calls made to mock actions, in order: "run:STEP", "undo:STEP".
+type Log = Arc<Mutex<Vec<String>>>;
+
+struct Mock {
+    info: ActionInfo,
+    log: Log,
+    behaviour: fn(&StepContext, &Value, u32) -> Behaviour,
+    calls: Mutex<HashMap<String, u32>>,
+}
+
+enum Behaviour {
+    Ok(Outputs),
+    Err(ActionError),
+    Sleep(Duration),
+    Hang,
+    Panic,
+}
+
+impl Mock {
+    fn new(name: &str, log: &Log, undo: bool, behaviour: fn(&StepContext, &Value, u32) -> Behaviour) -> Arc<dyn Action> {
+        Arc::new(Mock {
+            info: ActionInfo {
+                name: name.into(),
+                summary: "test".into(),
+                params: json!({}),
+                outputs: vec![],
+                side_effects: true,
+                undo,
+                open_outputs: true,
+            },
+            log: log.clone(),
+            behaviour,
+            calls: Mutex::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl Action for Mock {
+    fn info(&self) -> &ActionInfo {
+        &self.info
+    }
+    fn check_params(&self, _: &Value) -> Result<(), Vec<ParamError>> {
+        Ok(())
+    }
+    async fn plan(&self, _: &StepContext, _: &Value) -> Result<Plan, ActionError> {
+        Ok(Plan::new("mock"))
+    }
+    async fn run(&self, ctx: &StepContext, with: &Value) -> Result<Outputs, ActionError> {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            let c = calls.entry(ctx.step_id.clone()).or_default();
+            *c += 1;
+            *c
+        };
+        self.log.lock().unwrap().push(format!("run:{}", ctx.step_id));
+        match (self.behaviour)(ctx, with, n) {
+            Behaviour::Ok(o) => Ok(o),
+            Behaviour::Err(e) => Err(e),
+            Behaviour::Sleep(d) => {
+                tokio::time::sleep(d).await;
+                self.log.lock().unwrap().push(format!("done:{}", ctx.step_id));
+                Ok(Outputs::new())
+            }
+            Behaviour::Hang => std::future::pending().await,
+            Behaviour::Panic => panic!("mock action exploded"),
+        }
+    }
+    async fn undo(&self, ctx: &StepContext, _: &Value, _: &Outputs) -> Result<(), ActionError> {
+        self.log.lock().unwrap().push(format!("undo:{}", ctx.step_id));
+        Ok(())
+    }
+}
+
+fn echo(_: &StepContext, with: &Value, _: u32) -> Behaviour {
+    let mut o = Outputs::new();
+    o.insert("value".into(), with.get("value").cloned().unwrap_or(json!("ok")));
+    Behaviour::Ok(o)
+}
+
+fn registry(log: &Log) -> Registry {
+    Registry::empty()
+        .with(Mock::new("ok", log, true, echo))
+        .with(Mock::new("fail", log, false, |_, _, _| Behaviour::Err(ActionError::permanent("it broke").with_hint("fix it"))))
+        .with(Mock::new("flaky", log, false, |_, w, n| {
+            let failures = w.get("failures").and_then(Value::as_u64).unwrap_or(2) as u32;
+            if n <= failures { Behaviour::Err(ActionError::retryable(format!("transient {n}"))) } else { echo(&dummy_ctx(), w, n) }
+        }))
+        .with(Mock::new("wait", log, false, |_, w, _| {
+            Behaviour::Sleep(Duration::from_millis(w.get("ms").and_then(Value::as_u64).unwrap_or(1000)))
+        }))
+        .with(Mock::new("hang", log, false, |_, _, _| Behaviour::Hang))
+        .with(Mock::new("panic", log, false, |_, _, _| Behaviour::Panic))
+}
+
+fn dummy_ctx() -> StepContext {
+    struct NoHost;
+    #[async_trait]
+    impl drover_api::StepHost for NoHost {
+        fn progress(&self, _: &str, _: drover_api::Progress) {}
+        fn note(&self, _: &str, _: &str) {}
+        async fn checkpoint(&self, _: &str, _: Value) {}
+        async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
+            Ok("x".into())
+        }
+    }
+    StepContext::new("r", "s", 1, drover_api::Mode::Run, None, Arc::default(), Default::default(), Arc::new(NoHost), None)
+}
+
+fn load(yaml: &str, reg: &Registry) -> Loaded {
+    let text = format!("apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: t }}\n{yaml}");
+    match load_source(Path::new("test.yaml"), &text, reg, &LoadOptions::default()) {
+        Ok(l) => l,
+        Err(d) => panic!("{d}"),
+    }
+}
+
+struct Ran {
+    summary: RunSummary,
+    events: Vec<Event>,
+}
+
+impl Ran {
+    fn outcome(&self, step: &str) -> Outcome {
+        self.summary.steps.iter().find(|(s, _)| s == step).map(|(_, o)| *o).unwrap()
+    }
+    fn error(&self, step: &str) -> ActionError {
+        self.events
+            .iter()
+            .find_map(|e| match e {
+                Event::StepFinished { step: s, error: Some(err), .. } if s == step => Some(err.clone()),
+                _ => None,
+            })
+            .unwrap()
+    }
+}
+
+async fn run_with(loaded: &Loaded, reg: &Registry, stop: StopSignal, resume: Option<Resume>, approver: Arc<dyn Approver>) -> Ran {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let opts = ExecuteOptions {
+        run_id: "test-run".into(),
+        mode: RunMode::Run,
+        concurrency: loaded.runbook.concurrency.unwrap_or(8),
+        approver,
+        sink: EventSink::new(None, Some(tx)),
+        stop,
+        resume,
+    };
+    let summary = execute(loaded, reg, opts).await;
+    let mut events = vec![];
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    Ran { summary, events }
+}
+
+async fn run(yaml: &str) -> (Ran, Log) {
+    let log: Log = Arc::default();
+    let reg = registry(&log);
+    let loaded = load(yaml, &reg);
+    let ran = run_with(&loaded, &reg, StopSignal::never(), None, Arc::new(AutoApprove("test".into()))).await;
+    (ran, log)
+}
+
+fn calls(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn outputs_flow_along_a_diamond_in_dependency_order() {
+    let (ran, log) = run(r#"
+steps:
+  - { id: a, uses: ok, with: { value: 7 } }
+  - { id: b, uses: ok, needs: [a], with: { value: "${{ steps.a.outputs.value }}" } }
+  - { id: c, uses: ok, needs: [a], with: { value: "c-${{ steps.a.outputs.value }}" } }
+  - { id: d, uses: ok, needs: [b, c], with: { value: "${{ steps.b.outputs.value }}/${{ steps.c.outputs.value }}" } }
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(ran.summary.outputs["b"]["value"], json!(7), "a whole-string expression keeps its type");
+    assert_eq!(ran.summary.outputs["d"]["value"], json!("7/c-7"));
+    let order = calls(&log);
+    assert_eq!(order.first().unwrap(), "run:a");
+    assert_eq!(order.last().unwrap(), "run:d");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_halts_blocks_dependents_and_still_runs_cleanup() {
+    let (ran, log) = run(r#"
+concurrency: 1
+steps:
+  - { id: broken, uses: fail }
+  - { id: after-broken, uses: ok, needs: [broken] }
+  - { id: independent, uses: ok }
+  - { id: cleanup, uses: ok, needs: [after-broken], always: true }
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert_eq!(ran.outcome("broken"), Outcome::Failed);
+    assert_eq!(ran.outcome("after-broken"), Outcome::NotRun);
+    assert_eq!(ran.outcome("independent"), Outcome::NotRun, "halt starts nothing new");
+    assert_eq!(ran.outcome("cleanup"), Outcome::Succeeded, "always steps run after a failure");
+    assert!(!calls(&log).contains(&"run:independent".to_string()));
+    let err = ran.error("broken");
+    assert_eq!((err.message.as_str(), err.hint.as_deref()), ("it broke", Some("fix it")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dependents_of_a_failure_are_blocked_while_in_flight_steps_finish() {
+    let (ran, log) = run(r#"
+steps:
+  - { id: slow, uses: wait, with: { ms: 5000 } }
+  - { id: broken, uses: fail }
+  - { id: child, uses: ok, needs: [broken] }
+"#)
+    .await;
+    assert_eq!(ran.outcome("slow"), Outcome::Succeeded, "in-flight steps finish under halt");
+    assert!(calls(&log).contains(&"done:slow".to_string()));
+    assert!(matches!(ran.outcome("child"), Outcome::NotRun | Outcome::Blocked));
+}
+
+#[tokio::test(start_paused = true)]
+async fn flaky_step_is_retried_with_backoff_then_succeeds() {
+    let start = tokio::time::Instant::now();
+    let (ran, _) = run(r#"
+steps:
+  - id: flaky
+    uses: flaky
+    with: { failures: 2 }
+    retry: { attempts: 3, backoff: 10s, max_backoff: 1m }
+"#)
+    .await;
+    assert_eq!(ran.outcome("flaky"), Outcome::Succeeded);
+    let retries: Vec<u64> = ran.events.iter().filter_map(|e| match e { Event::StepRetrying { delay_ms, .. } => Some(*delay_ms), _ => None }).collect();
+    assert_eq!(retries.len(), 2);
+    assert!((5_000..=10_000).contains(&retries[0]) && (10_000..=20_000).contains(&retries[1]), "{retries:?}");
+    let waited = start.elapsed().as_millis() as u64;
+    let slept: u64 = retries.iter().sum();
+    assert!(waited >= slept && waited <= slept + 2, "time passes only in backoff: {waited} vs {slept}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_are_not_retried() {
+    let (ran, log) = run("steps:\n  - { id: broken, uses: fail, retry: { attempts: 5, backoff: 1s } }\n").await;
+    assert_eq!(ran.outcome("broken"), Outcome::Failed);
+    assert_eq!(calls(&log), vec!["run:broken"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_stop_when_the_time_budget_runs_out() {
+    let (ran, log) = run(r#"
+steps:
+  - { id: flaky, uses: flaky, with: { failures: 100 }, timeout: 30s, retry: { attempts: 50, backoff: 10s, max_backoff: 10s } }
+"#)
+    .await;
+    assert_eq!(ran.outcome("flaky"), Outcome::Failed);
+    let n = calls(&log).len();
+    assert!((3..=6).contains(&n), "attempts bounded by the 30s budget, got {n}");
+    assert!(ran.error("flaky").message.contains("no time left"), "{}", ran.error("flaky").message);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_action_times_out() {
+    let start = tokio::time::Instant::now();
+    let (ran, _) = run("steps:\n  - { id: stuck, uses: hang, timeout: 5m }\n").await;
+    assert_eq!(ran.outcome("stuck"), Outcome::Failed);
+    assert_eq!(ran.error("stuck").message, "timed out after 5m");
+    assert_eq!(start.elapsed(), Duration::from_secs(300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_action_fails_its_step_not_the_engine() {
+    let (ran, _) = run("steps:\n  - { id: boom, uses: panic }\n  - { id: next, uses: ok, needs: [boom] }\n").await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert_eq!(ran.outcome("boom"), Outcome::Failed);
+    assert!(ran.error("boom").message.contains("panicked: mock action exploded"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn false_condition_skips_and_dependents_still_run() {
+    let (ran, log) = run(r#"
+params:
+  primary_reachable: { type: bool, default: false }
+steps:
+  - { id: fence-primary, uses: ok, if: "params.primary_reachable" }
+  - { id: restore, uses: ok, needs: [fence-primary] }
+  - { id: report-skip, uses: ok, needs: [fence-primary], if: "steps.fence-primary.outcome == 'skipped'" }
+"#)
+    .await;
+    assert_eq!(ran.outcome("fence-primary"), Outcome::Skipped);
+    assert_eq!(ran.outcome("restore"), Outcome::Succeeded);
+    assert_eq!(ran.outcome("report-skip"), Outcome::Succeeded);
+    assert!(!calls(&log).contains(&"run:fence-primary".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn continue_on_error_lets_dependents_go_on() {
+    let (ran, _) = run("steps:\n  - { id: optional, uses: fail, continue_on_error: true }\n  - { id: next, uses: ok, needs: [optional] }\n").await;
+    assert_eq!(ran.outcome("optional"), Outcome::FailedContinued);
+    assert_eq!(ran.outcome("next"), Outcome::Succeeded);
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_and_lock_limits_are_respected() {
+    let start = tokio::time::Instant::now();
+    let mut yaml = String::from("concurrency: 3\nsteps:\n");
+    for i in 0..9 {
+        yaml.push_str(&format!("  - {{ id: s{i}, uses: wait, with: {{ ms: 1000 }} }}\n"));
+    }
+    let _ = run(&yaml).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(3), "9 one-second steps, 3 at a time");
+
+    let start = tokio::time::Instant::now();
+    let mut yaml = String::from("locks: { ontap-west: 2 }\nsteps:\n");
+    for i in 0..6 {
+        yaml.push_str(&format!("  - {{ id: s{i}, uses: wait, lock: ontap-west, with: {{ ms: 1000 }} }}\n"));
+    }
+    yaml.push_str("  - { id: free, uses: wait, with: { ms: 1000 } }\n");
+    let _ = run(&yaml).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(3), "6 steps under a lock of 2; the free one runs alongside");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_undoes_completed_steps_in_reverse_order() {
+    let (ran, log) = run(r#"
+on_failure: rollback
+steps:
+  - { id: first, uses: ok }
+  - { id: second, uses: ok, needs: [first] }
+  - { id: third, uses: fail, needs: [second] }
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::RolledBack);
+    let undo: Vec<String> = calls(&log).into_iter().filter(|c| c.starts_with("undo:")).collect();
+    assert_eq!(undo, vec!["undo:second", "undo:first"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_stop_lets_running_steps_finish_and_starts_nothing_new() {
+    let log: Log = Arc::default();
+    let reg = registry(&log);
+    let loaded = load("steps:\n  - { id: running, uses: wait, with: { ms: 10000 } }\n  - { id: later, uses: ok, needs: [running] }\n", &reg);
+    let (tx, stop) = StopSignal::new();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(1).unwrap();
+        std::mem::forget(tx);
+    });
+    let ran = run_with(&loaded, &reg, stop, None, Arc::new(AutoApprove("t".into()))).await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Cancelled);
+    assert_eq!(ran.outcome("running"), Outcome::Succeeded);
+    assert_eq!(ran.outcome("later"), Outcome::NotRun);
+}
+
+#[tokio::test(start_paused = true)]
+async fn second_stop_aborts_running_steps_as_interrupted() {
+    let log: Log = Arc::default();
+    let reg = registry(&log);
+    let loaded = load("steps:\n  - { id: stuck, uses: hang }\n", &reg);
+    let (tx, stop) = StopSignal::new();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(1).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(2).unwrap();
+        std::mem::forget(tx);
+    });
+    let ran = run_with(&loaded, &reg, stop, None, Arc::new(AutoApprove("t".into()))).await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Cancelled);
+    assert_eq!(ran.outcome("stuck"), Outcome::Interrupted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_reuses_journaled_results_and_runs_the_rest() {
+    let log: Log = Arc::default();
+    let reg = registry(&log);
+    let loaded = load(
+        "steps:\n  - { id: a, uses: ok, with: { value: 1 } }\n  - { id: b, uses: ok, needs: [a], with: { value: \"${{ steps.a.outputs.value }}\" } }\n",
+        &reg,
+    );
+    let mut done = std::collections::BTreeMap::new();
+    let mut out = Outputs::new();
+    out.insert("value".into(), json!(41));
+    done.insert("a".to_string(), (Outcome::Succeeded, out));
+    let resume = Resume { done, ..Resume::default() };
+    let ran = run_with(&loaded, &reg, StopSignal::never(), Some(resume), Arc::new(AutoApprove("t".into()))).await;
+    assert_eq!(calls(&log), vec!["run:b"], "a succeeded before the crash and must not run again");
+    assert_eq!(ran.summary.outputs["b"]["value"], json!(41), "b reads a's journaled output");
+}
+
+struct Deny;
+#[async_trait]
+impl Approver for Deny {
+    async fn approve(&self, _: &str, step: &str, _: &str) -> Result<String, ActionError> {
+        Err(ActionError::permanent(format!("gate `{step}` was denied")))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn gates_are_asked_with_the_interpolated_message_and_a_refusal_halts() {
+    let yaml = "params: { target: west }\nsteps:\n  - { id: flip, uses: ok, confirm: \"Switch traffic to ${{ params.target }}?\" }\n";
+    let (ran, _) = run(yaml).await;
+    assert!(ran.events.iter().any(|e| matches!(e, Event::GateWaiting { message, .. } if message == "Switch traffic to west?")));
+    assert!(ran.events.iter().any(|e| matches!(e, Event::GateApproved { by, .. } if by == "test")));
+
+    let log: Log = Arc::default();
+    let reg = registry(&log);
+    let loaded = load(yaml, &reg);
+    let ran = run_with(&loaded, &reg, StopSignal::never(), None, Arc::new(Deny)).await;
+    assert_eq!(ran.outcome("flip"), Outcome::Failed);
+    assert!(calls(&log).is_empty(), "a denied step never runs");
+}
