@@ -321,6 +321,6 @@ mod tests {
         let doc = parse("with:\n  a:\n    - 1\n    - {b: 2}\n").unwrap();
         let with = doc.get("with").unwrap();
         let p = with.locate(&[PathSegment::Key("a".into()), PathSegment::Index(1), PathSegment::Key("b".into())]);
-        assert_eq!(p, Pos { line: 4, col: 10 });
+        assert_eq!(p, Pos { line: 4, col: 11 });
     }
 }
