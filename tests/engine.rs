@@ -418,6 +418,8 @@ impl Approver for Deny {
 #[tokio::test(start_paused = true)]
 async fn gates_are_asked_with_the_interpolated_message_and_a_refusal_halts() {
     let yaml = "params: { target: west }\nsteps:\n  - { id: flip, uses: ok, confirm: \"Switch traffic to ${{ params.target }}?\" }\n";
+    let (plain, _) = run("steps:\n  - { id: flip, uses: ok, confirm: Switch traffic? }\n").await;
+    assert!(plain.events.iter().any(|e| matches!(e, Event::GateWaiting { message, .. } if message == "Switch traffic?")), "a plain message gates too");
     let (ran, _) = run(yaml).await;
     assert!(ran.events.iter().any(|e| matches!(e, Event::GateWaiting { message, .. } if message == "Switch traffic to west?")));
     assert!(ran.events.iter().any(|e| matches!(e, Event::GateApproved { by, .. } if by == "test")));

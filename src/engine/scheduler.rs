@@ -393,9 +393,10 @@ fn settle(
 fn prepare(step: &Step, registry: &Registry, scope: &RunScope) -> Result<(Arc<dyn Action>, Value, Option<String>), ActionError> {
     let action = registry.get(&step.call.uses).map_err(|e| ActionError::permanent(e.message).with_hint(e.hint))?;
     let with = interpolate(&step.call, scope)?;
-    let confirm = match &step.confirm {
-        Some(t) => Some(crate::runbook::expr::display(&t.render(scope).map_err(|e| ActionError::permanent(format!("confirm message: {e}")))?)),
-        None => None,
+    let confirm = match (&step.confirm, &step.confirm_text) {
+        (Some(t), _) => Some(crate::runbook::expr::display(&t.render(scope).map_err(|e| ActionError::permanent(format!("confirm message: {e}")))?)),
+        (None, Some(text)) => Some(text.clone()),
+        (None, None) => None,
     };
     Ok((action, with, confirm))
 }

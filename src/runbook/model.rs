@@ -139,7 +139,9 @@ pub struct Step {
     pub retry: RetryPolicy,
     pub continue_on_error: bool,
     pub undo: Option<Call>,
+    /// The gate message when it holds `${{ }}`.
     pub confirm: Option<Template>,
+    /// The gate message as written; a step with one asks an operator before it runs.
     pub confirm_text: Option<String>,
     pub lock: Option<String>,
     pub always: bool,
