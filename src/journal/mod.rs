@@ -2,8 +2,10 @@
 //! announces proceeds, readable after `kill -9` (a torn last line is expected and ignored).
 //!
 //! Writes go through one writer thread that batches records and makes each batch durable with
-//! one `fdatasync` (group commit): concurrent steps share a sync, and a caller that needs a
-//! record durable awaits its sequence number.
+//! one `fdatasync` (group commit). Appending does not by itself start a sync: a sync starts
+//! when someone awaits a record's durability (a step about to change the world), or at the
+//! latest [`LAZY_FLUSH`] after the oldest unsynced record. So a finished step's record and
+//! its dependent's start record share one sync, and concurrent steps share one too.
 
 pub mod lock;
 pub mod state;
@@ -42,10 +44,17 @@ impl JournalError {
     }
 }
 
+/// The longest a record waits for a sync when nobody asks for it.
+pub const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_millis(20);
+
 struct Pending {
     buf: Vec<u8>,
     next_seq: u64,
     last_in_buf: u64,
+    /// Highest sequence number someone is waiting to see durable.
+    wanted: u64,
+    /// When the oldest record in `buf` was appended.
+    oldest: Option<std::time::Instant>,
     closed: bool,
     error: Option<String>,
 }
@@ -90,7 +99,15 @@ impl Journal {
         let (durable, _) = watch::channel(next_seq - 1);
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
-            pending: Mutex::new(Pending { buf: Vec::with_capacity(1 << 16), next_seq, last_in_buf: 0, closed: false, error: None }),
+            pending: Mutex::new(Pending {
+                buf: Vec::with_capacity(1 << 16),
+                next_seq,
+                last_in_buf: 0,
+                wanted: 0,
+                oldest: None,
+                closed: false,
+                error: None,
+            }),
             wake: Condvar::new(),
             durable,
         });
@@ -118,14 +135,23 @@ impl Journal {
         p.buf.push(b'\n');
         p.next_seq += 1;
         p.last_in_buf = seq;
-        drop(p);
-        self.shared.wake.notify_one();
+        if p.oldest.is_none() {
+            p.oldest = Some(std::time::Instant::now());
+        }
         Ok(seq)
     }
 
     /// Wait until record `seq` (and every earlier one) is on disk.
     pub async fn durable(&self, seq: u64) -> Result<(), JournalError> {
         let mut rx = self.shared.durable.subscribe();
+        if *rx.borrow() < seq {
+            let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.wanted < seq {
+                p.wanted = seq;
+                drop(p);
+                self.shared.wake.notify_one();
+            }
+        }
         let reached = rx.wait_for(|&d| d >= seq).await.is_ok();
         let p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
         match (&p.error, reached) {
@@ -164,13 +190,23 @@ fn writer_loop(shared: Arc<Shared>, mut file: File) {
     loop {
         let last = {
             let mut p = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-            while p.buf.is_empty() && !p.closed {
-                p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
-            }
-            if p.buf.is_empty() && p.closed {
-                return;
+            loop {
+                if p.buf.is_empty() && p.closed {
+                    return;
+                }
+                let asked = p.wanted > *shared.durable.borrow();
+                let overdue = p.oldest.map(|t| t.elapsed() >= LAZY_FLUSH);
+                if !p.buf.is_empty() && (asked || p.closed || overdue == Some(true) || p.buf.len() > 1 << 20) {
+                    break;
+                }
+                let wait = match p.oldest {
+                    Some(t) => LAZY_FLUSH.saturating_sub(t.elapsed()),
+                    None => LAZY_FLUSH * 50,
+                };
+                p = shared.wake.wait_timeout(p, wait).unwrap_or_else(|e| e.into_inner()).0;
             }
             std::mem::swap(&mut batch, &mut p.buf);
+            p.oldest = None;
             p.last_in_buf
         };
         let result = file.write_all(&batch).and_then(|_| file.sync_data());
