@@ -14,9 +14,15 @@ use crate::external;
 /// Every action drover can run.
 pub struct Registry {
     builtin: BTreeMap<String, Arc<dyn Action>>,
-    external: Mutex<HashMap<String, Result<Vec<Arc<dyn Action>>, String>>>,
+    external: Mutex<HashMap<String, Described>>,
     search_path: Option<std::ffi::OsString>,
 }
+
+/// An external plugin's actions, or why it could not describe them.
+type Described = Result<Vec<Arc<dyn Action>>, String>;
+
+/// Actions found, and plugins that failed to describe themselves (name, reason).
+pub type AllActions = (Vec<Arc<dyn Action>>, Vec<(String, String)>);
 
 /// Why an action name could not be resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +43,11 @@ impl Registry {
 
     /// No actions at all (tests add their own).
     pub fn empty() -> Self {
-        Registry { builtin: BTreeMap::new(), external: Mutex::default(), search_path: std::env::var_os("PATH") }
+        Registry {
+            builtin: BTreeMap::new(),
+            external: Mutex::default(),
+            search_path: std::env::var_os("PATH"),
+        }
     }
 
     pub fn with(mut self, action: Arc<dyn Action>) -> Self {
@@ -62,37 +72,64 @@ impl Registry {
                 Some(best) => format!("did you mean `{best}`? `drover actions` lists every action"),
                 None => "`drover actions` lists every action".into(),
             };
-            LookupError { message: format!("unknown action `{name}`{extra}"), hint }
+            LookupError {
+                message: format!("unknown action `{name}`{extra}"),
+                hint,
+            }
         };
-        let Some((prefix, _)) = name.split_once('.') else { return Err(not_found("")) };
-        if self.builtin.keys().any(|k| k.starts_with(&format!("{prefix}."))) {
+        let Some((prefix, _)) = name.split_once('.') else {
+            return Err(not_found(""));
+        };
+        if self
+            .builtin
+            .keys()
+            .any(|k| k.starts_with(&format!("{prefix}.")))
+        {
             return Err(not_found(""));
         }
         let actions = self.external_actions(prefix);
         match actions {
-            Some(Ok(list)) => list.iter().find(|a| a.info().name == name).cloned().ok_or_else(|| {
-                let names: Vec<String> = list.iter().map(|a| a.info().name.clone()).collect();
-                LookupError {
-                    message: format!("plugin drover-plugin-{prefix} has no action `{name}`"),
-                    hint: format!("it provides: {}", names.join(", ")),
-                }
-            }),
+            Some(Ok(list)) => list
+                .iter()
+                .find(|a| a.info().name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let names: Vec<String> = list.iter().map(|a| a.info().name.clone()).collect();
+                    LookupError {
+                        message: format!("plugin drover-plugin-{prefix} has no action `{name}`"),
+                        hint: format!("it provides: {}", names.join(", ")),
+                    }
+                }),
             Some(Err(e)) => Err(LookupError {
-                message: format!("external plugin drover-plugin-{prefix} could not describe its actions: {e}"),
-                hint: format!("run `echo '{{\"verb\":\"describe\"}}' | drover-plugin-{prefix}` to see what it answers"),
+                message: format!(
+                    "external plugin drover-plugin-{prefix} could not describe its actions: {e}"
+                ),
+                hint: format!(
+                    "run `echo '{{\"verb\":\"describe\"}}' | drover-plugin-{prefix}` to see what it answers"
+                ),
             }),
-            None => Err(not_found("")),
+            None => Err(LookupError {
+                message: format!("unknown action `{name}`"),
+                hint: format!(
+                    "no built-in action is named so, and no external plugin `drover-plugin-{prefix}` is on PATH; `drover actions` lists every action"
+                ),
+            }),
         }
     }
 
-    fn external_actions(&self, prefix: &str) -> Option<Result<Vec<Arc<dyn Action>>, String>> {
+    fn external_actions(&self, prefix: &str) -> Option<Described> {
         let mut cache = self.external.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(found) = cache.get(prefix) {
             return Some(found.clone());
         }
         let exe = self.find_plugin(prefix)?;
         let described = external::describe(&exe).map(|infos| {
-            infos.into_iter().map(|info| Arc::new(external::ExternalAction::new(exe.clone(), info)) as Arc<dyn Action>).collect()
+            infos
+                .into_iter()
+                .map(|info| {
+                    Arc::new(external::ExternalAction::new(exe.clone(), info)) as Arc<dyn Action>
+                })
+                .collect()
         });
         cache.insert(prefix.to_string(), described.clone());
         Some(described)
@@ -100,15 +137,21 @@ impl Registry {
 
     fn find_plugin(&self, prefix: &str) -> Option<PathBuf> {
         let file = format!("drover-plugin-{prefix}");
-        std::env::split_paths(self.search_path.as_ref()?).map(|dir| dir.join(&file)).find(|p| is_executable(p))
+        std::env::split_paths(self.search_path.as_ref()?)
+            .map(|dir| dir.join(&file))
+            .find(|p| is_executable(p))
     }
 
     /// Every external plugin on the search path, by prefix.
     pub fn external_prefixes(&self) -> Vec<String> {
         let mut out = vec![];
-        let Some(path) = &self.search_path else { return out };
+        let Some(path) = &self.search_path else {
+            return out;
+        };
         for dir in std::env::split_paths(path) {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if let Some(prefix) = name.strip_prefix("drover-plugin-")
@@ -129,7 +172,7 @@ impl Registry {
     }
 
     /// Built-in actions, then those of every external plugin found (with describe errors).
-    pub fn all(&self) -> (Vec<Arc<dyn Action>>, Vec<(String, String)>) {
+    pub fn all(&self) -> AllActions {
         let mut list: Vec<Arc<dyn Action>> = self.builtin.values().cloned().collect();
         let mut errors = vec![];
         for prefix in self.external_prefixes() {
@@ -145,5 +188,7 @@ impl Registry {
 
 fn is_executable(p: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }

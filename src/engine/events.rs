@@ -41,7 +41,14 @@ pub enum Outcome {
 impl Outcome {
     /// Dependents may proceed.
     pub fn satisfies(self) -> bool {
-        matches!(self, Outcome::Succeeded | Outcome::FailedContinued | Outcome::Skipped | Outcome::Planned | Outcome::PlanFailed)
+        matches!(
+            self,
+            Outcome::Succeeded
+                | Outcome::FailedContinued
+                | Outcome::Skipped
+                | Outcome::Planned
+                | Outcome::PlanFailed
+        )
     }
 
     pub fn is_failure(self) -> bool {
@@ -117,13 +124,37 @@ pub struct RunStart {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     RunStarted(Box<RunStart>),
-    RunResumed { host: String, pid: u32, forced: bool },
-    StepStarted { step: String, attempt: u32 },
-    StepRetrying { step: String, attempt: u32, error: ActionError, delay_ms: u64 },
-    StepProgress { step: String, progress: Progress },
-    StepNote { step: String, message: String },
-    StepCheckpoint { step: String, value: Value },
-    StepPlanned { step: String, plan: Plan },
+    RunResumed {
+        host: String,
+        pid: u32,
+        forced: bool,
+    },
+    StepStarted {
+        step: String,
+        attempt: u32,
+    },
+    StepRetrying {
+        step: String,
+        attempt: u32,
+        error: ActionError,
+        delay_ms: u64,
+    },
+    StepProgress {
+        step: String,
+        progress: Progress,
+    },
+    StepNote {
+        step: String,
+        message: String,
+    },
+    StepCheckpoint {
+        step: String,
+        value: Value,
+    },
+    StepPlanned {
+        step: String,
+        plan: Plan,
+    },
     StepFinished {
         step: String,
         outcome: Outcome,
@@ -136,16 +167,28 @@ pub enum Event {
         #[serde(default)]
         duration_ms: u64,
     },
-    GateWaiting { step: String, message: String },
-    GateApproved { step: String, by: String },
-    UndoStarted { step: String },
+    GateWaiting {
+        step: String,
+        message: String,
+    },
+    GateApproved {
+        step: String,
+        by: String,
+    },
+    UndoStarted {
+        step: String,
+    },
     UndoFinished {
         step: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ActionError>,
     },
-    StopRequested { abort: bool },
-    RunFinished { outcome: RunOutcome },
+    StopRequested {
+        abort: bool,
+    },
+    RunFinished {
+        outcome: RunOutcome,
+    },
 }
 
 impl Event {

@@ -40,9 +40,25 @@ impl Resume {
     pub fn from_state(state: &RunState, forced: bool) -> Resume {
         Resume {
             forced,
-            done: state.done().map(|(id, s)| (id.to_string(), (s.outcome.expect("done has an outcome"), s.outputs.clone()))).collect(),
-            approved: state.steps.iter().filter_map(|(id, s)| s.approved_by.clone().map(|b| (id.clone(), b))).collect(),
-            checkpoints: state.steps.iter().filter_map(|(id, s)| s.checkpoint.clone().map(|c| (id.clone(), c))).collect(),
+            done: state
+                .done()
+                .map(|(id, s)| {
+                    (
+                        id.to_string(),
+                        (s.outcome.expect("done has an outcome"), s.outputs.clone()),
+                    )
+                })
+                .collect(),
+            approved: state
+                .steps
+                .iter()
+                .filter_map(|(id, s)| s.approved_by.clone().map(|b| (id.clone(), b)))
+                .collect(),
+            checkpoints: state
+                .steps
+                .iter()
+                .filter_map(|(id, s)| s.checkpoint.clone().map(|c| (id.clone(), c)))
+                .collect(),
         }
     }
 }
@@ -89,9 +105,18 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
     let rb = &loaded.runbook;
     let dag = &loaded.dag;
     let n = rb.steps.len();
-    let sites: Arc<BTreeMap<String, Value>> =
-        Arc::new(loaded.sites.iter().map(|(k, v)| (k.clone(), v.settings.clone())).collect());
-    let shared = Arc::new(RunShared { run_id: opts.run_id.clone(), sink: opts.sink.clone(), approver: opts.approver.clone() });
+    let sites: Arc<BTreeMap<String, Value>> = Arc::new(
+        loaded
+            .sites
+            .iter()
+            .map(|(k, v)| (k.clone(), v.settings.clone()))
+            .collect(),
+    );
+    let shared = Arc::new(RunShared {
+        run_id: opts.run_id.clone(),
+        sink: opts.sink.clone(),
+        approver: opts.approver.clone(),
+    });
     let sink = &opts.sink;
     let mut journal_error: Option<String> = None;
 
@@ -112,13 +137,26 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
             steps: rb
                 .steps
                 .iter()
-                .map(|s| StepInfo { id: s.id.clone(), uses: s.call.uses.clone(), needs: s.needs.clone() })
+                .map(|s| StepInfo {
+                    id: s.id.clone(),
+                    uses: s.call.uses.clone(),
+                    needs: s.needs.clone(),
+                })
                 .collect(),
         })),
-        Some(r) => Event::RunResumed { host: hostname(), pid: std::process::id(), forced: r.forced },
+        Some(r) => Event::RunResumed {
+            host: hostname(),
+            pid: std::process::id(),
+            forced: r.forced,
+        },
     };
     if let Err(e) = sink.emit_durable(first).await {
-        return RunSummary { outcome: RunOutcome::Failed, steps: vec![], outputs: BTreeMap::new(), journal_error: Some(e.to_string()) };
+        return RunSummary {
+            outcome: RunOutcome::Failed,
+            steps: vec![],
+            outputs: BTreeMap::new(),
+            journal_error: Some(e.to_string()),
+        };
     }
 
     let mut state = vec![State::Waiting; n];
@@ -147,8 +185,8 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
     for (i, outcome) in to_settle {
         state[i] = State::Done(outcome);
     }
-    for i in 0..n {
-        if matches!(state[i], State::Done(_)) {
+    for (i, st) in state.iter().enumerate() {
+        if matches!(st, State::Done(_)) {
             for &c in &dag.children[i] {
                 missing[c] -= 1;
             }
@@ -169,20 +207,32 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
         // Evaluate steps whose dependencies all became terminal; settling one may free others.
         while let Some(i) = pending_eval.pop_front() {
             let step = &rb.steps[i];
-            let parents_ok = dag.parents[i].iter().all(|&p| matches!(state[p], State::Done(o) if o.satisfies()));
+            let parents_ok = dag.parents[i]
+                .iter()
+                .all(|&p| matches!(state[p], State::Done(o) if o.satisfies()));
             let decided = if halting && !step.always {
                 Some((Outcome::NotRun, None))
             } else if !parents_ok && !step.always {
                 Some((Outcome::Blocked, None))
             } else if let Some((cond, text)) = &step.condition {
-                let scope = RunScope { loaded, run_id: &opts.run_id, dry, outputs: &outputs, state: &state };
+                let scope = RunScope {
+                    loaded,
+                    run_id: &opts.run_id,
+                    dry,
+                    outputs: &outputs,
+                    state: &state,
+                };
                 match cond.eval(&scope) {
                     Ok(v) if crate::runbook::expr::truthy(&v) => None,
                     Ok(_) => Some((Outcome::Skipped, None)),
                     Err(e) => Some((
                         Outcome::Failed,
-                        Some(ActionError::permanent(format!("condition `{text}` could not be evaluated: {e}"))
-                            .with_hint("fix the step's `if:`")),
+                        Some(
+                            ActionError::permanent(format!(
+                                "condition `{text}` could not be evaluated: {e}"
+                            ))
+                            .with_hint("fix the step's `if:`"),
+                        ),
                     )),
                 }
             } else {
@@ -194,8 +244,25 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
                     ready.push_back(i);
                 }
                 Some((outcome, error)) => {
-                    let fin = Finished { step: i, outcome, outputs: Outputs::new(), error, attempts: 0, duration: Duration::ZERO };
-                    settle(&fin, rb, &mut state, &mut outputs, &mut missing, &mut pending_eval, dag, sink, &mut journal_error);
+                    let fin = Finished {
+                        step: i,
+                        outcome,
+                        outputs: Outputs::new(),
+                        error,
+                        attempts: 0,
+                        duration: Duration::ZERO,
+                    };
+                    settle(
+                        &fin,
+                        rb,
+                        &mut state,
+                        &mut outputs,
+                        &mut missing,
+                        &mut pending_eval,
+                        dag,
+                        sink,
+                        &mut journal_error,
+                    );
                     if fin.outcome == Outcome::Failed && !dry && !step.continue_on_error {
                         halting = true;
                     }
@@ -209,8 +276,25 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
                 if rb.steps[i].always && stop_level < 2 {
                     ready.push_back(i);
                 } else {
-                    let fin = Finished { step: i, outcome: Outcome::NotRun, outputs: Outputs::new(), error: None, attempts: 0, duration: Duration::ZERO };
-                    settle(&fin, rb, &mut state, &mut outputs, &mut missing, &mut pending_eval, dag, sink, &mut journal_error);
+                    let fin = Finished {
+                        step: i,
+                        outcome: Outcome::NotRun,
+                        outputs: Outputs::new(),
+                        error: None,
+                        attempts: 0,
+                        duration: Duration::ZERO,
+                    };
+                    settle(
+                        &fin,
+                        rb,
+                        &mut state,
+                        &mut outputs,
+                        &mut missing,
+                        &mut pending_eval,
+                        dag,
+                        sink,
+                        &mut journal_error,
+                    );
                 }
             }
             if !pending_eval.is_empty() {
@@ -223,7 +307,10 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
         while running < opts.concurrency && k < ready.len() {
             let i = ready[k];
             let step = &rb.steps[i];
-            let lock = step.lock.as_ref().map(|l| (l, rb.locks.get(l).copied().unwrap_or(1)));
+            let lock = step
+                .lock
+                .as_ref()
+                .map(|l| (l, rb.locks.get(l).copied().unwrap_or(1)));
             if let Some((name, limit)) = lock
                 && lock_use.get(name).copied().unwrap_or(0) >= limit
             {
@@ -231,13 +318,40 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
                 continue;
             }
             ready.remove(k);
-            let scope = RunScope { loaded, run_id: &opts.run_id, dry, outputs: &outputs, state: &state };
+            let scope = RunScope {
+                loaded,
+                run_id: &opts.run_id,
+                dry,
+                outputs: &outputs,
+                state: &state,
+            };
             let prepared = prepare(step, registry, &scope);
             let (action, with, confirm) = match prepared {
                 Ok(p) => p,
                 Err(error) => {
-                    let fin = Finished { step: i, outcome: if dry { Outcome::PlanFailed } else { Outcome::Failed }, outputs: Outputs::new(), error: Some(error), attempts: 0, duration: Duration::ZERO };
-                    settle(&fin, rb, &mut state, &mut outputs, &mut missing, &mut pending_eval, dag, sink, &mut journal_error);
+                    let fin = Finished {
+                        step: i,
+                        outcome: if dry {
+                            Outcome::PlanFailed
+                        } else {
+                            Outcome::Failed
+                        },
+                        outputs: Outputs::new(),
+                        error: Some(error),
+                        attempts: 0,
+                        duration: Duration::ZERO,
+                    };
+                    settle(
+                        &fin,
+                        rb,
+                        &mut state,
+                        &mut outputs,
+                        &mut missing,
+                        &mut pending_eval,
+                        dag,
+                        sink,
+                        &mut journal_error,
+                    );
                     if !dry && !step.continue_on_error {
                         halting = true;
                     }
@@ -254,7 +368,11 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
                 id: step.id.clone(),
                 action,
                 with,
-                confirm: if resume.approved.contains_key(&step.id) { None } else { confirm },
+                confirm: if resume.approved.contains_key(&step.id) {
+                    None
+                } else {
+                    confirm
+                },
                 timeout: step.timeout,
                 retry: step.retry.clone(),
                 mode: opts.mode,
@@ -318,7 +436,9 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
         }
     }
 
-    let failed = state.iter().any(|s| matches!(s, State::Done(o) if o.is_failure()));
+    let failed = state
+        .iter()
+        .any(|s| matches!(s, State::Done(o) if o.is_failure()));
     let mut outcome = if stop_level > 0 {
         RunOutcome::Cancelled
     } else if failed || journal_error.is_some() {
@@ -326,10 +446,13 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
     } else {
         RunOutcome::Succeeded
     };
-    if outcome == RunOutcome::Failed && rb.on_failure == OnFailure::Rollback && !dry && journal_error.is_none() {
-        if rollback(loaded, registry, &state, &outputs, &shared, &sites).await {
-            outcome = RunOutcome::RolledBack;
-        }
+    if outcome == RunOutcome::Failed
+        && rb.on_failure == OnFailure::Rollback
+        && !dry
+        && journal_error.is_none()
+        && rollback(loaded, registry, &state, &outputs, &shared, &sites).await
+    {
+        outcome = RunOutcome::RolledBack;
     }
     if let Err(e) = sink.emit_durable(Event::RunFinished { outcome }).await {
         journal_error.get_or_insert(e.to_string());
@@ -338,14 +461,36 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
         .steps
         .iter()
         .zip(&state)
-        .map(|(s, st)| (s.id.clone(), if let State::Done(o) = st { *o } else { Outcome::NotRun }))
+        .map(|(s, st)| {
+            (
+                s.id.clone(),
+                if let State::Done(o) = st {
+                    *o
+                } else {
+                    Outcome::NotRun
+                },
+            )
+        })
         .collect();
-    let outputs = rb.steps.iter().zip(outputs).filter_map(|(s, o)| o.map(|o| (s.id.clone(), o))).collect();
-    RunSummary { outcome, steps, outputs, journal_error }
+    let outputs = rb
+        .steps
+        .iter()
+        .zip(outputs)
+        .filter_map(|(s, o)| o.map(|o| (s.id.clone(), o)))
+        .collect();
+    RunSummary {
+        outcome,
+        steps,
+        outputs,
+        journal_error,
+    }
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Record a terminal outcome and release dependents that became evaluable.
@@ -367,7 +512,10 @@ fn settle(
         fin_outcome = Outcome::FailedContinued;
     }
     state[i] = State::Done(fin_outcome);
-    if matches!(fin.outcome, Outcome::Succeeded | Outcome::Planned | Outcome::PlanFailed) {
+    if matches!(
+        fin.outcome,
+        Outcome::Succeeded | Outcome::Planned | Outcome::PlanFailed
+    ) {
         outputs[i] = Some(fin.outputs.clone());
     }
     let ev = Event::StepFinished {
@@ -390,11 +538,19 @@ fn settle(
 }
 
 /// Resolve the action and interpolate `with:` and the gate message.
-fn prepare(step: &Step, registry: &Registry, scope: &RunScope) -> Result<(Arc<dyn Action>, Value, Option<String>), ActionError> {
-    let action = registry.get(&step.call.uses).map_err(|e| ActionError::permanent(e.message).with_hint(e.hint))?;
+/// A step ready to start: its action, interpolated parameters and gate message.
+type Prepared = (Arc<dyn Action>, Value, Option<String>);
+
+fn prepare(step: &Step, registry: &Registry, scope: &RunScope) -> Result<Prepared, ActionError> {
+    let action = registry
+        .get(&step.call.uses)
+        .map_err(|e| ActionError::permanent(e.message).with_hint(e.hint))?;
     let with = interpolate(&step.call, scope)?;
     let confirm = match (&step.confirm, &step.confirm_text) {
-        (Some(t), _) => Some(crate::runbook::expr::display(&t.render(scope).map_err(|e| ActionError::permanent(format!("confirm message: {e}")))?)),
+        (Some(t), _) => Some(crate::runbook::expr::display(
+            &t.render(scope)
+                .map_err(|e| ActionError::permanent(format!("confirm message: {e}")))?,
+        )),
         (None, Some(text)) => Some(text.clone()),
         (None, None) => None,
     };
@@ -406,8 +562,11 @@ fn interpolate(call: &Call, scope: &dyn Scope) -> Result<Value, ActionError> {
     let mut with = call.with.clone();
     for slot in &call.slots {
         let value = slot.template.render(scope).map_err(|e| {
-            ActionError::permanent(format!("cannot interpolate `with{}`: {e}", slot.path.iter().map(|p| p.to_string()).collect::<String>()))
-                .with_hint("check the referenced step's outputs in the report")
+            ActionError::permanent(format!(
+                "cannot interpolate `with{}`: {e}",
+                slot.path.iter().map(|p| p.to_string()).collect::<String>()
+            ))
+            .with_hint("check the referenced step's outputs in the report")
         })?;
         let mut target = &mut with;
         for seg in &slot.path {
@@ -447,12 +606,20 @@ impl Scope for RunScope<'_> {
         match path.first().map(String::as_str) {
             Some("params") => {
                 let name = path.get(1).ok_or("missing param name")?;
-                let v = self.loaded.params.get(name).ok_or_else(|| format!("param `{name}` has no value"))?;
+                let v = self
+                    .loaded
+                    .params
+                    .get(name)
+                    .ok_or_else(|| format!("param `{name}` has no value"))?;
                 dig(v, &path[2..], &path[..2].join("."))
             }
             Some("sites") => {
                 let name = path.get(1).ok_or("missing site name")?;
-                let site = self.loaded.sites.get(name).ok_or_else(|| format!("site `{name}` is not defined"))?;
+                let site = self
+                    .loaded
+                    .sites
+                    .get(name)
+                    .ok_or_else(|| format!("site `{name}` is not defined"))?;
                 dig(&site.settings, &path[2..], &path[..2].join("."))
             }
             Some("run") => match path.get(1).map(String::as_str) {
@@ -463,7 +630,13 @@ impl Scope for RunScope<'_> {
             },
             Some("steps") => {
                 let id = path.get(1).ok_or("missing step id")?;
-                let i = self.loaded.runbook.steps.iter().position(|s| &s.id == id).ok_or_else(|| format!("no step `{id}`"))?;
+                let i = self
+                    .loaded
+                    .runbook
+                    .steps
+                    .iter()
+                    .position(|s| &s.id == id)
+                    .ok_or_else(|| format!("no step `{id}`"))?;
                 match path.get(2).map(String::as_str) {
                     Some("outcome") => Ok(match self.state[i] {
                         State::Done(o) => Value::String(o.label().into()),
@@ -514,28 +687,50 @@ impl StepJob {
             attempts,
             duration: started.elapsed(),
         };
-        let host: Arc<dyn StepHost> = Arc::new(Host { shared: self.shared.clone() });
+        let host: Arc<dyn StepHost> = Arc::new(Host {
+            shared: self.shared.clone(),
+        });
 
         if self.mode == RunMode::DryRun {
-            let _ = sink.emit(Event::StepStarted { step: self.id.clone(), attempt: 1 });
+            let _ = sink.emit(Event::StepStarted {
+                step: self.id.clone(),
+                attempt: 1,
+            });
             let deadline = Instant::now() + self.timeout;
             let ctx = self.context(1, Mode::Plan, deadline, host);
-            let result = tokio::time::timeout_at(deadline, self.action.plan(&ctx, &self.with)).await;
+            let result =
+                tokio::time::timeout_at(deadline, self.action.plan(&ctx, &self.with)).await;
             return match result {
                 Ok(Ok(mut plan)) => {
                     if let Some(msg) = &self.confirm {
-                        plan.changes.insert(0, format!("asks the operator first: {msg}"));
+                        plan.changes
+                            .insert(0, format!("asks the operator first: {msg}"));
                     }
-                    let outcome = if plan.failed_checks().next().is_some() { Outcome::PlanFailed } else { Outcome::Planned };
+                    let outcome = if plan.failed_checks().next().is_some() {
+                        Outcome::PlanFailed
+                    } else {
+                        Outcome::Planned
+                    };
                     let error = plan.failed_checks().next().map(|c| {
-                        ActionError::permanent(format!("precondition failed: {}: {}", c.name, c.detail))
+                        ActionError::permanent(format!(
+                            "precondition failed: {}: {}",
+                            c.name, c.detail
+                        ))
                     });
                     let outputs = plan.outputs.clone();
-                    let _ = sink.emit(Event::StepPlanned { step: self.id.clone(), plan });
+                    let _ = sink.emit(Event::StepPlanned {
+                        step: self.id.clone(),
+                        plan,
+                    });
                     fin(outcome, outputs, error, 1)
                 }
                 Ok(Err(e)) => fin(Outcome::PlanFailed, Outputs::new(), Some(e), 1),
-                Err(_) => fin(Outcome::PlanFailed, Outputs::new(), Some(timeout_error(self.timeout)), 1),
+                Err(_) => fin(
+                    Outcome::PlanFailed,
+                    Outputs::new(),
+                    Some(timeout_error(self.timeout)),
+                    1,
+                ),
             };
         }
 
@@ -550,10 +745,15 @@ impl StepJob {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let announce = sink.emit(Event::StepStarted { step: self.id.clone(), attempt });
+            let announce = sink.emit(Event::StepStarted {
+                step: self.id.clone(),
+                attempt,
+            });
             // A step that changes the world starts only once its start is on disk.
             let durable = match (announce, sink.journal()) {
-                (Ok(seq), Some(j)) if self.action.info().side_effects => j.durable(seq).await.map_err(|e| e.to_string()),
+                (Ok(seq), Some(j)) if self.action.info().side_effects => {
+                    j.durable(seq).await.map_err(|e| e.to_string())
+                }
                 (Ok(_), _) => Ok(()),
                 (Err(e), _) => Err(e.to_string()),
             };
@@ -567,7 +767,14 @@ impl StepJob {
             let error = match result {
                 Ok(Ok(outputs)) => return fin(Outcome::Succeeded, outputs, None, attempt),
                 Ok(Err(e)) => e,
-                Err(_) => return fin(Outcome::Failed, Outputs::new(), Some(timeout_error(self.timeout)), attempt),
+                Err(_) => {
+                    return fin(
+                        Outcome::Failed,
+                        Outputs::new(),
+                        Some(timeout_error(self.timeout)),
+                        attempt,
+                    );
+                }
             };
             if !error.is_retryable() || attempt >= self.retry.attempts {
                 let error = if error.is_retryable() && self.retry.attempts > 1 {
@@ -580,25 +787,48 @@ impl StepJob {
                 return fin(Outcome::Failed, Outputs::new(), Some(error), attempt);
             }
             if self.stop.is_cancelled() {
-                let e = error.clone().with_hint("the run was stopped before another attempt; `drover resume` tries again");
+                let e = error.clone().with_hint(
+                    "the run was stopped before another attempt; `drover resume` tries again",
+                );
                 return fin(Outcome::Failed, Outputs::new(), Some(e), attempt);
             }
             let delay = backoff_delay(&self.retry, attempt, error.retry_after);
             if Instant::now() + delay >= deadline {
                 let mut e = error;
-                e.message = format!("{} (no time left for attempt {} within the {} timeout)", e.message, attempt + 1, humantime::format_duration(self.timeout));
+                e.message = format!(
+                    "{} (no time left for attempt {} within the {} timeout)",
+                    e.message,
+                    attempt + 1,
+                    humantime::format_duration(self.timeout)
+                );
                 return fin(Outcome::Failed, Outputs::new(), Some(e), attempt);
             }
-            let _ = sink.emit(Event::StepRetrying { step: self.id.clone(), attempt, error, delay_ms: delay.as_millis() as u64 });
+            let _ = sink.emit(Event::StepRetrying {
+                step: self.id.clone(),
+                attempt,
+                error,
+                delay_ms: delay.as_millis() as u64,
+            });
             tokio::time::sleep(delay).await;
         }
     }
 
     async fn shared_gate(&self, message: &str) -> Result<(), ActionError> {
-        Host { shared: self.shared.clone() }.approve(&self.id, message).await.map(|_| ())
+        Host {
+            shared: self.shared.clone(),
+        }
+        .approve(&self.id, message)
+        .await
+        .map(|_| ())
     }
 
-    fn context(&self, attempt: u32, mode: Mode, deadline: Instant, host: Arc<dyn StepHost>) -> StepContext {
+    fn context(
+        &self,
+        attempt: u32,
+        mode: Mode,
+        deadline: Instant,
+        host: Arc<dyn StepHost>,
+    ) -> StepContext {
         StepContext::new(
             self.shared.run_id.clone(),
             self.id.clone(),
@@ -626,28 +856,52 @@ struct Host {
 #[async_trait]
 impl StepHost for Host {
     fn progress(&self, step: &str, progress: Progress) {
-        let _ = self.shared.sink.emit(Event::StepProgress { step: step.to_string(), progress });
+        let _ = self.shared.sink.emit(Event::StepProgress {
+            step: step.to_string(),
+            progress,
+        });
     }
 
     fn note(&self, step: &str, message: &str) {
-        let _ = self.shared.sink.emit(Event::StepNote { step: step.to_string(), message: message.to_string() });
+        let _ = self.shared.sink.emit(Event::StepNote {
+            step: step.to_string(),
+            message: message.to_string(),
+        });
     }
 
     async fn checkpoint(&self, step: &str, value: Value) {
-        if let Err(e) = self.shared.sink.emit_durable(Event::StepCheckpoint { step: step.to_string(), value }).await {
+        if let Err(e) = self
+            .shared
+            .sink
+            .emit_durable(Event::StepCheckpoint {
+                step: step.to_string(),
+                value,
+            })
+            .await
+        {
             tracing::error!(step, error = %e, "checkpoint could not be journaled; a resume will redo this step's work");
         }
     }
 
     async fn approve(&self, step: &str, message: &str) -> Result<String, ActionError> {
         let sink = &self.shared.sink;
-        sink.emit_durable(Event::GateWaiting { step: step.to_string(), message: message.to_string() })
-            .await
-            .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
-        let by = self.shared.approver.approve(&self.shared.run_id, step, message).await?;
-        sink.emit_durable(Event::GateApproved { step: step.to_string(), by: by.clone() })
-            .await
-            .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
+        sink.emit_durable(Event::GateWaiting {
+            step: step.to_string(),
+            message: message.to_string(),
+        })
+        .await
+        .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
+        let by = self
+            .shared
+            .approver
+            .approve(&self.shared.run_id, step, message)
+            .await?;
+        sink.emit_durable(Event::GateApproved {
+            step: step.to_string(),
+            by: by.clone(),
+        })
+        .await
+        .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
         Ok(by)
     }
 }
@@ -663,7 +917,13 @@ async fn rollback(
 ) -> bool {
     let rb = &loaded.runbook;
     let mut all_ok = true;
-    let scope = RunScope { loaded, run_id: &shared.run_id, dry: false, outputs, state };
+    let scope = RunScope {
+        loaded,
+        run_id: &shared.run_id,
+        dry: false,
+        outputs,
+        state,
+    };
     for &i in loaded.dag.order.iter().rev() {
         if state[i] != State::Done(Outcome::Succeeded) {
             continue;
@@ -679,8 +939,15 @@ async fn rollback(
                 _ => continue,
             },
         };
-        let _ = shared.sink.emit_durable(Event::UndoStarted { step: step.id.clone() }).await;
-        let host: Arc<dyn StepHost> = Arc::new(Host { shared: shared.clone() });
+        let _ = shared
+            .sink
+            .emit_durable(Event::UndoStarted {
+                step: step.id.clone(),
+            })
+            .await;
+        let host: Arc<dyn StepHost> = Arc::new(Host {
+            shared: shared.clone(),
+        });
         let ctx = StepContext::new(
             shared.run_id.clone(),
             step.id.clone(),
@@ -697,7 +964,11 @@ async fn rollback(
             Err(e) => Err(e),
             Ok((action, with)) => {
                 let call = async {
-                    if step.undo.is_some() { action.run(&ctx, &with).await.map(|_| ()) } else { action.undo(&ctx, &with, &outs).await }
+                    if step.undo.is_some() {
+                        action.run(&ctx, &with).await.map(|_| ())
+                    } else {
+                        action.undo(&ctx, &with, &outs).await
+                    }
                 };
                 match tokio::time::timeout(step.timeout, call).await {
                     Ok(r) => r,
@@ -708,7 +979,13 @@ async fn rollback(
         if result.is_err() {
             all_ok = false;
         }
-        let _ = shared.sink.emit_durable(Event::UndoFinished { step: step.id.clone(), error: result.err() }).await;
+        let _ = shared
+            .sink
+            .emit_durable(Event::UndoFinished {
+                step: step.id.clone(),
+                error: result.err(),
+            })
+            .await;
     }
     all_ok
 }

@@ -7,7 +7,10 @@ use super::{Report, fmt_ms};
 use crate::engine::events::Outcome;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn color(o: Option<Outcome>) -> &'static str {
@@ -46,7 +49,14 @@ critical path {} ({})</p>",
     );
 
     // Timeline: one bar per step that ran, critical path outlined.
-    let total = r.steps.iter().filter_map(|s| s.end_ms.or(s.start_ms)).max().unwrap_or(0).max(r.wall_ms).max(1) as f64;
+    let total = r
+        .steps
+        .iter()
+        .filter_map(|s| s.end_ms.or(s.start_ms))
+        .max()
+        .unwrap_or(0)
+        .max(r.wall_ms)
+        .max(1) as f64;
     let label_w = 180.0;
     let chart_w = 760.0;
     let row_h = 22.0;
@@ -72,7 +82,11 @@ critical path {} ({})</p>",
             esc(&s.id),
             row_h - 6.0,
             color(s.outcome),
-            if critical { " stroke=\"#000\" stroke-width=\"2\"" } else { "" },
+            if critical {
+                " stroke=\"#000\" stroke-width=\"2\""
+            } else {
+                ""
+            },
             esc(&s.id),
             s.outcome.map(Outcome::label).unwrap_or("running"),
             fmt_ms(s.duration_ms)
@@ -81,7 +95,11 @@ critical path {} ({})</p>",
     let axis_y = rows.len() as f64 * row_h + 20.0;
     for t in 0..=4 {
         let x = label_w + chart_w * t as f64 / 4.0;
-        let _ = write!(h, "<text x=\"{x:.1}\" y=\"{axis_y}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#555\">{}</text>", fmt_ms((total * t as f64 / 4.0) as u64));
+        let _ = write!(
+            h,
+            "<text x=\"{x:.1}\" y=\"{axis_y}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
+            fmt_ms((total * t as f64 / 4.0) as u64)
+        );
     }
     h.push_str("</svg>");
 
@@ -100,7 +118,14 @@ critical path {} ({})</p>",
         if let Some(p) = &s.plan {
             let _ = write!(details, "<div>{}</div>", esc(&p.summary));
             for c in &p.checks {
-                let _ = write!(details, "<div class=\"{}\">[{}] {}: {}</div>", if c.ok { "" } else { "err" }, if c.ok { "ok" } else { "FAIL" }, esc(&c.name), esc(&c.detail));
+                let _ = write!(
+                    details,
+                    "<div class=\"{}\">[{}] {}: {}</div>",
+                    if c.ok { "" } else { "err" },
+                    if c.ok { "ok" } else { "FAIL" },
+                    esc(&c.name),
+                    esc(&c.detail)
+                );
             }
         }
         if !s.outputs.is_empty() && s.error.is_none() {
@@ -115,8 +140,14 @@ critical path {} ({})</p>",
             esc(&s.uses),
             color(s.outcome),
             s.outcome.map(Outcome::label).unwrap_or("pending"),
-            s.start_ms.map(|m| format!("+{}", fmt_ms(m))).unwrap_or_else(|| "-".into()),
-            if s.start_ms.is_some() { fmt_ms(s.duration_ms) } else { "-".into() },
+            s.start_ms
+                .map(|m| format!("+{}", fmt_ms(m)))
+                .unwrap_or_else(|| "-".into()),
+            if s.start_ms.is_some() {
+                fmt_ms(s.duration_ms)
+            } else {
+                "-".into()
+            },
             s.attempts,
             details
         );

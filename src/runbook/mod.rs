@@ -60,20 +60,34 @@ fn read(path: &Path, found: &mut Diagnostics) -> Option<(String, String)> {
             match String::from_utf8(bytes) {
                 Ok(text) => Some((text, d)),
                 Err(_) => {
-                    found.0.push(file_error(path, "is not UTF-8 text", "save the file as UTF-8"));
+                    found.0.push(file_error(
+                        path,
+                        "is not UTF-8 text",
+                        "save the file as UTF-8",
+                    ));
                     None
                 }
             }
         }
         Err(e) => {
-            found.0.push(file_error(path, &format!("cannot be read: {e}"), "check the path and its permissions"));
+            found.0.push(file_error(
+                path,
+                &format!("cannot be read: {e}"),
+                "check the path and its permissions",
+            ));
             None
         }
     }
 }
 
 fn file_error(path: &Path, message: &str, hint: &str) -> Diagnostic {
-    Diagnostic { file: path.to_path_buf(), line: 0, column: 0, message: message.into(), hint: Some(hint.into()) }
+    Diagnostic {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message: message.into(),
+        hint: Some(hint.into()),
+    }
 }
 
 fn parse_file(path: &Path, found: &mut Diagnostics) -> Option<(yaml::Node, String)> {
@@ -100,12 +114,19 @@ fn syntax_diagnostic(path: &Path, e: &yaml::SyntaxError) -> Diagnostic {
 /// Load and check a runbook with everything the command line adds to it.
 pub fn load(path: &Path, registry: &Registry, opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
     let mut found = Diagnostics::default();
-    let Some((text, _)) = read(path, &mut found) else { return Err(found) };
+    let Some((text, _)) = read(path, &mut found) else {
+        return Err(found);
+    };
     load_source(path, &text, registry, opts)
 }
 
 /// Load a runbook from text; `path` names it in messages.
-pub fn load_source(path: &Path, text: &str, registry: &Registry, opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
+pub fn load_source(
+    path: &Path,
+    text: &str,
+    registry: &Registry,
+    opts: &LoadOptions,
+) -> Result<Loaded, Diagnostics> {
     let mut found = Diagnostics::default();
     let rb_digest = digest(text.as_bytes());
     let root = match yaml::parse(text) {
@@ -139,7 +160,14 @@ pub fn load_source(path: &Path, text: &str, registry: &Registry, opts: &LoadOpti
     found.extend(sink.found);
 
     match dag {
-        Some(dag) if found.is_empty() => Ok(Loaded { runbook, dag, params, sites, sites_file: opts.sites_file.clone(), sites_digest }),
+        Some(dag) if found.is_empty() => Ok(Loaded {
+            runbook,
+            dag,
+            params,
+            sites,
+            sites_file: opts.sites_file.clone(),
+            sites_digest,
+        }),
         _ => {
             found.sort();
             Err(found)
@@ -147,7 +175,11 @@ pub fn load_source(path: &Path, text: &str, registry: &Registry, opts: &LoadOpti
     }
 }
 
-fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> BTreeMap<String, Value> {
+fn resolve_params(
+    rb: &Runbook,
+    opts: &LoadOptions,
+    found: &mut Diagnostics,
+) -> BTreeMap<String, Value> {
     let mut values: BTreeMap<String, Value> = BTreeMap::new();
     for p in &rb.params {
         if let Some(d) = &p.default {
@@ -162,7 +194,13 @@ fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> 
     };
     let mut set = |name: &str, raw: &Value, file: &Path, pos: Pos, found: &mut Diagnostics| {
         let mut err = |message: String, hint: String| {
-            found.0.push(Diagnostic { file: file.to_path_buf(), line: pos.line, column: pos.col, message, hint: Some(hint) })
+            found.0.push(Diagnostic {
+                file: file.to_path_buf(),
+                line: pos.line,
+                column: pos.col,
+                message,
+                hint: Some(hint),
+            })
         };
         let Some(spec) = rb.param(name) else {
             return err(format!("unknown param `{name}`"), unknown_hint(name));
@@ -173,9 +211,19 @@ fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> 
             }
             Ok(v) => err(
                 format!("param `{name}`: `{}` is not allowed", expr::display(&v)),
-                format!("allowed: {}", spec.allowed.iter().map(expr::display).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "allowed: {}",
+                    spec.allowed
+                        .iter()
+                        .map(expr::display)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ),
-            Err(msg) => err(format!("param `{name}`: {msg}"), format!("`{name}` is declared with type {}", spec.ty.name())),
+            Err(msg) => err(
+                format!("param `{name}`: {msg}"),
+                format!("`{name}` is declared with type {}", spec.ty.name()),
+            ),
         }
     };
     if let Some(pf) = &opts.params_file
@@ -190,7 +238,10 @@ fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> 
     }
     let cli = Path::new("--param");
     for (n, arg) in opts.params.iter().enumerate() {
-        let pos = Pos { line: 0, col: n + 1 };
+        let pos = Pos {
+            line: 0,
+            col: n + 1,
+        };
         match arg.split_once('=') {
             Some((k, v)) => set(k.trim(), &Value::String(v.to_string()), cli, pos, found),
             None => found.0.push(Diagnostic {
@@ -210,7 +261,10 @@ fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> 
                     line: p.pos.line,
                     column: p.pos.col,
                     message: format!("param `{}` is required and has no value", p.name),
-                    hint: Some(format!("pass `--param {}=VALUE` or put it in a --params file", p.name)),
+                    hint: Some(format!(
+                        "pass `--param {}=VALUE` or put it in a --params file",
+                        p.name
+                    )),
                 });
             }
         }
