@@ -63,15 +63,12 @@ fn registry() -> Registry {
             open_outputs: true,
         })) as Arc<dyn Action>
     };
-    Registry::builtin()
-        .with(noop("noop", true))
-        .with(noop("noop.pure", false))
+    Registry::builtin().with(noop("noop", true)).with(noop("noop.pure", false))
 }
 
 fn runbook(shape: Shape, action: &str) -> String {
-    let mut s = String::from(
-        "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: bench }\nconcurrency: 64\nsteps:\n",
-    );
+    let mut s =
+        String::from("apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: bench }\nconcurrency: 64\nsteps:\n");
     let mut seed: u64 = 0x9e3779b97f4a7c15;
     let mut rand = |n: usize| {
         seed ^= seed << 13;
@@ -93,10 +90,7 @@ fn runbook(shape: Shape, action: &str) -> String {
             _ => vec![],
         };
         let needs: Vec<String> = needs.iter().map(|n| format!("s{n}")).collect();
-        s.push_str(&format!(
-            "  - {{ id: s{i}, uses: {action}, needs: [{}] }}\n",
-            needs.join(", ")
-        ));
+        s.push_str(&format!("  - {{ id: s{i}, uses: {action}, needs: [{}] }}\n", needs.join(", ")));
     }
     s
 }
@@ -108,13 +102,7 @@ fn validate_and_plan(bencher: divan::Bencher, shape: Shape) {
     let reg = registry();
     let text = runbook(shape, "noop");
     bencher.bench_local(|| {
-        let loaded = load_source(
-            Path::new("bench.yaml"),
-            &text,
-            &reg,
-            &LoadOptions::default(),
-        )
-        .expect("valid");
+        let loaded = load_source(Path::new("bench.yaml"), &text, &reg, &LoadOptions::default()).expect("valid");
         let levels = loaded.dag.levels();
         let path = loaded.dag.critical_path(|_| 1.0);
         divan::black_box((levels, path));
@@ -124,37 +112,26 @@ fn validate_and_plan(bencher: divan::Bencher, shape: Shape) {
 fn run_steps(bencher: divan::Bencher, shape: Shape, action: &str) {
     let reg = registry();
     let text = runbook(shape, action);
-    let loaded = load_source(
-        Path::new("bench.yaml"),
-        &text,
-        &reg,
-        &LoadOptions::default(),
-    )
-    .expect("valid");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    bencher
-        .with_inputs(|| tempfile::tempdir().unwrap())
-        .bench_local_values(|dir| {
-            rt.block_on(async {
-                let journal = Journal::create(&dir.path().join("journal.jsonl")).unwrap();
-                let opts = ExecuteOptions {
-                    run_id: "bench".into(),
-                    mode: RunMode::Run,
-                    concurrency: 64,
-                    approver: Arc::new(AutoApprove("bench".into())),
-                    sink: EventSink::new(Some(journal.clone()), None),
-                    stop: StopSignal::never(),
-                    resume: None,
-                };
-                let summary = execute(&loaded, &reg, opts).await;
-                journal.close().unwrap();
-                assert_eq!(summary.outcome, RunOutcome::Succeeded);
-            });
-            dir
+    let loaded = load_source(Path::new("bench.yaml"), &text, &reg, &LoadOptions::default()).expect("valid");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    bencher.with_inputs(|| tempfile::tempdir().unwrap()).bench_local_values(|dir| {
+        rt.block_on(async {
+            let journal = Journal::create(&dir.path().join("journal.jsonl")).unwrap();
+            let opts = ExecuteOptions {
+                run_id: "bench".into(),
+                mode: RunMode::Run,
+                concurrency: 64,
+                approver: Arc::new(AutoApprove("bench".into())),
+                sink: EventSink::new(Some(journal.clone()), None),
+                stop: StopSignal::never(),
+                resume: None,
+            };
+            let summary = execute(&loaded, &reg, opts).await;
+            journal.close().unwrap();
+            assert_eq!(summary.outcome, RunOutcome::Succeeded);
         });
+        dir
+    });
 }
 
 /// Steps that change the world: each start is on disk before the step proceeds.

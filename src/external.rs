@@ -14,9 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use drover_api::{
-    Action, ActionError, ActionInfo, ErrorKind, Outputs, ParamError, Plan, StepContext,
-};
+use drover_api::{Action, ActionError, ActionInfo, ErrorKind, Outputs, ParamError, Plan, StepContext};
 
 pub const PROTOCOL: u32 = 1;
 /// How long `describe` and `validate` may take: they must be pure and quick.
@@ -55,14 +53,12 @@ struct PluginError {
 /// Ask a plugin which actions it provides.
 pub fn describe(exe: &Path) -> Result<Vec<ActionInfo>, String> {
     let out = call_blocking(exe, &json!({ "protocol": PROTOCOL, "verb": "describe" }))?;
-    let d: Describe = serde_json::from_slice(&out)
-        .map_err(|e| format!("its answer is not valid JSON for `describe`: {e}"))?;
+    let d: Describe =
+        serde_json::from_slice(&out).map_err(|e| format!("its answer is not valid JSON for `describe`: {e}"))?;
     if let Some(p) = d.protocol
         && p != PROTOCOL
     {
-        return Err(format!(
-            "it speaks protocol {p}; this drover speaks {PROTOCOL}"
-        ));
+        return Err(format!("it speaks protocol {p}; this drover speaks {PROTOCOL}"));
     }
     let prefix = plugin_prefix(exe);
     for a in &d.actions {
@@ -74,13 +70,7 @@ pub fn describe(exe: &Path) -> Result<Vec<ActionInfo>, String> {
 }
 
 fn plugin_prefix(exe: &Path) -> String {
-    exe.file_name()
-        .map(|n| {
-            n.to_string_lossy()
-                .trim_start_matches("drover-plugin-")
-                .to_string()
-        })
-        .unwrap_or_default()
+    exe.file_name().map(|n| n.to_string_lossy().trim_start_matches("drover-plugin-").to_string()).unwrap_or_default()
 }
 
 fn call_blocking(exe: &Path, request: &Value) -> Result<Vec<u8>, String> {
@@ -100,10 +90,7 @@ fn call_blocking(exe: &Path, request: &Value) -> Result<Vec<u8>, String> {
             Ok(None) if started.elapsed() > QUICK_VERB_TIMEOUT => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "no answer within {}s",
-                    QUICK_VERB_TIMEOUT.as_secs()
-                ));
+                return Err(format!("no answer within {}s", QUICK_VERB_TIMEOUT.as_secs()));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(e.to_string()),
@@ -140,10 +127,8 @@ impl ExternalAction {
         with: &Value,
         outputs: Option<&Outputs>,
     ) -> Result<Answer, ActionError> {
-        let sites: serde_json::Map<String, Value> = ctx
-            .site_names()
-            .filter_map(|n| ctx.site(n).ok().map(|v| (n.to_string(), v.clone())))
-            .collect();
+        let sites: serde_json::Map<String, Value> =
+            ctx.site_names().filter_map(|n| ctx.site(n).ok().map(|v| (n.to_string(), v.clone()))).collect();
         let mut request = json!({
             "protocol": PROTOCOL,
             "verb": verb,
@@ -176,21 +161,15 @@ impl ExternalAction {
             stdin
                 .write_all(request.to_string().as_bytes())
                 .await
-                .map_err(|e| {
-                    ActionError::retryable(format!("plugin {name} closed its input early: {e}"))
-                })?;
+                .map_err(|e| ActionError::retryable(format!("plugin {name} closed its input early: {e}")))?;
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| ActionError::retryable(format!("plugin {name} failed: {e}")))?;
+        let out =
+            child.wait_with_output().await.map_err(|e| ActionError::retryable(format!("plugin {name} failed: {e}")))?;
         for line in String::from_utf8_lossy(&out.stderr).lines() {
             tracing::info!(plugin = %name, step = %ctx.step_id, "{line}");
         }
         if out.stdout.len() > MAX_ANSWER {
-            return Err(ActionError::permanent(format!(
-                "plugin {name} answered with more than {MAX_ANSWER} bytes"
-            )));
+            return Err(ActionError::permanent(format!("plugin {name} answered with more than {MAX_ANSWER} bytes")));
         }
         if out.stdout.iter().all(u8::is_ascii_whitespace) {
             return Err(ActionError::permanent(format!(
@@ -201,23 +180,12 @@ impl ExternalAction {
             .with_hint("a plugin must print one JSON object on stdout; see plugins/README.md"));
         }
         let answer: Answer = serde_json::from_slice(&out.stdout).map_err(|e| {
-            ActionError::permanent(format!(
-                "plugin {name} answered `{verb}` with invalid JSON: {e}"
-            ))
-            .with_hint("see plugins/README.md for the answer format")
+            ActionError::permanent(format!("plugin {name} answered `{verb}` with invalid JSON: {e}"))
+                .with_hint("see plugins/README.md for the answer format")
         })?;
         if let Some(err) = answer.error {
-            let kind = if err.retryable {
-                ErrorKind::Retryable
-            } else {
-                ErrorKind::Permanent
-            };
-            return Err(ActionError {
-                kind,
-                message: err.message,
-                hint: err.hint,
-                retry_after: None,
-            });
+            let kind = if err.retryable { ErrorKind::Retryable } else { ErrorKind::Permanent };
+            return Err(ActionError { kind, message: err.message, hint: err.hint, retry_after: None });
         }
         Ok(answer)
     }
@@ -231,58 +199,26 @@ impl Action for ExternalAction {
 
     fn check_params(&self, with: &Value) -> Result<(), Vec<ParamError>> {
         let request = json!({ "protocol": PROTOCOL, "verb": "validate", "action": self.info.name, "with": with });
-        let out = call_blocking(&self.exe, &request).map_err(|e| {
-            vec![ParamError::at(
-                &[],
-                format!("plugin could not validate: {e}"),
-            )]
-        })?;
-        let answer: Answer = serde_json::from_slice(&out).map_err(|e| {
-            vec![ParamError::at(
-                &[],
-                format!("plugin answered `validate` with invalid JSON: {e}"),
-            )]
-        })?;
+        let out = call_blocking(&self.exe, &request)
+            .map_err(|e| vec![ParamError::at(&[], format!("plugin could not validate: {e}"))])?;
+        let answer: Answer = serde_json::from_slice(&out)
+            .map_err(|e| vec![ParamError::at(&[], format!("plugin answered `validate` with invalid JSON: {e}"))])?;
         if let Some(e) = answer.error {
-            return Err(vec![ParamError {
-                path: vec![],
-                message: e.message,
-                hint: e.hint,
-            }]);
+            return Err(vec![ParamError { path: vec![], message: e.message, hint: e.hint }]);
         }
-        if answer.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(answer.errors)
-        }
+        if answer.errors.is_empty() { Ok(()) } else { Err(answer.errors) }
     }
 
     async fn plan(&self, ctx: &StepContext, with: &Value) -> Result<Plan, ActionError> {
         let answer = self.call(ctx, "plan", with, None).await?;
-        Ok(answer.plan.unwrap_or_else(|| {
-            Plan::new(format!(
-                "{} (the plugin described no change)",
-                self.info.name
-            ))
-        }))
+        Ok(answer.plan.unwrap_or_else(|| Plan::new(format!("{} (the plugin described no change)", self.info.name))))
     }
 
     async fn run(&self, ctx: &StepContext, with: &Value) -> Result<Outputs, ActionError> {
-        Ok(self
-            .call(ctx, "run", with, None)
-            .await?
-            .outputs
-            .unwrap_or_default())
+        Ok(self.call(ctx, "run", with, None).await?.outputs.unwrap_or_default())
     }
 
-    async fn undo(
-        &self,
-        ctx: &StepContext,
-        with: &Value,
-        outputs: &Outputs,
-    ) -> Result<(), ActionError> {
-        self.call(ctx, "undo", with, Some(outputs))
-            .await
-            .map(|_| ())
+    async fn undo(&self, ctx: &StepContext, with: &Value, outputs: &Outputs) -> Result<(), ActionError> {
+        self.call(ctx, "undo", with, Some(outputs)).await.map(|_| ())
     }
 }

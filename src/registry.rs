@@ -43,11 +43,7 @@ impl Registry {
 
     /// No actions at all (tests add their own).
     pub fn empty() -> Self {
-        Registry {
-            builtin: BTreeMap::new(),
-            external: Mutex::default(),
-            search_path: std::env::var_os("PATH"),
-        }
+        Registry { builtin: BTreeMap::new(), external: Mutex::default(), search_path: std::env::var_os("PATH") }
     }
 
     pub fn with(mut self, action: Arc<dyn Action>) -> Self {
@@ -72,41 +68,26 @@ impl Registry {
                 Some(best) => format!("did you mean `{best}`? `drover actions` lists every action"),
                 None => "`drover actions` lists every action".into(),
             };
-            LookupError {
-                message: format!("unknown action `{name}`{extra}"),
-                hint,
-            }
+            LookupError { message: format!("unknown action `{name}`{extra}"), hint }
         };
         let Some((prefix, _)) = name.split_once('.') else {
             return Err(not_found(""));
         };
-        if self
-            .builtin
-            .keys()
-            .any(|k| k.starts_with(&format!("{prefix}.")))
-        {
+        if self.builtin.keys().any(|k| k.starts_with(&format!("{prefix}."))) {
             return Err(not_found(""));
         }
         let actions = self.external_actions(prefix);
         match actions {
-            Some(Ok(list)) => list
-                .iter()
-                .find(|a| a.info().name == name)
-                .cloned()
-                .ok_or_else(|| {
-                    let names: Vec<String> = list.iter().map(|a| a.info().name.clone()).collect();
-                    LookupError {
-                        message: format!("plugin drover-plugin-{prefix} has no action `{name}`"),
-                        hint: format!("it provides: {}", names.join(", ")),
-                    }
-                }),
+            Some(Ok(list)) => list.iter().find(|a| a.info().name == name).cloned().ok_or_else(|| {
+                let names: Vec<String> = list.iter().map(|a| a.info().name.clone()).collect();
+                LookupError {
+                    message: format!("plugin drover-plugin-{prefix} has no action `{name}`"),
+                    hint: format!("it provides: {}", names.join(", ")),
+                }
+            }),
             Some(Err(e)) => Err(LookupError {
-                message: format!(
-                    "external plugin drover-plugin-{prefix} could not describe its actions: {e}"
-                ),
-                hint: format!(
-                    "run `echo '{{\"verb\":\"describe\"}}' | drover-plugin-{prefix}` to see what it answers"
-                ),
+                message: format!("external plugin drover-plugin-{prefix} could not describe its actions: {e}"),
+                hint: format!("run `echo '{{\"verb\":\"describe\"}}' | drover-plugin-{prefix}` to see what it answers"),
             }),
             None => Err(LookupError {
                 message: format!("unknown action `{name}`"),
@@ -126,9 +107,7 @@ impl Registry {
         let described = external::describe(&exe).map(|infos| {
             infos
                 .into_iter()
-                .map(|info| {
-                    Arc::new(external::ExternalAction::new(exe.clone(), info)) as Arc<dyn Action>
-                })
+                .map(|info| Arc::new(external::ExternalAction::new(exe.clone(), info)) as Arc<dyn Action>)
                 .collect()
         });
         cache.insert(prefix.to_string(), described.clone());
@@ -137,9 +116,7 @@ impl Registry {
 
     fn find_plugin(&self, prefix: &str) -> Option<PathBuf> {
         let file = format!("drover-plugin-{prefix}");
-        std::env::split_paths(self.search_path.as_ref()?)
-            .map(|dir| dir.join(&file))
-            .find(|p| is_executable(p))
+        std::env::split_paths(self.search_path.as_ref()?).map(|dir| dir.join(&file)).find(|p| is_executable(p))
     }
 
     /// Every external plugin on the search path, by prefix.
@@ -188,7 +165,5 @@ impl Registry {
 
 fn is_executable(p: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }

@@ -11,9 +11,7 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Env { dir: tempfile::tempdir().unwrap() }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -50,11 +48,7 @@ impl Env {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn runbook(steps: &str) -> String {
@@ -74,18 +68,11 @@ fn plan_shows_levels_gates_and_the_critical_path() {
 #[test]
 fn validate_exits_2_and_names_every_problem() {
     let env = Env::new();
-    let out = env.run(&[
-        "validate",
-        "tests/fixtures/broken.yaml",
-        "examples/hello.yaml",
-    ]);
+    let out = env.run(&["validate", "tests/fixtures/broken.yaml", "examples/hello.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
     assert!(t.contains("ok: examples/hello.yaml"), "{t}");
-    assert!(
-        t.contains("tests/fixtures/broken.yaml:19:11: error: step `break`: unknown action `exce`"),
-        "{t}"
-    );
+    assert!(t.contains("tests/fixtures/broken.yaml:19:11: error: step `break`: unknown action `exce`"), "{t}");
     assert!(t.contains("17 problems found; nothing was run"), "{t}");
 }
 
@@ -97,11 +84,7 @@ fn a_run_reports_and_is_listed_by_status() {
     assert!(text(&out).contains("greeted tester on"), "{}", text(&out));
     let id = env.last_run_id();
     let status = env.run(&["status"]);
-    assert!(
-        text(&status).contains(&id) && text(&status).contains("succeeded"),
-        "{}",
-        text(&status)
-    );
+    assert!(text(&status).contains(&id) && text(&status).contains("succeeded"), "{}", text(&status));
     let json = env.run(&["report", &id, "--format", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(report["outcome"], "succeeded");
@@ -132,19 +115,12 @@ fn a_failed_run_resumes_without_rerunning_what_succeeded() {
     );
     let out = env.run(&["run", rb.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("drover resume"),
-        "the failure says how to continue: {}",
-        text(&out)
-    );
+    assert!(text(&out).contains("drover resume"), "the failure says how to continue: {}", text(&out));
     std::fs::write(&flag, "").unwrap();
     let id = env.last_run_id();
     let out = env.run(&["resume", &id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        std::fs::read_to_string(&log).unwrap(),
-        "first\nsecond\nsecond\n"
-    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "first\nsecond\nsecond\n");
     let out = env.run(&["resume", &id]);
     assert!(text(&out).contains("already succeeded"));
 }
@@ -152,18 +128,9 @@ fn a_failed_run_resumes_without_rerunning_what_succeeded() {
 #[test]
 fn resume_refuses_a_changed_runbook_unless_forced() {
     let env = Env::new();
-    let rb = env.write(
-        "rb.yaml",
-        &runbook("  - { id: a, uses: exec, with: { command: \"false\" } }\n"),
-    );
-    assert_eq!(
-        env.run(&["run", rb.to_str().unwrap()]).status.code(),
-        Some(1)
-    );
-    env.write(
-        "rb.yaml",
-        &runbook("  - { id: a, uses: exec, with: { command: \"true\" } }\n"),
-    );
+    let rb = env.write("rb.yaml", &runbook("  - { id: a, uses: exec, with: { command: \"false\" } }\n"));
+    assert_eq!(env.run(&["run", rb.to_str().unwrap()]).status.code(), Some(1));
+    env.write("rb.yaml", &runbook("  - { id: a, uses: exec, with: { command: \"true\" } }\n"));
     let id = env.last_run_id();
     let out = env.run(&["resume", &id]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
@@ -176,28 +143,16 @@ fn resume_refuses_a_changed_runbook_unless_forced() {
 fn a_gate_is_answered_from_another_terminal() {
     let env = Env::new();
     let rb = env.write("rb.yaml", &runbook("  - { id: flip-dns, uses: log, confirm: \"Primary is down. Switch DNS to west?\", with: { message: flipped } }\n"));
-    let child = env
-        .cmd()
-        .args(["run", rb.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child =
+        env.cmd().args(["run", rb.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "the gate never showed up in status"
-        );
+        assert!(Instant::now() < deadline, "the gate never showed up in status");
         if env.path("state/runs").exists() {
             let id = env.last_run_id();
             let st = env.run(&["status", &id]);
             if text(&st).contains("waiting for approval") {
-                assert!(
-                    text(&st).contains(&format!("drover approve {id} flip-dns")),
-                    "{}",
-                    text(&st)
-                );
+                assert!(text(&st).contains(&format!("drover approve {id} flip-dns")), "{}", text(&st));
                 let out = env.run(&["approve", &id, "flip-dns", "--by", "alice"]);
                 assert_eq!(out.status.code(), Some(0), "{}", text(&out));
                 break;
@@ -213,17 +168,9 @@ fn a_gate_is_answered_from_another_terminal() {
 #[test]
 fn a_second_run_of_the_same_runbook_is_refused_while_the_first_holds_the_lock() {
     let env = Env::new();
-    let rb = env.write(
-        "rb.yaml",
-        &runbook("  - { id: slow, uses: sleep, with: { duration: 30s } }\n"),
-    );
-    let mut first = env
-        .cmd()
-        .args(["run", rb.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let rb = env.write("rb.yaml", &runbook("  - { id: slow, uses: sleep, with: { duration: 30s } }\n"));
+    let mut first =
+        env.cmd().args(["run", rb.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let lock = env.path("state/locks/t.lock");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !lock.exists() {
@@ -234,16 +181,9 @@ fn a_second_run_of_the_same_runbook_is_refused_while_the_first_holds_the_lock() 
     first.kill().unwrap();
     first.wait().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(
-        text(&out).contains("is in progress on host"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("is in progress on host"), "{}", text(&out));
     // The killed holder left a stale lock behind; the next run takes it over.
-    let rb2 = env.write(
-        "rb.yaml",
-        &runbook("  - { id: quick, uses: log, with: { message: hi } }\n"),
-    );
+    let rb2 = env.write("rb.yaml", &runbook("  - { id: quick, uses: log, with: { message: hi } }\n"));
     let out = env.run(&["run", rb2.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
@@ -251,27 +191,16 @@ fn a_second_run_of_the_same_runbook_is_refused_while_the_first_holds_the_lock() 
 #[test]
 fn a_corrupt_journal_is_refused_with_the_record_number() {
     let env = Env::new();
-    let rb = env.write(
-        "rb.yaml",
-        &runbook("  - { id: a, uses: exec, with: { command: \"false\" } }\n"),
-    );
+    let rb = env.write("rb.yaml", &runbook("  - { id: a, uses: exec, with: { command: \"false\" } }\n"));
     env.run(&["run", rb.to_str().unwrap()]);
     let id = env.last_run_id();
     let journal = env.path(&format!("state/runs/{id}/journal.jsonl"));
-    let mut lines: Vec<String> = std::fs::read_to_string(&journal)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
+    let mut lines: Vec<String> = std::fs::read_to_string(&journal).unwrap().lines().map(String::from).collect();
     lines[1] = "{not json".into();
     std::fs::write(&journal, lines.join("\n") + "\n").unwrap();
     let out = env.run(&["resume", &id]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
-    assert!(
-        text(&out).contains("is corrupt at record 2"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("is corrupt at record 2"), "{}", text(&out));
 }
 
 #[test]
@@ -288,9 +217,7 @@ fn dry_run_reports_failed_preconditions_and_changes_nothing() {
     let out = env.run(&["run", rb.to_str().unwrap(), "--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains(
-            "precondition failed: command found: `surely-not-installed-xyz` is not on PATH"
-        ),
+        text(&out).contains("precondition failed: command found: `surely-not-installed-xyz` is not on PATH"),
         "{}",
         text(&out)
     );
@@ -300,28 +227,16 @@ fn dry_run_reports_failed_preconditions_and_changes_nothing() {
 #[test]
 fn an_external_plugin_provides_actions_and_undo() {
     let env = Env::new();
-    let path = format!(
-        "{}/examples/plugins:{}",
-        env!("CARGO_MANIFEST_DIR"),
-        std::env::var("PATH").unwrap()
-    );
+    let path = format!("{}/examples/plugins:{}", env!("CARGO_MANIFEST_DIR"), std::env::var("PATH").unwrap());
     let out_file = env.path("greeting.txt");
     let out = env
         .cmd()
         .env("PATH", &path)
-        .args([
-            "run",
-            "examples/plugin.yaml",
-            "--param",
-            &format!("out={}", out_file.display()),
-        ])
+        .args(["run", "examples/plugin.yaml", "--param", &format!("out={}", out_file.display())])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        std::fs::read_to_string(&out_file).unwrap(),
-        "HELLO, OPERATOR\n"
-    );
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "HELLO, OPERATOR\n");
 
     // A failing step after it makes `on_failure: rollback` call the plugin's undo.
     let rb = env.write(
@@ -331,32 +246,14 @@ fn an_external_plugin_provides_actions_and_undo() {
             out_file.display()
         ),
     );
-    let out = env
-        .cmd()
-        .env("PATH", &path)
-        .args(["run", rb.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = env.cmd().env("PATH", &path).args(["run", rb.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        !out_file.exists(),
-        "the plugin's undo removed the file: {}",
-        text(&out)
-    );
+    assert!(!out_file.exists(), "the plugin's undo removed the file: {}", text(&out));
 
     let bad = env.write("bad.yaml", "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: t }\nsteps:\n  - { id: g, uses: greet.hello, with: { nme: x } }\n");
-    let out = env
-        .cmd()
-        .env("PATH", &path)
-        .args(["validate", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = env.cmd().env("PATH", &path).args(["validate", bad.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out).contains("5:41: error: step `g`: unknown parameter `nme`"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("5:41: error: step `g`: unknown parameter `nme`"), "{}", text(&out));
 }
 
 #[test]
@@ -365,10 +262,7 @@ fn json_output_is_one_object_per_line() {
     let out = env.run(&["--output", "json", "run", "examples/hello.yaml"]);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let objects: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let objects: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(objects.first().unwrap()["event"]["type"], "run_started");
     assert_eq!(objects.last().unwrap()["summary"]["outcome"], "succeeded");
 }
@@ -378,36 +272,17 @@ fn every_shipped_runbook_and_example_validates() {
     let env = Env::new();
     let mut files = vec![];
     for dir in ["runbooks", "examples"] {
-        collect_yaml(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).as_path(),
-            &mut files,
-        );
+        collect_yaml(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).as_path(), &mut files);
     }
     assert!(files.len() >= 2, "{files:?}");
-    let path = format!(
-        "{}/examples/plugins:{}",
-        env!("CARGO_MANIFEST_DIR"),
-        std::env::var("PATH").unwrap()
-    );
+    let path = format!("{}/examples/plugins:{}", env!("CARGO_MANIFEST_DIR"), std::env::var("PATH").unwrap());
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         if !text.contains("kind: Runbook") {
             continue;
         }
-        let out = env
-            .cmd()
-            .env("PATH", &path)
-            .arg("validate")
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}: {}",
-            f.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = env.cmd().env("PATH", &path).arg("validate").arg(&f).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
     }
 }
 

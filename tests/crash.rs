@@ -16,11 +16,7 @@ fn journaled_successes(journal: &Path) -> BTreeSet<String> {
     let mut done = BTreeSet::new();
     for r in read.records {
         match r.event {
-            Event::StepFinished {
-                step,
-                outcome: Outcome::Succeeded,
-                ..
-            } => {
+            Event::StepFinished { step, outcome: Outcome::Succeeded, .. } => {
                 done.insert(step);
             }
             Event::StepStarted { step, .. } => {
@@ -33,11 +29,7 @@ fn journaled_successes(journal: &Path) -> BTreeSet<String> {
 }
 
 fn log_lines(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect()
+    std::fs::read_to_string(log).unwrap_or_default().lines().map(String::from).collect()
 }
 
 /// A small xorshift generator: reproducible from the printed seed.
@@ -67,11 +59,7 @@ fn sigkill_at_random_moments_then_resume_never_reruns_journaled_successes() {
         )
     };
     for i in 0..15 {
-        let needs = if i == 0 {
-            String::new()
-        } else {
-            format!("a{}", i - 1)
-        };
+        let needs = if i == 0 { String::new() } else { format!("a{}", i - 1) };
         steps += &step(&format!("a{i}"), &needs, 50 + (i as u32 * 7) % 50);
     }
     for i in 0..8 {
@@ -79,36 +67,19 @@ fn sigkill_at_random_moments_then_resume_never_reruns_journaled_successes() {
     }
     steps += &step("join", "f0, f1, f2, f3, f4, f5, f6, f7", 70);
     for i in 0..15 {
-        let needs = if i == 0 {
-            "join".to_string()
-        } else {
-            format!("z{}", i - 1)
-        };
+        let needs = if i == 0 { "join".to_string() } else { format!("z{}", i - 1) };
         steps += &step(&format!("z{i}"), &needs, 50 + (i as u32 * 11) % 50);
     }
     let rb = dir.path().join("crash.yaml");
-    std::fs::write(
-        &rb,
-        format!(
-            "apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: crash }}\nsteps:\n{steps}"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&rb, format!("apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: crash }}\nsteps:\n{steps}"))
+        .unwrap();
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     eprintln!("crash test seed {seed}");
     let mut rng = Rng(seed);
     let drover = |args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
-        c.args(args)
-            .env("DROVER_STATE_DIR", &state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        c.args(args).env("DROVER_STATE_DIR", &state).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         c
     };
 
@@ -144,10 +115,7 @@ fn sigkill_at_random_moments_then_resume_never_reruns_journaled_successes() {
                 continue; // killed before the run directory existed: start again
             }
         }
-        let journal = state
-            .join("runs")
-            .join(run_id.as_ref().unwrap())
-            .join("journal.jsonl");
+        let journal = state.join("runs").join(run_id.as_ref().unwrap()).join("journal.jsonl");
         checkpoints.push((log_lines(&log).len(), journaled_successes(&journal)));
         if exited.is_some_and(|s| s.success()) {
             finished = true;
@@ -155,18 +123,9 @@ fn sigkill_at_random_moments_then_resume_never_reruns_journaled_successes() {
             break;
         }
     }
-    assert!(
-        kills >= 12,
-        "the run should take long enough for most of 20 kills, got {kills}"
-    );
-    let progressed = checkpoints
-        .windows(2)
-        .filter(|w| w[1].1.len() > w[0].1.len())
-        .count();
-    assert!(
-        progressed >= 5,
-        "kills must land between steps too, not only inside the first one ({progressed})"
-    );
+    assert!(kills >= 12, "the run should take long enough for most of 20 kills, got {kills}");
+    let progressed = checkpoints.windows(2).filter(|w| w[1].1.len() > w[0].1.len()).count();
+    assert!(progressed >= 5, "kills must land between steps too, not only inside the first one ({progressed})");
     let id = run_id.expect("the run started at least once");
     if !finished {
         let status = drover(&["resume", &id]).status().unwrap();

@@ -11,9 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use drover::engine::events::{Event, Outcome, RunMode, RunOutcome};
-use drover::engine::{
-    Approver, AutoApprove, EventSink, ExecuteOptions, Resume, RunSummary, StopSignal, execute,
-};
+use drover::engine::{Approver, AutoApprove, EventSink, ExecuteOptions, Resume, RunSummary, StopSignal, execute};
 use drover::registry::Registry;
 use drover::runbook::{LoadOptions, Loaded, load_source};
 use drover_api::{Action, ActionError, ActionInfo, Outputs, ParamError, Plan, StepContext};
@@ -78,19 +76,13 @@ impl Action for Mock {
             *c += 1;
             *c
         };
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("run:{}", ctx.step_id));
+        self.log.lock().unwrap().push(format!("run:{}", ctx.step_id));
         match (self.behaviour)(ctx, with, n) {
             Behaviour::Ok(o) => Ok(o),
             Behaviour::Err(e) => Err(e),
             Behaviour::Sleep(d) => {
                 tokio::time::sleep(d).await;
-                self.log
-                    .lock()
-                    .unwrap()
-                    .push(format!("done:{}", ctx.step_id));
+                self.log.lock().unwrap().push(format!("done:{}", ctx.step_id));
                 Ok(Outputs::new())
             }
             Behaviour::Hang => std::future::pending().await,
@@ -98,20 +90,14 @@ impl Action for Mock {
         }
     }
     async fn undo(&self, ctx: &StepContext, _: &Value, _: &Outputs) -> Result<(), ActionError> {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("undo:{}", ctx.step_id));
+        self.log.lock().unwrap().push(format!("undo:{}", ctx.step_id));
         Ok(())
     }
 }
 
 fn echo(_: &StepContext, with: &Value, _: u32) -> Behaviour {
     let mut o = Outputs::new();
-    o.insert(
-        "value".into(),
-        with.get("value").cloned().unwrap_or(json!("ok")),
-    );
+    o.insert("value".into(), with.get("value").cloned().unwrap_or(json!("ok")));
     Behaviour::Ok(o)
 }
 
@@ -130,9 +116,7 @@ fn registry(log: &Log) -> Registry {
             }
         }))
         .with(Mock::boxed("wait", log, false, |_, w, _| {
-            Behaviour::Sleep(Duration::from_millis(
-                w.get("ms").and_then(Value::as_u64).unwrap_or(1000),
-            ))
+            Behaviour::Sleep(Duration::from_millis(w.get("ms").and_then(Value::as_u64).unwrap_or(1000)))
         }))
         .with(Mock::boxed("hang", log, false, |_, _, _| Behaviour::Hang))
         .with(Mock::boxed("panic", log, false, |_, _, _| Behaviour::Panic))
@@ -177,22 +161,13 @@ struct Ran {
 
 impl Ran {
     fn outcome(&self, step: &str) -> Outcome {
-        self.summary
-            .steps
-            .iter()
-            .find(|(s, _)| s == step)
-            .map(|(_, o)| *o)
-            .unwrap()
+        self.summary.steps.iter().find(|(s, _)| s == step).map(|(_, o)| *o).unwrap()
     }
     fn error(&self, step: &str) -> ActionError {
         self.events
             .iter()
             .find_map(|e| match e {
-                Event::StepFinished {
-                    step: s,
-                    error: Some(err),
-                    ..
-                } if s == step => Some(err.clone()),
+                Event::StepFinished { step: s, error: Some(err), .. } if s == step => Some(err.clone()),
                 _ => None,
             })
             .unwrap()
@@ -228,14 +203,7 @@ async fn run(yaml: &str) -> (Ran, Log) {
     let log: Log = Arc::default();
     let reg = registry(&log);
     let loaded = load(yaml, &reg);
-    let ran = run_with(
-        &loaded,
-        &reg,
-        StopSignal::never(),
-        None,
-        Arc::new(AutoApprove("test".into())),
-    )
-    .await;
+    let ran = run_with(&loaded, &reg, StopSignal::never(), None, Arc::new(AutoApprove("test".into()))).await;
     (ran, log)
 }
 
@@ -254,11 +222,7 @@ steps:
 "#)
     .await;
     assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
-    assert_eq!(
-        ran.summary.outputs["b"]["value"],
-        json!(7),
-        "a whole-string expression keeps its type"
-    );
+    assert_eq!(ran.summary.outputs["b"]["value"], json!(7), "a whole-string expression keeps its type");
     assert_eq!(ran.summary.outputs["d"]["value"], json!("7/c-7"));
     let order = calls(&log);
     assert_eq!(order.first().unwrap(), "run:a");
@@ -279,22 +243,11 @@ steps:
     assert_eq!(ran.summary.outcome, RunOutcome::Failed);
     assert_eq!(ran.outcome("broken"), Outcome::Failed);
     assert_eq!(ran.outcome("after-broken"), Outcome::NotRun);
-    assert_eq!(
-        ran.outcome("independent"),
-        Outcome::NotRun,
-        "halt starts nothing new"
-    );
-    assert_eq!(
-        ran.outcome("cleanup"),
-        Outcome::Succeeded,
-        "always steps run after a failure"
-    );
+    assert_eq!(ran.outcome("independent"), Outcome::NotRun, "halt starts nothing new");
+    assert_eq!(ran.outcome("cleanup"), Outcome::Succeeded, "always steps run after a failure");
     assert!(!calls(&log).contains(&"run:independent".to_string()));
     let err = ran.error("broken");
-    assert_eq!(
-        (err.message.as_str(), err.hint.as_deref()),
-        ("it broke", Some("fix it"))
-    );
+    assert_eq!((err.message.as_str(), err.hint.as_deref()), ("it broke", Some("fix it")));
 }
 
 #[tokio::test(start_paused = true)]
@@ -306,16 +259,9 @@ steps:
   - { id: child, uses: ok, needs: [broken] }
 "#)
     .await;
-    assert_eq!(
-        ran.outcome("slow"),
-        Outcome::Succeeded,
-        "in-flight steps finish under halt"
-    );
+    assert_eq!(ran.outcome("slow"), Outcome::Succeeded, "in-flight steps finish under halt");
     assert!(calls(&log).contains(&"done:slow".to_string()));
-    assert!(matches!(
-        ran.outcome("child"),
-        Outcome::NotRun | Outcome::Blocked
-    ));
+    assert!(matches!(ran.outcome("child"), Outcome::NotRun | Outcome::Blocked));
 }
 
 #[tokio::test(start_paused = true)]
@@ -339,22 +285,15 @@ steps:
         })
         .collect();
     assert_eq!(retries.len(), 2);
-    assert!(
-        (5_000..=10_000).contains(&retries[0]) && (10_000..=20_000).contains(&retries[1]),
-        "{retries:?}"
-    );
+    assert!((5_000..=10_000).contains(&retries[0]) && (10_000..=20_000).contains(&retries[1]), "{retries:?}");
     let waited = start.elapsed().as_millis() as u64;
     let slept: u64 = retries.iter().sum();
-    assert!(
-        waited >= slept && waited <= slept + 2,
-        "time passes only in backoff: {waited} vs {slept}"
-    );
+    assert!(waited >= slept && waited <= slept + 2, "time passes only in backoff: {waited} vs {slept}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn permanent_errors_are_not_retried() {
-    let (ran, log) =
-        run("steps:\n  - { id: broken, uses: fail, retry: { attempts: 5, backoff: 1s } }\n").await;
+    let (ran, log) = run("steps:\n  - { id: broken, uses: fail, retry: { attempts: 5, backoff: 1s } }\n").await;
     assert_eq!(ran.outcome("broken"), Outcome::Failed);
     assert_eq!(calls(&log), vec!["run:broken"]);
 }
@@ -368,15 +307,8 @@ steps:
     .await;
     assert_eq!(ran.outcome("flaky"), Outcome::Failed);
     let n = calls(&log).len();
-    assert!(
-        (3..=6).contains(&n),
-        "attempts bounded by the 30s budget, got {n}"
-    );
-    assert!(
-        ran.error("flaky").message.contains("no time left"),
-        "{}",
-        ran.error("flaky").message
-    );
+    assert!((3..=6).contains(&n), "attempts bounded by the 30s budget, got {n}");
+    assert!(ran.error("flaky").message.contains("no time left"), "{}", ran.error("flaky").message);
 }
 
 #[tokio::test(start_paused = true)]
@@ -390,16 +322,10 @@ async fn a_hanging_action_times_out() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_action_fails_its_step_not_the_engine() {
-    let (ran, _) =
-        run("steps:\n  - { id: boom, uses: panic }\n  - { id: next, uses: ok, needs: [boom] }\n")
-            .await;
+    let (ran, _) = run("steps:\n  - { id: boom, uses: panic }\n  - { id: next, uses: ok, needs: [boom] }\n").await;
     assert_eq!(ran.summary.outcome, RunOutcome::Failed);
     assert_eq!(ran.outcome("boom"), Outcome::Failed);
-    assert!(
-        ran.error("boom")
-            .message
-            .contains("panicked: mock action exploded")
-    );
+    assert!(ran.error("boom").message.contains("panicked: mock action exploded"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -432,31 +358,19 @@ async fn concurrency_and_lock_limits_are_respected() {
     let start = tokio::time::Instant::now();
     let mut yaml = String::from("concurrency: 3\nsteps:\n");
     for i in 0..9 {
-        yaml.push_str(&format!(
-            "  - {{ id: s{i}, uses: wait, with: {{ ms: 1000 }} }}\n"
-        ));
+        yaml.push_str(&format!("  - {{ id: s{i}, uses: wait, with: {{ ms: 1000 }} }}\n"));
     }
     let _ = run(&yaml).await;
-    assert_eq!(
-        start.elapsed(),
-        Duration::from_secs(3),
-        "9 one-second steps, 3 at a time"
-    );
+    assert_eq!(start.elapsed(), Duration::from_secs(3), "9 one-second steps, 3 at a time");
 
     let start = tokio::time::Instant::now();
     let mut yaml = String::from("locks: { ontap-west: 2 }\nsteps:\n");
     for i in 0..6 {
-        yaml.push_str(&format!(
-            "  - {{ id: s{i}, uses: wait, lock: ontap-west, with: {{ ms: 1000 }} }}\n"
-        ));
+        yaml.push_str(&format!("  - {{ id: s{i}, uses: wait, lock: ontap-west, with: {{ ms: 1000 }} }}\n"));
     }
     yaml.push_str("  - { id: free, uses: wait, with: { ms: 1000 } }\n");
     let _ = run(&yaml).await;
-    assert_eq!(
-        start.elapsed(),
-        Duration::from_secs(3),
-        "6 steps under a lock of 2; the free one runs alongside"
-    );
+    assert_eq!(start.elapsed(), Duration::from_secs(3), "6 steps under a lock of 2; the free one runs alongside");
 }
 
 #[tokio::test(start_paused = true)]
@@ -470,10 +384,7 @@ steps:
 "#)
     .await;
     assert_eq!(ran.summary.outcome, RunOutcome::RolledBack);
-    let undo: Vec<String> = calls(&log)
-        .into_iter()
-        .filter(|c| c.starts_with("undo:"))
-        .collect();
+    let undo: Vec<String> = calls(&log).into_iter().filter(|c| c.starts_with("undo:")).collect();
     assert_eq!(undo, vec!["undo:second", "undo:first"]);
 }
 
@@ -527,28 +438,10 @@ async fn resume_reuses_journaled_results_and_runs_the_rest() {
     let mut out = Outputs::new();
     out.insert("value".into(), json!(41));
     done.insert("a".to_string(), (Outcome::Succeeded, out));
-    let resume = Resume {
-        done,
-        ..Resume::default()
-    };
-    let ran = run_with(
-        &loaded,
-        &reg,
-        StopSignal::never(),
-        Some(resume),
-        Arc::new(AutoApprove("t".into())),
-    )
-    .await;
-    assert_eq!(
-        calls(&log),
-        vec!["run:b"],
-        "a succeeded before the crash and must not run again"
-    );
-    assert_eq!(
-        ran.summary.outputs["b"]["value"],
-        json!(41),
-        "b reads a's journaled output"
-    );
+    let resume = Resume { done, ..Resume::default() };
+    let ran = run_with(&loaded, &reg, StopSignal::never(), Some(resume), Arc::new(AutoApprove("t".into()))).await;
+    assert_eq!(calls(&log), vec!["run:b"], "a succeeded before the crash and must not run again");
+    assert_eq!(ran.summary.outputs["b"]["value"], json!(41), "b reads a's journaled output");
 }
 
 struct Deny;
@@ -564,20 +457,16 @@ async fn gates_are_asked_with_the_interpolated_message_and_a_refusal_halts() {
     let yaml = "params: { target: west }\nsteps:\n  - { id: flip, uses: ok, confirm: \"Switch traffic to ${{ params.target }}?\" }\n";
     let (plain, _) = run("steps:\n  - { id: flip, uses: ok, confirm: Switch traffic? }\n").await;
     assert!(
-        plain.events.iter().any(
-            |e| matches!(e, Event::GateWaiting { message, .. } if message == "Switch traffic?")
-        ),
+        plain.events.iter().any(|e| matches!(e, Event::GateWaiting { message, .. } if message == "Switch traffic?")),
         "a plain message gates too"
     );
     let (ran, _) = run(yaml).await;
-    assert!(ran.events.iter().any(
-        |e| matches!(e, Event::GateWaiting { message, .. } if message == "Switch traffic to west?")
-    ));
     assert!(
         ran.events
             .iter()
-            .any(|e| matches!(e, Event::GateApproved { by, .. } if by == "test"))
+            .any(|e| matches!(e, Event::GateWaiting { message, .. } if message == "Switch traffic to west?"))
     );
+    assert!(ran.events.iter().any(|e| matches!(e, Event::GateApproved { by, .. } if by == "test")));
 
     let log: Log = Arc::default();
     let reg = registry(&log);

@@ -7,12 +7,7 @@ use drover::registry::Registry;
 use drover::runbook::{LoadOptions, load, load_source};
 
 fn problems(text: &str) -> String {
-    match load_source(
-        Path::new("rb.yaml"),
-        text,
-        &Registry::builtin(),
-        &LoadOptions::default(),
-    ) {
+    match load_source(Path::new("rb.yaml"), text, &Registry::builtin(), &LoadOptions::default()) {
         Ok(_) => "ok".into(),
         Err(d) => d.to_string(),
     }
@@ -20,12 +15,7 @@ fn problems(text: &str) -> String {
 
 #[test]
 fn every_problem_of_a_broken_runbook_is_reported_at_once() {
-    let d = load(
-        Path::new("tests/fixtures/broken.yaml"),
-        &Registry::builtin(),
-        &LoadOptions::default(),
-    )
-    .unwrap_err();
+    let d = load(Path::new("tests/fixtures/broken.yaml"), &Registry::builtin(), &LoadOptions::default()).unwrap_err();
     insta::assert_snapshot!(d.to_string());
 }
 
@@ -41,54 +31,23 @@ fn missing_required_param_is_an_error_only_when_running() {
     let text = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: x }\nparams:\n  target: { type: string, required: true }\nsteps:\n  - { id: a, uses: log, with: { message: \"${{ params.target }}\" } }\n";
     let reg = Registry::builtin();
     assert!(load_source(Path::new("rb.yaml"), text, &reg, &LoadOptions::default()).is_ok());
-    let run = LoadOptions {
-        require_params: true,
-        ..LoadOptions::default()
-    };
-    let err = load_source(Path::new("rb.yaml"), text, &reg, &run)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("rb.yaml:5:3: error: param `target` is required"),
-        "{err}"
-    );
-    let with = LoadOptions {
-        require_params: true,
-        params: vec!["target=west".into()],
-        ..LoadOptions::default()
-    };
-    assert_eq!(
-        load_source(Path::new("rb.yaml"), text, &reg, &with)
-            .unwrap()
-            .params["target"],
-        "west"
-    );
+    let run = LoadOptions { require_params: true, ..LoadOptions::default() };
+    let err = load_source(Path::new("rb.yaml"), text, &reg, &run).unwrap_err().to_string();
+    assert!(err.contains("rb.yaml:5:3: error: param `target` is required"), "{err}");
+    let with = LoadOptions { require_params: true, params: vec!["target=west".into()], ..LoadOptions::default() };
+    assert_eq!(load_source(Path::new("rb.yaml"), text, &reg, &with).unwrap().params["target"], "west");
 }
 
 #[test]
 fn param_overrides_are_typed_and_checked() {
     let text = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: x }\nparams:\n  n: { type: int, default: 1 }\n  mode: { type: string, default: planned, enum: [planned, unplanned] }\nsteps:\n  - { id: a, uses: log, with: { message: hi } }\n";
     let reg = Registry::builtin();
-    let opts = |p: &[&str]| LoadOptions {
-        params: p.iter().map(|s| s.to_string()).collect(),
-        ..LoadOptions::default()
-    };
-    let err = load_source(
-        Path::new("rb.yaml"),
-        text,
-        &reg,
-        &opts(&["n=many", "mode=sideways", "nn=1", "oops"]),
-    )
-    .unwrap_err()
-    .to_string();
+    let opts = |p: &[&str]| LoadOptions { params: p.iter().map(|s| s.to_string()).collect(), ..LoadOptions::default() };
+    let err = load_source(Path::new("rb.yaml"), text, &reg, &opts(&["n=many", "mode=sideways", "nn=1", "oops"]))
+        .unwrap_err()
+        .to_string();
     insta::assert_snapshot!(err);
-    let ok = load_source(
-        Path::new("rb.yaml"),
-        text,
-        &reg,
-        &opts(&["n=5", "mode=unplanned"]),
-    )
-    .unwrap();
+    let ok = load_source(Path::new("rb.yaml"), text, &reg, &opts(&["n=5", "mode=unplanned"])).unwrap();
     assert_eq!(ok.params["n"], 5);
 }
 
@@ -104,21 +63,11 @@ fn a_sites_file_supplies_and_overrides_sites() {
     let sites = dir.path().join("sites.yaml");
     std::fs::write(&sites, "apiVersion: drover/v1\nkind: Sites\nsites:\n  west: { ontap: { url: https://w, credentials: env:W } }\n  east: { ontap: { url: https://e, credentials: \"plain\" } }\n").unwrap();
     let text = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: x }\nsteps:\n  - { id: a, uses: log, with: { message: \"${{ sites.west.ontap.url }}\" } }\n";
-    let opts = LoadOptions {
-        sites_file: Some(sites.clone()),
-        ..LoadOptions::default()
-    };
-    let err = load_source(Path::new("rb.yaml"), text, &Registry::builtin(), &opts)
-        .unwrap_err()
-        .to_string();
+    let opts = LoadOptions { sites_file: Some(sites.clone()), ..LoadOptions::default() };
+    let err = load_source(Path::new("rb.yaml"), text, &Registry::builtin(), &opts).unwrap_err().to_string();
     assert!(
-        err.contains(
-            "sites.yaml:5:49: error: sites.east.ontap.credentials: credentials must be a reference"
-        ),
+        err.contains("sites.yaml:5:49: error: sites.east.ontap.credentials: credentials must be a reference"),
         "{err}"
     );
-    assert!(
-        !err.contains("plain"),
-        "an inline secret is never echoed: {err}"
-    );
+    assert!(!err.contains("plain"), "an inline secret is never echoed: {err}");
 }

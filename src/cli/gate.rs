@@ -25,11 +25,7 @@ struct Answer {
 /// Record an operator's answer for the running process to pick up.
 pub fn write_answer(dir: &Path, step: &str, by: &str, denied: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let answer = Answer {
-        by: by.to_string(),
-        denied,
-        at: crate::engine::events::now_rfc3339(),
-    };
+    let answer = Answer { by: by.to_string(), denied, at: crate::engine::events::now_rfc3339() };
     let tmp = dir.join(format!(".{step}.tmp"));
     std::fs::write(&tmp, serde_json::to_vec(&answer).expect("serializes"))?;
     std::fs::rename(tmp, dir.join(format!("{step}.json")))
@@ -65,12 +61,7 @@ impl GateKeeper {
             });
             Mutex::new(rx)
         });
-        GateKeeper {
-            approvals,
-            terminal,
-            view,
-            quiet,
-        }
+        GateKeeper { approvals, terminal, view, quiet }
     }
 
     fn say(&self, text: &str) {
@@ -86,12 +77,7 @@ impl GateKeeper {
 
 #[async_trait]
 impl Approver for GateKeeper {
-    async fn approve(
-        &self,
-        run_id: &str,
-        step: &str,
-        message: &str,
-    ) -> Result<String, ActionError> {
+    async fn approve(&self, run_id: &str, step: &str, message: &str) -> Result<String, ActionError> {
         // A stale answer from an earlier attempt must not approve this one.
         let _ = take_answer(&self.approvals, step);
         let mut prompt = self.terminal.as_ref().and_then(|m| m.try_lock().ok());
@@ -105,16 +91,14 @@ impl Approver for GateKeeper {
         let result = loop {
             if let Some(a) = take_answer(&self.approvals, step) {
                 break if a.denied {
-                    Err(ActionError::permanent(format!("gate `{step}` was denied by {}", a.by)).with_hint("the run halts here; fix what made the operator deny, then `drover resume`"))
+                    Err(ActionError::permanent(format!("gate `{step}` was denied by {}", a.by))
+                        .with_hint("the run halts here; fix what made the operator deny, then `drover resume`"))
                 } else {
                     Ok(a.by)
                 };
             }
             let typed = match prompt.as_mut() {
-                Some(rx) => tokio::time::timeout(Duration::from_millis(250), rx.recv())
-                    .await
-                    .ok()
-                    .flatten(),
+                Some(rx) => tokio::time::timeout(Duration::from_millis(250), rx.recv()).await.ok().flatten(),
                 None => {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     None
@@ -129,10 +113,8 @@ impl Approver for GateKeeper {
                     ));
                 }
                 Some("n" | "no") => {
-                    break Err(ActionError::permanent(format!(
-                        "gate `{step}` was refused at the terminal"
-                    ))
-                    .with_hint("the run halts here; `drover resume` asks again"));
+                    break Err(ActionError::permanent(format!("gate `{step}` was refused at the terminal"))
+                        .with_hint("the run halts here; `drover resume` asks again"));
                 }
                 Some(_) => self.say("   please answer y or n"),
                 None => {}

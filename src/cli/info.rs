@@ -48,11 +48,7 @@ pub fn validate(cli: &Cli, a: &ValidateArgs, registry: &Registry) -> Result<i32,
     if cli.output == Output::Json {
         println!("{}", json!({ "ok": all_ok, "files": results }));
     }
-    Ok(if all_ok {
-        exit::SUCCESS
-    } else {
-        exit::INVALID_INPUT
-    })
+    Ok(if all_ok { exit::SUCCESS } else { exit::INVALID_INPUT })
 }
 
 pub fn load_or_report(
@@ -68,11 +64,8 @@ pub fn load_or_report(
         } else {
             eprintln!("{d}");
         }
-        CliError::new(
-            exit::INVALID_INPUT,
-            format!("{} is not valid", file.display()),
-        )
-        .hint("fix the problems above; nothing was run")
+        CliError::new(exit::INVALID_INPUT, format!("{} is not valid", file.display()))
+            .hint("fix the problems above; nothing was run")
     })
 }
 
@@ -105,13 +98,7 @@ pub fn history(state: &StateDir, runbook: &str) -> BTreeMap<String, u64> {
             _ => continue,
         }
         for r in &read.records {
-            if let Event::StepFinished {
-                step,
-                outcome: Outcome::Succeeded,
-                duration_ms,
-                ..
-            } = &r.event
-            {
+            if let Event::StepFinished { step, outcome: Outcome::Succeeded, duration_ms, .. } = &r.event {
                 samples.entry(step.clone()).or_default().push(*duration_ms);
             }
         }
@@ -132,38 +119,20 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
     let levels = dag.levels();
     let past = history(&StateDir::new(&cli.state_dir), &rb.name);
     let estimated = rb.steps.iter().all(|s| past.contains_key(&s.id));
-    let (path, weight) = dag.critical_path(|i| {
-        if estimated {
-            past[&rb.steps[i].id] as f64
-        } else {
-            1.0
-        }
-    });
+    let (path, weight) = dag.critical_path(|i| if estimated { past[&rb.steps[i].id] as f64 } else { 1.0 });
     let path_ids: Vec<&str> = path.iter().map(|&i| rb.steps[i].id.as_str()).collect();
-    let format = if cli.output == Output::Json {
-        PlanFormat::Json
-    } else {
-        a.format
-    };
+    let format = if cli.output == Output::Json { PlanFormat::Json } else { a.format };
     let mut out = String::new();
     match format {
         PlanFormat::Text => {
             let depth = levels.iter().max().map(|m| m + 1).unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "runbook {} — {} steps in {depth} levels",
-                rb.name,
-                rb.steps.len()
-            );
+            let _ = writeln!(out, "runbook {} — {} steps in {depth} levels", rb.name, rb.steps.len());
             if !rb.description.is_empty() {
                 let _ = writeln!(out, "{}", rb.description);
             }
             if !loaded.params.is_empty() {
-                let shown: Vec<String> = loaded
-                    .params
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", runbook::expr::display(v)))
-                    .collect();
+                let shown: Vec<String> =
+                    loaded.params.iter().map(|(k, v)| format!("{k}={}", runbook::expr::display(v))).collect();
                 let _ = writeln!(out, "params: {}", shown.join(", "));
             }
             let width = rb.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
@@ -197,13 +166,7 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
                     if let Some(ms) = past.get(&s.id) {
                         notes.push(format!("usually {}", fmt_ms(*ms)));
                     }
-                    let _ = writeln!(
-                        out,
-                        "  {:<width$}  {}  ({})",
-                        s.id,
-                        s.call.uses,
-                        notes.join("; ")
-                    );
+                    let _ = writeln!(out, "  {:<width$}  {}  ({})", s.id, s.call.uses, notes.join("; "));
                     if let Some(c) = &s.confirm_text {
                         let _ = writeln!(out, "  {:<width$}  gate: {c}", "");
                     }
@@ -218,11 +181,7 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
             let _ = writeln!(
                 out,
                 "on failure: {}",
-                if rb.on_failure == runbook::OnFailure::Rollback {
-                    "roll back completed steps"
-                } else {
-                    "halt"
-                }
+                if rb.on_failure == runbook::OnFailure::Rollback { "roll back completed steps" } else { "halt" }
             );
         }
         PlanFormat::Json => {
@@ -247,22 +206,11 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
             );
         }
         PlanFormat::Dot => {
-            let _ = writeln!(
-                out,
-                "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];",
-                rb.name
-            );
+            let _ =
+                writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];", rb.name);
             for (i, s) in rb.steps.iter().enumerate() {
-                let style = if path.contains(&i) {
-                    ", penwidth=2"
-                } else {
-                    ""
-                };
-                let _ = writeln!(
-                    out,
-                    "  \"{}\" [label=\"{}\\n{}\"{style}];",
-                    s.id, s.id, s.call.uses
-                );
+                let style = if path.contains(&i) { ", penwidth=2" } else { "" };
+                let _ = writeln!(out, "  \"{}\" [label=\"{}\\n{}\"{style}];", s.id, s.id, s.call.uses);
             }
             for (i, s) in rb.steps.iter().enumerate() {
                 for &p in &dag.parents[i] {
@@ -274,22 +222,11 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
         PlanFormat::Mermaid => {
             out.push_str("flowchart TD\n");
             for s in &rb.steps {
-                let _ = writeln!(
-                    out,
-                    "  {}[\"{}<br/>{}\"]",
-                    mermaid_id(&s.id),
-                    s.id,
-                    s.call.uses
-                );
+                let _ = writeln!(out, "  {}[\"{}<br/>{}\"]", mermaid_id(&s.id), s.id, s.call.uses);
             }
             for (i, s) in rb.steps.iter().enumerate() {
                 for &p in &dag.parents[i] {
-                    let _ = writeln!(
-                        out,
-                        "  {} --> {}",
-                        mermaid_id(&rb.steps[p].id),
-                        mermaid_id(&s.id)
-                    );
+                    let _ = writeln!(out, "  {} --> {}", mermaid_id(&rb.steps[p].id), mermaid_id(&s.id));
                 }
             }
         }
@@ -319,13 +256,8 @@ pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
                     rows.push(json!({ "run_id": id, "state": "unreadable journal" }));
                     continue;
                 };
-                let live =
-                    lock::holder(&state.locks(), &s.start.runbook).is_some_and(|h| &h.run_id == id);
-                let done = s
-                    .steps
-                    .values()
-                    .filter(|r| r.outcome.is_some_and(|o| o != Outcome::Interrupted))
-                    .count();
+                let live = lock::holder(&state.locks(), &s.start.runbook).is_some_and(|h| &h.run_id == id);
+                let done = s.steps.values().filter(|r| r.outcome.is_some_and(|o| o != Outcome::Interrupted)).count();
                 rows.push(json!({
                     "run_id": id, "runbook": s.start.runbook, "mode": s.start.mode, "state": s.state_label(live),
                     "started": s.records.first().map(|r| r.at.clone()), "steps_done": done, "steps": s.start.steps.len(),
@@ -336,10 +268,7 @@ pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
             } else if rows.is_empty() {
                 println!("no runs in {}", cli.state_dir.display());
             } else {
-                println!(
-                    "{:<44}  {:<20}  {:<8}  {:<28}  steps",
-                    "run", "runbook", "mode", "state"
-                );
+                println!("{:<44}  {:<20}  {:<8}  {:<28}  steps", "run", "runbook", "mode", "state");
                 for r in rows {
                     println!(
                         "{:<44}  {:<20}  {:<8}  {:<28}  {}/{}",
@@ -355,12 +284,11 @@ pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
             Ok(exit::SUCCESS)
         }
         Some(wanted) => {
-            let id = state.resolve(wanted).map_err(|e| {
-                CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs")
-            })?;
+            let id = state
+                .resolve(wanted)
+                .map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
             let (s, _) = RunState::load(&state.journal(&id))?;
-            let live =
-                lock::holder(&state.locks(), &s.start.runbook).is_some_and(|h| h.run_id == id);
+            let live = lock::holder(&state.locks(), &s.start.runbook).is_some_and(|h| h.run_id == id);
             if cli.output == Output::Json {
                 let steps: Vec<Value> = s
                     .start
@@ -389,10 +317,7 @@ pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
                     };
                     println!("  {:<24} {:<24} {}", st.id, word, st.uses);
                     if let (Some(msg), true) = (&r.gate_waiting, live) {
-                        println!(
-                            "  {:<24} gate: {msg}\n  {:<24} approve: drover approve {id} {}",
-                            "", "", st.id
-                        );
+                        println!("  {:<24} gate: {msg}\n  {:<24} approve: drover approve {id} {}", "", "", st.id);
                     }
                 }
                 if s.finished.is_none() && !live {
@@ -425,28 +350,19 @@ pub struct ReportArgs {
 
 pub fn report(cli: &Cli, a: &ReportArgs) -> Result<i32, CliError> {
     let state = StateDir::new(&cli.state_dir);
-    let id = state
-        .resolve(&a.run)
-        .map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
+    let id =
+        state.resolve(&a.run).map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
     let (s, _) = RunState::load(&state.journal(&id))?;
     let r = Report::from_state(&s);
-    let format = if cli.output == Output::Json {
-        ReportFormat::Json
-    } else {
-        a.format
-    };
+    let format = if cli.output == Output::Json { ReportFormat::Json } else { a.format };
     let text = match format {
         ReportFormat::Text => r.to_text(),
         ReportFormat::Json => r.to_json() + "\n",
         ReportFormat::Html => render_html(&r),
     };
     match &a.out {
-        Some(path) => std::fs::write(path, text).map_err(|e| {
-            CliError::new(
-                exit::STATE_ERROR,
-                format!("cannot write {}: {e}", path.display()),
-            )
-        })?,
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| CliError::new(exit::STATE_ERROR, format!("cannot write {}: {e}", path.display())))?,
         None => print!("{text}"),
     }
     Ok(exit::SUCCESS)
@@ -468,23 +384,15 @@ pub struct ApproveArgs {
 
 pub fn approve(cli: &Cli, a: &ApproveArgs) -> Result<i32, CliError> {
     let state = StateDir::new(&cli.state_dir);
-    let id = state
-        .resolve(&a.run)
-        .map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
+    let id = state.resolve(&a.run).map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
     let (s, _) = RunState::load(&state.journal(&id))?;
     let Some(step) = s.steps.get(&a.step) else {
         let ids: Vec<&str> = s.steps.keys().map(String::as_str).collect();
-        return Err(CliError::new(
-            exit::INVALID_INPUT,
-            format!("run {id} has no step `{}`", a.step),
-        )
-        .hint(format!("steps: {}", ids.join(", "))));
+        return Err(CliError::new(exit::INVALID_INPUT, format!("run {id} has no step `{}`", a.step))
+            .hint(format!("steps: {}", ids.join(", "))));
     };
     if s.finished.is_some() {
-        return Err(CliError::new(
-            exit::INVALID_INPUT,
-            format!("run {id} has finished; there is nothing to approve"),
-        ));
+        return Err(CliError::new(exit::INVALID_INPUT, format!("run {id} has finished; there is nothing to approve")));
     }
     let Some(message) = &step.gate_waiting else {
         return Err(CliError::new(
@@ -494,20 +402,13 @@ pub fn approve(cli: &Cli, a: &ApproveArgs) -> Result<i32, CliError> {
         .hint(format!("`drover status {id}` shows which step waits")));
     };
     let by = a.by.clone().unwrap_or_else(|| {
-        format!(
-            "{}@{}",
-            std::env::var("USER").unwrap_or_else(|_| "operator".into()),
-            lock::hostname()
-        )
+        format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "operator".into()), lock::hostname())
     });
     super::gate::write_answer(&state.approvals(&id), &a.step, &by, a.deny)
         .map_err(|e| CliError::new(exit::STATE_ERROR, format!("cannot record the answer: {e}")))?;
     let verb = if a.deny { "denied" } else { "approved" };
     if cli.output == Output::Json {
-        println!(
-            "{}",
-            json!({ "run_id": id, "step": a.step, verb: true, "by": by })
-        );
+        println!("{}", json!({ "run_id": id, "step": a.step, verb: true, "by": by }));
     } else {
         println!("{verb} `{}` of run {id} ({message}) as {by}", a.step);
     }
@@ -527,9 +428,7 @@ pub fn actions(cli: &Cli, a: &ActionsArgs, registry: &Registry) -> Result<i32, C
     }
     let chosen: Vec<_> = match &a.name {
         Some(n) => {
-            let act = registry
-                .get(n)
-                .map_err(|e| CliError::new(exit::INVALID_INPUT, e.message).hint(e.hint))?;
+            let act = registry.get(n).map_err(|e| CliError::new(exit::INVALID_INPUT, e.message).hint(e.hint))?;
             vec![act]
         }
         None => all,
@@ -540,11 +439,7 @@ pub fn actions(cli: &Cli, a: &ActionsArgs, registry: &Registry) -> Result<i32, C
         return Ok(exit::SUCCESS);
     }
     if a.name.is_none() {
-        let width = chosen
-            .iter()
-            .map(|a| a.info().name.len())
-            .max()
-            .unwrap_or(0);
+        let width = chosen.iter().map(|a| a.info().name.len()).max().unwrap_or(0);
         for act in &chosen {
             println!("{:<width$}  {}", act.info().name, act.info().summary);
         }
@@ -594,11 +489,7 @@ pub fn describe_params(schema: &Value) -> Vec<String> {
                     _ => "optional".into(),
                 }
             };
-            let desc = p
-                .get("description")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .replace('\n', " ");
+            let desc = p.get("description").and_then(Value::as_str).unwrap_or("").replace('\n', " ");
             format!("{name:<width$}  {ty:<18} {req:<18} {desc}")
         })
         .collect()
@@ -609,11 +500,7 @@ fn type_name(p: &Value, root: &Value) -> String {
         let name = r.rsplit('/').next().unwrap_or(r);
         if let Some(def) = root.get("$defs").and_then(|d| d.get(name)) {
             if let Some(values) = def.get("enum").and_then(Value::as_array) {
-                return values
-                    .iter()
-                    .map(|v| v.as_str().unwrap_or("?").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|");
+                return values.iter().map(|v| v.as_str().unwrap_or("?").to_string()).collect::<Vec<_>>().join("|");
             }
             if def.get("format").and_then(Value::as_str) == Some("duration") {
                 return "duration".into();
@@ -622,28 +509,19 @@ fn type_name(p: &Value, root: &Value) -> String {
         return name.to_string();
     }
     if let Some(any) = p.get("anyOf").and_then(Value::as_array) {
-        let parts: Vec<String> = any
-            .iter()
-            .filter(|x| x.get("type") != Some(&json!("null")))
-            .map(|x| type_name(x, root))
-            .collect();
+        let parts: Vec<String> =
+            any.iter().filter(|x| x.get("type") != Some(&json!("null"))).map(|x| type_name(x, root)).collect();
         return parts.join("|");
     }
     match p.get("type") {
-        Some(Value::String(t)) if t == "array" => format!(
-            "list of {}",
-            p.get("items")
-                .map(|i| type_name(i, root))
-                .unwrap_or_else(|| "any".into())
-        ),
+        Some(Value::String(t)) if t == "array" => {
+            format!("list of {}", p.get("items").map(|i| type_name(i, root)).unwrap_or_else(|| "any".into()))
+        }
         Some(Value::String(t)) if t == "object" => "mapping".into(),
         Some(Value::String(t)) => t.clone(),
-        Some(Value::Array(ts)) => ts
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|t| *t != "null")
-            .collect::<Vec<_>>()
-            .join("|"),
+        Some(Value::Array(ts)) => {
+            ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect::<Vec<_>>().join("|")
+        }
         _ => "any".into(),
     }
 }

@@ -41,12 +41,7 @@ Exit codes:
 #[command(name = "drover", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Where runs, journals and locks are kept.
-    #[arg(
-        long,
-        global = true,
-        env = "DROVER_STATE_DIR",
-        default_value = ".drover"
-    )]
+    #[arg(long, global = true, env = "DROVER_STATE_DIR", default_value = ".drover")]
     pub state_dir: PathBuf,
     /// `text` for people, `json` for machines (one JSON object per line for runs).
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
@@ -119,11 +114,7 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        CliError {
-            code,
-            message: message.into(),
-            hint: None,
-        }
+        CliError { code, message: message.into(), hint: None }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -166,10 +157,7 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
         Ok(code) => code,
         Err(e) => {
             if cli.output == Output::Json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "error": e.message, "hint": e.hint, "exit_code": e.code })
-                );
+                println!("{}", serde_json::json!({ "error": e.message, "hint": e.hint, "exit_code": e.code }));
             } else {
                 eprintln!("error: {}", e.message);
                 if let Some(h) = &e.hint {

@@ -12,9 +12,7 @@ use super::gate::GateKeeper;
 use super::view::{self, LiveView, Render};
 use super::{Cli, CliError, Output, RunbookInputs, exit};
 use crate::engine::events::{RunMode, RunOutcome};
-use crate::engine::{
-    Approver, AutoApprove, EventSink, ExecuteOptions, Resume, RunSummary, StopSignal, execute,
-};
+use crate::engine::{Approver, AutoApprove, EventSink, ExecuteOptions, Resume, RunSummary, StopSignal, execute};
 use crate::journal::Journal;
 use crate::journal::lock::{RunLock, hostname};
 use crate::journal::state::{RunState, StateDir};
@@ -61,58 +59,41 @@ pub struct ResumeArgs {
 
 fn new_run_id(name: &str) -> String {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let compact: String = stamp
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect();
+    let compact: String = stamp.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     format!("{compact}-{name}-{:04x}", rand::random::<u16>())
 }
 
 pub async fn run(cli: &Cli, a: &RunArgs, registry: &Registry) -> Result<i32, CliError> {
-    let loaded = super::info::load_or_report(cli, &a.runbook, &a.inputs, registry, true)?;
+    let mut loaded = super::info::load_or_report(cli, &a.runbook, &a.inputs, registry, true)?;
+    // `resume` may be run from another directory: record where the files really are.
+    loaded.runbook.path = std::fs::canonicalize(&loaded.runbook.path).unwrap_or(loaded.runbook.path);
+    loaded.sites_file = loaded.sites_file.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
     let state = StateDir::new(&cli.state_dir);
     let run_id = new_run_id(&loaded.runbook.name);
-    let mode = if a.dry_run {
-        RunMode::DryRun
-    } else {
-        RunMode::Run
-    };
+    let mode = if a.dry_run { RunMode::DryRun } else { RunMode::Run };
     // A dry run changes nothing, so it may run beside a real one.
     let lock = if a.dry_run {
         None
     } else {
-        Some(RunLock::acquire(
-            &state.locks(),
-            &loaded.runbook.name,
-            &run_id,
-            a.flags.break_lock,
-        )?)
+        Some(RunLock::acquire(&state.locks(), &loaded.runbook.name, &run_id, a.flags.break_lock)?)
     };
     let dir = state.run_dir(&run_id);
     std::fs::create_dir_all(&dir).map_err(|e| {
-        CliError::new(
-            exit::STATE_ERROR,
-            format!("cannot create {}: {e}", dir.display()),
-        )
-        .hint("check --state-dir")
+        CliError::new(exit::STATE_ERROR, format!("cannot create {}: {e}", dir.display())).hint("check --state-dir")
     })?;
     if let Ok(text) = std::fs::read(&a.runbook) {
         let _ = std::fs::write(dir.join("runbook.yaml"), text);
     }
     let journal = Journal::create(&state.journal(&run_id))?;
-    let summary = drive(
-        cli, &loaded, registry, &state, &run_id, mode, &a.flags, journal, None,
-    )
-    .await?;
+    let summary = drive(cli, &loaded, registry, &state, &run_id, mode, &a.flags, journal, None).await?;
     drop(lock);
     finish(cli, &state, &run_id, &summary)
 }
 
 pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i32, CliError> {
     let state = StateDir::new(&cli.state_dir);
-    let run_id = state
-        .resolve(&a.run)
-        .map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
+    let run_id =
+        state.resolve(&a.run).map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
     let path = state.journal(&run_id);
     let (previous, read) = RunState::load(&path)?;
     if previous.finished == Some(RunOutcome::Succeeded) {
@@ -123,37 +104,23 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
     let lock = if start.mode == RunMode::DryRun {
         None
     } else {
-        Some(RunLock::acquire(
-            &state.locks(),
-            &start.runbook,
-            &run_id,
-            a.flags.break_lock,
-        )?)
+        Some(RunLock::acquire(&state.locks(), &start.runbook, &run_id, a.flags.break_lock)?)
     };
     let sites_file = start.sites_file.as_ref().map(PathBuf::from);
-    let inputs = RunbookInputs {
-        params: vec![],
-        params_file: None,
-        sites: sites_file.clone(),
-    };
+    let inputs = RunbookInputs { params: vec![], params_file: None, sites: sites_file.clone() };
     let rb_path = PathBuf::from(&start.runbook_path);
-    let mut loaded: Loaded =
-        runbook::load(&rb_path, registry, &inputs.options(false)).map_err(|d| {
-            eprintln!("{d}");
-            CliError::new(
-                exit::STATE_ERROR,
-                format!(
-                    "the runbook of run {run_id} ({}) no longer loads",
-                    rb_path.display()
-                ),
-            )
+    let mut loaded: Loaded = runbook::load(&rb_path, registry, &inputs.options(false)).map_err(|d| {
+        eprintln!("{d}");
+        CliError::new(exit::STATE_ERROR, format!("the runbook of run {run_id} ({}) no longer loads", rb_path.display()))
             .hint("restore the runbook as it was, or start a new run")
-        })?;
-    let changed =
-        loaded.runbook.digest != start.runbook_digest || loaded.sites_digest != start.sites_digest;
+    })?;
+    let changed = loaded.runbook.digest != start.runbook_digest || loaded.sites_digest != start.sites_digest;
     if changed && !a.force {
-        return Err(CliError::new(exit::STATE_ERROR, format!("the runbook or sites file of run {run_id} changed since it started"))
-            .hint("resume --force runs the changed runbook, reusing journaled results of steps with the same id"));
+        return Err(CliError::new(
+            exit::STATE_ERROR,
+            format!("the runbook or sites file of run {run_id} changed since it started"),
+        )
+        .hint("resume --force runs the changed runbook, reusing journaled results of steps with the same id"));
     }
     let ids: Vec<&str> = loaded.runbook.steps.iter().map(|s| s.id.as_str()).collect();
     if changed && start.steps.iter().any(|s| !ids.contains(&s.id.as_str())) {
@@ -168,23 +135,9 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
     let journal = Journal::reopen(&path, &read)?;
     let resume = Resume::from_state(&previous, changed);
     if cli.output == Output::Text {
-        println!(
-            "resuming run {run_id}: {} step(s) already done will not run again",
-            resume.done.len()
-        );
+        println!("resuming run {run_id}: {} step(s) already done will not run again", resume.done.len());
     }
-    let summary = drive(
-        cli,
-        &loaded,
-        registry,
-        &state,
-        &run_id,
-        start.mode,
-        &a.flags,
-        journal,
-        Some(resume),
-    )
-    .await?;
+    let summary = drive(cli, &loaded, registry, &state, &run_id, start.mode, &a.flags, journal, Some(resume)).await?;
     drop(lock);
     finish(cli, &state, &run_id, &summary)
 }
@@ -207,11 +160,7 @@ async fn drive(
         (Output::Text, true) => Render::Live(LiveView::new()),
         (Output::Text, false) => Render::Lines,
     };
-    let live = if let Render::Live(v) = &render {
-        Some(v.clone())
-    } else {
-        None
-    };
+    let live = if let Render::Live(v) = &render { Some(v.clone()) } else { None };
     let approver: Arc<dyn Approver> = if flags.yes {
         Arc::new(AutoApprove(format!(
             "--yes ({}@{})",
@@ -220,20 +169,11 @@ async fn drive(
         )))
     } else {
         let ask_here = std::io::stdin().is_terminal() && cli.output == Output::Text;
-        Arc::new(GateKeeper::new(
-            state.approvals(run_id),
-            ask_here,
-            live,
-            cli.output == Output::Json,
-        ))
+        Arc::new(GateKeeper::new(state.approvals(run_id), ask_here, live, cli.output == Output::Json))
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let uses: HashMap<String, String> = loaded
-        .runbook
-        .steps
-        .iter()
-        .map(|s| (s.id.clone(), s.call.uses.clone()))
-        .collect();
+    let uses: HashMap<String, String> =
+        loaded.runbook.steps.iter().map(|s| (s.id.clone(), s.call.uses.clone())).collect();
     let viewer = view::spawn(render, rx, uses);
     let (stop_tx, stop) = StopSignal::new();
     let ctrl_c = tokio::spawn(async move {
@@ -243,11 +183,7 @@ async fn drive(
             let _ = stop_tx.send(level);
         }
     });
-    let concurrency = flags
-        .concurrency
-        .map(|c| c as usize)
-        .or(loaded.runbook.concurrency)
-        .unwrap_or(8);
+    let concurrency = flags.concurrency.map(|c| c as usize).or(loaded.runbook.concurrency).unwrap_or(8);
     let opts = ExecuteOptions {
         run_id: run_id.to_string(),
         mode,
@@ -269,12 +205,7 @@ async fn drive(
 }
 
 /// Print and store the report; map the outcome to an exit code.
-fn finish(
-    cli: &Cli,
-    state: &StateDir,
-    run_id: &str,
-    summary: &RunSummary,
-) -> Result<i32, CliError> {
+fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: &RunSummary) -> Result<i32, CliError> {
     let (run_state, _) = RunState::load(&state.journal(run_id))?;
     let report = Report::from_state(&run_state);
     let dir = state.run_dir(run_id);
@@ -284,19 +215,14 @@ fn finish(
         Output::Json => println!("{}", serde_json::json!({ "summary": report })),
         Output::Text => {
             println!("\n{}", report.to_text());
-            println!(
-                "report: {}  (drover report {run_id} --format html)",
-                dir.join("report.html").display()
-            );
+            println!("report: {}  (drover report {run_id} --format html)", dir.join("report.html").display());
         }
     }
     Ok(match summary.outcome {
         RunOutcome::Succeeded => exit::SUCCESS,
         RunOutcome::Failed | RunOutcome::RolledBack => {
             if cli.output == Output::Text {
-                eprintln!(
-                    "the run failed; fix the cause shown above, then `drover resume {run_id}`"
-                );
+                eprintln!("the run failed; fix the cause shown above, then `drover resume {run_id}`");
             }
             exit::RUN_FAILED
         }

@@ -21,9 +21,7 @@ pub struct LiveView {
 
 impl LiveView {
     pub fn new() -> Self {
-        LiveView {
-            mp: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
-        }
+        LiveView { mp: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)) }
     }
 
     pub fn println(&self, text: &str) {
@@ -36,8 +34,7 @@ impl LiveView {
     }
 
     pub fn resume(&self) {
-        self.mp
-            .set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        self.mp.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
     }
 }
 
@@ -49,13 +46,11 @@ pub enum Render {
 }
 
 /// Consume events until the engine drops its sender.
-pub fn spawn(
-    render: Render,
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    uses: HashMap<String, String>,
-) -> JoinHandle<()> {
+pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashMap<String, String>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let t0 = Instant::now();
+        // Without a live view, a long step's progress is shown at most every 10 s.
+        let mut last_progress: HashMap<String, Instant> = HashMap::new();
         let bars: Arc<Mutex<HashMap<String, ProgressBar>>> = Arc::default();
         let style = ProgressStyle::with_template("{spinner} {prefix:<24} {elapsed:>5} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
@@ -67,6 +62,21 @@ pub fn spawn(
                     let _ = writeln!(out, "{line}");
                 }
                 Render::Lines => {
+                    if let Event::StepProgress { step, progress } = &ev {
+                        let due = last_progress.get(step).is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+                        if due {
+                            last_progress.insert(step.clone(), Instant::now());
+                            let counts = match (progress.done, progress.total) {
+                                (Some(d), Some(t)) => format!(" {d}/{t}"),
+                                _ => String::new(),
+                            };
+                            println!(
+                                "[{:>8}] … {step}{counts} {}",
+                                fmt_ms(t0.elapsed().as_millis() as u64),
+                                progress.message
+                            );
+                        }
+                    }
                     if let Some(text) = describe(&ev, &uses) {
                         println!("[{:>8}] {text}", fmt_ms(t0.elapsed().as_millis() as u64));
                     }
@@ -74,9 +84,7 @@ pub fn spawn(
                 Render::Live(view) => {
                     let mut bars = bars.lock().unwrap_or_else(|e| e.into_inner());
                     match &ev {
-                        Event::StepStarted { step, attempt }
-                            if *attempt == 1 || !bars.contains_key(step) =>
-                        {
+                        Event::StepStarted { step, attempt } if *attempt == 1 || !bars.contains_key(step) => {
                             let bar = view.mp.add(ProgressBar::new_spinner());
                             bar.set_style(style.clone());
                             bar.set_prefix(step.clone());
@@ -103,10 +111,7 @@ pub fn spawn(
                         _ => {}
                     }
                     if let Some(text) = describe(&ev, &uses) {
-                        view.println(&format!(
-                            "[{:>8}] {text}",
-                            fmt_ms(t0.elapsed().as_millis() as u64)
-                        ));
+                        view.println(&format!("[{:>8}] {text}", fmt_ms(t0.elapsed().as_millis() as u64)));
                     }
                 }
             }
@@ -120,56 +125,26 @@ pub fn spawn(
 /// One human line for an event, or None for events not worth a line.
 pub fn describe(ev: &Event, uses: &HashMap<String, String>) -> Option<String> {
     Some(match ev {
-        Event::RunStarted(s) => format!(
-            "run {} of `{}` started ({} steps)",
-            s.run_id,
-            s.runbook,
-            s.steps.len()
-        ),
-        Event::RunResumed { forced, .. } => format!(
-            "run resumed{}",
-            if *forced {
-                " (--force: runbook changed)"
-            } else {
-                ""
-            }
-        ),
-        Event::StepStarted { step, attempt: 1 } => format!(
-            "▶ {step}  ({})",
-            uses.get(step).map(String::as_str).unwrap_or("?")
-        ),
+        Event::RunStarted(s) => format!("run {} of `{}` started ({} steps)", s.run_id, s.runbook, s.steps.len()),
+        Event::RunResumed { forced, .. } => {
+            format!("run resumed{}", if *forced { " (--force: runbook changed)" } else { "" })
+        }
+        Event::StepStarted { step, attempt: 1 } => {
+            format!("▶ {step}  ({})", uses.get(step).map(String::as_str).unwrap_or("?"))
+        }
         Event::StepStarted { step, attempt } => format!("▶ {step}  attempt {attempt}"),
-        Event::StepRetrying {
-            step,
-            attempt,
-            error,
-            delay_ms,
-        } => {
-            format!(
-                "↻ {step}  attempt {attempt} failed: {}; retrying in {}",
-                error.message,
-                fmt_ms(*delay_ms)
-            )
+        Event::StepRetrying { step, attempt, error, delay_ms } => {
+            format!("↻ {step}  attempt {attempt} failed: {}; retrying in {}", error.message, fmt_ms(*delay_ms))
         }
         Event::StepNote { step, message } => format!("  {step}: {message}"),
         Event::StepPlanned { step, plan } => {
             let mut s = format!("· {step}  would: {}", plan.summary);
             for c in plan.checks.iter().filter(|c| !c.ok) {
-                s.push_str(&format!(
-                    "\n           precondition failed: {}: {}",
-                    c.name, c.detail
-                ));
+                s.push_str(&format!("\n           precondition failed: {}: {}", c.name, c.detail));
             }
             s
         }
-        Event::StepFinished {
-            step,
-            outcome,
-            error,
-            duration_ms,
-            attempts,
-            ..
-        } => {
+        Event::StepFinished { step, outcome, error, duration_ms, attempts, .. } => {
             let mark = match outcome {
                 Outcome::Succeeded | Outcome::Planned => "✓",
                 Outcome::Failed | Outcome::PlanFailed => "✗",
@@ -194,10 +169,7 @@ pub fn describe(ev: &Event, uses: &HashMap<String, String>) -> Option<String> {
         Event::GateApproved { step, by } => format!("✓ {step}  approved by {by}"),
         Event::UndoStarted { step } => format!("⟲ {step}  undoing"),
         Event::UndoFinished { step, error: None } => format!("⟲ {step}  undone"),
-        Event::UndoFinished {
-            step,
-            error: Some(e),
-        } => format!("✗ {step}  undo failed: {}", e.message),
+        Event::UndoFinished { step, error: Some(e) } => format!("✗ {step}  undo failed: {}", e.message),
         Event::StopRequested { abort: false } => {
             "stopping: no new steps start; running steps finish (Ctrl-C again to abort them)".into()
         }

@@ -43,11 +43,7 @@ impl Outcome {
     pub fn satisfies(self) -> bool {
         matches!(
             self,
-            Outcome::Succeeded
-                | Outcome::FailedContinued
-                | Outcome::Skipped
-                | Outcome::Planned
-                | Outcome::PlanFailed
+            Outcome::Succeeded | Outcome::FailedContinued | Outcome::Skipped | Outcome::Planned | Outcome::PlanFailed
         )
     }
 

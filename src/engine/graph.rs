@@ -12,11 +12,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 #[derive(Debug, Clone, PartialEq)]
 pub enum GraphError {
     /// `step` needs `need`, which does not exist.
-    UnknownNeed {
-        step: usize,
-        need: String,
-        suggestion: Option<String>,
-    },
+    UnknownNeed { step: usize, need: String, suggestion: Option<String> },
     /// Steps that depend on each other in a circle, in order; the first repeats at the end.
     Cycle { path: Vec<usize> },
 }
@@ -37,11 +33,7 @@ impl Dag {
         steps: impl ExactSizeIterator<Item = (&'a str, &'a [String])> + Clone,
     ) -> Result<Dag, Vec<GraphError>> {
         let n = steps.len();
-        let index: HashMap<&str, usize> = steps
-            .clone()
-            .enumerate()
-            .map(|(i, (id, _))| (id, i))
-            .collect();
+        let index: HashMap<&str, usize> = steps.clone().enumerate().map(|(i, (id, _))| (id, i)).collect();
         let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(n, n * 2);
         for i in 0..n {
             graph.add_node(i);
@@ -74,9 +66,7 @@ impl Dag {
             let self_loop = scc.len() == 1 && parents[scc[0].index()].contains(&scc[0].index());
             if scc.len() > 1 || self_loop {
                 let members: Vec<usize> = scc.iter().map(|n| n.index()).collect();
-                errors.push(GraphError::Cycle {
-                    path: cycle_path(&members, &children),
-                });
+                errors.push(GraphError::Cycle { path: cycle_path(&members, &children) });
             }
         }
         if !errors.is_empty() {
@@ -88,12 +78,7 @@ impl Dag {
             return Err(errors);
         }
         let order = topo_order(&parents, &children);
-        Ok(Dag {
-            parents,
-            children,
-            order,
-            ancestors: Default::default(),
-        })
+        Ok(Dag { parents, children, order, ancestors: Default::default() })
     }
 
     pub fn len(&self) -> usize {
@@ -108,11 +93,7 @@ impl Dag {
     pub fn levels(&self) -> Vec<usize> {
         let mut level = vec![0; self.len()];
         for &i in &self.order {
-            level[i] = self.parents[i]
-                .iter()
-                .map(|&p| level[p] + 1)
-                .max()
-                .unwrap_or(0);
+            level[i] = self.parents[i].iter().map(|&p| level[p] + 1).max().unwrap_or(0);
         }
         level
     }
@@ -122,27 +103,14 @@ impl Dag {
         let mut best = vec![0.0f64; self.len()];
         let mut via: Vec<Option<usize>> = vec![None; self.len()];
         for &i in &self.order {
-            let (from, base) =
-                self.parents[i]
-                    .iter()
-                    .map(|&p| (Some(p), best[p]))
-                    .fold((None, 0.0), |acc, x| {
-                        if x.1 > acc.1 || (acc.0.is_none() && x.0.is_some() && x.1 >= acc.1) {
-                            x
-                        } else {
-                            acc
-                        }
-                    });
+            let (from, base) = self.parents[i].iter().map(|&p| (Some(p), best[p])).fold((None, 0.0), |acc, x| {
+                if x.1 > acc.1 || (acc.0.is_none() && x.0.is_some() && x.1 >= acc.1) { x } else { acc }
+            });
             best[i] = base + weight(i);
             via[i] = from;
         }
         // On ties prefer the step latest in topological order: the longest chain of equals.
-        let Some(&end) = self
-            .order
-            .iter()
-            .rev()
-            .max_by(|&&a, &&b| best[a].total_cmp(&best[b]))
-        else {
+        let Some(&end) = self.order.iter().rev().max_by(|&&a, &&b| best[a].total_cmp(&best[b])) else {
             return (vec![], 0.0);
         };
         let mut path = vec![end];
@@ -179,10 +147,8 @@ impl Dag {
 fn topo_order(parents: &[Vec<usize>], children: &[Vec<usize>]) -> Vec<usize> {
     let n = parents.len();
     let mut missing: Vec<usize> = parents.iter().map(Vec::len).collect();
-    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
-        .filter(|&i| missing[i] == 0)
-        .map(std::cmp::Reverse)
-        .collect();
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
+        (0..n).filter(|&i| missing[i] == 0).map(std::cmp::Reverse).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(std::cmp::Reverse(i)) = ready.pop() {
         order.push(i);
@@ -229,32 +195,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn dag(spec: &[(&str, &[&str])]) -> Result<Dag, Vec<GraphError>> {
-        let owned: Vec<(String, Vec<String>)> = spec
-            .iter()
-            .map(|(id, n)| (id.to_string(), n.iter().map(|s| s.to_string()).collect()))
-            .collect();
+        let owned: Vec<(String, Vec<String>)> =
+            spec.iter().map(|(id, n)| (id.to_string(), n.iter().map(|s| s.to_string()).collect())).collect();
         Dag::build(owned.iter().map(|(i, n)| (i.as_str(), n.as_slice())))
     }
 
     #[test]
     fn every_cycle_is_reported_with_its_path() {
-        let errs = dag(&[
-            ("a", &["c"]),
-            ("b", &["a"]),
-            ("c", &["b"]),
-            ("d", &["d"]),
-            ("e", &[]),
-        ])
-        .unwrap_err();
-        assert_eq!(
-            errs,
-            vec![
-                GraphError::Cycle {
-                    path: vec![0, 1, 2, 0]
-                },
-                GraphError::Cycle { path: vec![3, 3] }
-            ]
-        );
+        let errs = dag(&[("a", &["c"]), ("b", &["a"]), ("c", &["b"]), ("d", &["d"]), ("e", &[])]).unwrap_err();
+        assert_eq!(errs, vec![GraphError::Cycle { path: vec![0, 1, 2, 0] }, GraphError::Cycle { path: vec![3, 3] }]);
     }
 
     #[test]
@@ -262,11 +211,7 @@ mod tests {
         let errs = dag(&[("quiesce", &[]), ("break", &["quiesc"])]).unwrap_err();
         assert_eq!(
             errs,
-            vec![GraphError::UnknownNeed {
-                step: 1,
-                need: "quiesc".into(),
-                suggestion: Some("quiesce".into())
-            }]
+            vec![GraphError::UnknownNeed { step: 1, need: "quiesc".into(), suggestion: Some("quiesce".into()) }]
         );
     }
 

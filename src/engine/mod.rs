@@ -28,8 +28,7 @@ pub use scheduler::{ExecuteOptions, Resume, RunSummary, execute};
 #[async_trait]
 pub trait Approver: Send + Sync {
     /// Wait for an operator; returns who approved, or an error if refused.
-    async fn approve(&self, run_id: &str, step: &str, message: &str)
-    -> Result<String, ActionError>;
+    async fn approve(&self, run_id: &str, step: &str, message: &str) -> Result<String, ActionError>;
 }
 
 /// Approves every gate: `--yes`, and tests.

@@ -42,18 +42,9 @@ impl Resume {
             forced,
             done: state
                 .done()
-                .map(|(id, s)| {
-                    (
-                        id.to_string(),
-                        (s.outcome.expect("done has an outcome"), s.outputs.clone()),
-                    )
-                })
+                .map(|(id, s)| (id.to_string(), (s.outcome.expect("done has an outcome"), s.outputs.clone())))
                 .collect(),
-            approved: state
-                .steps
-                .iter()
-                .filter_map(|(id, s)| s.approved_by.clone().map(|b| (id.clone(), b)))
-                .collect(),
+            approved: state.steps.iter().filter_map(|(id, s)| s.approved_by.clone().map(|b| (id.clone(), b))).collect(),
             checkpoints: state
                 .steps
                 .iter()
@@ -100,27 +91,154 @@ struct Finished {
     duration: Duration,
 }
 
-/// Run the graph to the end (or until stopped) and return what happened.
-pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions) -> RunSummary {
-    let rb = &loaded.runbook;
-    let dag = &loaded.dag;
-    let n = rb.steps.len();
-    let sites: Arc<BTreeMap<String, Value>> = Arc::new(
-        loaded
-            .sites
-            .iter()
-            .map(|(k, v)| (k.clone(), v.settings.clone()))
-            .collect(),
-    );
-    let shared = Arc::new(RunShared {
-        run_id: opts.run_id.clone(),
-        sink: opts.sink.clone(),
-        approver: opts.approver.clone(),
-    });
-    let sink = &opts.sink;
-    let mut journal_error: Option<String> = None;
+/// The run state the scheduler owns: where every step stands and what it produced.
+struct Board<'a> {
+    loaded: &'a Loaded,
+    sink: &'a EventSink,
+    run_id: &'a str,
+    dry: bool,
+    state: Vec<State>,
+    outputs: Vec<Option<Outputs>>,
+    /// Dependencies of each step not yet terminal.
+    missing: Vec<usize>,
+    /// Steps whose dependencies all became terminal, to be decided in file order.
+    pending_eval: VecDeque<usize>,
+    ready: VecDeque<usize>,
+    halting: bool,
+    journal_error: Option<String>,
+}
 
-    let first = match &opts.resume {
+impl<'a> Board<'a> {
+    fn new(loaded: &'a Loaded, sink: &'a EventSink, run_id: &'a str, dry: bool, resume: &Resume) -> Self {
+        let rb = &loaded.runbook;
+        let n = rb.steps.len();
+        let mut board = Board {
+            loaded,
+            sink,
+            run_id,
+            dry,
+            state: vec![State::Waiting; n],
+            outputs: vec![None; n],
+            missing: loaded.dag.parents.iter().map(Vec::len).collect(),
+            pending_eval: VecDeque::new(),
+            ready: VecDeque::new(),
+            halting: false,
+            journal_error: None,
+        };
+        // Steps a resumed run already finished are terminal from the start.
+        for (i, s) in rb.steps.iter().enumerate() {
+            if let Some((outcome, outs)) = resume.done.get(&s.id) {
+                board.outputs[i] = Some(outs.clone());
+                board.state[i] = State::Done(*outcome);
+                for &c in &loaded.dag.children[i] {
+                    board.missing[c] -= 1;
+                }
+            }
+        }
+        board.pending_eval = (0..n).filter(|&i| board.state[i] == State::Waiting && board.missing[i] == 0).collect();
+        board
+    }
+
+    fn scope(&self) -> RunScope<'_> {
+        RunScope { loaded: self.loaded, run_id: self.run_id, dry: self.dry, outputs: &self.outputs, state: &self.state }
+    }
+
+    /// Decide every step whose dependencies are all terminal: ready, skipped, blocked or not run.
+    fn decide_pending(&mut self) {
+        while let Some(i) = self.pending_eval.pop_front() {
+            let step = &self.loaded.runbook.steps[i];
+            let parents_ok =
+                self.loaded.dag.parents[i].iter().all(|&p| matches!(self.state[p], State::Done(o) if o.satisfies()));
+            if self.halting && !step.always {
+                self.settle_unrun(i, Outcome::NotRun, None);
+            } else if !parents_ok && !step.always {
+                self.settle_unrun(i, Outcome::Blocked, None);
+            } else if let Some((cond, text)) = &step.condition {
+                match cond.eval(&self.scope()) {
+                    Ok(v) if crate::runbook::expr::truthy(&v) => self.make_ready(i),
+                    Ok(_) => self.settle_unrun(i, Outcome::Skipped, None),
+                    Err(e) => {
+                        let err = ActionError::permanent(format!("condition `{text}` could not be evaluated: {e}"))
+                            .with_hint("fix the step's `if:`");
+                        self.settle_unrun(i, Outcome::Failed, Some(err));
+                    }
+                }
+            } else {
+                self.make_ready(i);
+            }
+        }
+    }
+
+    fn make_ready(&mut self, i: usize) {
+        self.state[i] = State::Ready;
+        self.ready.push_back(i);
+    }
+
+    /// Queued steps will not start once the run halts or stops, except clean-up steps
+    /// (and not even those after an abort).
+    fn drain_queue(&mut self, abort: bool) {
+        let queued: Vec<usize> = self.ready.drain(..).collect();
+        for i in queued {
+            if self.loaded.runbook.steps[i].always && !abort {
+                self.ready.push_back(i);
+            } else {
+                self.settle_unrun(i, Outcome::NotRun, None);
+            }
+        }
+    }
+
+    /// A step that ends without having run.
+    fn settle_unrun(&mut self, i: usize, outcome: Outcome, error: Option<ActionError>) {
+        self.settle(Finished {
+            step: i,
+            outcome,
+            outputs: Outputs::new(),
+            error,
+            attempts: 0,
+            duration: Duration::ZERO,
+        });
+    }
+
+    /// Record a terminal outcome and release dependents that became decidable.
+    fn settle(&mut self, fin: Finished) {
+        let i = fin.step;
+        let step = &self.loaded.runbook.steps[i];
+        let outcome = match fin.outcome {
+            Outcome::Failed if step.continue_on_error => Outcome::FailedContinued,
+            Outcome::Failed if !self.dry => {
+                self.halting = true;
+                Outcome::Failed
+            }
+            other => other,
+        };
+        self.state[i] = State::Done(outcome);
+        if matches!(outcome, Outcome::Succeeded | Outcome::Planned | Outcome::PlanFailed) {
+            self.outputs[i] = Some(fin.outputs.clone());
+        }
+        let ev = Event::StepFinished {
+            step: step.id.clone(),
+            outcome,
+            outputs: fin.outputs,
+            error: fin.error,
+            attempts: fin.attempts,
+            duration_ms: fin.duration.as_millis() as u64,
+        };
+        if let Err(e) = self.sink.emit(ev) {
+            self.journal_error.get_or_insert(e.to_string());
+            self.halting = true;
+        }
+        for &c in &self.loaded.dag.children[i] {
+            self.missing[c] -= 1;
+            if self.missing[c] == 0 && self.state[c] == State::Waiting {
+                self.pending_eval.push_back(c);
+            }
+        }
+    }
+}
+
+fn run_started(loaded: &Loaded, opts: &ExecuteOptions) -> Event {
+    let rb = &loaded.runbook;
+    match &opts.resume {
         None => Event::RunStarted(Box::new(RunStart {
             run_id: opts.run_id.clone(),
             runbook: rb.name.clone(),
@@ -137,242 +255,77 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
             steps: rb
                 .steps
                 .iter()
-                .map(|s| StepInfo {
-                    id: s.id.clone(),
-                    uses: s.call.uses.clone(),
-                    needs: s.needs.clone(),
-                })
+                .map(|s| StepInfo { id: s.id.clone(), uses: s.call.uses.clone(), needs: s.needs.clone() })
                 .collect(),
         })),
-        Some(r) => Event::RunResumed {
-            host: hostname(),
-            pid: std::process::id(),
-            forced: r.forced,
-        },
-    };
-    if let Err(e) = sink.emit_durable(first).await {
-        return RunSummary {
-            outcome: RunOutcome::Failed,
-            steps: vec![],
-            outputs: BTreeMap::new(),
-            journal_error: Some(e.to_string()),
-        };
+        Some(r) => Event::RunResumed { host: hostname(), pid: std::process::id(), forced: r.forced },
     }
+}
 
-    let mut state = vec![State::Waiting; n];
-    let mut outputs: Vec<Option<Outputs>> = vec![None; n];
-    let mut missing: Vec<usize> = dag.parents.iter().map(Vec::len).collect();
-    let mut ready: VecDeque<usize> = VecDeque::new();
-    let mut halting = false;
-    let mut stop_level = opts.stop.level();
-    let mut lock_use: HashMap<String, usize> = HashMap::new();
-    let mut tasks: JoinSet<Finished> = JoinSet::new();
-    let mut task_step: HashMap<Id, usize> = HashMap::new();
-    let mut running = 0usize;
-    let mut stop = opts.stop.clone();
+/// Run the graph to the end (or until stopped) and return what happened.
+pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions) -> RunSummary {
+    let rb = &loaded.runbook;
+    let sites: Arc<BTreeMap<String, Value>> =
+        Arc::new(loaded.sites.iter().map(|(k, v)| (k.clone(), v.settings.clone())).collect());
+    let shared =
+        Arc::new(RunShared { run_id: opts.run_id.clone(), sink: opts.sink.clone(), approver: opts.approver.clone() });
+    if let Err(e) = opts.sink.emit_durable(run_started(loaded, &opts)).await {
+        let journal_error = Some(e.to_string());
+        return RunSummary { outcome: RunOutcome::Failed, steps: vec![], outputs: BTreeMap::new(), journal_error };
+    }
     let dry = opts.mode == RunMode::DryRun;
-
     let resume = opts.resume.clone().unwrap_or_default();
-    let mut to_settle: Vec<(usize, Outcome)> = vec![];
-    for (i, s) in rb.steps.iter().enumerate() {
-        if let Some((outcome, outs)) = resume.done.get(&s.id) {
-            outputs[i] = Some(outs.clone());
-            to_settle.push((i, *outcome));
-        }
-    }
-    // Settle resumed steps first (they are terminal), then evaluate the roots.
-    let mut pending_eval: VecDeque<usize> = VecDeque::new();
-    for (i, outcome) in to_settle {
-        state[i] = State::Done(outcome);
-    }
-    for (i, st) in state.iter().enumerate() {
-        if matches!(st, State::Done(_)) {
-            for &c in &dag.children[i] {
-                missing[c] -= 1;
-            }
-        }
-    }
-    for i in 0..n {
-        if state[i] == State::Waiting && missing[i] == 0 {
-            pending_eval.push_back(i);
-        }
-    }
-
+    let mut board = Board::new(loaded, &opts.sink, &opts.run_id, dry, &resume);
+    let mut stop_level = opts.stop.level();
+    let mut stop = opts.stop.clone();
     let graceful = CancellationToken::new();
     if stop_level > 0 {
         graceful.cancel();
     }
+    let mut lock_use: HashMap<&str, usize> = HashMap::new();
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
+    let mut task_step: HashMap<Id, usize> = HashMap::new();
 
     loop {
-        // Evaluate steps whose dependencies all became terminal; settling one may free others.
-        while let Some(i) = pending_eval.pop_front() {
-            let step = &rb.steps[i];
-            let parents_ok = dag.parents[i]
-                .iter()
-                .all(|&p| matches!(state[p], State::Done(o) if o.satisfies()));
-            let decided = if halting && !step.always {
-                Some((Outcome::NotRun, None))
-            } else if !parents_ok && !step.always {
-                Some((Outcome::Blocked, None))
-            } else if let Some((cond, text)) = &step.condition {
-                let scope = RunScope {
-                    loaded,
-                    run_id: &opts.run_id,
-                    dry,
-                    outputs: &outputs,
-                    state: &state,
-                };
-                match cond.eval(&scope) {
-                    Ok(v) if crate::runbook::expr::truthy(&v) => None,
-                    Ok(_) => Some((Outcome::Skipped, None)),
-                    Err(e) => Some((
-                        Outcome::Failed,
-                        Some(
-                            ActionError::permanent(format!(
-                                "condition `{text}` could not be evaluated: {e}"
-                            ))
-                            .with_hint("fix the step's `if:`"),
-                        ),
-                    )),
-                }
-            } else {
-                None
-            };
-            match decided {
-                None => {
-                    state[i] = State::Ready;
-                    ready.push_back(i);
-                }
-                Some((outcome, error)) => {
-                    let fin = Finished {
-                        step: i,
-                        outcome,
-                        outputs: Outputs::new(),
-                        error,
-                        attempts: 0,
-                        duration: Duration::ZERO,
-                    };
-                    settle(
-                        &fin,
-                        rb,
-                        &mut state,
-                        &mut outputs,
-                        &mut missing,
-                        &mut pending_eval,
-                        dag,
-                        sink,
-                        &mut journal_error,
-                    );
-                    if fin.outcome == Outcome::Failed && !dry && !step.continue_on_error {
-                        halting = true;
-                    }
-                }
-            }
-        }
-        if halting || stop_level > 0 {
-            // Steps already queued but not started will not start, except clean-up steps.
-            let queued: Vec<usize> = ready.drain(..).collect();
-            for i in queued {
-                if rb.steps[i].always && stop_level < 2 {
-                    ready.push_back(i);
-                } else {
-                    let fin = Finished {
-                        step: i,
-                        outcome: Outcome::NotRun,
-                        outputs: Outputs::new(),
-                        error: None,
-                        attempts: 0,
-                        duration: Duration::ZERO,
-                    };
-                    settle(
-                        &fin,
-                        rb,
-                        &mut state,
-                        &mut outputs,
-                        &mut missing,
-                        &mut pending_eval,
-                        dag,
-                        sink,
-                        &mut journal_error,
-                    );
-                }
-            }
-            if !pending_eval.is_empty() {
+        board.decide_pending();
+        if board.halting || stop_level > 0 {
+            board.drain_queue(stop_level >= 2);
+            if !board.pending_eval.is_empty() {
                 continue;
             }
         }
 
-        // Start what may start.
+        // Start what may start: file order, global limit, lock limits.
         let mut k = 0;
-        while running < opts.concurrency && k < ready.len() {
-            let i = ready[k];
+        while task_step.len() < opts.concurrency && k < board.ready.len() {
+            let i = board.ready[k];
             let step = &rb.steps[i];
-            let lock = step
-                .lock
-                .as_ref()
-                .map(|l| (l, rb.locks.get(l).copied().unwrap_or(1)));
+            let lock = step.lock.as_deref().map(|l| (l, rb.locks.get(l).copied().unwrap_or(1)));
             if let Some((name, limit)) = lock
                 && lock_use.get(name).copied().unwrap_or(0) >= limit
             {
                 k += 1;
                 continue;
             }
-            ready.remove(k);
-            let scope = RunScope {
-                loaded,
-                run_id: &opts.run_id,
-                dry,
-                outputs: &outputs,
-                state: &state,
-            };
-            let prepared = prepare(step, registry, &scope);
-            let (action, with, confirm) = match prepared {
+            board.ready.remove(k);
+            let (action, with, confirm) = match prepare(step, registry, &board.scope()) {
                 Ok(p) => p,
                 Err(error) => {
-                    let fin = Finished {
-                        step: i,
-                        outcome: if dry {
-                            Outcome::PlanFailed
-                        } else {
-                            Outcome::Failed
-                        },
-                        outputs: Outputs::new(),
-                        error: Some(error),
-                        attempts: 0,
-                        duration: Duration::ZERO,
-                    };
-                    settle(
-                        &fin,
-                        rb,
-                        &mut state,
-                        &mut outputs,
-                        &mut missing,
-                        &mut pending_eval,
-                        dag,
-                        sink,
-                        &mut journal_error,
-                    );
-                    if !dry && !step.continue_on_error {
-                        halting = true;
-                    }
+                    let outcome = if dry { Outcome::PlanFailed } else { Outcome::Failed };
+                    board.settle_unrun(i, outcome, Some(error));
                     continue;
                 }
             };
             if let Some((name, _)) = lock {
-                *lock_use.entry(name.clone()).or_default() += 1;
+                *lock_use.entry(name).or_default() += 1;
             }
-            state[i] = State::Running;
-            running += 1;
+            board.state[i] = State::Running;
             let job = StepJob {
                 index: i,
                 id: step.id.clone(),
                 action,
                 with,
-                confirm: if resume.approved.contains_key(&step.id) {
-                    None
-                } else {
-                    confirm
-                },
+                confirm: if resume.approved.contains_key(&step.id) { None } else { confirm },
                 timeout: step.timeout,
                 retry: step.retry.clone(),
                 mode: opts.mode,
@@ -384,49 +337,37 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
             let handle = tasks.spawn(job.run());
             task_step.insert(handle.id(), i);
         }
-        if !pending_eval.is_empty() {
+        if !board.pending_eval.is_empty() {
             continue;
         }
-        if running == 0 {
+        if task_step.is_empty() {
             break;
         }
 
         tokio::select! {
             joined = tasks.join_next_with_id() => {
                 let Some(joined) = joined else { continue };
-                let (i, fin) = match joined {
-                    Ok((id, fin)) => (task_step.remove(&id).unwrap_or(fin.step), fin),
+                let fin = match joined {
+                    Ok((id, fin)) => {
+                        task_step.remove(&id);
+                        fin
+                    }
                     Err(e) => {
                         let i = task_step.remove(&e.id()).expect("every task is registered");
-                        let (outcome, error) = if e.is_panic() {
-                            let msg = panic_message(e.into_panic());
-                            (Outcome::Failed, Some(ActionError::permanent(format!("action `{}` panicked: {msg}", rb.steps[i].call.uses))
-                                .with_hint("this is a bug in the action; the world may be partly changed, check it before resuming")))
-                        } else {
-                            (Outcome::Interrupted, Some(ActionError::permanent("aborted by the operator while running")
-                                .with_hint("`drover resume` runs it again (actions are idempotent)")))
-                        };
-                        (i, Finished { step: i, outcome, outputs: Outputs::new(), error, attempts: 0, duration: Duration::ZERO })
+                        lost_task(i, e, &rb.steps[i].call.uses)
                     }
                 };
-                running -= 1;
-                if let Some(l) = &rb.steps[i].lock
+                if let Some(l) = rb.steps[fin.step].lock.as_deref()
                     && let Some(c) = lock_use.get_mut(l)
                 {
                     *c -= 1;
                 }
-                if fin.outcome == Outcome::Failed && !dry && !rb.steps[i].continue_on_error {
-                    halting = true;
-                }
-                settle(&fin, rb, &mut state, &mut outputs, &mut missing, &mut pending_eval, dag, sink, &mut journal_error);
-                if journal_error.is_some() {
-                    halting = true;
-                }
+                board.settle(fin);
             }
             level = stop.changed() => {
                 if level > stop_level {
                     stop_level = level;
-                    let _ = sink.emit(Event::StopRequested { abort: level >= 2 });
+                    let _ = opts.sink.emit(Event::StopRequested { abort: level >= 2 });
                     graceful.cancel();
                     if level >= 2 {
                         tasks.abort_all();
@@ -436,12 +377,10 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
         }
     }
 
-    let failed = state
-        .iter()
-        .any(|s| matches!(s, State::Done(o) if o.is_failure()));
+    let failed = board.state.iter().any(|s| matches!(s, State::Done(o) if o.is_failure()));
     let mut outcome = if stop_level > 0 {
         RunOutcome::Cancelled
-    } else if failed || journal_error.is_some() {
+    } else if failed || board.journal_error.is_some() {
         RunOutcome::Failed
     } else {
         RunOutcome::Succeeded
@@ -449,41 +388,38 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
     if outcome == RunOutcome::Failed
         && rb.on_failure == OnFailure::Rollback
         && !dry
-        && journal_error.is_none()
-        && rollback(loaded, registry, &state, &outputs, &shared, &sites).await
+        && board.journal_error.is_none()
+        && rollback(loaded, registry, &board.state, &board.outputs, &shared, &sites).await
     {
         outcome = RunOutcome::RolledBack;
     }
-    if let Err(e) = sink.emit_durable(Event::RunFinished { outcome }).await {
+    let mut journal_error = board.journal_error.take();
+    if let Err(e) = opts.sink.emit_durable(Event::RunFinished { outcome }).await {
         journal_error.get_or_insert(e.to_string());
     }
     let steps = rb
         .steps
         .iter()
-        .zip(&state)
-        .map(|(s, st)| {
-            (
-                s.id.clone(),
-                if let State::Done(o) = st {
-                    *o
-                } else {
-                    Outcome::NotRun
-                },
-            )
-        })
+        .zip(&board.state)
+        .map(|(s, st)| (s.id.clone(), if let State::Done(o) = st { *o } else { Outcome::NotRun }))
         .collect();
-    let outputs = rb
-        .steps
-        .iter()
-        .zip(outputs)
-        .filter_map(|(s, o)| o.map(|o| (s.id.clone(), o)))
-        .collect();
-    RunSummary {
-        outcome,
-        steps,
-        outputs,
-        journal_error,
-    }
+    let outputs = rb.steps.iter().zip(board.outputs).filter_map(|(s, o)| o.map(|o| (s.id.clone(), o))).collect();
+    RunSummary { outcome, steps, outputs, journal_error }
+}
+
+/// A step task that ended without reporting: it panicked or was aborted.
+fn lost_task(i: usize, e: tokio::task::JoinError, uses: &str) -> Finished {
+    let (outcome, error) = if e.is_panic() {
+        let msg = panic_message(e.into_panic());
+        let err = ActionError::permanent(format!("action `{uses}` panicked: {msg}"))
+            .with_hint("this is a bug in the action; the world may be partly changed, check it before resuming");
+        (Outcome::Failed, err)
+    } else {
+        let err = ActionError::permanent("aborted by the operator while running")
+            .with_hint("`drover resume` runs it again (actions are idempotent)");
+        (Outcome::Interrupted, err)
+    };
+    Finished { step: i, outcome, outputs: Outputs::new(), error: Some(error), attempts: 0, duration: Duration::ZERO }
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -493,63 +429,16 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// Record a terminal outcome and release dependents that became evaluable.
-#[allow(clippy::too_many_arguments)]
-fn settle(
-    fin: &Finished,
-    rb: &crate::runbook::Runbook,
-    state: &mut [State],
-    outputs: &mut [Option<Outputs>],
-    missing: &mut [usize],
-    pending_eval: &mut VecDeque<usize>,
-    dag: &super::graph::Dag,
-    sink: &EventSink,
-    journal_error: &mut Option<String>,
-) {
-    let i = fin.step;
-    let mut fin_outcome = fin.outcome;
-    if fin_outcome == Outcome::Failed && rb.steps[i].continue_on_error {
-        fin_outcome = Outcome::FailedContinued;
-    }
-    state[i] = State::Done(fin_outcome);
-    if matches!(
-        fin.outcome,
-        Outcome::Succeeded | Outcome::Planned | Outcome::PlanFailed
-    ) {
-        outputs[i] = Some(fin.outputs.clone());
-    }
-    let ev = Event::StepFinished {
-        step: rb.steps[i].id.clone(),
-        outcome: fin_outcome,
-        outputs: fin.outputs.clone(),
-        error: fin.error.clone(),
-        attempts: fin.attempts,
-        duration_ms: fin.duration.as_millis() as u64,
-    };
-    if let Err(e) = sink.emit(ev) {
-        journal_error.get_or_insert(e.to_string());
-    }
-    for &c in &dag.children[i] {
-        missing[c] -= 1;
-        if missing[c] == 0 && state[c] == State::Waiting {
-            pending_eval.push_back(c);
-        }
-    }
-}
-
 /// Resolve the action and interpolate `with:` and the gate message.
 /// A step ready to start: its action, interpolated parameters and gate message.
 type Prepared = (Arc<dyn Action>, Value, Option<String>);
 
 fn prepare(step: &Step, registry: &Registry, scope: &RunScope) -> Result<Prepared, ActionError> {
-    let action = registry
-        .get(&step.call.uses)
-        .map_err(|e| ActionError::permanent(e.message).with_hint(e.hint))?;
+    let action = registry.get(&step.call.uses).map_err(|e| ActionError::permanent(e.message).with_hint(e.hint))?;
     let with = interpolate(&step.call, scope)?;
     let confirm = match (&step.confirm, &step.confirm_text) {
         (Some(t), _) => Some(crate::runbook::expr::display(
-            &t.render(scope)
-                .map_err(|e| ActionError::permanent(format!("confirm message: {e}")))?,
+            &t.render(scope).map_err(|e| ActionError::permanent(format!("confirm message: {e}")))?,
         )),
         (None, Some(text)) => Some(text.clone()),
         (None, None) => None,
@@ -606,20 +495,12 @@ impl Scope for RunScope<'_> {
         match path.first().map(String::as_str) {
             Some("params") => {
                 let name = path.get(1).ok_or("missing param name")?;
-                let v = self
-                    .loaded
-                    .params
-                    .get(name)
-                    .ok_or_else(|| format!("param `{name}` has no value"))?;
+                let v = self.loaded.params.get(name).ok_or_else(|| format!("param `{name}` has no value"))?;
                 dig(v, &path[2..], &path[..2].join("."))
             }
             Some("sites") => {
                 let name = path.get(1).ok_or("missing site name")?;
-                let site = self
-                    .loaded
-                    .sites
-                    .get(name)
-                    .ok_or_else(|| format!("site `{name}` is not defined"))?;
+                let site = self.loaded.sites.get(name).ok_or_else(|| format!("site `{name}` is not defined"))?;
                 dig(&site.settings, &path[2..], &path[..2].join("."))
             }
             Some("run") => match path.get(1).map(String::as_str) {
@@ -687,50 +568,30 @@ impl StepJob {
             attempts,
             duration: started.elapsed(),
         };
-        let host: Arc<dyn StepHost> = Arc::new(Host {
-            shared: self.shared.clone(),
-        });
+        let host: Arc<dyn StepHost> = Arc::new(Host { shared: self.shared.clone() });
 
         if self.mode == RunMode::DryRun {
-            let _ = sink.emit(Event::StepStarted {
-                step: self.id.clone(),
-                attempt: 1,
-            });
+            let _ = sink.emit(Event::StepStarted { step: self.id.clone(), attempt: 1 });
             let deadline = Instant::now() + self.timeout;
             let ctx = self.context(1, Mode::Plan, deadline, host);
-            let result =
-                tokio::time::timeout_at(deadline, self.action.plan(&ctx, &self.with)).await;
+            let result = tokio::time::timeout_at(deadline, self.action.plan(&ctx, &self.with)).await;
             return match result {
                 Ok(Ok(mut plan)) => {
                     if let Some(msg) = &self.confirm {
-                        plan.changes
-                            .insert(0, format!("asks the operator first: {msg}"));
+                        plan.changes.insert(0, format!("asks the operator first: {msg}"));
                     }
-                    let outcome = if plan.failed_checks().next().is_some() {
-                        Outcome::PlanFailed
-                    } else {
-                        Outcome::Planned
-                    };
-                    let error = plan.failed_checks().next().map(|c| {
-                        ActionError::permanent(format!(
-                            "precondition failed: {}: {}",
-                            c.name, c.detail
-                        ))
-                    });
+                    let outcome =
+                        if plan.failed_checks().next().is_some() { Outcome::PlanFailed } else { Outcome::Planned };
+                    let error = plan
+                        .failed_checks()
+                        .next()
+                        .map(|c| ActionError::permanent(format!("precondition failed: {}: {}", c.name, c.detail)));
                     let outputs = plan.outputs.clone();
-                    let _ = sink.emit(Event::StepPlanned {
-                        step: self.id.clone(),
-                        plan,
-                    });
+                    let _ = sink.emit(Event::StepPlanned { step: self.id.clone(), plan });
                     fin(outcome, outputs, error, 1)
                 }
                 Ok(Err(e)) => fin(Outcome::PlanFailed, Outputs::new(), Some(e), 1),
-                Err(_) => fin(
-                    Outcome::PlanFailed,
-                    Outputs::new(),
-                    Some(timeout_error(self.timeout)),
-                    1,
-                ),
+                Err(_) => fin(Outcome::PlanFailed, Outputs::new(), Some(timeout_error(self.timeout)), 1),
             };
         }
 
@@ -745,10 +606,7 @@ impl StepJob {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let announce = sink.emit(Event::StepStarted {
-                step: self.id.clone(),
-                attempt,
-            });
+            let announce = sink.emit(Event::StepStarted { step: self.id.clone(), attempt });
             // A step that changes the world starts only once its start is on disk.
             let durable = match (announce, sink.journal()) {
                 (Ok(seq), Some(j)) if self.action.info().side_effects => {
@@ -768,12 +626,7 @@ impl StepJob {
                 Ok(Ok(outputs)) => return fin(Outcome::Succeeded, outputs, None, attempt),
                 Ok(Err(e)) => e,
                 Err(_) => {
-                    return fin(
-                        Outcome::Failed,
-                        Outputs::new(),
-                        Some(timeout_error(self.timeout)),
-                        attempt,
-                    );
+                    return fin(Outcome::Failed, Outputs::new(), Some(timeout_error(self.timeout)), attempt);
                 }
             };
             if !error.is_retryable() || attempt >= self.retry.attempts {
@@ -787,9 +640,8 @@ impl StepJob {
                 return fin(Outcome::Failed, Outputs::new(), Some(error), attempt);
             }
             if self.stop.is_cancelled() {
-                let e = error.clone().with_hint(
-                    "the run was stopped before another attempt; `drover resume` tries again",
-                );
+                let e =
+                    error.clone().with_hint("the run was stopped before another attempt; `drover resume` tries again");
                 return fin(Outcome::Failed, Outputs::new(), Some(e), attempt);
             }
             let delay = backoff_delay(&self.retry, attempt, error.retry_after);
@@ -814,21 +666,10 @@ impl StepJob {
     }
 
     async fn shared_gate(&self, message: &str) -> Result<(), ActionError> {
-        Host {
-            shared: self.shared.clone(),
-        }
-        .approve(&self.id, message)
-        .await
-        .map(|_| ())
+        Host { shared: self.shared.clone() }.approve(&self.id, message).await.map(|_| ())
     }
 
-    fn context(
-        &self,
-        attempt: u32,
-        mode: Mode,
-        deadline: Instant,
-        host: Arc<dyn StepHost>,
-    ) -> StepContext {
+    fn context(&self, attempt: u32, mode: Mode, deadline: Instant, host: Arc<dyn StepHost>) -> StepContext {
         StepContext::new(
             self.shared.run_id.clone(),
             self.id.clone(),
@@ -856,52 +697,28 @@ struct Host {
 #[async_trait]
 impl StepHost for Host {
     fn progress(&self, step: &str, progress: Progress) {
-        let _ = self.shared.sink.emit(Event::StepProgress {
-            step: step.to_string(),
-            progress,
-        });
+        let _ = self.shared.sink.emit(Event::StepProgress { step: step.to_string(), progress });
     }
 
     fn note(&self, step: &str, message: &str) {
-        let _ = self.shared.sink.emit(Event::StepNote {
-            step: step.to_string(),
-            message: message.to_string(),
-        });
+        let _ = self.shared.sink.emit(Event::StepNote { step: step.to_string(), message: message.to_string() });
     }
 
     async fn checkpoint(&self, step: &str, value: Value) {
-        if let Err(e) = self
-            .shared
-            .sink
-            .emit_durable(Event::StepCheckpoint {
-                step: step.to_string(),
-                value,
-            })
-            .await
-        {
+        if let Err(e) = self.shared.sink.emit_durable(Event::StepCheckpoint { step: step.to_string(), value }).await {
             tracing::error!(step, error = %e, "checkpoint could not be journaled; a resume will redo this step's work");
         }
     }
 
     async fn approve(&self, step: &str, message: &str) -> Result<String, ActionError> {
         let sink = &self.shared.sink;
-        sink.emit_durable(Event::GateWaiting {
-            step: step.to_string(),
-            message: message.to_string(),
-        })
-        .await
-        .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
-        let by = self
-            .shared
-            .approver
-            .approve(&self.shared.run_id, step, message)
-            .await?;
-        sink.emit_durable(Event::GateApproved {
-            step: step.to_string(),
-            by: by.clone(),
-        })
-        .await
-        .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
+        sink.emit_durable(Event::GateWaiting { step: step.to_string(), message: message.to_string() })
+            .await
+            .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
+        let by = self.shared.approver.approve(&self.shared.run_id, step, message).await?;
+        sink.emit_durable(Event::GateApproved { step: step.to_string(), by: by.clone() })
+            .await
+            .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
         Ok(by)
     }
 }
@@ -917,13 +734,7 @@ async fn rollback(
 ) -> bool {
     let rb = &loaded.runbook;
     let mut all_ok = true;
-    let scope = RunScope {
-        loaded,
-        run_id: &shared.run_id,
-        dry: false,
-        outputs,
-        state,
-    };
+    let scope = RunScope { loaded, run_id: &shared.run_id, dry: false, outputs, state };
     for &i in loaded.dag.order.iter().rev() {
         if state[i] != State::Done(Outcome::Succeeded) {
             continue;
@@ -939,15 +750,8 @@ async fn rollback(
                 _ => continue,
             },
         };
-        let _ = shared
-            .sink
-            .emit_durable(Event::UndoStarted {
-                step: step.id.clone(),
-            })
-            .await;
-        let host: Arc<dyn StepHost> = Arc::new(Host {
-            shared: shared.clone(),
-        });
+        let _ = shared.sink.emit_durable(Event::UndoStarted { step: step.id.clone() }).await;
+        let host: Arc<dyn StepHost> = Arc::new(Host { shared: shared.clone() });
         let ctx = StepContext::new(
             shared.run_id.clone(),
             step.id.clone(),
@@ -979,13 +783,7 @@ async fn rollback(
         if result.is_err() {
             all_ok = false;
         }
-        let _ = shared
-            .sink
-            .emit_durable(Event::UndoFinished {
-                step: step.id.clone(),
-                error: result.err(),
-            })
-            .await;
+        let _ = shared.sink.emit_durable(Event::UndoFinished { step: step.id.clone(), error: result.err() }).await;
     }
     all_ok
 }

@@ -20,16 +20,9 @@ pub struct LockInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("run {} of `{scope}` is in progress on host {} (pid {}) since {}", holder.run_id, holder.host, holder.pid, holder.since)]
-    Held {
-        scope: String,
-        holder: Box<LockInfo>,
-        path: PathBuf,
-    },
+    Held { scope: String, holder: Box<LockInfo>, path: PathBuf },
     #[error("cannot take the run lock {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 impl LockError {
@@ -71,17 +64,9 @@ fn pid_alive(pid: u32) -> bool {
 
 impl RunLock {
     /// Take the lock for `scope`, reporting who holds it otherwise.
-    pub fn acquire(
-        locks_dir: &Path,
-        scope: &str,
-        run_id: &str,
-        break_lock: bool,
-    ) -> Result<RunLock, LockError> {
+    pub fn acquire(locks_dir: &Path, scope: &str, run_id: &str, break_lock: bool) -> Result<RunLock, LockError> {
         let path = locks_dir.join(format!("{scope}.lock"));
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| LockError::Io { path: path.clone(), source };
         std::fs::create_dir_all(locks_dir).map_err(io)?;
         let info = LockInfo {
             run_id: run_id.to_string(),
@@ -95,10 +80,7 @@ impl RunLock {
             for _ in 0..3 {
                 match std::fs::hard_link(&tmp, &path) {
                     Ok(()) => {
-                        return Ok(RunLock {
-                            path: path.clone(),
-                            run_id: run_id.to_string(),
-                        });
+                        return Ok(RunLock { path: path.clone(), run_id: run_id.to_string() });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         let holder = read_holder(&path);
@@ -106,9 +88,9 @@ impl RunLock {
                             Some(h) => h.host == info.host && !pid_alive(h.pid),
                             None => true,
                         };
-                        let ours = holder.as_ref().is_some_and(|h| {
-                            h.run_id == run_id && h.host == info.host && h.pid == info.pid
-                        });
+                        let ours = holder
+                            .as_ref()
+                            .is_some_and(|h| h.run_id == run_id && h.host == info.host && h.pid == info.pid);
                         if stale || break_lock || ours {
                             if !ours {
                                 tracing::warn!(
@@ -122,18 +104,12 @@ impl RunLock {
                             continue;
                         }
                         let holder = Box::new(holder.expect("not stale means readable"));
-                        return Err(LockError::Held {
-                            scope: scope.to_string(),
-                            holder,
-                            path: path.clone(),
-                        });
+                        return Err(LockError::Held { scope: scope.to_string(), holder, path: path.clone() });
                     }
                     Err(e) => return Err(io(e)),
                 }
             }
-            Err(io(std::io::Error::other(
-                "the lock changed hands repeatedly while taking it",
-            )))
+            Err(io(std::io::Error::other("the lock changed hands repeatedly while taking it")))
         })();
         let _ = std::fs::remove_file(&tmp);
         result
@@ -157,9 +133,7 @@ pub fn holder(locks_dir: &Path, scope: &str) -> Option<LockInfo> {
 impl Drop for RunLock {
     fn drop(&mut self) {
         // Only remove the lock if it is still ours (it may have been broken and retaken).
-        if read_holder(&self.path)
-            .is_some_and(|h| h.run_id == self.run_id && h.pid == std::process::id())
-        {
+        if read_holder(&self.path).is_some_and(|h| h.run_id == self.run_id && h.pid == std::process::id()) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -175,27 +149,15 @@ mod tests {
         let _a = RunLock::acquire(dir.path(), "failover", "run-a", false).unwrap();
         let err = RunLock::acquire(dir.path(), "failover", "run-b", false).unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.contains("run run-a of `failover` is in progress on host"),
-            "{text}"
-        );
+        assert!(text.contains("run run-a of `failover` is in progress on host"), "{text}");
         assert!(err.hint().contains("--break-lock"));
     }
 
     #[test]
     fn lock_of_a_dead_process_on_this_host_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        let dead = LockInfo {
-            run_id: "old".into(),
-            host: hostname(),
-            pid: 999_999_999,
-            since: "x".into(),
-        };
-        std::fs::write(
-            dir.path().join("failover.lock"),
-            serde_json::to_vec(&dead).unwrap(),
-        )
-        .unwrap();
+        let dead = LockInfo { run_id: "old".into(), host: hostname(), pid: 999_999_999, since: "x".into() };
+        std::fs::write(dir.path().join("failover.lock"), serde_json::to_vec(&dead).unwrap()).unwrap();
         let lock = RunLock::acquire(dir.path(), "failover", "new", false).unwrap();
         assert_eq!(read_holder(lock.path()).unwrap().run_id, "new");
         drop(lock);
@@ -205,17 +167,8 @@ mod tests {
     #[test]
     fn lock_from_another_host_needs_break_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let other = LockInfo {
-            run_id: "far".into(),
-            host: "site-b-jumphost".into(),
-            pid: 1,
-            since: "x".into(),
-        };
-        std::fs::write(
-            dir.path().join("failover.lock"),
-            serde_json::to_vec(&other).unwrap(),
-        )
-        .unwrap();
+        let other = LockInfo { run_id: "far".into(), host: "site-b-jumphost".into(), pid: 1, since: "x".into() };
+        std::fs::write(dir.path().join("failover.lock"), serde_json::to_vec(&other).unwrap()).unwrap();
         assert!(RunLock::acquire(dir.path(), "failover", "new", false).is_err());
         assert!(RunLock::acquire(dir.path(), "failover", "new", true).is_ok());
     }

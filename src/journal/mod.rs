@@ -23,16 +23,9 @@ use crate::engine::events::{Event, Record, now_rfc3339};
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("cannot write journal {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("journal {path} is corrupt at record {record}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        record: usize,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, record: usize, reason: String },
     #[error("journal {path} stopped accepting records after an earlier write error: {reason}")]
     Failed { path: PathBuf, reason: String },
 }
@@ -87,24 +80,14 @@ impl Journal {
             .create_new(true)
             .append(true)
             .open(path)
-            .map_err(|source| JournalError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| JournalError::Io { path: path.to_path_buf(), source })?;
         Ok(Self::start(path, file, 1))
     }
 
     /// Continue an existing journal after `read` (which reports where a torn tail starts).
     pub fn reopen(path: &Path, read: &JournalRead) -> Result<Journal, JournalError> {
-        let io = |source| JournalError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io)?;
+        let io = |source| JournalError::Io { path: path.to_path_buf(), source };
+        let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
         file.set_len(read.valid_len).map_err(io)?;
         file.seek(SeekFrom::End(0)).map_err(io)?;
         file.sync_data().map_err(io)?;
@@ -133,10 +116,7 @@ impl Journal {
             .name("drover-journal".into())
             .spawn(move || writer_loop(s, file))
             .expect("spawn journal writer thread");
-        Journal {
-            shared,
-            writer: Arc::new(Mutex::new(Some(handle))),
-        }
+        Journal { shared, writer: Arc::new(Mutex::new(Some(handle))) }
     }
 
     pub fn path(&self) -> &Path {
@@ -145,23 +125,12 @@ impl Journal {
 
     /// Queue a record; returns its sequence number. Durable once [`Journal::durable`] says so.
     pub fn append(&self, event: &Event) -> Result<u64, JournalError> {
-        let mut p = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(reason) = &p.error {
-            return Err(JournalError::Failed {
-                path: self.shared.path.clone(),
-                reason: reason.clone(),
-            });
+            return Err(JournalError::Failed { path: self.shared.path.clone(), reason: reason.clone() });
         }
         let seq = p.next_seq;
-        let record = Record {
-            seq,
-            at: now_rfc3339(),
-            event: event.clone(),
-        };
+        let record = Record { seq, at: now_rfc3339(), event: event.clone() };
         serde_json::to_writer(&mut p.buf, &record).expect("events serialize");
         p.buf.push(b'\n');
         p.next_seq += 1;
@@ -176,11 +145,7 @@ impl Journal {
     pub async fn durable(&self, seq: u64) -> Result<(), JournalError> {
         let mut rx = self.shared.durable.subscribe();
         if *rx.borrow() < seq {
-            let mut p = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
             if p.wanted < seq {
                 p.wanted = seq;
                 drop(p);
@@ -188,21 +153,13 @@ impl Journal {
             }
         }
         let reached = rx.wait_for(|&d| d >= seq).await.is_ok();
-        let p = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
         match (&p.error, reached) {
-            (Some(reason), _) => Err(JournalError::Failed {
-                path: self.shared.path.clone(),
-                reason: reason.clone(),
-            }),
+            (Some(reason), _) => Err(JournalError::Failed { path: self.shared.path.clone(), reason: reason.clone() }),
             (None, true) => Ok(()),
-            (None, false) => Err(JournalError::Failed {
-                path: self.shared.path.clone(),
-                reason: "writer stopped".into(),
-            }),
+            (None, false) => {
+                Err(JournalError::Failed { path: self.shared.path.clone(), reason: "writer stopped".into() })
+            }
         }
     }
 
@@ -215,27 +172,16 @@ impl Journal {
     /// Flush everything and stop the writer thread.
     pub fn close(&self) -> Result<(), JournalError> {
         {
-            let mut p = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
             p.closed = true;
         }
         self.shared.wake.notify_one();
         if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();
         }
-        let p = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
         match &p.error {
-            Some(reason) => Err(JournalError::Failed {
-                path: self.shared.path.clone(),
-                reason: reason.clone(),
-            }),
+            Some(reason) => Err(JournalError::Failed { path: self.shared.path.clone(), reason: reason.clone() }),
             None => Ok(()),
         }
     }
@@ -252,20 +198,14 @@ fn writer_loop(shared: Arc<Shared>, mut file: File) {
                 }
                 let asked = p.wanted > *shared.durable.borrow();
                 let overdue = p.oldest.map(|t| t.elapsed() >= LAZY_FLUSH);
-                if !p.buf.is_empty()
-                    && (asked || p.closed || overdue == Some(true) || p.buf.len() > 1 << 20)
-                {
+                if !p.buf.is_empty() && (asked || p.closed || overdue == Some(true) || p.buf.len() > 1 << 20) {
                     break;
                 }
                 let wait = match p.oldest {
                     Some(t) => LAZY_FLUSH.saturating_sub(t.elapsed()),
                     None => LAZY_FLUSH * 50,
                 };
-                p = shared
-                    .wake
-                    .wait_timeout(p, wait)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                p = shared.wake.wait_timeout(p, wait).unwrap_or_else(|e| e.into_inner()).0;
             }
             std::mem::swap(&mut batch, &mut p.buf);
             p.oldest = None;
@@ -301,10 +241,7 @@ pub struct JournalRead {
 
 /// Read a journal. A torn last line is tolerated; a bad line before the end is corruption.
 pub fn read(path: &Path) -> Result<JournalRead, JournalError> {
-    let io = |source| JournalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| JournalError::Io { path: path.to_path_buf(), source };
     let mut file = File::open(path).map_err(io)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io)?;
@@ -343,23 +280,12 @@ pub fn read(path: &Path) -> Result<JournalRead, JournalError> {
                 break;
             }
             other => {
-                let reason = other
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "record is not terminated".into());
-                return Err(JournalError::Corrupt {
-                    path: path.to_path_buf(),
-                    record: number,
-                    reason,
-                });
+                let reason = other.err().map(|e| e.to_string()).unwrap_or_else(|| "record is not terminated".into());
+                return Err(JournalError::Corrupt { path: path.to_path_buf(), record: number, reason });
             }
         }
     }
-    Ok(JournalRead {
-        records,
-        valid_len: offset as u64,
-        torn_tail,
-    })
+    Ok(JournalRead { records, valid_len: offset as u64, torn_tail })
 }
 
 #[cfg(test)]
@@ -368,10 +294,7 @@ mod tests {
     use crate::engine::events::RunOutcome;
 
     fn ev(i: u32) -> Event {
-        Event::StepStarted {
-            step: format!("s{i}"),
-            attempt: 1,
-        }
+        Event::StepStarted { step: format!("s{i}"), attempt: 1 }
     }
 
     #[tokio::test]
@@ -382,20 +305,11 @@ mod tests {
         for i in 0..100 {
             j.append(&ev(i)).unwrap();
         }
-        j.append_durable(&Event::RunFinished {
-            outcome: RunOutcome::Succeeded,
-        })
-        .await
-        .unwrap();
+        j.append_durable(&Event::RunFinished { outcome: RunOutcome::Succeeded }).await.unwrap();
         j.close().unwrap();
         let r = read(&path).unwrap();
         assert_eq!(r.records.len(), 101);
-        assert!(
-            r.records
-                .iter()
-                .enumerate()
-                .all(|(i, rec)| rec.seq == i as u64 + 1)
-        );
+        assert!(r.records.iter().enumerate().all(|(i, rec)| rec.seq == i as u64 + 1));
         assert!(!r.torn_tail);
     }
 
@@ -406,12 +320,7 @@ mod tests {
         let j = Journal::create(&path).unwrap();
         j.append_durable(&ev(1)).await.unwrap();
         j.close().unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"seq\":2,\"at\":\"x")
-            .unwrap();
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"seq\":2,\"at\":\"x").unwrap();
         let r = read(&path).unwrap();
         assert!(r.torn_tail);
         assert_eq!(r.records.len(), 1);

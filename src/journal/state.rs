@@ -60,28 +60,19 @@ impl StateDir {
     pub fn resolve(&self, wanted: &str) -> Result<String, String> {
         let ids = self.list();
         if wanted == "latest" {
-            return ids
-                .last()
-                .cloned()
-                .ok_or_else(|| format!("no runs in {}", self.root.display()));
+            return ids.last().cloned().ok_or_else(|| format!("no runs in {}", self.root.display()));
         }
         if ids.iter().any(|i| i == wanted) {
             return Ok(wanted.to_string());
         }
-        let matches: Vec<&String> = ids
-            .iter()
-            .filter(|i| i.starts_with(wanted) || i.ends_with(wanted))
-            .collect();
+        let matches: Vec<&String> = ids.iter().filter(|i| i.starts_with(wanted) || i.ends_with(wanted)).collect();
         match matches.as_slice() {
             [one] => Ok(one.to_string()),
             [] => Err(format!("no run `{wanted}` in {}", self.root.display())),
             many => Err(format!(
                 "`{wanted}` matches {} runs: {}",
                 many.len(),
-                many.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
             )),
         }
     }
@@ -129,26 +120,22 @@ impl RunState {
                 });
             }
         };
-        let mut steps: BTreeMap<String, StepRecord> = start
-            .steps
-            .iter()
-            .map(|s| (s.id.clone(), StepRecord::default()))
-            .collect();
+        let mut steps: BTreeMap<String, StepRecord> =
+            start.steps.iter().map(|s| (s.id.clone(), StepRecord::default())).collect();
         let mut finished = None;
         let mut resumes = 0;
         for (n, r) in read.records.iter().enumerate().skip(1) {
-            let step =
-                |id: &str, steps: &mut BTreeMap<String, StepRecord>| -> Result<(), JournalError> {
-                    if steps.contains_key(id) {
-                        Ok(())
-                    } else {
-                        Err(JournalError::Corrupt {
-                            path: path.to_path_buf(),
-                            record: n + 1,
-                            reason: format!("unknown step `{id}`"),
-                        })
-                    }
-                };
+            let step = |id: &str, steps: &mut BTreeMap<String, StepRecord>| -> Result<(), JournalError> {
+                if steps.contains_key(id) {
+                    Ok(())
+                } else {
+                    Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        record: n + 1,
+                        reason: format!("unknown step `{id}`"),
+                    })
+                }
+            };
             if let Some(id) = r.event.step() {
                 step(id, &mut steps)?;
             }
@@ -170,13 +157,7 @@ impl RunState {
                     s.outcome = None;
                     s.attempts = s.attempts.max(*attempt);
                 }
-                Event::StepFinished {
-                    step,
-                    outcome,
-                    outputs,
-                    attempts,
-                    ..
-                } => {
+                Event::StepFinished { step, outcome, outputs, attempts, .. } => {
                     let s = steps.get_mut(step).expect("checked");
                     s.in_flight = false;
                     s.outcome = Some(*outcome);
@@ -194,21 +175,12 @@ impl RunState {
                 Event::StepCheckpoint { step, value } => {
                     steps.get_mut(step).expect("checked").checkpoint = Some(value.clone())
                 }
-                Event::UndoFinished { step, error: None } => {
-                    steps.get_mut(step).expect("checked").undone = true
-                }
+                Event::UndoFinished { step, error: None } => steps.get_mut(step).expect("checked").undone = true,
                 Event::RunFinished { outcome } => finished = Some(*outcome),
                 _ => {}
             }
         }
-        Ok(RunState {
-            start,
-            records: read.records.clone(),
-            steps,
-            finished,
-            torn_tail: read.torn_tail,
-            resumes,
-        })
+        Ok(RunState { start, records: read.records.clone(), steps, finished, torn_tail: read.torn_tail, resumes })
     }
 
     /// Steps whose success is journaled: `resume` reuses their outputs and never runs them again.
@@ -216,10 +188,7 @@ impl RunState {
         self.steps
             .iter()
             .filter(|(_, s)| {
-                matches!(
-                    s.outcome,
-                    Some(Outcome::Succeeded | Outcome::Skipped | Outcome::FailedContinued)
-                )
+                matches!(s.outcome, Some(Outcome::Succeeded | Outcome::Skipped | Outcome::FailedContinued))
             })
             .map(|(k, v)| (k.as_str(), v))
     }

@@ -7,10 +7,7 @@ use super::{Report, fmt_ms};
 use crate::engine::events::Outcome;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 fn color(o: Option<Outcome>) -> &'static str {
@@ -49,14 +46,7 @@ critical path {} ({})</p>",
     );
 
     // Timeline: one bar per step that ran, critical path outlined.
-    let total = r
-        .steps
-        .iter()
-        .filter_map(|s| s.end_ms.or(s.start_ms))
-        .max()
-        .unwrap_or(0)
-        .max(r.wall_ms)
-        .max(1) as f64;
+    let total = r.steps.iter().filter_map(|s| s.end_ms.or(s.start_ms)).max().unwrap_or(0).max(r.wall_ms).max(1) as f64;
     let label_w = 180.0;
     let chart_w = 760.0;
     let row_h = 22.0;
@@ -82,11 +72,7 @@ critical path {} ({})</p>",
             esc(&s.id),
             row_h - 6.0,
             color(s.outcome),
-            if critical {
-                " stroke=\"#000\" stroke-width=\"2\""
-            } else {
-                ""
-            },
+            if critical { " stroke=\"#000\" stroke-width=\"2\"" } else { "" },
             esc(&s.id),
             s.outcome.map(Outcome::label).unwrap_or("running"),
             fmt_ms(s.duration_ms)
@@ -140,14 +126,8 @@ critical path {} ({})</p>",
             esc(&s.uses),
             color(s.outcome),
             s.outcome.map(Outcome::label).unwrap_or("pending"),
-            s.start_ms
-                .map(|m| format!("+{}", fmt_ms(m)))
-                .unwrap_or_else(|| "-".into()),
-            if s.start_ms.is_some() {
-                fmt_ms(s.duration_ms)
-            } else {
-                "-".into()
-            },
+            s.start_ms.map(|m| format!("+{}", fmt_ms(m))).unwrap_or_else(|| "-".into()),
+            if s.start_ms.is_some() { fmt_ms(s.duration_ms) } else { "-".into() },
             s.attempts,
             details
         );

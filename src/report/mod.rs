@@ -75,11 +75,7 @@ fn ms_between(a: SystemTime, b: SystemTime) -> u64 {
 impl Report {
     pub fn from_state(state: &RunState) -> Report {
         let start = &state.start;
-        let t0 = state
-            .records
-            .first()
-            .and_then(|r| parse_time(&r.at))
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let t0 = state.records.first().and_then(|r| parse_time(&r.at)).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut steps: Vec<StepReport> = start
             .steps
             .iter()
@@ -100,12 +96,8 @@ impl Report {
                 undo: None,
             })
             .collect();
-        let index: std::collections::HashMap<&str, usize> = start
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.as_str(), i))
-            .collect();
+        let index: std::collections::HashMap<&str, usize> =
+            start.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
         let mut finished = None;
         let mut last_at = t0;
         for r in &state.records {
@@ -128,26 +120,13 @@ impl Report {
                     }
                     s.attempts = *attempt;
                 }
-                Event::StepRetrying {
-                    attempt,
-                    error,
-                    delay_ms,
-                    ..
-                } => s.retries.push(format!(
-                    "attempt {attempt}: {} (retried after {} ms)",
-                    error.message, delay_ms
-                )),
+                Event::StepRetrying { attempt, error, delay_ms, .. } => {
+                    s.retries.push(format!("attempt {attempt}: {} (retried after {} ms)", error.message, delay_ms))
+                }
                 Event::StepNote { message, .. } => s.notes.push(message.clone()),
                 Event::StepPlanned { plan, .. } => s.plan = Some(plan.clone()),
                 Event::GateApproved { by, .. } => s.approved_by = Some(by.clone()),
-                Event::StepFinished {
-                    outcome,
-                    outputs,
-                    error,
-                    attempts,
-                    duration_ms,
-                    ..
-                } => {
+                Event::StepFinished { outcome, outputs, error, attempts, duration_ms, .. } => {
                     s.outcome = Some(*outcome);
                     s.outputs = summarize(outputs);
                     s.error = error.clone();
@@ -172,10 +151,7 @@ impl Report {
         for (i, s) in steps.iter_mut().enumerate() {
             if s.outcome.is_none()
                 && s.start_ms.is_some()
-                && state
-                    .steps
-                    .get(&start.steps[i].id)
-                    .is_some_and(|r| r.in_flight)
+                && state.steps.get(&start.steps[i].id).is_some_and(|r| r.in_flight)
             {
                 s.outcome = Some(Outcome::Interrupted);
             }
@@ -187,19 +163,11 @@ impl Report {
             runbook_path: start.runbook_path.clone(),
             mode: start.mode,
             outcome: state.finished,
-            started: state
-                .records
-                .first()
-                .map(|r| r.at.clone())
-                .unwrap_or_default(),
+            started: state.records.first().map(|r| r.at.clone()).unwrap_or_default(),
             finished,
             wall_ms: ms_between(t0, last_at),
             resumes: state.resumes,
-            params: start
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            params: start.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             steps,
             critical_path,
             critical_path_ms,
@@ -219,36 +187,16 @@ impl Report {
 
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let kind = if self.mode == RunMode::DryRun {
-            "dry run"
-        } else {
-            "run"
-        };
-        let _ = writeln!(
-            out,
-            "{kind} {} of `{}`: {}",
-            self.run_id,
-            self.runbook,
-            self.outcome_label()
-        );
+        let kind = if self.mode == RunMode::DryRun { "dry run" } else { "run" };
+        let _ = writeln!(out, "{kind} {} of `{}`: {}", self.run_id, self.runbook, self.outcome_label());
         let _ = writeln!(
             out,
             "started {}, wall time {}{}",
             self.started,
             fmt_ms(self.wall_ms),
-            if self.resumes > 0 {
-                format!(", resumed {} time(s)", self.resumes)
-            } else {
-                String::new()
-            }
+            if self.resumes > 0 { format!(", resumed {} time(s)", self.resumes) } else { String::new() }
         );
-        let width = self
-            .steps
-            .iter()
-            .map(|s| s.id.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
+        let width = self.steps.iter().map(|s| s.id.len()).max().unwrap_or(4).max(4);
         let _ = writeln!(
             out,
             "\n  {:<width$}  {:<20}  {:>9}  {:>9}  {:>8}  action",
@@ -256,15 +204,8 @@ impl Report {
         );
         for s in &self.steps {
             let outcome = s.outcome.map(Outcome::label).unwrap_or("pending");
-            let start = s
-                .start_ms
-                .map(|m| format!("+{}", fmt_ms(m)))
-                .unwrap_or_else(|| "-".into());
-            let dur = if s.start_ms.is_some() {
-                fmt_ms(s.duration_ms)
-            } else {
-                "-".into()
-            };
+            let start = s.start_ms.map(|m| format!("+{}", fmt_ms(m))).unwrap_or_else(|| "-".into());
+            let dur = if s.start_ms.is_some() { fmt_ms(s.duration_ms) } else { "-".into() };
             let _ = writeln!(
                 out,
                 "  {:<width$}  {:<20}  {:>9}  {:>9}  {:>8}  {}",
@@ -302,12 +243,7 @@ impl Report {
                 }
             }
             if !s.outputs.is_empty() && s.error.is_none() {
-                let shown: Vec<String> = s
-                    .outputs
-                    .iter()
-                    .take(6)
-                    .map(|(k, v)| format!("{k}={}", short(v)))
-                    .collect();
+                let shown: Vec<String> = s.outputs.iter().take(6).map(|(k, v)| format!("{k}={}", short(v))).collect();
                 let _ = writeln!(out, "  {:<width$}    outputs: {}", "", shown.join(", "));
             }
             if let Some(u) = &s.undo {
@@ -318,22 +254,11 @@ impl Report {
             out,
             "\ncritical path ({}): {}",
             fmt_ms(self.critical_path_ms),
-            if self.critical_path.is_empty() {
-                "-".into()
-            } else {
-                self.critical_path.join(" -> ")
-            }
+            if self.critical_path.is_empty() { "-".into() } else { self.critical_path.join(" -> ") }
         );
         if self.mode == RunMode::DryRun {
-            let failed = self
-                .steps
-                .iter()
-                .filter(|s| s.outcome == Some(Outcome::PlanFailed))
-                .count();
-            let _ = writeln!(
-                out,
-                "{failed} step(s) with failed preconditions; nothing was changed"
-            );
+            let failed = self.steps.iter().filter(|s| s.outcome == Some(Outcome::PlanFailed)).count();
+            let _ = writeln!(out, "{failed} step(s) with failed preconditions; nothing was changed");
         }
         out
     }
@@ -345,18 +270,10 @@ fn critical_path(state: &RunState, steps: &[StepReport]) -> (Vec<String>, u64) {
     let Ok(dag) = Dag::build(infos.iter().map(|s| (s.id.as_str(), s.needs.as_slice()))) else {
         return (vec![], 0);
     };
-    let (path, total) = dag.critical_path(|i| {
-        if steps[i].start_ms.is_some() {
-            steps[i].duration_ms as f64
-        } else {
-            0.0
-        }
-    });
-    let path: Vec<String> = path
-        .into_iter()
-        .filter(|&i| steps[i].start_ms.is_some())
-        .map(|i| infos[i].id.clone())
-        .collect();
+    let (path, total) =
+        dag.critical_path(|i| if steps[i].start_ms.is_some() { steps[i].duration_ms as f64 } else { 0.0 });
+    let path: Vec<String> =
+        path.into_iter().filter(|&i| steps[i].start_ms.is_some()).map(|i| infos[i].id.clone()).collect();
     (path, total as u64)
 }
 
@@ -366,11 +283,9 @@ fn summarize(outputs: &serde_json::Map<String, Value>) -> serde_json::Map<String
         .iter()
         .map(|(k, v)| {
             let v = match v {
-                Value::String(s) if s.len() > 2000 => Value::String(format!(
-                    "{}… ({} bytes)",
-                    &s[..s.floor_char_boundary(2000)],
-                    s.len()
-                )),
+                Value::String(s) if s.len() > 2000 => {
+                    Value::String(format!("{}… ({} bytes)", &s[..s.floor_char_boundary(2000)], s.len()))
+                }
                 other => other.clone(),
             };
             (k.clone(), v)
@@ -384,11 +299,7 @@ fn short(v: &Value) -> String {
         other => other.to_string(),
     };
     let s = s.replace('\n', "⏎");
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s
-    }
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s }
 }
 
 pub fn fmt_ms(ms: u64) -> String {

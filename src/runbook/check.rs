@@ -20,34 +20,22 @@ pub fn graph(rb: &Runbook, sink: &mut Sink) -> Option<Dag> {
         Err(errors) => {
             for e in errors {
                 match e {
-                    GraphError::UnknownNeed {
-                        step,
-                        need,
-                        suggestion,
-                    } => {
+                    GraphError::UnknownNeed { step, need, suggestion } => {
                         let s = &rb.steps[step];
                         let pos = needs_pos(rb, step, &need).unwrap_or(s.pos);
                         let hint = match suggestion {
                             Some(b) => format!("did you mean `{b}`?"),
                             None => "`needs` lists ids of other steps in this runbook".into(),
                         };
-                        sink.error(
-                            pos,
-                            format!("step `{}` needs `{need}`, which is not a step", s.id),
-                            Some(hint),
-                        );
+                        sink.error(pos, format!("step `{}` needs `{need}`, which is not a step", s.id), Some(hint));
                     }
                     GraphError::Cycle { path } => {
-                        let names: Vec<&str> =
-                            path.iter().map(|&i| rb.steps[i].id.as_str()).collect();
+                        let names: Vec<&str> = path.iter().map(|&i| rb.steps[i].id.as_str()).collect();
                         let first = &rb.steps[path[0]];
                         sink.error(
                             first.pos,
                             format!("dependency cycle: {}", names.join(" -> ")),
-                            Some(
-                                "remove one of these `needs` so the steps can run in some order"
-                                    .into(),
-                            ),
+                            Some("remove one of these `needs` so the steps can run in some order".into()),
                         );
                     }
                 }
@@ -66,25 +54,14 @@ fn needs_pos(rb: &Runbook, index: usize, need: &str) -> Option<Pos> {
     if needs.as_str() == Some(need) {
         return Some(needs.pos);
     }
-    needs
-        .items()?
-        .iter()
-        .find(|n| n.as_str() == Some(need))
-        .map(|n| n.pos)
+    needs.items()?.iter().find(|n| n.as_str() == Some(need)).map(|n| n.pos)
 }
 
 /// Each step's action exists and accepts its parameters.
 pub fn actions(rb: &Runbook, registry: &Registry, sites: &BTreeMap<String, Site>, sink: &mut Sink) {
     for (i, step) in rb.steps.iter().enumerate() {
         let node = step_node(rb, i);
-        check_call(
-            &step.call,
-            node.and_then(|n| n.get("with")),
-            registry,
-            sites,
-            &step.id,
-            sink,
-        );
+        check_call(&step.call, node.and_then(|n| n.get("with")), registry, sites, &step.id, sink);
         if let Some(undo) = &step.undo {
             let with = node.and_then(|n| n.get("undo")).and_then(|u| u.get("with"));
             check_call(undo, with, registry, sites, &step.id, sink);
@@ -103,11 +80,7 @@ fn check_call(
     let action = match registry.get(&call.uses) {
         Ok(a) => a,
         Err(e) => {
-            sink.error(
-                call.pos,
-                format!("step `{step}`: {}", e.message),
-                Some(e.hint),
-            );
+            sink.error(call.pos, format!("step `{step}`: {}", e.message), Some(e.hint));
             return;
         }
     };
@@ -115,25 +88,15 @@ fn check_call(
     let schema = &action.info().params;
     let keys_checked = schema.get("additionalProperties") == Some(&Value::Bool(false));
     if keys_checked
-        && let (Some(props), Some(with)) = (
-            schema.get("properties").and_then(Value::as_object),
-            call.with.as_object(),
-        )
+        && let (Some(props), Some(with)) = (schema.get("properties").and_then(Value::as_object), call.with.as_object())
     {
         let known: Vec<&str> = props.keys().map(String::as_str).collect();
         for key in with.keys().filter(|k| !props.contains_key(*k)) {
-            let pos = with_node
-                .and_then(|n| n.key_node(key))
-                .map(|n| n.pos)
-                .unwrap_or(call.pos);
+            let pos = with_node.and_then(|n| n.key_node(key)).map(|n| n.pos).unwrap_or(call.pos);
             let hint = closest_match(key, &known)
                 .map(|b| format!("did you mean `{b}`?"))
                 .unwrap_or_else(|| format!("valid keys: {}", known.join(", ")));
-            sink.error(
-                pos,
-                format!("step `{step}`: unknown parameter `{key}` (with.{key})"),
-                Some(hint),
-            );
+            sink.error(pos, format!("step `{step}`: unknown parameter `{key}` (with.{key})"), Some(hint));
         }
     }
     if let Err(errors) = action.check_params(&call.with) {
@@ -146,20 +109,11 @@ fn check_call(
             }
             let pos = with_node.map(|n| n.locate(&e.path)).unwrap_or(call.pos);
             let path: String = e.path.iter().map(|p| p.to_string()).collect();
-            let place = if path.is_empty() {
-                String::new()
-            } else {
-                format!(" (with{path})")
-            };
+            let place = if path.is_empty() { String::new() } else { format!(" (with{path})") };
             sink.error(
                 pos,
                 format!("step `{step}`: {}{place}", e.message),
-                e.hint.or_else(|| {
-                    Some(format!(
-                        "`drover actions {}` shows its parameters",
-                        call.uses
-                    ))
-                }),
+                e.hint.or_else(|| Some(format!("`drover actions {}` shows its parameters", call.uses))),
             );
         }
     }
@@ -170,18 +124,11 @@ fn check_call(
         && !sites.contains_key(site)
     {
         let names: Vec<&str> = sites.keys().map(String::as_str).collect();
-        let pos = with_node
-            .and_then(|n| n.get("site"))
-            .map(|n| n.pos)
-            .unwrap_or(call.pos);
+        let pos = with_node.and_then(|n| n.get("site")).map(|n| n.pos).unwrap_or(call.pos);
         let hint = closest_match(site, &names)
             .map(|b| format!("did you mean `{b}`?"))
             .unwrap_or_else(|| format!("defined sites: {}", names.join(", ")));
-        sink.error(
-            pos,
-            format!("step `{step}`: site `{site}` is not defined"),
-            Some(hint),
-        );
+        sink.error(pos, format!("step `{step}`: site `{site}` is not defined"), Some(hint));
     }
 }
 
@@ -228,17 +175,10 @@ pub fn references(
     sites: &BTreeMap<String, Site>,
     sink: &mut Sink,
 ) {
-    let index: BTreeMap<&str, usize> = rb
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
+    let index: BTreeMap<&str, usize> = rb.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
     for (i, step) in rb.steps.iter().enumerate() {
         let mut check = |path: &[String], pos: Pos, is_undo: bool| {
-            check_ref(
-                rb, dag, registry, sites, &index, i, path, pos, is_undo, sink,
-            );
+            check_ref(rb, dag, registry, sites, &index, i, path, pos, is_undo, sink);
         };
         for slot in &step.call.slots {
             for (path, _) in slot.template.refs() {
@@ -246,10 +186,7 @@ pub fn references(
             }
         }
         if let Some((cond, _)) = &step.condition {
-            let pos = step_node(rb, i)
-                .and_then(|n| n.get("if"))
-                .map(|n| n.pos)
-                .unwrap_or(step.pos);
+            let pos = step_node(rb, i).and_then(|n| n.get("if")).map(|n| n.pos).unwrap_or(step.pos);
             let mut refs = vec![];
             cond.refs(&mut |r| refs.push(r.to_vec()));
             for r in refs {
@@ -264,10 +201,7 @@ pub fn references(
             }
         }
         if let Some(t) = &step.confirm {
-            let pos = step_node(rb, i)
-                .and_then(|n| n.get("confirm"))
-                .map(|n| n.pos)
-                .unwrap_or(step.pos);
+            let pos = step_node(rb, i).and_then(|n| n.get("confirm")).map(|n| n.pos).unwrap_or(step.pos);
             for (path, _) in t.refs() {
                 check(path, pos, false);
             }
@@ -290,28 +224,19 @@ fn check_ref(
 ) {
     let id = &rb.steps[me].id;
     let text = path.join(".");
-    let mut err =
-        |msg: String, hint: String| sink.error(pos, format!("step `{id}`: {msg}"), Some(hint));
+    let mut err = |msg: String, hint: String| sink.error(pos, format!("step `{id}`: {msg}"), Some(hint));
     match path.first().map(String::as_str) {
         Some("params") => {
             let Some(name) = path.get(1) else {
-                return err(
-                    format!("`{text}` needs a param name"),
-                    "write `params.NAME`".into(),
-                );
+                return err(format!("`{text}` needs a param name"), "write `params.NAME`".into());
             };
             if rb.param(name).is_none() {
                 let names: Vec<&str> = rb.params.iter().map(|p| p.name.as_str()).collect();
-                let hint = closest_match(name, &names)
-                    .map(|b| format!("did you mean `params.{b}`?"))
-                    .unwrap_or_else(|| {
+                let hint =
+                    closest_match(name, &names).map(|b| format!("did you mean `params.{b}`?")).unwrap_or_else(|| {
                         format!(
                             "declare it under `params:` (declared: {})",
-                            if names.is_empty() {
-                                "none".into()
-                            } else {
-                                names.join(", ")
-                            }
+                            if names.is_empty() { "none".into() } else { names.join(", ") }
                         )
                     });
                 err(format!("unknown param `{name}`"), hint);
@@ -319,37 +244,21 @@ fn check_ref(
         }
         Some("sites") => {
             let Some(name) = path.get(1) else {
-                return err(
-                    format!("`{text}` needs a site name"),
-                    "write `sites.NAME.FIELD`".into(),
-                );
+                return err(format!("`{text}` needs a site name"), "write `sites.NAME.FIELD`".into());
             };
             if !sites.is_empty() && !sites.contains_key(name) {
                 let names: Vec<&str> = sites.keys().map(String::as_str).collect();
-                err(
-                    format!("unknown site `{name}`"),
-                    format!("defined sites: {}", names.join(", ")),
-                );
+                err(format!("unknown site `{name}`"), format!("defined sites: {}", names.join(", ")));
             }
         }
         Some("run") => {
-            if !path
-                .get(1)
-                .is_some_and(|f| RUN_FIELDS.contains(&f.as_str()))
-                || path.len() != 2
-            {
-                err(
-                    format!("unknown reference `{text}`"),
-                    format!("`run.` offers: {}", RUN_FIELDS.join(", ")),
-                );
+            if !path.get(1).is_some_and(|f| RUN_FIELDS.contains(&f.as_str())) || path.len() != 2 {
+                err(format!("unknown reference `{text}`"), format!("`run.` offers: {}", RUN_FIELDS.join(", ")));
             }
         }
         Some("steps") => {
             let Some(other) = path.get(1) else {
-                return err(
-                    format!("`{text}` needs a step id"),
-                    "write `steps.ID.outputs.KEY`".into(),
-                );
+                return err(format!("`{text}` needs a step id"), "write `steps.ID.outputs.KEY`".into());
             };
             let Some(&j) = index.get(other.as_str()) else {
                 let ids: Vec<&str> = index.keys().copied().collect();
@@ -363,9 +272,7 @@ fn check_ref(
             if !own_outputs && dag.is_some_and(|d| !d.is_ancestor(j, me)) {
                 return err(
                     format!("reads `{text}`, but does not depend on step `{other}`"),
-                    format!(
-                        "add `{other}` to this step's `needs` (directly or through another step)"
-                    ),
+                    format!("add `{other}` to this step's `needs` (directly or through another step)"),
                 );
             }
             match path.get(2).map(String::as_str) {
@@ -373,25 +280,12 @@ fn check_ref(
                 Some("outputs") if path.len() >= 4 => {
                     let key = &path[3];
                     if let Ok(action) = registry.get(&rb.steps[j].call.uses) {
-                        let declared: Vec<&str> = action
-                            .info()
-                            .outputs
-                            .iter()
-                            .map(|o| o.name.as_str())
-                            .collect();
-                        if !declared.is_empty()
-                            && !action.info().open_outputs
-                            && !declared.contains(&key.as_str())
-                        {
-                            let hint = closest_match(key, &declared)
-                                .map(|b| format!("did you mean `{b}`?"))
-                                .unwrap_or_else(|| {
-                                    format!(
-                                        "`{}` outputs: {}",
-                                        rb.steps[j].call.uses,
-                                        declared.join(", ")
-                                    )
-                                });
+                        let declared: Vec<&str> = action.info().outputs.iter().map(|o| o.name.as_str()).collect();
+                        if !declared.is_empty() && !action.info().open_outputs && !declared.contains(&key.as_str()) {
+                            let hint =
+                                closest_match(key, &declared).map(|b| format!("did you mean `{b}`?")).unwrap_or_else(
+                                    || format!("`{}` outputs: {}", rb.steps[j].call.uses, declared.join(", ")),
+                                );
                             err(format!("step `{other}` has no output `{key}`"), hint);
                         }
                     }

@@ -17,18 +17,8 @@ use super::expr::{self, Template};
 use super::model::*;
 use super::yaml::{Kind, Node, Pos};
 
-const TOP_KEYS: &[&str] = &[
-    "apiVersion",
-    "kind",
-    "metadata",
-    "params",
-    "sites",
-    "locks",
-    "defaults",
-    "on_failure",
-    "concurrency",
-    "steps",
-];
+const TOP_KEYS: &[&str] =
+    &["apiVersion", "kind", "metadata", "params", "sites", "locks", "defaults", "on_failure", "concurrency", "steps"];
 const META_KEYS: &[&str] = &["name", "description", "labels"];
 const PARAM_KEYS: &[&str] = &["type", "default", "required", "description", "enum"];
 const STEP_KEYS: &[&str] = &[
@@ -73,11 +63,7 @@ fn expect_map<'n>(node: &'n Node, what: &str, sink: &mut Sink) -> Option<&'n [(N
         Kind::Map(e) => Some(e),
         Kind::Null => Some(&[]),
         _ => {
-            sink.error(
-                node.pos,
-                format!("{what} must be a mapping, found {}", node.type_name()),
-                None,
-            );
+            sink.error(node.pos, format!("{what} must be a mapping, found {}", node.type_name()), None);
             None
         }
     }
@@ -88,11 +74,7 @@ fn string(node: &Node, what: &str, sink: &mut Sink) -> Option<String> {
         Kind::Str { value, .. } => Some(value.clone()),
         Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) => Some(node.as_key()),
         _ => {
-            sink.error(
-                node.pos,
-                format!("{what} must be a string, found {}", node.type_name()),
-                None,
-            );
+            sink.error(node.pos, format!("{what} must be a string, found {}", node.type_name()), None);
             None
         }
     }
@@ -102,11 +84,7 @@ fn boolean(node: &Node, what: &str, sink: &mut Sink) -> Option<bool> {
     match node.kind {
         Kind::Bool(b) => Some(b),
         _ => {
-            sink.error(
-                node.pos,
-                format!("{what} must be true or false, found {}", node.type_name()),
-                None,
-            );
+            sink.error(node.pos, format!("{what} must be true or false, found {}", node.type_name()), None);
             None
         }
     }
@@ -116,11 +94,7 @@ fn positive(node: &Node, what: &str, sink: &mut Sink) -> Option<usize> {
     match node.kind {
         Kind::Int(i) if i > 0 => Some(i as usize),
         _ => {
-            sink.error(
-                node.pos,
-                format!("{what} must be a whole number of at least 1"),
-                None,
-            );
+            sink.error(node.pos, format!("{what} must be a whole number of at least 1"), None);
             None
         }
     }
@@ -131,19 +105,11 @@ pub fn duration(node: &Node, what: &str, sink: &mut Sink) -> Option<Duration> {
         Kind::Str { value, .. } => value.clone(),
         Kind::Int(0) => return Some(Duration::ZERO),
         Kind::Int(i) => {
-            sink.error(
-                node.pos,
-                format!("{what}: `{i}` has no unit"),
-                Some(format!("write `{i}s` for seconds")),
-            );
+            sink.error(node.pos, format!("{what}: `{i}` has no unit"), Some(format!("write `{i}s` for seconds")));
             return None;
         }
         _ => {
-            sink.error(
-                node.pos,
-                format!("{what} must be a duration, found {}", node.type_name()),
-                None,
-            );
+            sink.error(node.pos, format!("{what} must be a duration, found {}", node.type_name()), None);
             return None;
         }
     };
@@ -163,10 +129,7 @@ pub fn duration(node: &Node, what: &str, sink: &mut Sink) -> Option<Duration> {
 fn string_list(node: &Node, what: &str, sink: &mut Sink) -> Vec<(String, Pos)> {
     match &node.kind {
         Kind::Str { value, .. } => vec![(value.clone(), node.pos)],
-        Kind::Seq(items) => items
-            .iter()
-            .filter_map(|i| string(i, what, sink).map(|s| (s, i.pos)))
-            .collect(),
+        Kind::Seq(items) => items.iter().filter_map(|i| string(i, what, sink).map(|s| (s, i.pos))).collect(),
         Kind::Null => vec![],
         _ => {
             sink.error(node.pos, format!("{what} must be a list of step ids"), None);
@@ -188,10 +151,7 @@ pub fn runbook(root: Node, path: &Path, digest: String, sink: &mut Sink) -> Runb
         on_failure: OnFailure::Halt,
         concurrency: None,
         steps: vec![],
-        root: Node {
-            pos: root.pos,
-            kind: Kind::Null,
-        },
+        root: Node { pos: root.pos, kind: Kind::Null },
     };
     if !matches!(root.kind, Kind::Map(_)) {
         sink.error(
@@ -211,55 +171,30 @@ pub fn runbook(root: Node, path: &Path, digest: String, sink: &mut Sink) -> Runb
             format!("unsupported apiVersion `{}`", n.as_key()),
             Some(format!("this drover reads `apiVersion: {API_VERSION}`")),
         ),
-        None => sink.error(
-            root.pos,
-            "missing `apiVersion`",
-            Some(format!("add `apiVersion: {API_VERSION}`")),
-        ),
+        None => sink.error(root.pos, "missing `apiVersion`", Some(format!("add `apiVersion: {API_VERSION}`"))),
     }
     match root.get("kind") {
         Some(n) if n.as_str() == Some("Runbook") => {}
-        Some(n) => sink.error(
-            n.pos,
-            format!("`kind` must be `Runbook`, found `{}`", n.as_key()),
-            None,
-        ),
-        None => sink.error(
-            root.pos,
-            "missing `kind`",
-            Some("add `kind: Runbook`".into()),
-        ),
+        Some(n) => sink.error(n.pos, format!("`kind` must be `Runbook`, found `{}`", n.as_key()), None),
+        None => sink.error(root.pos, "missing `kind`", Some("add `kind: Runbook`".into())),
     }
     match root.get("metadata") {
         Some(meta) => {
             check_keys(meta, META_KEYS, "metadata", sink);
-            match meta
-                .get("name")
-                .and_then(|n| string(n, "metadata.name", sink))
-            {
+            match meta.get("name").and_then(|n| string(n, "metadata.name", sink)) {
                 Some(name) if valid_id(&name) => rb.name = name,
                 Some(name) => sink.error(
                     meta.get("name").map(|n| n.pos).unwrap_or(meta.pos),
                     format!("metadata.name `{name}` is not a valid name"),
-                    Some(
-                        "use lowercase letters, digits, `-` and `_`, starting with a letter".into(),
-                    ),
+                    Some("use lowercase letters, digits, `-` and `_`, starting with a letter".into()),
                 ),
-                None => sink.error(
-                    meta.pos,
-                    "missing metadata.name",
-                    Some("add `name: my-runbook`".into()),
-                ),
+                None => sink.error(meta.pos, "missing metadata.name", Some("add `name: my-runbook`".into())),
             }
             if let Some(d) = meta.get("description") {
                 rb.description = string(d, "metadata.description", sink).unwrap_or_default();
             }
         }
-        None => sink.error(
-            root.pos,
-            "missing `metadata`",
-            Some("add `metadata: { name: my-runbook }`".into()),
-        ),
+        None => sink.error(root.pos, "missing `metadata`", Some("add `metadata: { name: my-runbook }`".into())),
     }
     if let Some(params) = root.get("params") {
         rb.params = param_specs(params, sink);
@@ -278,14 +213,7 @@ pub fn runbook(root: Node, path: &Path, digest: String, sink: &mut Sink) -> Runb
         match n.as_str() {
             Some("halt") => rb.on_failure = OnFailure::Halt,
             Some("rollback") => rb.on_failure = OnFailure::Rollback,
-            _ => sink.error(
-                n.pos,
-                format!(
-                    "on_failure must be `halt` or `rollback`, found `{}`",
-                    n.as_key()
-                ),
-                None,
-            ),
+            _ => sink.error(n.pos, format!("on_failure must be `halt` or `rollback`, found `{}`", n.as_key()), None),
         }
     }
     if let Some(n) = root.get("concurrency") {
@@ -295,10 +223,7 @@ pub fn runbook(root: Node, path: &Path, digest: String, sink: &mut Sink) -> Runb
     let mut default_retry = RetryPolicy::default();
     if let Some(d) = root.get("defaults") {
         check_keys(d, DEFAULT_KEYS, "defaults", sink);
-        if let Some(t) = d
-            .get("timeout")
-            .and_then(|t| duration(t, "defaults.timeout", sink))
-        {
+        if let Some(t) = d.get("timeout").and_then(|t| duration(t, "defaults.timeout", sink)) {
             default_timeout = t;
         }
         if let Some(r) = d.get("retry") {
@@ -309,11 +234,7 @@ pub fn runbook(root: Node, path: &Path, digest: String, sink: &mut Sink) -> Runb
         Some(steps) => match steps.items() {
             Some(items) => {
                 if items.is_empty() {
-                    sink.error(
-                        steps.pos,
-                        "`steps` is empty",
-                        Some("add at least one step".into()),
-                    );
+                    sink.error(steps.pos, "`steps` is empty", Some("add at least one step".into()));
                 }
                 let mut seen: HashMap<String, Pos> = HashMap::new();
                 for (n, item) in items.iter().enumerate() {
@@ -321,10 +242,7 @@ pub fn runbook(root: Node, path: &Path, digest: String, sink: &mut Sink) -> Runb
                         if let Some(first) = seen.get(&step.id) {
                             sink.error(
                                 item.get("id").map(|n| n.pos).unwrap_or(item.pos),
-                                format!(
-                                    "duplicate step id `{}` (first defined at line {})",
-                                    step.id, first.line
-                                ),
+                                format!("duplicate step id `{}` (first defined at line {})", step.id, first.line),
                                 Some("give every step a unique id".into()),
                             );
                             continue;
@@ -334,17 +252,9 @@ pub fn runbook(root: Node, path: &Path, digest: String, sink: &mut Sink) -> Runb
                     }
                 }
             }
-            None => sink.error(
-                steps.pos,
-                format!("`steps` must be a list, found {}", steps.type_name()),
-                None,
-            ),
+            None => sink.error(steps.pos, format!("`steps` must be a list, found {}", steps.type_name()), None),
         },
-        None => sink.error(
-            root.pos,
-            "missing `steps`",
-            Some("add a `steps:` list".into()),
-        ),
+        None => sink.error(root.pos, "missing `steps`", Some("add a `steps:` list".into())),
     }
     rb.root = root;
     rb
@@ -404,11 +314,7 @@ fn param_specs(node: &Node, sink: &mut Sink) -> Vec<ParamSpec> {
                     let hint = closest_match(&found, &ParamType::ALL)
                         .map(|b| format!("did you mean `{b}`?"))
                         .unwrap_or_else(|| format!("use one of: {}", ParamType::ALL.join(", ")));
-                    sink.error(
-                        t.pos,
-                        format!("{place}: unknown type `{found}`"),
-                        Some(hint),
-                    );
+                    sink.error(t.pos, format!("{place}: unknown type `{found}`"), Some(hint));
                 }
             }
         }
@@ -421,11 +327,7 @@ fn param_specs(node: &Node, sink: &mut Sink) -> Vec<ParamSpec> {
         if let Some(e) = v.get("enum") {
             match e.items() {
                 Some(items) => spec.allowed = items.iter().map(Node::to_json).collect(),
-                None => sink.error(
-                    e.pos,
-                    format!("{place}.enum must be a list of allowed values"),
-                    None,
-                ),
+                None => sink.error(e.pos, format!("{place}.enum must be a list of allowed values"), None),
             }
         }
         if let Some(d) = v.get("default") {
@@ -441,14 +343,7 @@ fn param_specs(node: &Node, sink: &mut Sink) -> Vec<ParamSpec> {
             sink.error(
                 v.get("default").map(|n| n.pos).unwrap_or(v.pos),
                 format!("{place}.default is not one of the allowed values"),
-                Some(format!(
-                    "allowed: {}",
-                    spec.allowed
-                        .iter()
-                        .map(expr::display)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+                Some(format!("allowed: {}", spec.allowed.iter().map(expr::display).collect::<Vec<_>>().join(", "))),
             );
         }
         out.push(spec);
@@ -460,15 +355,11 @@ fn param_specs(node: &Node, sink: &mut Sink) -> Vec<ParamSpec> {
 pub fn coerce(ty: ParamType, value: &Value) -> Result<Value, String> {
     match (ty, value) {
         (ParamType::String, Value::String(_)) => Ok(value.clone()),
-        (ParamType::String, Value::Number(_) | Value::Bool(_)) => {
-            Ok(Value::String(expr::display(value)))
-        }
+        (ParamType::String, Value::Number(_) | Value::Bool(_)) => Ok(Value::String(expr::display(value))),
         (ParamType::Int, Value::Number(n)) if n.is_i64() => Ok(value.clone()),
-        (ParamType::Int, Value::String(s)) => s
-            .trim()
-            .parse::<i64>()
-            .map(Value::from)
-            .map_err(|_| format!("`{s}` is not a whole number")),
+        (ParamType::Int, Value::String(s)) => {
+            s.trim().parse::<i64>().map(Value::from).map_err(|_| format!("`{s}` is not a whole number"))
+        }
         (ParamType::Bool, Value::Bool(_)) => Ok(value.clone()),
         (ParamType::Bool, Value::String(s)) => match s.trim() {
             "true" | "yes" | "1" => Ok(Value::Bool(true)),
@@ -478,25 +369,13 @@ pub fn coerce(ty: ParamType, value: &Value) -> Result<Value, String> {
         (ParamType::Duration, Value::String(s)) => humantime::parse_duration(s.trim())
             .map(|d| Value::String(humantime::format_duration(d).to_string()))
             .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. `30s` or `5m`")),
-        (ParamType::Duration, Value::Number(n)) if n.as_u64() == Some(0) => {
-            Ok(Value::String("0s".into()))
-        }
-        (ParamType::Duration, Value::Number(n)) => {
-            Err(format!("`{n}` has no unit; write `{n}s` for seconds"))
-        }
+        (ParamType::Duration, Value::Number(n)) if n.as_u64() == Some(0) => Ok(Value::String("0s".into())),
+        (ParamType::Duration, Value::Number(n)) => Err(format!("`{n}` has no unit; write `{n}s` for seconds")),
         (ParamType::List, Value::Array(_)) => Ok(value.clone()),
         (ParamType::List, Value::String(s)) => Ok(Value::Array(
-            s.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| Value::String(p.into()))
-                .collect(),
+            s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(|p| Value::String(p.into())).collect(),
         )),
-        (ty, v) => Err(format!(
-            "expected {}, found `{}`",
-            ty.name(),
-            expr::display(v)
-        )),
+        (ty, v) => Err(format!("expected {}, found `{}`", ty.name(), expr::display(v))),
     }
 }
 
@@ -516,28 +395,13 @@ fn sites_map(node: &Node, sink: &mut Sink) -> BTreeMap<String, Site> {
             continue;
         }
         check_inline_secrets(v, &format!("sites.{name}"), sink);
-        out.insert(
-            name,
-            Site {
-                settings: v.to_json(),
-                file: sink.file().to_path_buf(),
-                pos: k.pos,
-            },
-        );
+        out.insert(name, Site { settings: v.to_json(), file: sink.file().to_path_buf(), pos: k.pos });
     }
     out
 }
 
 /// Keys whose value is a secret; their values must be references.
-const SECRET_KEYS: &[&str] = &[
-    "credentials",
-    "password",
-    "token",
-    "secret",
-    "secret_key",
-    "tsig_key",
-    "api_key",
-];
+const SECRET_KEYS: &[&str] = &["credentials", "password", "token", "secret", "secret_key", "tsig_key", "api_key"];
 
 fn check_inline_secrets(node: &Node, place: &str, sink: &mut Sink) {
     for (k, v) in node.entries().unwrap_or_default() {
@@ -551,18 +415,12 @@ fn check_inline_secrets(node: &Node, place: &str, sink: &mut Sink) {
                         sink.error(
                             v.pos,
                             format!("{here}: {msg}"),
-                            Some(format!(
-                                "write `{key}: env:VARIABLE` or `{key}: file:/path/to/secret`"
-                            )),
+                            Some(format!("write `{key}: env:VARIABLE` or `{key}: file:/path/to/secret`")),
                         );
                     }
                 }
                 None if matches!(v.kind, Kind::Map(_)) => check_inline_secrets(v, &here, sink),
-                None => sink.error(
-                    v.pos,
-                    format!("{here} must be a reference such as `env:VAR` or `file:PATH`"),
-                    None,
-                ),
+                None => sink.error(v.pos, format!("{here} must be a reference such as `env:VAR` or `file:PATH`"), None),
             }
         } else if matches!(v.kind, Kind::Map(_)) {
             check_inline_secrets(v, &here, sink);
@@ -583,30 +441,17 @@ fn retry(node: &Node, base: &RetryPolicy, sink: &mut Sink) -> RetryPolicy {
         return r;
     }
     check_keys(node, RETRY_KEYS, "retry", sink);
-    if let Some(n) = node
-        .get("attempts")
-        .and_then(|n| positive(n, "retry.attempts", sink))
-    {
+    if let Some(n) = node.get("attempts").and_then(|n| positive(n, "retry.attempts", sink)) {
         r.attempts = n as u32;
     }
-    if let Some(d) = node
-        .get("backoff")
-        .and_then(|n| duration(n, "retry.backoff", sink))
-    {
+    if let Some(d) = node.get("backoff").and_then(|n| duration(n, "retry.backoff", sink)) {
         r.backoff = d;
     }
-    if let Some(d) = node
-        .get("max_backoff")
-        .and_then(|n| duration(n, "retry.max_backoff", sink))
-    {
+    if let Some(d) = node.get("max_backoff").and_then(|n| duration(n, "retry.max_backoff", sink)) {
         r.max_backoff = d;
     }
     if r.max_backoff < r.backoff {
-        sink.error(
-            node.pos,
-            "retry.max_backoff is shorter than retry.backoff",
-            Some("raise max_backoff".into()),
-        );
+        sink.error(node.pos, "retry.max_backoff is shorter than retry.backoff", Some("raise max_backoff".into()));
     }
     r
 }
@@ -618,15 +463,9 @@ fn template(node: &Node, text: &str, sink: &mut Sink) -> Option<Template> {
             let quoted = matches!(node.kind, Kind::Str { quoted: true, .. });
             let col = node.pos.col + e.offset + usize::from(quoted);
             sink.error(
-                Pos {
-                    line: node.pos.line,
-                    col,
-                },
+                Pos { line: node.pos.line, col },
                 format!("invalid expression: {}", e.message),
-                Some(
-                    "expressions look like `${{ params.name }}` or `${{ steps.ID.outputs.KEY }}`"
-                        .into(),
-                ),
+                Some("expressions look like `${{ params.name }}` or `${{ steps.ID.outputs.KEY }}`".into()),
             );
             None
         }
@@ -638,11 +477,7 @@ fn slots(node: &Node, path: &mut Vec<PathSegment>, out: &mut Vec<Slot>, sink: &m
     match &node.kind {
         Kind::Str { value, .. } => {
             if let Some(t) = template(node, value, sink) {
-                out.push(Slot {
-                    path: path.clone(),
-                    template: t,
-                    pos: node.pos,
-                });
+                out.push(Slot { path: path.clone(), template: t, pos: node.pos });
             }
         }
         Kind::Seq(items) => {
@@ -663,13 +498,7 @@ fn slots(node: &Node, path: &mut Vec<PathSegment>, out: &mut Vec<Slot>, sink: &m
     }
 }
 
-fn call(
-    node: &Node,
-    uses_node: Option<&Node>,
-    with_node: Option<&Node>,
-    place: &str,
-    sink: &mut Sink,
-) -> Option<Call> {
+fn call(node: &Node, uses_node: Option<&Node>, with_node: Option<&Node>, place: &str, sink: &mut Sink) -> Option<Call> {
     let Some(uses_node) = uses_node else {
         sink.error(
             node.pos,
@@ -685,10 +514,7 @@ fn call(
             if !matches!(w.kind, Kind::Map(_) | Kind::Null) {
                 sink.error(
                     w.pos,
-                    format!(
-                        "{place}.with must be a mapping of parameters, found {}",
-                        w.type_name()
-                    ),
+                    format!("{place}.with must be a mapping of parameters, found {}", w.type_name()),
                     None,
                 );
             }
@@ -697,12 +523,7 @@ fn call(
         }
         None => Value::Object(Default::default()),
     };
-    Some(Call {
-        uses,
-        with,
-        slots: out,
-        pos: uses_node.pos,
-    })
+    Some(Call { uses, with, slots: out, pos: uses_node.pos })
 }
 
 fn step(
@@ -728,11 +549,7 @@ fn step(
             id
         }
         None => {
-            sink.error(
-                node.pos,
-                "a step has no `id`",
-                Some("add `id: some-name`".into()),
-            );
+            sink.error(node.pos, "a step has no `id`", Some("add `id: some-name`".into()));
             return None;
         }
     };
@@ -751,21 +568,14 @@ fn step(
             _ => string(n, &format!("{place}: if"), sink)?,
         };
         let inner = text.trim();
-        let inner = inner
-            .strip_prefix("${{")
-            .and_then(|s| s.strip_suffix("}}"))
-            .unwrap_or(inner);
+        let inner = inner.strip_prefix("${{").and_then(|s| s.strip_suffix("}}")).unwrap_or(inner);
         match expr::parse(inner) {
             Ok(e) => Some((e, text)),
             Err(e) => {
                 let quoted = matches!(n.kind, Kind::Str { quoted: true, .. });
-                let lead = text.len() - text.trim_start().len()
-                    + if text.trim().starts_with("${{") { 3 } else { 0 };
+                let lead = text.len() - text.trim_start().len() + if text.trim().starts_with("${{") { 3 } else { 0 };
                 sink.error(
-                    Pos {
-                        line: n.pos.line,
-                        col: n.pos.col + usize::from(quoted) + lead + e.offset,
-                    },
+                    Pos { line: n.pos.line, col: n.pos.col + usize::from(quoted) + lead + e.offset },
                     format!("{place}: invalid condition: {}", e.message),
                     Some("conditions look like `params.mode == 'planned'`".into()),
                 );
@@ -773,24 +583,13 @@ fn step(
             }
         }
     });
-    let timeout = node
-        .get("timeout")
-        .and_then(|n| duration(n, &format!("{place}: timeout"), sink))
-        .unwrap_or(default_timeout);
-    let retry = node
-        .get("retry")
-        .map(|n| retry(n, default_retry, sink))
-        .unwrap_or_else(|| default_retry.clone());
+    let timeout =
+        node.get("timeout").and_then(|n| duration(n, &format!("{place}: timeout"), sink)).unwrap_or(default_timeout);
+    let retry = node.get("retry").map(|n| retry(n, default_retry, sink)).unwrap_or_else(|| default_retry.clone());
     let undo = node.get("undo").and_then(|u| {
         expect_map(u, &format!("{place}: undo"), sink)?;
         check_keys(u, UNDO_KEYS, "undo", sink);
-        self::call(
-            u,
-            u.get("uses"),
-            u.get("with"),
-            &format!("{place}: undo"),
-            sink,
-        )
+        self::call(u, u.get("uses"), u.get("with"), &format!("{place}: undo"), sink)
     });
     let (confirm, confirm_text) = match node.get("confirm") {
         Some(n) => match string(n, &format!("{place}: confirm"), sink) {
@@ -800,15 +599,11 @@ fn step(
         None => (None, None),
     };
     let flag = |key: &str, sink: &mut Sink| {
-        node.get(key)
-            .and_then(|n| boolean(n, &format!("{place}: {key}"), sink))
-            .unwrap_or(false)
+        node.get(key).and_then(|n| boolean(n, &format!("{place}: {key}"), sink)).unwrap_or(false)
     };
     let continue_on_error = flag("continue_on_error", sink);
     let always = flag("always", sink);
-    let lock = node
-        .get("lock")
-        .and_then(|n| string(n, &format!("{place}: lock"), sink));
+    let lock = node.get("lock").and_then(|n| string(n, &format!("{place}: lock"), sink));
     let description = node
         .get("description")
         .or_else(|| node.get("name"))
@@ -838,14 +633,7 @@ pub fn sites_file(root: &Node, sink: &mut Sink) -> BTreeMap<String, Site> {
     check_keys(root, &["apiVersion", "kind", "sites"], "a sites file", sink);
     match root.get("kind") {
         Some(n) if n.as_str() == Some("Sites") => {}
-        Some(n) => sink.error(
-            n.pos,
-            format!(
-                "`kind` must be `Sites` in a sites file, found `{}`",
-                n.as_key()
-            ),
-            None,
-        ),
+        Some(n) => sink.error(n.pos, format!("`kind` must be `Sites` in a sites file, found `{}`", n.as_key()), None),
         None => sink.error(
             root.pos,
             "missing `kind: Sites`",

@@ -24,14 +24,7 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{}: error: {}", self.file.display(), self.message)?;
         } else {
-            write!(
-                f,
-                "{}:{}:{}: error: {}",
-                self.file.display(),
-                self.line,
-                self.column,
-                self.message
-            )?;
+            write!(f, "{}:{}:{}: error: {}", self.file.display(), self.line, self.column, self.message)?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
@@ -59,8 +52,7 @@ impl Diagnostics {
     }
 
     pub fn sort(&mut self) {
-        self.0
-            .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        self.0.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         self.0.dedup();
     }
 }
@@ -71,11 +63,7 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "{d}")?;
         }
         let n = self.0.len();
-        write!(
-            f,
-            "{n} problem{} found; nothing was run",
-            if n == 1 { "" } else { "s" }
-        )
+        write!(f, "{n} problem{} found; nothing was run", if n == 1 { "" } else { "s" })
     }
 }
 
@@ -89,10 +77,7 @@ pub struct Sink<'a> {
 
 impl<'a> Sink<'a> {
     pub fn new(file: &'a Path) -> Self {
-        Sink {
-            file,
-            found: Diagnostics::default(),
-        }
+        Sink { file, found: Diagnostics::default() }
     }
 
     pub fn file(&self) -> &Path {

@@ -71,15 +71,11 @@ impl Template {
                 parts.push(Part::Text(rest[..start].to_string()));
             }
             let inner_start = start + 3;
-            let end = rest[inner_start..].find("}}").ok_or_else(|| ExprError {
-                offset: base + start,
-                message: "`${{` is not closed with `}}`".into(),
-            })?;
+            let end = rest[inner_start..]
+                .find("}}")
+                .ok_or_else(|| ExprError { offset: base + start, message: "`${{` is not closed with `}}`".into() })?;
             let inner = &rest[inner_start..inner_start + end];
-            let expr = parse(inner).map_err(|e| ExprError {
-                offset: base + inner_start + e.offset,
-                ..e
-            })?;
+            let expr = parse(inner).map_err(|e| ExprError { offset: base + inner_start + e.offset, ..e })?;
             parts.push(Part::Expr(expr, base + inner_start));
             base += inner_start + end + 2;
             rest = &rest[inner_start + end + 2..];
@@ -175,10 +171,7 @@ impl Expr {
                 Value::Bool(compare(&l, *op, &r))
             }
             Expr::Call(func, args) => {
-                let vals: Vec<Value> = args
-                    .iter()
-                    .map(|a| a.eval(scope))
-                    .collect::<Result<_, _>>()?;
+                let vals: Vec<Value> = args.iter().map(|a| a.eval(scope)).collect::<Result<_, _>>()?;
                 let (hay, needle) = (&vals[0], display(&vals[1]));
                 Value::Bool(match func {
                     Func::Contains => match hay {
@@ -196,19 +189,11 @@ impl Expr {
 fn compare(l: &Value, op: Op, r: &Value) -> bool {
     use std::cmp::Ordering;
     let ord = match (l, r) {
-        (Value::Number(a), Value::Number(b)) => a
-            .as_f64()
-            .and_then(|a| b.as_f64().and_then(|b| a.partial_cmp(&b))),
+        (Value::Number(a), Value::Number(b)) => a.as_f64().and_then(|a| b.as_f64().and_then(|b| a.partial_cmp(&b))),
         (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
         // A param written as text compares with a number the way an operator expects.
-        (Value::String(a), Value::Number(b)) => a
-            .parse::<f64>()
-            .ok()
-            .and_then(|a| a.partial_cmp(&b.as_f64()?)),
-        (Value::Number(a), Value::String(b)) => b
-            .parse::<f64>()
-            .ok()
-            .and_then(|b| a.as_f64()?.partial_cmp(&b)),
+        (Value::String(a), Value::Number(b)) => a.parse::<f64>().ok().and_then(|a| a.partial_cmp(&b.as_f64()?)),
+        (Value::Number(a), Value::String(b)) => b.parse::<f64>().ok().and_then(|b| a.as_f64()?.partial_cmp(&b)),
         (a, b) if a == b => Some(Ordering::Equal),
         _ => None,
     };
@@ -226,18 +211,11 @@ fn compare(l: &Value, op: Op, r: &Value) -> bool {
 /// Parse a bare expression (the inside of `${{ }}` or an `if:`).
 pub fn parse(text: &str) -> Result<Expr, ExprError> {
     let tokens = lex(text)?;
-    let mut p = ExprParser {
-        tokens,
-        at: 0,
-        len: text.len(),
-    };
+    let mut p = ExprParser { tokens, at: 0, len: text.len() };
     let e = p.or()?;
     match p.peek() {
         None => Ok(e),
-        Some((tok, off)) => Err(ExprError {
-            offset: off,
-            message: format!("unexpected {tok} in expression"),
-        }),
+        Some((tok, off)) => Err(ExprError { offset: off, message: format!("unexpected {tok} in expression") }),
     }
 }
 
@@ -278,10 +256,7 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, ExprError> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
-    let err = |offset, message: &str| ExprError {
-        offset,
-        message: message.to_string(),
-    };
+    let err = |offset, message: &str| ExprError { offset, message: message.to_string() };
     while i < bytes.len() {
         let c = bytes[i];
         let start = i;
@@ -307,9 +282,7 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, ExprError> {
             b'>' => Tok::Op(Op::Gt),
             b'!' => Tok::Not,
             b'\'' | b'"' => {
-                let end = text[i + 1..]
-                    .find(c as char)
-                    .ok_or_else(|| err(i, "string literal is not closed"))?;
+                let end = text[i + 1..].find(c as char).ok_or_else(|| err(i, "string literal is not closed"))?;
                 let s = text[i + 1..i + 1 + end].to_string();
                 i += end + 2;
                 out.push((Tok::Str(s), start));
@@ -322,9 +295,7 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, ExprError> {
                     .find(|(_, ch)| !(ch.is_ascii_digit() || *ch == '.'))
                     .map(|(n, _)| n)
                     .unwrap_or(text.len() - i);
-                let n: f64 = text[i..i + len]
-                    .parse()
-                    .map_err(|_| err(i, "invalid number"))?;
+                let n: f64 = text[i..i + len].parse().map_err(|_| err(i, "invalid number"))?;
                 i += len;
                 out.push((Tok::Num(n), start));
                 continue;
@@ -341,13 +312,7 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, ExprError> {
                 continue;
             }
             _ => {
-                return Err(err(
-                    i,
-                    &format!(
-                        "unexpected character `{}`",
-                        &text[i..].chars().next().unwrap_or(' ')
-                    ),
-                ));
+                return Err(err(i, &format!("unexpected character `{}`", &text[i..].chars().next().unwrap_or(' '))));
             }
         };
         i += match tok {
@@ -380,14 +345,8 @@ impl ExprParser {
     fn expect(&mut self, want: Tok) -> Result<(), ExprError> {
         match self.next() {
             Some((t, _)) if t == want => Ok(()),
-            Some((t, off)) => Err(ExprError {
-                offset: off,
-                message: format!("expected {want}, found {t}"),
-            }),
-            None => Err(ExprError {
-                offset: self.len,
-                message: format!("expected {want} at the end"),
-            }),
+            Some((t, off)) => Err(ExprError { offset: off, message: format!("expected {want}, found {t}") }),
+            None => Err(ExprError { offset: self.len, message: format!("expected {want} at the end") }),
         }
     }
 
@@ -431,18 +390,13 @@ impl ExprParser {
 
     fn primary(&mut self) -> Result<Expr, ExprError> {
         let Some((tok, off)) = self.next() else {
-            return Err(ExprError {
-                offset: self.len,
-                message: "expression is empty or ends too early".into(),
-            });
+            return Err(ExprError { offset: self.len, message: "expression is empty or ends too early".into() });
         };
         match tok {
             Tok::Str(s) => Ok(Expr::Lit(Value::String(s))),
-            Tok::Num(n) => Ok(Expr::Lit(if n.fract() == 0.0 && n.abs() < 9e15 {
-                Value::from(n as i64)
-            } else {
-                Value::from(n)
-            })),
+            Tok::Num(n) => {
+                Ok(Expr::Lit(if n.fract() == 0.0 && n.abs() < 9e15 { Value::from(n as i64) } else { Value::from(n) }))
+            }
             Tok::LParen => {
                 let e = self.or()?;
                 self.expect(Tok::RParen)?;
@@ -502,10 +456,7 @@ impl ExprParser {
                     Ok(Expr::Ref(path))
                 }
             },
-            other => Err(ExprError {
-                offset: off,
-                message: format!("unexpected {other} in expression"),
-            }),
+            other => Err(ExprError { offset: off, message: format!("unexpected {other} in expression") }),
         }
     }
 }
@@ -534,48 +485,23 @@ mod tests {
     fn conditions_read_like_the_runbook() {
         let scope = json!({"params": {"mode": "planned", "primary_reachable": false, "n": 3}});
         assert_eq!(eval("params.mode == 'planned'", scope.clone()), json!(true));
-        assert_eq!(
-            eval("!params.primary_reachable && params.n >= 3", scope.clone()),
-            json!(true)
-        );
-        assert_eq!(
-            eval("params.mode != 'planned' || params.n < 2", scope.clone()),
-            json!(false)
-        );
-        assert_eq!(
-            eval(
-                "contains('a,b', 'b') && startsWith(params.mode, 'plan')",
-                scope
-            ),
-            json!(true)
-        );
+        assert_eq!(eval("!params.primary_reachable && params.n >= 3", scope.clone()), json!(true));
+        assert_eq!(eval("params.mode != 'planned' || params.n < 2", scope.clone()), json!(false));
+        assert_eq!(eval("contains('a,b', 'b') && startsWith(params.mode, 'plan')", scope), json!(true));
     }
 
     #[test]
     fn step_ids_with_dashes_are_one_name() {
         let e = parse("steps.flip-dns.outputs.previous").unwrap();
-        assert_eq!(
-            e,
-            Expr::Ref(vec![
-                "steps".into(),
-                "flip-dns".into(),
-                "outputs".into(),
-                "previous".into()
-            ])
-        );
+        assert_eq!(e, Expr::Ref(vec!["steps".into(), "flip-dns".into(), "outputs".into(), "previous".into()]));
     }
 
     #[test]
     fn whole_string_template_keeps_its_type() {
         let t = Template::parse("${{ params.n }}").unwrap().unwrap();
         assert_eq!(t.render(&S(json!({"params": {"n": 3}}))).unwrap(), json!(3));
-        let t = Template::parse("v${{ params.n }}-${{ params.s }}")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            t.render(&S(json!({"params": {"n": 3, "s": "x"}}))).unwrap(),
-            json!("v3-x")
-        );
+        let t = Template::parse("v${{ params.n }}-${{ params.s }}").unwrap().unwrap();
+        assert_eq!(t.render(&S(json!({"params": {"n": 3, "s": "x"}}))).unwrap(), json!("v3-x"));
     }
 
     #[test]

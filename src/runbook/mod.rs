@@ -60,34 +60,20 @@ fn read(path: &Path, found: &mut Diagnostics) -> Option<(String, String)> {
             match String::from_utf8(bytes) {
                 Ok(text) => Some((text, d)),
                 Err(_) => {
-                    found.0.push(file_error(
-                        path,
-                        "is not UTF-8 text",
-                        "save the file as UTF-8",
-                    ));
+                    found.0.push(file_error(path, "is not UTF-8 text", "save the file as UTF-8"));
                     None
                 }
             }
         }
         Err(e) => {
-            found.0.push(file_error(
-                path,
-                &format!("cannot be read: {e}"),
-                "check the path and its permissions",
-            ));
+            found.0.push(file_error(path, &format!("cannot be read: {e}"), "check the path and its permissions"));
             None
         }
     }
 }
 
 fn file_error(path: &Path, message: &str, hint: &str) -> Diagnostic {
-    Diagnostic {
-        file: path.to_path_buf(),
-        line: 0,
-        column: 0,
-        message: message.into(),
-        hint: Some(hint.into()),
-    }
+    Diagnostic { file: path.to_path_buf(), line: 0, column: 0, message: message.into(), hint: Some(hint.into()) }
 }
 
 fn parse_file(path: &Path, found: &mut Diagnostics) -> Option<(yaml::Node, String)> {
@@ -121,12 +107,7 @@ pub fn load(path: &Path, registry: &Registry, opts: &LoadOptions) -> Result<Load
 }
 
 /// Load a runbook from text; `path` names it in messages.
-pub fn load_source(
-    path: &Path,
-    text: &str,
-    registry: &Registry,
-    opts: &LoadOptions,
-) -> Result<Loaded, Diagnostics> {
+pub fn load_source(path: &Path, text: &str, registry: &Registry, opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
     let mut found = Diagnostics::default();
     let rb_digest = digest(text.as_bytes());
     let root = match yaml::parse(text) {
@@ -160,14 +141,9 @@ pub fn load_source(
     found.extend(sink.found);
 
     match dag {
-        Some(dag) if found.is_empty() => Ok(Loaded {
-            runbook,
-            dag,
-            params,
-            sites,
-            sites_file: opts.sites_file.clone(),
-            sites_digest,
-        }),
+        Some(dag) if found.is_empty() => {
+            Ok(Loaded { runbook, dag, params, sites, sites_file: opts.sites_file.clone(), sites_digest })
+        }
         _ => {
             found.sort();
             Err(found)
@@ -175,11 +151,7 @@ pub fn load_source(
     }
 }
 
-fn resolve_params(
-    rb: &Runbook,
-    opts: &LoadOptions,
-    found: &mut Diagnostics,
-) -> BTreeMap<String, Value> {
+fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> BTreeMap<String, Value> {
     let mut values: BTreeMap<String, Value> = BTreeMap::new();
     for p in &rb.params {
         if let Some(d) = &p.default {
@@ -211,19 +183,11 @@ fn resolve_params(
             }
             Ok(v) => err(
                 format!("param `{name}`: `{}` is not allowed", expr::display(&v)),
-                format!(
-                    "allowed: {}",
-                    spec.allowed
-                        .iter()
-                        .map(expr::display)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                format!("allowed: {}", spec.allowed.iter().map(expr::display).collect::<Vec<_>>().join(", ")),
             ),
-            Err(msg) => err(
-                format!("param `{name}`: {msg}"),
-                format!("`{name}` is declared with type {}", spec.ty.name()),
-            ),
+            Err(msg) => {
+                err(format!("param `{name}`: {msg}"), format!("`{name}` is declared with type {}", spec.ty.name()))
+            }
         }
     };
     if let Some(pf) = &opts.params_file
@@ -238,10 +202,7 @@ fn resolve_params(
     }
     let cli = Path::new("--param");
     for (n, arg) in opts.params.iter().enumerate() {
-        let pos = Pos {
-            line: 0,
-            col: n + 1,
-        };
+        let pos = Pos { line: 0, col: n + 1 };
         match arg.split_once('=') {
             Some((k, v)) => set(k.trim(), &Value::String(v.to_string()), cli, pos, found),
             None => found.0.push(Diagnostic {
@@ -261,10 +222,7 @@ fn resolve_params(
                     line: p.pos.line,
                     column: p.pos.col,
                     message: format!("param `{}` is required and has no value", p.name),
-                    hint: Some(format!(
-                        "pass `--param {}=VALUE` or put it in a --params file",
-                        p.name
-                    )),
+                    hint: Some(format!("pass `--param {}=VALUE` or put it in a --params file", p.name)),
                 });
             }
         }

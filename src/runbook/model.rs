@@ -107,11 +107,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            attempts: 1,
-            backoff: Duration::from_secs(2),
-            max_backoff: Duration::from_secs(60),
-        }
+        RetryPolicy { attempts: 1, backoff: Duration::from_secs(2), max_backoff: Duration::from_secs(60) }
     }
 }
 

@@ -53,10 +53,7 @@ pub struct SyntaxError {
 pub fn parse(source: &str) -> Result<Node, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(source);
-    parser.load(&mut builder, true).map_err(|e| SyntaxError {
-        pos: pos(e.marker()),
-        message: e.info().to_string(),
-    })?;
+    parser.load(&mut builder, true).map_err(|e| SyntaxError { pos: pos(e.marker()), message: e.info().to_string() })?;
     if let Some(err) = builder.error {
         return Err(err);
     }
@@ -66,18 +63,12 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
             message: "more than one YAML document in this file".into(),
         });
     }
-    Ok(builder.documents.pop().unwrap_or(Node {
-        pos: Pos { line: 1, col: 1 },
-        kind: Kind::Null,
-    }))
+    Ok(builder.documents.pop().unwrap_or(Node { pos: Pos { line: 1, col: 1 }, kind: Kind::Null }))
 }
 
 fn pos(m: &Marker) -> Pos {
     // yaml-rust2 counts lines from 1 and columns from 0.
-    Pos {
-        line: m.line(),
-        col: m.col() + 1,
-    }
+    Pos { line: m.line(), col: m.col() + 1 }
 }
 
 #[derive(Default)]
@@ -98,13 +89,7 @@ impl Builder {
                     // Keys arrive as entries with a placeholder value, then the value.
                     match entries.last_mut() {
                         Some((_, v)) if v.kind == Kind::Null && v.pos == PENDING => *v = node,
-                        _ => entries.push((
-                            node,
-                            Node {
-                                pos: PENDING,
-                                kind: Kind::Null,
-                            },
-                        )),
+                        _ => entries.push((node, Node { pos: PENDING, kind: Kind::Null })),
                     }
                 }
                 _ => unreachable!("only collections are pushed on the stack"),
@@ -122,20 +107,8 @@ impl MarkedEventReceiver for Builder {
         }
         let p = pos(&mark);
         match ev {
-            Event::SequenceStart(anchor, _) => self.stack.push((
-                Node {
-                    pos: p,
-                    kind: Kind::Seq(vec![]),
-                },
-                anchor,
-            )),
-            Event::MappingStart(anchor, _) => self.stack.push((
-                Node {
-                    pos: p,
-                    kind: Kind::Map(vec![]),
-                },
-                anchor,
-            )),
+            Event::SequenceStart(anchor, _) => self.stack.push((Node { pos: p, kind: Kind::Seq(vec![]) }, anchor)),
+            Event::MappingStart(anchor, _) => self.stack.push((Node { pos: p, kind: Kind::Map(vec![]) }, anchor)),
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((node, anchor)) = self.stack.pop() {
                     if let Kind::Map(entries) = &node.kind {
@@ -145,10 +118,7 @@ impl MarkedEventReceiver for Builder {
                             if let Some(first) = seen.insert(key.clone(), k.pos) {
                                 self.error = Some(SyntaxError {
                                     pos: k.pos,
-                                    message: format!(
-                                        "duplicate key `{key}` (first at line {})",
-                                        first.line
-                                    ),
+                                    message: format!("duplicate key `{key}` (first at line {})", first.line),
                                 });
                                 return;
                             }
@@ -161,10 +131,7 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::Scalar(value, style, anchor, tag) => {
-                let node = Node {
-                    pos: p,
-                    kind: scalar(value, style, tag.as_ref().map(|t| t.suffix.as_str())),
-                };
+                let node = Node { pos: p, kind: scalar(value, style, tag.as_ref().map(|t| t.suffix.as_str())) };
                 if anchor > 0 {
                     self.anchors.insert(anchor, node.clone());
                 }
@@ -176,18 +143,9 @@ impl MarkedEventReceiver for Builder {
                     node.pos = p;
                     self.push_value(node)
                 }
-                None => {
-                    self.error = Some(SyntaxError {
-                        pos: p,
-                        message: "alias to an unknown anchor".into(),
-                    })
-                }
+                None => self.error = Some(SyntaxError { pos: p, message: "alias to an unknown anchor".into() }),
             },
-            Event::Nothing
-            | Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart
-            | Event::DocumentEnd => {}
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
         }
     }
 }
@@ -195,10 +153,7 @@ impl MarkedEventReceiver for Builder {
 /// YAML 1.2 core schema resolution of a scalar.
 fn scalar(value: String, style: TScalarStyle, tag: Option<&str>) -> Kind {
     if style != TScalarStyle::Plain || tag == Some("str") {
-        return Kind::Str {
-            value,
-            quoted: true,
-        };
+        return Kind::Str { value, quoted: true };
     }
     match value.as_str() {
         "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
@@ -209,16 +164,11 @@ fn scalar(value: String, style: TScalarStyle, tag: Option<&str>) -> Kind {
     if let Some(i) = parse_int(&value) {
         return Kind::Int(i);
     }
-    let looks_numeric = value
-        .trim_start_matches(['-', '+'])
-        .starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    let looks_numeric = value.trim_start_matches(['-', '+']).starts_with(|c: char| c.is_ascii_digit() || c == '.');
     if looks_numeric && let Ok(f) = value.parse::<f64>() {
         return Kind::Float(f);
     }
-    Kind::Str {
-        value,
-        quoted: false,
-    }
+    Kind::Str { value, quoted: false }
 }
 
 fn parse_int(v: &str) -> Option<i64> {
@@ -270,18 +220,12 @@ impl Node {
     }
 
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.entries()?
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
+        self.entries()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
     }
 
     /// The key node (for pointing at a key rather than its value).
     pub fn key_node(&self, key: &str) -> Option<&Node> {
-        self.entries()?
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(k, _)| k)
+        self.entries()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(k, _)| k)
     }
 
     /// What kind of value this is, for error messages.
@@ -318,9 +262,7 @@ impl Node {
             Kind::Null => Value::Null,
             Kind::Bool(b) => Value::Bool(*b),
             Kind::Int(i) => Value::Number((*i).into()),
-            Kind::Float(f) => Number::from_f64(*f)
-                .map(Value::Number)
-                .unwrap_or(Value::Null),
+            Kind::Float(f) => Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
             Kind::Str { value, .. } => Value::String(value.clone()),
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             Kind::Map(entries) => {
@@ -371,21 +313,14 @@ mod tests {
     #[test]
     fn aliases_copy_the_anchored_node() {
         let doc = parse("base: &b {x: 1}\nother: *b\n").unwrap();
-        assert_eq!(
-            doc.get("other").unwrap().to_json(),
-            serde_json::json!({"x": 1})
-        );
+        assert_eq!(doc.get("other").unwrap().to_json(), serde_json::json!({"x": 1}));
     }
 
     #[test]
     fn locate_follows_paths() {
         let doc = parse("with:\n  a:\n    - 1\n    - {b: 2}\n").unwrap();
         let with = doc.get("with").unwrap();
-        let p = with.locate(&[
-            PathSegment::Key("a".into()),
-            PathSegment::Index(1),
-            PathSegment::Key("b".into()),
-        ]);
+        let p = with.locate(&[PathSegment::Key("a".into()), PathSegment::Index(1), PathSegment::Key("b".into())]);
         assert_eq!(p, Pos { line: 4, col: 11 });
     }
 }

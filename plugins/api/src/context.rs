@@ -97,20 +97,14 @@ impl StepContext {
     }
 
     /// Decode one section of a site (`ontap`, `kube`, `dns`, ...) into a plugin's own type.
-    pub fn site_section<T: DeserializeOwned>(
-        &self,
-        site: &str,
-        section: &str,
-    ) -> Result<T, ActionError> {
+    pub fn site_section<T: DeserializeOwned>(&self, site: &str, section: &str) -> Result<T, ActionError> {
         let value = self.site(site)?.get(section).ok_or_else(|| {
             ActionError::permanent(format!("site `{site}` has no `{section}` settings"))
                 .with_hint(format!("add `{section}:` under sites.{site}"))
         })?;
         serde_json::from_value(value.clone()).map_err(|e| {
             ActionError::permanent(format!("site `{site}`: invalid `{section}` settings: {e}"))
-                .with_hint(format!(
-                    "fix sites.{site}.{section} in the runbook or sites file"
-                ))
+                .with_hint(format!("fix sites.{site}.{section} in the runbook or sites file"))
         })
     }
 
@@ -153,7 +147,6 @@ impl StepContext {
 
     /// Time left before the step's deadline, if it has one.
     pub fn remaining(&self) -> Option<std::time::Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 }

@@ -15,9 +15,7 @@ impl HumanDuration {
     pub fn parse(text: &str) -> Result<Self, String> {
         humantime::parse_duration(text.trim())
             .map(HumanDuration)
-            .map_err(|e| {
-                format!("invalid duration `{text}`: {e}; write it like `30s`, `5m` or `1h 30m`")
-            })
+            .map_err(|e| format!("invalid duration `{text}`: {e}; write it like `30s`, `5m` or `1h 30m`"))
     }
 }
 
@@ -54,9 +52,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 if v == 0 {
                     Ok(HumanDuration(Duration::ZERO))
                 } else {
-                    Err(E::custom(format!(
-                        "`{v}` has no unit; write `{v}s` for seconds"
-                    )))
+                    Err(E::custom(format!("`{v}` has no unit; write `{v}s` for seconds")))
                 }
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HumanDuration, E> {

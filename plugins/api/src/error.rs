@@ -31,21 +31,11 @@ pub struct ActionError {
 
 impl ActionError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        ActionError {
-            kind: ErrorKind::Retryable,
-            message: message.into(),
-            hint: None,
-            retry_after: None,
-        }
+        ActionError { kind: ErrorKind::Retryable, message: message.into(), hint: None, retry_after: None }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        ActionError {
-            kind: ErrorKind::Permanent,
-            message: message.into(),
-            hint: None,
-            retry_after: None,
-        }
+        ActionError { kind: ErrorKind::Permanent, message: message.into(), hint: None, retry_after: None }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -97,12 +97,7 @@ pub trait Action: Send + Sync {
     async fn run(&self, ctx: &StepContext, with: &Value) -> Result<Outputs, ActionError>;
 
     /// Compensation used by `on_failure: rollback`; `outputs` are those `run` returned.
-    async fn undo(
-        &self,
-        ctx: &StepContext,
-        with: &Value,
-        outputs: &Outputs,
-    ) -> Result<(), ActionError> {
+    async fn undo(&self, ctx: &StepContext, with: &Value, outputs: &Outputs) -> Result<(), ActionError> {
         let _ = (ctx, with, outputs);
         Ok(())
     }

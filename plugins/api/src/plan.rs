@@ -22,10 +22,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(summary: impl Into<String>) -> Self {
-        Plan {
-            summary: summary.into(),
-            ..Plan::default()
-        }
+        Plan { summary: summary.into(), ..Plan::default() }
     }
 
     pub fn change(mut self, line: impl Into<String>) -> Self {
@@ -34,11 +31,7 @@ impl Plan {
     }
 
     pub fn check(mut self, name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Self {
-        self.checks.push(Check {
-            name: name.into(),
-            ok,
-            detail: detail.into(),
-        });
+        self.checks.push(Check { name: name.into(), ok, detail: detail.into() });
         self
     }
 

@@ -43,12 +43,8 @@ impl SecretRef {
             SecretRef::File(path) => std::fs::read_to_string(path)
                 .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
                 .map_err(|e| {
-                    ActionError::permanent(format!(
-                        "credential reference `{self}` cannot be read: {e}"
-                    ))
-                    .with_hint(format!(
-                        "check that {path} exists and is readable by drover"
-                    ))
+                    ActionError::permanent(format!("credential reference `{self}` cannot be read: {e}"))
+                        .with_hint(format!("check that {path} exists and is readable by drover"))
                 }),
         }
     }
@@ -121,10 +117,7 @@ mod tests {
 
     #[test]
     fn missing_env_names_the_reference_not_a_value() {
-        let err = SecretRef::parse("env:DROVER_TEST_SURELY_UNSET")
-            .unwrap()
-            .resolve()
-            .unwrap_err();
+        let err = SecretRef::parse("env:DROVER_TEST_SURELY_UNSET").unwrap().resolve().unwrap_err();
         assert!(err.message.contains("env:DROVER_TEST_SURELY_UNSET"));
     }
 }

@@ -47,12 +47,7 @@ pub trait TypedAction: Send + Sync + 'static {
 
     async fn run(&self, ctx: &StepContext, params: Self::Params) -> Result<Outputs, ActionError>;
 
-    async fn undo(
-        &self,
-        ctx: &StepContext,
-        params: Self::Params,
-        outputs: &Outputs,
-    ) -> Result<(), ActionError> {
+    async fn undo(&self, ctx: &StepContext, params: Self::Params, outputs: &Outputs) -> Result<(), ActionError> {
         let _ = (ctx, params, outputs);
         Ok(())
     }
@@ -69,20 +64,13 @@ pub fn typed<A: TypedAction>(action: A) -> Arc<dyn Action> {
         outputs: spec
             .outputs
             .iter()
-            .map(|(n, d)| OutputDoc {
-                name: n.to_string(),
-                description: d.to_string(),
-            })
+            .map(|(n, d)| OutputDoc { name: n.to_string(), description: d.to_string() })
             .collect(),
         side_effects: spec.side_effects,
         undo: spec.undo,
         open_outputs: spec.open_outputs,
     };
-    Arc::new(Typed {
-        action,
-        info,
-        _p: PhantomData,
-    })
+    Arc::new(Typed { action, info, _p: PhantomData })
 }
 
 struct Typed<A: TypedAction> {
@@ -103,11 +91,7 @@ impl<A: TypedAction> Typed<A> {
             let e = &errs[0];
             let path: String = e.path.iter().map(|p| p.to_string()).collect();
             ActionError::permanent(format!("invalid parameter with{path}: {}", e.message))
-                .with_hint(
-                    e.hint
-                        .clone()
-                        .unwrap_or_else(|| "fix the step's `with:` in the runbook".into()),
-                )
+                .with_hint(e.hint.clone().unwrap_or_else(|| "fix the step's `with:` in the runbook".into()))
         })
     }
 }
@@ -133,12 +117,7 @@ impl<A: TypedAction> Action for Typed<A> {
         self.action.run(ctx, params).await
     }
 
-    async fn undo(
-        &self,
-        ctx: &StepContext,
-        with: &Value,
-        outputs: &Outputs,
-    ) -> Result<(), ActionError> {
+    async fn undo(&self, ctx: &StepContext, with: &Value, outputs: &Outputs) -> Result<(), ActionError> {
         let params = self.decode_for_call(with)?;
         self.action.undo(ctx, params, outputs).await
     }
@@ -152,18 +131,12 @@ fn param_error(err: serde_path_to_error::Error<serde_json::Error>) -> ParamError
         .filter_map(|seg| match seg {
             serde_path_to_error::Segment::Seq { index } => Some(PathSegment::Index(*index)),
             serde_path_to_error::Segment::Map { key } => Some(PathSegment::Key(key.clone())),
-            serde_path_to_error::Segment::Enum { variant } => {
-                Some(PathSegment::Key(variant.clone()))
-            }
+            serde_path_to_error::Segment::Enum { variant } => Some(PathSegment::Key(variant.clone())),
             serde_path_to_error::Segment::Unknown => None,
         })
         .collect();
     let message = err.inner().to_string();
-    let message = message
-        .split(" at line ")
-        .next()
-        .unwrap_or(&message)
-        .to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message).to_string();
     let mut hint = None;
     if let Some((field, expected)) = unknown_field(&message) {
         // serde reports the struct; point at the offending key itself.
@@ -175,25 +148,13 @@ fn param_error(err: serde_path_to_error::Error<serde_json::Error>) -> ParamError
             None if expected.is_empty() => "this action takes no parameters here".to_string(),
             None => format!("valid keys: {}", expected.join(", ")),
         });
-        return ParamError {
-            path,
-            message: format!("unknown parameter `{field}`"),
-            hint,
-        };
+        return ParamError { path, message: format!("unknown parameter `{field}`"), hint };
     }
     if let Some(field) = between(&message, "missing field `", "`") {
         hint = Some(format!("add `{field}:` to the step's `with:`"));
-        return ParamError {
-            path,
-            message: format!("missing parameter `{field}`"),
-            hint,
-        };
+        return ParamError { path, message: format!("missing parameter `{field}`"), hint };
     }
-    ParamError {
-        path,
-        message,
-        hint,
-    }
+    ParamError { path, message, hint }
 }
 
 fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
@@ -205,16 +166,8 @@ fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     let field = between(message, "unknown field `", "`")?.to_string();
     let expected = message
         .split_once("expected one of ")
-        .map(|(_, list)| {
-            list.split(", ")
-                .map(|s| s.trim_matches('`').to_string())
-                .collect()
-        })
-        .or_else(|| {
-            message
-                .split_once("expected `")
-                .map(|(_, one)| vec![one.trim_end_matches('`').to_string()])
-        })
+        .map(|(_, list)| list.split(", ").map(|s| s.trim_matches('`').to_string()).collect())
+        .or_else(|| message.split_once("expected `").map(|(_, one)| vec![one.trim_end_matches('`').to_string()]))
         .unwrap_or_default();
     Some((field, expected))
 }
@@ -233,10 +186,7 @@ pub fn closest<'a, S: AsRef<str>>(word: &str, candidates: &'a [S]) -> Option<&'a
 impl ParamError {
     pub fn at(path: &[&str], message: impl Into<String>) -> Self {
         ParamError {
-            path: path
-                .iter()
-                .map(|k| PathSegment::Key(k.to_string()))
-                .collect(),
+            path: path.iter().map(|k| PathSegment::Key(k.to_string())).collect(),
             message: message.into(),
             hint: None,
         }
@@ -305,10 +255,7 @@ mod tests {
 
     #[test]
     fn closest_ignores_far_words() {
-        assert_eq!(
-            closest("destinaton", &["site", "destination"]),
-            Some("destination")
-        );
+        assert_eq!(closest("destinaton", &["site", "destination"]), Some("destination"));
         assert_eq!(closest("zzz", &["site", "destination"]), None);
     }
 }

@@ -10,9 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use drover_api::{
-    ActionError, ActionSpec, Outputs, ParamError, Plan, SecretRef, StepContext, TypedAction,
-};
+use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, SecretRef, StepContext, TypedAction};
 
 pub struct Exec;
 
@@ -97,18 +95,11 @@ impl TypedAction for Exec {
 
     fn check(&self, p: &ExecParams) -> Result<(), Vec<ParamError>> {
         match (&p.command, &p.shell) {
-            (Some(_), Some(_)) => Err(vec![ParamError::at(
-                &["shell"],
-                "give either `command` or `shell`, not both",
-            )]),
-            (None, None) => Err(vec![ParamError::at(
-                &[],
-                "missing parameter `command` (or `shell`)",
-            )]),
-            (None, Some(_)) if !p.args.is_empty() => Err(vec![ParamError::at(
-                &["args"],
-                "`args` goes with `command`, not `shell`",
-            )]),
+            (Some(_), Some(_)) => Err(vec![ParamError::at(&["shell"], "give either `command` or `shell`, not both")]),
+            (None, None) => Err(vec![ParamError::at(&[], "missing parameter `command` (or `shell`)")]),
+            (None, Some(_)) if !p.args.is_empty() => {
+                Err(vec![ParamError::at(&["args"], "`args` goes with `command`, not `shell`")])
+            }
             _ => Ok(()),
         }
     }
@@ -116,21 +107,13 @@ impl TypedAction for Exec {
     async fn plan(&self, _: &StepContext, p: ExecParams) -> Result<Plan, ActionError> {
         let (program, _) = p.program();
         let found = find_program(&program);
-        let mut plan = Plan::new(format!("run `{}`", p.describe()))
-            .change(format!("run `{}`", p.describe()))
-            .check(
-                "command found",
-                found.is_some(),
-                found
-                    .map(|f| f.display().to_string())
-                    .unwrap_or_else(|| format!("`{program}` is not on PATH")),
-            );
+        let mut plan = Plan::new(format!("run `{}`", p.describe())).change(format!("run `{}`", p.describe())).check(
+            "command found",
+            found.is_some(),
+            found.map(|f| f.display().to_string()).unwrap_or_else(|| format!("`{program}` is not on PATH")),
+        );
         if let Some(dir) = &p.working_dir {
-            plan = plan.check(
-                "working directory exists",
-                dir.is_dir(),
-                dir.display().to_string(),
-            );
+            plan = plan.check("working directory exists", dir.is_dir(), dir.display().to_string());
         }
         for (var, r) in &p.secret_env {
             let ok = r.resolve().is_ok();
@@ -141,12 +124,8 @@ impl TypedAction for Exec {
 
     async fn run(&self, ctx: &StepContext, p: ExecParams) -> Result<Outputs, ActionError> {
         let (program, args) = p.program();
-        let output_file = std::env::temp_dir().join(format!(
-            "drover-output-{}-{}-{}",
-            std::process::id(),
-            ctx.step_id,
-            ctx.attempt
-        ));
+        let output_file =
+            std::env::temp_dir().join(format!("drover-output-{}-{}-{}", std::process::id(), ctx.step_id, ctx.attempt));
         let _ = std::fs::remove_file(&output_file);
         let mut cmd = tokio::process::Command::new(&program);
         cmd.args(&args)
@@ -155,11 +134,7 @@ impl TypedAction for Exec {
             .env("DROVER_STEP_ID", &ctx.step_id)
             .env("DROVER_ATTEMPT", ctx.attempt.to_string())
             .env("DROVER_OUTPUT", &output_file)
-            .stdin(if p.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if p.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -181,25 +156,15 @@ impl TypedAction for Exec {
         }
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let (status, out, err) = tokio::join!(
-            child.wait(),
-            read_capped(stdout, p.output_limit),
-            read_capped(stderr, p.output_limit)
-        );
-        let status = status.map_err(|e| {
-            ActionError::retryable(format!("waiting for `{}` failed: {e}", p.describe()))
-        })?;
+        let (status, out, err) =
+            tokio::join!(child.wait(), read_capped(stdout, p.output_limit), read_capped(stderr, p.output_limit));
+        let status =
+            status.map_err(|e| ActionError::retryable(format!("waiting for `{}` failed: {e}", p.describe())))?;
         let code = status.code().unwrap_or(-1);
         let mut outputs = Outputs::new();
         outputs.insert("exit_code".into(), code.into());
-        outputs.insert(
-            "stdout".into(),
-            Value::String(out.trim_end_matches('\n').to_string()),
-        );
-        outputs.insert(
-            "stderr".into(),
-            Value::String(err.trim_end_matches('\n').to_string()),
-        );
+        outputs.insert("stdout".into(), Value::String(out.trim_end_matches('\n').to_string()));
+        outputs.insert("stderr".into(), Value::String(err.trim_end_matches('\n').to_string()));
         if let Ok(text) = std::fs::read_to_string(&output_file) {
             for line in text.lines().take(1000) {
                 if let Some((k, v)) = line.split_once('=')
@@ -213,27 +178,20 @@ impl TypedAction for Exec {
         if p.accept_exit_codes.contains(&code) {
             return Ok(outputs);
         }
-        let tail = last_line(&err)
-            .or_else(|| last_line(&out))
-            .unwrap_or_default();
+        let tail = last_line(&err).or_else(|| last_line(&out)).unwrap_or_default();
         let message = match status.code() {
             Some(c) => format!(
                 "`{}` exited with {c}{}",
                 p.describe(),
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {tail}")
-                }
+                if tail.is_empty() { String::new() } else { format!(": {tail}") }
             ),
             None => format!("`{}` was killed by a signal", p.describe()),
         };
         if p.retry_exit_codes.contains(&code) {
             Err(ActionError::retryable(message))
         } else {
-            Err(ActionError::permanent(message).with_hint(
-                "see the step's stderr in the report; fix the cause, then `drover resume`",
-            ))
+            Err(ActionError::permanent(message)
+                .with_hint("see the step's stderr in the report; fix the cause, then `drover resume`"))
         }
     }
 }
@@ -252,10 +210,7 @@ impl Drop for GroupGuard {
 }
 
 fn last_line(s: &str) -> Option<String> {
-    s.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.chars().take(300).collect())
+    s.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.chars().take(300).collect())
 }
 
 /// Read a stream to the end, keeping at most `limit` bytes (the rest is drained).
@@ -285,7 +240,5 @@ fn find_program(program: &str) -> Option<PathBuf> {
         let p = PathBuf::from(program);
         return p.is_file().then_some(p);
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
 }

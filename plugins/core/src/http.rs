@@ -11,8 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use drover_api::{
-    ActionError, ActionSpec, HumanDuration, Outputs, ParamError, Plan, Progress, SecretRef,
-    StepContext, TypedAction,
+    ActionError, ActionSpec, HumanDuration, Outputs, ParamError, Plan, Progress, SecretRef, StepContext, TypedAction,
 };
 
 /// Most bytes of a response body kept in the outputs.
@@ -130,25 +129,16 @@ fn one() -> u32 {
 fn check_request(p: &HttpParams) -> Result<(), Vec<ParamError>> {
     let mut errs = vec![];
     if reqwest::Method::from_bytes(p.method.to_uppercase().as_bytes()).is_err() {
-        errs.push(ParamError::at(
-            &["method"],
-            format!("`{}` is not an HTTP method", p.method),
-        ));
+        errs.push(ParamError::at(&["method"], format!("`{}` is not an HTTP method", p.method)));
     }
     if !p.url.contains("${{") && reqwest::Url::parse(&p.url).is_err() {
-        errs.push(ParamError::at(
-            &["url"],
-            format!("`{}` is not a URL", p.url),
-        ));
+        errs.push(ParamError::at(&["url"], format!("`{}` is not a URL", p.url)));
     }
     if let Some(j) = &p.expect_json
         && !j.pointer.is_empty()
         && !j.pointer.starts_with('/')
     {
-        errs.push(ParamError::at(
-            &["expect_json", "pointer"],
-            "a JSON pointer starts with `/`, e.g. `/status`",
-        ));
+        errs.push(ParamError::at(&["expect_json", "pointer"], "a JSON pointer starts with `/`, e.g. `/status`"));
     }
     if errs.is_empty() { Ok(()) } else { Err(errs) }
 }
@@ -169,19 +159,13 @@ impl Observation {
             p.expect_status.contains(&self.status)
         };
         if !status_ok {
-            let want = if p.expect_status.is_empty() {
-                "2xx".to_string()
-            } else {
-                format!("{:?}", p.expect_status)
-            };
+            let want = if p.expect_status.is_empty() { "2xx".to_string() } else { format!("{:?}", p.expect_status) };
             return Some(format!("status {} (expected {want})", self.status));
         }
         if let Some(j) = &p.expect_json {
             let found = self.json.as_ref().and_then(|v| v.pointer(&j.pointer));
             if found != Some(&j.equals) {
-                let shown = found
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "nothing".into());
+                let shown = found.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into());
                 return Some(format!("{} is {shown} (expected {})", j.pointer, j.equals));
             }
         }
@@ -213,20 +197,15 @@ fn client(p: &HttpParams) -> Result<reqwest::Client, ActionError> {
             ActionError::permanent(format!("cannot read ca_file {}: {e}", ca.display()))
                 .with_hint("check the path in `ca_file`")
         })?;
-        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-            ActionError::permanent(format!(
-                "ca_file {} is not a PEM certificate: {e}",
-                ca.display()
-            ))
-        })?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| ActionError::permanent(format!("ca_file {} is not a PEM certificate: {e}", ca.display())))?;
         b = b.add_root_certificate(cert);
     }
     if p.insecure {
         tracing::warn!(url = %p.url, "TLS verification is off for this request (insecure: true)");
         b = b.danger_accept_invalid_certs(true);
     }
-    b.build()
-        .map_err(|e| ActionError::permanent(format!("cannot build an HTTP client: {e}")))
+    b.build().map_err(|e| ActionError::permanent(format!("cannot build an HTTP client: {e}")))
 }
 
 async fn send(client: &reqwest::Client, p: &HttpParams) -> Result<Observation, ActionError> {
@@ -262,9 +241,10 @@ async fn send(client: &reqwest::Client, p: &HttpParams) -> Result<Observation, A
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let bytes = resp.bytes().await.map_err(|e| {
-        ActionError::retryable(format!("reading the answer of {} failed: {e}", p.url))
-    })?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ActionError::retryable(format!("reading the answer of {} failed: {e}", p.url)))?;
     let json = serde_json::from_slice(&bytes).ok();
     let mut body = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_LIMIT)]).into_owned();
     if bytes.len() > BODY_LIMIT {
@@ -314,14 +294,9 @@ impl TypedAction for Http {
     }
 
     async fn plan(&self, _: &StepContext, p: HttpParams) -> Result<Plan, ActionError> {
-        let mut plan = Plan::new(format!("{} {}", p.method, p.url))
-            .change(format!("send {} {}", p.method, p.url));
+        let mut plan = Plan::new(format!("{} {}", p.method, p.url)).change(format!("send {} {}", p.method, p.url));
         for (k, r) in &p.secret_headers {
-            plan = plan.check(
-                format!("secret for header {k} readable"),
-                r.resolve().is_ok(),
-                r.to_string(),
-            );
+            plan = plan.check(format!("secret for header {k} readable"), r.resolve().is_ok(), r.to_string());
         }
         Ok(plan.output("status", 200))
     }
@@ -331,18 +306,9 @@ impl TypedAction for Http {
         let obs = send(&client, &p).await?;
         match obs.mismatch(&p) {
             None => Ok(obs.outputs()),
-            Some(why) if obs.status >= 500 => Err(ActionError::retryable(format!(
-                "{} {}: {why}",
-                p.method, p.url
-            ))),
-            Some(why) => Err(
-                ActionError::permanent(format!("{} {}: {why}", p.method, p.url)).with_hint(
-                    format!(
-                        "the server answered: {}",
-                        obs.body.chars().take(200).collect::<String>()
-                    ),
-                ),
-            ),
+            Some(why) if obs.status >= 500 => Err(ActionError::retryable(format!("{} {}: {why}", p.method, p.url))),
+            Some(why) => Err(ActionError::permanent(format!("{} {}: {why}", p.method, p.url))
+                .with_hint(format!("the server answered: {}", obs.body.chars().take(200).collect::<String>()))),
         }
     }
 }
@@ -377,11 +343,7 @@ impl TypedAction for WaitHttp {
     }
 
     async fn plan(&self, _: &StepContext, p: WaitHttpParams) -> Result<Plan, ActionError> {
-        Ok(Plan::new(format!(
-            "wait until {} {} answers as expected",
-            p.method, p.url
-        ))
-        .output("status", 200))
+        Ok(Plan::new(format!("wait until {} {} answers as expected", p.method, p.url)).output("status", 200))
     }
 
     async fn run(&self, ctx: &StepContext, p: WaitHttpParams) -> Result<Outputs, ActionError> {
@@ -414,11 +376,7 @@ impl TypedAction for WaitHttp {
                 }
                 Err(e) => return Err(e),
             }
-            ctx.progress(Progress {
-                message: format!("poll {polls}: {last}"),
-                done: None,
-                total: None,
-            });
+            ctx.progress(Progress { message: format!("poll {polls}: {last}"), done: None, total: None });
             if ctx.remaining().is_some_and(|r| r <= p.interval.0) {
                 return Err(ActionError::permanent(format!(
                     "{} {} did not answer as expected in time; last: {last}",

@@ -11,23 +11,14 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use drover_api::{
-    Action, ActionError, ActionSpec, HumanDuration, Outputs, Plan, StepContext, TypedAction, typed,
-};
+use drover_api::{Action, ActionError, ActionSpec, HumanDuration, Outputs, Plan, StepContext, TypedAction, typed};
 
 pub use exec::Exec;
 pub use http::{Http, WaitHttp};
 
 /// Every built-in action.
 pub fn actions() -> Vec<Arc<dyn Action>> {
-    vec![
-        typed(Exec),
-        typed(Http),
-        typed(WaitHttp),
-        typed(Sleep),
-        typed(Approve),
-        typed(Log),
-    ]
+    vec![typed(Exec), typed(Http), typed(WaitHttp), typed(Sleep), typed(Approve), typed(Log)]
 }
 
 /// `sleep`: wait a fixed time (e.g. for a DNS TTL to expire).
@@ -88,8 +79,7 @@ impl TypedAction for Approve {
     };
 
     async fn plan(&self, _: &StepContext, p: ApproveParams) -> Result<Plan, ActionError> {
-        Ok(Plan::new(format!("ask the operator: {}", p.message))
-            .output("approved_by", "<operator>"))
+        Ok(Plan::new(format!("ask the operator: {}", p.message)).output("approved_by", "<operator>"))
     }
 
     async fn run(&self, ctx: &StepContext, p: ApproveParams) -> Result<Outputs, ActionError> {
