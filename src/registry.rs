@@ -35,7 +35,7 @@ impl Registry {
     /// The built-in actions of every plugin crate.
     pub fn builtin() -> Self {
         let mut r = Registry::empty();
-        for action in drover_core_actions::actions() {
+        for action in drover_core_actions::actions().into_iter().chain(drover_ontap::actions()) {
             r = r.with(action);
         }
         r

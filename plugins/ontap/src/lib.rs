@@ -1,0 +1,33 @@
+//! NetApp ONTAP: SnapMirror and SVM-DR control over the ONTAP REST API, and a simulator of
+//! that API for tests and the lab.
+//!
+//! Sites carry an `ontap:` section (`url`, `username`, `credentials: env:VAR`, optional
+//! `ca_file`, `insecure`, `request_timeout`, `retries`). Relationships are addressed by their
+//! destination path on the destination cluster: `svm_dr:` for SVM-DR, `svm_dr:vol` for a volume.
+
+mod actions;
+pub mod client;
+pub mod sim;
+
+use std::sync::Arc;
+
+use drover_api::{Action, typed};
+
+pub use client::OntapSite;
+
+/// Every ONTAP action.
+pub fn actions() -> Vec<Arc<dyn Action>> {
+    vec![
+        typed(actions::Wait),
+        typed(actions::Update),
+        typed(actions::Quiesce),
+        typed(actions::Break),
+        typed(actions::Resync),
+        typed(actions::Reverse),
+        typed(actions::Release),
+        typed(actions::SvmStart),
+        typed(actions::SvmStop),
+        typed(actions::VolumeClone),
+        typed(actions::VolumeDelete),
+    ]
+}

@@ -1,0 +1,351 @@
+//! A simulator of the ONTAP REST API for SnapMirror, SVM-DR and FlexClone
+//! (`shared/docs/ONTAP-REST.md`), used by the tests and the lab, runnable on its own.
+//!
+//! Several clusters, each on its own loopback port with its own credentials, share one
+//! replication model. HTTPS with a self-signed certificate when `settings.tls` is on. Faults
+//! can be injected (sync errors, job failures, latency, dropped connections), and a cluster can
+//! be taken down: its port is closed, so connections are refused as with a dead site.
+
+mod api;
+pub mod topology;
+pub mod world;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use topology::{Settings, Topology};
+pub use world::{ApiError, Fault, FaultKind, World};
+
+/// One simulated cluster's address.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+/// A running simulator; dropping it stops every cluster.
+pub struct Simulator {
+    world: Arc<Mutex<World>>,
+    endpoints: Vec<Endpoint>,
+    up: Vec<watch::Sender<bool>>,
+    ca: Option<(String, tempfile_path::TempPath)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+mod tempfile_path {
+    use std::path::{Path, PathBuf};
+
+    /// A file removed on drop.
+    #[derive(Debug)]
+    pub struct TempPath(pub PathBuf);
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    impl AsRef<Path> for TempPath {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+}
+
+type Tls = Option<tokio_rustls::TlsAcceptor>;
+
+impl Simulator {
+    /// Start every cluster of the topology on 127.0.0.1.
+    pub async fn start(topology: &Topology) -> Result<Simulator, String> {
+        let world = World::new(topology)?;
+        let tls = topology.settings.tls;
+        let world = Arc::new(Mutex::new(world));
+        let (acceptor, ca) = if tls {
+            let (acceptor, pem) = self_signed()?;
+            let path = std::env::temp_dir().join(format!(
+                "drover-ontap-sim-ca-{}-{}.pem",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            std::fs::write(&path, &pem).map_err(|e| format!("cannot write the simulator's CA file: {e}"))?;
+            (Some(acceptor), Some((pem, tempfile_path::TempPath(path))))
+        } else {
+            (None, None)
+        };
+        let mut sim = Simulator { world, endpoints: vec![], up: vec![], ca, tasks: vec![] };
+        for (i, c) in topology.clusters.iter().enumerate() {
+            let listener = TcpListener::bind(("127.0.0.1", c.port))
+                .await
+                .map_err(|e| format!("cluster {}: cannot listen: {e}", c.name))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let scheme = if tls { "https" } else { "http" };
+            let url = if tls { format!("{scheme}://localhost:{}", addr.port()) } else { format!("{scheme}://{addr}") };
+            sim.endpoints.push(Endpoint { name: c.name.clone(), url, addr });
+            let (tx, rx) = watch::channel(true);
+            sim.up.push(tx);
+            sim.tasks.push(tokio::spawn(serve(listener, addr, rx, sim.world.clone(), i, acceptor.clone())));
+        }
+        Ok(sim)
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    pub fn url(&self, cluster: &str) -> String {
+        self.endpoints.iter().find(|e| e.name == cluster).map(|e| e.url.clone()).unwrap_or_default()
+    }
+
+    /// The PEM file of the self-signed certificate (HTTPS only): a client's `ca_file`.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.ca.as_ref().map(|(_, p)| p.0.clone())
+    }
+
+    /// Take a cluster down (its port closes: connection refused) or bring it back.
+    pub fn set_reachable(&self, cluster: &str, up: bool) {
+        let Some(i) = self.endpoints.iter().position(|e| e.name == cluster) else { return };
+        self.world.lock().unwrap_or_else(|e| e.into_inner()).clusters[i].reachable = up;
+        let _ = self.up[i].send(up);
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.world.lock().unwrap_or_else(|e| e.into_inner()).faults.push(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.world.lock().unwrap_or_else(|e| e.into_inner()).faults.clear();
+    }
+
+    /// Read or change the model directly (tests and the lab).
+    pub fn with_world<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
+        let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        w.tick();
+        f(&mut w)
+    }
+}
+
+fn self_signed() -> Result<(tokio_rustls::TlsAcceptor, String), String> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    let pem = cert.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .map_err(|e| format!("bad certificate: {e}"))?;
+    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), pem))
+}
+
+async fn serve(
+    mut listener: TcpListener,
+    addr: SocketAddr,
+    mut up: watch::Receiver<bool>,
+    world: Arc<Mutex<World>>,
+    cluster: usize,
+    tls: Tls,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let world = world.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(req, world.clone(), cluster));
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
+                });
+            }
+            changed = up.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if !*up.borrow() {
+                    // Site down: close the port, wait until it comes back, listen again.
+                    drop(listener);
+                    while up.changed().await.is_ok() && !*up.borrow() {}
+                    listener = loop {
+                        match TcpListener::bind(addr).await {
+                            Ok(l) => break l,
+                            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+fn respond(status: u16, body: &Value, location: Option<String>) -> Response<Full<Bytes>> {
+    let mut r = Response::builder().status(status).header("content-type", "application/hal+json");
+    if let Some(l) = location {
+        r = r.header("location", l);
+    }
+    r.body(Full::new(Bytes::from(body.to_string()))).expect("valid response")
+}
+
+fn parse_query(q: Option<&str>) -> world::Query {
+    let mut out = vec![];
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.push((decode(k), decode(v)));
+    }
+    world::Query(out)
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                }
+                Err(_) => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    world: Arc<Mutex<World>>,
+    cluster: usize,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = parse_query(req.uri().query());
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+
+    // Faults first: they model the network and the server, not the API.
+    let fault = {
+        let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
+        let name = w.clusters[cluster].name.clone();
+        let mut hit = None;
+        for f in w.faults.iter_mut() {
+            let applies = f.cluster.as_deref().is_none_or(|c| c == name)
+                && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(&method))
+                && f.path.as_deref().is_none_or(|p| path.contains(p))
+                && f.remaining != Some(0)
+                && (f.share >= 1.0 || rand::random::<f64>() < f.share);
+            if applies {
+                if let Some(n) = f.remaining.as_mut() {
+                    *n -= 1;
+                }
+                hit = Some(f.kind.clone());
+                break;
+            }
+        }
+        hit
+    };
+    match fault {
+        Some(FaultKind::Latency(d)) => tokio::time::sleep(d).await,
+        Some(FaultKind::DropConnection) => return Err(Dropped),
+        Some(FaultKind::SyncError { status, code, message }) => {
+            return Ok(respond(status, &ApiError::new(status, code, message).body(), None));
+        }
+        Some(FaultKind::JobFailure { code, message }) => {
+            world.lock().unwrap_or_else(|e| e.into_inner()).pending_job_failure = Some((code, message));
+        }
+        None => {}
+    }
+
+    let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
+    let c = &w.clusters[cluster];
+    let expected =
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password)));
+    if auth.as_deref() != Some(expected.as_str()) {
+        let body = ApiError::new(401, "6691623", "User is not authorized.").body();
+        return Ok(respond(401, &body, None));
+    }
+    let body: Value = if bytes.is_empty() {
+        Value::Object(Default::default())
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => api::normalise_body(v),
+            Err(e) => {
+                let err = ApiError::new(400, "2", format!("The request body is not valid JSON: {e}"));
+                return Ok(respond(400, &err.body(), None));
+            }
+        }
+    };
+    w.tick();
+    let answer = api::route(&mut w, cluster, &method, &path, &query, &body);
+    if answer.is_err() {
+        // A job failure armed for this request must not leak to a later one.
+        w.pending_job_failure = None;
+    }
+    Ok(match answer {
+        Ok(a) => respond(a.status, &a.body, a.location),
+        Err(e) => respond(e.status, &e.body(), None),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(decode("svm_dr%3A"), "svm_dr:");
+        assert_eq!(decode("a%2Cb"), "a,b");
+        assert_eq!(decode("100%"), "100%");
+    }
+}

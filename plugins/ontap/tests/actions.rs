@@ -1,0 +1,365 @@
+//! Every ONTAP action against the simulator: idempotent re-runs, job failures, transient
+//! codes, a dead site, refusals that protect data, credentials and TLS.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use drover_api::{Action, ActionError, ErrorKind, Mode, Outputs, Progress, StepContext, StepHost};
+use drover_ontap::sim::{Fault, FaultKind, Simulator, Topology};
+
+const TOPOLOGY: &str = r#"
+clusters:
+  - name: east
+    password: east-pw
+    peers: [west]
+    svms: [{ name: svm1, state: running }]
+    volumes: [{ name: vol1, svm: svm1 }, { name: vol2, svm: svm1 }]
+  - name: west
+    password: west-pw
+    peers: [east]
+    svms: [{ name: svm_dr, state: stopped, subtype: dp_destination }, { name: svm_vol, state: running }]
+    volumes:
+      - { name: vol1, svm: svm_dr, type: dp }
+      - { name: vol2, svm: svm_dr, type: dp }
+      - { name: vol1_dst, svm: svm_vol, type: dp }
+      - { name: vol_new, svm: svm_vol, type: dp }
+svm_peers:
+  - { svm: svm_dr@west, peer: svm1@east }
+  - { svm: svm_vol@west, peer: svm1@east }
+relationships:
+  - { source_cluster: east, source: "svm1:", destination_cluster: west, destination: "svm_dr:", identity_preservation: full }
+  - { source_cluster: east, source: "svm1:vol1", destination_cluster: west, destination: "svm_vol:vol1_dst" }
+  - { source_cluster: east, source: "svm1:vol2", destination_cluster: west, destination: "svm_vol:vol_new", state: uninitialized }
+"#;
+
+struct Host;
+
+#[async_trait]
+impl StepHost for Host {
+    fn progress(&self, _: &str, _: Progress) {}
+    fn note(&self, _: &str, _: &str) {}
+    async fn checkpoint(&self, _: &str, _: Value) {}
+    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
+        Ok("t".into())
+    }
+}
+
+struct Lab {
+    sim: Simulator,
+    sites: BTreeMap<String, Value>,
+}
+
+async fn lab_with(extra: &str) -> Lab {
+    let topology = Topology::from_yaml(&format!("{TOPOLOGY}{extra}")).unwrap();
+    let sim = Simulator::start(&topology).await.unwrap();
+    // SAFETY: each test sets the same values; nothing reads them concurrently with a change.
+    unsafe {
+        std::env::set_var("SIM_EAST_PW", "east-pw");
+        std::env::set_var("SIM_WEST_PW", "west-pw");
+    }
+    let mut sites = BTreeMap::new();
+    for (name, var) in [("east", "SIM_EAST_PW"), ("west", "SIM_WEST_PW")] {
+        let mut ontap =
+            json!({ "url": sim.url(name), "username": "admin", "credentials": format!("env:{var}"), "retries": 3 });
+        if let Some(ca) = sim.ca_file() {
+            ontap["ca_file"] = json!(ca);
+        }
+        sites.insert(name.to_string(), json!({ "ontap": ontap }));
+    }
+    Lab { sim, sites }
+}
+
+async fn lab() -> Lab {
+    lab_with("").await
+}
+
+impl Lab {
+    fn ctx(&self, timeout: Duration) -> StepContext {
+        StepContext::new(
+            "run",
+            "step",
+            1,
+            Mode::Run,
+            Some(tokio::time::Instant::now() + timeout),
+            Arc::new(self.sites.clone()),
+            Default::default(),
+            Arc::new(Host),
+            None,
+        )
+    }
+
+    async fn run(&self, name: &str, with: Value) -> Result<Outputs, ActionError> {
+        action(name).run(&self.ctx(Duration::from_secs(20)), &with).await
+    }
+
+    fn jobs(&self) -> usize {
+        self.sim.with_world(|w| w.jobs.len())
+    }
+
+    fn rel_state(&self, dst: &str) -> String {
+        self.sim.with_world(|w| w.rels.iter().find(|r| r.dst_path == dst).map(|r| r.state.clone()).unwrap_or_default())
+    }
+
+    fn svm_state(&self, cluster: &str, svm: &str) -> (String, String) {
+        self.sim.with_world(|w| {
+            let c = w.cluster_index(cluster).unwrap();
+            let s = &w.clusters[c].svms[w.svm_index(c, svm).unwrap()];
+            (s.state.clone(), s.subtype.clone())
+        })
+    }
+}
+
+fn action(name: &str) -> Arc<dyn Action> {
+    drover_ontap::actions().into_iter().find(|a| a.info().name == name).unwrap()
+}
+
+#[tokio::test]
+async fn svm_dr_failover_steps_work_and_a_second_run_is_a_no_op() {
+    let lab = lab().await;
+    let rel = json!({ "site": "west", "destination": "svm_dr:" });
+    let out = lab.run("ontap.snapmirror.quiesce", rel.clone()).await.unwrap();
+    assert_eq!(out["state"], "paused");
+    let jobs = lab.jobs();
+    lab.run("ontap.snapmirror.quiesce", rel.clone()).await.unwrap();
+    assert_eq!(lab.jobs(), jobs, "a second quiesce makes no call");
+
+    let out = lab.run("ontap.snapmirror.break", rel.clone()).await.unwrap();
+    assert_eq!(out["state"], "broken_off");
+    assert!(out["exported_snapshot"].as_str().unwrap().starts_with("snapmirror."));
+    assert_eq!(lab.svm_state("west", "svm_dr").1, "default", "the DR SVM is no longer a dp_destination");
+    let jobs = lab.jobs();
+    lab.run("ontap.snapmirror.break", rel.clone()).await.unwrap();
+    assert_eq!(lab.jobs(), jobs, "a second break makes no call");
+
+    lab.run("ontap.svm.stop", json!({ "site": "east", "svm": "svm1" })).await.unwrap();
+    let out = lab.run("ontap.svm.start", json!({ "site": "west", "svm": "svm_dr" })).await.unwrap();
+    assert_eq!(out["state"], "running");
+    assert_eq!(lab.svm_state("west", "svm_dr").0, "running");
+    let jobs = lab.jobs();
+    lab.run("ontap.svm.start", json!({ "site": "west", "svm": "svm_dr" })).await.unwrap();
+    assert_eq!(lab.jobs(), jobs);
+}
+
+#[tokio::test]
+async fn a_dp_destination_svm_is_not_started_before_the_break() {
+    let lab = lab().await;
+    let err = lab.run("ontap.svm.start", json!({ "site": "west", "svm": "svm_dr" })).await.unwrap_err();
+    assert!(err.message.contains("still a dp_destination"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn break_of_an_uninitialized_relationship_is_refused() {
+    let lab = lab().await;
+    let err = lab
+        .run("ontap.snapmirror.break", json!({ "site": "west", "destination": "svm_vol:vol_new" }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(err.message.contains("uninitialized"), "{}", err.message);
+    assert_eq!(lab.rel_state("svm_vol:vol_new"), "uninitialized");
+}
+
+#[tokio::test]
+async fn update_transfers_and_moves_the_exported_snapshot() {
+    let lab = lab().await;
+    let rel = json!({ "site": "west", "destination": "svm_vol:vol1_dst" });
+    let before = lab.run("ontap.snapmirror.wait", rel.clone()).await.unwrap();
+    let after = lab.run("ontap.snapmirror.update", rel.clone()).await.unwrap();
+    assert_ne!(before["exported_snapshot"], after["exported_snapshot"]);
+    let waited = lab
+        .run(
+            "ontap.snapmirror.wait",
+            json!({ "site": "west", "destination": "svm_vol:vol1_dst", "until": "lag", "max_lag": "1h" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(waited["state"], "snapmirrored");
+}
+
+#[tokio::test]
+async fn a_job_failure_becomes_an_error_with_the_ontap_code_and_a_hint() {
+    let lab = lab().await;
+    lab.sim.inject(Fault {
+        cluster: Some("west".into()),
+        method: Some("PATCH".into()),
+        path: Some("/api/snapmirror/relationships/".into()),
+        kind: FaultKind::JobFailure {
+            code: 13303808,
+            message: "Transition to broken_off state failed. Reason: Another transfer is in progress.".into(),
+        },
+        remaining: Some(1),
+        share: 1.0,
+    });
+    let err = lab
+        .run("ontap.snapmirror.break", json!({ "site": "west", "destination": "svm_vol:vol1_dst" }))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("job failed: Transition to broken_off state failed")
+            && err.message.contains("code 13303808"),
+        "{}",
+        err.message
+    );
+    assert!(err.hint.unwrap().contains("running transfer"));
+    assert_eq!(lab.rel_state("svm_vol:vol1_dst"), "snapmirrored", "a failed job changes nothing");
+}
+
+#[tokio::test]
+async fn transient_6619715_is_retried_then_succeeds() {
+    let lab = lab().await;
+    lab.sim.inject(Fault {
+        cluster: Some("west".into()),
+        method: Some("PATCH".into()),
+        path: None,
+        kind: FaultKind::SyncError {
+            status: 409,
+            code: "6619715".into(),
+            message: "Modification of relationship is in progress. Retry the command after a few minutes.".into(),
+        },
+        remaining: Some(2),
+        share: 1.0,
+    });
+    let out = lab
+        .run("ontap.snapmirror.quiesce", json!({ "site": "west", "destination": "svm_vol:vol1_dst" }))
+        .await
+        .unwrap();
+    assert_eq!(out["state"], "paused");
+    assert_eq!(lab.sim.with_world(|w| w.faults[0].remaining), Some(0), "both injected faults were met and retried");
+}
+
+#[tokio::test]
+async fn a_dead_site_fails_fast_with_a_clear_retryable_error() {
+    let lab = lab().await;
+    lab.sim.set_reachable("east", false);
+    let started = std::time::Instant::now();
+    let err = lab.run("ontap.svm.stop", json!({ "site": "east", "svm": "svm1" })).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert_eq!(err.kind, ErrorKind::Retryable);
+    assert!(err.message.starts_with("ONTAP `east`") && err.message.contains("is unreachable"), "{}", err.message);
+    // The DR side still reports the relationship, now unhealthy.
+    let plan = action("ontap.snapmirror.wait")
+        .plan(&lab.ctx(Duration::from_secs(10)), &json!({ "site": "west", "destination": "svm_dr:" }))
+        .await
+        .unwrap();
+    assert!(plan.checks.iter().any(|c| c.name == "healthy" && !c.ok && c.detail.contains("unreachable")), "{plan:?}");
+}
+
+#[tokio::test]
+async fn resync_refuses_to_discard_writes_made_at_the_destination() {
+    let lab = lab().await;
+    let rel = json!({ "site": "west", "destination": "svm_dr:" });
+    lab.run("ontap.snapmirror.break", rel.clone()).await.unwrap();
+    lab.run("ontap.svm.start", json!({ "site": "west", "svm": "svm_dr" })).await.unwrap();
+    let err = lab.run("ontap.snapmirror.resync", rel.clone()).await.unwrap_err();
+    assert!(
+        err.message.starts_with("refusing to resync svm_dr:: the destination SVM `svm_dr` is running"),
+        "{}",
+        err.message
+    );
+    assert!(err.hint.unwrap().contains("discard_destination_writes: true"));
+    assert_eq!(lab.rel_state("svm_dr:"), "broken_off");
+    let out = lab
+        .run(
+            "ontap.snapmirror.resync",
+            json!({ "site": "west", "destination": "svm_dr:", "discard_destination_writes": true }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["state"], "snapmirrored");
+    assert_eq!(lab.svm_state("west", "svm_dr").1, "dp_destination");
+}
+
+#[tokio::test]
+async fn wrong_credentials_name_the_reference_never_the_password() {
+    let mut lab = lab().await;
+    // SAFETY: test-local variable.
+    unsafe { std::env::set_var("SIM_WRONG_PW", "not-the-password") };
+    lab.sites.get_mut("west").unwrap()["ontap"]["credentials"] = json!("env:SIM_WRONG_PW");
+    let err = lab.run("ontap.snapmirror.wait", json!({ "site": "west", "destination": "svm_dr:" })).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(
+        err.message.contains("rejected the credentials of user `admin` (from env:SIM_WRONG_PW)"),
+        "{}",
+        err.message
+    );
+    let all = format!("{err:?}");
+    assert!(!all.contains("not-the-password") && !all.contains("west-pw"));
+}
+
+#[tokio::test]
+async fn self_signed_tls_is_rejected_unless_its_ca_is_given() {
+    let mut lab = lab_with("settings: { tls: true }\n").await;
+    assert!(lab.sim.url("west").starts_with("https://"));
+    lab.run("ontap.snapmirror.wait", json!({ "site": "west", "destination": "svm_dr:" })).await.unwrap();
+    lab.sites.get_mut("west").unwrap()["ontap"].as_object_mut().unwrap().remove("ca_file");
+    let err = lab.run("ontap.snapmirror.wait", json!({ "site": "west", "destination": "svm_dr:" })).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(err.message.contains("TLS certificate not trusted"), "{}", err.message);
+    assert!(err.hint.unwrap().contains("ca_file"));
+}
+
+#[tokio::test]
+async fn flexclone_for_a_rehearsal_and_its_clean_up() {
+    let lab = lab().await;
+    let with = json!({ "site": "west", "svm": "svm_vol", "parent": "vol1_dst", "name": "vol1_rehearsal", "junction_path": "/vol1_rehearsal" });
+    let out = lab.run("ontap.volume.clone", with.clone()).await.unwrap();
+    assert_eq!(out["junction_path"], "/vol1_rehearsal");
+    assert!(out["snapshot"].as_str().unwrap().starts_with("snapmirror."));
+    let again = lab.run("ontap.volume.clone", with).await.unwrap();
+    assert_eq!(again["uuid"], out["uuid"], "a second clone call finds the first");
+    assert_eq!(lab.rel_state("svm_vol:vol1_dst"), "snapmirrored", "replication is not interrupted");
+    let del = json!({ "site": "west", "svm": "svm_vol", "name": "vol1_rehearsal" });
+    lab.run("ontap.volume.delete", del.clone()).await.unwrap();
+    lab.run("ontap.volume.delete", del).await.unwrap();
+    assert!(lab.sim.with_world(|w| w.clusters[1].volumes.iter().all(|v| v.name != "vol1_rehearsal")));
+}
+
+#[tokio::test]
+async fn failback_reverses_keeping_dr_writes_then_restores_the_original_direction() {
+    let lab = lab().await;
+    let dr = json!({ "site": "west", "destination": "svm_dr:" });
+    lab.run("ontap.snapmirror.break", dr.clone()).await.unwrap();
+    lab.run("ontap.svm.start", json!({ "site": "west", "svm": "svm_dr" })).await.unwrap();
+    // Failback: reverse (DR → primary) keeps what was written at DR.
+    let rev = lab
+        .run("ontap.snapmirror.reverse", json!({ "site": "west", "destination": "svm_dr:", "source_site": "east" }))
+        .await
+        .unwrap();
+    assert_eq!((rev["source"].as_str(), rev["destination"].as_str()), (Some("svm_dr:"), Some("svm1:")));
+    assert_eq!(lab.svm_state("east", "svm1").1, "dp_destination");
+    let again = lab
+        .run("ontap.snapmirror.reverse", json!({ "site": "west", "destination": "svm_dr:", "source_site": "east" }))
+        .await
+        .unwrap();
+    assert_eq!(again["uuid"], rev["uuid"], "reversing twice is a no-op");
+    // Planned switch back, then the original direction once more.
+    lab.run("ontap.svm.stop", json!({ "site": "west", "svm": "svm_dr" })).await.unwrap();
+    let back = json!({ "site": "east", "destination": "svm1:" });
+    lab.run("ontap.snapmirror.update", back.clone()).await.unwrap();
+    lab.run("ontap.snapmirror.quiesce", back.clone()).await.unwrap();
+    lab.run("ontap.snapmirror.break", back.clone()).await.unwrap();
+    lab.run("ontap.svm.start", json!({ "site": "east", "svm": "svm1" })).await.unwrap();
+    let orig = lab
+        .run("ontap.snapmirror.reverse", json!({ "site": "east", "destination": "svm1:", "source_site": "west" }))
+        .await
+        .unwrap();
+    assert_eq!((orig["source"].as_str(), orig["destination"].as_str()), (Some("svm1:"), Some("svm_dr:")));
+    assert_eq!(lab.rel_state("svm_dr:"), "snapmirrored");
+    assert_eq!(lab.svm_state("west", "svm_dr"), ("stopped".to_string(), "dp_destination".to_string()));
+    assert_eq!(lab.svm_state("east", "svm1"), ("running".to_string(), "default".to_string()));
+}
+
+#[tokio::test]
+async fn identity_preserving_break_waits_for_the_source_svm_when_configured() {
+    let lab = lab_with("settings: { break_requires_source_stopped: true, auto_start_dr_svm: true }\n").await;
+    let err = lab.run("ontap.snapmirror.break", json!({ "site": "west", "destination": "svm_dr:" })).await.unwrap_err();
+    assert!(err.message.contains("source SVM must be stopped"), "{}", err.message);
+    lab.run("ontap.svm.stop", json!({ "site": "east", "svm": "svm1" })).await.unwrap();
+    lab.run("ontap.snapmirror.break", json!({ "site": "west", "destination": "svm_dr:" })).await.unwrap();
+    assert_eq!(lab.svm_state("west", "svm_dr").0, "running", "the DR SVM started by itself");
+    lab.run("ontap.svm.start", json!({ "site": "west", "svm": "svm_dr" })).await.unwrap();
+}
