@@ -8,6 +8,7 @@ pub mod cli;
 pub mod engine;
 pub mod external;
 pub mod journal;
+pub mod lab;
 pub mod registry;
 pub mod report;
 pub mod runbook;

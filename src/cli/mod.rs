@@ -2,6 +2,7 @@
 
 mod gate;
 mod info;
+mod lab;
 mod run;
 mod view;
 
@@ -77,6 +78,9 @@ pub enum Command {
     Approve(info::ApproveArgs),
     /// List every action with its parameters and outputs.
     Actions(info::ActionsArgs),
+    /// Run simulators of the two sites on this machine (for trying drover and for tests).
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 /// Inputs shared by commands that load a runbook.
@@ -152,6 +156,7 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
         Command::Report(a) => info::report(&cli, a),
         Command::Approve(a) => info::approve(&cli, a),
         Command::Actions(a) => info::actions(&cli, a, &registry),
+        Command::Lab(c) => lab::run(&cli, c).await,
     };
     match result {
         Ok(code) => code,

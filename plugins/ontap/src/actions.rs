@@ -808,7 +808,13 @@ async fn plan_svm(ctx: &StepContext, p: &SvmParams, target: &str) -> Result<Plan
             let (state, subtype) = (s(&svm, "/state"), s(&svm, "/subtype"));
             plan = plan.check("SVM exists", true, format!("{state}, subtype {subtype}"));
             if target == "running" && subtype == "dp_destination" {
-                plan = plan.check("SVM may start", false, "still dp_destination: break its SVM-DR relationship first");
+                // An earlier step of the runbook (a break) is expected to change this; the run
+                // itself refuses if it has not.
+                plan = plan.check(
+                    "SVM may start",
+                    true,
+                    "dp_destination now: it starts once its SVM-DR relationship is broken",
+                );
             }
             plan.summary = if state == target {
                 format!("SVM {}: already {target}", p.svm)

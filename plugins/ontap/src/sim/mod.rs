@@ -135,6 +135,31 @@ impl Simulator {
         self.world.lock().unwrap_or_else(|e| e.into_inner()).faults.clear();
     }
 
+    /// Each cluster's `ontap:` site settings, with its password written to a file in `dir`
+    /// (mode 0600) and referenced as `file:PATH`.
+    pub fn site_sections(&self, dir: &std::path::Path) -> Result<Vec<(String, Value)>, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let secrets = dir.join("secrets");
+        std::fs::create_dir_all(&secrets).map_err(|e| format!("cannot create {}: {e}", secrets.display()))?;
+        let w = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = vec![];
+        for (c, e) in w.clusters.iter().zip(&self.endpoints) {
+            let file = secrets.join(format!("ontap-{}.password", c.name));
+            std::fs::write(&file, &c.password).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+            let mut section = serde_json::json!({
+                "url": e.url,
+                "username": c.username,
+                "credentials": format!("file:{}", file.display()),
+            });
+            if let Some(ca) = self.ca_file() {
+                section["ca_file"] = serde_json::json!(ca);
+            }
+            out.push((c.name.clone(), section));
+        }
+        Ok(out)
+    }
+
     /// Read or change the model directly (tests and the lab).
     pub fn with_world<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
         let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,0 +1,34 @@
+//! The lab: simulators and real servers on loopback standing in for two sites, so that a
+//! newcomer's first command is a real run with a real report.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use drover_ontap::sim::{Simulator, Topology};
+
+/// Write a drover sites file (`kind: Sites`) from per-site sections.
+pub fn write_sites_file(path: &Path, sites: &[(String, String, Value)]) -> Result<(), String> {
+    let mut map = Map::new();
+    for (site, section, value) in sites {
+        let entry = map.entry(site.clone()).or_insert_with(|| Value::Object(Map::new()));
+        entry[section] = value.clone();
+    }
+    let doc = json!({ "apiVersion": "drover/v1", "kind": "Sites", "sites": map });
+    let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
+    let header = "# Written by drover's lab: connection settings for the simulated sites.\n";
+    std::fs::write(path, format!("{header}{text}")).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Start the ONTAP simulator from a topology file and write `DIR/sites.yaml` for it.
+pub async fn start_ontap(topology: &Path, dir: &Path) -> Result<(Simulator, PathBuf), String> {
+    let text = std::fs::read_to_string(topology).map_err(|e| format!("cannot read {}: {e}", topology.display()))?;
+    let topo = Topology::from_yaml(&text).map_err(|e| format!("{}: {e}", topology.display()))?;
+    let sim = Simulator::start(&topo).await?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let sections: Vec<(String, String, Value)> =
+        sim.site_sections(dir)?.into_iter().map(|(name, v)| (name, "ontap".to_string(), v)).collect();
+    let sites = dir.join("sites.yaml");
+    write_sites_file(&sites, &sections)?;
+    Ok((sim, sites))
+}
