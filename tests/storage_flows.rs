@@ -15,8 +15,12 @@ fn drover(state: &std::path::Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// Relationship direction and state, and every SVM's state and subtype.
-fn snapshot(sim: &Simulator) -> (Vec<(String, String, String)>, Vec<(String, String, String, String)>) {
+/// Relationship direction and state: (source@cluster, destination@cluster, state).
+type Rels = Vec<(String, String, String)>;
+/// Every SVM: (cluster, name, state, subtype).
+type Svms = Vec<(String, String, String, String)>;
+
+fn snapshot(sim: &Simulator) -> (Rels, Svms) {
     sim.with_world(|w| {
         let rels = w
             .rels
