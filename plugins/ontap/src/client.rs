@@ -43,6 +43,12 @@ fn three() -> u32 {
     3
 }
 
+/// HTTP clients by connection settings: building one loads the trust store, and sharing one
+/// lets steps against the same cluster reuse connections.
+type ClientKey = (String, Option<PathBuf>, bool, Duration);
+static CLIENTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<ClientKey, reqwest::Client>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// ONTAP codes that mean "try again shortly" (ONTAP-REST.md §9).
 const RETRYABLE_CODES: &[&str] =
     &["6619715", "6619720", "13303816", "13304159", "13303830", "13303812", "13434915", "13434916"];
@@ -95,6 +101,10 @@ impl Client {
     pub fn connect(ctx: &StepContext, site: &str) -> Result<Client, ActionError> {
         let cfg: OntapSite = ctx.site_section(site, "ontap")?;
         let password = cfg.credentials.resolve()?;
+        let key = (cfg.url.clone(), cfg.ca_file.clone(), cfg.insecure, cfg.request_timeout.0);
+        if let Some(http) = CLIENTS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Client::from_parts(site, &cfg, password, http.clone()));
+        }
         let mut b = reqwest::Client::builder()
             .timeout(cfg.request_timeout.0)
             .connect_timeout(cfg.request_timeout.0.min(Duration::from_secs(10)));
@@ -113,16 +123,21 @@ impl Client {
             b = b.danger_accept_invalid_certs(true);
         }
         let http = b.build().map_err(|e| ActionError::permanent(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Client {
+        CLIENTS.lock().unwrap_or_else(|e| e.into_inner()).insert(key, http.clone());
+        Ok(Client::from_parts(site, &cfg, password, http))
+    }
+
+    fn from_parts(site: &str, cfg: &OntapSite, password: Secret, http: reqwest::Client) -> Client {
+        Client {
             site: site.to_string(),
             base: cfg.url.trim_end_matches('/').to_string(),
             http,
-            username: cfg.username,
+            username: cfg.username.clone(),
             password,
             credentials: cfg.credentials.to_string(),
             retries: cfg.retries,
             insecure: cfg.insecure,
-        })
+        }
     }
 
     fn describe(&self) -> String {

@@ -19,14 +19,8 @@ impl Answer {
         Answer { status: 200, body, location: None }
     }
 
-    fn job(w: &World, uuid: &str, query: &Query) -> Self {
+    fn job(_: &World, uuid: &str, _: &Query) -> Self {
         let link = json!({ "uuid": uuid, "_links": { "self": { "href": format!("/api/cluster/jobs/{uuid}") } } });
-        // With return_timeout, a job that has already ended is answered at once.
-        let wait = query.get("return_timeout").and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
-        let done = w.job(uuid).is_some_and(|j| j.ended_at.is_some());
-        if wait > 0 && done {
-            return Answer::ok(json!({ "job": link }));
-        }
         Answer { status: 202, body: json!({ "job": link }), location: None }
     }
 }
@@ -446,10 +440,18 @@ pub fn route(
         }
         ("GET", ["api", "snapmirror", "relationships"]) => {
             let list_sources = query.flag("list_destinations_only");
+            // Path filters are applied before records are rendered: a cluster may hold
+            // thousands of relationships and this is the most frequent query.
+            let by_path =
+                |wanted: Option<&str>, path: &str| wanted.is_none_or(|p| p.contains(['*', '|', '!']) || p == path);
             let records = w
                 .rels
                 .iter()
                 .filter(|r| if list_sources { r.src_cluster == c } else { r.dst_cluster == c })
+                .filter(|r| {
+                    by_path(query.get("destination.path"), &r.dst_path)
+                        && by_path(query.get("source.path"), &r.src_path)
+                })
                 .map(|r| relationship_record(w, r))
                 .collect();
             collection(path, records, query, &["uuid", "source.path", "destination.path"], &["svmdr_volumes"])

@@ -332,35 +332,84 @@ async fn handle(
         None => {}
     }
 
-    let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
-    let c = &w.clusters[cluster];
-    let expected =
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password)));
-    if auth.as_deref() != Some(expected.as_str()) {
-        let body = ApiError::new(401, "6691623", "User is not authorized.").body();
-        return Ok(respond(401, &body, None));
-    }
-    let body: Value = if bytes.is_empty() {
-        Value::Object(Default::default())
-    } else {
-        match serde_json::from_slice(&bytes) {
-            Ok(v) => api::normalise_body(v),
-            Err(e) => {
-                let err = ApiError::new(400, "2", format!("The request body is not valid JSON: {e}"));
-                return Ok(respond(400, &err.body(), None));
-            }
-        }
+    let answer = match route_locked(&world, cluster, &method, &path, &query, auth.as_deref(), &bytes) {
+        Ok(a) => a,
+        Err(early) => return Ok(early),
     };
-    w.tick();
-    let answer = api::route(&mut w, cluster, &method, &path, &query, &body);
-    if answer.is_err() {
-        // A job failure armed for this request must not leak to a later one.
-        w.pending_job_failure = None;
-    }
+    let answer = match answer {
+        Ok(a) if a.status == 202 => wait_return_timeout(&world, a, &query).await,
+        other => other,
+    };
     Ok(match answer {
         Ok(a) => respond(a.status, &a.body, a.location),
         Err(e) => respond(e.status, &e.body(), None),
     })
+}
+
+/// Authenticate, decode the body and route, all under the world's lock. `Err` is an answer
+/// to send as is (401, invalid JSON).
+fn route_locked(
+    world: &Arc<Mutex<World>>,
+    cluster: usize,
+    method: &str,
+    path: &str,
+    query: &world::Query,
+    auth: Option<&str>,
+    bytes: &[u8],
+) -> Result<Result<api::Answer, ApiError>, Response<Full<Bytes>>> {
+    let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
+    let c = &w.clusters[cluster];
+    let expected =
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password)));
+    if auth != Some(expected.as_str()) {
+        let body = ApiError::new(401, "6691623", "User is not authorized.").body();
+        return Err(respond(401, &body, None));
+    }
+    let body: Value = if bytes.is_empty() {
+        Value::Object(Default::default())
+    } else {
+        match serde_json::from_slice(bytes) {
+            Ok(v) => api::normalise_body(v),
+            Err(e) => {
+                let err = ApiError::new(400, "2", format!("The request body is not valid JSON: {e}"));
+                return Err(respond(400, &err.body(), None));
+            }
+        }
+    };
+    w.tick();
+    let answer = api::route(&mut w, cluster, method, path, query, &body);
+    if answer.is_err() {
+        // A job failure armed for this request must not leak to a later one.
+        w.pending_job_failure = None;
+    }
+    Ok(answer)
+}
+
+/// `return_timeout=N`: wait up to N seconds for the job; a job that ended in time is answered
+/// with 200 (or its failure as an error body) instead of 202.
+async fn wait_return_timeout(
+    world: &Arc<Mutex<World>>,
+    a: api::Answer,
+    query: &world::Query,
+) -> Result<api::Answer, ApiError> {
+    let secs = query.get("return_timeout").and_then(|t| t.parse::<u64>().ok()).unwrap_or(0).min(120);
+    let Some(uuid) = a.body.pointer("/job/uuid").and_then(Value::as_str).map(str::to_string) else { return Ok(a) };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while secs > 0 && std::time::Instant::now() < until {
+        {
+            let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
+            w.tick();
+            match w.job(&uuid).map(|j| (j.state.clone(), j.code, j.message.clone())) {
+                Some((state, _, _)) if state == "success" => return Ok(api::Answer { status: 200, ..a }),
+                Some((state, code, message)) if state == "failure" => {
+                    return Err(ApiError::new(400, code.to_string(), message));
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(a)
 }
 
 #[cfg(test)]
