@@ -334,7 +334,7 @@ async fn handle(
 
     let answer = match route_locked(&world, cluster, &method, &path, &query, auth.as_deref(), &bytes) {
         Ok(a) => a,
-        Err(early) => return Ok(early),
+        Err(early) => return Ok(*early),
     };
     let answer = match answer {
         Ok(a) if a.status == 202 => wait_return_timeout(&world, a, &query).await,
@@ -356,14 +356,14 @@ fn route_locked(
     query: &world::Query,
     auth: Option<&str>,
     bytes: &[u8],
-) -> Result<Result<api::Answer, ApiError>, Response<Full<Bytes>>> {
+) -> Result<Result<api::Answer, ApiError>, Box<Response<Full<Bytes>>>> {
     let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
     let c = &w.clusters[cluster];
     let expected =
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password)));
     if auth != Some(expected.as_str()) {
         let body = ApiError::new(401, "6691623", "User is not authorized.").body();
-        return Err(respond(401, &body, None));
+        return Err(Box::new(respond(401, &body, None)));
     }
     let body: Value = if bytes.is_empty() {
         Value::Object(Default::default())
@@ -372,7 +372,7 @@ fn route_locked(
             Ok(v) => api::normalise_body(v),
             Err(e) => {
                 let err = ApiError::new(400, "2", format!("The request body is not valid JSON: {e}"));
-                return Err(respond(400, &err.body(), None));
+                return Err(Box::new(respond(400, &err.body(), None)));
             }
         }
     };
