@@ -101,6 +101,10 @@ impl Client {
     pub fn connect(ctx: &StepContext, site: &str) -> Result<Client, ActionError> {
         let cfg: OntapSite = ctx.site_section(site, "ontap")?;
         let password = cfg.credentials.resolve()?;
+        if cfg.insecure {
+            // In the journal and the report, not only in the log.
+            ctx.note(&format!("TLS verification is OFF for ONTAP `{site}` ({}): insecure: true", cfg.url));
+        }
         let key = (cfg.url.clone(), cfg.ca_file.clone(), cfg.insecure, cfg.request_timeout.0);
         if let Some(http) = CLIENTS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(Client::from_parts(site, &cfg, password, http.clone()));

@@ -217,3 +217,15 @@ async fn transfer_post_is_201_with_a_location_and_updates_lag() {
     assert_eq!(rel["transfer"]["state"], "success");
     assert_ne!(rel["exported_snapshot"], before);
 }
+
+#[tokio::test]
+async fn faults_can_be_declared_in_the_topology() {
+    let text = format!(
+        "{TOPOLOGY}faults:\n  - {{ cluster: west, method: GET, path: /api/cluster, kind: {{ type: sync_error, status: 503, code: \"13303816\", message: busy }}, count: 1 }}\n"
+    );
+    let s = Simulator::start(&Topology::from_yaml(&text).unwrap()).await.unwrap();
+    let (status, body) = call(&s, reqwest::Method::GET, "/api/cluster", None, "pw2").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("13303816")));
+    let (status, _) = call(&s, reqwest::Method::GET, "/api/cluster", None, "pw2").await;
+    assert_eq!(status, 200, "the fault applied to one request only");
+}

@@ -14,6 +14,55 @@ pub struct Topology {
     pub relationships: Vec<RelationshipSpec>,
     #[serde(default)]
     pub settings: Settings,
+    /// Faults active from the start (tests can also inject them at run time).
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+}
+
+/// A fault in a topology file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Cluster name; all clusters when absent.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Substring of the request path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `{ type: sync_error, status, code, message }`, `{ type: job_failure, code, message }`,
+    /// `{ type: latency, duration: 500ms }` or `{ type: drop_connection }`.
+    pub kind: FaultKindSpec,
+    /// For this many matching requests (all when absent).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// For this share of matching requests (default 1.0).
+    #[serde(default = "always")]
+    pub share: f64,
+}
+
+fn always() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultKindSpec {
+    SyncError {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    JobFailure {
+        code: u64,
+        message: String,
+    },
+    Latency {
+        #[serde(with = "humantime_serde_compat")]
+        duration: Duration,
+    },
+    DropConnection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -258,6 +258,25 @@ impl World {
             let (svm, cluster) = spec.split_once('@').ok_or_else(|| format!("`{spec}` is not svm@cluster"))?;
             Ok((w.cluster_index(cluster).ok_or_else(|| format!("unknown cluster `{cluster}`"))?, svm.to_string()))
         };
+        for f in &t.faults {
+            use super::topology::FaultKindSpec as K;
+            let kind = match &f.kind {
+                K::SyncError { status, code, message } => {
+                    FaultKind::SyncError { status: *status, code: code.clone(), message: message.clone() }
+                }
+                K::JobFailure { code, message } => FaultKind::JobFailure { code: *code, message: message.clone() },
+                K::Latency { duration } => FaultKind::Latency(*duration),
+                K::DropConnection => FaultKind::DropConnection,
+            };
+            w.faults.push(Fault {
+                cluster: f.cluster.clone(),
+                method: f.method.clone(),
+                path: f.path.clone(),
+                kind,
+                remaining: f.count,
+                share: f.share,
+            });
+        }
         for p in &t.svm_peers {
             let pair = (at(&w, &p.svm)?, at(&w, &p.peer)?);
             w.svm_peers.push(pair);
