@@ -1,0 +1,188 @@
+//! `lb.haproxy.set` against a real HAProxy (Debian `haproxy`, started here on loopback) in
+//! front of two small HTTP backends standing for the two sites.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use drover_api::{Action, ActionError, ErrorKind, Mode, Progress, StepContext, StepHost};
+
+struct Kill(Vec<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Lab {
+    _procs: Kill,
+    _dir: tempfile::TempDir,
+    front: u16,
+    stats: u16,
+}
+
+fn lab() -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Kill(vec![]);
+    let mut ports = vec![];
+    for site in ["east", "west"] {
+        let root = dir.path().join(site);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), format!("served by {site}\n")).unwrap();
+        let port = free_port();
+        procs.0.push(
+            Command::new("python3")
+                .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+                .arg(&root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 is needed for the test backends"),
+        );
+        ports.push(port);
+    }
+    let (front, stats) = (free_port(), free_port());
+    let cfg = format!(
+        "global\n  stats socket ipv4@127.0.0.1:{stats} level admin\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend web\n  bind 127.0.0.1:{front}\n  default_backend app\nbackend app\n  server east 127.0.0.1:{} weight 100\n  server west 127.0.0.1:{} weight 100 disabled\nbackend other\n  server spare 127.0.0.1:9 disabled\n",
+        ports[0], ports[1]
+    );
+    let cfg_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    procs.0.push(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("HAProxy is needed: `apt-get install haproxy` (bash .ci/run installs it)"),
+    );
+    for p in ports.iter().chain([&front, &stats]) {
+        wait_port(*p);
+    }
+    Lab { _procs: procs, _dir: dir, front, stats }
+}
+
+struct Host;
+
+#[async_trait]
+impl StepHost for Host {
+    fn progress(&self, _: &str, _: Progress) {}
+    fn note(&self, _: &str, _: &str) {}
+    async fn checkpoint(&self, _: &str, _: Value) {}
+    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
+        Ok("t".into())
+    }
+}
+
+fn ctx(stats: u16) -> StepContext {
+    let mut sites = BTreeMap::new();
+    sites.insert("lb".to_string(), json!({ "haproxy": { "runtime": format!("tcp://127.0.0.1:{stats}") } }));
+    StepContext::new(
+        "run",
+        "step",
+        1,
+        Mode::Run,
+        Some(tokio::time::Instant::now() + Duration::from_secs(20)),
+        Arc::new(sites),
+        Default::default(),
+        Arc::new(Host),
+        None,
+    )
+}
+
+fn action(name: &str) -> Arc<dyn Action> {
+    drover_lb::actions().into_iter().chain(drover_core_actions::actions()).find(|a| a.info().name == name).unwrap()
+}
+
+fn flip() -> Value {
+    json!({ "site": "lb", "servers": [
+        { "backend": "app", "server": "east", "state": "maint", "drain_for": "100ms" },
+        { "backend": "app", "server": "west", "state": "ready" },
+    ] })
+}
+
+#[tokio::test]
+async fn traffic_moves_to_the_dr_backend_and_undo_moves_it_back() {
+    let lab = lab();
+    let c = ctx(lab.stats);
+    let set = action("lb.haproxy.set");
+    let plan = set.plan(&c, &flip()).await.unwrap();
+    assert_eq!(plan.changes, vec!["app/east: ready → maint", "app/west: maint → ready"]);
+    let out = set.run(&c, &flip()).await.unwrap();
+    assert_eq!(out["changed"], 2);
+    // The core wait.http proves that users now reach the DR site through the load balancer.
+    let url = format!("http://127.0.0.1:{}/", lab.front);
+    let check = json!({ "url": url, "interval": "100ms", "expect_body_contains": "served by west", "successes": 3 });
+    action("wait.http").run(&c, &check).await.unwrap();
+
+    let again = set.run(&c, &flip()).await.unwrap();
+    assert_eq!(again["changed"], 0, "a second run changes nothing");
+
+    set.undo(&c, &flip(), &out).await.unwrap();
+    let back = json!({ "url": url, "interval": "100ms", "expect_body_contains": "served by east", "successes": 3 });
+    action("wait.http").run(&c, &back).await.unwrap();
+}
+
+#[tokio::test]
+async fn weights_and_addresses_change_and_are_verified() {
+    let lab = lab();
+    let c = ctx(lab.stats);
+    let with = json!({ "site": "lb", "servers": [{ "backend": "app", "server": "east", "weight": 10, "address": "127.0.0.2", "port": 8080 }] });
+    action("lb.haproxy.set").run(&c, &with).await.unwrap();
+    let rt = drover_lb::Runtime::new(format!("tcp://127.0.0.1:{}", lab.stats));
+    let east = rt.servers("app").await.unwrap().into_iter().find(|s| s.server == "east").unwrap();
+    assert_eq!((east.weight, east.address.as_str(), east.port), (10, "127.0.0.2", 8080));
+}
+
+#[tokio::test]
+async fn unknown_backends_and_servers_are_named_with_what_exists() {
+    let lab = lab();
+    let c = ctx(lab.stats);
+    let err = action("lb.haproxy.set")
+        .run(&c, &json!({ "site": "lb", "servers": [{ "backend": "ap", "server": "east", "state": "ready" }] }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.message, "HAProxy has no backend `ap`");
+    assert!(err.hint.as_deref().unwrap().contains("app") && err.hint.as_deref().unwrap().contains("other"), "{err:?}");
+    let err = action("lb.haproxy.set")
+        .run(&c, &json!({ "site": "lb", "servers": [{ "backend": "app", "server": "north", "state": "ready" }] }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.message, "HAProxy has no server `app/north`");
+    assert_eq!(err.hint.as_deref(), Some("servers of `app`: east, west"));
+    let plan = action("lb.haproxy.set")
+        .plan(&c, &json!({ "site": "lb", "servers": [{ "backend": "app", "server": "north", "state": "ready" }] }))
+        .await
+        .unwrap();
+    assert!(plan.failed_checks().any(|x| x.detail.contains("servers: east, west")), "{plan:?}");
+}
+
+#[tokio::test]
+async fn a_dead_runtime_api_is_a_retryable_error() {
+    let port = free_port();
+    let err = action("lb.haproxy.set").run(&ctx(port), &flip()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Retryable);
+    assert!(err.message.contains("is unreachable"), "{}", err.message);
+}
