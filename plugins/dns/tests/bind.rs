@@ -1,0 +1,242 @@
+//! RFC 2136 actions against a real BIND 9 (Debian `bind9`), started here on loopback with a
+//! TSIG-signed dynamic zone.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine;
+use serde_json::{Value, json};
+
+use drover_api::{Action, ActionError, ErrorKind, Mode, Progress, StepContext, StepHost};
+use drover_dns::RecordKind;
+
+struct Bind {
+    child: Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+const SECRET_VAR: &str = "DROVER_TEST_TSIG";
+
+async fn bind() -> Bind {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let secret: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+    let secret = base64::engine::general_purpose::STANDARD.encode(secret);
+    // SAFETY: every test sets the same value.
+    unsafe { std::env::set_var(SECRET_VAR, &secret) };
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("example.test.zone"),
+        "$TTL 300\n@ IN SOA ns1.example.test. admin.example.test. 1 3600 600 86400 300\n@ IN NS ns1.example.test.\nns1 IN A 127.0.0.1\napp IN A 192.0.2.10\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("named.conf"),
+        format!(
+            "key \"drover-key\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
+             options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
+               recursion no; dnssec-validation no; }};\n\
+             controls {{ }};\n\
+             zone \"example.test\" {{ type primary; file \"{d}/example.test.zone\"; allow-update {{ key \"drover-key\"; }}; }};\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("named")
+        .args(["-g", "-c"])
+        .arg(dir.path().join("named.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("BIND 9 is needed: `apt-get install bind9` (bash .ci/run installs it)");
+    // Ready once the zone answers (named opens its port before the zone is loaded).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    loop {
+        let answer = drover_dns::query(addr, "app.example.test.", RecordKind::A, Duration::from_millis(200)).await;
+        if answer.is_ok_and(|r| !r.values.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "named did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Bind { child, _dir: dir, port }
+}
+
+struct Host;
+
+#[async_trait]
+impl StepHost for Host {
+    fn progress(&self, _: &str, _: Progress) {}
+    fn note(&self, _: &str, _: &str) {}
+    async fn checkpoint(&self, _: &str, _: Value) {}
+    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
+        Ok("t".into())
+    }
+}
+
+fn ctx(port: u16, key_ref: &str, zone: &str) -> StepContext {
+    let mut sites = BTreeMap::new();
+    sites.insert(
+        "dns".to_string(),
+        json!({ "dns": { "server": format!("127.0.0.1:{port}"), "zone": zone, "key_name": "drover-key", "tsig_key": key_ref, "timeout": "2s" } }),
+    );
+    StepContext::new(
+        "run",
+        "step",
+        1,
+        Mode::Run,
+        Some(tokio::time::Instant::now() + Duration::from_secs(20)),
+        Arc::new(sites),
+        Default::default(),
+        Arc::new(Host),
+        None,
+    )
+}
+
+fn good(port: u16) -> StepContext {
+    ctx(port, &format!("env:{SECRET_VAR}"), "example.test.")
+}
+
+fn action(name: &str) -> Arc<dyn Action> {
+    drover_dns::actions().into_iter().find(|a| a.info().name == name).unwrap()
+}
+
+async fn lookup(port: u16) -> drover_dns::Rrset {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    drover_dns::query(addr, "app.example.test.", RecordKind::A, Duration::from_secs(2)).await.unwrap()
+}
+
+async fn served(port: u16) -> Vec<String> {
+    lookup(port).await.values
+}
+
+fn to_west() -> Value {
+    json!({ "site": "dns", "name": "app.example.test.", "type": "A", "values": ["192.0.2.20"], "ttl": 60, "expect_current": ["192.0.2.10"] })
+}
+
+#[tokio::test]
+async fn set_is_served_idempotent_and_undone() {
+    let b = bind().await;
+    let c = good(b.port);
+    let set = action("dns.rfc2136.set");
+    let plan = set.plan(&c, &to_west()).await.unwrap();
+    assert!(plan.checks.iter().all(|x| x.ok), "{plan:?}");
+    assert_eq!(plan.changes.len(), 1);
+    let out = set.run(&c, &to_west()).await.unwrap();
+    assert_eq!(out["previous"], json!({ "values": ["192.0.2.10"], "ttl": 300 }));
+    assert_eq!(served(b.port).await, vec!["192.0.2.20"]);
+    // Again: already there, nothing sent (the guard would refuse otherwise).
+    set.run(&c, &to_west()).await.unwrap();
+    set.undo(&c, &to_west(), &out).await.unwrap();
+    assert_eq!(served(b.port).await, vec!["192.0.2.10"]);
+}
+
+#[tokio::test]
+async fn expect_current_mismatch_refuses_and_changes_nothing() {
+    let b = bind().await;
+    let c = good(b.port);
+    let mut with = to_west();
+    with["expect_current"] = json!(["198.51.100.1"]);
+    let err = action("dns.rfc2136.set").run(&c, &with).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(
+        err.message.contains("it holds [\"192.0.2.10\"], the runbook expects [\"198.51.100.1\"]"),
+        "{}",
+        err.message
+    );
+    assert_eq!(served(b.port).await, vec!["192.0.2.10"]);
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_named_and_the_plan_proves_it_without_changing_anything() {
+    let b = bind().await;
+    // SAFETY: test-local variable.
+    unsafe { std::env::set_var("DROVER_TEST_WRONG_TSIG", base64::engine::general_purpose::STANDARD.encode([9u8; 32])) };
+    let c = ctx(b.port, "env:DROVER_TEST_WRONG_TSIG", "example.test.");
+    let err = action("dns.rfc2136.set").run(&c, &to_west()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(err.message.contains("env:DROVER_TEST_WRONG_TSIG"), "{}", err.message);
+    assert!(err.message.contains("NOTAUTH") || err.message.contains("TSIG"), "{}", err.message);
+    let plan = action("dns.rfc2136.set").plan(&c, &to_west()).await.unwrap();
+    assert!(plan.checks.iter().any(|x| x.name == "TSIG key accepted" && !x.ok), "{plan:?}");
+    let plan = action("dns.rfc2136.set").plan(&good(b.port), &to_west()).await.unwrap();
+    assert!(plan.checks.iter().any(|x| x.name == "TSIG key accepted" && x.ok), "{plan:?}");
+    assert_eq!(served(b.port).await, vec!["192.0.2.10"], "proving the key changed nothing");
+}
+
+#[tokio::test]
+async fn a_zone_the_server_does_not_serve_is_explained() {
+    let b = bind().await;
+    let c = ctx(b.port, &format!("env:{SECRET_VAR}"), "other.test.");
+    let with = json!({ "site": "dns", "name": "app.other.test.", "type": "A", "values": ["192.0.2.20"] });
+    let plan = action("dns.rfc2136.set").plan(&c, &with).await.unwrap();
+    assert!(
+        plan.checks.iter().any(|x| x.name == "zone served" && !x.ok && x.detail.contains("not authoritative")),
+        "{plan:?}"
+    );
+    let err = action("dns.rfc2136.set").run(&c, &with).await.unwrap_err();
+    assert!(
+        err.message.contains("NOTAUTH") || err.message.contains("REFUSED") || err.message.contains("NOTZONE"),
+        "{}",
+        err.message
+    );
+    let outside = json!({ "site": "dns", "name": "app.elsewhere.test.", "type": "A", "values": ["192.0.2.20"] });
+    let err = action("dns.rfc2136.set").run(&good(b.port), &outside).await.unwrap_err();
+    assert!(err.message.contains("NOTZONE"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_dead_server_is_retryable() {
+    let port = free_port();
+    let err = action("dns.rfc2136.set").run(&good(port), &to_west()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
+}
+
+#[tokio::test]
+async fn ttl_changes_keep_values_and_verify_waits_for_the_answer() {
+    let b = bind().await;
+    let c = good(b.port);
+    let with = json!({ "site": "dns", "name": "app.example.test.", "type": "A", "ttl": 30 });
+    let out = action("dns.ttl").run(&c, &with).await.unwrap();
+    assert_eq!(out["previous"]["ttl"], 300);
+    let now = lookup(b.port).await;
+    assert_eq!((now.values, now.ttl), (vec!["192.0.2.10".to_string()], 30));
+    let verify = json!({ "name": "app.example.test.", "type": "A", "expect": ["192.0.2.10"], "servers": [format!("127.0.0.1:{}", b.port)], "interval": "100ms" });
+    action("dns.verify").run(&c, &verify).await.unwrap();
+    let mut wrong = verify.clone();
+    wrong["expect"] = json!(["192.0.2.99"]);
+    let short = StepContext::new(
+        "run",
+        "step",
+        1,
+        Mode::Run,
+        Some(tokio::time::Instant::now() + Duration::from_millis(500)),
+        Arc::new(BTreeMap::new()),
+        Default::default(),
+        Arc::new(Host),
+        None,
+    );
+    let err = action("dns.verify").run(&short, &wrong).await.unwrap_err();
+    assert!(err.message.contains("says [\"192.0.2.10\"]"), "{}", err.message);
+}
