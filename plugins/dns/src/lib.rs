@@ -3,6 +3,7 @@
 //! serve the new answer. Every update replaces a whole rrset atomically, can be guarded by the
 //! value the runbook expects to find, and remembers what it replaced so `undo` can put it back.
 
+mod powerdns;
 mod rfc2136;
 
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ pub use rfc2136::{Authority, RecordKind, Rrset, query};
 
 /// Every DNS action.
 pub fn actions() -> Vec<Arc<dyn Action>> {
-    vec![typed(Rfc2136Set), typed(Ttl), typed(Verify)]
+    vec![typed(Rfc2136Set), typed(powerdns::PowerDnsSet), typed(Ttl), typed(Verify)]
 }
 
 /// A site's `dns:` settings for RFC 2136.

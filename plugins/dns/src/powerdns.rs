@@ -1,0 +1,266 @@
+//! `dns.powerdns.set`: the same rrset replacement through the PowerDNS HTTP API
+//! (`PATCH /api/v1/servers/{server}/zones/{zone}` with `changetype: REPLACE`).
+//! The API has no conditional update, so `expect_current` is checked by reading just before
+//! writing; the window between the two is as small as one round trip.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, SecretRef, StepContext, TypedAction};
+
+use crate::rfc2136::{RecordKind, Rrset, same_values};
+
+/// A site's `powerdns:` settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PowerDnsSite {
+    /// The API's base URL, e.g. `http://127.0.0.1:8081`.
+    pub api: String,
+    /// The API key, by reference: `env:VAR` or `file:PATH`.
+    pub api_key: SecretRef,
+    /// The zone, fully qualified: `example.com.`
+    pub zone: String,
+    #[serde(default = "localhost")]
+    pub server_id: String,
+}
+
+fn localhost() -> String {
+    "localhost".into()
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PowerDnsParams {
+    pub site: String,
+    /// Fully qualified, e.g. `app.example.com.`
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: RecordKind,
+    pub values: Vec<String>,
+    #[serde(default = "sixty")]
+    pub ttl: u32,
+    /// Refuse, changing nothing, unless the record holds exactly these values now.
+    #[serde(default)]
+    pub expect_current: Option<Vec<String>>,
+}
+
+fn sixty() -> u32 {
+    60
+}
+
+fn type_name(k: RecordKind) -> &'static str {
+    match k {
+        RecordKind::A => "A",
+        RecordKind::Aaaa => "AAAA",
+        RecordKind::Cname => "CNAME",
+        RecordKind::Txt => "TXT",
+    }
+}
+
+/// TXT content is quoted in PowerDNS; the rest is as written.
+fn content(k: RecordKind, v: &str) -> String {
+    if k == RecordKind::Txt && !v.starts_with('"') { format!("\"{v}\"") } else { v.to_string() }
+}
+
+fn uncontent(k: RecordKind, v: &str) -> String {
+    if k == RecordKind::Txt { v.trim_matches('"').to_string() } else { v.to_string() }
+}
+
+struct Api {
+    base: String,
+    key: drover_api::Secret,
+    key_ref: String,
+    zone: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn connect(ctx: &StepContext, site: &str) -> Result<Api, ActionError> {
+        let cfg: PowerDnsSite = ctx.site_section(site, "powerdns")?;
+        let zone = if cfg.zone.ends_with('.') { cfg.zone.clone() } else { format!("{}.", cfg.zone) };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ActionError::permanent(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Api {
+            base: format!("{}/api/v1/servers/{}/zones/{}", cfg.api.trim_end_matches('/'), cfg.server_id, zone),
+            key: cfg.api_key.resolve()?,
+            key_ref: cfg.api_key.to_string(),
+            zone,
+            http,
+        })
+    }
+
+    fn error(&self, status: u16, body: &str) -> ActionError {
+        let detail = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        match status {
+            401 | 403 => {
+                ActionError::permanent(format!("PowerDNS rejected the API key from {} ({status})", self.key_ref))
+                    .with_hint(format!("check the key in {} against the server's api-key", self.key_ref))
+            }
+            404 => ActionError::permanent(format!("PowerDNS does not serve zone {} (404: {detail})", self.zone))
+                .with_hint("check the site's powerdns.zone and server_id"),
+            422 => ActionError::permanent(format!("PowerDNS refused the change (422): {detail}"))
+                .with_hint("the name must lie inside the zone and the values must suit the type"),
+            s if s >= 500 => ActionError::retryable(format!("PowerDNS failed ({s}): {detail}")),
+            s => ActionError::permanent(format!("PowerDNS answered {s}: {detail}")),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<String, ActionError> {
+        let resp = req.header("X-API-Key", self.key.expose()).send().await.map_err(|e| {
+            ActionError::retryable(format!("PowerDNS API {} is unreachable: {e}", self.base))
+                .with_hint("check the API address and that the webserver is on (api=yes)")
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        if (200..300).contains(&status) { Ok(body) } else { Err(self.error(status, &body)) }
+    }
+
+    async fn current(&self, name: &str, kind: RecordKind) -> Result<Rrset, ActionError> {
+        let body = self.send(self.http.get(&self.base)).await?;
+        let zone: Value = serde_json::from_str(&body)
+            .map_err(|e| ActionError::permanent(format!("PowerDNS answered invalid JSON: {e}")))?;
+        let set = zone.get("rrsets").and_then(Value::as_array).and_then(|sets| {
+            sets.iter().find(|s| {
+                s.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(name))
+                    && s.get("type").and_then(Value::as_str) == Some(type_name(kind))
+            })
+        });
+        Ok(match set {
+            Some(s) => Rrset {
+                values: s
+                    .get("records")
+                    .and_then(Value::as_array)
+                    .map(|r| {
+                        r.iter()
+                            .filter(|x| x.get("disabled") != Some(&Value::Bool(true)))
+                            .filter_map(|x| x.get("content").and_then(Value::as_str).map(|c| uncontent(kind, c)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                ttl: s.get("ttl").and_then(Value::as_u64).unwrap_or(0) as u32,
+            },
+            None => Rrset { values: vec![], ttl: 0 },
+        })
+    }
+
+    async fn replace(&self, name: &str, kind: RecordKind, want: &Rrset) -> Result<(), ActionError> {
+        let rrset = if want.values.is_empty() {
+            json!({ "name": name, "type": type_name(kind), "changetype": "DELETE" })
+        } else {
+            let records: Vec<Value> =
+                want.values.iter().map(|v| json!({ "content": content(kind, v), "disabled": false })).collect();
+            json!({ "name": name, "type": type_name(kind), "ttl": want.ttl, "changetype": "REPLACE", "records": records })
+        };
+        self.send(self.http.patch(&self.base).json(&json!({ "rrsets": [rrset] }))).await.map(|_| ())
+    }
+}
+
+pub struct PowerDnsSet;
+
+#[async_trait]
+impl TypedAction for PowerDnsSet {
+    type Params = PowerDnsParams;
+    const SPEC: ActionSpec = ActionSpec {
+        name: "dns.powerdns.set",
+        summary: "Replace a DNS rrset through the PowerDNS HTTP API (REPLACE), verified by reading it back",
+        outputs: &[
+            ("previous", "the rrset before (values, ttl); undo restores it"),
+            ("values", "the values now served"),
+        ],
+        side_effects: true,
+        undo: true,
+        open_outputs: false,
+    };
+
+    fn check(&self, p: &PowerDnsParams) -> Result<(), Vec<ParamError>> {
+        let errs = crate::check_values(p.kind, &p.values, "values");
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    async fn plan(&self, ctx: &StepContext, p: PowerDnsParams) -> Result<Plan, ActionError> {
+        let api = Api::connect(ctx, &p.site)?;
+        let mut plan = Plan::default();
+        let current = match api.current(&p.name, p.kind).await {
+            Ok(c) => {
+                plan = plan.check("zone served and API key accepted", true, api.zone.clone());
+                c
+            }
+            Err(e) => return Ok(plan.check("zone served and API key accepted", false, e.message)),
+        };
+        if let Some(expected) = &p.expect_current {
+            plan = plan.check(
+                "record holds the expected values",
+                same_values(&current.values, expected),
+                format!("now {:?}", current.values),
+            );
+        }
+        let want = Rrset { values: p.values.clone(), ttl: p.ttl };
+        plan.summary = format!("{} {:?}: {:?} → {:?}", p.name, p.kind, current.values, p.values);
+        if !current.same(&want) {
+            let line = plan.summary.clone();
+            plan = plan.change(line);
+        }
+        Ok(plan
+            .output("previous", json!({ "values": current.values, "ttl": current.ttl }))
+            .output("values", json!(p.values)))
+    }
+
+    async fn run(&self, ctx: &StepContext, p: PowerDnsParams) -> Result<Outputs, ActionError> {
+        let api = Api::connect(ctx, &p.site)?;
+        let want = Rrset { values: p.values.clone(), ttl: p.ttl };
+        let previous = set(&api, &p.name, p.kind, &want, p.expect_current.as_deref()).await?;
+        let mut out = Outputs::new();
+        out.insert("previous".into(), json!({ "values": previous.values, "ttl": previous.ttl }));
+        out.insert("values".into(), json!(p.values));
+        Ok(out)
+    }
+
+    async fn undo(&self, ctx: &StepContext, p: PowerDnsParams, outputs: &Outputs) -> Result<(), ActionError> {
+        let api = Api::connect(ctx, &p.site)?;
+        let previous: Rrset = outputs
+            .get("previous")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .ok_or_else(|| ActionError::permanent("no record of the previous rrset to restore"))?;
+        set(&api, &p.name, p.kind, &previous, Some(&p.values)).await.map(|_| ())
+    }
+}
+
+async fn set(
+    api: &Api,
+    name: &str,
+    kind: RecordKind,
+    want: &Rrset,
+    expect: Option<&[String]>,
+) -> Result<Rrset, ActionError> {
+    let current = api.current(name, kind).await?;
+    if current.same(want) {
+        return Ok(current);
+    }
+    if let Some(expected) = expect
+        && !same_values(&current.values, expected)
+    {
+        return Err(ActionError::permanent(format!(
+            "refusing to change {name} {kind:?}: it holds {:?}, the runbook expects {:?}",
+            current.values, expected
+        ))
+        .with_hint("someone may have changed it by hand; check, then fix `expect_current` or the record"));
+    }
+    api.replace(name, kind, want).await?;
+    let now = api.current(name, kind).await?;
+    if !now.same(want) {
+        return Err(ActionError::retryable(format!(
+            "PowerDNS accepted the change but {name} {kind:?} reads {:?}",
+            now.values
+        )));
+    }
+    Ok(current)
+}
