@@ -5,6 +5,7 @@
 
 mod powerdns;
 mod rfc2136;
+mod route53;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub use rfc2136::{Authority, RecordKind, Rrset, query};
 
 /// Every DNS action.
 pub fn actions() -> Vec<Arc<dyn Action>> {
-    vec![typed(Rfc2136Set), typed(powerdns::PowerDnsSet), typed(Ttl), typed(Verify)]
+    vec![typed(Rfc2136Set), typed(powerdns::PowerDnsSet), typed(route53::Route53Set), typed(Ttl), typed(Verify)]
 }
 
 /// A site's `dns:` settings for RFC 2136.

@@ -1,0 +1,133 @@
+//! `dns.route53.set` against moto's Route 53 (PyPI `moto[server]`), started here on loopback.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType};
+use serde_json::{Value, json};
+
+use drover_api::{Action, ActionError, Mode, Progress, StepContext, StepHost};
+
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn moto() -> (Moto, String) {
+    // SAFETY: every test sets the same values.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto is needed: `pip install 'moto[server]'` (bash .ci/run installs it)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&url)
+        .load()
+        .await;
+    let client = aws_sdk_route53::Client::new(&conf);
+    let zone =
+        client.create_hosted_zone().name("example.test.").caller_reference(format!("t{port}")).send().await.unwrap();
+    let id = zone.hosted_zone().unwrap().id().trim_start_matches("/hostedzone/").to_string();
+    let rrset = ResourceRecordSet::builder()
+        .name("app.example.test.")
+        .r#type(RrType::A)
+        .ttl(300)
+        .resource_records(ResourceRecord::builder().value("192.0.2.10").build().unwrap())
+        .build()
+        .unwrap();
+    let change = Change::builder().action(ChangeAction::Upsert).resource_record_set(rrset).build().unwrap();
+    client
+        .change_resource_record_sets()
+        .hosted_zone_id(&id)
+        .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    (Moto { child, url }, id)
+}
+
+struct Host;
+
+#[async_trait]
+impl StepHost for Host {
+    fn progress(&self, _: &str, _: Progress) {}
+    fn note(&self, _: &str, _: &str) {}
+    async fn checkpoint(&self, _: &str, _: Value) {}
+    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
+        Ok("t".into())
+    }
+}
+
+fn ctx(m: &Moto, zone: &str) -> StepContext {
+    let mut sites = BTreeMap::new();
+    sites.insert("aws".to_string(), json!({ "route53": { "hosted_zone_id": zone, "endpoint": m.url } }));
+    StepContext::new(
+        "run",
+        "step",
+        1,
+        Mode::Run,
+        Some(tokio::time::Instant::now() + Duration::from_secs(30)),
+        Arc::new(sites),
+        Default::default(),
+        Arc::new(Host),
+        None,
+    )
+}
+
+fn action() -> Arc<dyn Action> {
+    drover_dns::actions().into_iter().find(|a| a.info().name == "dns.route53.set").unwrap()
+}
+
+fn to_west() -> Value {
+    json!({ "site": "aws", "name": "app.example.test.", "type": "A", "values": ["192.0.2.20"], "ttl": 60, "expect_current": ["192.0.2.10"] })
+}
+
+#[tokio::test]
+async fn upsert_guarded_by_the_current_value_and_undo() {
+    let (m, zone) = moto().await;
+    let c = ctx(&m, &zone);
+    let plan = action().plan(&c, &to_west()).await.unwrap();
+    assert!(plan.checks.iter().all(|x| x.ok), "{plan:?}");
+    let out = action().run(&c, &to_west()).await.unwrap();
+    assert_eq!(out["previous"], json!({ "values": ["192.0.2.10"], "ttl": 300 }));
+    let again = action().plan(&c, &to_west()).await.unwrap();
+    assert!(again.changes.is_empty(), "already there: {again:?}");
+    action().run(&c, &to_west()).await.unwrap();
+    action().undo(&c, &to_west(), &out).await.unwrap();
+    let back = action().plan(&c, &to_west()).await.unwrap();
+    assert!(back.summary.contains("[\"192.0.2.10\"] → [\"192.0.2.20\"]"), "{}", back.summary);
+}
+
+#[tokio::test]
+async fn a_mismatch_or_an_unknown_zone_changes_nothing() {
+    let (m, zone) = moto().await;
+    let mut wrong = to_west();
+    wrong["expect_current"] = json!(["198.51.100.1"]);
+    let err = action().run(&ctx(&m, &zone), &wrong).await.unwrap_err();
+    assert!(err.message.contains("the runbook expects [\"198.51.100.1\"]"), "{}", err.message);
+    let err = action().run(&ctx(&m, "ZNOSUCHZONE"), &to_west()).await.unwrap_err();
+    assert!(err.message.contains("no such hosted zone"), "{}", err.message);
+}
