@@ -1,5 +1,6 @@
-//! RFC 2136 actions against a real BIND 9 (Debian `bind9`), started here on loopback with a
-//! TSIG-signed dynamic zone.
+//! RFC 2136 actions against real authoritative servers — BIND 9 and Knot (Debian `bind9`,
+//! `knot`) — each started here on loopback with a TSIG-signed dynamic zone. Every test runs
+//! against both.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +13,12 @@ use serde_json::{Value, json};
 
 use drover_api::{Action, ActionError, ErrorKind, Mode, Progress, StepContext, StepHost};
 use drover_dns::RecordKind;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bind,
+    Knot,
+}
 
 struct Bind {
     child: Child,
@@ -38,7 +45,7 @@ fn free_port() -> u16 {
 
 const SECRET_VAR: &str = "DROVER_TEST_TSIG";
 
-async fn bind() -> Bind {
+async fn server(kind: Kind) -> Bind {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let secret: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
@@ -49,6 +56,17 @@ async fn bind() -> Bind {
     std::fs::write(
         dir.path().join("example.test.zone"),
         "$TTL 300\n@ IN SOA ns1.example.test. admin.example.test. 1 3600 600 86400 300\n@ IN NS ns1.example.test.\nns1 IN A 127.0.0.1\napp IN A 192.0.2.10\n",
+    )
+    .unwrap();
+    let conf = match kind {
+        Kind::Bind => dir.path().join("named.conf"),
+        Kind::Knot => dir.path().join("knot.conf"),
+    };
+    std::fs::write(
+        dir.path().join("knot.conf"),
+        format!(
+            "server:\n  listen: 127.0.0.1@{port}\n  rundir: {d}\ndatabase:\n  storage: {d}\nkey:\n  - id: drover-key\n    algorithm: hmac-sha256\n    secret: {secret}\nacl:\n  - id: update\n    key: drover-key\n    action: update\ntemplate:\n  - id: default\n    storage: {d}\nzone:\n  - domain: example.test\n    file: example.test.zone\n    acl: update\n"
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -62,13 +80,13 @@ async fn bind() -> Bind {
         ),
     )
     .unwrap();
-    let child = Command::new("named")
-        .args(["-g", "-c"])
-        .arg(dir.path().join("named.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("BIND 9 is needed: `apt-get install bind9` (bash .ci/run installs it)");
+    let child = match kind {
+        Kind::Bind => {
+            Command::new("named").args(["-g", "-c"]).arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+        }
+        Kind::Knot => Command::new("knotd").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn(),
+    }
+    .expect("BIND 9 and Knot are needed: `apt-get install bind9 knot` (bash .ci/run installs them)");
     // Ready once the zone answers (named opens its port before the zone is loaded).
     let deadline = Instant::now() + Duration::from_secs(15);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -135,9 +153,8 @@ fn to_west() -> Value {
     json!({ "site": "dns", "name": "app.example.test.", "type": "A", "values": ["192.0.2.20"], "ttl": 60, "expect_current": ["192.0.2.10"] })
 }
 
-#[tokio::test]
-async fn set_is_served_idempotent_and_undone() {
-    let b = bind().await;
+async fn set_is_served_idempotent_and_undone(kind: Kind) {
+    let b = server(kind).await;
     let c = good(b.port);
     let set = action("dns.rfc2136.set");
     let plan = set.plan(&c, &to_west()).await.unwrap();
@@ -152,9 +169,8 @@ async fn set_is_served_idempotent_and_undone() {
     assert_eq!(served(b.port).await, vec!["192.0.2.10"]);
 }
 
-#[tokio::test]
-async fn expect_current_mismatch_refuses_and_changes_nothing() {
-    let b = bind().await;
+async fn expect_current_mismatch_refuses_and_changes_nothing(kind: Kind) {
+    let b = server(kind).await;
     let c = good(b.port);
     let mut with = to_west();
     with["expect_current"] = json!(["198.51.100.1"]);
@@ -168,9 +184,8 @@ async fn expect_current_mismatch_refuses_and_changes_nothing() {
     assert_eq!(served(b.port).await, vec!["192.0.2.10"]);
 }
 
-#[tokio::test]
-async fn a_wrong_key_is_named_and_the_plan_proves_it_without_changing_anything() {
-    let b = bind().await;
+async fn a_wrong_key_is_named_and_the_plan_proves_it_without_changing_anything(kind: Kind) {
+    let b = server(kind).await;
     // SAFETY: test-local variable.
     unsafe { std::env::set_var("DROVER_TEST_WRONG_TSIG", base64::engine::general_purpose::STANDARD.encode([9u8; 32])) };
     let c = ctx(b.port, "env:DROVER_TEST_WRONG_TSIG", "example.test.");
@@ -185,9 +200,8 @@ async fn a_wrong_key_is_named_and_the_plan_proves_it_without_changing_anything()
     assert_eq!(served(b.port).await, vec!["192.0.2.10"], "proving the key changed nothing");
 }
 
-#[tokio::test]
-async fn a_zone_the_server_does_not_serve_is_explained() {
-    let b = bind().await;
+async fn a_zone_the_server_does_not_serve_is_explained(kind: Kind) {
+    let b = server(kind).await;
     let c = ctx(b.port, &format!("env:{SECRET_VAR}"), "other.test.");
     let with = json!({ "site": "dns", "name": "app.other.test.", "type": "A", "values": ["192.0.2.20"] });
     let plan = action("dns.rfc2136.set").plan(&c, &with).await.unwrap();
@@ -206,16 +220,16 @@ async fn a_zone_the_server_does_not_serve_is_explained() {
     assert!(err.message.contains("NOTZONE"), "{}", err.message);
 }
 
-#[tokio::test]
-async fn a_dead_server_is_retryable() {
+async fn a_dead_server_is_retryable(_: Kind) {
+    // SAFETY: every test sets the same value.
+    unsafe { std::env::set_var(SECRET_VAR, base64::engine::general_purpose::STANDARD.encode([1u8; 32])) };
     let port = free_port();
     let err = action("dns.rfc2136.set").run(&good(port), &to_west()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
 }
 
-#[tokio::test]
-async fn ttl_changes_keep_values_and_verify_waits_for_the_answer() {
-    let b = bind().await;
+async fn ttl_changes_keep_values_and_verify_waits_for_the_answer(kind: Kind) {
+    let b = server(kind).await;
     let c = good(b.port);
     let with = json!({ "site": "dns", "name": "app.example.test.", "type": "A", "ttl": 30 });
     let out = action("dns.ttl").run(&c, &with).await.unwrap();
@@ -240,3 +254,30 @@ async fn ttl_changes_keep_values_and_verify_waits_for_the_answer() {
     let err = action("dns.verify").run(&short, &wrong).await.unwrap_err();
     assert!(err.message.contains("says [\"192.0.2.10\"]"), "{}", err.message);
 }
+
+/// Each scenario against both servers.
+macro_rules! both {
+    ($($name:ident),*) => {
+        mod bind9 {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Kind::Bind).await
+            })*
+        }
+        mod knot {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Kind::Knot).await
+            })*
+        }
+    };
+}
+
+both!(
+    set_is_served_idempotent_and_undone,
+    expect_current_mismatch_refuses_and_changes_nothing,
+    a_wrong_key_is_named_and_the_plan_proves_it_without_changing_anything,
+    a_zone_the_server_does_not_serve_is_explained,
+    a_dead_server_is_retryable,
+    ttl_changes_keep_values_and_verify_waits_for_the_answer
+);
