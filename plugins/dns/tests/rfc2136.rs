@@ -45,11 +45,16 @@ fn free_port() -> u16 {
 
 const SECRET_VAR: &str = "DROVER_TEST_TSIG";
 
+/// The zone's TSIG secret: the same in every test, as tests share the environment.
+fn test_secret() -> String {
+    let secret: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+    base64::engine::general_purpose::STANDARD.encode(secret)
+}
+
 async fn server(kind: Kind) -> Bind {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let secret: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
-    let secret = base64::engine::general_purpose::STANDARD.encode(secret);
+    let secret = test_secret();
     // SAFETY: every test sets the same value.
     unsafe { std::env::set_var(SECRET_VAR, &secret) };
     let d = dir.path().display();
@@ -222,7 +227,7 @@ async fn a_zone_the_server_does_not_serve_is_explained(kind: Kind) {
 
 async fn a_dead_server_is_retryable(_: Kind) {
     // SAFETY: every test sets the same value.
-    unsafe { std::env::set_var(SECRET_VAR, base64::engine::general_purpose::STANDARD.encode([1u8; 32])) };
+    unsafe { std::env::set_var(SECRET_VAR, test_secret()) };
     let port = free_port();
     let err = action("dns.rfc2136.set").run(&good(port), &to_west()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
