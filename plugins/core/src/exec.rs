@@ -124,9 +124,14 @@ impl TypedAction for Exec {
 
     async fn run(&self, ctx: &StepContext, p: ExecParams) -> Result<Outputs, ActionError> {
         let (program, args) = p.program();
-        let output_file =
-            std::env::temp_dir().join(format!("drover-output-{}-{}-{}", std::process::id(), ctx.step_id, ctx.attempt));
-        let _ = std::fs::remove_file(&output_file);
+        // Unique per call: two steps (or two runs in one process) never share the file.
+        let output_file = std::env::temp_dir().join(format!(
+            "drover-output-{}-{}-{}-{:016x}",
+            std::process::id(),
+            ctx.step_id,
+            ctx.attempt,
+            rand_u64()
+        ));
         let mut cmd = tokio::process::Command::new(&program);
         cmd.args(&args)
             .envs(&p.env)
@@ -241,4 +246,12 @@ fn find_program(program: &str) -> Option<PathBuf> {
         return p.is_file().then_some(p);
     }
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// A random number from the OS-seeded hasher: enough to make temporary names unique.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
 }
