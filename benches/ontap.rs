@@ -72,7 +72,7 @@ fn runbook() -> String {
     s
 }
 
-#[divan::bench(sample_count = 7)]
+#[divan::bench(sample_count = 21)]
 fn through_the_engine(bencher: divan::Bencher) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let reg = Registry::builtin();
@@ -99,7 +99,7 @@ fn through_the_engine(bencher: divan::Bencher) {
     });
 }
 
-#[divan::bench(sample_count = 7)]
+#[divan::bench(sample_count = 21)]
 fn through_the_engine_without_journal(bencher: divan::Bencher) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let reg = Registry::builtin();
@@ -138,7 +138,7 @@ impl StepHost for NoHost {
     }
 }
 
-#[divan::bench(sample_count = 7)]
+#[divan::bench(sample_count = 21)]
 fn direct_calls(bencher: divan::Bencher) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let action = drover_ontap::actions().into_iter().find(|a| a.info().name == "ontap.snapmirror.break").unwrap();
