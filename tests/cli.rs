@@ -296,3 +296,40 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+#[test]
+fn ctrl_c_stops_gracefully_with_exit_3_and_resume_finishes_the_run() {
+    let env = Env::new();
+    let rb = env.write(
+        "rb.yaml",
+        &runbook("  - { id: long-wait, uses: sleep, with: { duration: 4s } }\n  - { id: after, uses: log, needs: [long-wait], with: { message: done } }\n"),
+    );
+    let child =
+        env.cmd().args(["run", rb.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "the step never started");
+        if env.path("state/runs").exists() {
+            let st = env.run(&["status", &env.last_run_id()]);
+            if text(&st).contains("running (attempt 1)") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(3), "a graceful stop does not wait out the sleep");
+    assert!(text(&out).contains("drover resume"), "{}", text(&out));
+    let report = env.run(&["report", "latest", "--format", "json"]);
+    let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(r["outcome"], "cancelled");
+    assert_eq!(r["steps"][1]["outcome"], "not_run");
+    let out = env.run(&["resume", "latest"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("after: done"), "{}", text(&out));
+}
