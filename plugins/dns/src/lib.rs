@@ -219,17 +219,35 @@ impl TypedAction for Rfc2136Set {
     }
 }
 
-/// Replace an rrset (guarded by `expect` when given) and wait until it is served.
-async fn set(
+/// Where an rrset lives: an RFC 2136 primary, the PowerDNS API, a Route 53 hosted zone.
+#[async_trait]
+pub(crate) trait RecordStore: Send + Sync {
+    async fn current(&self, name: &str, kind: RecordKind) -> Result<Rrset, ActionError>;
+    /// Replace the rrset. `guard` is what it held when read, for stores that can make the write
+    /// conditional on it.
+    async fn write(
+        &self,
+        ctx: &StepContext,
+        name: &str,
+        kind: RecordKind,
+        want: &Rrset,
+        guard: Option<&Rrset>,
+    ) -> Result<(), ActionError>;
+    /// Return once the new values are what the store serves.
+    async fn settle(&self, ctx: &StepContext, name: &str, kind: RecordKind, want: &Rrset) -> Result<(), ActionError>;
+}
+
+/// Replace an rrset: nothing to do when it already holds `want`; refuse, changing nothing, when
+/// `expect` is given and does not match. Returns what the rrset held before.
+pub(crate) async fn guarded_set(
+    store: &dyn RecordStore,
     ctx: &StepContext,
-    auth: &Authority,
     name: &str,
     kind: RecordKind,
     want: &Rrset,
     expect: Option<&[String]>,
-    propagation: Duration,
 ) -> Result<Rrset, ActionError> {
-    let current = auth.lookup(name, kind).await?;
+    let current = store.current(name, kind).await?;
     if current.same(want) {
         return Ok(current);
     }
@@ -242,29 +260,70 @@ async fn set(
         ))
         .with_hint("someone may have changed it by hand; check, then fix `expect_current` or the record"));
     }
-    auth.replace(name, kind, want, expect.map(|_| &current)).await?;
-    let deadline = tokio::time::Instant::now() + propagation;
-    let mut polls = 0u64;
-    loop {
-        let now = auth.lookup(name, kind).await?;
-        polls += 1;
-        if rfc2136::same_values(&now.values, &want.values) {
-            return Ok(current);
-        }
-        ctx.progress(Progress {
-            message: format!("waiting for {name} to be served: {:?}", now.values),
-            done: Some(polls),
-            total: None,
-        });
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ActionError::retryable(format!(
-                "{name} {kind:?} still serves {:?} after the update",
-                now.values
-            ))
-            .with_hint("the server accepted the update but does not serve it yet; check its logs"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    store.write(ctx, name, kind, want, expect.map(|_| &current)).await?;
+    store.settle(ctx, name, kind, want).await?;
+    Ok(current)
+}
+
+/// An RFC 2136 primary, waited on until it serves an update.
+struct Primary<'a> {
+    auth: &'a Authority,
+    propagation: Duration,
+}
+
+#[async_trait]
+impl RecordStore for Primary<'_> {
+    async fn current(&self, name: &str, kind: RecordKind) -> Result<Rrset, ActionError> {
+        self.auth.lookup(name, kind).await
     }
+
+    async fn write(
+        &self,
+        _: &StepContext,
+        name: &str,
+        kind: RecordKind,
+        want: &Rrset,
+        guard: Option<&Rrset>,
+    ) -> Result<(), ActionError> {
+        self.auth.replace(name, kind, want, guard).await
+    }
+
+    async fn settle(&self, ctx: &StepContext, name: &str, kind: RecordKind, want: &Rrset) -> Result<(), ActionError> {
+        let deadline = tokio::time::Instant::now() + self.propagation;
+        let mut polls = 0u64;
+        loop {
+            let now = self.auth.lookup(name, kind).await?;
+            polls += 1;
+            if rfc2136::same_values(&now.values, &want.values) {
+                return Ok(());
+            }
+            ctx.progress(Progress {
+                message: format!("waiting for {name} to be served: {:?}", now.values),
+                done: Some(polls),
+                total: None,
+            });
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ActionError::retryable(format!(
+                    "{name} {kind:?} still serves {:?} after the update",
+                    now.values
+                ))
+                .with_hint("the server accepted the update but does not serve it yet; check its logs"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn set(
+    ctx: &StepContext,
+    auth: &Authority,
+    name: &str,
+    kind: RecordKind,
+    want: &Rrset,
+    expect: Option<&[String]>,
+    propagation: Duration,
+) -> Result<Rrset, ActionError> {
+    guarded_set(&Primary { auth, propagation }, ctx, name, kind, want, expect).await
 }
 
 /// `dns.ttl`

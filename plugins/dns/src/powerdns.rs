@@ -217,7 +217,7 @@ impl TypedAction for PowerDnsSet {
     async fn run(&self, ctx: &StepContext, p: PowerDnsParams) -> Result<Outputs, ActionError> {
         let api = Api::connect(ctx, &p.site)?;
         let want = Rrset { values: p.values.clone(), ttl: p.ttl };
-        let previous = set(&api, &p.name, p.kind, &want, p.expect_current.as_deref()).await?;
+        let previous = crate::guarded_set(&api, ctx, &p.name, p.kind, &want, p.expect_current.as_deref()).await?;
         let mut out = Outputs::new();
         out.insert("previous".into(), json!({ "values": previous.values, "ttl": previous.ttl }));
         out.insert("values".into(), json!(p.values));
@@ -230,37 +230,37 @@ impl TypedAction for PowerDnsSet {
             .get("previous")
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .ok_or_else(|| ActionError::permanent("no record of the previous rrset to restore"))?;
-        set(&api, &p.name, p.kind, &previous, Some(&p.values)).await.map(|_| ())
+        crate::guarded_set(&api, ctx, &p.name, p.kind, &previous, Some(&p.values)).await.map(|_| ())
     }
 }
 
-async fn set(
-    api: &Api,
-    name: &str,
-    kind: RecordKind,
-    want: &Rrset,
-    expect: Option<&[String]>,
-) -> Result<Rrset, ActionError> {
-    let current = api.current(name, kind).await?;
-    if current.same(want) {
-        return Ok(current);
+#[async_trait]
+impl crate::RecordStore for Api {
+    async fn current(&self, name: &str, kind: RecordKind) -> Result<Rrset, ActionError> {
+        Api::current(self, name, kind).await
     }
-    if let Some(expected) = expect
-        && !same_values(&current.values, expected)
-    {
-        return Err(ActionError::permanent(format!(
-            "refusing to change {name} {kind:?}: it holds {:?}, the runbook expects {:?}",
-            current.values, expected
-        ))
-        .with_hint("someone may have changed it by hand; check, then fix `expect_current` or the record"));
+
+    // The API has no conditional update: `guarded_set` checked the values just before.
+    async fn write(
+        &self,
+        _: &StepContext,
+        name: &str,
+        kind: RecordKind,
+        want: &Rrset,
+        _: Option<&Rrset>,
+    ) -> Result<(), ActionError> {
+        self.replace(name, kind, want).await
     }
-    api.replace(name, kind, want).await?;
-    let now = api.current(name, kind).await?;
-    if !now.same(want) {
-        return Err(ActionError::retryable(format!(
-            "PowerDNS accepted the change but {name} {kind:?} reads {:?}",
-            now.values
-        )));
+
+    async fn settle(&self, _: &StepContext, name: &str, kind: RecordKind, want: &Rrset) -> Result<(), ActionError> {
+        let now = Api::current(self, name, kind).await?;
+        if now.same(want) {
+            Ok(())
+        } else {
+            Err(ActionError::retryable(format!(
+                "PowerDNS accepted the change but {name} {kind:?} reads {:?}",
+                now.values
+            )))
+        }
     }
-    Ok(current)
 }

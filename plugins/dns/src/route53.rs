@@ -279,7 +279,7 @@ impl TypedAction for Route53Set {
     async fn run(&self, ctx: &StepContext, p: Route53Params) -> Result<Outputs, ActionError> {
         let zone = Zone::connect(ctx, &p.site).await?;
         let want = Rrset { values: p.values.clone(), ttl: p.ttl };
-        let previous = set(ctx, &zone, &p.name, p.kind, &want, p.expect_current.as_deref()).await?;
+        let previous = crate::guarded_set(&zone, ctx, &p.name, p.kind, &want, p.expect_current.as_deref()).await?;
         let mut out = Outputs::new();
         out.insert("previous".into(), json!({ "values": previous.values, "ttl": previous.ttl }));
         out.insert("values".into(), json!(p.values));
@@ -298,31 +298,29 @@ impl TypedAction for Route53Set {
                 p.name
             )));
         }
-        set(ctx, &zone, &p.name, p.kind, &previous, Some(&p.values)).await.map(|_| ())
+        crate::guarded_set(&zone, ctx, &p.name, p.kind, &previous, Some(&p.values)).await.map(|_| ())
     }
 }
 
-async fn set(
-    ctx: &StepContext,
-    zone: &Zone,
-    name: &str,
-    kind: RecordKind,
-    want: &Rrset,
-    expect: Option<&[String]>,
-) -> Result<Rrset, ActionError> {
-    let current = zone.current(name, kind).await?;
-    if current.same(want) {
-        return Ok(current);
+#[async_trait]
+impl crate::RecordStore for Zone {
+    async fn current(&self, name: &str, kind: RecordKind) -> Result<Rrset, ActionError> {
+        Zone::current(self, name, kind).await
     }
-    if let Some(expected) = expect
-        && !same_values(&current.values, expected)
-    {
-        return Err(ActionError::permanent(format!(
-            "refusing to change {name} {kind:?}: it holds {:?}, the runbook expects {:?}",
-            current.values, expected
-        ))
-        .with_hint("someone may have changed it by hand; check, then fix `expect_current` or the record"));
+
+    async fn write(
+        &self,
+        ctx: &StepContext,
+        name: &str,
+        kind: RecordKind,
+        want: &Rrset,
+        guard: Option<&Rrset>,
+    ) -> Result<(), ActionError> {
+        self.change(ctx, name, kind, want, guard).await
     }
-    zone.change(ctx, name, kind, want, expect.map(|_| &current)).await?;
-    Ok(current)
+
+    // `change` already waited for INSYNC.
+    async fn settle(&self, _: &StepContext, _: &str, _: RecordKind, _: &Rrset) -> Result<(), ActionError> {
+        Ok(())
+    }
 }
