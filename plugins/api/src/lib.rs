@@ -10,6 +10,7 @@ mod duration;
 mod error;
 mod plan;
 mod secret;
+pub mod testing;
 mod typed;
 
 pub use context::{Mode, Progress, StepContext, StepHost};

@@ -5,41 +5,13 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use drover_api::{Action, ActionError, ErrorKind, Mode, Progress, StepContext, StepHost};
-
-struct Host {
-    notes: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl StepHost for Host {
-    fn progress(&self, _: &str, _: Progress) {}
-    fn note(&self, _: &str, m: &str) {
-        self.notes.lock().unwrap().push(m.to_string());
-    }
-    async fn checkpoint(&self, _: &str, _: Value) {}
-    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
-        Ok("tester".into())
-    }
-}
+use drover_api::{Action, ErrorKind, StepContext};
 
 fn ctx(timeout: Duration) -> StepContext {
-    let host = Arc::new(Host { notes: Mutex::default() });
-    StepContext::new(
-        "run-1",
-        "step-1",
-        1,
-        Mode::Run,
-        Some(tokio::time::Instant::now() + timeout),
-        Arc::default(),
-        Default::default(),
-        host,
-        None,
-    )
+    drover_api::testing::context(Default::default(), timeout)
 }
 
 fn action(name: &str) -> Arc<dyn Action> {

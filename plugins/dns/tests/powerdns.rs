@@ -6,10 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use drover_api::{Action, ActionError, ErrorKind, Mode, Progress, StepContext, StepHost};
+use drover_api::{Action, ErrorKind, StepContext};
 use drover_dns::RecordKind;
 
 const KEY: &str = "pdns-test-key";
@@ -80,35 +79,13 @@ async fn pdns() -> Pdns {
     Pdns { child, _dir: dir, api, dns }
 }
 
-struct Host;
-
-#[async_trait]
-impl StepHost for Host {
-    fn progress(&self, _: &str, _: Progress) {}
-    fn note(&self, _: &str, _: &str) {}
-    async fn checkpoint(&self, _: &str, _: Value) {}
-    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
-        Ok("t".into())
-    }
-}
-
 fn ctx(p: &Pdns, key_var: &str, zone: &str) -> StepContext {
     let mut sites = BTreeMap::new();
     sites.insert(
         "pdns".to_string(),
         json!({ "powerdns": { "api": format!("http://127.0.0.1:{}", p.api), "api_key": format!("env:{key_var}"), "zone": zone } }),
     );
-    StepContext::new(
-        "run",
-        "step",
-        1,
-        Mode::Run,
-        Some(tokio::time::Instant::now() + Duration::from_secs(20)),
-        Arc::new(sites),
-        Default::default(),
-        Arc::new(Host),
-        None,
-    )
+    drover_api::testing::context(sites, Duration::from_secs(20))
 }
 
 fn good(p: &Pdns) -> StepContext {

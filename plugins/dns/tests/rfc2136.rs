@@ -7,11 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use drover_api::{Action, ActionError, ErrorKind, Mode, Progress, StepContext, StepHost};
+use drover_api::{Action, ErrorKind, StepContext};
 use drover_dns::RecordKind;
 
 #[derive(Clone, Copy)]
@@ -106,35 +105,13 @@ async fn server(kind: Kind) -> Bind {
     Bind { child, _dir: dir, port }
 }
 
-struct Host;
-
-#[async_trait]
-impl StepHost for Host {
-    fn progress(&self, _: &str, _: Progress) {}
-    fn note(&self, _: &str, _: &str) {}
-    async fn checkpoint(&self, _: &str, _: Value) {}
-    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
-        Ok("t".into())
-    }
-}
-
 fn ctx(port: u16, key_ref: &str, zone: &str) -> StepContext {
     let mut sites = BTreeMap::new();
     sites.insert(
         "dns".to_string(),
         json!({ "dns": { "server": format!("127.0.0.1:{port}"), "zone": zone, "key_name": "drover-key", "tsig_key": key_ref, "timeout": "2s" } }),
     );
-    StepContext::new(
-        "run",
-        "step",
-        1,
-        Mode::Run,
-        Some(tokio::time::Instant::now() + Duration::from_secs(20)),
-        Arc::new(sites),
-        Default::default(),
-        Arc::new(Host),
-        None,
-    )
+    drover_api::testing::context(sites, Duration::from_secs(20))
 }
 
 fn good(port: u16) -> StepContext {
@@ -245,17 +222,7 @@ async fn ttl_changes_keep_values_and_verify_waits_for_the_answer(kind: Kind) {
     action("dns.verify").run(&c, &verify).await.unwrap();
     let mut wrong = verify.clone();
     wrong["expect"] = json!(["192.0.2.99"]);
-    let short = StepContext::new(
-        "run",
-        "step",
-        1,
-        Mode::Run,
-        Some(tokio::time::Instant::now() + Duration::from_millis(500)),
-        Arc::new(BTreeMap::new()),
-        Default::default(),
-        Arc::new(Host),
-        None,
-    );
+    let short = drover_api::testing::context(BTreeMap::new(), Duration::from_millis(500));
     let err = action("dns.verify").run(&short, &wrong).await.unwrap_err();
     assert!(err.message.contains("says [\"192.0.2.10\"]"), "{}", err.message);
 }

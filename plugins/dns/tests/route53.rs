@@ -5,11 +5,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType};
 use serde_json::{Value, json};
 
-use drover_api::{Action, ActionError, Mode, Progress, StepContext, StepHost};
+use drover_api::{Action, StepContext};
 
 struct Moto {
     child: Child,
@@ -69,32 +68,10 @@ async fn moto() -> (Moto, String) {
     (Moto { child, url }, id)
 }
 
-struct Host;
-
-#[async_trait]
-impl StepHost for Host {
-    fn progress(&self, _: &str, _: Progress) {}
-    fn note(&self, _: &str, _: &str) {}
-    async fn checkpoint(&self, _: &str, _: Value) {}
-    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
-        Ok("t".into())
-    }
-}
-
 fn ctx(m: &Moto, zone: &str) -> StepContext {
     let mut sites = BTreeMap::new();
     sites.insert("aws".to_string(), json!({ "route53": { "hosted_zone_id": zone, "endpoint": m.url } }));
-    StepContext::new(
-        "run",
-        "step",
-        1,
-        Mode::Run,
-        Some(tokio::time::Instant::now() + Duration::from_secs(30)),
-        Arc::new(sites),
-        Default::default(),
-        Arc::new(Host),
-        None,
-    )
+    drover_api::testing::context(sites, Duration::from_secs(30))
 }
 
 fn action() -> Arc<dyn Action> {

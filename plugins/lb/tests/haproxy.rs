@@ -6,10 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use drover_api::{Action, ActionError, ErrorKind, Mode, Progress, StepContext, StepHost};
+use drover_api::{Action, ErrorKind, StepContext};
 
 struct Kill(Vec<Child>);
 
@@ -84,32 +83,10 @@ fn lab() -> Lab {
     Lab { _procs: procs, _dir: dir, front, stats }
 }
 
-struct Host;
-
-#[async_trait]
-impl StepHost for Host {
-    fn progress(&self, _: &str, _: Progress) {}
-    fn note(&self, _: &str, _: &str) {}
-    async fn checkpoint(&self, _: &str, _: Value) {}
-    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
-        Ok("t".into())
-    }
-}
-
 fn ctx(stats: u16) -> StepContext {
     let mut sites = BTreeMap::new();
     sites.insert("lb".to_string(), json!({ "haproxy": { "runtime": format!("tcp://127.0.0.1:{stats}") } }));
-    StepContext::new(
-        "run",
-        "step",
-        1,
-        Mode::Run,
-        Some(tokio::time::Instant::now() + Duration::from_secs(20)),
-        Arc::new(sites),
-        Default::default(),
-        Arc::new(Host),
-        None,
-    )
+    drover_api::testing::context(sites, Duration::from_secs(20))
 }
 
 fn action(name: &str) -> Arc<dyn Action> {

@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use drover_api::{Action, ActionError, ErrorKind, Mode, Outputs, Progress, StepContext, StepHost};
+use drover_api::{Action, ActionError, ErrorKind, Outputs, StepContext};
 use drover_ontap::sim::{Fault, FaultKind, Simulator, Topology};
 
 const TOPOLOGY: &str = r#"
@@ -35,18 +34,6 @@ relationships:
   - { source_cluster: east, source: "svm1:vol1", destination_cluster: west, destination: "svm_vol:vol1_dst" }
   - { source_cluster: east, source: "svm1:vol2", destination_cluster: west, destination: "svm_vol:vol_new", state: uninitialized }
 "#;
-
-struct Host;
-
-#[async_trait]
-impl StepHost for Host {
-    fn progress(&self, _: &str, _: Progress) {}
-    fn note(&self, _: &str, _: &str) {}
-    async fn checkpoint(&self, _: &str, _: Value) {}
-    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
-        Ok("t".into())
-    }
-}
 
 struct Lab {
     sim: Simulator,
@@ -79,17 +66,7 @@ async fn lab() -> Lab {
 
 impl Lab {
     fn ctx(&self, timeout: Duration) -> StepContext {
-        StepContext::new(
-            "run",
-            "step",
-            1,
-            Mode::Run,
-            Some(tokio::time::Instant::now() + timeout),
-            Arc::new(self.sites.clone()),
-            Default::default(),
-            Arc::new(Host),
-            None,
-        )
+        drover_api::testing::context(self.sites.clone(), timeout)
     }
 
     async fn run(&self, name: &str, with: Value) -> Result<Outputs, ActionError> {
