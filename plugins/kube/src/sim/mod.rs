@@ -1,0 +1,263 @@
+//! A Kubernetes API simulator held to the API server's conventions
+//! (`shared/docs/TEST-SERVERS.md`, "Kubernetes API"): discovery, the REST paths of core and
+//! grouped resources, GET/LIST/POST/PUT/PATCH/DELETE with `dryRun=All`, server-set metadata,
+//! `status` subresources, `Status` errors, bearer-token auth, and a small controller so that
+//! waits for readiness mean something. No Kubernetes API server can be installed on these
+//! machines; this one is for tests and the lab.
+//!
+//! Not yet here (next steps of the Kubernetes issue): `/scale`, watch, managedFields conflict
+//! detection for server-side apply, fault injection, and a kubectl/kube-rs compatibility test.
+
+mod patch;
+pub mod store;
+pub mod types;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub use store::{ApiError, Settings, Store};
+
+/// A running simulated cluster; dropping it stops the server.
+pub struct Cluster {
+    store: Arc<Mutex<Store>>,
+    addr: SocketAddr,
+    token: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Cluster {
+    /// Serve on 127.0.0.1 (port 0 picks a free one); requests need `Authorization: Bearer TOKEN`.
+    pub async fn start(port: u16, token: &str, settings: Settings) -> Result<Cluster, String> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| format!("cannot listen: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let store = Arc::new(Mutex::new(Store::new(settings)));
+        let (s, t) = (store.clone(), token.to_string());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (s, t) = (s.clone(), t.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(req, s.clone(), t.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Cluster { store, addr, token: token.to_string(), task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Read or change the objects directly (tests and the lab).
+    pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        s.tick();
+        f(&mut s)
+    }
+}
+
+fn respond(status: u16, body: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("valid response")
+}
+
+fn error(e: &ApiError) -> Response<Full<Bytes>> {
+    respond(e.code, &e.status())
+}
+
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(x) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(x);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request path, parsed: which type, namespace, name and subresource.
+struct Target {
+    group: String,
+    version: String,
+    plural: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_path(path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
+        ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if *plural != "status" && *plural != "finalize" => {
+            (Some(ns.to_string()), {
+                let mut v = vec![*plural];
+                v.extend_from_slice(tail);
+                v
+            })
+        }
+        other => (None, other.to_vec()),
+    };
+    let plural = rest.first()?.to_string();
+    Some(Target {
+        group,
+        version,
+        plural,
+        namespace,
+        name: rest.get(1).map(|s| s.to_string()),
+        sub: rest.get(2).map(|s| s.to_string()),
+    })
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    store: Arc<Mutex<Store>>,
+    token: String,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = query_pairs(req.uri().query());
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if auth.as_deref() != Some(format!("Bearer {token}").as_str()) {
+        let e = ApiError { code: 401, reason: "Unauthorized", message: "Unauthorized".into(), details: json!({}) };
+        return Ok(error(&e));
+    }
+    let q = |k: &str| query.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
+    let dry = q("dryRun") == Some("All");
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else if content_type == "application/apply-patch+yaml" {
+        match serde_yaml::from_slice::<Value>(&bytes) {
+            Ok(v) => v,
+            Err(e) => return Ok(error(&ApiError::bad_request(format!("error decoding YAML: {e}")))),
+        }
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok(error(&ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))));
+            }
+        }
+    };
+    let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
+    s.tick();
+    match (method.as_str(), path.trim_end_matches('/')) {
+        ("GET", "/version") => {
+            return Ok(respond(
+                200,
+                &json!({ "major": "1", "minor": "31", "gitVersion": "v1.31.0-drover-sim", "platform": "linux/amd64" }),
+            ));
+        }
+        ("GET", "/api") => return Ok(respond(200, &types::core_versions())),
+        ("GET", "/apis") => return Ok(respond(200, &types::group_list(&s.types))),
+        _ => {}
+    }
+    // Discovery of one group version: `/api/v1`, `/apis/apps/v1`.
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let discovery = match segs.as_slice() {
+        ["api", v] if method == "GET" => Some(("", *v)),
+        ["apis", g, v] if method == "GET" => Some((*g, *v)),
+        _ => None,
+    };
+    if let Some((g, v)) = discovery {
+        return Ok(match types::resource_list(&s.types, g, v) {
+            Some(list) => respond(200, &list),
+            None => error(&ApiError::unknown_resource()),
+        });
+    }
+    let Some(t) = parse_path(&path) else { return Ok(error(&ApiError::unknown_resource())) };
+    let rt = match s.find(&t.group, &t.version, &t.plural) {
+        Some(rt) if rt.namespaced || t.namespace.is_none() => rt,
+        _ => return Ok(error(&ApiError::unknown_resource())),
+    };
+    let ns = t.namespace.as_deref();
+    let status_only = match t.sub.as_deref() {
+        None => false,
+        Some("status") if rt.status => true,
+        Some(_) => return Ok(error(&ApiError::unknown_resource())),
+    };
+    let result = match (method.as_str(), t.name.as_deref()) {
+        ("GET", None) => {
+            let limit = q("limit").and_then(|l| l.parse().ok());
+            s.list(&rt, ns, q("labelSelector"), q("fieldSelector"), limit, q("continue")).map(|v| (200, v))
+        }
+        ("GET", Some(name)) => s.get(&rt, ns, name).map(|v| (200, v)),
+        ("POST", None) => s.create(&rt, ns, body, dry).map(|v| (201, v)),
+        ("PUT", Some(name)) => s.replace(&rt, ns, name, body, store::Write { status_only, dry }).map(|v| (200, v)),
+        ("PATCH", Some(name)) if content_type == "application/apply-patch+yaml" => {
+            s.apply(&rt, ns, name, &body, q("fieldManager"), dry).map(|v| (200, v))
+        }
+        ("PATCH", Some(name)) => {
+            s.patch(&rt, ns, name, &content_type, &body, store::Write { status_only, dry }).map(|v| (200, v))
+        }
+        ("DELETE", Some(name)) => s.delete(&rt, ns, name, dry).map(|v| (200, v)),
+        _ => Err(ApiError {
+            code: 405,
+            reason: "MethodNotAllowed",
+            message: format!("the server does not allow this method on the requested resource ({method})"),
+            details: json!({}),
+        }),
+    };
+    Ok(match result {
+        Ok((code, v)) => respond(code, &v),
+        Err(e) => error(&e),
+    })
+}

@@ -1,0 +1,672 @@
+//! The simulated cluster's objects and the API verbs on them, held to the API server's
+//! conventions: server-set metadata, optimistic concurrency, `status` kept apart from the main
+//! resource, dry runs, and errors as `Status` objects.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use super::patch;
+use super::types::{self, ResourceType};
+
+/// An API error, rendered as a `Status` object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+impl ApiError {
+    pub fn status(&self) -> Value {
+        json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": self.message, "reason": self.reason, "details": self.details, "code": self.code })
+    }
+
+    fn details(t: &ResourceType, name: &str) -> Value {
+        json!({ "name": name, "group": t.group, "kind": t.plural })
+    }
+
+    pub fn not_found(t: &ResourceType, name: &str) -> Self {
+        ApiError {
+            code: 404,
+            reason: "NotFound",
+            message: format!("{} \"{name}\" not found", t.group_resource()),
+            details: Self::details(t, name),
+        }
+    }
+
+    pub fn unknown_resource() -> Self {
+        ApiError {
+            code: 404,
+            reason: "NotFound",
+            message: "the server could not find the requested resource".into(),
+            details: json!({}),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError { code: 400, reason: "BadRequest", message: message.into(), details: json!({}) }
+    }
+
+    fn invalid(t: &ResourceType, name: &str, field: &str, why: &str) -> Self {
+        let qualified = if t.group.is_empty() { t.kind.clone() } else { format!("{}.{}", t.kind, t.group) };
+        ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: format!("{qualified} \"{name}\" is invalid: {field}: {why}"),
+            details: json!({ "name": name, "group": t.group, "kind": t.kind, "causes": [{ "reason": "FieldValueRequired", "message": why, "field": field }] }),
+        }
+    }
+}
+
+fn key(t: &ResourceType) -> String {
+    t.group_resource()
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Behaviour knobs of the small controller that makes waits meaningful.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Workloads report ready replicas, and PVCs bind, this long after their spec changed.
+    pub ready_delay: Duration,
+    /// A deleted namespace stays `Terminating` this long, then goes with its contents.
+    pub namespace_delete_delay: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { ready_delay: Duration::from_millis(100), namespace_delete_delay: Duration::from_millis(100) }
+    }
+}
+
+/// How a write is done: to `/status` only, and/or as a dry run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Write {
+    pub status_only: bool,
+    pub dry: bool,
+}
+
+pub struct Store {
+    pub types: Vec<ResourceType>,
+    objects: BTreeMap<String, BTreeMap<(String, String), Value>>,
+    resource_version: u64,
+    /// When each object's spec last changed (for the controller).
+    changed: BTreeMap<(String, String, String), Instant>,
+    pub settings: Settings,
+}
+
+impl Store {
+    pub fn new(settings: Settings) -> Store {
+        let mut s = Store {
+            types: types::builtin(),
+            objects: BTreeMap::new(),
+            resource_version: 100,
+            changed: BTreeMap::new(),
+            settings,
+        };
+        let ns = s.find("", "v1", "namespaces").expect("built in");
+        for name in ["default", "kube-system", "kube-public"] {
+            s.create(&ns, None, json!({ "metadata": { "name": name } }), false).expect("fresh store");
+        }
+        s
+    }
+
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
+    }
+
+    fn next_rv(&mut self) -> String {
+        self.resource_version += 1;
+        self.resource_version.to_string()
+    }
+
+    fn namespace_exists(&self, ns: &str) -> bool {
+        self.objects.get("namespaces").is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
+    }
+
+    /// The namespace a request addresses, checked against the object's own.
+    fn scope(&self, t: &ResourceType, path_ns: Option<&str>, obj: &Value, name: &str) -> Result<String, ApiError> {
+        if !t.namespaced {
+            return Ok(String::new());
+        }
+        let body_ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+        let ns = match (path_ns, body_ns) {
+            (Some(p), Some(b)) if p != b => {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the provided object does not match the namespace sent on the request ({b} vs {p})"
+                )));
+            }
+            (Some(p), _) => p,
+            (None, Some(b)) => b,
+            (None, None) => "default",
+        };
+        if !self.namespace_exists(ns) {
+            let nst = self.find("", "v1", "namespaces").expect("built in");
+            return Err(ApiError::not_found(&nst, ns));
+        }
+        let _ = name;
+        Ok(ns.to_string())
+    }
+
+    fn check_type_fields(t: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+        match obj.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if v != t.api_version() => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({})",
+                    t.api_version()
+                )));
+            }
+            _ => obj["apiVersion"] = json!(t.api_version()),
+        }
+        match obj.get("kind").and_then(Value::as_str) {
+            Some(k) if k != t.kind => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    t.kind
+                )));
+            }
+            _ => obj["kind"] = json!(t.kind),
+        }
+        Ok(())
+    }
+
+    fn initial_status(t: &ResourceType, obj: &Value) -> Option<Value> {
+        match (t.group.as_str(), t.plural.as_str()) {
+            ("", "namespaces") => Some(json!({ "phase": "Active" })),
+            ("", "persistentvolumeclaims") => Some(json!({ "phase": "Pending" })),
+            ("apiextensions.k8s.io", "customresourcedefinitions") => Some(json!({
+                "conditions": [{ "type": "Established", "status": "True", "reason": "InitialNamesAccepted" },
+                               { "type": "NamesAccepted", "status": "True", "reason": "NoConflicts" }],
+                "acceptedNames": obj.pointer("/spec/names").cloned().unwrap_or(json!({})),
+            })),
+            _ if t.status => Some(json!({})),
+            _ => None,
+        }
+    }
+
+    pub fn create(
+        &mut self,
+        t: &ResourceType,
+        path_ns: Option<&str>,
+        mut obj: Value,
+        dry: bool,
+    ) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        }
+        Self::check_type_fields(t, &mut obj)?;
+        let mut name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        if name.is_empty() {
+            match obj.pointer("/metadata/generateName").and_then(Value::as_str) {
+                Some(prefix) => name = format!("{prefix}{:05x}", rand::random::<u32>() & 0xfffff),
+                None => {
+                    return Err(ApiError::invalid(
+                        t,
+                        "",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    ));
+                }
+            }
+        }
+        let ns = self.scope(t, path_ns, &obj, &name)?;
+        if self.objects.get(&key(t)).is_some_and(|m| m.contains_key(&(ns.clone(), name.clone()))) {
+            return Err(ApiError {
+                code: 409,
+                reason: "AlreadyExists",
+                message: format!("{} \"{name}\" already exists", t.group_resource()),
+                details: ApiError::details(t, &name),
+            });
+        }
+        let rv = self.next_rv();
+        let meta =
+            obj["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+        meta.insert("name".into(), json!(name));
+        if t.namespaced {
+            meta.insert("namespace".into(), json!(ns));
+        } else {
+            meta.remove("namespace");
+        }
+        meta.insert("uid".into(), json!(uuid()));
+        meta.insert("resourceVersion".into(), json!(rv));
+        meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        meta.insert("generation".into(), json!(1));
+        for server_only in ["deletionTimestamp", "selfLink"] {
+            meta.remove(server_only);
+        }
+        // Status is the controllers' to write; a create starts from the type's initial status.
+        if let Some(status) = Self::initial_status(t, &obj) {
+            obj["status"] = status;
+        } else if let Some(m) = obj.as_object_mut()
+            && t.status
+        {
+            m.remove("status");
+        }
+        if dry {
+            return Ok(obj);
+        }
+        if t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions" {
+            for nt in types::from_crd(&obj) {
+                self.types.retain(|x| !(x.group == nt.group && x.version == nt.version && x.plural == nt.plural));
+                self.types.push(nt);
+            }
+        }
+        self.changed.insert((key(t), ns.clone(), name.clone()), Instant::now());
+        self.objects.entry(key(t)).or_default().insert((ns, name), obj.clone());
+        Ok(obj)
+    }
+
+    pub fn get(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let ns = if t.namespaced { ns.unwrap_or("default") } else { "" };
+        self.objects
+            .get(&key(t))
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(t, name))
+    }
+
+    /// LIST with label and field selectors and `limit`/`continue` paging.
+    pub fn list(
+        &self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        labels: Option<&str>,
+        fields: Option<&str>,
+        limit: Option<usize>,
+        cont: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let selector = labels.map(parse_selector).transpose()?;
+        let mut items: Vec<&Value> = self
+            .objects
+            .get(&key(t))
+            .map(|m| m.iter().filter(|((n, _), _)| ns.is_none_or(|want| n == want)).map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        if let Some(sel) = &selector {
+            items.retain(|o| sel.iter().all(|req| req.matches(o.pointer("/metadata/labels"))));
+        }
+        if let Some(f) = fields {
+            for term in f.split(',').filter(|s| !s.is_empty()) {
+                let (field, value, negate) = match term.split_once("!=") {
+                    Some((a, b)) => (a, b, true),
+                    None => match term.split_once('=') {
+                        Some((a, b)) => (a, b.trim_start_matches('='), false),
+                        None => return Err(ApiError::bad_request(format!("invalid field selector {term:?}"))),
+                    },
+                };
+                let pointer = match field {
+                    "metadata.name" => "/metadata/name",
+                    "metadata.namespace" => "/metadata/namespace",
+                    other => return Err(ApiError::bad_request(format!("field label not supported: {other}"))),
+                };
+                items.retain(|o| (o.pointer(pointer).and_then(Value::as_str) == Some(value)) != negate);
+            }
+        }
+        let start: usize = match cont {
+            Some(c) => c.parse().map_err(|_| ApiError {
+                code: 410,
+                reason: "Expired",
+                message: "the provided continue parameter is too old".into(),
+                details: json!({}),
+            })?,
+            None => 0,
+        };
+        let end = limit.map(|l| (start + l).min(items.len())).unwrap_or(items.len());
+        let page: Vec<Value> = items.get(start..end).unwrap_or_default().to_vec().into_iter().cloned().collect();
+        let mut meta = json!({ "resourceVersion": self.resource_version.to_string() });
+        if end < items.len() {
+            meta["continue"] = json!(end.to_string());
+            meta["remainingItemCount"] = json!(items.len() - end);
+        }
+        Ok(json!({ "kind": format!("{}List", t.kind), "apiVersion": t.api_version(), "metadata": meta, "items": page }))
+    }
+
+    /// PUT of the main resource (`status` kept) or of `/status` (only status taken).
+    pub fn replace(
+        &mut self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        how: Write,
+    ) -> Result<Value, ApiError> {
+        let old = self.get(t, ns, name)?;
+        Self::check_type_fields(t, &mut obj)?;
+        if let Some(rv) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+            && Some(rv) != old.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+        {
+            return Err(ApiError {
+                code: 409,
+                reason: "Conflict",
+                message: format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    t.group_resource()
+                ),
+                details: ApiError::details(t, name),
+            });
+        }
+        if obj.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                obj["metadata"]["name"]
+            )));
+        }
+        self.store_update(t, old, obj, how.status_only, how.dry)
+    }
+
+    /// Common tail of PUT and PATCH: keep what the caller may not change, bump versions.
+    fn store_update(
+        &mut self,
+        t: &ResourceType,
+        old: Value,
+        mut new: Value,
+        status_only: bool,
+        dry: bool,
+    ) -> Result<Value, ApiError> {
+        let name = old["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let ns = old["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let mut result = if status_only {
+            let mut o = old.clone();
+            o["status"] = new.get("status").cloned().unwrap_or(json!({}));
+            o
+        } else {
+            if t.status
+                && let Some(m) = new.as_object_mut()
+            {
+                match old.get("status") {
+                    Some(s) => {
+                        m.insert("status".into(), s.clone());
+                    }
+                    None => {
+                        m.remove("status");
+                    }
+                }
+            }
+            new
+        };
+        // Server-set metadata survives any update.
+        for k in ["uid", "creationTimestamp", "namespace", "name"] {
+            if let Some(v) = old["metadata"].get(k) {
+                result["metadata"][k] = v.clone();
+            }
+        }
+        let spec_changed = result.get("spec") != old.get("spec");
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + i64::from(spec_changed && !status_only);
+        result["metadata"]["generation"] = json!(generation);
+        if result == old {
+            return Ok(old);
+        }
+        result["metadata"]["resourceVersion"] = json!(self.next_rv());
+        if dry {
+            return Ok(result);
+        }
+        if spec_changed {
+            self.changed.insert((key(t), ns.clone(), name.clone()), Instant::now());
+        }
+        self.objects.entry(key(t)).or_default().insert((ns, name), result.clone());
+        Ok(result)
+    }
+
+    pub fn patch(
+        &mut self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        content_type: &str,
+        body: &Value,
+        how: Write,
+    ) -> Result<Value, ApiError> {
+        let old = self.get(t, ns, name)?;
+        let mut new = old.clone();
+        match content_type {
+            "application/merge-patch+json" => patch::merge(&mut new, body),
+            "application/strategic-merge-patch+json" => patch::strategic(&mut new, body),
+            "application/json-patch+json" => patch::json_patch(&mut new, body).map_err(|e| ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: format!("the server rejected our request due to an error in our request: {e}"),
+                details: json!({}),
+            })?,
+            other => {
+                return Err(ApiError {
+                    code: 415,
+                    reason: "UnsupportedMediaType",
+                    message: format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other})"
+                    ),
+                    details: json!({}),
+                });
+            }
+        }
+        self.store_update(t, old, new, how.status_only, how.dry)
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`): create when absent, else merge the
+    /// applied configuration; record the field manager in `managedFields`.
+    pub fn apply(
+        &mut self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        body: &Value,
+        manager: Option<&str>,
+        dry: bool,
+    ) -> Result<Value, ApiError> {
+        let Some(manager) = manager.filter(|m| !m.is_empty()) else {
+            return Err(ApiError::invalid(t, name, "fieldManager", "Required value: is required for apply patch"));
+        };
+        if body.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                body["metadata"]["name"]
+            )));
+        }
+        let entry = json!({ "manager": manager, "operation": "Apply", "apiVersion": t.api_version(), "time": now_rfc3339(),
+                            "fieldsType": "FieldsV1", "fieldsV1": {} });
+        match self.get(t, ns, name) {
+            Err(e) if e.code == 404 => {
+                let mut obj = body.clone();
+                obj["metadata"]["name"] = json!(name);
+                obj["metadata"]["managedFields"] = json!([entry]);
+                self.create(t, ns, obj, dry)
+            }
+            Err(e) => Err(e),
+            Ok(old) => {
+                let mut new = old.clone();
+                let mut applied = body.clone();
+                if let Some(m) = applied.as_object_mut() {
+                    m.remove("status");
+                }
+                patch::strategic(&mut new, &applied);
+                let mut fields: Vec<Value> = old["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+                fields.retain(|f| f["manager"] != manager);
+                fields.push(entry);
+                new["metadata"]["managedFields"] = json!(fields);
+                // Only a change of the object itself counts, not the bookkeeping.
+                let mut compare_old = old.clone();
+                compare_old["metadata"]["managedFields"] = new["metadata"]["managedFields"].clone();
+                if compare_old == new {
+                    return Ok(old);
+                }
+                self.store_update(t, old, new, false, dry)
+            }
+        }
+    }
+
+    pub fn delete(&mut self, t: &ResourceType, ns: Option<&str>, name: &str, dry: bool) -> Result<Value, ApiError> {
+        let mut old = self.get(t, ns, name)?;
+        if dry {
+            return Ok(old);
+        }
+        let ns_key = old["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        if t.group.is_empty() && t.plural == "namespaces" {
+            // Namespaces finish deleting later, taking their contents with them.
+            old["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            old["status"] = json!({ "phase": "Terminating" });
+            old["metadata"]["resourceVersion"] = json!(self.next_rv());
+            self.changed.insert((key(t), String::new(), name.to_string()), Instant::now());
+            self.objects.entry(key(t)).or_default().insert((String::new(), name.to_string()), old.clone());
+            return Ok(old);
+        }
+        self.objects.entry(key(t)).or_default().remove(&(ns_key, name.to_string()));
+        Ok(old)
+    }
+
+    /// The small controller: workloads become ready, PVCs bind, namespaces finish deleting.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(String, String, String)> = self
+            .changed
+            .iter()
+            .filter(|(_, t)| {
+                now.duration_since(**t) >= self.settings.ready_delay.min(self.settings.namespace_delete_delay)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            let (res, ns, name) = k.clone();
+            let Some(obj) = self.objects.get_mut(&res).and_then(|m| m.get_mut(&(ns.clone(), name.clone()))) else {
+                self.changed.remove(&k);
+                continue;
+            };
+            let age = now.duration_since(self.changed[&k]);
+            match res.as_str() {
+                "deployments.apps" | "statefulsets.apps" | "replicasets.apps" if age >= self.settings.ready_delay => {
+                    let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+                    let generation = obj["metadata"]["generation"].clone();
+                    obj["status"] = json!({ "observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
+                                            "availableReplicas": replicas, "updatedReplicas": replicas, "currentReplicas": replicas });
+                    self.changed.remove(&k);
+                }
+                "daemonsets.apps" if age >= self.settings.ready_delay => {
+                    let generation = obj["metadata"]["generation"].clone();
+                    obj["status"] = json!({ "observedGeneration": generation, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
+                                            "numberReady": 1, "numberAvailable": 1, "updatedNumberScheduled": 1 });
+                    self.changed.remove(&k);
+                }
+                "persistentvolumeclaims" if age >= self.settings.ready_delay => {
+                    obj["status"] = json!({ "phase": "Bound", "accessModes": obj.pointer("/spec/accessModes").cloned().unwrap_or(json!([])),
+                                            "capacity": obj.pointer("/spec/resources/requests").cloned().unwrap_or(json!({})) });
+                    self.changed.remove(&k);
+                }
+                "namespaces" if age >= self.settings.namespace_delete_delay => {
+                    if obj["status"]["phase"] == "Terminating" {
+                        for (_, objects) in self.objects.iter_mut() {
+                            objects.retain(|(n, _), _| n != &name);
+                        }
+                        if let Some(m) = self.objects.get_mut("namespaces") {
+                            m.remove(&(String::new(), name.clone()));
+                        }
+                    }
+                    self.changed.remove(&k);
+                }
+                "deployments.apps"
+                | "statefulsets.apps"
+                | "replicasets.apps"
+                | "daemonsets.apps"
+                | "persistentvolumeclaims"
+                | "namespaces" => {}
+                _ => {
+                    self.changed.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+fn uuid() -> String {
+    let a: u128 = rand::random();
+    let h = format!("{a:032x}");
+    format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
+
+/// One requirement of a label selector.
+#[derive(Debug, Clone, PartialEq)]
+enum Requirement {
+    Eq(String, String),
+    Ne(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+impl Requirement {
+    fn matches(&self, labels: Option<&Value>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        match self {
+            Requirement::Eq(k, v) => get(k) == Some(v.as_str()),
+            Requirement::Ne(k, v) => get(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
+            Requirement::NotIn(k, vs) => !get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::NotExists(k) => get(k).is_none(),
+        }
+    }
+}
+
+/// `app=web,tier!=db,env in (a,b),!legacy`
+fn parse_selector(s: &str) -> Result<Vec<Requirement>, ApiError> {
+    let mut out = vec![];
+    let mut depth = 0;
+    let mut current = String::new();
+    let mut parts = vec![];
+    for ch in s.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(ch);
+    }
+    parts.push(current);
+    for p in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let bad = || ApiError::bad_request(format!("unable to parse requirement: {p:?}"));
+        let set = |rest: &str| -> Result<Vec<String>, ApiError> {
+            let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
+            Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
+        };
+        let req = if let Some(k) = p.strip_prefix('!') {
+            Requirement::NotExists(k.trim().to_string())
+        } else if let Some((k, v)) = p.split_once("!=") {
+            Requirement::Ne(k.trim().into(), v.trim().into())
+        } else if let Some((k, v)) = p.split_once("==").or_else(|| p.split_once('=')) {
+            Requirement::Eq(k.trim().into(), v.trim().into())
+        } else if let Some((k, rest)) = p.split_once(" notin ") {
+            Requirement::NotIn(k.trim().into(), set(rest)?)
+        } else if let Some((k, rest)) = p.split_once(" in ") {
+            Requirement::In(k.trim().into(), set(rest)?)
+        } else if p.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            Requirement::Exists(p.to_string())
+        } else {
+            return Err(bad());
+        };
+        out.push(req);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        let labels = json!({ "app": "web", "env": "prod" });
+        let ok = |s: &str| parse_selector(s).unwrap().iter().all(|r| r.matches(Some(&labels)));
+        assert!(ok("app=web"));
+        assert!(ok("app==web,env in (prod, staging)"));
+        assert!(ok("tier!=db,!legacy,env"));
+        assert!(!ok("env notin (prod)"));
+        assert!(parse_selector("app in prod").is_err());
+    }
+}

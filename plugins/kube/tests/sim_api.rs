@@ -1,0 +1,268 @@
+//! The Kubernetes API simulator answers like an API server: discovery, verbs, server-set
+//! fields, conflicts, status kept apart, dry runs, CRDs, selectors, paging, `Status` errors.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use drover_kube::sim::{Cluster, Settings};
+
+struct Api {
+    c: Cluster,
+    http: reqwest::Client,
+}
+
+async fn api() -> Api {
+    let settings =
+        Settings { ready_delay: Duration::from_millis(50), namespace_delete_delay: Duration::from_millis(50) };
+    Api { c: Cluster::start(0, "t0ken", settings).await.unwrap(), http: reqwest::Client::new() }
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>, content_type: &str) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.c.url()))
+            .bearer_auth(self.c.token())
+            .header("content-type", content_type);
+        if let Some(b) = body {
+            req = req.body(if content_type.contains("yaml") {
+                serde_yaml::to_string(&b).unwrap()
+            } else {
+                b.to_string()
+            });
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None, "application/json").await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body), "application/json").await
+    }
+}
+
+fn deployment(name: &str, replicas: i64) -> Value {
+    json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": name, "labels": { "app": name } },
+            "spec": { "replicas": replicas, "selector": { "matchLabels": { "app": name } },
+                      "template": { "metadata": { "labels": { "app": name } }, "spec": { "containers": [{ "name": "app", "image": "nginx:1" }] } } },
+            "status": { "readyReplicas": 99 } })
+}
+
+#[tokio::test]
+async fn discovery_lists_groups_and_resources() {
+    let a = api().await;
+    let (_, v) = a.get("/version").await;
+    assert_eq!(v["major"], "1");
+    let (_, core) = a.get("/api/v1").await;
+    let pods = core["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods").unwrap();
+    assert_eq!((pods["kind"].as_str(), pods["namespaced"].as_bool()), (Some("Pod"), Some(true)));
+    assert!(core["resources"].as_array().unwrap().iter().any(|r| r["name"] == "pods/status"));
+    let (_, groups) = a.get("/apis").await;
+    assert!(groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "apps"));
+    let (code, body) = a.get("/apis/nope.example.com/v1").await;
+    assert_eq!((code, body["reason"].as_str()), (404, Some("NotFound")));
+}
+
+#[tokio::test]
+async fn requests_need_the_bearer_token() {
+    let a = api().await;
+    let resp = a.http.get(format!("{}/api/v1/namespaces", a.c.url())).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!((body["kind"].as_str(), body["reason"].as_str()), (Some("Status"), Some("Unauthorized")));
+}
+
+#[tokio::test]
+async fn create_sets_server_fields_ignores_status_and_refuses_duplicates() {
+    let a = api().await;
+    let (code, d) = a.post("/apis/apps/v1/namespaces/default/deployments", deployment("web", 2)).await;
+    assert_eq!(code, 201, "{d}");
+    let meta = &d["metadata"];
+    assert!(meta["uid"].is_string() && meta["resourceVersion"].is_string() && meta["creationTimestamp"].is_string());
+    assert_eq!((meta["generation"].as_i64(), meta["namespace"].as_str()), (Some(1), Some("default")));
+    assert_eq!(d["status"], json!({}), "status is the controllers' to write");
+    let (code, e) = a.post("/apis/apps/v1/namespaces/default/deployments", deployment("web", 2)).await;
+    assert_eq!((code, e["reason"].as_str()), (409, Some("AlreadyExists")));
+    assert_eq!(e["message"], "deployments.apps \"web\" already exists");
+    let (code, e) = a.post("/apis/apps/v1/namespaces/missing/deployments", deployment("web", 2)).await;
+    assert_eq!((code, e["message"].as_str()), (404, Some("namespaces \"missing\" not found")));
+    let (code, e) = a.post("/api/v1/namespaces/default/configmaps", json!({ "data": {} })).await;
+    assert_eq!((code, e["reason"].as_str()), (422, Some("Invalid")));
+    let (code, e) = a.get("/apis/apps/v1/namespaces/default/deployments/nope").await;
+    assert_eq!((code, e["message"].as_str()), (404, Some("deployments.apps \"nope\" not found")));
+}
+
+#[tokio::test]
+async fn updates_check_resource_version_and_bump_generation_on_spec_change() {
+    let a = api().await;
+    let (_, d) = a.post("/apis/apps/v1/namespaces/default/deployments", deployment("web", 1)).await;
+    let mut stale = d.clone();
+    let mut changed = d.clone();
+    changed["spec"]["replicas"] = json!(3);
+    let (code, v2) =
+        a.call("PUT", "/apis/apps/v1/namespaces/default/deployments/web", Some(changed), "application/json").await;
+    assert_eq!(code, 200, "{v2}");
+    assert_eq!(v2["metadata"]["generation"], 2);
+    assert_ne!(v2["metadata"]["resourceVersion"], d["metadata"]["resourceVersion"]);
+    stale["spec"]["replicas"] = json!(5);
+    let (code, e) =
+        a.call("PUT", "/apis/apps/v1/namespaces/default/deployments/web", Some(stale), "application/json").await;
+    assert_eq!((code, e["reason"].as_str()), (409, Some("Conflict")));
+}
+
+#[tokio::test]
+async fn patch_types_and_dry_run() {
+    let a = api().await;
+    a.post("/apis/apps/v1/namespaces/default/deployments", deployment("web", 1)).await;
+    let url = "/apis/apps/v1/namespaces/default/deployments/web";
+    let (code, v) =
+        a.call("PATCH", url, Some(json!({ "spec": { "replicas": 4 } })), "application/merge-patch+json").await;
+    assert_eq!((code, v["spec"]["replicas"].as_i64()), (200, Some(4)));
+    let (_, v) = a
+        .call(
+            "PATCH",
+            url,
+            Some(json!([{ "op": "replace", "path": "/spec/replicas", "value": 2 }])),
+            "application/json-patch+json",
+        )
+        .await;
+    assert_eq!(v["spec"]["replicas"], 2);
+    let sm = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "app", "image": "nginx:2" }] } } } });
+    let (_, v) = a.call("PATCH", url, Some(sm), "application/strategic-merge-patch+json").await;
+    assert_eq!(v["spec"]["template"]["spec"]["containers"], json!([{ "name": "app", "image": "nginx:2" }]));
+    let (code, v) = a
+        .call(
+            "PATCH",
+            &format!("{url}?dryRun=All"),
+            Some(json!({ "spec": { "replicas": 9 } })),
+            "application/merge-patch+json",
+        )
+        .await;
+    assert_eq!((code, v["spec"]["replicas"].as_i64()), (200, Some(9)));
+    let (_, now) = a.get(url).await;
+    assert_eq!(now["spec"]["replicas"], 2, "a dry run changes nothing");
+    let (code, _) =
+        a.post("/api/v1/namespaces/default/configmaps?dryRun=All", json!({ "metadata": { "name": "c" } })).await;
+    assert_eq!(code, 201);
+    assert_eq!(a.get("/api/v1/namespaces/default/configmaps/c").await.0, 404);
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_then_merges_and_records_the_manager() {
+    let a = api().await;
+    let url = "/api/v1/namespaces/default/configmaps/settings?fieldManager=drover";
+    let cm =
+        json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "settings" }, "data": { "a": "1" } });
+    let (code, v) = a.call("PATCH", url, Some(cm), "application/apply-patch+yaml").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["metadata"]["managedFields"][0]["manager"], "drover");
+    let cm2 =
+        json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "settings" }, "data": { "b": "2" } });
+    let (_, v) = a.call("PATCH", url, Some(cm2.clone()), "application/apply-patch+yaml").await;
+    assert_eq!(v["data"], json!({ "a": "1", "b": "2" }));
+    let rv = v["metadata"]["resourceVersion"].clone();
+    let (_, again) = a.call("PATCH", url, Some(cm2), "application/apply-patch+yaml").await;
+    assert_eq!(again["metadata"]["resourceVersion"], rv, "applying the same configuration changes nothing");
+    let (code, e) = a
+        .call(
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/settings",
+            Some(json!({})),
+            "application/apply-patch+yaml",
+        )
+        .await;
+    assert_eq!((code, e["reason"].as_str()), (422, Some("Invalid")), "fieldManager is required");
+}
+
+#[tokio::test]
+async fn status_subresource_and_the_readiness_controller() {
+    let a = api().await;
+    a.post("/apis/apps/v1/namespaces/default/deployments", deployment("web", 3)).await;
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let (_, d) = a.get("/apis/apps/v1/namespaces/default/deployments/web").await;
+    assert_eq!((d["status"]["readyReplicas"].as_i64(), d["status"]["availableReplicas"].as_i64()), (Some(3), Some(3)));
+    let mut edited = d.clone();
+    edited["status"]["readyReplicas"] = json!(0);
+    edited["spec"]["replicas"] = json!(7);
+    let (_, v) = a
+        .call("PUT", "/apis/apps/v1/namespaces/default/deployments/web/status", Some(edited), "application/json")
+        .await;
+    assert_eq!(
+        (v["status"]["readyReplicas"].as_i64(), v["spec"]["replicas"].as_i64()),
+        (Some(0), Some(3)),
+        "/status changes status only"
+    );
+    let pvc = json!({ "metadata": { "name": "data" }, "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } } });
+    a.post("/api/v1/namespaces/default/persistentvolumeclaims", pvc).await;
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let (_, p) = a.get("/api/v1/namespaces/default/persistentvolumeclaims/data").await;
+    assert_eq!(p["status"]["phase"], "Bound");
+}
+
+#[tokio::test]
+async fn crds_register_their_resources() {
+    let a = api().await;
+    let crd = json!({ "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": "widgets.example.com" },
+        "spec": { "group": "example.com", "scope": "Namespaced", "names": { "plural": "widgets", "singular": "widget", "kind": "Widget" },
+                  "versions": [{ "name": "v1", "served": true, "storage": true, "schema": { "openAPIV3Schema": { "type": "object" } } }] } });
+    let (code, c) = a.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd).await;
+    assert_eq!(code, 201);
+    assert_eq!(
+        c["status"]["conditions"][0],
+        json!({ "type": "Established", "status": "True", "reason": "InitialNamesAccepted" })
+    );
+    let (_, d) = a.get("/apis/example.com/v1").await;
+    assert_eq!(d["resources"][0]["kind"], "Widget");
+    let (code, w) = a
+        .post(
+            "/apis/example.com/v1/namespaces/default/widgets",
+            json!({ "metadata": { "name": "w1" }, "spec": { "size": 3 } }),
+        )
+        .await;
+    assert_eq!((code, w["kind"].as_str()), (201, Some("Widget")));
+}
+
+#[tokio::test]
+async fn lists_filter_by_labels_and_fields_and_page() {
+    let a = api().await;
+    for (i, tier) in ["web", "web", "db"].iter().enumerate() {
+        a.post(
+            "/api/v1/namespaces/default/configmaps",
+            json!({ "metadata": { "name": format!("c{i}"), "labels": { "tier": tier } } }),
+        )
+        .await;
+    }
+    let (_, l) = a.get("/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dweb").await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 2);
+    assert_eq!(l["kind"], "ConfigMapList");
+    let (_, l) = a.get("/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name%3Dc2").await;
+    assert_eq!(l["items"][0]["metadata"]["labels"]["tier"], "db");
+    let mut names = vec![];
+    let mut next = Some("/api/v1/configmaps?limit=2".to_string());
+    while let Some(path) = next {
+        let (_, page) = a.get(&path).await;
+        names.extend(
+            page["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        next = page["metadata"]["continue"].as_str().map(|c| format!("/api/v1/configmaps?limit=2&continue={c}"));
+    }
+    assert_eq!(names, vec!["c0", "c1", "c2"]);
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_terminates_then_removes_its_contents() {
+    let a = api().await;
+    a.post("/api/v1/namespaces", json!({ "metadata": { "name": "shop" } })).await;
+    a.post("/api/v1/namespaces/shop/configmaps", json!({ "metadata": { "name": "c" } })).await;
+    let (code, ns) = a.call("DELETE", "/api/v1/namespaces/shop", None, "application/json").await;
+    assert_eq!((code, ns["status"]["phase"].as_str()), (200, Some("Terminating")));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(a.get("/api/v1/namespaces/shop").await.0, 404);
+    assert_eq!(a.get("/api/v1/namespaces/shop/configmaps/c").await.0, 404);
+}
