@@ -266,3 +266,21 @@ async fn deleting_a_namespace_terminates_then_removes_its_contents() {
     assert_eq!(a.get("/api/v1/namespaces/shop").await.0, 404);
     assert_eq!(a.get("/api/v1/namespaces/shop/configmaps/c").await.0, 404);
 }
+
+#[tokio::test]
+async fn the_scale_subresource_reads_and_sets_replicas() {
+    let a = api().await;
+    a.post("/apis/apps/v1/namespaces/default/deployments", deployment("web", 2)).await;
+    let url = "/apis/apps/v1/namespaces/default/deployments/web/scale";
+    let (code, sc) = a.get(url).await;
+    assert_eq!((code, sc["kind"].as_str(), sc["spec"]["replicas"].as_i64()), (200, Some("Scale"), Some(2)));
+    let (code, sc) =
+        a.call("PATCH", url, Some(json!({ "spec": { "replicas": 0 } })), "application/merge-patch+json").await;
+    assert_eq!((code, sc["spec"]["replicas"].as_i64()), (200, Some(0)));
+    let (_, d) = a.get("/apis/apps/v1/namespaces/default/deployments/web").await;
+    assert_eq!(d["spec"]["replicas"], 0);
+    let (code, e) = a.call("PUT", url, Some(json!({ "spec": { "replicas": -1 } })), "application/json").await;
+    assert_eq!((code, e["reason"].as_str()), (422, Some("Invalid")));
+    let (_, core) = a.get("/apis/apps/v1").await;
+    assert!(core["resources"].as_array().unwrap().iter().any(|r| r["name"] == "deployments/scale"));
+}

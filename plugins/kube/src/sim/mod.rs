@@ -5,7 +5,7 @@
 //! waits for readiness mean something. No Kubernetes API server can be installed on these
 //! machines; this one is for tests and the lab.
 //!
-//! Not yet here (next steps of the Kubernetes issue): `/scale`, watch, managedFields conflict
+//! Not yet here (next steps of the Kubernetes issue): watch, managedFields conflict
 //! detection for server-side apply, fault injection, and a kubectl/kube-rs compatibility test.
 
 mod patch;
@@ -116,6 +116,21 @@ fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Apply a merge, strategic or JSON patch to a value (for subresources).
+fn patch_value(v: &mut Value, content_type: &str, body: &Value) -> Result<(), ApiError> {
+    match content_type {
+        "application/json-patch+json" => patch::json_patch(v, body).map_err(ApiError::bad_request),
+        "application/strategic-merge-patch+json" => {
+            patch::strategic(v, body);
+            Ok(())
+        }
+        _ => {
+            patch::merge(v, body);
+            Ok(())
+        }
+    }
 }
 
 /// A request path, parsed: which type, namespace, name and subresource.
@@ -229,6 +244,22 @@ async fn handle(
         _ => return Ok(error(&ApiError::unknown_resource())),
     };
     let ns = t.namespace.as_deref();
+    if t.sub.as_deref() == Some("scale") && rt.scale {
+        let name = t.name.as_deref().unwrap_or_default();
+        let result = match method.as_str() {
+            "GET" => s.get_scale(&rt, ns, name),
+            "PUT" => s.set_scale(&rt, ns, name, &body, dry),
+            "PATCH" => s.get_scale(&rt, ns, name).and_then(|mut scale| {
+                patch_value(&mut scale, &content_type, &body)?;
+                s.set_scale(&rt, ns, name, &scale, dry)
+            }),
+            _ => Err(ApiError::bad_request(format!("{method} is not supported on /scale"))),
+        };
+        return Ok(match result {
+            Ok(v) => respond(200, &v),
+            Err(e) => error(&e),
+        });
+    }
     let status_only = match t.sub.as_deref() {
         None => false,
         Some("status") if rt.status => true,

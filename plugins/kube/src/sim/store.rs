@@ -51,7 +51,7 @@ impl ApiError {
         ApiError { code: 400, reason: "BadRequest", message: message.into(), details: json!({}) }
     }
 
-    fn invalid(t: &ResourceType, name: &str, field: &str, why: &str) -> Self {
+    pub(crate) fn invalid(t: &ResourceType, name: &str, field: &str, why: &str) -> Self {
         let qualified = if t.group.is_empty() { t.kind.clone() } else { format!("{}.{}", t.kind, t.group) };
         ApiError {
             code: 422,
@@ -444,6 +444,50 @@ impl Store {
             }
         }
         self.store_update(t, old, new, how.status_only, how.dry)
+    }
+
+    /// `GET .../scale`: the object's replicas as an `autoscaling/v1` Scale.
+    pub fn get_scale(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let o = self.get(t, ns, name)?;
+        Ok(json!({
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": { "name": name, "namespace": o["metadata"]["namespace"], "uid": o["metadata"]["uid"],
+                          "resourceVersion": o["metadata"]["resourceVersion"], "creationTimestamp": o["metadata"]["creationTimestamp"] },
+            "spec": { "replicas": o.pointer("/spec/replicas").cloned().unwrap_or(json!(1)) },
+            "status": { "replicas": o.pointer("/status/replicas").cloned().unwrap_or(json!(0)) },
+        }))
+    }
+
+    /// `PUT`/`PATCH .../scale`: only `spec.replicas` changes.
+    pub fn set_scale(
+        &mut self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        scale: &Value,
+        dry: bool,
+    ) -> Result<Value, ApiError> {
+        let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| {
+            ApiError::invalid(t, name, "spec.replicas", "Required value: the scale needs spec.replicas")
+        })?;
+        if replicas < 0 {
+            return Err(ApiError::invalid(
+                t,
+                name,
+                "spec.replicas",
+                "Invalid value: must be greater than or equal to 0",
+            ));
+        }
+        let old = self.get(t, ns, name)?;
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(replicas);
+        self.store_update(t, old, new, false, dry)?;
+        if dry {
+            let mut s = self.get_scale(t, ns, name)?;
+            s["spec"]["replicas"] = json!(replicas);
+            return Ok(s);
+        }
+        self.get_scale(t, ns, name)
     }
 
     /// Server-side apply (`application/apply-patch+yaml`): create when absent, else merge the

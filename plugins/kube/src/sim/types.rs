@@ -14,6 +14,8 @@ pub struct ResourceType {
     pub namespaced: bool,
     /// Has `/status`: status is ignored on writes to the main resource.
     pub status: bool,
+    /// Has `/scale` (`spec.replicas` as an `autoscaling/v1` Scale).
+    pub scale: bool,
     pub short_names: Vec<String>,
 }
 
@@ -38,6 +40,10 @@ impl ResourceType {
                 json!({ "name": format!("{}/status", self.plural), "singularName": "", "namespaced": self.namespaced,
                              "kind": self.kind, "verbs": ["get", "patch", "update"] }),
             );
+        }
+        if self.scale {
+            out.push(json!({ "name": format!("{}/scale", self.plural), "singularName": "", "namespaced": self.namespaced,
+                             "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"] }));
         }
         out
     }
@@ -88,6 +94,7 @@ pub fn builtin() -> Vec<ResourceType> {
             plural: p.to_string(),
             namespaced: *ns,
             status: *st,
+            scale: matches!(*p, "deployments" | "statefulsets" | "replicasets"),
             short_names: short.iter().map(|s| s.to_string()).collect(),
         })
         .collect()
@@ -115,6 +122,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
                     plural: names["plural"].as_str().unwrap_or_default().to_string(),
                     namespaced,
                     status: v.pointer("/subresources/status").is_some(),
+                    scale: v.pointer("/subresources/scale").is_some(),
                     short_names: short.clone(),
                 })
                 .collect()
