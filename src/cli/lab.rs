@@ -10,6 +10,21 @@ use super::{Cli, CliError, Output, exit};
 pub enum LabCommand {
     /// Run the ONTAP REST simulator (two clusters by default) until Ctrl-C.
     Ontap(OntapArgs),
+    /// Run a simulated Kubernetes API until Ctrl-C and write a kubeconfig for it.
+    Kube(KubeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    /// Context and cluster name in the kubeconfig.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Where the kubeconfig is written.
+    #[arg(long, default_value = ".drover/lab")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -24,6 +39,20 @@ pub struct OntapArgs {
 
 pub async fn run(cli: &Cli, cmd: &LabCommand) -> Result<i32, CliError> {
     match cmd {
+        LabCommand::Kube(a) => {
+            let (cluster, kubeconfig) = crate::lab::start_kube(&a.name, a.port, &a.dir)
+                .await
+                .map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
+            if cli.output == Output::Json {
+                println!("{}", serde_json::json!({ "kube": cluster.url(), "kubeconfig": kubeconfig }));
+            } else {
+                println!("Kubernetes API simulator (not a real API server) at {}", cluster.url());
+                println!("kubeconfig: {}  (context `{}`)", kubeconfig.display(), a.name);
+                println!("Ctrl-C stops it.");
+            }
+            let _ = tokio::signal::ctrl_c().await;
+            Ok(exit::SUCCESS)
+        }
         LabCommand::Ontap(a) => {
             let (sim, sites) = crate::lab::start_ontap(&a.topology, &a.dir).await.map_err(|e| {
                 CliError::new(exit::INVALID_INPUT, e).hint("check the topology file (see examples/lab/ontap.yaml)")

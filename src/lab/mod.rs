@@ -32,3 +32,16 @@ pub async fn start_ontap(topology: &Path, dir: &Path) -> Result<(Simulator, Path
     write_sites_file(&sites, &sections)?;
     Ok((sim, sites))
 }
+
+/// Start a simulated Kubernetes API and write `DIR/kubeconfig-NAME` (mode 0600) for it.
+pub async fn start_kube(name: &str, port: u16, dir: &Path) -> Result<(drover_kube::sim::Cluster, PathBuf), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let token = format!("{:032x}", rand::random::<u128>());
+    let cluster = drover_kube::sim::Cluster::start(port, &token, drover_kube::sim::Settings::default()).await?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("kubeconfig-{name}"));
+    let text = serde_yaml::to_string(&cluster.kubeconfig(name)).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    Ok((cluster, path))
+}

@@ -284,3 +284,37 @@ async fn the_scale_subresource_reads_and_sets_replicas() {
     let (_, core) = a.get("/apis/apps/v1").await;
     assert!(core["resources"].as_array().unwrap().iter().any(|r| r["name"] == "deployments/scale"));
 }
+
+#[tokio::test]
+async fn injected_faults_throttle_fail_delay_and_drop() {
+    use drover_kube::sim::{Fault, FaultKind};
+    let a = api().await;
+    let fault = |kind| Fault {
+        method: Some("GET".into()),
+        path: Some("/configmaps".into()),
+        kind,
+        remaining: Some(1),
+        share: 1.0,
+    };
+    a.c.inject(fault(FaultKind::Throttle(3)));
+    let resp = a
+        .http
+        .get(format!("{}/api/v1/namespaces/default/configmaps", a.c.url()))
+        .bearer_auth(a.c.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((resp.status().as_u16(), resp.headers()["retry-after"].to_str().unwrap()), (429, "3"));
+    assert_eq!(a.get("/api/v1/namespaces/default/configmaps").await.0, 200, "one request only");
+    a.c.inject(fault(FaultKind::ServerError));
+    let (code, e) = a.get("/api/v1/namespaces/default/configmaps").await;
+    assert_eq!((code, e["reason"].as_str()), (500, Some("InternalError")));
+    a.c.inject(fault(FaultKind::Latency(Duration::from_millis(200))));
+    let started = std::time::Instant::now();
+    a.get("/api/v1/namespaces/default/configmaps").await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    a.c.inject(fault(FaultKind::Drop));
+    let dropped =
+        a.http.get(format!("{}/api/v1/namespaces/default/configmaps", a.c.url())).bearer_auth(a.c.token()).send().await;
+    assert!(dropped.is_err(), "the connection closes without an answer");
+}

@@ -5,8 +5,10 @@
 //! waits for readiness mean something. No Kubernetes API server can be installed on these
 //! machines; this one is for tests and the lab.
 //!
-//! Not yet here (next steps of the Kubernetes issue): watch, managedFields conflict
-//! detection for server-side apply, fault injection, and a kubectl/kube-rs compatibility test.
+//! Faults can be injected: latency, 429 with `Retry-After`, 500, dropped connections.
+//!
+//! Not yet here (next steps of the Kubernetes issue): watch, managedFields conflict detection
+//! for server-side apply, and a kubectl / kube-rs compatibility test.
 
 mod patch;
 pub mod store;
@@ -24,9 +26,35 @@ use tokio::net::TcpListener;
 
 pub use store::{ApiError, Settings, Store};
 
+/// An injected fault: what the API answers (or fails to) for matching requests.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: Option<String>,
+    /// Substring of the request path.
+    pub path: Option<String>,
+    pub kind: FaultKind,
+    /// For this many matching requests (None: all).
+    pub remaining: Option<u32>,
+    /// For this share of matching requests (1.0: each).
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultKind {
+    /// Delay the answer.
+    Latency(std::time::Duration),
+    /// 429 TooManyRequests with `Retry-After: seconds`.
+    Throttle(u64),
+    /// 500 InternalError.
+    ServerError,
+    /// Close the connection without an answer.
+    Drop,
+}
+
 /// A running simulated cluster; dropping it stops the server.
 pub struct Cluster {
     store: Arc<Mutex<Store>>,
+    faults: Arc<Mutex<Vec<Fault>>>,
     addr: SocketAddr,
     token: String,
     task: tokio::task::JoinHandle<()>,
@@ -44,20 +72,21 @@ impl Cluster {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| format!("cannot listen: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let store = Arc::new(Mutex::new(Store::new(settings)));
-        let (s, t) = (store.clone(), token.to_string());
+        let faults: Arc<Mutex<Vec<Fault>>> = Arc::default();
+        let (s, t, f) = (store.clone(), token.to_string(), faults.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let (s, t) = (s.clone(), t.clone());
+                let (s, t, f) = (s.clone(), t.clone(), f.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(req, s.clone(), t.clone()));
+                    let service = hyper::service::service_fn(move |req| handle(req, s.clone(), t.clone(), f.clone()));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
         });
-        Ok(Cluster { store, addr, token: token.to_string(), task })
+        Ok(Cluster { store, faults, addr, token: token.to_string(), task })
     }
 
     pub fn url(&self) -> String {
@@ -66,6 +95,24 @@ impl Cluster {
 
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner()).push(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// A kubeconfig for this cluster (context `name`), to write to a file of mode 0600.
+    pub fn kubeconfig(&self, name: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": name,
+            "clusters": [{ "name": name, "cluster": { "server": self.url() } }],
+            "users": [{ "name": name, "user": { "token": self.token } }],
+            "contexts": [{ "name": name, "context": { "cluster": name, "user": name, "namespace": "default" } }],
+        })
     }
 
     /// Read or change the objects directly (tests and the lab).
@@ -171,13 +218,68 @@ fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// The first fault matching this request, counted.
+fn take_fault(faults: &Mutex<Vec<Fault>>, method: &str, path: &str) -> Option<FaultKind> {
+    let mut faults = faults.lock().unwrap_or_else(|e| e.into_inner());
+    for f in faults.iter_mut() {
+        let applies = f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && f.path.as_deref().is_none_or(|p| path.contains(p))
+            && f.remaining != Some(0)
+            && (f.share >= 1.0 || rand::random::<f64>() < f.share);
+        if applies {
+            if let Some(n) = f.remaining.as_mut() {
+                *n -= 1;
+            }
+            return Some(f.kind.clone());
+        }
+    }
+    None
+}
+
 async fn handle(
     req: Request<Incoming>,
     store: Arc<Mutex<Store>>,
     token: String,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    faults: Arc<Mutex<Vec<Fault>>>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
+    match take_fault(&faults, &method, &path) {
+        Some(FaultKind::Latency(d)) => tokio::time::sleep(d).await,
+        Some(FaultKind::Drop) => return Err(Dropped),
+        Some(FaultKind::Throttle(secs)) => {
+            let e = ApiError {
+                code: 429,
+                reason: "TooManyRequests",
+                message: "Too many requests, please try again later.".into(),
+                details: json!({ "retryAfterSeconds": secs }),
+            };
+            let mut r = error(&e);
+            r.headers_mut().insert("retry-after", secs.into());
+            return Ok(r);
+        }
+        Some(FaultKind::ServerError) => {
+            let e = ApiError {
+                code: 500,
+                reason: "InternalError",
+                message: "Internal error occurred: injected fault".into(),
+                details: json!({}),
+            };
+            return Ok(error(&e));
+        }
+        None => {}
+    }
     let query = query_pairs(req.uri().query());
     let content_type = req
         .headers()
