@@ -318,3 +318,28 @@ async fn injected_faults_throttle_fail_delay_and_drop() {
         a.http.get(format!("{}/api/v1/namespaces/default/configmaps", a.c.url())).bearer_auth(a.c.token()).send().await;
     assert!(dropped.is_err(), "the connection closes without an answer");
 }
+
+#[tokio::test]
+async fn apply_conflicts_between_managers_need_force() {
+    let a = api().await;
+    let base = "/api/v1/namespaces/default/configmaps/shared";
+    let cm = |v: &str| json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "shared" }, "data": { "mode": v } });
+    let (code, _) =
+        a.call("PATCH", &format!("{base}?fieldManager=alice"), Some(cm("a")), "application/apply-patch+yaml").await;
+    assert_eq!(code, 200);
+    let (code, e) =
+        a.call("PATCH", &format!("{base}?fieldManager=drover"), Some(cm("b")), "application/apply-patch+yaml").await;
+    assert_eq!((code, e["reason"].as_str()), (409, Some("Conflict")));
+    assert_eq!(e["message"], "Apply failed with 1 conflict: conflict with \"alice\": .data.mode");
+    let (code, v) = a
+        .call("PATCH", &format!("{base}?fieldManager=drover&force=true"), Some(cm("b")), "application/apply-patch+yaml")
+        .await;
+    assert_eq!((code, v["data"]["mode"].as_str()), (200, Some("b")));
+    let alice =
+        v["metadata"]["managedFields"].as_array().unwrap().iter().find(|f| f["manager"] == "alice").unwrap().clone();
+    assert_eq!(alice["fieldsV1"], json!({}), "forcing moved the field to drover");
+    // Setting the same value another manager owns is not a conflict.
+    let (code, _) =
+        a.call("PATCH", &format!("{base}?fieldManager=carol"), Some(cm("b")), "application/apply-patch+yaml").await;
+    assert_eq!(code, 200);
+}

@@ -7,8 +7,8 @@
 //!
 //! Faults can be injected: latency, 429 with `Retry-After`, 500, dropped connections.
 //!
-//! Not yet here (next steps of the Kubernetes issue): watch, managedFields conflict detection
-//! for server-side apply, and a kubectl / kube-rs compatibility test.
+//! Not yet here (next steps of the Kubernetes issue): watch, and a kubectl / kube-rs
+//! compatibility test.
 
 mod patch;
 pub mod store;
@@ -375,9 +375,16 @@ async fn handle(
         ("GET", Some(name)) => s.get(&rt, ns, name).map(|v| (200, v)),
         ("POST", None) => s.create(&rt, ns, body, dry).map(|v| (201, v)),
         ("PUT", Some(name)) => s.replace(&rt, ns, name, body, store::Write { status_only, dry }).map(|v| (200, v)),
-        ("PATCH", Some(name)) if content_type == "application/apply-patch+yaml" => {
-            s.apply(&rt, ns, name, &body, q("fieldManager"), dry).map(|v| (200, v))
-        }
+        ("PATCH", Some(name)) if content_type == "application/apply-patch+yaml" => s
+            .apply(
+                &rt,
+                ns,
+                name,
+                &body,
+                store::Applier { manager: q("fieldManager"), force: q("force") == Some("true") },
+                dry,
+            )
+            .map(|v| (200, v)),
         ("PATCH", Some(name)) => {
             s.patch(&rt, ns, name, &content_type, &body, store::Write { status_only, dry }).map(|v| (200, v))
         }

@@ -498,10 +498,10 @@ impl Store {
         ns: Option<&str>,
         name: &str,
         body: &Value,
-        manager: Option<&str>,
+        by: Applier,
         dry: bool,
     ) -> Result<Value, ApiError> {
-        let Some(manager) = manager.filter(|m| !m.is_empty()) else {
+        let Some(manager) = by.manager.filter(|m| !m.is_empty()) else {
             return Err(ApiError::invalid(t, name, "fieldManager", "Required value: is required for apply patch"));
         };
         if body.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != name) {
@@ -510,24 +510,57 @@ impl Store {
                 body["metadata"]["name"]
             )));
         }
+        let mut applied = body.clone();
+        if let Some(m) = applied.as_object_mut() {
+            m.remove("status");
+        }
+        let mine = owned_paths(&applied);
         let entry = json!({ "manager": manager, "operation": "Apply", "apiVersion": t.api_version(), "time": now_rfc3339(),
-                            "fieldsType": "FieldsV1", "fieldsV1": {} });
+                            "fieldsType": "FieldsV1", "fieldsV1": fields_v1(&mine) });
         match self.get(t, ns, name) {
             Err(e) if e.code == 404 => {
-                let mut obj = body.clone();
+                let mut obj = applied;
                 obj["metadata"]["name"] = json!(name);
                 obj["metadata"]["managedFields"] = json!([entry]);
                 self.create(t, ns, obj, dry)
             }
             Err(e) => Err(e),
             Ok(old) => {
-                let mut new = old.clone();
-                let mut applied = body.clone();
-                if let Some(m) = applied.as_object_mut() {
-                    m.remove("status");
-                }
-                patch::strategic(&mut new, &applied);
+                // Fields another applier owns may only change with `force=true`, which moves them.
                 let mut fields: Vec<Value> = old["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+                let mut conflicts = vec![];
+                for f in fields.iter_mut().filter(|f| f["manager"] != manager && f["operation"] == "Apply") {
+                    let theirs = paths_of(&f["fieldsV1"], "");
+                    let contested: Vec<&String> = theirs
+                        .iter()
+                        .filter(|p| mine.contains(p) && pointer(&applied, p) != pointer(&old, p))
+                        .collect();
+                    if contested.is_empty() {
+                        continue;
+                    }
+                    if by.force {
+                        let kept: Vec<String> = theirs.iter().filter(|p| !contested.contains(p)).cloned().collect();
+                        f["fieldsV1"] = fields_v1(&kept);
+                    } else {
+                        let who = f["manager"].as_str().unwrap_or("?").to_string();
+                        conflicts.extend(contested.into_iter().map(|p| format!("conflict with \"{who}\": {p}")));
+                    }
+                }
+                if !conflicts.is_empty() {
+                    return Err(ApiError {
+                        code: 409,
+                        reason: "Conflict",
+                        message: format!(
+                            "Apply failed with {} conflict{}: {}",
+                            conflicts.len(),
+                            if conflicts.len() == 1 { "" } else { "s" },
+                            conflicts.join("; ")
+                        ),
+                        details: json!({ "causes": conflicts }),
+                    });
+                }
+                let mut new = old.clone();
+                patch::strategic(&mut new, &applied);
                 fields.retain(|f| f["manager"] != manager);
                 fields.push(entry);
                 new["metadata"]["managedFields"] = json!(fields);
@@ -621,6 +654,59 @@ impl Store {
             }
         }
     }
+}
+
+/// Who applies: the field manager, and whether it takes fields other appliers own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Applier<'a> {
+    pub manager: Option<&'a str>,
+    pub force: bool,
+}
+
+/// The leaf fields an applied configuration sets, as `.spec.replicas`; identity fields excluded.
+fn owned_paths(v: &Value) -> Vec<String> {
+    fn walk(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, x) in m {
+                    walk(x, format!("{at}.{k}"), out);
+                }
+            }
+            _ => out.push(at),
+        }
+    }
+    let mut out = vec![];
+    walk(v, String::new(), &mut out);
+    let identity = [".apiVersion", ".kind", ".metadata.name", ".metadata.namespace"];
+    out.retain(|p| !identity.contains(&p.as_str()) && !p.starts_with(".metadata.managedFields"));
+    out
+}
+
+/// Paths in the `fieldsV1` form: `{"f:spec": {"f:replicas": {}}}`.
+fn fields_v1(paths: &[String]) -> Value {
+    let mut root = json!({});
+    for p in paths {
+        let mut at = &mut root;
+        for part in p.trim_start_matches('.').split('.') {
+            at = at.as_object_mut().expect("objects all the way").entry(format!("f:{part}")).or_insert(json!({}));
+        }
+    }
+    root
+}
+
+fn paths_of(fields: &Value, at: &str) -> Vec<String> {
+    let Some(m) = fields.as_object() else { return vec![] };
+    if m.is_empty() {
+        return if at.is_empty() { vec![] } else { vec![at.to_string()] };
+    }
+    m.iter()
+        .filter_map(|(k, v)| k.strip_prefix("f:").map(|k| (k, v)))
+        .flat_map(|(k, v)| paths_of(v, &format!("{at}.{k}")))
+        .collect()
+}
+
+fn pointer<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.trim_start_matches('.').split('.').try_fold(v, |cur, k| cur.get(k))
 }
 
 fn uuid() -> String {
