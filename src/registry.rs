@@ -35,8 +35,13 @@ impl Registry {
     /// The built-in actions of every plugin crate.
     pub fn builtin() -> Self {
         let mut r = Registry::empty();
-        let plugins =
-            [drover_core_actions::actions(), drover_dns::actions(), drover_lb::actions(), drover_ontap::actions()];
+        let plugins = [
+            drover_core_actions::actions(),
+            drover_dns::actions(),
+            drover_kube::actions(),
+            drover_lb::actions(),
+            drover_ontap::actions(),
+        ];
         for action in plugins.into_iter().flatten() {
             r = r.with(action);
         }

@@ -113,4 +113,6 @@ pub(crate) struct RunShared {
     pub run_id: String,
     pub sink: EventSink,
     pub approver: Arc<dyn Approver>,
+    /// The runbook's directory: relative paths in parameters start here.
+    pub base_dir: std::path::PathBuf,
 }

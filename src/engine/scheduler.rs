@@ -267,8 +267,16 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
     let rb = &loaded.runbook;
     let sites: Arc<BTreeMap<String, Value>> =
         Arc::new(loaded.sites.iter().map(|(k, v)| (k.clone(), v.settings.clone())).collect());
-    let shared =
-        Arc::new(RunShared { run_id: opts.run_id.clone(), sink: opts.sink.clone(), approver: opts.approver.clone() });
+    let base_dir = match rb.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+        _ => std::env::current_dir().unwrap_or_default(),
+    };
+    let shared = Arc::new(RunShared {
+        run_id: opts.run_id.clone(),
+        sink: opts.sink.clone(),
+        approver: opts.approver.clone(),
+        base_dir,
+    });
     if let Err(e) = opts.sink.emit_durable(run_started(loaded, &opts)).await {
         let journal_error = Some(e.to_string());
         return RunSummary { outcome: RunOutcome::Failed, steps: vec![], outputs: BTreeMap::new(), journal_error };
@@ -681,6 +689,7 @@ impl StepJob {
             host,
             self.checkpoint.clone(),
         )
+        .with_base_dir(self.shared.base_dir.clone())
     }
 }
 
@@ -762,7 +771,8 @@ async fn rollback(
             CancellationToken::new(),
             host,
             None,
-        );
+        )
+        .with_base_dir(shared.base_dir.clone());
         let outs = outputs[i].clone().unwrap_or_default();
         let result = match prepared {
             Err(e) => Err(e),

@@ -57,6 +57,7 @@ pub struct StepContext {
     stop: CancellationToken,
     host: Arc<dyn StepHost>,
     checkpoint: Option<Value>,
+    base_dir: Option<std::path::PathBuf>,
 }
 
 impl StepContext {
@@ -82,6 +83,21 @@ impl StepContext {
             stop,
             host,
             checkpoint,
+            base_dir: None,
+        }
+    }
+
+    /// Relative paths in parameters are taken from here (the runbook's directory).
+    pub fn with_base_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.base_dir = Some(dir.into());
+        self
+    }
+
+    /// A path from a parameter: absolute as is, relative to the runbook's directory otherwise.
+    pub fn resolve_path(&self, path: &std::path::Path) -> std::path::PathBuf {
+        match &self.base_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
         }
     }
 

@@ -37,3 +37,21 @@ pub fn context(sites: BTreeMap<String, Value>, budget: Duration) -> StepContext 
         None,
     )
 }
+
+/// A TLS acceptor with a fresh self-signed certificate for `localhost` and `127.0.0.1`, and
+/// that certificate as PEM for clients to trust. The simulators serve HTTPS with it, as the
+/// real servers they stand in for do.
+#[cfg(feature = "sim-tls")]
+pub fn self_signed_tls() -> Result<(tokio_rustls::TlsAcceptor, String), String> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    let pem = cert.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .map_err(|e| format!("bad certificate: {e}"))?;
+    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), pem))
+}

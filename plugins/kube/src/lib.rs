@@ -1,3 +1,31 @@
-//! Kubernetes: a simulator of the Kubernetes API for tests and the lab (the actions come next).
+//! Kubernetes: the actions `kube.apply`, `kube.scale`, `kube.wait`, `kube.delete`,
+//! `kube.fence` and `kube.check` over the `kube` crate, and a simulator of the Kubernetes API
+//! for tests and the lab.
+//!
+//! Sites carry a `kube:` section: `kubeconfig` (default `$KUBECONFIG`, then
+//! `~/.kube/config`), `context` (default the current one), or `in_cluster: true`; and
+//! `request_timeout` (default 10s).
 
+pub mod actions;
+pub mod client;
+pub mod manifests;
+pub mod select;
 pub mod sim;
+
+use std::sync::Arc;
+
+use drover_api::{Action, typed};
+
+pub use client::{Kube, KubeSite};
+
+/// Every Kubernetes action.
+pub fn actions() -> Vec<Arc<dyn Action>> {
+    vec![
+        typed(actions::apply::Apply),
+        typed(actions::scale::Scale),
+        typed(actions::wait::Wait),
+        typed(actions::delete::Delete),
+        typed(actions::fence::Fence),
+        typed(actions::check::Check),
+    ]
+}

@@ -15,7 +15,9 @@ struct Api {
 async fn api() -> Api {
     let settings =
         Settings { ready_delay: Duration::from_millis(50), namespace_delete_delay: Duration::from_millis(50) };
-    Api { c: Cluster::start(0, "t0ken", settings).await.unwrap(), http: reqwest::Client::new() }
+    let c = Cluster::start(0, "t0ken", settings).await.unwrap();
+    let ca = reqwest::Certificate::from_pem(c.ca_pem().as_bytes()).unwrap();
+    Api { http: reqwest::Client::builder().add_root_certificate(ca).build().unwrap(), c }
 }
 
 impl Api {

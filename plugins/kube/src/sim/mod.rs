@@ -17,6 +17,7 @@ pub mod types;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -57,6 +58,7 @@ pub struct Cluster {
     faults: Arc<Mutex<Vec<Fault>>>,
     addr: SocketAddr,
     token: String,
+    ca_pem: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -67,18 +69,21 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    /// Serve on 127.0.0.1 (port 0 picks a free one); requests need `Authorization: Bearer TOKEN`.
+    /// Serve HTTPS on 127.0.0.1 (port 0 picks a free one) with a fresh self-signed
+    /// certificate; requests need `Authorization: Bearer TOKEN`.
     pub async fn start(port: u16, token: &str, settings: Settings) -> Result<Cluster, String> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| format!("cannot listen: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (acceptor, ca_pem) = drover_api::testing::self_signed_tls()?;
         let store = Arc::new(Mutex::new(Store::new(settings)));
         let faults: Arc<Mutex<Vec<Fault>>> = Arc::default();
         let (s, t, f) = (store.clone(), token.to_string(), faults.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let (s, t, f) = (s.clone(), t.clone(), f.clone());
+                let (s, t, f, acceptor) = (s.clone(), t.clone(), f.clone(), acceptor.clone());
                 tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
                     let service = hyper::service::service_fn(move |req| handle(req, s.clone(), t.clone(), f.clone()));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -86,11 +91,16 @@ impl Cluster {
                 });
             }
         });
-        Ok(Cluster { store, faults, addr, token: token.to_string(), task })
+        Ok(Cluster { store, faults, addr, token: token.to_string(), ca_pem, task })
+    }
+
+    /// The PEM certificate clients must trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     pub fn token(&self) -> &str {
@@ -109,7 +119,10 @@ impl Cluster {
     pub fn kubeconfig(&self, name: &str) -> Value {
         json!({
             "apiVersion": "v1", "kind": "Config", "current-context": name,
-            "clusters": [{ "name": name, "cluster": { "server": self.url() } }],
+            "clusters": [{ "name": name, "cluster": {
+                "server": self.url(),
+                "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(&self.ca_pem),
+            } }],
             "users": [{ "name": name, "user": { "token": self.token } }],
             "contexts": [{ "name": name, "context": { "cluster": name, "user": name, "namespace": "default" } }],
         })

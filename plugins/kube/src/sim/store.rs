@@ -564,10 +564,18 @@ impl Store {
                 fields.retain(|f| f["manager"] != manager);
                 fields.push(entry);
                 new["metadata"]["managedFields"] = json!(fields);
-                // Only a change of the object itself counts, not the bookkeeping.
-                let mut compare_old = old.clone();
-                compare_old["metadata"]["managedFields"] = new["metadata"]["managedFields"].clone();
-                if compare_old == new {
+                // A re-apply that changes neither the object nor who owns what is not a write
+                // (the API server ignores a new timestamp alone).
+                let untimed = |v: &Value| {
+                    let mut v = v.clone();
+                    for f in v["metadata"]["managedFields"].as_array_mut().into_iter().flatten() {
+                        if let Some(f) = f.as_object_mut() {
+                            f.remove("time");
+                        }
+                    }
+                    v
+                };
+                if untimed(&old) == untimed(&new) {
                     return Ok(old);
                 }
                 self.store_update(t, old, new, false, dry)
@@ -626,6 +634,14 @@ impl Store {
                                             "numberReady": 1, "numberAvailable": 1, "updatedNumberScheduled": 1 });
                     self.changed.remove(&k);
                 }
+                "jobs.batch" if age >= self.settings.ready_delay => {
+                    if obj["status"]["conditions"].is_null() {
+                        let completions = obj.pointer("/spec/completions").and_then(Value::as_i64).unwrap_or(1);
+                        obj["status"] = json!({ "succeeded": completions, "completionTime": now_rfc3339(),
+                                                "conditions": [{ "type": "Complete", "status": "True" }] });
+                    }
+                    self.changed.remove(&k);
+                }
                 "persistentvolumeclaims" if age >= self.settings.ready_delay => {
                     obj["status"] = json!({ "phase": "Bound", "accessModes": obj.pointer("/spec/accessModes").cloned().unwrap_or(json!([])),
                                             "capacity": obj.pointer("/spec/resources/requests").cloned().unwrap_or(json!({})) });
@@ -646,6 +662,7 @@ impl Store {
                 | "statefulsets.apps"
                 | "replicasets.apps"
                 | "daemonsets.apps"
+                | "jobs.batch"
                 | "persistentvolumeclaims"
                 | "namespaces" => {}
                 _ => {

@@ -80,7 +80,7 @@ impl Simulator {
         let tls = topology.settings.tls;
         let world = Arc::new(Mutex::new(world));
         let (acceptor, ca) = if tls {
-            let (acceptor, pem) = self_signed()?;
+            let (acceptor, pem) = drover_api::testing::self_signed_tls()?;
             let path = std::env::temp_dir().join(format!(
                 "drover-ontap-sim-ca-{}-{}.pem",
                 std::process::id(),
@@ -166,20 +166,6 @@ impl Simulator {
         w.tick();
         f(&mut w)
     }
-}
-
-fn self_signed() -> Result<(tokio_rustls::TlsAcceptor, String), String> {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .map_err(|e| format!("cannot make a certificate: {e}"))?;
-    let pem = cert.cert.pem();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .map_err(|e| format!("bad certificate: {e}"))?;
-    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), pem))
 }
 
 async fn serve(

@@ -1,0 +1,343 @@
+//! One connection to a site's cluster: the kubeconfig and context it came from (for hints),
+//! every request bounded by the step's deadline, passing faults retried in place, and API
+//! errors turned into [`ActionError`]s that say what to do next.
+//!
+//! Why retry here as well as in the engine: a restore makes thousands of requests; one 429 or
+//! dropped connection among them should cost one request again, not the whole step. What
+//! still fails after a few tries goes back to the engine as a retryable error, so an
+//! unreachable primary ends the step within its timeout instead of hanging a failover.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, Discovery, Scope};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use drover_api::{ActionError, HumanDuration, StepContext};
+
+/// A site's `kube:` settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubeSite {
+    /// Path of the kubeconfig; default `$KUBECONFIG`, then `~/.kube/config`.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig; default its `current-context`.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Use the service account of the pod drover runs in instead of a kubeconfig.
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// Longest wait for one request (connect, send, answer). Default 10s.
+    #[serde(default)]
+    pub request_timeout: Option<HumanDuration>,
+}
+
+/// Tries per request for passing faults (429, 5xx, connection errors) before the error goes
+/// back to the engine.
+const TRIES: u32 = 4;
+
+/// A resolved API type: where its objects live and whether they are namespaced.
+#[derive(Debug, Clone)]
+pub struct Kind {
+    pub resource: ApiResource,
+    pub namespaced: bool,
+}
+
+/// A connected cluster of one site.
+pub struct Kube {
+    pub client: kube::Client,
+    /// "site `west` (context `west` in /home/op/.kube/config)".
+    pub origin: String,
+    pub server: String,
+    deadline: Option<Instant>,
+    request_timeout: Duration,
+    kinds: Mutex<HashMap<GroupVersionKind, Kind>>,
+    discovery: OnceCell<Discovery>,
+}
+
+impl Kube {
+    /// Connect to a site's cluster. Reads the kubeconfig; makes no request yet.
+    pub async fn connect(ctx: &StepContext, site: &str) -> Result<Kube, ActionError> {
+        let settings: KubeSite = ctx.site_section(site, "kube")?;
+        let request_timeout = settings.request_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10));
+        let (mut config, origin) = if settings.in_cluster {
+            let config = kube::Config::incluster().map_err(|e| {
+                ActionError::permanent(format!("site `{site}`: no in-cluster configuration: {e}"))
+                    .with_hint("`in_cluster: true` works only inside a pod; name a kubeconfig and context instead")
+            })?;
+            (config, format!("site `{site}` (in-cluster service account)"))
+        } else {
+            let path =
+                settings.kubeconfig.clone().map(|p| ctx.resolve_path(&p)).or_else(default_kubeconfig).ok_or_else(
+                    || {
+                        ActionError::permanent(format!("site `{site}`: no kubeconfig"))
+                            .with_hint(format!("set sites.{site}.kube.kubeconfig, or $KUBECONFIG"))
+                    },
+                )?;
+            let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| {
+                ActionError::permanent(format!("site `{site}`: cannot read kubeconfig {}: {e}", path.display()))
+                    .with_hint(format!("fix the file or sites.{site}.kube.kubeconfig"))
+            })?;
+            let context = settings.context.clone().or_else(|| kubeconfig.current_context.clone());
+            let known: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
+            match &context {
+                Some(c) if !known.contains(c) => {
+                    return Err(ActionError::permanent(format!(
+                        "site `{site}`: context `{c}` is not in kubeconfig {}",
+                        path.display()
+                    ))
+                    .with_hint(format!("contexts there: {}; fix sites.{site}.kube.context", known.join(", "))));
+                }
+                None => {
+                    return Err(ActionError::permanent(format!(
+                        "site `{site}`: kubeconfig {} has no current-context",
+                        path.display()
+                    ))
+                    .with_hint(format!("set sites.{site}.kube.context to one of: {}", known.join(", "))));
+                }
+                Some(_) => {}
+            }
+            let origin =
+                format!("site `{site}` (context `{}` in {})", context.as_deref().unwrap_or(""), path.display());
+            let options = KubeConfigOptions { context, cluster: None, user: None };
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| {
+                ActionError::permanent(format!("{origin}: unusable kubeconfig: {e}"))
+                    .with_hint("check the context's cluster and user entries")
+            })?;
+            (config, origin)
+        };
+        config.connect_timeout = Some(request_timeout);
+        config.read_timeout = Some(request_timeout);
+        config.write_timeout = Some(request_timeout);
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).map_err(|e| {
+            ActionError::permanent(format!("{origin}: cannot build a client: {e}"))
+                .with_hint("check the kubeconfig's certificates and credentials")
+        })?;
+        Ok(Kube {
+            client,
+            origin,
+            server,
+            deadline: ctx.deadline,
+            request_timeout,
+            kinds: Mutex::default(),
+            discovery: OnceCell::new(),
+        })
+    }
+
+    /// The namespace of the kubeconfig context (or `default`).
+    pub fn default_namespace(&self) -> &str {
+        self.client.default_namespace()
+    }
+
+    /// One API call, retried in place on passing faults (honouring `Retry-After`), never past
+    /// the step's deadline. `what` names the target for messages: "get deployments shop/web".
+    pub async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, ActionError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        self.tries(what, f, false).await.map(|v| v.expect("404 is an error here"))
+    }
+
+    /// Like [`Kube::call`], with 404 Not Found as `None`.
+    pub async fn call_or_absent<T, F, Fut>(&self, what: &str, f: F) -> Result<Option<T>, ActionError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        self.tries(what, f, true).await
+    }
+
+    async fn tries<T, F, Fut>(&self, what: &str, f: F, absent_ok: bool) -> Result<Option<T>, ActionError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        let mut backoff = Duration::from_millis(200);
+        for attempt in 1..=TRIES {
+            let limit = self.time_left().min(self.request_timeout + Duration::from_secs(1));
+            if limit.is_zero() {
+                return Err(ActionError::retryable(format!("{}: the step's time ran out before {what}", self.origin))
+                    .with_hint("raise the step's `timeout:`, or `drover resume`"));
+            }
+            let err = match tokio::time::timeout(limit, f()).await {
+                Ok(Ok(v)) => return Ok(Some(v)),
+                Ok(Err(e)) if absent_ok && is_not_found(&e) => return Ok(None),
+                Ok(Err(e)) => self.error(e, what),
+                Err(_) => ActionError::retryable(format!(
+                    "{}: {what}: no answer from {} within {}",
+                    self.origin,
+                    self.server,
+                    humantime::format_duration(limit)
+                ))
+                .with_hint("the cluster may be down or overloaded; the step retries until its timeout"),
+            };
+            let wait = err.retry_after.unwrap_or(backoff).max(backoff);
+            if !err.is_retryable() || attempt == TRIES || self.time_left() <= wait {
+                return Err(err);
+            }
+            tracing::debug!(target: "drover::kube", "{what}: {err}; trying again in {wait:?}");
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        unreachable!("the last try returns")
+    }
+
+    fn time_left(&self) -> Duration {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600))
+    }
+
+    /// Turn a client error into what the operator needs to know.
+    pub fn error(&self, e: kube::Error, what: &str) -> ActionError {
+        let origin = &self.origin;
+        match e {
+            kube::Error::Api(status) => {
+                let message = format!("{origin}: {what}: {} ({} {})", status.message, status.code, status.reason);
+                match status.code {
+                    401 => ActionError::permanent(message).with_hint(format!(
+                        "the API server rejected the credentials of {origin}; refresh the token or certificate there"
+                    )),
+                    403 => ActionError::permanent(message).with_hint(format!(
+                        "the identity of {origin} lacks RBAC permission for this; grant it or use another context"
+                    )),
+                    429 => {
+                        let secs = status.details.as_ref().map(|d| d.retry_after_seconds).unwrap_or(0).max(1);
+                        ActionError::retryable(message).with_retry_after(Duration::from_secs(secs.into()))
+                    }
+                    500.. => ActionError::retryable(message)
+                        .with_hint("the API server failed; the step retries, check the control plane if it persists"),
+                    409 => ActionError::permanent(message).with_hint(
+                        "another writer holds these fields or changed the object; see the message, then re-run",
+                    ),
+                    _ => ActionError::permanent(message),
+                }
+            }
+            kube::Error::HyperError(_) | kube::Error::Service(_) => {
+                ActionError::retryable(format!("{origin}: {what}: cannot reach the API server at {}: {e}", self.server))
+                    .with_hint("is the cluster up and reachable from here? The step retries until its timeout")
+            }
+            other => ActionError::permanent(format!("{origin}: {what}: {other}")),
+        }
+    }
+
+    /// The API type of `apiVersion` + `kind`, from discovery (cached). A kind that a CRD
+    /// provides may take a moment to appear after the CRD is created: `wait` allows for it.
+    pub async fn kind(&self, api_version: &str, kind: &str, wait: bool) -> Result<Kind, ActionError> {
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        if let Some(k) = self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(&gvk) {
+            return Ok(k.clone());
+        }
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let found = self
+                .call(&format!("discover {kind} in {api_version}"), || kube::discovery::pinned_kind(&self.client, &gvk))
+                .await;
+            match found {
+                Ok((resource, caps)) => {
+                    let k = Kind { resource, namespaced: caps.scope == Scope::Namespaced };
+                    self.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(gvk, k.clone());
+                    return Ok(k);
+                }
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(_) if wait && self.time_left() > delay => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(_) => {
+                    return Err(ActionError::permanent(format!(
+                        "{}: the cluster does not serve kind {kind} in {api_version}",
+                        self.origin
+                    ))
+                    .with_hint("check apiVersion and kind; if a CRD provides it, install the CRD first"));
+                }
+            }
+        }
+    }
+
+    /// Whether the server serves this kind now (no waiting).
+    pub async fn serves(&self, api_version: &str, kind: &str) -> Result<Option<Kind>, ActionError> {
+        match self.kind(api_version, kind, false).await {
+            Ok(k) => Ok(Some(k)),
+            Err(e) if e.is_retryable() => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A kind by the name an operator writes: `Deployment`, `deployments`, or
+    /// `deployments.apps`. Uses full discovery once per connection.
+    pub async fn kind_named(&self, name: &str) -> Result<Kind, ActionError> {
+        let discovery = self
+            .discovery
+            .get_or_try_init(|| self.call("discover API types", || Discovery::new(self.client.clone()).run()))
+            .await?;
+        let (base, group) = match name.split_once('.') {
+            Some((b, g)) => (b, Some(g)),
+            None => (name, None),
+        };
+        let mut candidates: Vec<(ApiResource, ApiCapabilities)> = vec![];
+        for g in discovery.groups() {
+            if group.is_some_and(|want| want != g.name()) {
+                continue;
+            }
+            for (ar, caps) in g.recommended_resources() {
+                if ar.kind.eq_ignore_ascii_case(base) || ar.plural.eq_ignore_ascii_case(base) {
+                    candidates.push((ar, caps));
+                }
+            }
+        }
+        // Built-in groups win over look-alike CRDs, as with kubectl.
+        candidates.sort_by_key(|(ar, _)| (ar.group.contains('.') && !ar.group.ends_with(".k8s.io"), ar.group.clone()));
+        let (resource, caps) = candidates.into_iter().next().ok_or_else(|| {
+            ActionError::permanent(format!("{}: the cluster has no kind `{name}`", self.origin))
+                .with_hint("use a kind as in manifests (Deployment), optionally with its group (deployments.apps)")
+        })?;
+        Ok(Kind { resource, namespaced: caps.scope == Scope::Namespaced })
+    }
+
+    /// The API of one kind in one namespace (ignored for cluster-scoped kinds).
+    pub fn api(&self, kind: &Kind, namespace: &str) -> Api<DynamicObject> {
+        if kind.namespaced {
+            Api::namespaced_with(self.client.clone(), namespace, &kind.resource)
+        } else {
+            Api::all_with(self.client.clone(), &kind.resource)
+        }
+    }
+}
+
+/// `$KUBECONFIG` (its first entry), then `~/.kube/config`.
+fn default_kubeconfig() -> Option<PathBuf> {
+    if let Some(v) = std::env::var_os("KUBECONFIG") {
+        let first = std::env::split_paths(&v).next()?;
+        if !first.as_os_str().is_empty() {
+            return Some(first);
+        }
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"))
+}
+
+/// "Deployment shop/web" or "Namespace shop".
+pub fn describe(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
+        _ => format!("{kind} {name}"),
+    }
+}
+
+/// True for a 404 from the API server.
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}

@@ -1,0 +1,401 @@
+//! The Kubernetes actions against the simulated API server, reached the way an operator's
+//! drover reaches a cluster: a kubeconfig file, a context, bearer token, TLS.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use drover_api::{Action, ActionError, Outputs, StepContext, testing};
+use drover_kube::sim::{Cluster, Fault, FaultKind, Settings};
+
+struct Site {
+    cluster: Cluster,
+    dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+async fn site() -> Site {
+    site_with(Settings { ready_delay: Duration::from_millis(200), namespace_delete_delay: Duration::from_millis(200) })
+        .await
+}
+
+async fn site_with(settings: Settings) -> Site {
+    let cluster = Cluster::start(0, "s3cret-token", settings).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, serde_yaml::to_string(&cluster.kubeconfig("east")).unwrap()).unwrap();
+    Site { cluster, dir, kubeconfig }
+}
+
+impl Site {
+    fn ctx(&self, budget: Duration) -> StepContext {
+        let sites = BTreeMap::from([(
+            "east".to_string(),
+            json!({ "kube": { "kubeconfig": self.kubeconfig, "context": "east", "request_timeout": "2s" } }),
+        )]);
+        testing::context(sites, budget).with_base_dir(self.dir.path())
+    }
+
+    async fn run(&self, action: &str, with: Value) -> Result<Outputs, ActionError> {
+        let action = find(action);
+        action.check_params(&with).unwrap_or_else(|e| panic!("bad params for {}: {e:?}", action.info().name));
+        action.run(&self.ctx(Duration::from_secs(20)), &with).await
+    }
+
+    async fn plan(&self, action: &str, with: Value) -> drover_api::Plan {
+        find(action).plan(&self.ctx(Duration::from_secs(20)), &with).await.unwrap()
+    }
+
+    fn get(&self, group: &str, version: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+        self.cluster.with_store(|s| {
+            let t = s.find(group, version, plural).unwrap();
+            s.get(&t, ns, name).ok()
+        })
+    }
+
+    fn deployment(&self, ns: &str, name: &str) -> Value {
+        self.get("apps", "v1", "deployments", Some(ns), name).unwrap()
+    }
+}
+
+fn find(name: &str) -> Arc<dyn Action> {
+    drover_kube::actions().into_iter().find(|a| a.info().name == name).unwrap()
+}
+
+fn deployment(ns: &str, name: &str, replicas: u32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "namespace": ns, "labels": { "app": "shop" } },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": name } },
+            "template": { "metadata": { "labels": { "app": name } },
+                          "spec": { "containers": [{ "name": name, "image": "registry.example/shop:1" }] } }
+        }
+    })
+}
+
+fn namespace(name: &str) -> Value {
+    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } })
+}
+
+fn shop() -> Vec<Value> {
+    vec![
+        deployment("shop", "web", 3),
+        json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "settings", "namespace": "shop" },
+                "data": { "currency": "EUR" } }),
+        namespace("shop"),
+    ]
+}
+
+#[tokio::test]
+async fn apply_creates_in_install_order_then_a_second_run_changes_nothing() {
+    let east = site().await;
+    let plan = east.plan("kube.apply", json!({ "site": "east", "inline": shop() })).await;
+    assert!(plan.summary.contains("3 to create, 0 to update, 0 unchanged"), "{}", plan.summary);
+    assert!(plan.changes.iter().any(|c| c.starts_with("create (its namespace is in this apply) Deployment shop/web")));
+    assert!(east.get("", "v1", "namespaces", None, "shop").is_none(), "a plan changes nothing");
+
+    let out = east.run("kube.apply", json!({ "site": "east", "inline": shop() })).await.unwrap();
+    assert_eq!(out["applied"], 3);
+    assert_eq!(out["namespaces"], json!(["shop"]));
+    let web = east.deployment("shop", "web");
+    assert_eq!(web["metadata"]["managedFields"][0]["manager"], "drover");
+    let version = web["metadata"]["resourceVersion"].clone();
+
+    let plan = east.plan("kube.apply", json!({ "site": "east", "inline": shop() })).await;
+    assert!(plan.summary.contains("0 to create, 0 to update, 3 unchanged"), "{}", plan.summary);
+    east.run("kube.apply", json!({ "site": "east", "inline": shop() })).await.unwrap();
+    assert_eq!(east.deployment("shop", "web")["metadata"]["resourceVersion"], version, "re-applying changed nothing");
+
+    let mut bigger = shop();
+    bigger[0]["spec"]["replicas"] = json!(5);
+    let plan = east.plan("kube.apply", json!({ "site": "east", "inline": bigger })).await;
+    assert_eq!(plan.changes, ["update Deployment shop/web (inline[0])"]);
+}
+
+#[tokio::test]
+async fn a_crd_and_its_custom_resources_go_in_one_apply() {
+    let east = site().await;
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": "carts.shop.example.com" },
+        "spec": { "group": "shop.example.com", "scope": "Namespaced",
+                  "names": { "plural": "carts", "singular": "cart", "kind": "Cart" },
+                  "versions": [{ "name": "v1", "served": true, "storage": true,
+                                 "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] }
+    });
+    let cart = json!({ "apiVersion": "shop.example.com/v1", "kind": "Cart", "metadata": { "name": "c1", "namespace": "shop" },
+                       "spec": { "items": 2 } });
+    let with = json!({ "site": "east", "inline": [cart, crd, namespace("shop")] });
+    let plan = east.plan("kube.apply", with.clone()).await;
+    assert!(
+        plan.changes.contains(&"create (its CRD is in this apply) Cart shop/c1 (inline[0])".to_string()),
+        "{plan:?}"
+    );
+
+    let out = east.run("kube.apply", with).await.unwrap();
+    assert_eq!(out["applied"], 3);
+    assert_eq!(east.get("shop.example.com", "v1", "carts", Some("shop"), "c1").unwrap()["spec"]["items"], 2);
+}
+
+#[tokio::test]
+async fn manifests_come_from_folders_relative_to_the_runbook_and_bad_ones_change_nothing() {
+    let east = site().await;
+    let app = east.dir.path().join("manifests/shop");
+    std::fs::create_dir_all(&app).unwrap();
+    let yaml = |v: &Value| serde_yaml::to_string(v).unwrap();
+    std::fs::write(app.join("00-namespace.yaml"), yaml(&namespace("shop"))).unwrap();
+    std::fs::write(
+        app.join("web.yaml"),
+        format!("{}---\n{}", yaml(&deployment("shop", "web", 2)), yaml(&deployment("shop", "api", 1))),
+    )
+    .unwrap();
+    std::fs::write(app.join("README.md"), "not a manifest").unwrap();
+    let out = east.run("kube.apply", json!({ "site": "east", "manifests": ["manifests/shop"] })).await.unwrap();
+    assert_eq!(out["applied"], 3);
+
+    std::fs::write(app.join("zz-broken.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {}\n").unwrap();
+    let err =
+        east.run("kube.apply", json!({ "site": "east", "manifests": ["manifests/shop"], "namespace": "other" })).await;
+    let err = err.unwrap_err();
+    assert!(err.message.ends_with("zz-broken.yaml:1: the object has no metadata.name"), "{}", err.message);
+    assert!(east.get("", "v1", "namespaces", None, "other").is_none());
+}
+
+#[tokio::test]
+async fn conflicts_with_another_field_manager_are_reported_per_object_and_force_takes_over() {
+    let east = site().await;
+    east.run("kube.apply", json!({ "site": "east", "inline": shop() })).await.unwrap();
+    // Someone else owns `replicas` now (kubectl apply --server-side by hand at 3 a.m.).
+    east.cluster.with_store(|s| {
+        let t = s.find("apps", "v1", "deployments").unwrap();
+        let body = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web" }, "spec": { "replicas": 7 } });
+        let by = drover_kube::sim::store::Applier { manager: Some("kubectl"), force: true };
+        s.apply(&t, Some("shop"), "web", &body, by, false).unwrap();
+    });
+    let mut mine = shop();
+    mine[1]["data"]["currency"] = json!("USD");
+    let err = east.run("kube.apply", json!({ "site": "east", "inline": mine })).await.unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(
+        err.message.starts_with("1 of 3 objects were not applied: Deployment shop/web (inline[0])"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("409"), "{}", err.message);
+    assert!(err.hint.as_deref().unwrap().contains("force: true"));
+    let settings = east.get("", "v1", "configmaps", Some("shop"), "settings").unwrap();
+    assert_eq!(settings["data"]["currency"], "USD", "the other objects went in");
+
+    east.run("kube.apply", json!({ "site": "east", "inline": mine, "force": true })).await.unwrap();
+    assert_eq!(east.deployment("shop", "web")["spec"]["replicas"], 3);
+}
+
+async fn shop_with_workloads(east: &Site) {
+    let rs_owned = json!({ "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": { "name": "web-5d9c", "namespace": "shop", "labels": { "app": "shop" },
+                      "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "x" }] },
+        "spec": { "replicas": 3, "selector": { "matchLabels": { "app": "web" } } } });
+    let cron = json!({ "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": { "name": "nightly", "namespace": "shop", "labels": { "app": "shop" } },
+        "spec": { "schedule": "0 2 * * *", "jobTemplate": { "spec": {} } } });
+    let inline = json!([namespace("shop"), deployment("shop", "web", 3), deployment("shop", "api", 2), rs_owned, cron]);
+    east.run("kube.apply", json!({ "site": "east", "inline": inline })).await.unwrap();
+}
+
+#[tokio::test]
+async fn scale_to_zero_remembers_the_replicas_on_the_objects_and_restore_brings_them_back() {
+    let east = site().await;
+    shop_with_workloads(&east).await;
+    let down = json!({ "site": "east", "namespaces": ["shop"], "replicas": 0 });
+    let out = east.run("kube.scale", down.clone()).await.unwrap();
+    assert_eq!(out["changed"], 3, "two deployments and the cron job; the owned replica set is left to its owner");
+    assert_eq!(
+        out["previous"],
+        json!({ "CronJob shop/nightly": false, "Deployment shop/api": 2, "Deployment shop/web": 3 })
+    );
+    let web = east.deployment("shop", "web");
+    assert_eq!(web["spec"]["replicas"], 0);
+    assert_eq!(web["metadata"]["annotations"]["drover.io/replicas-before-scale"], "3");
+    let cron = east.get("batch", "v1", "cronjobs", Some("shop"), "nightly").unwrap();
+    assert_eq!(cron["spec"]["suspend"], true);
+
+    let again = east.run("kube.scale", down).await.unwrap();
+    assert_eq!(again["changed"], 0);
+    assert_eq!(east.deployment("shop", "web")["metadata"]["annotations"]["drover.io/replicas-before-scale"], "3");
+
+    let up = json!({ "site": "east", "namespaces": ["shop"], "restore": true });
+    let plan = east.plan("kube.scale", up.clone()).await;
+    assert!(plan.changes.contains(&"Deployment shop/web: 0 → 3".to_string()), "{:?}", plan.changes);
+    east.run("kube.scale", up).await.unwrap();
+    let web = east.deployment("shop", "web");
+    assert_eq!(web["spec"]["replicas"], 3);
+    assert!(web["metadata"]["annotations"].get("drover.io/replicas-before-scale").is_none());
+    assert_eq!(east.deployment("shop", "api")["spec"]["replicas"], 2);
+    assert_eq!(east.get("batch", "v1", "cronjobs", Some("shop"), "nightly").unwrap()["spec"]["suspend"], false);
+}
+
+#[tokio::test]
+async fn a_fenced_namespace_stays_down_until_the_fence_is_lifted() {
+    let east = site().await;
+    shop_with_workloads(&east).await;
+    let fence = json!({ "site": "east", "namespaces": ["shop"], "labels": "app=shop" });
+    let out = east.run("kube.fence", fence.clone()).await.unwrap();
+    assert_eq!(out["changed"], 3);
+    let ns = east.get("", "v1", "namespaces", None, "shop").unwrap();
+    assert_eq!(ns["metadata"]["labels"]["drover.io/fenced"], "true");
+    assert!(
+        ns["metadata"]["annotations"]["drover.io/fenced-by"].as_str().unwrap().starts_with("run run step step-1 at ")
+    );
+
+    let err =
+        east.run("kube.scale", json!({ "site": "east", "namespaces": ["shop"], "restore": true })).await.unwrap_err();
+    assert!(err.message.contains("namespaces shop are fenced"), "{}", err.message);
+    assert_eq!(east.deployment("shop", "web")["spec"]["replicas"], 0);
+
+    // Rollback of the fencing step lifts it.
+    find("kube.fence").undo(&east.ctx(Duration::from_secs(20)), &fence, &out).await.unwrap();
+    let ns = east.get("", "v1", "namespaces", None, "shop").unwrap();
+    assert!(ns["metadata"]["labels"].get("drover.io/fenced").is_none());
+    assert_eq!(east.deployment("shop", "web")["spec"]["replicas"], 3);
+}
+
+#[tokio::test]
+async fn wait_reports_progress_until_workloads_are_ready_and_fails_on_what_waiting_cannot_fix() {
+    let east = site().await;
+    shop_with_workloads(&east).await;
+    let job = json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": "migrate", "namespace": "shop" },
+                      "spec": { "template": { "spec": { "containers": [] } } } });
+    east.run("kube.apply", json!({ "site": "east", "inline": [job] })).await.unwrap();
+    let out =
+        east.run("kube.wait", json!({ "site": "east", "namespaces": ["shop"], "interval": "50ms" })).await.unwrap();
+    assert_eq!(out["ready"], 3);
+    assert_eq!(out["objects"], json!(["Deployment shop/api", "Deployment shop/web", "Job shop/migrate"]));
+
+    let missing = json!({ "site": "east", "namespaces": ["shop"], "names": ["checkout"], "kinds": ["Deployment"], "interval": "50ms" });
+    let err = find("kube.wait").run(&east.ctx(Duration::from_millis(400)), &missing).await.unwrap_err();
+    assert!(err.message.ends_with("not ready in time: no objects match yet"), "{}", err.message);
+
+    east.cluster.with_store(|s| {
+        let t = s.find("batch", "v1", "jobs").unwrap();
+        let failed = json!({ "status": { "conditions": [{ "type": "Failed", "status": "True", "message": "BackoffLimitExceeded" }] } });
+        s.patch(&t, Some("shop"), "migrate", "application/merge-patch+json", &failed, drover_kube::sim::store::Write { status_only: true, dry: false })
+            .unwrap();
+    });
+    let err =
+        east.run("kube.wait", json!({ "site": "east", "namespaces": ["shop"], "kinds": ["Job"] })).await.unwrap_err();
+    assert_eq!(
+        err.message.split(": ").skip(1).collect::<Vec<_>>().join(": "),
+        "Job shop/migrate: the job failed: BackoffLimitExceeded"
+    );
+}
+
+#[tokio::test]
+async fn delete_refuses_an_empty_selector_and_waits_for_a_namespace_to_go() {
+    let east = site().await;
+    shop_with_workloads(&east).await;
+    let errors =
+        find("kube.delete").check_params(&json!({ "site": "east", "kinds": ["Deployment"], "namespaces": ["shop"] }));
+    assert_eq!(errors.unwrap_err()[0].message, "refusing to delete with an empty selector");
+
+    let out = east
+        .run(
+            "kube.delete",
+            json!({ "site": "east", "kinds": ["Deployment"], "namespaces": ["shop"], "names": ["api"] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["objects"], json!(["Deployment shop/api"]));
+    assert!(east.get("apps", "v1", "deployments", Some("shop"), "api").is_none());
+
+    let out =
+        east.run("kube.delete", json!({ "site": "east", "kinds": ["Namespace"], "names": ["shop"] })).await.unwrap();
+    assert_eq!(out["deleted"], 1);
+    assert!(east.get("", "v1", "namespaces", None, "shop").is_none(), "waited until the namespace was gone");
+    let again =
+        east.run("kube.delete", json!({ "site": "east", "kinds": ["Namespace"], "names": ["shop"] })).await.unwrap();
+    assert_eq!(again["deleted"], 0);
+}
+
+#[tokio::test]
+async fn check_proves_access_without_changing_anything() {
+    let east = site().await;
+    east.run("kube.apply", json!({ "site": "east", "inline": [namespace("shop")] })).await.unwrap();
+    let out = east.run("kube.check", json!({ "site": "east", "namespaces": ["shop"] })).await.unwrap();
+    assert_eq!(out["version"], "v1.31.0-drover-sim");
+    assert!(east.get("", "v1", "configmaps", Some("shop"), "drover-check").is_none(), "the create was a dry run");
+
+    let err = east.run("kube.check", json!({ "site": "east", "namespaces": ["shop", "billing"] })).await.unwrap_err();
+    assert!(err.message.ends_with("namespace billing exists: not found"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn bad_credentials_fail_at_once_naming_the_kubeconfig_and_context() {
+    let east = site().await;
+    let text = std::fs::read_to_string(&east.kubeconfig).unwrap().replace("s3cret-token", "expired");
+    std::fs::write(&east.kubeconfig, text).unwrap();
+    let err = east.run("kube.check", json!({ "site": "east" })).await.unwrap_err();
+    assert!(!err.is_retryable());
+    let origin = format!("site `east` (context `east` in {})", east.kubeconfig.display());
+    assert!(err.message.starts_with(&origin), "{}", err.message);
+    assert!(err.message.contains("401"), "{}", err.message);
+    assert!(err.hint.unwrap().contains("rejected the credentials"));
+
+    let sites =
+        BTreeMap::from([("east".to_string(), json!({ "kube": { "kubeconfig": east.kubeconfig, "context": "west" } }))]);
+    let err =
+        find("kube.check").run(&testing::context(sites, Duration::from_secs(5)), &json!({ "site": "east" })).await;
+    let err = err.unwrap_err();
+    assert!(err.message.contains("context `west` is not in kubeconfig"), "{}", err.message);
+    assert!(err.hint.unwrap().contains("contexts there: east"));
+}
+
+#[tokio::test]
+async fn passing_faults_are_retried_in_place_and_429_waits_as_asked() {
+    let east = site().await;
+    let fault = |kind, remaining| Fault {
+        method: Some("PATCH".into()),
+        path: None,
+        kind,
+        remaining: Some(remaining),
+        share: 1.0,
+    };
+    east.cluster.inject(fault(FaultKind::ServerError, 2));
+    east.cluster.inject(fault(FaultKind::Drop, 1));
+    east.cluster.inject(fault(FaultKind::Latency(Duration::from_millis(300)), 2));
+    let out = east.run("kube.apply", json!({ "site": "east", "inline": shop() })).await.unwrap();
+    assert_eq!(out["applied"], 3);
+
+    east.cluster.clear_faults();
+    east.cluster.inject(fault(FaultKind::Throttle(1), 1));
+    let started = Instant::now();
+    east.run("kube.apply", json!({ "site": "east", "inline": shop(), "concurrency": 1 })).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was honoured");
+}
+
+#[tokio::test]
+async fn a_fault_that_persists_goes_back_to_the_engine_as_retryable() {
+    let east = site().await;
+    east.cluster.inject(Fault { method: None, path: None, kind: FaultKind::ServerError, remaining: None, share: 1.0 });
+    let err = east.run("kube.check", json!({ "site": "east" })).await.unwrap_err();
+    assert!(err.is_retryable());
+    assert!(err.message.contains("500 InternalError"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_fails_within_the_step_budget_as_retryable() {
+    let east = site().await;
+    let ctx = east.ctx(Duration::from_secs(3));
+    drop(east.cluster);
+    let started = Instant::now();
+    let err = find("kube.scale")
+        .run(&ctx, &json!({ "site": "east", "namespaces": ["shop"], "replicas": 0 }))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(4), "gave up within the budget: {:?}", started.elapsed());
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.message.contains("cannot reach the API server"), "{}", err.message);
+}
