@@ -83,6 +83,7 @@ impl Kube {
                             .with_hint(format!("set sites.{site}.kube.kubeconfig, or $KUBECONFIG"))
                     },
                 )?;
+            let path = std::fs::canonicalize(&path).unwrap_or(path);
             let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| {
                 ActionError::permanent(format!("site `{site}`: cannot read kubeconfig {}: {e}", path.display()))
                     .with_hint(format!("fix the file or sites.{site}.kube.kubeconfig"))

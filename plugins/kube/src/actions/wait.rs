@@ -173,7 +173,7 @@ impl TypedAction for Wait {
             let status = if found.is_empty() {
                 "no objects match yet".to_string()
             } else {
-                format!("{ready}/{} ready; waiting for {}", found.len(), waiting.first().cloned().unwrap_or_default())
+                format!("ready; waiting for {}", waiting.first().cloned().unwrap_or_default())
             };
             ctx.progress(Progress {
                 message: status.clone(),

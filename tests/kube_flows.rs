@@ -1,0 +1,116 @@
+//! examples/app-move.yaml through the `drover` command against two simulated clusters: the
+//! app moves, a second run changes nothing, and a failure after fencing rolls the fence back.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use drover_kube::sim::{Cluster, Fault, FaultKind};
+
+fn drover(state: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(args)
+        .env("DROVER_STATE_DIR", state)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    east: Cluster,
+    west: Cluster,
+    sites: String,
+}
+
+/// Two clusters; the shop app runs on east.
+async fn lab() -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let (east, east_config) = drover::lab::start_kube("east", 0, dir.path()).await.unwrap();
+    let (west, west_config) = drover::lab::start_kube("west", 0, dir.path()).await.unwrap();
+    let sites = dir.path().join("sites.yaml");
+    let section = |config: &std::path::Path, name: &str| json!({ "kubeconfig": config, "context": name });
+    let entries = [
+        ("east".to_string(), "kube".to_string(), section(&east_config, "east")),
+        ("west".to_string(), "kube".to_string(), section(&west_config, "west")),
+    ];
+    drover::lab::write_sites_file(&sites, &entries).unwrap();
+    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests/shop");
+    let seed = drover_kube::actions().into_iter().find(|a| a.info().name == "kube.apply").unwrap();
+    let site = BTreeMap::from([("east".into(), json!({ "kube": { "kubeconfig": east_config, "context": "east" } }))]);
+    let ctx = drover_api::testing::context(site, Duration::from_secs(10));
+    seed.run(&ctx, &json!({ "site": "east", "manifests": [manifests] })).await.unwrap();
+    Lab { sites: sites.to_str().unwrap().to_string(), dir, east, west }
+}
+
+impl Lab {
+    async fn run(&self, extra: &[&str]) -> std::process::Output {
+        let state = self.dir.path().join("state");
+        let mut args: Vec<String> =
+            ["run", "examples/app-move.yaml", "--sites", &self.sites, "--yes"].map(String::from).to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        tokio::task::spawn_blocking(move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+            .await
+            .unwrap()
+    }
+}
+
+fn object(cluster: &Cluster, group: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+    cluster.with_store(|s| {
+        let t = s.types.iter().find(|t| t.group == group && t.plural == plural).unwrap().clone();
+        s.get(&t, ns, name).ok()
+    })
+}
+
+fn replicas(cluster: &Cluster, name: &str) -> Value {
+    object(cluster, "apps", "deployments", Some("shop"), name)
+        .map(|d| d["spec"]["replicas"].clone())
+        .unwrap_or_default()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_moves_to_west_and_a_second_run_changes_nothing() {
+    let lab = lab().await;
+    let out = lab.run(&[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(replicas(&lab.east, "web"), 0);
+    let ns = object(&lab.east, "", "namespaces", None, "shop").unwrap();
+    assert_eq!(ns["metadata"]["labels"]["drover.io/fenced"], "true");
+    let web = object(&lab.west, "apps", "deployments", Some("shop"), "web").unwrap();
+    assert_eq!(web["spec"]["replicas"], 3);
+    assert_eq!(web["status"]["availableReplicas"], 3, "the run waited until west was ready");
+
+    let version = web["metadata"]["resourceVersion"].clone();
+    let out = lab.run(&[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let web = object(&lab.west, "apps", "deployments", Some("shop"), "web").unwrap();
+    assert_eq!(web["metadata"]["resourceVersion"], version);
+    assert!(text(&out).contains("changed=0"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_apply_on_west_rolls_back_the_fence_on_east() {
+    let lab = lab().await;
+    lab.west.inject(Fault {
+        method: Some("PATCH".into()),
+        path: Some("/deployments/".into()),
+        kind: FaultKind::ServerError,
+        remaining: None,
+        share: 1.0,
+    });
+    let out = lab.run(&[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = text(&out);
+    assert!(report.contains("500 InternalError"), "{report}");
+    assert!(report.contains("rolled back"), "{report}");
+    assert_eq!(replicas(&lab.east, "web"), 3, "east is back up");
+    let ns = object(&lab.east, "", "namespaces", None, "shop").unwrap();
+    assert!(ns["metadata"]["labels"].get("drover.io/fenced").is_none(), "{ns}");
+}
