@@ -2,22 +2,14 @@
 //! app moves, a second run changes nothing, and a failure after fencing rolls the fence back.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+mod common;
+
+use common::drover;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use drover_kube::sim::{Cluster, Fault, FaultKind};
-
-fn drover(state: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(args)
-        .env("DROVER_STATE_DIR", state)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 struct Lab {
     dir: tempfile::TempDir,

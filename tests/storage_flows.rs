@@ -1,19 +1,11 @@
 //! The storage-only flows in examples/ run green against the ONTAP simulator through the
 //! `drover` command, and failover followed by failback returns to the initial state.
 
-use std::process::{Command, Stdio};
+mod common;
+
+use common::drover;
 
 use drover_ontap::sim::Simulator;
-
-fn drover(state: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(args)
-        .env("DROVER_STATE_DIR", state)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 /// Relationship direction and state: (source@cluster, destination@cluster, state).
 type Rels = Vec<(String, String, String)>;
