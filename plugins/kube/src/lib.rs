@@ -1,5 +1,6 @@
 //! Kubernetes: the actions `kube.apply`, `kube.scale`, `kube.wait`, `kube.delete`,
-//! `kube.fence` and `kube.check` over the `kube` crate, and a simulator of the Kubernetes API
+//! `kube.fence`, `kube.check`, the restore pipeline (`kube.restore`, `kube.export`, Velero's
+//! backup format) over the `kube` crate and aws-sdk-s3, and a simulator of the Kubernetes API
 //! for tests and the lab.
 //!
 //! Sites carry a `kube:` section: `kubeconfig` (default `$KUBECONFIG`, then
@@ -8,9 +9,13 @@
 
 pub mod actions;
 pub mod client;
+pub mod labels;
 pub mod manifests;
+pub mod patch;
+pub mod restore;
 pub mod select;
 pub mod sim;
+pub mod velero;
 
 use std::sync::Arc;
 
@@ -27,5 +32,7 @@ pub fn actions() -> Vec<Arc<dyn Action>> {
         typed(actions::delete::Delete),
         typed(actions::fence::Fence),
         typed(actions::check::Check),
+        typed(restore::Restore),
+        typed(restore::export::Export),
     ]
 }

@@ -10,7 +10,6 @@
 //! Not yet here (next steps of the Kubernetes issue): watch, and a kubectl / kube-rs
 //! compatibility test.
 
-mod patch;
 pub mod store;
 pub mod types;
 
@@ -18,6 +17,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
+
+use crate::patch;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};

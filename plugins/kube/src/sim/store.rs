@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use super::patch;
 use super::types::{self, ResourceType};
+use crate::patch;
 
 /// An API error, rendered as a `Status` object.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,14 +281,14 @@ impl Store {
         limit: Option<usize>,
         cont: Option<&str>,
     ) -> Result<Value, ApiError> {
-        let selector = labels.map(parse_selector).transpose()?;
+        let selector = labels.map(crate::labels::Selector::parse).transpose().map_err(ApiError::bad_request)?;
         let mut items: Vec<&Value> = self
             .objects
             .get(&key(t))
             .map(|m| m.iter().filter(|((n, _), _)| ns.is_none_or(|want| n == want)).map(|(_, v)| v).collect())
             .unwrap_or_default();
         if let Some(sel) = &selector {
-            items.retain(|o| sel.iter().all(|req| req.matches(o.pointer("/metadata/labels"))));
+            items.retain(|o| sel.matches(o.pointer("/metadata/labels")));
         }
         if let Some(f) = fields {
             for term in f.split(',').filter(|s| !s.is_empty()) {
@@ -730,90 +730,4 @@ fn uuid() -> String {
     let a: u128 = rand::random();
     let h = format!("{a:032x}");
     format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
-}
-
-/// One requirement of a label selector.
-#[derive(Debug, Clone, PartialEq)]
-enum Requirement {
-    Eq(String, String),
-    Ne(String, String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    NotExists(String),
-}
-
-impl Requirement {
-    fn matches(&self, labels: Option<&Value>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-        match self {
-            Requirement::Eq(k, v) => get(k) == Some(v.as_str()),
-            Requirement::Ne(k, v) => get(k) != Some(v.as_str()),
-            Requirement::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
-            Requirement::NotIn(k, vs) => !get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
-            Requirement::Exists(k) => get(k).is_some(),
-            Requirement::NotExists(k) => get(k).is_none(),
-        }
-    }
-}
-
-/// `app=web,tier!=db,env in (a,b),!legacy`
-fn parse_selector(s: &str) -> Result<Vec<Requirement>, ApiError> {
-    let mut out = vec![];
-    let mut depth = 0;
-    let mut current = String::new();
-    let mut parts = vec![];
-    for ch in s.chars() {
-        match ch {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(std::mem::take(&mut current));
-                continue;
-            }
-            _ => {}
-        }
-        current.push(ch);
-    }
-    parts.push(current);
-    for p in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
-        let bad = || ApiError::bad_request(format!("unable to parse requirement: {p:?}"));
-        let set = |rest: &str| -> Result<Vec<String>, ApiError> {
-            let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
-            Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
-        };
-        let req = if let Some(k) = p.strip_prefix('!') {
-            Requirement::NotExists(k.trim().to_string())
-        } else if let Some((k, v)) = p.split_once("!=") {
-            Requirement::Ne(k.trim().into(), v.trim().into())
-        } else if let Some((k, v)) = p.split_once("==").or_else(|| p.split_once('=')) {
-            Requirement::Eq(k.trim().into(), v.trim().into())
-        } else if let Some((k, rest)) = p.split_once(" notin ") {
-            Requirement::NotIn(k.trim().into(), set(rest)?)
-        } else if let Some((k, rest)) = p.split_once(" in ") {
-            Requirement::In(k.trim().into(), set(rest)?)
-        } else if p.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
-            Requirement::Exists(p.to_string())
-        } else {
-            return Err(bad());
-        };
-        out.push(req);
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn selectors() {
-        let labels = json!({ "app": "web", "env": "prod" });
-        let ok = |s: &str| parse_selector(s).unwrap().iter().all(|r| r.matches(Some(&labels)));
-        assert!(ok("app=web"));
-        assert!(ok("app==web,env in (prod, staging)"));
-        assert!(ok("tier!=db,!legacy,env"));
-        assert!(!ok("env notin (prod)"));
-        assert!(parse_selector("app in prod").is_err());
-    }
 }

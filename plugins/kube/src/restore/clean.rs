@@ -1,0 +1,199 @@
+//! What never goes to the standby cluster, and how each object is cleaned before it does —
+//! Velero's rules (`shared/docs/VELERO.md`), one table row per kind so each is tested alone.
+
+use serde_json::Value;
+
+/// Group-resources Velero never restores (and neither does drover).
+const NEVER: &[&str] = &[
+    "nodes",
+    "events",
+    "events.events.k8s.io",
+    "backups.velero.io",
+    "restores.velero.io",
+    "resticrepositories.velero.io",
+    "backuprepositories.velero.io",
+    "csinodes.storage.k8s.io",
+    "volumeattachments.storage.k8s.io",
+    "apiservices.apiregistration.k8s.io",
+    // Recreated by their controllers from the restored Services.
+    "endpoints",
+    "endpointslices.discovery.k8s.io",
+];
+
+/// Why an object is left out, or None to restore it.
+pub fn excluded(resource: &str, obj: &Value) -> Option<&'static str> {
+    let label = |k: &str| obj.pointer("/metadata/labels").and_then(|l| l.get(k)).and_then(Value::as_str);
+    let annotation = |k: &str| obj.pointer("/metadata/annotations").and_then(|l| l.get(k)).and_then(Value::as_str);
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    if NEVER.contains(&resource) {
+        return Some("never restored");
+    }
+    if label("velero.io/exclude-from-backup") == Some("true") {
+        return Some("labelled velero.io/exclude-from-backup=true");
+    }
+    match resource {
+        "pods" if annotation("kubernetes.io/config.mirror").is_some() => Some("mirror pod"),
+        "pods" if matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")) => {
+            Some("completed pod")
+        }
+        "jobs.batch" if obj.pointer("/status/completionTime").is_some_and(|v| !v.is_null()) => Some("completed job"),
+        "secrets" if obj["type"] == "kubernetes.io/service-account-token" => Some("service-account token"),
+        "serviceaccounts" if name == "default" => Some("created by the cluster in every namespace"),
+        "configmaps" if name == "kube-root-ca.crt" => Some("created by the cluster in every namespace"),
+        _ => None,
+    }
+}
+
+/// The uid of the controller that owns this object, if any (read before cleaning).
+pub fn controller_uid(obj: &Value) -> Option<String> {
+    obj.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)
+        .and_then(|o| o["uid"].as_str())
+        .map(String::from)
+}
+
+const METADATA: &[&str] = &[
+    "generateName",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "ownerReferences",
+    "managedFields",
+];
+
+const PVC_ANNOTATIONS: &[&str] = &[
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "volume.kubernetes.io/selected-node",
+    "volume.beta.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/storage-provisioner",
+];
+
+fn remove(obj: &mut Value, path: &str, keys: &[&str]) {
+    if let Some(map) = obj.pointer_mut(path).and_then(Value::as_object_mut) {
+        for k in keys {
+            map.remove(*k);
+        }
+    }
+}
+
+/// Clean one object for restore into another cluster.
+pub fn clean(resource: &str, obj: &mut Value) {
+    remove(obj, "/metadata", METADATA);
+    remove(obj, "", &["status"]);
+    match resource {
+        "services" => clean_service(obj),
+        "pods" => {
+            remove(obj, "/spec", &["nodeName", "priority"]);
+            if let Some(volumes) = obj.pointer_mut("/spec/volumes").and_then(Value::as_array_mut) {
+                volumes.retain(|v| !v["name"].as_str().is_some_and(|n| n.starts_with("kube-api-access-")));
+            }
+        }
+        "jobs.batch" => {
+            remove(obj, "/spec/selector/matchLabels", &["controller-uid", "batch.kubernetes.io/controller-uid"]);
+            remove(obj, "/spec/template/metadata/labels", &["controller-uid", "batch.kubernetes.io/controller-uid"]);
+            if obj.pointer("/spec/selector/matchLabels").and_then(Value::as_object).is_some_and(|m| m.is_empty()) {
+                remove(obj, "/spec", &["selector"]);
+            }
+        }
+        "persistentvolumeclaims" => remove(obj, "/metadata/annotations", PVC_ANNOTATIONS),
+        "persistentvolumes" => remove(obj, "/spec/claimRef", &["uid", "resourceVersion"]),
+        _ => {}
+    }
+}
+
+fn clean_service(obj: &mut Value) {
+    let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+    if !headless {
+        remove(obj, "/spec", &["clusterIP", "clusterIPs"]);
+    }
+    // Ports the cluster picked are dropped; ports the owner chose are kept. Velero tells them
+    // apart by the last-applied configuration; without one, a NodePort Service keeps its ports.
+    let explicit = obj.pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration").is_some();
+    let kind = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    if kind == "ClusterIP" || kind == "LoadBalancer" && !explicit {
+        if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for p in ports {
+                if let Some(p) = p.as_object_mut() {
+                    p.remove("nodePort");
+                }
+            }
+        }
+        remove(obj, "/spec", &["healthCheckNodePort"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn metadata_and_status_go_for_every_kind() {
+        let mut cm = json!({ "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "a", "namespace": "shop", "uid": "u", "resourceVersion": "9", "generation": 2,
+                          "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": [{}], "labels": { "app": "x" },
+                          "ownerReferences": [{ "uid": "o" }] },
+            "data": { "k": "v" }, "status": {} });
+        clean("configmaps", &mut cm);
+        assert_eq!(
+            cm,
+            json!({ "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "a", "namespace": "shop", "labels": { "app": "x" } }, "data": { "k": "v" } })
+        );
+    }
+
+    #[test]
+    fn services_lose_their_cluster_ip_and_assigned_ports_unless_headless() {
+        let mut svc = json!({ "spec": { "type": "ClusterIP", "clusterIP": "10.0.0.7", "clusterIPs": ["10.0.0.7"],
+                                        "ports": [{ "port": 80, "nodePort": 30080 }] } });
+        clean("services", &mut svc);
+        assert_eq!(svc, json!({ "spec": { "type": "ClusterIP", "ports": [{ "port": 80 }] } }));
+        let mut headless = json!({ "spec": { "clusterIP": "None" } });
+        clean("services", &mut headless);
+        assert_eq!(headless, json!({ "spec": { "clusterIP": "None" } }));
+        let mut node_port = json!({ "spec": { "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30080 }] } });
+        clean("services", &mut node_port);
+        assert_eq!(node_port["spec"]["ports"][0]["nodePort"], 30080);
+    }
+
+    #[test]
+    fn pods_jobs_claims_and_volumes_are_unbound_from_the_old_cluster() {
+        let mut pod = json!({ "spec": { "nodeName": "n1", "priority": 0, "volumes": [{ "name": "kube-api-access-x" }, { "name": "data" }] } });
+        clean("pods", &mut pod);
+        assert_eq!(pod, json!({ "spec": { "volumes": [{ "name": "data" }] } }));
+        let mut job = json!({ "spec": { "selector": { "matchLabels": { "controller-uid": "u" } },
+                                        "template": { "metadata": { "labels": { "controller-uid": "u", "app": "m" } } } } });
+        clean("jobs.batch", &mut job);
+        assert_eq!(job, json!({ "spec": { "template": { "metadata": { "labels": { "app": "m" } } } } }));
+        let mut pvc =
+            json!({ "metadata": { "annotations": { "pv.kubernetes.io/bind-completed": "yes", "keep": "1" } } });
+        clean("persistentvolumeclaims", &mut pvc);
+        assert_eq!(pvc["metadata"]["annotations"], json!({ "keep": "1" }));
+        let mut pv = json!({ "spec": { "claimRef": { "name": "data", "namespace": "shop", "uid": "u", "resourceVersion": "1" } } });
+        clean("persistentvolumes", &mut pv);
+        assert_eq!(pv["spec"]["claimRef"], json!({ "name": "data", "namespace": "shop" }));
+    }
+
+    #[test]
+    fn what_is_never_restored() {
+        assert_eq!(excluded("events", &json!({})), Some("never restored"));
+        assert_eq!(excluded("endpoints", &json!({})), Some("never restored"));
+        let token = json!({ "type": "kubernetes.io/service-account-token", "metadata": { "name": "t" } });
+        assert_eq!(excluded("secrets", &token), Some("service-account token"));
+        assert!(excluded("serviceaccounts", &json!({ "metadata": { "name": "default" } })).is_some());
+        assert!(excluded("configmaps", &json!({ "metadata": { "name": "kube-root-ca.crt" } })).is_some());
+        let labelled = json!({ "metadata": { "name": "x", "labels": { "velero.io/exclude-from-backup": "true" } } });
+        assert!(excluded("configmaps", &labelled).is_some());
+        assert!(excluded("pods", &json!({ "status": { "phase": "Succeeded" } })).is_some());
+        assert!(excluded("jobs.batch", &json!({ "status": { "completionTime": "t" } })).is_some());
+        assert_eq!(excluded("deployments.apps", &json!({ "metadata": { "name": "web" } })), None);
+    }
+}

@@ -1,0 +1,630 @@
+//! `kube.restore`: bring a site's objects up on another cluster — read (Velero backup in S3,
+//! local archive, manifests, live cluster) → select → clean → transform → order as a graph →
+//! server-side apply, many at once. `plan()` runs the same pipeline with `dryRun=All` for
+//! every object. Progress is checkpointed, so a resumed restore skips what it already did.
+
+pub mod clean;
+pub mod export;
+pub mod graph;
+pub mod source;
+pub mod transform;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use kube::api::{Patch, PatchParams};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use drover_api::{ActionError, ActionSpec, Outputs, ParamError, PathSegment, Plan, Progress, StepContext, TypedAction};
+
+use crate::actions::apply::FIELD_MANAGER;
+use crate::client::{Kind, Kube, describe};
+use crate::labels::Selector;
+use crate::velero::Limits;
+use graph::{Graph, Placed};
+use source::Source;
+use transform::{Compiled, FieldChange, Match, Transform, glob_match};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreParams {
+    /// The site whose cluster receives the objects.
+    pub site: String,
+    /// Where the objects come from: `velero`, `archive`, `manifests` or `live`.
+    pub from: Source,
+    /// Namespaces to take (globs); default all.
+    #[serde(default)]
+    pub include_namespaces: Vec<String>,
+    /// Namespaces to leave out (globs).
+    #[serde(default)]
+    pub exclude_namespaces: Vec<String>,
+    /// Resources to take, as `deployments.apps`, `configmaps` or a kind (`Deployment`); default all.
+    #[serde(default)]
+    pub include_resources: Vec<String>,
+    /// Resources to leave out.
+    #[serde(default)]
+    pub exclude_resources: Vec<String>,
+    /// Only objects matching this label selector (namespaces and cluster-scoped objects too).
+    #[serde(default)]
+    pub labels: Option<String>,
+    /// Applied in order to every object; each listed in the preview.
+    #[serde(default)]
+    pub transforms: Vec<Transform>,
+    /// Extra order: objects matching `then` wait for those matching `first`.
+    #[serde(default)]
+    pub order: Vec<OrderRule>,
+    /// Objects that already exist: `update` (server-side apply, taking ownership) or `skip`.
+    #[serde(default)]
+    pub existing: Existing,
+    /// Succeed even when some objects failed (they are listed in the outputs).
+    #[serde(default)]
+    pub allow_partial: bool,
+    /// Objects in flight at once. Default 16.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// With `--dry-run`: write the transformed manifests here for review.
+    #[serde(default)]
+    pub preview_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRule {
+    pub first: Match,
+    pub then: Match,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Existing {
+    #[default]
+    Update,
+    Skip,
+}
+
+/// One object on its way to the standby.
+#[derive(Debug, Clone)]
+pub struct Restorable {
+    /// Group-resource (`deployments.apps`).
+    pub resource: String,
+    pub object: Value,
+    /// What each transform changed (transform index, change).
+    pub changes: Vec<(usize, FieldChange)>,
+}
+
+impl Restorable {
+    fn s(&self, p: &str) -> &str {
+        self.object.pointer(p).and_then(Value::as_str).unwrap_or("")
+    }
+
+    pub fn kind(&self) -> &str {
+        self.s("/kind")
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.object.pointer("/metadata/namespace").and_then(Value::as_str)
+    }
+
+    pub fn name(&self) -> &str {
+        self.s("/metadata/name")
+    }
+
+    pub fn describe(&self) -> String {
+        describe(self.kind(), self.namespace(), self.name())
+    }
+
+    /// Stable identity for checkpoints: `deployments.apps/shop/web`.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.resource, self.namespace().unwrap_or(""), self.name())
+    }
+}
+
+/// What the read left out, by reason.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub objects: Vec<Restorable>,
+    pub left_out: BTreeMap<String, u64>,
+    pub read: u64,
+    pub source: String,
+}
+
+/// The select, clean and transform part of the pipeline, as a reusable filter.
+pub struct Pipeline {
+    include_ns: Vec<String>,
+    exclude_ns: Vec<String>,
+    include_res: Vec<String>,
+    exclude_res: Vec<String>,
+    labels: Option<Selector>,
+    pub transforms: Vec<Compiled>,
+}
+
+fn resource_listed(list: &[String], resource: &str, kind: &str) -> bool {
+    let plural = resource.split('.').next().unwrap_or(resource);
+    list.iter().any(|r| r == resource || r == plural || r.eq_ignore_ascii_case(kind))
+}
+
+impl Pipeline {
+    pub fn new(p: &RestoreParams) -> Result<Pipeline, Vec<ParamError>> {
+        let labels = match &p.labels {
+            Some(l) => Some(Selector::parse(l).map_err(|e| {
+                vec![ParamError { path: vec![PathSegment::Key("labels".into())], message: e, hint: None }]
+            })?),
+            None => None,
+        };
+        Ok(Pipeline {
+            include_ns: p.include_namespaces.clone(),
+            exclude_ns: p.exclude_namespaces.clone(),
+            include_res: p.include_resources.clone(),
+            exclude_res: p.exclude_resources.clone(),
+            labels,
+            transforms: transform::compile(&p.transforms)?,
+        })
+    }
+
+    /// Why an item is left out, or the cleaned and transformed object.
+    pub fn admit(&self, item: crate::velero::Item) -> Result<(Restorable, Option<String>, Option<String>), String> {
+        let crate::velero::Item { resource, namespace, mut object, .. } = item;
+        if let Some(why) = clean::excluded(&resource, &object) {
+            return Err(why.to_string());
+        }
+        let kind = object["kind"].as_str().unwrap_or("").to_string();
+        // A namespace is selected by its own name.
+        let ns = if resource == "namespaces" {
+            object.pointer("/metadata/name").and_then(Value::as_str)
+        } else {
+            namespace.as_deref()
+        };
+        if let Some(ns) = ns {
+            if !self.include_ns.is_empty() && !self.include_ns.iter().any(|p| glob_match(p, ns)) {
+                return Err("namespace not included".into());
+            }
+            if self.exclude_ns.iter().any(|p| glob_match(p, ns)) {
+                return Err("namespace excluded".into());
+            }
+        }
+        if !self.include_res.is_empty() && !resource_listed(&self.include_res, &resource, &kind) {
+            return Err("resource not included".into());
+        }
+        if resource_listed(&self.exclude_res, &resource, &kind) {
+            return Err("resource excluded".into());
+        }
+        if let Some(sel) = &self.labels
+            && !sel.matches(object.pointer("/metadata/labels"))
+        {
+            return Err("labels do not match".into());
+        }
+        let uid = object.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
+        let owner = clean::controller_uid(&object);
+        clean::clean(&resource, &mut object);
+        let mut changes = vec![];
+        for (i, t) in self.transforms.iter().enumerate() {
+            changes.extend(t.apply(&mut object).into_iter().map(|c| (i, c)));
+        }
+        Ok((Restorable { resource, object, changes }, uid, owner))
+    }
+}
+
+/// Read the whole source through the pipeline.
+pub async fn collect(ctx: &StepContext, p: &RestoreParams, pipeline: &Pipeline) -> Result<Collected, ActionError> {
+    let (mut items, source) = source::open(ctx, &p.from, Limits::default()).await?;
+    let mut out = Collected { source, ..Collected::default() };
+    let mut owned: Vec<(usize, String)> = vec![];
+    let mut uids: HashSet<String> = HashSet::new();
+    while let Some(item) = items.recv().await {
+        let item = item?;
+        out.read += 1;
+        match pipeline.admit(item) {
+            Ok((r, uid, owner)) => {
+                if let Some(u) = uid {
+                    uids.insert(u);
+                }
+                if let Some(o) = owner {
+                    owned.push((out.objects.len(), o));
+                }
+                out.objects.push(r);
+            }
+            Err(why) => *out.left_out.entry(why).or_default() += 1,
+        }
+    }
+    // Objects a restored controller recreates (ReplicaSets of Deployments, Pods of ReplicaSets).
+    let drop: HashSet<usize> = owned.into_iter().filter(|(_, o)| uids.contains(o)).map(|(i, _)| i).collect();
+    if !drop.is_empty() {
+        *out.left_out.entry("recreated by its restored owner".into()).or_default() += drop.len() as u64;
+        let mut i = 0;
+        out.objects.retain(|_| {
+            i += 1;
+            !drop.contains(&(i - 1))
+        });
+    }
+    Ok(out)
+}
+
+/// Kinds for every object; those a CRD of this restore provides may not be served yet (None).
+async fn resolve(kube: &Kube, objects: &mut [Restorable]) -> Result<Vec<Option<Kind>>, ActionError> {
+    let provided: BTreeSet<(String, String)> = objects
+        .iter()
+        .filter(|o| o.kind() == "CustomResourceDefinition")
+        .flat_map(|o| {
+            let group = o.s("/spec/group").to_string();
+            let kind = o.s("/spec/names/kind").to_string();
+            o.object
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(move |v| v["name"].as_str().map(|n| (format!("{group}/{n}"), kind.clone())))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(objects.len());
+    for o in objects.iter_mut() {
+        let api_version = o.s("/apiVersion").to_string();
+        let kind_name = o.kind().to_string();
+        let k = if provided.contains(&(api_version.clone(), kind_name.clone())) {
+            kube.serves(&api_version, &kind_name).await?
+        } else {
+            Some(
+                kube.kind(&api_version, &kind_name, false)
+                    .await
+                    .map_err(|e| ActionError { message: format!("{}: {}", o.describe(), e.message), ..e })?,
+            )
+        };
+        if let Some(k) = &k {
+            // Manifests only guess their group-resource; discovery knows it.
+            let ar = &k.resource;
+            o.resource = if ar.group.is_empty() { ar.plural.clone() } else { format!("{}.{}", ar.plural, ar.group) };
+            if !k.namespaced
+                && let Some(m) = o.object["metadata"].as_object_mut()
+            {
+                m.remove("namespace");
+            }
+        }
+        if o.namespace().is_none() && k.as_ref().is_none_or(|k| k.namespaced) && o.kind() != "Namespace" {
+            let ns = kube.default_namespace().to_string();
+            o.object["metadata"]["namespace"] = json!(ns);
+        }
+        out.push(k);
+    }
+    Ok(out)
+}
+
+fn build_graph(objects: &[Restorable], order: &[OrderRule]) -> Result<Graph, ActionError> {
+    let placed: Vec<Placed> =
+        objects.iter().map(|o| Placed { resource: &o.resource, namespace: o.namespace() }).collect();
+    let mut edges = vec![];
+    for rule in order {
+        let firsts: Vec<usize> = (0..objects.len()).filter(|&i| rule.first.matches(&objects[i].object)).collect();
+        for then in (0..objects.len()).filter(|&i| rule.then.matches(&objects[i].object)) {
+            edges.extend(firsts.iter().filter(|&&f| f != then).map(|&f| (f, then)));
+        }
+    }
+    let g = Graph::build(&placed, &edges);
+    if let Some(stuck) = g.cycle() {
+        let names: Vec<String> = stuck.iter().take(10).map(|&i| objects[i].describe()).collect();
+        return Err(ActionError::permanent(format!("the restore order has a cycle through: {}", names.join(", ")))
+            .with_hint("an `order:` rule contradicts the built-in order (or another rule); remove or narrow it"));
+    }
+    Ok(g)
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+    Skipped,
+    Failed(String),
+}
+
+/// Apply (or dry-run) one object.
+async fn restore_one(
+    kube: &Kube,
+    o: &Restorable,
+    kind: Option<&Kind>,
+    p: &RestoreParams,
+    dry: bool,
+) -> Result<Outcome, ActionError> {
+    let kind = match kind {
+        Some(k) => k.clone(),
+        None if dry => return Ok(Outcome::Created),
+        None => kube.kind(o.s("/apiVersion"), o.kind(), true).await?,
+    };
+    let api = kube.api(&kind, o.namespace().unwrap_or(""));
+    let live = kube.call_or_absent(&format!("get {}", o.describe()), || api.get(o.name())).await?;
+    if live.is_some() && p.existing == Existing::Skip {
+        return Ok(Outcome::Skipped);
+    }
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.force = true;
+    params.dry_run = dry;
+    let patch = Patch::Apply(&o.object);
+    let result = kube.call(&format!("apply {}", o.describe()), || api.patch(o.name(), &params, &patch)).await;
+    match result {
+        Err(e) if e.is_retryable() => Err(e),
+        Err(e) if e.message.contains("(404 NotFound)") && dry => Ok(Outcome::Created), // its namespace comes first
+        Err(e) => Ok(Outcome::Failed(e.message)),
+        Ok(_) if live.is_none() => Ok(Outcome::Created),
+        Ok(after) => {
+            let strip = |v: Value| {
+                let mut v = v;
+                if let Some(m) = v["metadata"].as_object_mut() {
+                    for k in ["managedFields", "resourceVersion", "generation", "uid", "creationTimestamp"] {
+                        m.remove(k);
+                    }
+                }
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("status");
+                }
+                v
+            };
+            let before = strip(serde_json::to_value(live).unwrap_or_default());
+            let after = strip(serde_json::to_value(after).unwrap_or_default());
+            Ok(if before == after { Outcome::Unchanged } else { Outcome::Updated })
+        }
+    }
+}
+
+/// Results by object index, shared by the concurrent tasks.
+struct Tally {
+    outcomes: Mutex<Vec<Option<Outcome>>>,
+    fatal: Mutex<Option<ActionError>>,
+}
+
+async fn run_all(
+    kube: &Kube,
+    ctx: &StepContext,
+    p: &RestoreParams,
+    objects: &[Restorable],
+    kinds: &[Option<Kind>],
+    done_before: &HashSet<String>,
+    dry: bool,
+) -> Result<Vec<Option<Outcome>>, ActionError> {
+    let graph = build_graph(objects, &p.order)?;
+    let tally = Tally { outcomes: Mutex::new(vec![None; objects.len()]), fatal: Mutex::new(None) };
+    let total = objects.len() as u64;
+    let started = Instant::now();
+    let last_checkpoint = Mutex::new(Instant::now());
+    let finished = std::sync::atomic::AtomicU64::new(0);
+    graph
+        .run(p.concurrency.unwrap_or(16), |i| {
+            let (tally, finished, last_checkpoint) = (&tally, &finished, &last_checkpoint);
+            async move {
+                let o = &objects[i];
+                let outcome = if done_before.contains(&o.key()) {
+                    Ok(Outcome::Unchanged)
+                } else {
+                    restore_one(kube, o, kinds[i].as_ref(), p, dry).await
+                };
+                let go_on = match outcome {
+                    Ok(out) => {
+                        tally.outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(out);
+                        true
+                    }
+                    Err(e) => {
+                        tally.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                        false
+                    }
+                };
+                let n = finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if n.is_multiple_of((total / 100).max(1)) || n == total {
+                    let rate = n as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    ctx.progress(Progress {
+                        message: format!("objects ({rate:.0}/s)"),
+                        done: Some(n),
+                        total: Some(total),
+                    });
+                }
+                if !dry {
+                    let due = {
+                        let mut last = last_checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+                        let due = last.elapsed() >= Duration::from_secs(2);
+                        if due {
+                            *last = Instant::now();
+                        }
+                        due
+                    };
+                    if due {
+                        let value = checkpoint(objects, &tally.outcomes.lock().unwrap_or_else(|e| e.into_inner()));
+                        ctx.checkpoint(value).await;
+                    }
+                }
+                go_on
+            }
+        })
+        .await;
+    if let Some(e) = tally.fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        if !dry {
+            let outcomes = tally.outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            ctx.checkpoint(checkpoint(objects, &outcomes)).await;
+        }
+        return Err(e);
+    }
+    Ok(tally.outcomes.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// The keys of every object restored so far.
+fn checkpoint(objects: &[Restorable], outcomes: &[Option<Outcome>]) -> Value {
+    let done: Vec<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, Some(Outcome::Created | Outcome::Updated | Outcome::Unchanged | Outcome::Skipped)))
+        .map(|(i, _)| objects[i].key())
+        .collect();
+    json!({ "restored": done })
+}
+
+/// Counts per kind and per namespace.
+fn counts(objects: &[Restorable]) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let (mut by_kind, mut by_ns) = (BTreeMap::new(), BTreeMap::new());
+    for o in objects {
+        *by_kind.entry(o.kind().to_string()).or_insert(0) += 1;
+        *by_ns.entry(o.namespace().unwrap_or("(cluster)").to_string()).or_insert(0) += 1;
+    }
+    (by_kind, by_ns)
+}
+
+fn render_counts(m: &BTreeMap<String, u64>) -> String {
+    m.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+fn write_preview(dir: &std::path::Path, objects: &[Restorable]) -> Result<(), ActionError> {
+    for o in objects {
+        let sub = dir.join(o.namespace().unwrap_or("_cluster"));
+        std::fs::create_dir_all(&sub)
+            .map_err(|e| ActionError::permanent(format!("cannot create {}: {e}", sub.display())))?;
+        let file = sub.join(format!("{}-{}.yaml", o.kind().to_lowercase(), o.name()));
+        let text = serde_yaml::to_string(&o.object).unwrap_or_default();
+        std::fs::write(&file, text)
+            .map_err(|e| ActionError::permanent(format!("cannot write {}: {e}", file.display())))?;
+    }
+    Ok(())
+}
+
+pub struct Restore;
+
+#[async_trait]
+impl TypedAction for Restore {
+    type Params = RestoreParams;
+
+    const SPEC: ActionSpec = ActionSpec {
+        name: "kube.restore",
+        summary: "Restore objects from a Velero backup, manifests or a live cluster: cleaned, transformed, ordered, in parallel",
+        outputs: &[
+            ("restored", "objects created or updated"),
+            ("unchanged", "objects already as wanted"),
+            ("skipped", "existing objects left alone (`existing: skip`)"),
+            ("failed", "objects that could not be restored, with why"),
+            ("left_out", "objects not restored by design, counted by reason"),
+            ("source", "what was read, e.g. the backup's name"),
+            ("namespaces", "namespaces restored into"),
+        ],
+        side_effects: true,
+        undo: false,
+        open_outputs: false,
+    };
+
+    fn check(&self, p: &RestoreParams) -> Result<(), Vec<ParamError>> {
+        Pipeline::new(p)?;
+        if p.concurrency == Some(0) {
+            return Err(vec![ParamError {
+                path: vec![PathSegment::Key("concurrency".into())],
+                message: "concurrency must be at least 1".into(),
+                hint: None,
+            }]);
+        }
+        Ok(())
+    }
+
+    async fn plan(&self, ctx: &StepContext, p: RestoreParams) -> Result<Plan, ActionError> {
+        let pipeline = Pipeline::new(&p).map_err(|e| ActionError::permanent(e[0].message.clone()))?;
+        let kube = Kube::connect(ctx, &p.site).await?;
+        let mut got = collect(ctx, &p, &pipeline).await?;
+        let kinds = resolve(&kube, &mut got.objects).await?;
+        let outcomes = run_all(&kube, ctx, &p, &got.objects, &kinds, &HashSet::new(), true).await?;
+        let (by_kind, by_ns) = counts(&got.objects);
+        let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut plan = Plan::default()
+            .check("cluster reachable", true, format!("{} at {}", kube.origin, kube.server))
+            .check("source readable", true, format!("{}: {} items read", got.source, got.read));
+        for (o, out) in got.objects.iter().zip(&outcomes) {
+            let label = match out {
+                Some(Outcome::Created) => "create",
+                Some(Outcome::Updated) => "update",
+                Some(Outcome::Unchanged) => "unchanged",
+                Some(Outcome::Skipped) => "skip (exists)",
+                Some(Outcome::Failed(why)) => {
+                    plan = plan.check(format!("server-side dry run of {}", o.describe()), false, why.clone());
+                    "fail"
+                }
+                None => "not reached",
+            };
+            *tally.entry(label).or_default() += 1;
+        }
+        plan.summary = format!(
+            "restore {} objects from {} into {}: {}",
+            got.objects.len(),
+            got.source,
+            kube.origin,
+            tally.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+        );
+        plan = plan.change(format!("by kind: {}", render_counts(&by_kind)));
+        plan = plan.change(format!("by namespace: {}", render_counts(&by_ns)));
+        if !got.left_out.is_empty() {
+            plan = plan.change(format!("left out: {}", render_counts(&got.left_out)));
+        }
+        for (t, compiled) in pipeline.transforms.iter().enumerate() {
+            let touched: Vec<(&Restorable, &FieldChange)> = got
+                .objects
+                .iter()
+                .flat_map(|o| o.changes.iter().filter(|(i, _)| *i == t).map(move |(_, c)| (o, c)))
+                .collect();
+            plan = plan.change(format!("transform {}: {} fields changed", compiled.label, touched.len()));
+            for (o, c) in touched.iter().take(10) {
+                plan = plan.change(format!("  {} {}: {} → {}", o.describe(), c.path, c.before, c.after));
+            }
+            if touched.len() > 10 {
+                plan = plan.change(format!("  … and {} more", touched.len() - 10));
+            }
+        }
+        if let Some(dir) = &p.preview_dir {
+            let dir = ctx.resolve_path(dir);
+            write_preview(&dir, &got.objects)?;
+            plan = plan.change(format!("transformed manifests written to {}", dir.display()));
+        }
+        Ok(plan.output("source", got.source))
+    }
+
+    async fn run(&self, ctx: &StepContext, p: RestoreParams) -> Result<Outputs, ActionError> {
+        let pipeline = Pipeline::new(&p).map_err(|e| ActionError::permanent(e[0].message.clone()))?;
+        let kube = Kube::connect(ctx, &p.site).await?;
+        let mut got = collect(ctx, &p, &pipeline).await?;
+        let kinds = resolve(&kube, &mut got.objects).await?;
+        let done_before: HashSet<String> = ctx
+            .resumed_from()
+            .and_then(|c| c["restored"].as_array())
+            .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if !done_before.is_empty() {
+            ctx.note(&format!("resuming: {} objects were restored before the interruption", done_before.len()));
+        }
+        let outcomes = run_all(&kube, ctx, &p, &got.objects, &kinds, &done_before, false).await?;
+        ctx.checkpoint(checkpoint(&got.objects, &outcomes)).await;
+        let (mut restored, mut unchanged, mut skipped) = (0u64, 0u64, 0u64);
+        let mut failed = vec![];
+        for (o, out) in got.objects.iter().zip(&outcomes) {
+            match out {
+                Some(Outcome::Created | Outcome::Updated) => restored += 1,
+                Some(Outcome::Unchanged) => unchanged += 1,
+                Some(Outcome::Skipped) => skipped += 1,
+                Some(Outcome::Failed(why)) => failed.push(format!("{}: {why}", o.describe())),
+                None => failed.push(format!("{}: not attempted", o.describe())),
+            }
+        }
+        let namespaces: BTreeSet<&str> = got.objects.iter().filter_map(Restorable::namespace).collect();
+        let mut out = Outputs::new();
+        out.insert("restored".into(), json!(restored));
+        out.insert("unchanged".into(), json!(unchanged));
+        out.insert("skipped".into(), json!(skipped));
+        out.insert("failed".into(), json!(failed));
+        out.insert("left_out".into(), json!(got.left_out));
+        out.insert("source".into(), json!(got.source));
+        out.insert("namespaces".into(), json!(namespaces));
+        if !failed.is_empty() && !p.allow_partial {
+            return Err(ActionError::permanent(format!(
+                "{} of {} objects were not restored: {}",
+                failed.len(),
+                got.objects.len(),
+                failed.iter().take(20).cloned().collect::<Vec<_>>().join("; ")
+            ))
+            .with_hint(
+                "fix these and re-run (restored objects are kept and skipped on resume), or set `allow_partial: true`",
+            ));
+        }
+        Ok(out)
+    }
+}
