@@ -9,12 +9,13 @@ pub mod graph;
 pub mod source;
 pub mod transform;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -321,22 +322,94 @@ enum Outcome {
     Failed(String),
 }
 
-/// Apply (or dry-run) one object.
+/// The resourceVersion of every object that exists already, by key — one paged LIST per
+/// namespace and kind instead of a GET per object, so a run costs about one request per object.
+pub type Versions = HashMap<String, String>;
+
+async fn existing_versions(
+    kube: &Kube,
+    objects: &[Restorable],
+    kinds: &[Option<Kind>],
+    concurrency: usize,
+) -> Result<Versions, ActionError> {
+    use kube::api::ListParams;
+    // Nothing exists yet in a namespace the cluster does not have (the usual case on a standby).
+    let ns_kind = kube.kind("v1", "Namespace", false).await?;
+    let (ns_api, all) = (kube.api(&ns_kind, ""), ListParams::default());
+    let present: HashSet<String> = kube
+        .call("list namespaces", || ns_api.list_metadata(&all))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    let mut wanted: BTreeMap<(String, String), Kind> = BTreeMap::new();
+    for (o, k) in objects.iter().zip(kinds) {
+        if o.namespace().is_some_and(|ns| !present.contains(ns)) {
+            continue;
+        }
+        if let Some(k) = k {
+            wanted.entry((o.resource.clone(), o.namespace().unwrap_or("").to_string())).or_insert_with(|| k.clone());
+        }
+    }
+    let lists: Vec<_> = wanted
+        .into_iter()
+        .map(|((resource, ns), kind)| async move {
+            let api = kube.api(&kind, &ns);
+            let mut found = vec![];
+            let mut token: Option<String> = None;
+            loop {
+                let mut params = ListParams::default().limit(500);
+                if let Some(t) = &token {
+                    params = params.continue_token(t);
+                }
+                let what = format!("list {resource} in {}", if ns.is_empty() { "the cluster" } else { &ns });
+                let Some(page) = kube.call_or_absent(&what, || api.list(&params)).await? else { break };
+                token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+                for item in page.items {
+                    let name = item.metadata.name.unwrap_or_default();
+                    found.push((format!("{resource}/{ns}/{name}"), item.metadata.resource_version.unwrap_or_default()));
+                }
+                if token.is_none() {
+                    break;
+                }
+            }
+            Ok::<_, ActionError>(found)
+        })
+        .collect();
+    let mut out = HashMap::new();
+    let mut results = futures::stream::iter(lists).buffer_unordered(concurrency.max(1));
+    while let Some(r) = results.next().await {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+/// Apply (or dry-run) one object. A run knows what exists from `existing`; a dry run reads
+/// each object to tell an update from no change.
 async fn restore_one(
     kube: &Kube,
     o: &Restorable,
     kind: Option<&Kind>,
     p: &RestoreParams,
-    dry: bool,
+    existing: Option<&Versions>,
 ) -> Result<Outcome, ActionError> {
+    let dry = existing.is_none();
     let kind = match kind {
         Some(k) => k.clone(),
         None if dry => return Ok(Outcome::Created),
         None => kube.kind(o.s("/apiVersion"), o.kind(), true).await?,
     };
     let api = kube.api(&kind, o.namespace().unwrap_or(""));
-    let live = kube.call_or_absent(&format!("get {}", o.describe()), || api.get(o.name())).await?;
-    if live.is_some() && p.existing == Existing::Skip {
+    let (live, version) = match existing {
+        Some(map) => (None, map.get(&o.key()).cloned()),
+        None => {
+            let live = kube.call_or_absent(&format!("get {}", o.describe()), || api.get(o.name())).await?;
+            let version = live.as_ref().map(|l| l.metadata.resource_version.clone().unwrap_or_default());
+            (live, version)
+        }
+    };
+    if version.is_some() && p.existing == Existing::Skip {
         return Ok(Outcome::Skipped);
     }
     let mut params = PatchParams::apply(FIELD_MANAGER);
@@ -348,7 +421,11 @@ async fn restore_one(
         Err(e) if e.is_retryable() => Err(e),
         Err(e) if e.message.contains("(404 NotFound)") && dry => Ok(Outcome::Created), // its namespace comes first
         Err(e) => Ok(Outcome::Failed(e.message)),
-        Ok(_) if live.is_none() => Ok(Outcome::Created),
+        Ok(_) if version.is_none() => Ok(Outcome::Created),
+        Ok(after) if !dry => {
+            // The API server does not write a no-op apply: the version stays.
+            Ok(if after.metadata.resource_version == version { Outcome::Unchanged } else { Outcome::Updated })
+        }
         Ok(after) => {
             let strip = |v: Value| {
                 let mut v = v;
@@ -385,6 +462,9 @@ async fn run_all(
     dry: bool,
 ) -> Result<Vec<Option<Outcome>>, ActionError> {
     let graph = build_graph(objects, &p.order)?;
+    let existing =
+        if dry { None } else { Some(existing_versions(kube, objects, kinds, p.concurrency.unwrap_or(16)).await?) };
+    let existing = existing.as_ref();
     let tally = Tally { outcomes: Mutex::new(vec![None; objects.len()]), fatal: Mutex::new(None) };
     let total = objects.len() as u64;
     let started = Instant::now();
@@ -398,7 +478,7 @@ async fn run_all(
                 let outcome = if done_before.contains(&o.key()) {
                     Ok(Outcome::Unchanged)
                 } else {
-                    restore_one(kube, o, kinds[i].as_ref(), p, dry).await
+                    restore_one(kube, o, kinds[i].as_ref(), p, existing).await
                 };
                 let go_on = match outcome {
                     Ok(out) => {
