@@ -19,6 +19,7 @@ use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use drover_api::{ActionError, ActionSpec, Outputs, ParamError, PathSegment, Plan, Progress, StepContext, TypedAction};
@@ -88,31 +89,67 @@ pub enum Existing {
     Skip,
 }
 
-/// One object on its way to the standby.
+/// One object on its way to the standby, kept compact: the identity as fields, the body as the
+/// JSON text it will be sent as (a restore of 100,000 objects holds them all at once).
 #[derive(Debug, Clone)]
 pub struct Restorable {
     /// Group-resource (`deployments.apps`).
     pub resource: String,
-    pub object: Value,
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    name: String,
+    body: Box<RawValue>,
     /// What each transform changed (transform index, change).
     pub changes: Vec<(usize, FieldChange)>,
 }
 
 impl Restorable {
-    fn s(&self, p: &str) -> &str {
-        self.object.pointer(p).and_then(Value::as_str).unwrap_or("")
+    pub fn new(resource: String, object: &Value, changes: Vec<(usize, FieldChange)>) -> Restorable {
+        let s = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+        Restorable {
+            resource,
+            api_version: s("/apiVersion"),
+            kind: s("/kind"),
+            namespace: object.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from),
+            name: s("/metadata/name"),
+            body: serde_json::value::to_raw_value(object).expect("JSON values serialize"),
+            changes,
+        }
+    }
+
+    /// The whole object (parsed anew: for previews, rules and the rare rewrite).
+    pub fn object(&self) -> Value {
+        serde_json::from_str(self.body.get()).unwrap_or_default()
+    }
+
+    fn set_namespace(&mut self, namespace: Option<&str>) {
+        let mut object = self.object();
+        match namespace {
+            Some(ns) => object["metadata"]["namespace"] = json!(ns),
+            None => {
+                if let Some(m) = object["metadata"].as_object_mut() {
+                    m.remove("namespace");
+                }
+            }
+        }
+        *self = Restorable::new(std::mem::take(&mut self.resource), &object, std::mem::take(&mut self.changes));
+    }
+
+    pub fn api_version(&self) -> &str {
+        &self.api_version
     }
 
     pub fn kind(&self) -> &str {
-        self.s("/kind")
+        &self.kind
     }
 
     pub fn namespace(&self) -> Option<&str> {
-        self.object.pointer("/metadata/namespace").and_then(Value::as_str)
+        self.namespace.as_deref()
     }
 
     pub fn name(&self) -> &str {
-        self.s("/metadata/name")
+        &self.name
     }
 
     pub fn describe(&self) -> String {
@@ -206,7 +243,7 @@ impl Pipeline {
         for (i, t) in self.transforms.iter().enumerate() {
             changes.extend(t.apply(&mut object).into_iter().map(|c| (i, c)));
         }
-        Ok((Restorable { resource, object, changes }, uid, owner))
+        Ok((Restorable::new(resource, &object, changes), uid, owner))
     }
 }
 
@@ -251,19 +288,22 @@ async fn resolve(kube: &Kube, objects: &mut [Restorable]) -> Result<Vec<Option<K
         .iter()
         .filter(|o| o.kind() == "CustomResourceDefinition")
         .flat_map(|o| {
-            let group = o.s("/spec/group").to_string();
-            let kind = o.s("/spec/names/kind").to_string();
-            o.object
+            let crd = o.object();
+            let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("").to_string();
+            let kind = crd.pointer("/spec/names/kind").and_then(Value::as_str).unwrap_or("").to_string();
+            let versions: Vec<String> = crd
                 .pointer("/spec/versions")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(move |v| v["name"].as_str().map(|n| (format!("{group}/{n}"), kind.clone())))
+                .filter_map(|v| v["name"].as_str().map(String::from))
+                .collect();
+            versions.into_iter().map(move |n| (format!("{group}/{n}"), kind.clone()))
         })
         .collect();
     let mut out = Vec::with_capacity(objects.len());
     for o in objects.iter_mut() {
-        let api_version = o.s("/apiVersion").to_string();
+        let api_version = o.api_version().to_string();
         let kind_name = o.kind().to_string();
         let k = if provided.contains(&(api_version.clone(), kind_name.clone())) {
             kube.serves(&api_version, &kind_name).await?
@@ -278,15 +318,12 @@ async fn resolve(kube: &Kube, objects: &mut [Restorable]) -> Result<Vec<Option<K
             // Manifests only guess their group-resource; discovery knows it.
             let ar = &k.resource;
             o.resource = if ar.group.is_empty() { ar.plural.clone() } else { format!("{}.{}", ar.plural, ar.group) };
-            if !k.namespaced
-                && let Some(m) = o.object["metadata"].as_object_mut()
-            {
-                m.remove("namespace");
+            if !k.namespaced && o.namespace().is_some() {
+                o.set_namespace(None);
             }
         }
         if o.namespace().is_none() && k.as_ref().is_none_or(|k| k.namespaced) && o.kind() != "Namespace" {
-            let ns = kube.default_namespace().to_string();
-            o.object["metadata"]["namespace"] = json!(ns);
+            o.set_namespace(Some(kube.default_namespace()));
         }
         out.push(k);
     }
@@ -297,9 +334,10 @@ fn build_graph(objects: &[Restorable], order: &[OrderRule]) -> Result<Graph, Act
     let placed: Vec<Placed> =
         objects.iter().map(|o| Placed { resource: &o.resource, namespace: o.namespace() }).collect();
     let mut edges = vec![];
+    let parsed: Vec<Value> = if order.is_empty() { vec![] } else { objects.iter().map(Restorable::object).collect() };
     for rule in order {
-        let firsts: Vec<usize> = (0..objects.len()).filter(|&i| rule.first.matches(&objects[i].object)).collect();
-        for then in (0..objects.len()).filter(|&i| rule.then.matches(&objects[i].object)) {
+        let firsts: Vec<usize> = (0..objects.len()).filter(|&i| rule.first.matches(&parsed[i])).collect();
+        for then in (0..objects.len()).filter(|&i| rule.then.matches(&parsed[i])) {
             edges.extend(firsts.iter().filter(|&&f| f != then).map(|&f| (f, then)));
         }
     }
@@ -398,7 +436,7 @@ async fn restore_one(
     let kind = match kind {
         Some(k) => k.clone(),
         None if dry => return Ok(Outcome::Created),
-        None => kube.kind(o.s("/apiVersion"), o.kind(), true).await?,
+        None => kube.kind(o.api_version(), o.kind(), true).await?,
     };
     let api = kube.api(&kind, o.namespace().unwrap_or(""));
     let (live, version) = match existing {
@@ -415,7 +453,7 @@ async fn restore_one(
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = true;
     params.dry_run = dry;
-    let patch = Patch::Apply(&o.object);
+    let patch = Patch::Apply(&*o.body);
     let result = kube.call(&format!("apply {}", o.describe()), || api.patch(o.name(), &params, &patch)).await;
     match result {
         Err(e) if e.is_retryable() => Err(e),
@@ -558,7 +596,7 @@ fn write_preview(dir: &std::path::Path, objects: &[Restorable]) -> Result<(), Ac
         std::fs::create_dir_all(&sub)
             .map_err(|e| ActionError::permanent(format!("cannot create {}: {e}", sub.display())))?;
         let file = sub.join(format!("{}-{}.yaml", o.kind().to_lowercase(), o.name()));
-        let text = serde_yaml::to_string(&o.object).unwrap_or_default();
+        let text = serde_yaml::to_string(&o.object()).unwrap_or_default();
         std::fs::write(&file, text)
             .map_err(|e| ActionError::permanent(format!("cannot write {}: {e}", file.display())))?;
     }
