@@ -241,7 +241,7 @@ impl Pipeline {
         clean::clean(&resource, &mut object);
         let mut changes = vec![];
         for (i, t) in self.transforms.iter().enumerate() {
-            changes.extend(t.apply(&mut object).into_iter().map(|c| (i, c)));
+            changes.extend(t.apply(&resource, &mut object).into_iter().map(|c| (i, c)));
         }
         Ok((Restorable::new(resource, &object, changes), uid, owner))
     }

@@ -32,6 +32,69 @@ pub enum Transform {
     Replicas(ReplicasRule),
     /// A merge patch or JSON patch for matching objects.
     Patch(PatchRule),
+    /// Velero's resource-modifier rules (`version: v1`, `resourceModifierRules:`), as written
+    /// for Velero: conditions on group-resource, name regex, namespaces and labels; JSON,
+    /// merge and strategic patches.
+    VeleroModifiers(VeleroModifiers),
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VeleroModifiers {
+    #[serde(default)]
+    pub version: Option<String>,
+    pub resource_modifier_rules: Vec<VeleroRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VeleroRule {
+    pub conditions: VeleroConditions,
+    #[serde(default)]
+    pub patches: Vec<VeleroJsonPatch>,
+    #[serde(default)]
+    pub merge_patches: Vec<VeleroPatchData>,
+    #[serde(default)]
+    pub strategic_patches: Vec<VeleroPatchData>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VeleroConditions {
+    /// `deployments.apps`, `persistentvolumeclaims`, or `*`.
+    pub group_resource: String,
+    #[serde(default)]
+    pub resource_name_regex: Option<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub label_selector: Option<VeleroLabelSelector>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VeleroLabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VeleroJsonPatch {
+    pub operation: String,
+    pub path: String,
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Velero writes values as strings; JSON text (`"1"`, `"true"`, `"{...}"`) is parsed.
+    #[serde(default)]
+    pub value: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VeleroPatchData {
+    /// The patch as JSON or YAML text.
+    pub patch_data: String,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -165,6 +228,16 @@ enum CompiledKind {
     Images(BTreeMap<String, String>),
     Replicas(ReplicasRule),
     Patch(PatchRule),
+    Velero(Vec<CompiledVeleroRule>),
+}
+
+struct CompiledVeleroRule {
+    rule: VeleroRule,
+    name: Option<Regex>,
+    /// JSON patch operations in RFC 6902 form.
+    ops: Value,
+    merges: Vec<Value>,
+    strategics: Vec<Value>,
 }
 
 /// `*.east.example.com` as an anchored regex; each `*` a capture group carried to the target.
@@ -266,6 +339,56 @@ pub fn compile(list: &[Transform]) -> Result<Vec<Compiled>, Vec<ParamError>> {
             }
             Transform::Images(m) => (format!("images {}", pairs(m)), CompiledKind::Images(m.clone())),
             Transform::Replicas(r) => (format!("replicas {}", r.replicas), CompiledKind::Replicas(r.clone())),
+            Transform::VeleroModifiers(m) => {
+                let mut rules = vec![];
+                for (j, rule) in m.resource_modifier_rules.iter().enumerate() {
+                    let at = |k: &str| {
+                        vec![
+                            Key("transforms".into()),
+                            Index(i),
+                            Key("velero_modifiers".into()),
+                            Key("resourceModifierRules".into()),
+                            Index(j),
+                            Key(k.into()),
+                        ]
+                    };
+                    let name =
+                        rule.conditions.resource_name_regex.as_deref().and_then(|r| regex_at(r, at("conditions")));
+                    let ops: Vec<Value> = rule
+                        .patches
+                        .iter()
+                        .map(|p| {
+                            let value = p.value.clone().map(|v| match v {
+                                Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+                                other => other,
+                            });
+                            json!({ "op": p.operation, "path": p.path, "from": p.from, "value": value })
+                        })
+                        .collect();
+                    let parse = |d: &VeleroPatchData, key: &str, errors: &std::cell::RefCell<Vec<ParamError>>| {
+                        serde_yaml::from_str::<Value>(&d.patch_data)
+                            .map_err(|e| {
+                                errors.borrow_mut().push(ParamError {
+                                    path: at(key),
+                                    message: format!("patchData is not JSON or YAML: {e}"),
+                                    hint: None,
+                                })
+                            })
+                            .ok()
+                    };
+                    let merges = rule.merge_patches.iter().filter_map(|d| parse(d, "mergePatches", &errors)).collect();
+                    let strategics =
+                        rule.strategic_patches.iter().filter_map(|d| parse(d, "strategicPatches", &errors)).collect();
+                    rules.push(CompiledVeleroRule {
+                        rule: rule.clone(),
+                        name,
+                        ops: Value::Array(ops),
+                        merges,
+                        strategics,
+                    });
+                }
+                (format!("Velero resource modifiers ({} rules)", rules.len()), CompiledKind::Velero(rules))
+            }
             Transform::Patch(p) => {
                 if p.merge.is_none() == p.json.is_none() {
                     errors.borrow_mut().push(ParamError {
@@ -314,7 +437,7 @@ fn pod_spec_path(kind: &str) -> Option<&'static str> {
 
 impl Compiled {
     /// Apply to one object; returns what changed.
-    pub fn apply(&self, obj: &mut Value) -> Vec<FieldChange> {
+    pub fn apply(&self, resource: &str, obj: &mut Value) -> Vec<FieldChange> {
         let mut changes = vec![];
         let kind = obj["kind"].as_str().unwrap_or("").to_string();
         match &self.kind {
@@ -416,6 +539,44 @@ impl Compiled {
                     }
                 }
             }
+            CompiledKind::Velero(rules) => {
+                for r in rules {
+                    let c = &r.rule.conditions;
+                    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+                    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+                    let applies = (c.group_resource == "*" || glob_match(&c.group_resource, resource))
+                        && r.name.as_ref().is_none_or(|re| re.is_match(name))
+                        && (c.namespaces.is_empty() || c.namespaces.iter().any(|n| n == ns))
+                        && c.label_selector.as_ref().is_none_or(|l| {
+                            l.match_labels
+                                .iter()
+                                .all(|(k, v)| obj.pointer("/metadata/labels").and_then(|m| m.get(k)) == Some(&json!(v)))
+                        });
+                    if !applies {
+                        continue;
+                    }
+                    let before = obj.clone();
+                    if r.ops.as_array().is_some_and(|a| !a.is_empty())
+                        && let Err(e) = patch::json_patch(obj, &r.ops)
+                    {
+                        // Velero skips a rule whose patch does not apply; so does drover, visibly.
+                        *obj = before.clone();
+                        changes.push(FieldChange {
+                            path: "(velero patch)".into(),
+                            before: Value::Null,
+                            after: json!(format!("not applied: {e}")),
+                        });
+                        continue;
+                    }
+                    for m in &r.merges {
+                        patch::merge(obj, m);
+                    }
+                    for m in &r.strategics {
+                        patch::strategic(obj, m);
+                    }
+                    diff(&before, obj, "", &mut changes);
+                }
+            }
             CompiledKind::Patch(rule) => {
                 if rule.matching.matches(obj) {
                     let before = obj.clone();
@@ -513,7 +674,7 @@ mod tests {
 
     fn run(t: Value, obj: &mut Value) -> Vec<FieldChange> {
         let t: Transform = serde_json::from_value(t).unwrap();
-        compile(&[t]).unwrap()[0].apply(obj)
+        compile(&[t]).unwrap()[0].apply("", obj)
     }
 
     #[test]
@@ -613,6 +774,30 @@ mod tests {
             changes,
             [FieldChange { path: "/metadata/labels".into(), before: json!(null), after: json!({ "site": "west" }) }]
         );
+        let bad =
+            compile(&[
+                serde_json::from_value(json!({ "ingress_hosts": { "regex": [{ "from": "(", "to": "" }] } })).unwrap()
+            ]);
+        let Err(errors) = bad else { panic!("a bad regex compiled") };
+        assert!(errors[0].message.starts_with("invalid regular expression"));
+    }
+
+    #[test]
+    fn velero_resource_modifier_rules_are_accepted_as_written_for_velero() {
+        let rules: Value = serde_yaml::from_str(
+            "velero_modifiers:\n  version: v1\n  resourceModifierRules:\n  - conditions:\n      groupResource: persistentvolumeclaims\n      resourceNameRegex: \"^db-.*$\"\n      namespaces: [shop]\n    patches:\n    - operation: replace\n      path: /spec/storageClassName\n      value: premium\n    mergePatches:\n    - patchData: |\n        { \"metadata\": { \"labels\": { \"restored\": \"yes\" } } }\n",
+        )
+        .unwrap();
+        let t: Transform = serde_json::from_value(rules).unwrap();
+        let compiled = compile(&[t]).unwrap();
+        let mut pvc = json!({ "kind": "PersistentVolumeClaim", "metadata": { "name": "db-data", "namespace": "shop" }, "spec": { "storageClassName": "gold" } });
+        let changes = compiled[0].apply("persistentvolumeclaims", &mut pvc);
+        assert_eq!(pvc["spec"]["storageClassName"], "premium");
+        assert_eq!(pvc["metadata"]["labels"]["restored"], "yes");
+        assert_eq!(changes.len(), 2);
+        let mut other =
+            json!({ "kind": "PersistentVolumeClaim", "metadata": { "name": "logs", "namespace": "shop" }, "spec": {} });
+        assert!(compiled[0].apply("persistentvolumeclaims", &mut other).is_empty());
         let bad =
             compile(&[
                 serde_json::from_value(json!({ "ingress_hosts": { "regex": [{ "from": "(", "to": "" }] } })).unwrap()
