@@ -8,10 +8,37 @@ use super::{Cli, CliError, Output, exit};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
+    /// Start the two-site lab (ONTAP and Kubernetes simulators; BIND, HAProxy and moto when
+    /// installed) in the foreground until Ctrl-C, and write its sites file.
+    Up(UpArgs),
+    /// Start the lab, run runbooks/failover.yaml against it with the live view, print the
+    /// report and check the end state. Exit 0 when the DR site serves.
+    Failover(FailoverArgs),
     /// Run the ONTAP REST simulator (two clusters by default) until Ctrl-C.
     Ontap(OntapArgs),
     /// Run a simulated Kubernetes API until Ctrl-C and write a kubeconfig for it.
     Kube(KubeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the sites file, kubeconfigs, credentials and server files are written.
+    #[arg(long, default_value = ".drover/lab")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// `planned` (both sites up, primary fenced) or `unplanned` (the primary is lost first;
+    /// apps come from the latest backup in S3).
+    #[arg(long, default_value = "planned", value_parser = ["planned", "unplanned"])]
+    pub mode: String,
+    /// The runbook to run.
+    #[arg(long, default_value = "runbooks/failover.yaml")]
+    pub runbook: PathBuf,
+    /// Where the lab's files are written.
+    #[arg(long, default_value = ".drover/lab")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -37,8 +64,72 @@ pub struct OntapArgs {
     pub dir: PathBuf,
 }
 
-pub async fn run(cli: &Cli, cmd: &LabCommand) -> Result<i32, CliError> {
+fn repo_root() -> PathBuf {
+    // The shipped examples live beside the runbooks; from a checkout that is the current
+    // directory, from an installed binary it is wherever the runbooks were copied.
+    std::env::current_dir().unwrap_or_default()
+}
+
+async fn start_lab(dir: &std::path::Path) -> Result<crate::lab::Lab, CliError> {
+    let root = repo_root();
+    if !root.join("examples/lab/apps").is_dir() {
+        return Err(CliError::new(exit::INVALID_INPUT, "examples/lab/ is not here")
+            .hint("run the lab from the drover checkout (it reads examples/lab/)"));
+    }
+    crate::lab::Lab::up(&root, dir)
+        .await
+        .map_err(|e| CliError::new(exit::STATE_ERROR, format!("the lab did not start: {e}")))
+}
+
+pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Registry) -> Result<i32, CliError> {
     match cmd {
+        LabCommand::Up(a) => {
+            let lab = start_lab(&a.dir).await?;
+            println!("drover lab: two sites on loopback (east = primary, west = DR)");
+            print!("{}", lab.describe());
+            println!("try: drover run runbooks/failover.yaml --sites {} --yes", lab.sites_file.display());
+            for (k, v) in &lab.params {
+                println!("       --param {k}={v}");
+            }
+            println!("Ctrl-C stops the lab.");
+            let _ = tokio::signal::ctrl_c().await;
+            Ok(exit::SUCCESS)
+        }
+        LabCommand::Failover(a) => {
+            let mut lab = start_lab(&a.dir).await?;
+            eprintln!("drover lab: two sites on loopback (east = primary, west = DR)");
+            eprint!("{}", lab.describe());
+            if a.mode == "unplanned" {
+                if !lab.parts.iter().any(|p| p.name == "S3" && p.kind != "missing") {
+                    return Err(CliError::new(
+                        exit::INVALID_INPUT,
+                        "an unplanned failover restores from the backup in S3, and moto is not installed",
+                    )
+                    .hint("pip install 'moto[server]', or run `drover lab failover --mode planned`"));
+                }
+                lab.lose_primary();
+                eprintln!("disaster: the east site is gone (its ONTAP cluster and Kubernetes API stop answering)");
+            }
+            let mut params: Vec<String> = lab.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            params.push(format!("mode={}", a.mode));
+            let args = super::run::RunArgs {
+                runbook: a.runbook.clone(),
+                inputs: super::RunbookInputs { params, params_file: None, sites: Some(lab.sites_file.clone()) },
+                flags: super::run::RunFlags { yes: true, concurrency: None, break_lock: false },
+                dry_run: false,
+            };
+            let code = super::run::run(cli, &args, registry).await?;
+            let state = lab.failover_state().await;
+            let ok = state.iter().all(|(_, ok)| *ok);
+            println!("\nend state of the lab:");
+            for (line, good) in &state {
+                println!("  {} {line}", if *good { "✓" } else { "✗" });
+            }
+            if code != exit::SUCCESS {
+                return Ok(code);
+            }
+            Ok(if ok { exit::SUCCESS } else { exit::RUN_FAILED })
+        }
         LabCommand::Kube(a) => {
             let (cluster, kubeconfig) = crate::lab::start_kube(&a.name, a.port, &a.dir)
                 .await

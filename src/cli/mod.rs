@@ -156,7 +156,7 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
         Command::Report(a) => info::report(&cli, a),
         Command::Approve(a) => info::approve(&cli, a),
         Command::Actions(a) => info::actions(&cli, a, &registry),
-        Command::Lab(c) => lab::run(&cli, c).await,
+        Command::Lab(c) => lab::run(&cli, c, &registry).await,
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,11 @@
 //! The lab: simulators and real servers on loopback standing in for two sites, so that a
 //! newcomer's first command is a real run with a real report.
 
+mod site;
+
 use std::path::{Path, PathBuf};
+
+pub use site::{Lab, Part};
 
 use serde_json::{Map, Value, json};
 

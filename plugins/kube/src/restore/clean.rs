@@ -83,10 +83,29 @@ fn remove(obj: &mut Value, path: &str, keys: &[&str]) {
     }
 }
 
+/// drover's own fencing marks are not carried to the other site: a fenced workload comes up
+/// at the replicas it had before `kube.fence`/`kube.scale` took it down, and a fenced
+/// namespace arrives unfenced.
+fn lift_fence(obj: &mut Value) {
+    let annotation = |o: &Value, k: &str| {
+        o.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str).map(String::from)
+    };
+    for (key, field) in [("drover.io/replicas-before-scale", "replicas"), ("drover.io/suspend-before-scale", "suspend")]
+    {
+        if let Some(before) = annotation(obj, key).and_then(|v| serde_json::from_str::<Value>(&v).ok()) {
+            obj["spec"][field] = before;
+            remove(obj, "/metadata/annotations", &[key]);
+        }
+    }
+    remove(obj, "/metadata/labels", &["drover.io/fenced"]);
+    remove(obj, "/metadata/annotations", &["drover.io/fenced-by"]);
+}
+
 /// Clean one object for restore into another cluster.
 pub fn clean(resource: &str, obj: &mut Value) {
     remove(obj, "/metadata", METADATA);
     remove(obj, "", &["status"]);
+    lift_fence(obj);
     match resource {
         "services" => clean_service(obj),
         "pods" => {
@@ -180,6 +199,16 @@ mod tests {
         let mut pv = json!({ "spec": { "claimRef": { "name": "data", "namespace": "shop", "uid": "u", "resourceVersion": "1" } } });
         clean("persistentvolumes", &mut pv);
         assert_eq!(pv["spec"]["claimRef"], json!({ "name": "data", "namespace": "shop" }));
+    }
+
+    #[test]
+    fn fenced_workloads_come_up_at_their_remembered_replicas_and_namespaces_unfenced() {
+        let mut d = json!({ "metadata": { "annotations": { "drover.io/replicas-before-scale": "3", "keep": "x" } }, "spec": { "replicas": 0 } });
+        clean("deployments.apps", &mut d);
+        assert_eq!(d, json!({ "metadata": { "annotations": { "keep": "x" } }, "spec": { "replicas": 3 } }));
+        let mut ns = json!({ "metadata": { "labels": { "drover.io/fenced": "true" }, "annotations": { "drover.io/fenced-by": "run r" } } });
+        clean("namespaces", &mut ns);
+        assert_eq!(ns, json!({ "metadata": { "labels": {}, "annotations": {} } }));
     }
 
     #[test]

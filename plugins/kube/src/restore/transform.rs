@@ -103,6 +103,9 @@ pub struct IngressHosts {
     /// Host patterns: `"*.east.example.com": "*.west.example.com"`; each `*` carries over.
     #[serde(default)]
     pub map: BTreeMap<String, String>,
+    /// The same as a list, for patterns that come from params: `[{ from: "*.east.example.com", to: "*.west.example.com" }]`.
+    #[serde(default)]
+    pub patterns: Vec<RegexRule>,
     /// Regular expressions with capture groups: `{ from: '^(.+)\.east\.', to: '$1.west.' }`.
     #[serde(default)]
     pub regex: Vec<RegexRule>,
@@ -288,7 +291,8 @@ pub fn compile(list: &[Transform]) -> Result<Vec<Compiled>, Vec<ParamError>> {
             Transform::Namespaces(m) => (format!("namespaces {}", pairs(m)), CompiledKind::Namespaces(m.clone())),
             Transform::IngressHosts(h) => {
                 let mut rules = vec![];
-                for (from, to) in &h.map {
+                let listed = h.patterns.iter().map(|r| (&r.from, &r.to));
+                for (from, to) in h.map.iter().chain(listed) {
                     let (re, rep) = host_pattern(from, to);
                     if let Some(r) =
                         regex_at(&re, vec![Key("transforms".into()), Index(i), Key("ingress_hosts".into())])
@@ -309,6 +313,7 @@ pub fn compile(list: &[Transform]) -> Result<Vec<Compiled>, Vec<ParamError>> {
                     }
                 }
                 let mut all: Vec<String> = h.map.iter().map(|(a, b)| format!("{a} → {b}")).collect();
+                all.extend(h.patterns.iter().map(|r| format!("{} → {}", r.from, r.to)));
                 all.extend(h.regex.iter().map(|r| format!("/{}/ → {}", r.from, r.to)));
                 (
                     format!("ingress hosts {}", all.join(", ")),

@@ -61,11 +61,12 @@ pub struct Cluster {
     token: String,
     ca_pem: String,
     task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
@@ -79,20 +80,31 @@ impl Cluster {
         let store = Arc::new(Mutex::new(Store::new(settings)));
         let faults: Arc<Mutex<Vec<Fault>>> = Arc::default();
         let (s, t, f) = (store.clone(), token.to_string(), faults.clone());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let (s, t, f, acceptor) = (s.clone(), t.clone(), f.clone(), acceptor.clone());
+                let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(stream).await else { return };
                     let service = hyper::service::service_fn(move |req| handle(req, s.clone(), t.clone(), f.clone()));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stopped.wait_for(|s| *s) => {}
+                    }
                 });
             }
         });
-        Ok(Cluster { store, faults, addr, token: token.to_string(), ca_pem, task })
+        Ok(Cluster { store, faults, addr, token: token.to_string(), ca_pem, task, stop })
+    }
+
+    /// The cluster goes away: the port closes and open connections drop (a lost site).
+    pub fn stop(&self) {
+        self.task.abort();
+        let _ = self.stop.send(true);
     }
 
     /// The PEM certificate clients must trust.

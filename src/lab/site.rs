@@ -1,0 +1,422 @@
+//! The whole two-site lab (`drover lab up`, `drover lab failover`): two ONTAP clusters and two
+//! Kubernetes API servers (simulators: no real ones can run here), and real servers where the
+//! machine has them — BIND for DNS, HAProxy in front of both sites, moto for S3. A part whose
+//! server is missing is reported as missing and its steps are switched off by parameter; the
+//! lab never pretends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use drover_api::testing;
+use drover_kube::sim::Cluster;
+use drover_ontap::sim::Simulator;
+
+/// What stands in for each part, for the operator to read.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub name: String,
+    pub endpoint: String,
+    /// "simulator", "real server" or "missing".
+    pub kind: &'static str,
+    pub note: String,
+}
+
+/// Child processes killed when the lab goes.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running lab; dropping it stops everything.
+pub struct Lab {
+    pub ontap: Simulator,
+    pub east: Cluster,
+    pub west: Cluster,
+    pub dir: PathBuf,
+    pub sites_file: PathBuf,
+    pub parts: Vec<Part>,
+    /// Parameters for `runbooks/failover.yaml` matching what is running.
+    pub params: Vec<(String, String)>,
+    pub dns: Option<std::net::SocketAddr>,
+    pub lb_url: Option<String>,
+    backends: Vec<tokio::task::JoinHandle<()>>,
+    _procs: Procs,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for b in &self.backends {
+            b.abort();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback");
+        let port = tcp.local_addr().expect("bound").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+async fn wait_port(port: u16, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not start on port {port}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// A tiny HTTP server standing for a site's ingress: it answers `served by SITE`.
+async fn site_backend(site: &'static str) -> Result<(u16, tokio::task::JoinHandle<()>), String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let body = format!("served by {site}\n");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok((port, task))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(())
+}
+
+impl Lab {
+    /// Start every part on loopback, seed the primary, and write `DIR/sites.yaml`.
+    pub async fn up(repo: &Path, dir: &Path) -> Result<Lab, String> {
+        let dir = &std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir.join("secrets")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut parts = vec![];
+        let mut procs = Procs(vec![]);
+        let mut params: Vec<(String, String)> = vec![];
+        let mut sections: Vec<(String, String, Value)> = vec![];
+
+        let (ontap, _) = super::start_ontap(&repo.join("examples/lab/ontap.yaml"), dir).await?;
+        for (name, section) in ontap.site_sections(dir)? {
+            parts.push(Part {
+                name: format!("ONTAP {name}"),
+                endpoint: ontap.url(&name),
+                kind: "simulator",
+                note: String::new(),
+            });
+            sections.push((name, "ontap".into(), section));
+        }
+        let (east, east_config) = super::start_kube("east", 0, dir).await?;
+        let (west, west_config) = super::start_kube("west", 0, dir).await?;
+        for (name, c, config) in [("east", &east, &east_config), ("west", &west, &west_config)] {
+            parts.push(Part {
+                name: format!("Kubernetes {name}"),
+                endpoint: c.url(),
+                kind: "simulator",
+                note: format!("kubeconfig {}", config.display()),
+            });
+            sections.push((name.into(), "kube".into(), json!({ "kubeconfig": config, "context": name })));
+        }
+
+        // DNS: BIND with a TSIG-signed dynamic zone holding the app's name.
+        let mut dns = None;
+        if installed("named") {
+            let port = free_port();
+            let bind = dir.join("bind");
+            std::fs::create_dir_all(&bind).map_err(|e| e.to_string())?;
+            let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+            let key_file = dir.join("secrets/tsig.key");
+            write(&key_file, &secret)?;
+            let d = bind.display();
+            write(
+                &bind.join("example.com.zone"),
+                "$TTL 60\n@ IN SOA ns1.example.com. admin.example.com. 1 3600 600 86400 60\n@ IN NS ns1.example.com.\nns1 IN A 127.0.0.1\nshop IN A 203.0.113.10\n",
+            )?;
+            write(
+                &bind.join("named.conf"),
+                &format!(
+                    "key \"drover-lab\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
+                     options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
+                       recursion no; dnssec-validation no; }};\ncontrols {{ }};\n\
+                     zone \"example.com\" {{ type primary; file \"{d}/example.com.zone\"; allow-update {{ key \"drover-lab\"; }}; }};\n"
+                ),
+            )?;
+            let child = Command::new("named")
+                .args(["-g", "-c"])
+                .arg(bind.join("named.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start named: {e}"))?;
+            procs.0.push(child);
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let answer =
+                    drover_dns::query(addr, "shop.example.com.", drover_dns::RecordKind::A, Duration::from_millis(200))
+                        .await;
+                if answer.is_ok_and(|r| !r.values.is_empty()) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err("BIND did not start serving the lab zone".into());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sections.push((
+                "dns".into(),
+                "dns".into(),
+                json!({ "server": addr.to_string(), "zone": "example.com.", "key_name": "drover-lab", "tsig_key": format!("file:{}", key_file.display()) }),
+            ));
+            parts.push(Part {
+                name: "DNS".into(),
+                endpoint: addr.to_string(),
+                kind: "real server",
+                note: "BIND 9, zone example.com., shop.example.com → 203.0.113.10 (east)".into(),
+            });
+            dns = Some(addr);
+        } else {
+            params.push(("switch_dns".into(), "false".into()));
+            parts.push(Part {
+                name: "DNS".into(),
+                endpoint: "-".into(),
+                kind: "missing",
+                note: "BIND is not installed (apt-get install bind9): the DNS switch is skipped".into(),
+            });
+        }
+
+        // Load balancer: HAProxy in front of both sites' ingress.
+        let mut backends = vec![];
+        let mut lb_url = None;
+        if installed("haproxy") {
+            let (east_port, t1) = site_backend("east").await?;
+            let (west_port, t2) = site_backend("west").await?;
+            backends.extend([t1, t2]);
+            let (front, runtime) = (free_port(), free_port());
+            let cfg = dir.join("haproxy.cfg");
+            write(
+                &cfg,
+                &format!(
+                    "global\n  stats socket ipv4@127.0.0.1:{runtime} level admin\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend shop\n  bind 127.0.0.1:{front}\n  default_backend shop\nbackend shop\n  server east 127.0.0.1:{east_port} weight 100\n  server west 127.0.0.1:{west_port} weight 100 disabled\n"
+                ),
+            )?;
+            let child = Command::new("haproxy")
+                .arg("-db")
+                .arg("-f")
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start haproxy: {e}"))?;
+            procs.0.push(child);
+            wait_port(front, "HAProxy").await?;
+            wait_port(runtime, "HAProxy's runtime API").await?;
+            let url = format!("http://127.0.0.1:{front}/");
+            sections.push(("lb".into(), "haproxy".into(), json!({ "runtime": format!("tcp://127.0.0.1:{runtime}") })));
+            params.push(("lb_url".into(), url.clone()));
+            parts.push(Part {
+                name: "Load balancer".into(),
+                endpoint: url.clone(),
+                kind: "real server",
+                note: format!(
+                    "HAProxy, runtime API tcp://127.0.0.1:{runtime}; backend shop: east (up), west (disabled)"
+                ),
+            });
+            lb_url = Some(url);
+        } else {
+            params.push(("switch_lb".into(), "false".into()));
+            parts.push(Part {
+                name: "Load balancer".into(),
+                endpoint: "-".into(),
+                kind: "missing",
+                note: "HAProxy is not installed (apt-get install haproxy): the load-balancer switch is skipped".into(),
+            });
+        }
+
+        // S3: moto holding a Velero-format backup of the primary (for unplanned failovers).
+        let mut s3_url = None;
+        if installed("moto_server") {
+            let port = free_port();
+            let child = Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start moto_server: {e}"))?;
+            procs.0.push(child);
+            wait_port(port, "moto").await?;
+            let url = format!("http://127.0.0.1:{port}");
+            write(&dir.join("secrets/s3-key"), "lab")?;
+            sections.push((
+                "backups".into(),
+                "s3".into(),
+                json!({ "endpoint": url, "region": "us-east-1", "path_style": true,
+                        "access_key": format!("file:{}", dir.join("secrets/s3-key").display()),
+                        "secret_key": format!("file:{}", dir.join("secrets/s3-key").display()) }),
+            ));
+            s3_url = Some(url);
+        }
+
+        let sites_file = dir.join("sites.yaml");
+        super::write_sites_file(&sites_file, &sections)?;
+        let sites: std::collections::BTreeMap<String, Value> = {
+            let mut m = std::collections::BTreeMap::new();
+            for (site, section, value) in &sections {
+                let e: &mut Value = m.entry(site.clone()).or_insert_with(|| json!({}));
+                e[section] = value.clone();
+            }
+            m
+        };
+
+        // Seed the primary with the sample apps, through drover's own apply.
+        let ctx = testing::context(sites.clone(), Duration::from_secs(60));
+        let apply = drover_kube::actions().into_iter().find(|a| a.info().name == "kube.apply").expect("built in");
+        apply
+            .run(&ctx, &json!({ "site": "east", "manifests": [repo.join("examples/lab/apps")] }))
+            .await
+            .map_err(|e| format!("cannot seed the east cluster: {e}"))?;
+        if let Some(url) = &s3_url {
+            let export = drover_kube::actions().into_iter().find(|a| a.info().name == "kube.export").expect("built in");
+            let conf = aws_sdk_s3::config::Builder::new()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .endpoint_url(url)
+                .force_path_style(true)
+                .credentials_provider(aws_sdk_s3::config::Credentials::new("lab", "lab", None, None, "lab"))
+                .build();
+            aws_sdk_s3::Client::from_conf(conf)
+                .create_bucket()
+                .bucket("dr-backups")
+                .send()
+                .await
+                .map_err(|e| format!("cannot create the lab bucket: {e}"))?;
+            export
+                .run(&ctx, &json!({ "site": "east", "namespaces": ["shop"], "to": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "lab-nightly" } }))
+                .await
+                .map_err(|e| format!("cannot take the lab's backup: {e}"))?;
+            parts.push(Part {
+                name: "S3".into(),
+                endpoint: url.clone(),
+                kind: "real server",
+                note: "moto; bucket dr-backups holds Velero backup lab-nightly of east".into(),
+            });
+        } else {
+            parts.push(Part {
+                name: "S3".into(),
+                endpoint: "-".into(),
+                kind: "missing",
+                note: "moto is not installed (pip install 'moto[server]'): unplanned failover needs it for the backup"
+                    .into(),
+            });
+        }
+        Ok(Lab {
+            ontap,
+            east,
+            west,
+            dir: dir.to_path_buf(),
+            sites_file,
+            parts,
+            params,
+            dns,
+            lb_url,
+            backends,
+            _procs: procs,
+        })
+    }
+
+    /// Every part, one per line.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            out.push_str(&format!("  {:<16} {:<12} {:<30} {}\n", p.name, p.kind, p.endpoint, p.note));
+        }
+        out.push_str(&format!("  sites file: {}\n", self.sites_file.display()));
+        out
+    }
+
+    /// Stop the primary site (an unplanned failover's disaster): its ONTAP cluster stops
+    /// answering and its Kubernetes API goes away.
+    pub fn lose_primary(&mut self) {
+        self.ontap.set_reachable("east", false);
+        self.east.stop();
+    }
+
+    /// Check the state a failover must leave; each line says what was found.
+    pub async fn failover_state(&self) -> Vec<(String, bool)> {
+        let mut out = vec![];
+        let (rel, svm) = self.ontap.with_world(|w| {
+            let rel = w.rels.iter().find(|r| r.dst_path == "svm_dr:").map(|r| r.state.clone()).unwrap_or_default();
+            let svm = w
+                .clusters
+                .iter()
+                .flat_map(|c| c.svms.iter())
+                .find(|s| s.name == "svm_dr")
+                .map(|s| s.state.clone())
+                .unwrap_or_default();
+            (rel, svm)
+        });
+        out.push((format!("SVM-DR relationship svm_dr: is {rel}"), rel == "broken_off"));
+        out.push((format!("DR SVM svm_dr is {svm}"), svm == "running"));
+        let (web, ingress) = self.west.with_store(|s| {
+            let get = |g: &str, p: &str, name: &str| {
+                let t = s.types.iter().find(|t| t.group == g && t.plural == p)?.clone();
+                s.get(&t, Some("shop"), name).ok()
+            };
+            (get("apps", "deployments", "web"), get("networking.k8s.io", "ingresses", "web"))
+        });
+        let ready =
+            web.as_ref().and_then(|w| w.pointer("/status/availableReplicas")).and_then(Value::as_i64).unwrap_or(0);
+        out.push((format!("west runs Deployment shop/web with {ready} available replicas"), ready > 0));
+        let host = ingress
+            .as_ref()
+            .and_then(|i| i.pointer("/spec/rules/0/host"))
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_string();
+        out.push((format!("west's Ingress shop/web serves {host}"), host == "shop.west.example.com"));
+        if let Some(addr) = self.dns {
+            let answer =
+                drover_dns::query(addr, "shop.example.com.", drover_dns::RecordKind::A, Duration::from_secs(2)).await;
+            let values = answer.map(|r| r.values.join(",")).unwrap_or_else(|e| e.message);
+            out.push((format!("DNS shop.example.com → {values}"), values == "198.51.100.10"));
+        }
+        if let Some(url) = &self.lb_url {
+            let body = reqwest::get(url).await.map(|r| r.text());
+            let body = match body {
+                Ok(t) => t.await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            out.push((format!("load balancer answers `{}`", body.trim()), body.trim() == "served by west"));
+        }
+        out
+    }
+}
