@@ -39,6 +39,9 @@ pub struct FailoverArgs {
     /// Where the lab's files are written.
     #[arg(long, default_value = ".drover/lab")]
     pub dir: PathBuf,
+    /// After the failover, run runbooks/failback.yaml and check the lab is back where it started.
+    #[arg(long)]
+    pub failback: bool,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +84,15 @@ async fn start_lab(dir: &std::path::Path) -> Result<crate::lab::Lab, CliError> {
         .map_err(|e| CliError::new(exit::STATE_ERROR, format!("the lab did not start: {e}")))
 }
 
+/// Print checks as ✓/✗ lines; true when all hold.
+fn print_state(title: &str, state: &[(String, bool)]) -> bool {
+    println!("\n{title}:");
+    for (line, good) in state {
+        println!("  {} {line}", if *good { "✓" } else { "✗" });
+    }
+    state.iter().all(|(_, ok)| *ok)
+}
+
 pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Registry) -> Result<i32, CliError> {
     match cmd {
         LabCommand::Up(a) => {
@@ -110,25 +122,41 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 lab.lose_primary();
                 eprintln!("disaster: the east site is gone (its ONTAP cluster and Kubernetes API stop answering)");
             }
-            let mut params: Vec<String> = lab.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            params.push(format!("mode={}", a.mode));
-            let args = super::run::RunArgs {
-                runbook: a.runbook.clone(),
-                inputs: super::RunbookInputs { params, params_file: None, sites: Some(lab.sites_file.clone()) },
-                flags: super::run::RunFlags { yes: true, concurrency: None, break_lock: false },
-                dry_run: false,
+            if a.failback && a.mode == "unplanned" {
+                return Err(CliError::new(exit::INVALID_INPUT, "the lab cannot fail back to a site it destroyed")
+                    .hint("use `--failback` with `--mode planned`"));
+            }
+            let run = |runbook: PathBuf, extra: Option<String>| {
+                let mut params: Vec<String> = lab.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                params.extend(extra);
+                super::run::RunArgs {
+                    runbook,
+                    inputs: super::RunbookInputs { params, params_file: None, sites: Some(lab.sites_file.clone()) },
+                    flags: super::run::RunFlags { yes: true, concurrency: None, break_lock: false },
+                    dry_run: false,
+                }
             };
-            let code = super::run::run(cli, &args, registry).await?;
-            let state = lab.failover_state().await;
-            let ok = state.iter().all(|(_, ok)| *ok);
-            println!("\nend state of the lab:");
-            for (line, good) in &state {
-                println!("  {} {line}", if *good { "✓" } else { "✗" });
+            let code =
+                super::run::run(cli, &run(a.runbook.clone(), Some(format!("mode={}", a.mode))), registry).await?;
+            let ok = print_state("end state of the lab after the failover", &lab.failover_state().await);
+            if code != exit::SUCCESS || !ok || !a.failback {
+                return Ok(if code != exit::SUCCESS {
+                    code
+                } else if ok {
+                    exit::SUCCESS
+                } else {
+                    exit::RUN_FAILED
+                });
             }
-            if code != exit::SUCCESS {
-                return Ok(code);
-            }
-            Ok(if ok { exit::SUCCESS } else { exit::RUN_FAILED })
+            let code = super::run::run(cli, &run(PathBuf::from("runbooks/failback.yaml"), None), registry).await?;
+            let ok = print_state("end state of the lab after the failback (as it started)", &lab.initial_state().await);
+            Ok(if code != exit::SUCCESS {
+                code
+            } else if ok {
+                exit::SUCCESS
+            } else {
+                exit::RUN_FAILED
+            })
         }
         LabCommand::Kube(a) => {
             let (cluster, kubeconfig) = crate::lab::start_kube(&a.name, a.port, &a.dir)

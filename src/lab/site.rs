@@ -370,6 +370,60 @@ impl Lab {
         self.east.stop();
     }
 
+    /// Check that a failback brought the lab back to where it started.
+    pub async fn initial_state(&self) -> Vec<(String, bool)> {
+        let mut out = vec![];
+        let (rel, svms) = self.ontap.with_world(|w| {
+            let rel = w
+                .rels
+                .iter()
+                .find(|r| r.dst_path == "svm_dr:")
+                .map(|r| format!("{} → {} {}", r.src_path, r.dst_path, r.state))
+                .unwrap_or_else(|| "missing".into());
+            let svms: Vec<String> =
+                w.clusters.iter().flat_map(|c| c.svms.iter().map(|s| format!("{} {}", s.name, s.state))).collect();
+            (rel, svms)
+        });
+        out.push((format!("SVM-DR relationship {rel}"), rel == "svm1: → svm_dr: snapmirrored"));
+        out.push((
+            format!("SVMs: {}", svms.join(", ")),
+            svms.contains(&"svm1 running".into()) && svms.contains(&"svm_dr stopped".into()),
+        ));
+        let get = |c: &Cluster, g: &str, p: &str, ns: Option<&str>, name: &str| {
+            c.with_store(|s| {
+                let t = s.types.iter().find(|t| t.group == g && t.plural == p)?.clone();
+                s.get(&t, ns, name).ok()
+            })
+        };
+        let web = get(&self.east, "apps", "deployments", Some("shop"), "web");
+        let ready =
+            web.as_ref().and_then(|w| w.pointer("/status/availableReplicas")).and_then(Value::as_i64).unwrap_or(0);
+        out.push((format!("east runs Deployment shop/web with {ready} available replicas"), ready == 3));
+        let host = get(&self.east, "networking.k8s.io", "ingresses", Some("shop"), "web")
+            .and_then(|i| i.pointer("/spec/rules/0/host").and_then(Value::as_str).map(String::from))
+            .unwrap_or_default();
+        out.push((format!("east's Ingress shop/web serves {host}"), host == "shop.east.example.com"));
+        let ns = get(&self.east, "", "namespaces", None, "shop").unwrap_or_default();
+        let fenced = ns.pointer("/metadata/labels/drover.io~1fenced").is_some();
+        out.push((format!("east's namespace shop is {}", if fenced { "fenced" } else { "not fenced" }), !fenced));
+        let left = get(&self.west, "", "namespaces", None, "shop").is_some();
+        out.push((format!("west {} namespace shop", if left { "still has" } else { "has no" }), !left));
+        if let Some(addr) = self.dns {
+            let answer =
+                drover_dns::query(addr, "shop.example.com.", drover_dns::RecordKind::A, Duration::from_secs(2)).await;
+            let values = answer.map(|r| r.values.join(",")).unwrap_or_else(|e| e.message);
+            out.push((format!("DNS shop.example.com → {values}"), values == "203.0.113.10"));
+        }
+        if let Some(url) = &self.lb_url {
+            let body = match reqwest::get(url).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            out.push((format!("load balancer answers `{}`", body.trim()), body.trim() == "served by east"));
+        }
+        out
+    }
+
     /// Check the state a failover must leave; each line says what was found.
     pub async fn failover_state(&self) -> Vec<(String, bool)> {
         let mut out = vec![];
