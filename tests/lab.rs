@@ -75,3 +75,65 @@ fn failover_then_failback_returns_the_lab_to_where_it_started() {
         assert!(after.contains(line), "missing `{line}` in:\n{after}");
     }
 }
+
+/// Everything a run could change in the lab, as text.
+async fn lab_state(lab: &drover::lab::Lab) -> Vec<String> {
+    let mut out = lab.ontap.with_world(|w| {
+        let mut v: Vec<String> =
+            w.rels.iter().map(|r| format!("rel {} → {} {}", r.src_path, r.dst_path, r.state)).collect();
+        v.extend(
+            w.clusters
+                .iter()
+                .flat_map(|c| c.svms.iter().map(move |s| format!("svm {}@{} {}", s.name, c.name, s.state))),
+        );
+        v
+    });
+    for (site, c) in [("east", &lab.east), ("west", &lab.west)] {
+        out.extend(c.with_store(|s| {
+            let types = s.types.clone();
+            types
+                .iter()
+                .flat_map(|t| {
+                    let list = s
+                        .list(t, None, None, None, None, None)
+                        .map(|l| l["items"].as_array().cloned().unwrap_or_default());
+                    list.unwrap_or_default().into_iter().map(move |o| {
+                        format!("{site} {} {} {}", t.plural, o["metadata"]["name"], o["metadata"]["resourceVersion"])
+                    })
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    if let Some(addr) = lab.dns {
+        let answer =
+            drover_dns::query(addr, "shop.example.com.", drover_dns::RecordKind::A, std::time::Duration::from_secs(2))
+                .await;
+        out.push(format!("dns {:?}", answer.map(|r| r.values)));
+    }
+    if let Some(url) = &lab.lb_url {
+        out.push(format!("lb {}", reqwest::get(url).await.unwrap().text().await.unwrap()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_checks_every_precondition_and_changes_nothing_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab =
+        drover::lab::Lab::up(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &dir.path().join("lab")).await.unwrap();
+    let before = lab_state(&lab).await;
+    let mut args: Vec<String> = vec!["rehearse".into(), "--sites".into(), lab.sites_file.display().to_string()];
+    for (k, v) in &lab.params {
+        args.extend(["--param".into(), format!("{k}={v}")]);
+    }
+    let state = dir.path().join("state");
+    let out = tokio::task::spawn_blocking(move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("0 step(s) with failed preconditions; nothing was changed"), "{text}");
+    assert!(text.contains("lag_time=PT"), "the rehearsal reports the replication lag (RPO): {text}");
+    assert!(text.contains("critical path ("), "{text}");
+    assert_eq!(lab_state(&lab).await, before, "a rehearsal changes nothing");
+}

@@ -78,6 +78,14 @@ pub enum Command {
     Approve(info::ApproveArgs),
     /// List every action with its parameters and outputs.
     Actions(info::ActionsArgs),
+    /// Fail over: run the shipped runbooks/failover.yaml (`--param mode=unplanned` when the
+    /// primary is down) with all of `run`'s flags.
+    Failover(run::FlowArgs),
+    /// Fail back: run the shipped runbooks/failback.yaml with all of `run`'s flags.
+    Failback(run::FlowArgs),
+    /// Rehearse a failover without touching anything: a dry run of runbooks/failover.yaml that
+    /// checks every precondition against the real systems and predicts the recovery time.
+    Rehearse(run::FlowArgs),
     /// Run simulators of the two sites on this machine (for trying drover and for tests).
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -156,6 +164,9 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
         Command::Report(a) => info::report(&cli, a),
         Command::Approve(a) => info::approve(&cli, a),
         Command::Actions(a) => info::actions(&cli, a, &registry),
+        Command::Failover(a) => run::run(&cli, &a.to_run("runbooks/failover.yaml", a.dry_run), &registry).await,
+        Command::Failback(a) => run::run(&cli, &a.to_run("runbooks/failback.yaml", a.dry_run), &registry).await,
+        Command::Rehearse(a) => run::run(&cli, &a.to_run("runbooks/failover.yaml", true), &registry).await,
         Command::Lab(c) => lab::run(&cli, c, &registry).await,
     };
     match result {

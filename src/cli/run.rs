@@ -46,6 +46,32 @@ pub struct RunArgs {
     pub dry_run: bool,
 }
 
+/// `drover failover`, `failback`, `rehearse`: a shipped runbook with `run`'s flags.
+#[derive(Debug, Args)]
+pub struct FlowArgs {
+    /// The runbook to run instead of the shipped one.
+    #[arg(long, value_name = "FILE")]
+    pub runbook: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: RunbookInputs,
+    #[command(flatten)]
+    pub flags: RunFlags,
+    /// Check every step's preconditions and show what would change; changes nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl FlowArgs {
+    pub fn to_run(&self, shipped: &str, dry_run: bool) -> RunArgs {
+        RunArgs {
+            runbook: self.runbook.clone().unwrap_or_else(|| PathBuf::from(shipped)),
+            inputs: self.inputs.clone(),
+            flags: self.flags.clone(),
+            dry_run,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
     /// The run to continue (unique prefix or suffix, or `latest`).
