@@ -137,3 +137,62 @@ async fn a_rehearsal_checks_every_precondition_and_changes_nothing_anywhere() {
     assert!(text.contains("critical path ("), "{text}");
     assert_eq!(lab_state(&lab).await, before, "a rehearsal changes nothing");
 }
+
+/// True once the run's journal records that `step` started.
+fn started(state: &std::path::Path, step: &str) -> bool {
+    let Some(run) = std::fs::read_dir(state.join("runs")).ok().and_then(|mut d| d.next()).and_then(Result::ok) else {
+        return false;
+    };
+    let journal = run.path().join("journal.jsonl");
+    drover::journal::read(&journal).is_ok_and(|r| {
+        r.records
+            .iter()
+            .any(|rec| matches!(&rec.event, drover::engine::events::Event::StepStarted { step: s, .. } if s == step))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_killed_at_any_step_resumes_to_the_same_end_state() {
+    for kill_at in ["final-update", "break", "restore-from-primary", "switch-lb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let lab = drover::lab::Lab::up(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &dir.path().join("lab"))
+            .await
+            .unwrap();
+        let state = dir.path().join("state");
+        let mut args: Vec<String> = ["run", "runbooks/failover.yaml", "--yes", "--sites"].map(String::from).to_vec();
+        args.push(lab.sites_file.display().to_string());
+        for (k, v) in &lab.params {
+            args.extend(["--param".into(), format!("{k}={v}")]);
+        }
+        let (state2, args2) = (state.clone(), args.clone());
+        let killed = tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+                .args(&args2)
+                .env("DROVER_STATE_DIR", &state2)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !started(&state2, kill_at) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let killed = child.try_wait().unwrap().is_none();
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+            killed
+        })
+        .await
+        .unwrap();
+        assert!(killed, "the run was still going when {kill_at} started");
+        let state3 = state.clone();
+        let out = tokio::task::spawn_blocking(move || drover(&state3, &["resume", "latest", "--yes"])).await.unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "resume after a kill at {kill_at}: {text}");
+        for (line, ok) in lab.failover_state().await {
+            assert!(ok, "after a kill at {kill_at} and resume: {line}\n{text}");
+        }
+    }
+}
