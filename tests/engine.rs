@@ -230,6 +230,19 @@ steps:
 }
 
 #[tokio::test(start_paused = true)]
+async fn mapping_keys_are_interpolated_too() {
+    let (ran, _) = run(r#"
+params:
+  from: { type: string, default: shop }
+steps:
+  - { id: a, uses: ok, with: { value: { "${{ params.from }}": "${{ params.from }}-dr", "${{ params.from }}-x": { "k-${{ params.from }}": 1 } } } }
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(ran.summary.outputs["a"]["value"], json!({ "shop": "shop-dr", "shop-x": { "k-shop": 1 } }));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failure_halts_blocks_dependents_and_still_runs_cleanup() {
     let (ran, log) = run(r#"
 concurrency: 1

@@ -196,3 +196,46 @@ async fn a_failover_killed_at_any_step_resumes_to_the_same_end_state() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_rehearsal_brings_the_apps_up_in_isolation_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab =
+        drover::lab::Lab::up(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &dir.path().join("lab")).await.unwrap();
+    let before = lab_state(&lab).await;
+    let volumes = |lab: &drover::lab::Lab| {
+        lab.ontap.with_world(|w| {
+            w.clusters.iter().flat_map(|c| c.volumes.iter().map(|v| v.name.clone())).collect::<Vec<_>>()
+        })
+    };
+    let volumes_before = volumes(&lab);
+    let args = ["rehearse", "--live", "--yes", "--sites", &lab.sites_file.display().to_string()].map(String::from);
+    let state = dir.path().join("state");
+    let out = tokio::task::spawn_blocking(move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for (step, detail) in [
+        ("clone", "junction_path=/db_data_rehearsal"),
+        ("ready", "Deployment shop-rehearsal/web"),
+        ("replication-still-runs", "state=snapmirrored"),
+        ("remove-apps", "Namespace shop-rehearsal"),
+    ] {
+        let at = text.find(&format!("  {step} ")).unwrap_or_else(|| panic!("no {step} in:\n{text}"));
+        assert!(text[at..].lines().take(2).any(|l| l.contains(detail)), "{step}: {detail} not in:\n{text}");
+    }
+    assert_eq!(volumes(&lab), volumes_before, "the clone is gone");
+    let after: Vec<String> =
+        lab_state(&lab).await.into_iter().filter(|l| !l.contains("customresourcedefinitions")).collect();
+    let before: Vec<String> = before.into_iter().filter(|l| !l.contains("customresourcedefinitions")).collect();
+    let replication = |s: &[String]| s.iter().filter(|l| l.starts_with("rel ")).cloned().collect::<Vec<_>>();
+    assert_eq!(replication(&after), replication(&before), "replication was never paused or broken");
+    let west = |s: &[String]| {
+        s.iter()
+            .filter(|l| l.starts_with("west "))
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(west(&after), west(&before), "nothing of the rehearsal remains at DR");
+}

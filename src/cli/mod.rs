@@ -84,7 +84,8 @@ pub enum Command {
     /// Fail back: run the shipped runbooks/failback.yaml with all of `run`'s flags.
     Failback(run::FlowArgs),
     /// Rehearse a failover without touching anything: a dry run of runbooks/failover.yaml that
-    /// checks every precondition against the real systems and predicts the recovery time.
+    /// checks every precondition against the real systems and predicts the recovery time;
+    /// `--live` runs runbooks/rehearsal.yaml (apps up in isolation from cloned replicas).
     Rehearse(run::FlowArgs),
     /// Run simulators of the two sites on this machine (for trying drover and for tests).
     #[command(subcommand)]
@@ -166,6 +167,9 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
         Command::Actions(a) => info::actions(&cli, a, &registry),
         Command::Failover(a) => run::run(&cli, &a.to_run("runbooks/failover.yaml", a.dry_run), &registry).await,
         Command::Failback(a) => run::run(&cli, &a.to_run("runbooks/failback.yaml", a.dry_run), &registry).await,
+        Command::Rehearse(a) if a.live => {
+            run::run(&cli, &a.to_run("runbooks/rehearsal.yaml", a.dry_run), &registry).await
+        }
         Command::Rehearse(a) => run::run(&cli, &a.to_run("runbooks/failover.yaml", true), &registry).await,
         Command::Lab(c) => lab::run(&cli, c, &registry).await,
     };

@@ -59,6 +59,10 @@ pub struct FlowArgs {
     /// Check every step's preconditions and show what would change; changes nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// `drover rehearse` only: run the live rehearsal (runbooks/rehearsal.yaml: cloned volumes,
+    /// isolated namespaces, everything removed afterwards) instead of a dry run of the failover.
+    #[arg(long)]
+    pub live: bool,
 }
 
 impl FlowArgs {

@@ -457,7 +457,10 @@ fn prepare(step: &Step, registry: &Registry, scope: &RunScope) -> Result<Prepare
 /// Replace every `${{ }}` slot of a call with its value.
 fn interpolate(call: &Call, scope: &dyn Scope) -> Result<Value, ActionError> {
     let mut with = call.with.clone();
-    for slot in &call.slots {
+    // Values first (their paths hold the keys as written), then keys, deepest first.
+    let mut keys: Vec<&crate::runbook::model::Slot> = call.slots.iter().filter(|s| s.key).collect();
+    keys.sort_by_key(|s| std::cmp::Reverse(s.path.len()));
+    for slot in call.slots.iter().filter(|s| !s.key).chain(keys) {
         let value = slot.template.render(scope).map_err(|e| {
             ActionError::permanent(format!(
                 "cannot interpolate `with{}`: {e}",
@@ -465,15 +468,24 @@ fn interpolate(call: &Call, scope: &dyn Scope) -> Result<Value, ActionError> {
             ))
             .with_hint("check the referenced step's outputs in the report")
         })?;
+        let (walk, last) =
+            if slot.key { (&slot.path[..slot.path.len() - 1], slot.path.last()) } else { (&slot.path[..], None) };
         let mut target = &mut with;
-        for seg in &slot.path {
+        for seg in walk {
             target = match seg {
                 drover_api::PathSegment::Key(k) => target.get_mut(k.as_str()),
                 drover_api::PathSegment::Index(i) => target.get_mut(*i),
             }
             .expect("slot paths come from this value");
         }
-        *target = value;
+        match (last, target.as_object_mut()) {
+            (Some(drover_api::PathSegment::Key(old)), Some(map)) => {
+                if let Some(v) = map.shift_remove(old.as_str()) {
+                    map.insert(crate::runbook::expr::display(&value), v);
+                }
+            }
+            _ => *target = value,
+        }
     }
     Ok(with)
 }

@@ -477,7 +477,7 @@ fn slots(node: &Node, path: &mut Vec<PathSegment>, out: &mut Vec<Slot>, sink: &m
     match &node.kind {
         Kind::Str { value, .. } => {
             if let Some(t) = template(node, value, sink) {
-                out.push(Slot { path: path.clone(), template: t, pos: node.pos });
+                out.push(Slot { path: path.clone(), template: t, pos: node.pos, key: false });
             }
         }
         Kind::Seq(items) => {
@@ -489,8 +489,12 @@ fn slots(node: &Node, path: &mut Vec<PathSegment>, out: &mut Vec<Slot>, sink: &m
         }
         Kind::Map(entries) => {
             for (k, v) in entries {
-                path.push(PathSegment::Key(k.as_key()));
+                let key = k.as_key();
+                path.push(PathSegment::Key(key.clone()));
                 slots(v, path, out, sink);
+                if let Some(t) = template(k, &key, sink) {
+                    out.push(Slot { path: path.clone(), template: t, pos: k.pos, key: true });
+                }
                 path.pop();
             }
         }

@@ -111,12 +111,14 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A string value inside `with:` that holds `${{ }}`, with where it is.
+/// A string inside `with:` (a value, or a mapping key) that holds `${{ }}`, with where it is.
 #[derive(Debug, Clone)]
 pub struct Slot {
     pub path: Vec<PathSegment>,
     pub template: Template,
     pub pos: Pos,
+    /// The template is the mapping key at `path`, not the value there.
+    pub key: bool,
 }
 
 /// An action call: `uses` + `with`, with its interpolation slots.
