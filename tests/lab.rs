@@ -239,3 +239,50 @@ async fn a_live_rehearsal_brings_the_apps_up_in_isolation_and_leaves_nothing_beh
     };
     assert_eq!(west(&after), west(&before), "nothing of the rehearsal remains at DR");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_upgrade_moves_users_to_green_leaves_blue_untouched_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab =
+        drover::lab::Lab::up(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &dir.path().join("lab")).await.unwrap();
+    let blue = |s: &[String]| s.iter().filter(|l| l.starts_with("east ")).cloned().collect::<Vec<_>>();
+    let before = lab_state(&lab).await;
+    let upgrade = |extra: &'static [&'static str]| {
+        let mut args: Vec<String> = ["upgrade", "--yes", "--sites"].map(String::from).to_vec();
+        args.push(lab.sites_file.display().to_string());
+        for (k, v) in &lab.params {
+            args.extend(["--param".into(), format!("{k}={v}")]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let state = dir.path().join("state");
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap();
+            (
+                out.status.code(),
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            )
+        }
+    };
+    let (code, text) = upgrade(&[]).await;
+    assert_eq!(code, Some(0), "{text}");
+    let after = lab_state(&lab).await;
+    assert_eq!(blue(&after), blue(&before), "cluster A is never touched");
+    assert!(after.contains(&"lb served by west\n".to_string()), "{after:?}");
+    assert!(after.iter().any(|l| l == "dns Ok([\"198.51.100.10\"])"), "{after:?}");
+    let host = lab.west.with_store(|s| {
+        let t = s.types.iter().find(|t| t.plural == "ingresses").unwrap().clone();
+        s.get(&t, Some("shop"), "web").unwrap()["spec"]["rules"][0]["host"].clone()
+    });
+    assert_eq!(host, "shop.preview.example.com");
+
+    let (code, text) = upgrade(&["--rollback"]).await;
+    assert_eq!(code, Some(0), "{text}");
+    let back = lab_state(&lab).await;
+    assert!(back.contains(&"lb served by east\n".to_string()), "{back:?}");
+    assert!(back.iter().any(|l| l == "dns Ok([\"203.0.113.10\"])"), "{back:?}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("copy-to-green") && l.contains("skipped")), "{text}");
+}

@@ -87,6 +87,9 @@ pub enum Command {
     /// checks every precondition against the real systems and predicts the recovery time;
     /// `--live` runs runbooks/rehearsal.yaml (apps up in isolation from cloned replicas).
     Rehearse(run::FlowArgs),
+    /// A planned blue/green cluster upgrade: run runbooks/bluegreen-upgrade.yaml (copy the
+    /// apps to the upgraded cluster, verify, approve, switch users); `--rollback` switches back.
+    Upgrade(run::UpgradeArgs),
     /// Run simulators of the two sites on this machine (for trying drover and for tests).
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -171,6 +174,13 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
             run::run(&cli, &a.to_run("runbooks/rehearsal.yaml", a.dry_run), &registry).await
         }
         Command::Rehearse(a) => run::run(&cli, &a.to_run("runbooks/failover.yaml", true), &registry).await,
+        Command::Upgrade(a) => {
+            let mut run = a.flow.to_run("runbooks/bluegreen-upgrade.yaml", a.flow.dry_run);
+            if a.rollback {
+                run.inputs.params.push("rollback=true".into());
+            }
+            run::run(&cli, &run, &registry).await
+        }
         Command::Lab(c) => lab::run(&cli, c, &registry).await,
     };
     match result {

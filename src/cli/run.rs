@@ -65,6 +65,16 @@ pub struct FlowArgs {
     pub live: bool,
 }
 
+/// `drover upgrade`: the blue/green runbook, or `--rollback` to switch users back.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub flow: FlowArgs,
+    /// Switch users back to the original cluster (which the upgrade never changed).
+    #[arg(long)]
+    pub rollback: bool,
+}
+
 impl FlowArgs {
     pub fn to_run(&self, shipped: &str, dry_run: bool) -> RunArgs {
         RunArgs {
