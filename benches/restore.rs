@@ -221,20 +221,14 @@ fn bench_restore(rt: &Runtime) {
 }
 
 fn bench_read(rt: &Runtime) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let Ok(mut moto) = std::process::Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-    else {
-        println!("(b) skipped: moto_server is not installed (pip install 'moto[server]')");
-        return;
+    let moto = match drover_api::testing::Moto::start() {
+        Ok(m) => m,
+        Err(e) => {
+            println!("(b) skipped: {e}");
+            return;
+        }
     };
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("http://127.0.0.1:{port}");
+    let url = moto.url().to_string();
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("big.tar.gz");
     let count = {
@@ -328,8 +322,7 @@ fn bench_read(rt: &Runtime) {
         "    collected   {collected:6.2} s  {:8.0} objects/s  peak RSS {peak_collected:6.1} MiB ({kept} objects kept, as a restore holds them)",
         count as f64 / collected
     );
-    let _ = moto.kill();
-    let _ = moto.wait();
+    drop(moto);
 }
 
 fn main() {

@@ -51,6 +51,7 @@ pub struct Lab {
     pub dns: Option<std::net::SocketAddr>,
     pub lb_url: Option<String>,
     backends: Vec<tokio::task::JoinHandle<()>>,
+    _moto: Option<drover_api::testing::Moto>,
     _procs: Procs,
 }
 
@@ -264,17 +265,11 @@ impl Lab {
 
         // S3: moto holding a Velero-format backup of the primary (for unplanned failovers).
         let mut s3_url = None;
+        let mut moto = None;
         if installed("moto_server") {
-            let port = free_port();
-            let child = Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot start moto_server: {e}"))?;
-            procs.0.push(child);
-            wait_port(port, "moto").await?;
-            let url = format!("http://127.0.0.1:{port}");
+            let server = drover_api::testing::Moto::start()?;
+            let url = server.url().to_string();
+            moto = Some(server);
             write(&dir.join("secrets/s3-key"), "lab")?;
             sections.push((
                 "backups".into(),
@@ -349,6 +344,7 @@ impl Lab {
             dns,
             lb_url,
             backends,
+            _moto: moto,
             _procs: procs,
         })
     }

@@ -55,3 +55,48 @@ pub fn self_signed_tls() -> Result<(tokio_rustls::TlsAcceptor, String), String> 
         .map_err(|e| format!("bad certificate: {e}"))?;
     Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), pem))
 }
+
+/// moto's S3/Route 53 server (PyPI `moto[server]`) on a free loopback port, stopped on drop.
+/// Tests, benchmarks and the lab share this one way of starting it.
+pub struct Moto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Moto {
+    /// Start `moto_server` and wait until it accepts connections.
+    pub fn start() -> Result<Moto, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free loopback port: {e}"))?
+            .port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!("cannot start moto_server ({e}): pip install 'moto[server]' (bash .ci/run installs it)")
+            })?;
+        let mut moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline || moto.child.try_wait().ok().flatten().is_some() {
+                return Err(format!("moto_server did not start on port {port}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(moto)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

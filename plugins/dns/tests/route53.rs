@@ -1,26 +1,14 @@
 //! `dns.route53.set` against moto's Route 53 (PyPI `moto[server]`), started here on loopback.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType};
 use serde_json::{Value, json};
 
+use drover_api::testing::Moto;
 use drover_api::{Action, StepContext};
-
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn moto() -> (Moto, String) {
     // SAFETY: every test sets the same values.
@@ -28,27 +16,21 @@ async fn moto() -> (Moto, String) {
         std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto is needed: `pip install 'moto[server]'` (bash .ci/run installs it)");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("http://127.0.0.1:{port}");
+    let moto = Moto::start().unwrap();
+    let url = moto.url().to_string();
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(&url)
         .load()
         .await;
     let client = aws_sdk_route53::Client::new(&conf);
-    let zone =
-        client.create_hosted_zone().name("example.test.").caller_reference(format!("t{port}")).send().await.unwrap();
+    let zone = client
+        .create_hosted_zone()
+        .name("example.test.")
+        .caller_reference(format!("t{}", moto.url()))
+        .send()
+        .await
+        .unwrap();
     let id = zone.hosted_zone().unwrap().id().trim_start_matches("/hostedzone/").to_string();
     let rrset = ResourceRecordSet::builder()
         .name("app.example.test.")
@@ -65,12 +47,12 @@ async fn moto() -> (Moto, String) {
         .send()
         .await
         .unwrap();
-    (Moto { child, url }, id)
+    (moto, id)
 }
 
 fn ctx(m: &Moto, zone: &str) -> StepContext {
     let mut sites = BTreeMap::new();
-    sites.insert("aws".to_string(), json!({ "route53": { "hosted_zone_id": zone, "endpoint": m.url } }));
+    sites.insert("aws".to_string(), json!({ "route53": { "hosted_zone_id": zone, "endpoint": m.url() } }));
     drover_api::testing::context(sites, Duration::from_secs(30))
 }
 

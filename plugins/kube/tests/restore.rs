@@ -4,27 +4,15 @@
 //! managedFields, status).
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use drover_api::testing::Moto;
 use drover_api::{Action, ActionError, Outputs, StepContext, testing};
 use drover_kube::sim::{Cluster, Settings};
 use drover_kube::velero::{TarballWriter, backup_object, gzip_json};
-
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn moto() -> Moto {
     // SAFETY: every test sets the same values.
@@ -32,19 +20,7 @@ fn moto() -> Moto {
         std::env::set_var("DROVER_TEST_S3_KEY", "testing");
         std::env::set_var("DROVER_TEST_S3_SECRET", "testing");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto is needed: `pip install 'moto[server]'` (bash .ci/run installs it)");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Moto { child, url: format!("http://127.0.0.1:{port}") }
+    Moto::start().unwrap()
 }
 
 struct Lab {
@@ -71,13 +47,13 @@ async fn lab() -> Lab {
     }
     sites.insert(
         "backups".into(),
-        json!({ "s3": { "endpoint": moto.url, "region": "us-east-1", "path_style": true,
+        json!({ "s3": { "endpoint": moto.url(), "region": "us-east-1", "path_style": true,
                         "access_key": "env:DROVER_TEST_S3_KEY", "secret_key": "env:DROVER_TEST_S3_SECRET" } }),
     );
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(&moto.url)
+        .endpoint_url(moto.url())
         .force_path_style(true)
         .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test"))
         .build();
