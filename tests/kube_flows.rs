@@ -21,8 +21,8 @@ struct Lab {
 /// Two clusters; the shop app runs on east.
 async fn lab() -> Lab {
     let dir = tempfile::tempdir().unwrap();
-    let (east, east_config) = drover::lab::start_kube("east", 0, dir.path()).await.unwrap();
-    let (west, west_config) = drover::lab::start_kube("west", 0, dir.path()).await.unwrap();
+    let (east, east_config) = drover::lab::start_kube("east", 0, dir.path(), Default::default()).await.unwrap();
+    let (west, west_config) = drover::lab::start_kube("west", 0, dir.path(), Default::default()).await.unwrap();
     let sites = dir.path().join("sites.yaml");
     let section = |config: &std::path::Path, name: &str| json!({ "kubeconfig": config, "context": name });
     let entries = [

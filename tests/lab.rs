@@ -57,6 +57,47 @@ fn an_unplanned_lab_failover_never_touches_the_lost_primary() {
     assert!(text.contains("source=Velero backup lab-nightly"), "{text}");
 }
 
+/// A lab file beside the checkout's examples, with the given extra lines.
+fn lab_file(dir: &std::path::Path, extra: &str) -> String {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
+    let path = dir.join("lab.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: drover/v1\nkind: Lab\nontap: {}\napps: {}\n{extra}",
+            examples.join("ontap.yaml").display(),
+            examples.join("apps").display()
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn without_bind_and_haproxy_the_built_in_stand_ins_serve_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = lab_file(dir.path(), "copies: 2\ndns: builtin\nlb: builtin\n");
+    let (code, text) = lab_failover("planned", &["--config", &config]);
+    assert_eq!(code, Some(0), "{text}");
+    for line in END_STATE {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    assert!(text.contains("DNS              stand-in     127.0.0.1:"), "{text}");
+    assert!(text.contains("Load balancer    stand-in     http://127.0.0.1:"), "{text}");
+    assert!(text.contains("✓ west runs Deployment web in 2 of 2 app namespaces"), "{text}");
+    assert!(text.contains("✓ west's Ingress web serves the west host in 2 of 2 app namespaces"), "{text}");
+}
+
+#[test]
+fn a_bad_lab_file_is_named_with_its_line_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = lab_file(dir.path(), "copies: 2\nbalancer: builtin\n");
+    let (code, text) = lab_failover("planned", &["--config", &config]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains(&format!("{config}: line 6")) && text.contains("unknown field `balancer`"), "{text}");
+    assert!(!text.contains("Kubernetes east"), "{text}");
+}
+
 #[test]
 fn failover_then_failback_returns_the_lab_to_where_it_started() {
     let (code, text) = lab_failover("planned", &["--failback"]);
@@ -74,6 +115,10 @@ fn failover_then_failback_returns_the_lab_to_where_it_started() {
     ] {
         assert!(after.contains(line), "missing `{line}` in:\n{after}");
     }
+}
+
+fn shipped() -> drover::lab::LabConfig {
+    drover::lab::LabConfig::shipped(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 /// Everything a run could change in the lab, as text.
@@ -119,8 +164,7 @@ async fn lab_state(lab: &drover::lab::Lab) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rehearsal_checks_every_precondition_and_changes_nothing_anywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let lab =
-        drover::lab::Lab::up(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &dir.path().join("lab")).await.unwrap();
+    let lab = drover::lab::Lab::up(&shipped(), &dir.path().join("lab")).await.unwrap();
     let before = lab_state(&lab).await;
     let mut args: Vec<String> = vec!["rehearse".into(), "--sites".into(), lab.sites_file.display().to_string()];
     for (k, v) in &lab.params {
@@ -155,9 +199,7 @@ fn started(state: &std::path::Path, step: &str) -> bool {
 async fn a_failover_killed_at_any_step_resumes_to_the_same_end_state() {
     for kill_at in ["final-update", "break", "restore-from-primary", "switch-lb"] {
         let dir = tempfile::tempdir().unwrap();
-        let lab = drover::lab::Lab::up(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &dir.path().join("lab"))
-            .await
-            .unwrap();
+        let lab = drover::lab::Lab::up(&shipped(), &dir.path().join("lab")).await.unwrap();
         let state = dir.path().join("state");
         let mut args: Vec<String> = ["run", "runbooks/failover.yaml", "--yes", "--sites"].map(String::from).to_vec();
         args.push(lab.sites_file.display().to_string());
@@ -200,8 +242,7 @@ async fn a_failover_killed_at_any_step_resumes_to_the_same_end_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_rehearsal_brings_the_apps_up_in_isolation_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let lab =
-        drover::lab::Lab::up(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &dir.path().join("lab")).await.unwrap();
+    let lab = drover::lab::Lab::up(&shipped(), &dir.path().join("lab")).await.unwrap();
     let before = lab_state(&lab).await;
     let volumes = |lab: &drover::lab::Lab| {
         lab.ontap.with_world(|w| {
@@ -243,8 +284,7 @@ async fn a_live_rehearsal_brings_the_apps_up_in_isolation_and_leaves_nothing_beh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blue_green_upgrade_moves_users_to_green_leaves_blue_untouched_and_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
-    let lab =
-        drover::lab::Lab::up(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &dir.path().join("lab")).await.unwrap();
+    let lab = drover::lab::Lab::up(&shipped(), &dir.path().join("lab")).await.unwrap();
     let blue = |s: &[String]| s.iter().filter(|l| l.starts_with("east ")).cloned().collect::<Vec<_>>();
     let before = lab_state(&lab).await;
     let upgrade = |extra: &'static [&'static str]| {

@@ -40,7 +40,8 @@ fn snapshot(sim: &Simulator) -> (Rels, Svms) {
 async fn storage_failover_then_failback_returns_to_the_initial_state() {
     let dir = tempfile::tempdir().unwrap();
     let topology = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab/ontap.yaml");
-    let (sim, sites) = drover::lab::start_ontap(&topology, dir.path()).await.unwrap();
+    let (sim, sites) =
+        drover::lab::start_ontap(&drover::lab::load_topology(&topology, None).unwrap(), dir.path()).await.unwrap();
     let sites = sites.to_str().unwrap().to_string();
     let state = dir.path().join("state");
     let initial = snapshot(&sim);
@@ -83,7 +84,8 @@ async fn storage_failover_then_failback_returns_to_the_initial_state() {
 async fn unplanned_storage_failover_does_not_wait_on_a_dead_primary() {
     let dir = tempfile::tempdir().unwrap();
     let topology = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab/ontap.yaml");
-    let (sim, sites) = drover::lab::start_ontap(&topology, dir.path()).await.unwrap();
+    let (sim, sites) =
+        drover::lab::start_ontap(&drover::lab::load_topology(&topology, None).unwrap(), dir.path()).await.unwrap();
     sim.set_reachable("east", false);
     let state = dir.path().join("state");
     let started = std::time::Instant::now();

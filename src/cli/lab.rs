@@ -22,6 +22,9 @@ pub enum LabCommand {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// The lab file: topology, apps and copies, which servers play DNS, LB and S3.
+    #[arg(long, default_value = "examples/lab/lab.yaml")]
+    pub config: PathBuf,
     /// Where the sites file, kubeconfigs, credentials and server files are written.
     #[arg(long, default_value = ".drover/lab")]
     pub dir: PathBuf,
@@ -36,6 +39,9 @@ pub struct FailoverArgs {
     /// The runbook to run.
     #[arg(long, default_value = "runbooks/failover.yaml")]
     pub runbook: PathBuf,
+    /// The lab file (see `drover lab up --help`).
+    #[arg(long, default_value = "examples/lab/lab.yaml")]
+    pub config: PathBuf,
     /// Where the lab's files are written.
     #[arg(long, default_value = ".drover/lab")]
     pub dir: PathBuf,
@@ -67,19 +73,15 @@ pub struct OntapArgs {
     pub dir: PathBuf,
 }
 
-fn repo_root() -> PathBuf {
-    // The shipped examples live beside the runbooks; from a checkout that is the current
-    // directory, from an installed binary it is wherever the runbooks were copied.
-    std::env::current_dir().unwrap_or_default()
-}
-
-async fn start_lab(dir: &std::path::Path) -> Result<crate::lab::Lab, CliError> {
-    let root = repo_root();
-    if !root.join("examples/lab/apps").is_dir() {
-        return Err(CliError::new(exit::INVALID_INPUT, "examples/lab/ is not here")
-            .hint("run the lab from the drover checkout (it reads examples/lab/)"));
+async fn start_lab(config: &std::path::Path, dir: &std::path::Path) -> Result<crate::lab::Lab, CliError> {
+    if !config.is_file() {
+        return Err(CliError::new(exit::INVALID_INPUT, format!("the lab file {} is not here", config.display()))
+            .hint("run the lab from the drover checkout (it reads examples/lab/lab.yaml), or pass --config FILE"));
     }
-    crate::lab::Lab::up(&root, dir)
+    let config = crate::lab::LabConfig::load(config).map_err(|e| {
+        CliError::new(exit::INVALID_INPUT, e).hint("see examples/lab/lab.yaml for every field and its choices")
+    })?;
+    crate::lab::Lab::up(&config, dir)
         .await
         .map_err(|e| CliError::new(exit::STATE_ERROR, format!("the lab did not start: {e}")))
 }
@@ -96,7 +98,7 @@ fn print_state(title: &str, state: &[(String, bool)]) -> bool {
 pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Registry) -> Result<i32, CliError> {
     match cmd {
         LabCommand::Up(a) => {
-            let lab = start_lab(&a.dir).await?;
+            let lab = start_lab(&a.config, &a.dir).await?;
             println!("drover lab: two sites on loopback (east = primary, west = DR)");
             print!("{}", lab.describe());
             println!("try: drover run runbooks/failover.yaml --sites {} --yes", lab.sites_file.display());
@@ -108,7 +110,7 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             Ok(exit::SUCCESS)
         }
         LabCommand::Failover(a) => {
-            let mut lab = start_lab(&a.dir).await?;
+            let mut lab = start_lab(&a.config, &a.dir).await?;
             eprintln!("drover lab: two sites on loopback (east = primary, west = DR)");
             eprint!("{}", lab.describe());
             if a.mode == "unplanned" {
@@ -159,9 +161,10 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             })
         }
         LabCommand::Kube(a) => {
-            let (cluster, kubeconfig) = crate::lab::start_kube(&a.name, a.port, &a.dir)
-                .await
-                .map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
+            let (cluster, kubeconfig) =
+                crate::lab::start_kube(&a.name, a.port, &a.dir, drover_kube::sim::Settings::default())
+                    .await
+                    .map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
             if cli.output == Output::Json {
                 println!("{}", serde_json::json!({ "kube": cluster.url(), "kubeconfig": kubeconfig }));
             } else {
@@ -173,7 +176,10 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             Ok(exit::SUCCESS)
         }
         LabCommand::Ontap(a) => {
-            let (sim, sites) = crate::lab::start_ontap(&a.topology, &a.dir).await.map_err(|e| {
+            let topology = crate::lab::load_topology(&a.topology, None).map_err(|e| {
+                CliError::new(exit::INVALID_INPUT, e).hint("check the topology file (see examples/lab/ontap.yaml)")
+            })?;
+            let (sim, sites) = crate::lab::start_ontap(&topology, &a.dir).await.map_err(|e| {
                 CliError::new(exit::INVALID_INPUT, e).hint("check the topology file (see examples/lab/ontap.yaml)")
             })?;
             if cli.output == Output::Json {

@@ -1,10 +1,12 @@
 //! The lab: simulators and real servers on loopback standing in for two sites, so that a
 //! newcomer's first command is a real run with a real report.
 
+mod config;
 mod site;
 
 use std::path::{Path, PathBuf};
 
+pub use config::{Choice, LabConfig};
 pub use site::{Lab, Part};
 
 use serde_json::{Map, Value, json};
@@ -24,11 +26,23 @@ pub fn write_sites_file(path: &Path, sites: &[(String, String, Value)]) -> Resul
     std::fs::write(path, format!("{header}{text}")).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Start the ONTAP simulator from a topology file and write `DIR/sites.yaml` for it.
-pub async fn start_ontap(topology: &Path, dir: &Path) -> Result<(Simulator, PathBuf), String> {
-    let text = std::fs::read_to_string(topology).map_err(|e| format!("cannot read {}: {e}", topology.display()))?;
-    let topo = Topology::from_yaml(&text).map_err(|e| format!("{}: {e}", topology.display()))?;
-    let sim = Simulator::start(&topo).await?;
+/// Read a topology file; `settings` override its `settings:` (job_delay, transfer_time, ...).
+pub fn load_topology(path: &Path, settings: Option<&Value>) -> Result<Topology, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut topo = Topology::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(over) = settings {
+        let mut merged = serde_json::to_value(&topo.settings).map_err(|e| e.to_string())?;
+        for (k, v) in over.as_object().into_iter().flatten() {
+            merged[k] = v.clone();
+        }
+        topo.settings = serde_json::from_value(merged).map_err(|e| format!("ontap_settings: {e}"))?;
+    }
+    Ok(topo)
+}
+
+/// Start the ONTAP simulator and write `DIR/sites.yaml` for it.
+pub async fn start_ontap(topo: &Topology, dir: &Path) -> Result<(Simulator, PathBuf), String> {
+    let sim = Simulator::start(topo).await?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let sections: Vec<(String, String, Value)> =
         sim.site_sections(dir)?.into_iter().map(|(name, v)| (name, "ontap".to_string(), v)).collect();
@@ -38,10 +52,15 @@ pub async fn start_ontap(topology: &Path, dir: &Path) -> Result<(Simulator, Path
 }
 
 /// Start a simulated Kubernetes API and write `DIR/kubeconfig-NAME` (mode 0600) for it.
-pub async fn start_kube(name: &str, port: u16, dir: &Path) -> Result<(drover_kube::sim::Cluster, PathBuf), String> {
+pub async fn start_kube(
+    name: &str,
+    port: u16,
+    dir: &Path,
+    settings: drover_kube::sim::Settings,
+) -> Result<(drover_kube::sim::Cluster, PathBuf), String> {
     use std::os::unix::fs::PermissionsExt;
     let token = format!("{:032x}", rand::random::<u128>());
-    let cluster = drover_kube::sim::Cluster::start(port, &token, drover_kube::sim::Settings::default()).await?;
+    let cluster = drover_kube::sim::Cluster::start(port, &token, settings).await?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(format!("kubeconfig-{name}"));
     let text = serde_yaml::to_string(&cluster.kubeconfig(name)).map_err(|e| e.to_string())?;

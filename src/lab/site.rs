@@ -1,14 +1,16 @@
 //! The whole two-site lab (`drover lab up`, `drover lab failover`): two ONTAP clusters and two
 //! Kubernetes API servers (simulators: no real ones can run here), and real servers where the
-//! machine has them — BIND for DNS, HAProxy in front of both sites, moto for S3. A part whose
-//! server is missing is reported as missing and its steps are switched off by parameter; the
-//! lab never pretends.
+//! machine has them — BIND for DNS, HAProxy in front of both sites, moto for S3. Without BIND
+//! or HAProxy, drover's built-in stand-ins take their place; without moto, S3 is missing and
+//! the steps that need it are switched off by parameter. Every part is reported as simulator,
+//! real server, built-in stand-in or missing: the lab never pretends.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,12 +18,14 @@ use drover_api::testing;
 use drover_kube::sim::Cluster;
 use drover_ontap::sim::Simulator;
 
+use super::config::{Choice, LabConfig, copy_namespace};
+
 /// What stands in for each part, for the operator to read.
 #[derive(Debug, Clone)]
 pub struct Part {
     pub name: String,
     pub endpoint: String,
-    /// "simulator", "real server" or "missing".
+    /// "simulator", "real server", "stand-in" or "missing".
     pub kind: &'static str,
     pub note: String,
 }
@@ -50,9 +54,109 @@ pub struct Lab {
     pub params: Vec<(String, String)>,
     pub dns: Option<std::net::SocketAddr>,
     pub lb_url: Option<String>,
+    /// The application namespaces seeded on the primary.
+    pub namespaces: Vec<String>,
     backends: Vec<tokio::task::JoinHandle<()>>,
     _moto: Option<drover_api::testing::Moto>,
+    _dns_standin: Option<drover_dns::standin::StandIn>,
+    _lb_standin: Option<drover_lb::standin::StandIn>,
     _procs: Procs,
+}
+
+/// What plays a part, once `auto` is resolved against what is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Player {
+    Real,
+    StandIn,
+    Missing,
+}
+
+fn player(part: &str, choice: Choice, program: &str, package: &str) -> Result<Player, String> {
+    let here = installed(program);
+    Ok(match choice {
+        Choice::Real if !here => {
+            return Err(format!(
+                "the lab file asks for the real {part} server, and `{program}` is not installed: install {package}, or write `{part}: auto`"
+            ));
+        }
+        Choice::Real => Player::Real,
+        Choice::Auto if here => Player::Real,
+        Choice::Auto | Choice::Builtin => Player::StandIn,
+        Choice::None => Player::Missing,
+    })
+}
+
+/// The n-th copy (n ≥ 2) of one app object: namespace `shop` becomes `shop-n`, its volume and
+/// host names follow; cluster-wide objects (CRDs, ...) are shared by every copy and not copied.
+fn copy_object(mut o: Value, n: u32) -> Option<Value> {
+    let ns = copy_namespace(n);
+    let kind = o["kind"].as_str().unwrap_or_default().to_string();
+    let host = |h: &str| h.strip_prefix("shop.").map(|rest| format!("{ns}.{rest}")).unwrap_or_else(|| h.to_string());
+    match kind.as_str() {
+        "Namespace" => o["metadata"]["name"] = json!(ns),
+        "PersistentVolume" => {
+            let name = o["metadata"]["name"].as_str()?.to_string();
+            o["metadata"]["name"] = json!(format!("{name}-{n}"));
+            if o["spec"]["claimRef"].is_object() {
+                o["spec"]["claimRef"]["namespace"] = json!(ns);
+            }
+        }
+        _ if o["metadata"]["namespace"].is_string() => {
+            o["metadata"]["namespace"] = json!(ns);
+            if let Some(v) = o["spec"]["volumeName"].as_str() {
+                o["spec"]["volumeName"] = json!(format!("{v}-{n}"));
+            }
+            for s in o["subjects"].as_array_mut().into_iter().flatten() {
+                if s["namespace"].is_string() {
+                    s["namespace"] = json!(ns);
+                }
+            }
+            for r in o["spec"]["rules"].as_array_mut().into_iter().flatten() {
+                if let Some(h) = r["host"].as_str() {
+                    r["host"] = json!(host(h));
+                }
+            }
+            if let Some(a) = o["metadata"]["annotations"].as_object_mut() {
+                for v in a.values_mut() {
+                    if let Some(h) = v.as_str().filter(|h| h.starts_with("shop.")) {
+                        *v = json!(host(h));
+                    }
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(o)
+}
+
+/// Write copies 2..=`copies` of every manifest under `apps` into `out` (one file per copy).
+fn write_copies(apps: &Path, copies: u32, out: &Path) -> Result<(), String> {
+    let mut docs = vec![];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(apps)
+        .map_err(|e| format!("cannot read {}: {e}", apps.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).map_err(|e| format!("{}: {e}", f.display()))?;
+            if !v.is_null() {
+                docs.push(v);
+            }
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    for n in 2..=copies {
+        let mut text = String::new();
+        for d in docs.iter().filter_map(|d| copy_object(d.clone(), n)) {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml::to_string(&d).map_err(|e| e.to_string())?);
+        }
+        write(&out.join(format!("{}.yaml", copy_namespace(n))), &text)?;
+    }
+    Ok(())
 }
 
 impl Drop for Lab {
@@ -116,9 +220,81 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// BIND with the lab zone; returns once it serves the zone.
+async fn start_bind(dir: &Path, secret: &str, procs: &mut Procs) -> Result<std::net::SocketAddr, String> {
+    let port = free_port();
+    let bind = dir.join("bind");
+    std::fs::create_dir_all(&bind).map_err(|e| e.to_string())?;
+    let d = bind.display();
+    write(
+        &bind.join("example.com.zone"),
+        "$TTL 60\n@ IN SOA ns1.example.com. admin.example.com. 1 3600 600 86400 60\n@ IN NS ns1.example.com.\nns1 IN A 127.0.0.1\nshop IN A 203.0.113.10\n",
+    )?;
+    write(
+        &bind.join("named.conf"),
+        &format!(
+            "key \"drover-lab\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
+             options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
+               recursion no; dnssec-validation no; }};\ncontrols {{ }};\n\
+             zone \"example.com\" {{ type primary; file \"{d}/example.com.zone\"; allow-update {{ key \"drover-lab\"; }}; }};\n"
+        ),
+    )?;
+    let child = Command::new("named")
+        .args(["-g", "-c"])
+        .arg(bind.join("named.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start named: {e}"))?;
+    procs.0.push(child);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer =
+            drover_dns::query(addr, "shop.example.com.", drover_dns::RecordKind::A, Duration::from_millis(200)).await;
+        if answer.is_ok_and(|r| !r.values.is_empty()) {
+            return Ok(addr);
+        }
+        if Instant::now() > deadline {
+            return Err("BIND did not start serving the lab zone".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// HAProxy in front of the two site backends; returns the frontend URL and runtime API address.
+async fn start_haproxy(
+    dir: &Path,
+    east_port: u16,
+    west_port: u16,
+    procs: &mut Procs,
+) -> Result<(String, String), String> {
+    let (front, runtime) = (free_port(), free_port());
+    let cfg = dir.join("haproxy.cfg");
+    write(
+        &cfg,
+        &format!(
+            "global\n  stats socket ipv4@127.0.0.1:{runtime} level admin\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend shop\n  bind 127.0.0.1:{front}\n  default_backend shop\nbackend shop\n  server east 127.0.0.1:{east_port} weight 100\n  server west 127.0.0.1:{west_port} weight 100 disabled\n"
+        ),
+    )?;
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start haproxy: {e}"))?;
+    procs.0.push(child);
+    wait_port(front, "HAProxy").await?;
+    wait_port(runtime, "HAProxy's runtime API").await?;
+    Ok((format!("http://127.0.0.1:{front}/"), format!("tcp://127.0.0.1:{runtime}")))
+}
+
 impl Lab {
-    /// Start every part on loopback, seed the primary, and write `DIR/sites.yaml`.
-    pub async fn up(repo: &Path, dir: &Path) -> Result<Lab, String> {
+    /// Start every part the lab file describes on loopback, seed the primary, and write
+    /// `DIR/sites.yaml`.
+    pub async fn up(config: &LabConfig, dir: &Path) -> Result<Lab, String> {
         let dir = &std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         std::fs::create_dir_all(dir.join("secrets")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let mut parts = vec![];
@@ -126,7 +302,8 @@ impl Lab {
         let mut params: Vec<(String, String)> = vec![];
         let mut sections: Vec<(String, String, Value)> = vec![];
 
-        let (ontap, _) = super::start_ontap(&repo.join("examples/lab/ontap.yaml"), dir).await?;
+        let topology = super::load_topology(&config.ontap, config.ontap_settings.as_ref())?;
+        let (ontap, _) = super::start_ontap(&topology, dir).await?;
         for (name, section) in ontap.site_sections(dir)? {
             parts.push(Part {
                 name: format!("ONTAP {name}"),
@@ -136,8 +313,12 @@ impl Lab {
             });
             sections.push((name, "ontap".into(), section));
         }
-        let (east, east_config) = super::start_kube("east", 0, dir).await?;
-        let (west, west_config) = super::start_kube("west", 0, dir).await?;
+        let kube = drover_kube::sim::Settings {
+            ready_delay: config.kube.ready_delay.0,
+            namespace_delete_delay: config.kube.namespace_delete_delay.0,
+        };
+        let (east, east_config) = super::start_kube("east", 0, dir, kube.clone()).await?;
+        let (west, west_config) = super::start_kube("west", 0, dir, kube).await?;
         for (name, c, config) in [("east", &east, &east_config), ("west", &west, &west_config)] {
             parts.push(Part {
                 name: format!("Kubernetes {name}"),
@@ -148,62 +329,42 @@ impl Lab {
             sections.push((name.into(), "kube".into(), json!({ "kubeconfig": config, "context": name })));
         }
 
-        // DNS: BIND with a TSIG-signed dynamic zone holding the app's name.
+        // DNS: a TSIG-signed dynamic zone holding the app's name, served by BIND or the stand-in.
         let mut dns = None;
-        if installed("named") {
-            let port = free_port();
-            let bind = dir.join("bind");
-            std::fs::create_dir_all(&bind).map_err(|e| e.to_string())?;
+        let mut dns_standin = None;
+        let dns_player = player("dns", config.dns, "named", "bind9 (apt-get install bind9)")?;
+        if dns_player != Player::Missing {
             let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
             let key_file = dir.join("secrets/tsig.key");
             write(&key_file, &secret)?;
-            let d = bind.display();
-            write(
-                &bind.join("example.com.zone"),
-                "$TTL 60\n@ IN SOA ns1.example.com. admin.example.com. 1 3600 600 86400 60\n@ IN NS ns1.example.com.\nns1 IN A 127.0.0.1\nshop IN A 203.0.113.10\n",
-            )?;
-            write(
-                &bind.join("named.conf"),
-                &format!(
-                    "key \"drover-lab\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
-                     options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
-                       recursion no; dnssec-validation no; }};\ncontrols {{ }};\n\
-                     zone \"example.com\" {{ type primary; file \"{d}/example.com.zone\"; allow-update {{ key \"drover-lab\"; }}; }};\n"
-                ),
-            )?;
-            let child = Command::new("named")
-                .args(["-g", "-c"])
-                .arg(bind.join("named.conf"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot start named: {e}"))?;
-            procs.0.push(child);
-            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let answer =
-                    drover_dns::query(addr, "shop.example.com.", drover_dns::RecordKind::A, Duration::from_millis(200))
-                        .await;
-                if answer.is_ok_and(|r| !r.values.is_empty()) {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err("BIND did not start serving the lab zone".into());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let addr = if dns_player == Player::Real {
+                let addr = start_bind(dir, &secret, &mut procs).await?;
+                parts.push(Part {
+                    name: "DNS".into(),
+                    endpoint: addr.to_string(),
+                    kind: "real server",
+                    note: "BIND 9, zone example.com., shop.example.com → 203.0.113.10 (east)".into(),
+                });
+                addr
+            } else {
+                let records = [("ns1.example.com.", "127.0.0.1"), ("shop.example.com.", "203.0.113.10")];
+                let server =
+                    drover_dns::standin::StandIn::start(0, "example.com.", "drover-lab", &secret, 60, &records).await?;
+                let addr = server.addr();
+                dns_standin = Some(server);
+                parts.push(Part {
+                    name: "DNS".into(),
+                    endpoint: addr.to_string(),
+                    kind: "stand-in",
+                    note: "drover's built-in RFC 2136 server (BIND is not installed: apt-get install bind9), zone example.com., shop.example.com → 203.0.113.10 (east)".into(),
+                });
+                addr
+            };
             sections.push((
                 "dns".into(),
                 "dns".into(),
                 json!({ "server": addr.to_string(), "zone": "example.com.", "key_name": "drover-lab", "tsig_key": format!("file:{}", key_file.display()) }),
             ));
-            parts.push(Part {
-                name: "DNS".into(),
-                endpoint: addr.to_string(),
-                kind: "real server",
-                note: "BIND 9, zone example.com., shop.example.com → 203.0.113.10 (east)".into(),
-            });
             dns = Some(addr);
         } else {
             params.push(("switch_dns".into(), "false".into()));
@@ -211,46 +372,52 @@ impl Lab {
                 name: "DNS".into(),
                 endpoint: "-".into(),
                 kind: "missing",
-                note: "BIND is not installed (apt-get install bind9): the DNS switch is skipped".into(),
+                note: "switched off in the lab file (`dns: none`): the DNS switch is skipped".into(),
             });
         }
 
-        // Load balancer: HAProxy in front of both sites' ingress.
+        // Load balancer: HAProxy or the stand-in in front of both sites' ingress.
         let mut backends = vec![];
         let mut lb_url = None;
-        if installed("haproxy") {
+        let mut lb_standin = None;
+        let lb_player = player("lb", config.lb, "haproxy", "haproxy (apt-get install haproxy)")?;
+        if lb_player != Player::Missing {
             let (east_port, t1) = site_backend("east").await?;
             let (west_port, t2) = site_backend("west").await?;
             backends.extend([t1, t2]);
-            let (front, runtime) = (free_port(), free_port());
-            let cfg = dir.join("haproxy.cfg");
-            write(
-                &cfg,
-                &format!(
-                    "global\n  stats socket ipv4@127.0.0.1:{runtime} level admin\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend shop\n  bind 127.0.0.1:{front}\n  default_backend shop\nbackend shop\n  server east 127.0.0.1:{east_port} weight 100\n  server west 127.0.0.1:{west_port} weight 100 disabled\n"
-                ),
-            )?;
-            let child = Command::new("haproxy")
-                .arg("-db")
-                .arg("-f")
-                .arg(&cfg)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot start haproxy: {e}"))?;
-            procs.0.push(child);
-            wait_port(front, "HAProxy").await?;
-            wait_port(runtime, "HAProxy's runtime API").await?;
-            let url = format!("http://127.0.0.1:{front}/");
-            sections.push(("lb".into(), "haproxy".into(), json!({ "runtime": format!("tcp://127.0.0.1:{runtime}") })));
+            let (url, runtime, kind, what) = if lb_player == Player::Real {
+                let (url, runtime) = start_haproxy(dir, east_port, west_port, &mut procs).await?;
+                (url, runtime, "real server", "HAProxy".to_string())
+            } else {
+                use drover_lb::standin::{BackendConfig, ServerConfig, StandIn};
+                let server = |name: &str, port: u16, disabled| ServerConfig {
+                    name: name.into(),
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    weight: 100,
+                    disabled,
+                };
+                let lb = StandIn::start(
+                    0,
+                    vec![BackendConfig {
+                        name: "shop".into(),
+                        frontend_port: 0,
+                        servers: vec![server("east", east_port, false), server("west", west_port, true)],
+                    }],
+                )
+                .await?;
+                let url = lb.url("shop").expect("configured above");
+                let runtime = lb.runtime();
+                lb_standin = Some(lb);
+                let what = "drover's built-in TCP balancer with HAProxy's runtime API (HAProxy is not installed: apt-get install haproxy)";
+                (url, runtime, "stand-in", what.to_string())
+            };
+            sections.push(("lb".into(), "haproxy".into(), json!({ "runtime": runtime })));
             params.push(("lb_url".into(), url.clone()));
             parts.push(Part {
                 name: "Load balancer".into(),
                 endpoint: url.clone(),
-                kind: "real server",
-                note: format!(
-                    "HAProxy, runtime API tcp://127.0.0.1:{runtime}; backend shop: east (up), west (disabled)"
-                ),
+                kind,
+                note: format!("{what}, runtime API {runtime}; backend shop: east (up), west (disabled)"),
             });
             lb_url = Some(url);
         } else {
@@ -259,14 +426,27 @@ impl Lab {
                 name: "Load balancer".into(),
                 endpoint: "-".into(),
                 kind: "missing",
-                note: "HAProxy is not installed (apt-get install haproxy): the load-balancer switch is skipped".into(),
+                note: "switched off in the lab file (`lb: none`): the load-balancer switch is skipped".into(),
             });
         }
 
         // S3: moto holding a Velero-format backup of the primary (for unplanned failovers).
         let mut s3_url = None;
         let mut moto = None;
-        if installed("moto_server") {
+        let s3_missing = match config.s3 {
+            Choice::None => Some("switched off in the lab file (`s3: none`): unplanned failover needs the backup"),
+            _ if !installed("moto_server") && config.s3 == Choice::Real => {
+                return Err(
+                    "the lab file asks for S3 (`s3: real`), and moto is not installed: pip install 'moto[server]'"
+                        .into(),
+                );
+            }
+            _ if !installed("moto_server") => {
+                Some("moto is not installed (pip install 'moto[server]'): unplanned failover needs it for the backup")
+            }
+            _ => None,
+        };
+        if s3_missing.is_none() {
             let server = drover_api::testing::Moto::start()?;
             let url = server.url().to_string();
             moto = Some(server);
@@ -281,6 +461,10 @@ impl Lab {
             s3_url = Some(url);
         }
 
+        let namespaces = config.namespaces();
+        if namespaces.len() > 1 {
+            params.push(("namespaces".into(), namespaces.join(",")));
+        }
         let sites_file = dir.join("sites.yaml");
         super::write_sites_file(&sites_file, &sections)?;
         let sites: std::collections::BTreeMap<String, Value> = {
@@ -292,11 +476,17 @@ impl Lab {
             m
         };
 
-        // Seed the primary with the sample apps, through drover's own apply.
-        let ctx = testing::context(sites.clone(), Duration::from_secs(60));
+        // Seed the primary with the sample apps (and their copies), through drover's own apply.
+        let ctx = testing::context(sites.clone(), Duration::from_secs(300));
+        let mut manifests = vec![config.apps.clone()];
+        if config.copies > 1 {
+            let copies = dir.join("app-copies");
+            write_copies(&config.apps, config.copies, &copies)?;
+            manifests.push(copies);
+        }
         let apply = drover_kube::actions().into_iter().find(|a| a.info().name == "kube.apply").expect("built in");
         apply
-            .run(&ctx, &json!({ "site": "east", "manifests": [repo.join("examples/lab/apps")] }))
+            .run(&ctx, &json!({ "site": "east", "manifests": manifests }))
             .await
             .map_err(|e| format!("cannot seed the east cluster: {e}"))?;
         if let Some(url) = &s3_url {
@@ -315,7 +505,7 @@ impl Lab {
                 .await
                 .map_err(|e| format!("cannot create the lab bucket: {e}"))?;
             export
-                .run(&ctx, &json!({ "site": "east", "namespaces": ["shop"], "to": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "lab-nightly" } }))
+                .run(&ctx, &json!({ "site": "east", "namespaces": namespaces, "to": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "lab-nightly" } }))
                 .await
                 .map_err(|e| format!("cannot take the lab's backup: {e}"))?;
             parts.push(Part {
@@ -329,8 +519,7 @@ impl Lab {
                 name: "S3".into(),
                 endpoint: "-".into(),
                 kind: "missing",
-                note: "moto is not installed (pip install 'moto[server]'): unplanned failover needs it for the backup"
-                    .into(),
+                note: s3_missing.unwrap_or_default().into(),
             });
         }
         Ok(Lab {
@@ -343,8 +532,11 @@ impl Lab {
             params,
             dns,
             lb_url,
+            namespaces,
             backends,
             _moto: moto,
+            _dns_standin: dns_standin,
+            _lb_standin: lb_standin,
             _procs: procs,
         })
     }
@@ -399,6 +591,12 @@ impl Lab {
             .and_then(|i| i.pointer("/spec/rules/0/host").and_then(Value::as_str).map(String::from))
             .unwrap_or_default();
         out.push((format!("east's Ingress shop/web serves {host}"), host == "shop.east.example.com"));
+        if self.namespaces.len() > 1 {
+            let (ready, hosts) = self.apps_serving(&self.east, "east");
+            let n = self.namespaces.len();
+            out.push((format!("east runs Deployment web in {ready} of {n} app namespaces"), ready == n));
+            out.push((format!("east's Ingress web serves the east host in {hosts} of {n} app namespaces"), hosts == n));
+        }
         let ns = get(&self.east, "", "namespaces", None, "shop").unwrap_or_default();
         let fenced = ns.pointer("/metadata/labels/drover.io~1fenced").is_some();
         out.push((format!("east's namespace shop is {}", if fenced { "fenced" } else { "not fenced" }), !fenced));
@@ -418,6 +616,30 @@ impl Lab {
             out.push((format!("load balancer answers `{}`", body.trim()), body.trim() == "served by east"));
         }
         out
+    }
+
+    /// In how many app namespaces `cluster` runs Deployment web (available replicas) and its
+    /// Ingress serves the `site` host (`NS.SITE.example.com`).
+    fn apps_serving(&self, cluster: &Cluster, site: &str) -> (usize, usize) {
+        cluster.with_store(|s| {
+            let get = |g: &str, p: &str, ns: &str| {
+                let t = s.types.iter().find(|t| t.group == g && t.plural == p)?.clone();
+                s.get(&t, Some(ns), "web").ok()
+            };
+            let mut counts = (0, 0);
+            for ns in &self.namespaces {
+                let web = get("apps", "deployments", ns);
+                if web.and_then(|w| w.pointer("/status/availableReplicas").and_then(Value::as_i64)).unwrap_or(0) > 0 {
+                    counts.0 += 1;
+                }
+                let host = get("networking.k8s.io", "ingresses", ns)
+                    .and_then(|i| i.pointer("/spec/rules/0/host").and_then(Value::as_str).map(String::from));
+                if host.as_deref() == Some(&format!("{ns}.{site}.example.com")) {
+                    counts.1 += 1;
+                }
+            }
+            counts
+        })
     }
 
     /// Check the state a failover must leave; each line says what was found.
@@ -453,6 +675,12 @@ impl Lab {
             .unwrap_or("-")
             .to_string();
         out.push((format!("west's Ingress shop/web serves {host}"), host == "shop.west.example.com"));
+        if self.namespaces.len() > 1 {
+            let (ready, hosts) = self.apps_serving(&self.west, "west");
+            let n = self.namespaces.len();
+            out.push((format!("west runs Deployment web in {ready} of {n} app namespaces"), ready == n));
+            out.push((format!("west's Ingress web serves the west host in {hosts} of {n} app namespaces"), hosts == n));
+        }
         if let Some(addr) = self.dns {
             let answer =
                 drover_dns::query(addr, "shop.example.com.", drover_dns::RecordKind::A, Duration::from_secs(2)).await;

@@ -1,6 +1,6 @@
 //! RFC 2136 actions against real authoritative servers — BIND 9 and Knot (Debian `bind9`,
 //! `knot`) — each started here on loopback with a TSIG-signed dynamic zone. Every test runs
-//! against both.
+//! against both, and against the lab's built-in stand-in, which must answer as they do.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -17,18 +17,22 @@ use drover_dns::RecordKind;
 enum Kind {
     Bind,
     Knot,
+    StandIn,
 }
 
-struct Bind {
-    child: Child,
+struct Server {
+    child: Option<Child>,
+    _standin: Option<drover_dns::standin::StandIn>,
     _dir: tempfile::TempDir,
     port: u16,
 }
 
-impl Drop for Bind {
+impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -50,12 +54,20 @@ fn test_secret() -> String {
     base64::engine::general_purpose::STANDARD.encode(secret)
 }
 
-async fn server(kind: Kind) -> Bind {
+async fn server(kind: Kind) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let secret = test_secret();
     // SAFETY: every test sets the same value.
     unsafe { std::env::set_var(SECRET_VAR, &secret) };
+    if let Kind::StandIn = kind {
+        let records = [("ns1.example.test.", "127.0.0.1"), ("app.example.test.", "192.0.2.10")];
+        let s = drover_dns::standin::StandIn::start(0, "example.test.", "drover-key", &secret, 300, &records)
+            .await
+            .unwrap();
+        let port = s.addr().port();
+        return Server { child: None, _standin: Some(s), _dir: dir, port };
+    }
     let d = dir.path().display();
     std::fs::write(
         dir.path().join("example.test.zone"),
@@ -63,8 +75,8 @@ async fn server(kind: Kind) -> Bind {
     )
     .unwrap();
     let conf = match kind {
-        Kind::Bind => dir.path().join("named.conf"),
         Kind::Knot => dir.path().join("knot.conf"),
+        _ => dir.path().join("named.conf"),
     };
     std::fs::write(
         dir.path().join("knot.conf"),
@@ -85,10 +97,8 @@ async fn server(kind: Kind) -> Bind {
     )
     .unwrap();
     let child = match kind {
-        Kind::Bind => {
-            Command::new("named").args(["-g", "-c"]).arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
-        }
         Kind::Knot => Command::new("knotd").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn(),
+        _ => Command::new("named").args(["-g", "-c"]).arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn(),
     }
     .expect("BIND 9 and Knot are needed: `apt-get install bind9 knot` (bash .ci/run installs them)");
     // Ready once the zone answers (named opens its port before the zone is loaded).
@@ -102,7 +112,7 @@ async fn server(kind: Kind) -> Bind {
         assert!(Instant::now() < deadline, "named did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Bind { child, _dir: dir, port }
+    Server { child: Some(child), _standin: None, _dir: dir, port }
 }
 
 fn ctx(port: u16, key_ref: &str, zone: &str) -> StepContext {
@@ -227,7 +237,7 @@ async fn ttl_changes_keep_values_and_verify_waits_for_the_answer(kind: Kind) {
     assert!(err.message.contains("says [\"192.0.2.10\"]"), "{}", err.message);
 }
 
-/// Each scenario against both servers.
+/// Each scenario against both servers and the stand-in.
 macro_rules! both {
     ($($name:ident),*) => {
         mod bind9 {
@@ -240,6 +250,12 @@ macro_rules! both {
             $(#[tokio::test]
             async fn $name() {
                 super::$name(super::Kind::Knot).await
+            })*
+        }
+        mod standin {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Kind::StandIn).await
             })*
         }
     };

@@ -1,5 +1,6 @@
 //! `lb.haproxy.set` against a real HAProxy (Debian `haproxy`, started here on loopback) in
-//! front of two small HTTP backends standing for the two sites.
+//! front of two small HTTP backends standing for the two sites — and the same scenarios against
+//! the lab's built-in stand-in, which must answer as HAProxy does.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -33,14 +34,21 @@ fn wait_port(port: u16) {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Kind {
+    Haproxy,
+    StandIn,
+}
+
 struct Lab {
     _procs: Kill,
+    _standin: Option<drover_lb::standin::StandIn>,
     _dir: tempfile::TempDir,
     front: u16,
     stats: u16,
 }
 
-fn lab() -> Lab {
+async fn lab(kind: Kind) -> Lab {
     let dir = tempfile::tempdir().unwrap();
     let mut procs = Kill(vec![]);
     let mut ports = vec![];
@@ -59,6 +67,35 @@ fn lab() -> Lab {
                 .expect("python3 is needed for the test backends"),
         );
         ports.push(port);
+    }
+    for p in &ports {
+        wait_port(*p);
+    }
+    if let Kind::StandIn = kind {
+        use drover_lb::standin::{BackendConfig, ServerConfig, StandIn};
+        let server = |name: &str, port: u16, disabled| ServerConfig {
+            name: name.into(),
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            weight: 100,
+            disabled,
+        };
+        let s = StandIn::start(
+            0,
+            vec![
+                BackendConfig {
+                    name: "app".into(),
+                    frontend_port: 0,
+                    servers: vec![server("east", ports[0], false), server("west", ports[1], true)],
+                },
+                BackendConfig { name: "other".into(), frontend_port: 0, servers: vec![server("spare", 9, true)] },
+            ],
+        )
+        .await
+        .unwrap();
+        let front =
+            s.url("app").unwrap().trim_start_matches("http://127.0.0.1:").trim_end_matches('/').parse().unwrap();
+        let stats = s.runtime().rsplit(':').next().unwrap().parse().unwrap();
+        return Lab { _procs: procs, _standin: Some(s), _dir: dir, front, stats };
     }
     let (front, stats) = (free_port(), free_port());
     let cfg = format!(
@@ -80,7 +117,7 @@ fn lab() -> Lab {
     for p in ports.iter().chain([&front, &stats]) {
         wait_port(*p);
     }
-    Lab { _procs: procs, _dir: dir, front, stats }
+    Lab { _procs: procs, _standin: None, _dir: dir, front, stats }
 }
 
 fn ctx(stats: u16) -> StepContext {
@@ -100,9 +137,8 @@ fn flip() -> Value {
     ] })
 }
 
-#[tokio::test]
-async fn traffic_moves_to_the_dr_backend_and_undo_moves_it_back() {
-    let lab = lab();
+async fn traffic_moves_to_the_dr_backend_and_undo_moves_it_back(kind: Kind) {
+    let lab = lab(kind).await;
     let c = ctx(lab.stats);
     let set = action("lb.haproxy.set");
     let plan = set.plan(&c, &flip()).await.unwrap();
@@ -122,9 +158,8 @@ async fn traffic_moves_to_the_dr_backend_and_undo_moves_it_back() {
     action("wait.http").run(&c, &back).await.unwrap();
 }
 
-#[tokio::test]
-async fn weights_and_addresses_change_and_are_verified() {
-    let lab = lab();
+async fn weights_and_addresses_change_and_are_verified(kind: Kind) {
+    let lab = lab(kind).await;
     let c = ctx(lab.stats);
     let with = json!({ "site": "lb", "servers": [{ "backend": "app", "server": "east", "weight": 10, "address": "127.0.0.2", "port": 8080 }] });
     action("lb.haproxy.set").run(&c, &with).await.unwrap();
@@ -133,9 +168,8 @@ async fn weights_and_addresses_change_and_are_verified() {
     assert_eq!((east.weight, east.address.as_str(), east.port), (10, "127.0.0.2", 8080));
 }
 
-#[tokio::test]
-async fn unknown_backends_and_servers_are_named_with_what_exists() {
-    let lab = lab();
+async fn unknown_backends_and_servers_are_named_with_what_exists(kind: Kind) {
+    let lab = lab(kind).await;
     let c = ctx(lab.stats);
     let err = action("lb.haproxy.set")
         .run(&c, &json!({ "site": "lb", "servers": [{ "backend": "ap", "server": "east", "state": "ready" }] }))
@@ -156,10 +190,34 @@ async fn unknown_backends_and_servers_are_named_with_what_exists() {
     assert!(plan.failed_checks().any(|x| x.detail.contains("servers: east, west")), "{plan:?}");
 }
 
-#[tokio::test]
-async fn a_dead_runtime_api_is_a_retryable_error() {
+async fn a_dead_runtime_api_is_a_retryable_error(_: Kind) {
     let port = free_port();
     let err = action("lb.haproxy.set").run(&ctx(port), &flip()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable);
     assert!(err.message.contains("is unreachable"), "{}", err.message);
 }
+
+/// Each scenario against HAProxy and the stand-in.
+macro_rules! both {
+    ($($name:ident),*) => {
+        mod haproxy {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Kind::Haproxy).await
+            })*
+        }
+        mod standin {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Kind::StandIn).await
+            })*
+        }
+    };
+}
+
+both!(
+    traffic_moves_to_the_dr_backend_and_undo_moves_it_back,
+    weights_and_addresses_change_and_are_verified,
+    unknown_backends_and_servers_are_named_with_what_exists,
+    a_dead_runtime_api_is_a_retryable_error
+);
