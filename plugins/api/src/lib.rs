@@ -9,6 +9,7 @@ mod context;
 mod duration;
 mod error;
 mod plan;
+mod poll;
 mod secret;
 pub mod testing;
 mod typed;
@@ -17,6 +18,7 @@ pub use context::{Mode, Progress, StepContext, StepHost};
 pub use duration::HumanDuration;
 pub use error::{ActionError, ErrorKind};
 pub use plan::{Check, Plan};
+pub use poll::Poll;
 pub use secret::{Secret, SecretRef};
 pub use typed::{ActionSpec, OutputDoc, TypedAction, closest as closest_match, typed};
 

@@ -242,7 +242,7 @@ impl Kube {
         if let Some(k) = self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(&gvk) {
             return Ok(k.clone());
         }
-        let mut delay = Duration::from_millis(100);
+        let poll = drover_api::Poll::new(Duration::from_secs(2));
         loop {
             let found = self
                 .call(&format!("discover {kind} in {api_version}"), || kube::discovery::pinned_kind(&self.client, &gvk))
@@ -254,9 +254,8 @@ impl Kube {
                     return Ok(k);
                 }
                 Err(e) if e.is_retryable() => return Err(e),
-                Err(_) if wait && self.time_left() > delay => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                Err(_) if wait && self.time_left() > poll.next_delay() => {
+                    poll.pause().await;
                 }
                 Err(_) => {
                     return Err(ActionError::permanent(format!(

@@ -62,43 +62,59 @@ pub fn require_namespaces(namespaces: &[String]) -> Result<(), Vec<ParamError>> 
 
 /// Every object the selection names, in namespace, kind, name order.
 pub async fn select(kube: &Kube, sel: &Selection) -> Result<Vec<Found>, ActionError> {
-    let mut out = vec![];
+    use futures::{StreamExt, TryStreamExt};
+    let mut lists = vec![];
     for kind_name in &sel.kinds {
         let kind = kube.kind_named(kind_name).await?;
-        let namespaces: Vec<&str> =
-            if kind.namespaced { sel.namespaces.iter().map(String::as_str).collect() } else { vec![""] };
-        for ns in namespaces {
-            let api = kube.api(&kind, ns);
-            let mut token: Option<String> = None;
-            loop {
-                let mut params = ListParams::default().limit(500);
-                if let Some(l) = &sel.labels {
-                    params = params.labels(l);
-                }
-                if let Some(t) = &token {
-                    params = params.continue_token(t);
-                }
-                let what =
-                    format!("list {} in {}", kind.resource.plural, if ns.is_empty() { "the cluster" } else { ns });
-                let page = kube.call(&what, || api.list(&params)).await?;
-                token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
-                for item in page.items {
-                    let mut object = serde_json::to_value(&item).unwrap_or(Value::Null);
-                    object["kind"] = Value::String(kind.resource.kind.clone());
-                    object["apiVersion"] = Value::String(kind.resource.api_version.clone());
-                    let found = Found { kind: kind.clone(), object };
-                    if sel.names.is_empty() || sel.names.iter().any(|n| n == found.name()) {
-                        out.push(found);
-                    }
-                }
-                if token.is_none() {
-                    break;
-                }
-            }
+        if kind.namespaced {
+            lists.extend(sel.namespaces.iter().map(|ns| (kind.clone(), ns.clone())));
+        } else {
+            lists.push((kind, String::new()));
         }
     }
+    // One LIST (paged) per kind and namespace, several in flight: a wait over 50 namespaces
+    // must not look at them one after another.
+    let pages: Vec<Vec<Found>> = futures::stream::iter(lists)
+        .map(|(kind, ns)| list_one(kube, sel, kind, ns))
+        .buffer_unordered(LISTS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let mut out: Vec<Found> = pages.into_iter().flatten().collect();
     out.sort_by(|a, b| (a.namespace(), a.kind_name(), a.name()).cmp(&(b.namespace(), b.kind_name(), b.name())));
     Ok(out)
+}
+
+/// How many LIST requests `select` keeps in flight.
+const LISTS_IN_FLIGHT: usize = 8;
+
+async fn list_one(kube: &Kube, sel: &Selection, kind: Kind, ns: String) -> Result<Vec<Found>, ActionError> {
+    let api = kube.api(&kind, &ns);
+    let mut out = vec![];
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(500);
+        if let Some(l) = &sel.labels {
+            params = params.labels(l);
+        }
+        if let Some(t) = &token {
+            params = params.continue_token(t);
+        }
+        let what = format!("list {} in {}", kind.resource.plural, if ns.is_empty() { "the cluster" } else { &ns });
+        let page = kube.call(&what, || api.list(&params)).await?;
+        token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+        for item in page.items {
+            let mut object = serde_json::to_value(&item).unwrap_or(Value::Null);
+            object["kind"] = Value::String(kind.resource.kind.clone());
+            object["apiVersion"] = Value::String(kind.resource.api_version.clone());
+            let found = Found { kind: kind.clone(), object };
+            if sel.names.is_empty() || sel.names.iter().any(|n| n == found.name()) {
+                out.push(found);
+            }
+        }
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
 }
 
 /// Where an object stands on its way to ready.

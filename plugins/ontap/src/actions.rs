@@ -58,7 +58,7 @@ async fn wait_for(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Result<Value, ActionError> {
-    let mut delay = Duration::from_millis(50);
+    let poll = drover_api::Poll::new(Duration::from_secs(5));
     let mut polls = 0u64;
     loop {
         let rel = client.relationship_by_uuid(uuid).await?;
@@ -83,6 +83,7 @@ async fn wait_for(
             done: Some(polls),
             total: None,
         });
+        let delay = poll.next_delay();
         if ctx.remaining().is_some_and(|r| r <= delay) {
             return Err(ActionError::permanent(format!(
                 "relationship {} did not reach {what} in time (state {}, transfer {})",
@@ -95,7 +96,6 @@ async fn wait_for(
             ));
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -665,11 +665,12 @@ impl TypedAction for Reverse {
             here.mutate(Method::PATCH, &format!("/api/snapmirror/relationships/{uuid}"), &body, ctx.deadline).await?;
         }
         // The reversed relationship now belongs to the original source's cluster.
-        let mut delay = Duration::from_millis(50);
+        let poll = drover_api::Poll::new(Duration::from_secs(5));
         let rel = loop {
             if let Some(r) = find_reversed().await? {
                 break r;
             }
+            let delay = poll.next_delay();
             if ctx.remaining().is_some_and(|r| r <= delay) {
                 return Err(ActionError::permanent(format!(
                     "no relationship with source `{}` appeared on `{}`",
@@ -678,7 +679,6 @@ impl TypedAction for Reverse {
                 .with_hint("check the relationship on both clusters"));
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
         };
         let uuid = s(&rel, "/uuid");
         let rel = wait_for(&there, ctx, &uuid, "the reverse resync", |r| {
@@ -777,12 +777,13 @@ async fn set_svm(ctx: &StepContext, p: &SvmParams, target: &str) -> Result<Outpu
         .with_hint("break the relationship first (ontap.snapmirror.break)"));
     }
     client.mutate(Method::PATCH, &format!("/api/svm/svms/{uuid}"), &json!({"state": target}), ctx.deadline).await?;
-    let mut delay = Duration::from_millis(50);
+    let poll = drover_api::Poll::new(Duration::from_secs(5));
     loop {
         let now = client.get(&format!("/api/svm/svms/{uuid}?fields=state")).await?;
         if s(&now, "/state") == target {
             return Ok(out);
         }
+        let delay = poll.next_delay();
         if ctx.remaining().is_some_and(|r| r <= delay) {
             return Err(ActionError::permanent(format!(
                 "SVM `{}` did not become {target} in time (now {})",
@@ -791,7 +792,6 @@ async fn set_svm(ctx: &StepContext, p: &SvmParams, target: &str) -> Result<Outpu
             )));
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

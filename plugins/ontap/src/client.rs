@@ -273,7 +273,7 @@ impl Client {
 
     /// Poll a job until `success`; a failure becomes an error with ONTAP's code and message.
     pub async fn wait_job(&self, href: &str, deadline: Option<Instant>) -> Result<(), ActionError> {
-        let mut delay = Duration::from_millis(50);
+        let poll = drover_api::Poll::new(Duration::from_secs(5));
         let mut seen = false;
         loop {
             let path = format!("{href}?fields=state,message,code,error");
@@ -300,6 +300,7 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             }
+            let delay = poll.next_delay();
             if deadline.is_some_and(|d| Instant::now() + delay >= d) {
                 return Err(ActionError::permanent(format!(
                     "{}: job {href} did not finish before the step's deadline",
@@ -308,7 +309,6 @@ impl Client {
                 .with_hint("the operation may still complete on the cluster; check it, then `drover resume`"));
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 

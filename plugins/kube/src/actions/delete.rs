@@ -130,7 +130,7 @@ impl TypedAction for Delete {
             kube.call_or_absent(&format!("delete {}", f.describe()), || api.delete(f.name(), &params)).await?;
         }
         if p.wait {
-            let mut delay = Duration::from_millis(100);
+            let poll = drover_api::Poll::new(Duration::from_secs(2));
             for (i, f) in found.iter().enumerate() {
                 let api = kube.api(&f.kind, f.namespace());
                 while kube.call_or_absent(&format!("get {}", f.describe()), || api.get(f.name())).await?.is_some() {
@@ -139,6 +139,7 @@ impl TypedAction for Delete {
                         done: Some(i as u64),
                         total: Some(found.len() as u64),
                     });
+                    let delay = poll.next_delay();
                     if ctx.remaining().is_some_and(|r| r <= delay) {
                         return Err(ActionError::permanent(format!(
                             "{}: {} is still there",
@@ -148,7 +149,6 @@ impl TypedAction for Delete {
                         .with_hint("finalizers may hold it; check the object, then re-run or raise the timeout"));
                     }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
         }

@@ -42,7 +42,7 @@ pub struct WaitParams {
     /// `{ field: .status.phase, equals: Running }`. Needs `kinds`.
     #[serde(default, rename = "for")]
     pub until: Option<UntilParams>,
-    /// Time between looks. Default 1s.
+    /// Time between looks. Default: often at first, then about 1.6 % of the time waited (at most 2s).
     #[serde(default)]
     pub interval: Option<HumanDuration>,
     /// Succeed when nothing matches (default: keep waiting for the objects to appear).
@@ -154,7 +154,12 @@ impl TypedAction for Wait {
 
     async fn run(&self, ctx: &StepContext, p: WaitParams) -> Result<Outputs, ActionError> {
         let kube = Kube::connect(ctx, &p.site).await?;
-        let interval = p.interval.map(|d| d.0).unwrap_or(Duration::from_secs(1));
+        // An explicit interval is kept; otherwise look often at first and then at a small share
+        // of the time waited, so readiness is noticed promptly without hammering the API.
+        let poll = match p.interval {
+            Some(d) => drover_api::Poll::new(d.0).at_least(d.0),
+            None => drover_api::Poll::new(Duration::from_secs(2)).at_least(Duration::from_millis(50)),
+        };
         let until = p.until();
         let selection = p.selection();
         loop {
@@ -181,6 +186,7 @@ impl TypedAction for Wait {
                 total: Some(found.len() as u64),
             });
             // Room for one more look after the pause, or give up now with what is known.
+            let interval = poll.next_delay();
             if ctx.remaining().is_some_and(|r| r <= interval + LOOK) {
                 let detail = if waiting.is_empty() { status } else { waiting.join("; ") };
                 return Err(ActionError::permanent(format!("{}: not ready in time: {detail}", kube.origin))

@@ -327,6 +327,9 @@ pub fn guess_resource(api_version: &str, kind: &str) -> String {
 /// Everything listable in the selected namespaces, plus the cluster-scoped objects they need:
 /// the namespaces themselves, PVs bound to their claims, storage classes of their claims,
 /// CRDs of their custom resources, cluster roles their role bindings name.
+/// How many LIST requests reading a live cluster keeps in flight.
+const LISTS_IN_FLIGHT: usize = 8;
+
 async fn read_live(
     kube: &Kube,
     live: &LiveSource,
@@ -361,6 +364,7 @@ async fn read_live(
             return Ok(());
         }
     }
+    let mut lists = vec![];
     for group in discovery.groups() {
         for (ar, caps) in group.recommended_resources() {
             if caps.scope != Scope::Namespaced || !caps.supports_operation(verbs::LIST) {
@@ -370,55 +374,64 @@ async fn read_live(
             if crate::restore::clean::excluded(&gr, &Value::Null).is_some() {
                 continue;
             }
+            lists.extend(ns_names.iter().map(|ns| (ar.clone(), gr.clone(), ns.clone())));
+        }
+    }
+    // Every kind in every namespace: several LISTs in flight, each (all its pages) handed on
+    // as it completes.
+    use futures::StreamExt;
+    let mut listed = futures::stream::iter(lists)
+        .map(|(ar, gr, ns)| async move {
             let kind = crate::client::Kind { resource: ar.clone(), namespaced: true };
-            for ns in &ns_names {
-                let api = kube.api(&kind, ns);
-                let mut token: Option<String> = None;
-                loop {
-                    let mut params = ListParams::default().limit(500);
-                    if let Some(t) = &token {
-                        params = params.continue_token(t);
+            let api = kube.api(&kind, &ns);
+            let mut items = vec![];
+            let mut token: Option<String> = None;
+            loop {
+                let mut params = ListParams::default().limit(500);
+                if let Some(t) = &token {
+                    params = params.continue_token(t);
+                }
+                let page = kube.call(&format!("list {gr} in {ns}"), || api.list(&params)).await?;
+                token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+                items.extend(page.items);
+                if token.is_none() {
+                    return Ok::<_, ActionError>((ar, gr, ns, items));
+                }
+            }
+        })
+        .buffer_unordered(LISTS_IN_FLIGHT);
+    while let Some(listed) = listed.next().await {
+        let (ar, gr, ns, items) = listed?;
+        for item in items {
+            let mut v = serde_json::to_value(&item).unwrap_or_default();
+            v["apiVersion"] = ar.api_version.clone().into();
+            v["kind"] = ar.kind.clone().into();
+            let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(String::from);
+            match gr.as_str() {
+                "persistentvolumeclaims" => {
+                    if let Some(pv) = s("/spec/volumeName") {
+                        wanted_cluster.push(("persistentvolumes".into(), pv));
                     }
-                    let page = kube.call(&format!("list {gr} in {ns}"), || api.list(&params)).await?;
-                    token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
-                    for item in page.items {
-                        let mut v = serde_json::to_value(&item).unwrap_or_default();
-                        v["apiVersion"] = ar.api_version.clone().into();
-                        v["kind"] = ar.kind.clone().into();
-                        let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(String::from);
-                        match gr.as_str() {
-                            "persistentvolumeclaims" => {
-                                if let Some(pv) = s("/spec/volumeName") {
-                                    wanted_cluster.push(("persistentvolumes".into(), pv));
-                                }
-                                if let Some(sc) = s("/spec/storageClassName") {
-                                    wanted_cluster.push(("storageclasses.storage.k8s.io".into(), sc));
-                                }
-                            }
-                            "rolebindings.rbac.authorization.k8s.io"
-                                if s("/roleRef/kind").as_deref() == Some("ClusterRole") =>
-                            {
-                                wanted_cluster.push((
-                                    "clusterroles.rbac.authorization.k8s.io".into(),
-                                    s("/roleRef/name").unwrap_or_default(),
-                                ));
-                            }
-                            _ if !ar.group.is_empty() && ar.group.contains('.') && !ar.group.ends_with("k8s.io") => {
-                                wanted_cluster.push((
-                                    "customresourcedefinitions.apiextensions.k8s.io".into(),
-                                    format!("{}.{}", ar.plural, ar.group),
-                                ));
-                            }
-                            _ => {}
-                        }
-                        if send(gr.clone(), Some(ns.clone()), v).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    if token.is_none() {
-                        break;
+                    if let Some(sc) = s("/spec/storageClassName") {
+                        wanted_cluster.push(("storageclasses.storage.k8s.io".into(), sc));
                     }
                 }
+                "rolebindings.rbac.authorization.k8s.io" if s("/roleRef/kind").as_deref() == Some("ClusterRole") => {
+                    wanted_cluster.push((
+                        "clusterroles.rbac.authorization.k8s.io".into(),
+                        s("/roleRef/name").unwrap_or_default(),
+                    ));
+                }
+                _ if !ar.group.is_empty() && ar.group.contains('.') && !ar.group.ends_with("k8s.io") => {
+                    wanted_cluster.push((
+                        "customresourcedefinitions.apiextensions.k8s.io".into(),
+                        format!("{}.{}", ar.plural, ar.group),
+                    ));
+                }
+                _ => {}
+            }
+            if send(gr.clone(), Some(ns.clone()), v).await.is_err() {
+                return Ok(());
             }
         }
     }
