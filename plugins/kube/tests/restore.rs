@@ -312,6 +312,7 @@ async fn the_latest_completed_backup_is_restored_cleaned_transformed_and_in_orde
     assert_eq!(out["source"], "Velero backup nightly-2");
     assert_eq!(out["restored"], 9, "{out:?}");
     assert_eq!(out["failed"], json!([]));
+    assert_eq!(out["created_crds"], json!(["carts.shop.example.com"]));
     assert_eq!(
         out["left_out"],
         json!({ "created by the cluster in every namespace": 2, "labelled velero.io/exclude-from-backup=true": 1,
@@ -347,6 +348,7 @@ async fn the_latest_completed_backup_is_restored_cleaned_transformed_and_in_orde
                        "transforms": transforms() });
     let again = lab.run("kube.restore", with).await.unwrap();
     assert_eq!((again["restored"].clone(), again["unchanged"].clone()), (json!(0), json!(9)));
+    assert_eq!(again["created_crds"], json!([]), "the CRD was there before this run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -620,6 +620,7 @@ impl TypedAction for Restore {
             ("left_out", "objects not restored by design, counted by reason"),
             ("source", "what was read, e.g. the backup's name"),
             ("namespaces", "namespaces restored into"),
+            ("created_crds", "names of the CRDs this run created (the cluster did not have them)"),
         ],
         side_effects: true,
         undo: false,
@@ -714,7 +715,11 @@ impl TypedAction for Restore {
         ctx.checkpoint(checkpoint(&got.objects, &outcomes)).await;
         let (mut restored, mut unchanged, mut skipped) = (0u64, 0u64, 0u64);
         let mut failed = vec![];
+        let mut created_crds = vec![];
         for (o, out) in got.objects.iter().zip(&outcomes) {
+            if o.resource == "customresourcedefinitions.apiextensions.k8s.io" && matches!(out, Some(Outcome::Created)) {
+                created_crds.push(o.name().to_string());
+            }
             match out {
                 Some(Outcome::Created | Outcome::Updated) => restored += 1,
                 Some(Outcome::Unchanged) => unchanged += 1,
@@ -732,6 +737,7 @@ impl TypedAction for Restore {
         out.insert("left_out".into(), json!(got.left_out));
         out.insert("source".into(), json!(got.source));
         out.insert("namespaces".into(), json!(namespaces));
+        out.insert("created_crds".into(), json!(created_crds));
         if !failed.is_empty() && !p.allow_partial {
             return Err(ActionError::permanent(format!(
                 "{} of {} objects were not restored: {}",
