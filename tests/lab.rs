@@ -164,21 +164,43 @@ async fn lab_state(lab: &drover::lab::Lab) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rehearsal_checks_every_precondition_and_changes_nothing_anywhere() {
     let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let lab_args = |lab: &drover::lab::Lab, command: &[&str]| {
+        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        args.extend(["--sites".into(), lab.sites_file.display().to_string()]);
+        for (k, v) in &lab.params {
+            args.extend(["--param".into(), format!("{k}={v}")]);
+        }
+        args
+    };
+    let drover_async = |args: Vec<String>| {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>());
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.code(), text)
+        })
+    };
     let lab = drover::lab::Lab::up(&shipped(), &dir.path().join("lab")).await.unwrap();
     let before = lab_state(&lab).await;
-    let mut args: Vec<String> = vec!["rehearse".into(), "--sites".into(), lab.sites_file.display().to_string()];
-    for (k, v) in &lab.params {
-        args.extend(["--param".into(), format!("{k}={v}")]);
-    }
-    let state = dir.path().join("state");
-    let out = tokio::task::spawn_blocking(move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{text}");
+
+    // Without history the recovery time is unknown, and said so.
+    let (code, text) = drover_async(lab_args(&lab, &["rehearse"])).await.unwrap();
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("0 step(s) with failed preconditions; nothing was changed"), "{text}");
-    assert!(text.contains("lag_time=PT"), "the rehearsal reports the replication lag (RPO): {text}");
-    assert!(text.contains("critical path ("), "{text}");
+    assert!(text.contains("predicted recovery time: unknown — no earlier successful run of `failover`"), "{text}");
+    let rpo = text.lines().find(|l| l.starts_with("RPO now: ")).unwrap_or_else(|| panic!("no RPO in:\n{text}"));
+    assert!(rpo.contains("s of data would be lost (replication lag, as "), "{rpo}");
+
+    // A real failover on another lab, recorded in the same state directory, is the history.
+    let other = drover::lab::Lab::up(&shipped(), &dir.path().join("other")).await.unwrap();
+    let (code, text) = drover_async(lab_args(&other, &["failover", "--yes"])).await.unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    drop(other);
+    let (code, text) = drover_async(lab_args(&lab, &["rehearse"])).await.unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    let line = text.lines().find(|l| l.starts_with("predicted recovery time: ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("median step durations of 1 earlier run(s): check-dr -> fence -> final-update"), "{line}");
     assert_eq!(lab_state(&lab).await, before, "a rehearsal changes nothing");
 }
 

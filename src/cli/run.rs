@@ -247,7 +247,17 @@ async fn drive(
 /// Print and store the report; map the outcome to an exit code.
 fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: &RunSummary) -> Result<i32, CliError> {
     let (run_state, _) = RunState::load(&state.journal(run_id))?;
-    let report = Report::from_state(&run_state);
+    let mut report = Report::from_state(&run_state);
+    if report.mode == crate::engine::events::RunMode::DryRun {
+        let history: Vec<Report> = state
+            .list()
+            .iter()
+            .filter(|id| id.as_str() != run_id)
+            .filter_map(|id| RunState::load(&state.journal(id)).ok())
+            .map(|(s, _)| Report::from_state(&s))
+            .collect();
+        report = report.with_forecast(&run_state, &history);
+    }
     let dir = state.run_dir(run_id);
     let _ = std::fs::write(dir.join("report.json"), report.to_json());
     let _ = std::fs::write(dir.join("report.html"), render_html(&report));

@@ -36,6 +36,24 @@ pub struct Report {
     pub critical_path: Vec<String>,
     /// Sum of step durations along the critical path: the measured recovery time.
     pub critical_path_ms: u64,
+    /// Dry runs: the recovery time and data loss a real run would have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
+}
+
+/// What a dry run predicts: recovery time from the step graph weighted by past real runs of
+/// the same runbook, and the data that would be lost now (steps reporting `rpo_seconds`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Forecast {
+    /// Critical path of the steps that would run, each weighted by its median past duration.
+    pub recovery_ms: u64,
+    pub path: Vec<String>,
+    /// How many past successful runs the durations come from.
+    pub from_runs: usize,
+    /// Steps that would run and have no past duration (counted as 0).
+    pub without_history: Vec<String>,
+    /// Per reporting step: the data loss window, in seconds, if the run started now.
+    pub rpo_seconds: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -171,7 +189,53 @@ impl Report {
             steps,
             critical_path,
             critical_path_ms,
+            forecast: None,
         }
+    }
+
+    /// For a dry run: predict recovery time from `history` (reports of earlier runs, any
+    /// runbook; only successful real runs of this runbook count) and gather the RPO reported by
+    /// steps (`rpo_seconds` outputs).
+    pub fn with_forecast(mut self, state: &RunState, history: &[Report]) -> Report {
+        if self.mode != RunMode::DryRun {
+            return self;
+        }
+        let past: Vec<&Report> = history
+            .iter()
+            .filter(|r| r.runbook == self.runbook && r.mode == RunMode::Run && r.outcome == Some(RunOutcome::Succeeded))
+            .collect();
+        let would_run = |s: &StepReport| !matches!(s.outcome, Some(Outcome::Skipped) | None);
+        let median = |id: &str| -> Option<u64> {
+            let mut d: Vec<u64> = past
+                .iter()
+                .filter_map(|r| r.steps.iter().find(|s| s.id == id && s.outcome == Some(Outcome::Succeeded)))
+                .map(|s| s.duration_ms)
+                .collect();
+            d.sort_unstable();
+            (!d.is_empty()).then(|| d[d.len() / 2])
+        };
+        let weights: Vec<Option<u64>> =
+            self.steps.iter().map(|s| if would_run(s) { median(&s.id) } else { Some(0) }).collect();
+        let without_history =
+            self.steps.iter().zip(&weights).filter(|(_, w)| w.is_none()).map(|(s, _)| s.id.clone()).collect();
+        let infos = &state.start.steps;
+        let (path, recovery_ms) = match Dag::build(infos.iter().map(|s| (s.id.as_str(), s.needs.as_slice()))) {
+            Ok(dag) => {
+                let (path, total) = dag.critical_path(|i| weights[i].unwrap_or(0) as f64);
+                (
+                    path.into_iter().filter(|&i| weights[i].unwrap_or(0) > 0).map(|i| infos[i].id.clone()).collect(),
+                    total as u64,
+                )
+            }
+            Err(_) => (vec![], 0),
+        };
+        let rpo_seconds = self
+            .steps
+            .iter()
+            .filter_map(|s| s.outputs.get("rpo_seconds").and_then(Value::as_f64).map(|v| (s.id.clone(), v)))
+            .collect();
+        self.forecast = Some(Forecast { recovery_ms, path, from_runs: past.len(), without_history, rpo_seconds });
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -259,6 +323,34 @@ impl Report {
         if self.mode == RunMode::DryRun {
             let failed = self.steps.iter().filter(|s| s.outcome == Some(Outcome::PlanFailed)).count();
             let _ = writeln!(out, "{failed} step(s) with failed preconditions; nothing was changed");
+        }
+        if let Some(f) = &self.forecast {
+            if f.from_runs == 0 {
+                let _ = writeln!(
+                    out,
+                    "predicted recovery time: unknown — no earlier successful run of `{}` in this state directory",
+                    self.runbook
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "predicted recovery time: {} (critical path by the median step durations of {} earlier run(s): {})",
+                    fmt_ms(f.recovery_ms),
+                    f.from_runs,
+                    if f.path.is_empty() { "-".into() } else { f.path.join(" -> ") }
+                );
+                if !f.without_history.is_empty() {
+                    let _ = writeln!(out, "  steps never run before (counted as 0): {}", f.without_history.join(", "));
+                }
+            }
+            // Several steps may read the same replication; the worst figure is the answer.
+            if let Some((step, rpo)) = f.rpo_seconds.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+                let _ = writeln!(
+                    out,
+                    "RPO now: {} of data would be lost (replication lag, as {step} read it)",
+                    humantime::format_duration(std::time::Duration::from_secs(rpo.max(0.0).round() as u64))
+                );
+            }
         }
         out
     }

@@ -31,6 +31,10 @@ fn rel_outputs(rel: &Value) -> Outputs {
         o.insert(k.into(), json!(s(rel, p)));
     }
     o.insert("healthy".into(), rel.get("healthy").cloned().unwrap_or(Value::Null));
+    // The data a failover would lose now, in drover's output convention for any replication.
+    if let Some(lag) = lag(rel) {
+        o.insert("rpo_seconds".into(), json!(lag.as_secs_f64()));
+    }
     o
 }
 
@@ -414,6 +418,7 @@ impl TypedAction for Update {
             ("uuid", "relationship uuid"),
             ("exported_snapshot", "the snapshot just transferred"),
             ("lag_time", "lag after the update"),
+            ("rpo_seconds", "the lag in seconds: data a failover would lose now"),
         ],
         side_effects: true,
         undo: false,
@@ -510,6 +515,7 @@ impl TypedAction for Wait {
             ("uuid", "relationship uuid"),
             ("state", "state"),
             ("lag_time", "lag (ISO 8601)"),
+            ("rpo_seconds", "the lag in seconds: data a failover would lose now"),
             ("exported_snapshot", "newest common snapshot"),
             ("healthy", "health"),
         ],
