@@ -38,6 +38,7 @@ impl Registry {
         let plugins = [
             drover_core_actions::actions(),
             drover_dns::actions(),
+            drover_etcd::actions(),
             drover_kube::actions(),
             drover_lb::actions(),
             drover_ontap::actions(),

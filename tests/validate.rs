@@ -71,3 +71,21 @@ fn a_sites_file_supplies_and_overrides_sites() {
     );
     assert!(!err.contains("plain"), "an inline secret is never echoed: {err}");
 }
+
+#[test]
+fn every_shipped_runbook_and_example_validates() {
+    let mut checked = 0;
+    // examples/plugin.yaml uses the example external plugin.
+    let registry = Registry::builtin().with_plugin_path("examples/plugins".into());
+    for dir in ["runbooks", "examples"] {
+        let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for path in files.iter().filter(|p| p.extension().is_some_and(|x| x == "yaml")) {
+            if let Err(d) = load(path, &registry, &LoadOptions::default()) {
+                panic!("{} does not validate:\n{d}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 11, "only {checked} runbooks found");
+}

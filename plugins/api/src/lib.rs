@@ -10,6 +10,8 @@ mod duration;
 mod error;
 mod plan;
 mod poll;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod secret;
 pub mod testing;
 mod typed;

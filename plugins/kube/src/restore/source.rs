@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use drover_api::{ActionError, SecretRef, StepContext};
+use drover_api::{ActionError, StepContext};
 
 use crate::client::Kube;
 use crate::velero::{self, Item, Limits};
@@ -54,67 +54,22 @@ pub struct LiveSource {
     pub namespaces: Vec<String>,
 }
 
-/// A site's `s3:` settings.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct S3Site {
-    /// e.g. `https://s3.eu-west-1.amazonaws.com` or a MinIO URL; default AWS.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Path-style addressing (MinIO, most S3-compatible servers).
-    #[serde(default)]
-    pub path_style: bool,
-    /// Access key id (`env:` or `file:`); default the AWS credential chain.
-    #[serde(default)]
-    pub access_key: Option<SecretRef>,
-    #[serde(default)]
-    pub secret_key: Option<SecretRef>,
-}
+pub use drover_api::s3::S3Site;
 
 /// An S3 client for a site.
 pub async fn s3_client(ctx: &StepContext, site: &str) -> Result<S3, ActionError> {
-    let s: S3Site = ctx.site_section(site, "s3")?;
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(s.region.clone().unwrap_or_else(|| "us-east-1".into())));
-    if let Some(e) = &s.endpoint {
-        loader = loader.endpoint_url(e);
-    }
-    if let (Some(a), Some(k)) = (&s.access_key, &s.secret_key) {
-        let creds = aws_sdk_s3::config::Credentials::new(
-            a.resolve()?.expose(),
-            k.resolve()?.expose(),
-            None,
-            None,
-            "drover-site",
-        );
-        loader = loader.credentials_provider(creds);
-    }
-    let conf = loader.load().await;
-    let conf = aws_sdk_s3::config::Builder::from(&conf).force_path_style(s.path_style).build();
-    Ok(S3::from_conf(conf))
+    drover_api::s3::client(ctx, site).await
 }
 
 fn s3_error<E: std::error::Error + Send + Sync + 'static>(
     what: &str,
     e: aws_sdk_s3::error::SdkError<E>,
 ) -> ActionError {
-    use aws_sdk_s3::error::SdkError;
-    let code = match &e {
-        SdkError::ServiceError(s) => s.raw().status().as_u16(),
-        _ => 0,
-    };
-    let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
-    match code {
-        403 => ActionError::permanent(format!("{what}: access denied ({detail})"))
-            .with_hint("check the site's s3 credentials and the bucket policy"),
-        404 => ActionError::permanent(format!("{what}: not found")).with_hint(
-            "check bucket, prefix and backup name (`drover` lists the backups it found in the error of `latest`)",
-        ),
-        0 | 500.. => ActionError::retryable(format!("{what}: {detail}")).with_hint("is the S3 endpoint reachable?"),
-        _ => ActionError::permanent(format!("{what}: {detail}")),
-    }
+    drover_api::s3::error(
+        what,
+        e,
+        "check bucket, prefix and backup name (`drover` lists the backups it found in the error of `latest`)",
+    )
 }
 
 fn key(prefix: &Option<String>, rest: &str) -> String {

@@ -1,0 +1,80 @@
+//! S3 for plugins that keep things in object storage (backups, snapshots): a site's `s3:`
+//! settings, a client from them, and S3 errors told as retryable or permanent with a hint.
+
+use aws_sdk_s3::Client;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::{ActionError, SecretRef, StepContext};
+
+/// A site's `s3:` settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Site {
+    /// e.g. `https://s3.eu-west-1.amazonaws.com` or a MinIO URL; default AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Path-style addressing (MinIO, most S3-compatible servers).
+    #[serde(default)]
+    pub path_style: bool,
+    /// Access key id (`env:` or `file:`); default the AWS credential chain.
+    #[serde(default)]
+    pub access_key: Option<SecretRef>,
+    #[serde(default)]
+    pub secret_key: Option<SecretRef>,
+}
+
+/// An S3 client for a site's `s3:` section.
+pub async fn client(ctx: &StepContext, site: &str) -> Result<Client, ActionError> {
+    let s: S3Site = ctx.site_section(site, "s3")?;
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(s.region.clone().unwrap_or_else(|| "us-east-1".into())));
+    if let Some(e) = &s.endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    if let (Some(a), Some(k)) = (&s.access_key, &s.secret_key) {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            a.resolve()?.expose(),
+            k.resolve()?.expose(),
+            None,
+            None,
+            "drover-site",
+        );
+        loader = loader.credentials_provider(creds);
+    }
+    let conf = loader.load().await;
+    let conf = aws_sdk_s3::config::Builder::from(&conf).force_path_style(s.path_style).build();
+    Ok(Client::from_conf(conf))
+}
+
+/// An S3 failure of `what` (e.g. `s3://bucket/key`): 403 and 404 permanent, transport and 5xx
+/// retryable. `not_found_hint` says what to check when the object or bucket is missing.
+pub fn error<E: std::error::Error + Send + Sync + 'static>(
+    what: &str,
+    e: aws_sdk_s3::error::SdkError<E>,
+    not_found_hint: &str,
+) -> ActionError {
+    use aws_sdk_s3::error::SdkError;
+    let code = match &e {
+        SdkError::ServiceError(s) => s.raw().status().as_u16(),
+        _ => 0,
+    };
+    let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+    match code {
+        403 => ActionError::permanent(format!("{what}: access denied ({detail})"))
+            .with_hint("check the site's s3 credentials and the bucket policy"),
+        404 => ActionError::permanent(format!("{what}: not found")).with_hint(not_found_hint.to_string()),
+        0 | 500.. => ActionError::retryable(format!("{what}: {detail}")).with_hint("is the S3 endpoint reachable?"),
+        _ => ActionError::permanent(format!("{what}: {detail}")),
+    }
+}
+
+/// `prefix/rest`, or `rest` without a prefix.
+pub fn key(prefix: Option<&str>, rest: &str) -> String {
+    match prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+        Some(p) => format!("{p}/{rest}"),
+        None => rest.to_string(),
+    }
+}
