@@ -32,6 +32,10 @@ pub fn actions() -> Vec<Arc<dyn Action>> {
         typed(actions::delete::Delete),
         typed(actions::fence::Fence),
         typed(actions::check::Check),
+        typed(actions::snapshot::VolumeSnapshot),
+        typed(actions::velero::Backup),
+        typed(actions::velero::Restore),
+        typed(actions::velero::Schedule),
         typed(restore::Restore),
         typed(restore::export::Export),
     ]

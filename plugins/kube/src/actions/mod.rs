@@ -3,7 +3,10 @@
 
 pub mod apply;
 pub mod check;
+pub mod custom;
 pub mod delete;
 pub mod fence;
 pub mod scale;
+pub mod snapshot;
+pub mod velero;
 pub mod wait;

@@ -36,6 +36,11 @@ pub enum Transform {
     /// for Velero: conditions on group-resource, name regex, namespaces and labels; JSON,
     /// merge and strategic patches.
     VeleroModifiers(VeleroModifiers),
+    /// Create claims from CSI VolumeSnapshots: `{ "NAMESPACE/CLAIM": SNAPSHOT }` (what
+    /// `kube.volume_snapshot` outputs as `by_claim`). The claim gets `dataSource` naming the
+    /// snapshot and loses its `volumeName`, so a new volume is provisioned from the snapshot;
+    /// namespaces are those the claim has at this point of the list.
+    VolumeSnapshots(BTreeMap<String, String>),
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -232,6 +237,7 @@ enum CompiledKind {
     Replicas(ReplicasRule),
     Patch(PatchRule),
     Velero(Vec<CompiledVeleroRule>),
+    Snapshots(BTreeMap<String, String>),
 }
 
 struct CompiledVeleroRule {
@@ -343,6 +349,9 @@ pub fn compile(list: &[Transform]) -> Result<Vec<Compiled>, Vec<ParamError>> {
                 (format!("volumes ({} rules)", rules.len()), CompiledKind::Volumes(compiled))
             }
             Transform::Images(m) => (format!("images {}", pairs(m)), CompiledKind::Images(m.clone())),
+            Transform::VolumeSnapshots(m) => {
+                (format!("claims from snapshots {}", pairs(m)), CompiledKind::Snapshots(m.clone()))
+            }
             Transform::Replicas(r) => (format!("replicas {}", r.replicas), CompiledKind::Replicas(r.clone())),
             Transform::VeleroModifiers(m) => {
                 let mut rules = vec![];
@@ -517,6 +526,25 @@ impl Compiled {
                 }
             }
             CompiledKind::Volumes(_) => {}
+            CompiledKind::Snapshots(map) if kind == "PersistentVolumeClaim" => {
+                let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                if let Some(snapshot) = map.get(&format!("{ns}/{name}")) {
+                    let source =
+                        json!({ "apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot });
+                    let before = obj.pointer("/spec/dataSource").cloned().unwrap_or(Value::Null);
+                    if before != source {
+                        changes.push(FieldChange { path: "/spec/dataSource".into(), before, after: source.clone() });
+                        obj["spec"]["dataSource"] = source;
+                    }
+                    if let Some(spec) = obj["spec"].as_object_mut()
+                        && let Some(old) = spec.remove("volumeName")
+                    {
+                        changes.push(FieldChange { path: "/spec/volumeName".into(), before: old, after: Value::Null });
+                    }
+                }
+            }
+            CompiledKind::Snapshots(_) => {}
             CompiledKind::Images(map) => {
                 if let Some(spec) = pod_spec_path(&kind) {
                     for list in ["containers", "initContainers"] {

@@ -143,7 +143,23 @@ impl Cluster {
 
     /// Read or change the objects directly (tests and the lab).
     pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        self.handle().with_store(f)
+    }
+
+    /// The store, for a controller running beside the server (tests play operators' add-ons).
+    pub fn handle(&self) -> StoreHandle {
+        StoreHandle(self.store.clone())
+    }
+}
+
+/// Shared access to a running cluster's store.
+#[derive(Clone)]
+pub struct StoreHandle(Arc<Mutex<Store>>);
+
+impl StoreHandle {
+    /// Run `f` on the store after the built-in controller's tick.
+    pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
         s.tick();
         f(&mut s)
     }

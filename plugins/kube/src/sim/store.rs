@@ -615,6 +615,24 @@ impl Store {
             .collect();
         for k in due {
             let (res, ns, name) = k.clone();
+            // The CSI snapshot controller: a snapshot of a bound claim becomes ready to use; of
+            // a missing claim, it reports the error the real controller reports.
+            let snapshot_of = (res == SNAPSHOTS)
+                .then(|| self.objects.get(&res).and_then(|m| m.get(&(ns.clone(), name.clone()))))
+                .flatten()
+                .and_then(|o| o.pointer("/spec/source/persistentVolumeClaimName").and_then(Value::as_str))
+                .map(|claim| {
+                    let pvc = self
+                        .objects
+                        .get("persistentvolumeclaims")
+                        .and_then(|m| m.get(&(ns.clone(), claim.to_string())));
+                    (
+                        claim.to_string(),
+                        pvc.map(|c| {
+                            (c["status"]["phase"] == "Bound", c.pointer("/spec/resources/requests/storage").cloned())
+                        }),
+                    )
+                });
             let Some(obj) = self.objects.get_mut(&res).and_then(|m| m.get_mut(&(ns.clone(), name.clone()))) else {
                 self.changed.remove(&k);
                 continue;
@@ -647,6 +665,25 @@ impl Store {
                                             "capacity": obj.pointer("/spec/resources/requests").cloned().unwrap_or(json!({})) });
                     self.changed.remove(&k);
                 }
+                SNAPSHOTS if age >= self.settings.ready_delay => {
+                    let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+                    match snapshot_of {
+                        Some((_, Some((true, size)))) => {
+                            obj["status"] = json!({ "boundVolumeSnapshotContentName": format!("snapcontent-{uid}"),
+                                                    "creationTime": now_rfc3339(), "readyToUse": true, "restoreSize": size });
+                            self.changed.remove(&k);
+                        }
+                        Some((_, Some((false, _)))) => {} // the claim is not bound yet: wait
+                        Some((claim, None)) => {
+                            obj["status"] = json!({ "readyToUse": false, "error": { "time": now_rfc3339(),
+                                "message": format!("failed to get input parameters to create snapshot {name}: \"persistentvolumeclaims \\\"{claim}\\\" not found\"") } });
+                            self.changed.remove(&k);
+                        }
+                        None => {
+                            self.changed.remove(&k);
+                        }
+                    }
+                }
                 "namespaces" if age >= self.settings.namespace_delete_delay => {
                     if obj["status"]["phase"] == "Terminating" {
                         for (_, objects) in self.objects.iter_mut() {
@@ -664,6 +701,7 @@ impl Store {
                 | "daemonsets.apps"
                 | "jobs.batch"
                 | "persistentvolumeclaims"
+                | SNAPSHOTS
                 | "namespaces" => {}
                 _ => {
                     self.changed.remove(&k);
@@ -672,6 +710,9 @@ impl Store {
         }
     }
 }
+
+/// CSI VolumeSnapshots, which the small controller makes ready (when their CRD is installed).
+const SNAPSHOTS: &str = "volumesnapshots.snapshot.storage.k8s.io";
 
 /// Who applies: the field manager, and whether it takes fields other appliers own.
 #[derive(Debug, Clone, Copy, Default)]
