@@ -212,18 +212,50 @@ fn check_name(name: &str) -> Result<(), Vec<ParamError>> {
     }
 }
 
-impl BackupParams {
-    fn spec(&self) -> Value {
-        let mut spec = scope(&self.include, &self.exclude, &self.labels);
-        spec["storageLocation"] = json!(self.storage_location);
-        if let Some(t) = &self.ttl {
-            spec["ttl"] = json!(go_duration(t.0));
-        }
-        if let Some(s) = self.snapshot_volumes {
-            spec["snapshotVolumes"] = json!(s);
-        }
-        spec
+/// A Backup's spec, or a Schedule's backup template.
+fn backup_spec(
+    include: &Filter,
+    exclude: &Filter,
+    labels: &BTreeMap<String, String>,
+    storage_location: &str,
+    ttl: Option<HumanDuration>,
+    snapshot_volumes: Option<bool>,
+) -> Value {
+    let mut spec = scope(include, exclude, labels);
+    spec["storageLocation"] = json!(storage_location);
+    if let Some(t) = ttl {
+        spec["ttl"] = json!(go_duration(t.0));
     }
+    if let Some(s) = snapshot_volumes {
+        spec["snapshotVolumes"] = json!(s);
+    }
+    spec
+}
+
+/// Create a Backup or Restore (or find the one a resumed step created) and wait for Velero's
+/// final phase.
+async fn create_and_wait(
+    ctx: &StepContext,
+    site: &str,
+    velero_namespace: &str,
+    kind_name: &str,
+    name: &str,
+    spec: Value,
+    allow_partially_failed: bool,
+) -> Result<Outputs, ActionError> {
+    let kube = Kube::connect(ctx, site).await?;
+    let kind = required_kind(&kube, API, kind_name, INSTALLED_BY).await?;
+    let object = json!({ "apiVersion": API, "kind": kind_name,
+                         "metadata": { "name": name, "namespace": velero_namespace,
+                                       "labels": { "app.kubernetes.io/managed-by": "drover" } },
+                         "spec": spec });
+    let (live, created) = create_or_get(&kube, &kind, velero_namespace, object).await?;
+    if !created {
+        same_spec(&kube, &kind, &live, &spec)?;
+    }
+    let what = format!("{} {name}", kind_name.to_lowercase());
+    wait_until(&kube, ctx, &kind, velero_namespace, name, |v| outcome(&what, v, allow_partially_failed), phase_line)
+        .await
 }
 
 /// Velero writes durations the Go way: `720h0m0s`.
@@ -268,28 +300,8 @@ impl TypedAction for Backup {
     }
 
     async fn run(&self, ctx: &StepContext, p: BackupParams) -> Result<Outputs, ActionError> {
-        let kube = Kube::connect(ctx, &p.site).await?;
-        let kind = required_kind(&kube, API, "Backup", INSTALLED_BY).await?;
-        let spec = p.spec();
-        let object = json!({ "apiVersion": API, "kind": "Backup",
-                             "metadata": { "name": p.name, "namespace": p.velero_namespace,
-                                           "labels": { "app.kubernetes.io/managed-by": "drover" } },
-                             "spec": spec });
-        let (live, created) = create_or_get(&kube, &kind, &p.velero_namespace, object).await?;
-        if !created {
-            same_spec(&kube, &kind, &live, &spec)?;
-        }
-        let what = format!("backup {}", p.name);
-        wait_until(
-            &kube,
-            ctx,
-            &kind,
-            &p.velero_namespace,
-            &p.name,
-            |v| outcome(&what, v, p.allow_partially_failed),
-            phase_line,
-        )
-        .await
+        let spec = backup_spec(&p.include, &p.exclude, &p.labels, &p.storage_location, p.ttl, p.snapshot_volumes);
+        create_and_wait(ctx, &p.site, &p.velero_namespace, "Backup", &p.name, spec, p.allow_partially_failed).await
     }
 }
 
@@ -390,8 +402,6 @@ impl TypedAction for Restore {
     }
 
     async fn run(&self, ctx: &StepContext, p: RestoreParams) -> Result<Outputs, ActionError> {
-        let kube = Kube::connect(ctx, &p.site).await?;
-        let kind = required_kind(&kube, API, "Restore", INSTALLED_BY).await?;
         let mut spec = scope(&p.include, &p.exclude, &p.labels);
         spec["backupName"] = json!(p.backup);
         if !p.namespace_mapping.is_empty() {
@@ -403,25 +413,7 @@ impl TypedAction for Restore {
         if let Some(r) = p.restore_volumes {
             spec["restorePVs"] = json!(r);
         }
-        let object = json!({ "apiVersion": API, "kind": "Restore",
-                             "metadata": { "name": p.name, "namespace": p.velero_namespace,
-                                           "labels": { "app.kubernetes.io/managed-by": "drover" } },
-                             "spec": spec });
-        let (live, created) = create_or_get(&kube, &kind, &p.velero_namespace, object).await?;
-        if !created {
-            same_spec(&kube, &kind, &live, &spec)?;
-        }
-        let what = format!("restore {}", p.name);
-        wait_until(
-            &kube,
-            ctx,
-            &kind,
-            &p.velero_namespace,
-            &p.name,
-            |v| outcome(&what, v, p.allow_partially_failed),
-            phase_line,
-        )
-        .await
+        create_and_wait(ctx, &p.site, &p.velero_namespace, "Restore", &p.name, spec, p.allow_partially_failed).await
     }
 }
 
@@ -510,11 +502,7 @@ impl TypedAction for Schedule {
     async fn run(&self, ctx: &StepContext, p: ScheduleParams) -> Result<Outputs, ActionError> {
         let kube = Kube::connect(ctx, &p.site).await?;
         let kind = required_kind(&kube, API, "Schedule", INSTALLED_BY).await?;
-        let mut template = scope(&p.include, &p.exclude, &p.labels);
-        template["storageLocation"] = json!(p.storage_location);
-        if let Some(t) = &p.ttl {
-            template["ttl"] = json!(go_duration(t.0));
-        }
+        let template = backup_spec(&p.include, &p.exclude, &p.labels, &p.storage_location, p.ttl, None);
         let object = json!({ "apiVersion": API, "kind": "Schedule",
                              "metadata": { "name": p.name, "namespace": p.velero_namespace,
                                            "labels": { "app.kubernetes.io/managed-by": "drover" } },
