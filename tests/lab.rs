@@ -204,59 +204,109 @@ async fn a_rehearsal_checks_every_precondition_and_changes_nothing_anywhere() {
     assert_eq!(lab_state(&lab).await, before, "a rehearsal changes nothing");
 }
 
-/// True once the run's journal records that `step` started.
-fn started(state: &std::path::Path, step: &str) -> bool {
+/// The run's journal records, once it has any.
+fn journal(state: &std::path::Path) -> Vec<drover::engine::events::Record> {
     let Some(run) = std::fs::read_dir(state.join("runs")).ok().and_then(|mut d| d.next()).and_then(Result::ok) else {
-        return false;
+        return vec![];
     };
-    let journal = run.path().join("journal.jsonl");
-    drover::journal::read(&journal).is_ok_and(|r| {
-        r.records
-            .iter()
-            .any(|rec| matches!(&rec.event, drover::engine::events::Event::StepStarted { step: s, .. } if s == step))
+    drover::journal::read(&run.path().join("journal.jsonl")).map(|r| r.records).unwrap_or_default()
+}
+
+/// True once the journal records that `step` started (`finished`: that it finished).
+fn reached(state: &std::path::Path, step: &str, finished: bool) -> bool {
+    use drover::engine::events::Event;
+    journal(state).iter().any(|rec| match &rec.event {
+        Event::StepStarted { step: s, .. } => !finished && s == step,
+        Event::StepFinished { step: s, .. } => finished && s == step,
+        _ => false,
     })
 }
 
+/// Every step a planned failover runs, in order.
+const FAILOVER_STEPS: [&str; 13] = [
+    "check-dr",
+    "check-replication",
+    "fence",
+    "final-update",
+    "quiesce",
+    "break",
+    "stop-source-svm",
+    "start-dr-svm",
+    "restore-from-primary",
+    "ready",
+    "switch-dns",
+    "switch-lb",
+    "verify",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failover_killed_at_any_step_resumes_to_the_same_end_state() {
-    for kill_at in ["final-update", "break", "restore-from-primary", "switch-lb"] {
-        let dir = tempfile::tempdir().unwrap();
-        let lab = drover::lab::Lab::up(&shipped(), &dir.path().join("lab")).await.unwrap();
-        let state = dir.path().join("state");
-        let mut args: Vec<String> = ["run", "runbooks/failover.yaml", "--yes", "--sites"].map(String::from).to_vec();
-        args.push(lab.sites_file.display().to_string());
-        for (k, v) in &lab.params {
-            args.extend(["--param".into(), format!("{k}={v}")]);
-        }
-        let (state2, args2) = (state.clone(), args.clone());
-        let killed = tokio::task::spawn_blocking(move || {
-            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-                .args(&args2)
-                .env("DROVER_STATE_DIR", &state2)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            while !started(&state2, kill_at) && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(1));
+async fn a_failover_killed_at_every_step_boundary_and_inside_every_step_resumes_to_the_same_end_state() {
+    use drover::engine::events::{Event, Outcome};
+    for step in FAILOVER_STEPS {
+        // Inside the step (it started), and at its boundary (it finished, the next may not have
+        // started). The last step's end is the run's end: nothing is left to kill there.
+        for finished in [false, true].into_iter().filter(|f| !(*f && step == "verify")) {
+            let at = format!("{step} {}", if finished { "finished" } else { "started" });
+            let dir = tempfile::tempdir().unwrap();
+            let lab = drover::lab::Lab::up(&shipped(), &dir.path().join("lab")).await.unwrap();
+            let state = dir.path().join("state");
+            let mut args: Vec<String> =
+                ["run", "runbooks/failover.yaml", "--yes", "--sites"].map(String::from).to_vec();
+            args.push(lab.sites_file.display().to_string());
+            for (k, v) in &lab.params {
+                args.extend(["--param".into(), format!("{k}={v}")]);
             }
-            let killed = child.try_wait().unwrap().is_none();
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
-            killed
-        })
-        .await
-        .unwrap();
-        assert!(killed, "the run was still going when {kill_at} started");
-        let state3 = state.clone();
-        let out = tokio::task::spawn_blocking(move || drover(&state3, &["resume", "latest", "--yes"])).await.unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert_eq!(out.status.code(), Some(0), "resume after a kill at {kill_at}: {text}");
-        for (line, ok) in lab.failover_state().await {
-            assert!(ok, "after a kill at {kill_at} and resume: {line}\n{text}");
+            let (state2, args2) = (state.clone(), args.clone());
+            let killed = tokio::task::spawn_blocking(move || {
+                let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+                    .args(&args2)
+                    .env("DROVER_STATE_DIR", &state2)
+                    .current_dir(env!("CARGO_MANIFEST_DIR"))
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while !reached(&state2, step, finished) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                let killed = child.try_wait().unwrap().is_none();
+                let _ = child.kill(); // SIGKILL
+                let _ = child.wait();
+                killed
+            })
+            .await
+            .unwrap();
+            assert!(killed, "the run was still going when {at}");
+            let succeeded_before: Vec<String> = journal(&state)
+                .iter()
+                .filter_map(|r| match &r.event {
+                    Event::StepFinished { step, outcome: Outcome::Succeeded, .. } => Some(step.clone()),
+                    _ => None,
+                })
+                .collect();
+            let state3 = state.clone();
+            let out =
+                tokio::task::spawn_blocking(move || drover(&state3, &["resume", "latest", "--yes"])).await.unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.status.code(), Some(0), "resume after a kill when {at}: {text}");
+            for (line, ok) in lab.failover_state().await {
+                assert!(ok, "after a kill when {at} and resume: {line}\n{text}");
+            }
+            let records = journal(&state);
+            if text.contains("already succeeded; nothing to resume") {
+                continue; // the kill came after the run's last record: correct, and nothing to check
+            }
+            let resumed = records
+                .iter()
+                .rposition(|r| matches!(r.event, Event::RunResumed { .. }))
+                .unwrap_or_else(|| panic!("no resume record after a kill when {at}: {text}"));
+            for r in &records[resumed..] {
+                if let Event::StepStarted { step: s, .. } = &r.event {
+                    assert!(!succeeded_before.contains(s), "{s} succeeded before the kill when {at} and ran again");
+                }
+            }
         }
     }
 }
@@ -346,4 +396,57 @@ async fn a_blue_green_upgrade_moves_users_to_green_leaves_blue_untouched_and_rol
     assert!(back.contains(&"lb served by east\n".to_string()), "{back:?}");
     assert!(back.iter().any(|l| l == "dns Ok([\"203.0.113.10\"])"), "{back:?}");
     assert!(text.lines().any(|l| l.trim_start().starts_with("copy-to-green") && l.contains("skipped")), "{text}");
+}
+
+/// Every file under `dir`, as text.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_credential_reaches_any_output_report_or_journal() {
+    for (mode, extra) in [("planned", vec!["--failback"]), ("unplanned", vec![])] {
+        for output in ["text", "json"] {
+            let dir = tempfile::tempdir().unwrap();
+            let lab = dir.path().join("lab");
+            let state = dir.path().join("state");
+            let mut args = vec!["--output", output, "lab", "failover", "--mode", mode, "--dir", lab.to_str().unwrap()];
+            args.extend(extra.iter().copied());
+            let out = drover(&state, &args);
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.status.code(), Some(0), "{text}");
+            // The credentials the lab handed to drover by reference: files and kubeconfig tokens.
+            let mut secrets: Vec<String> =
+                files_under(&lab.join("secrets")).into_iter().map(|(_, s)| s.trim().to_string()).collect();
+            for site in ["east", "west"] {
+                let kubeconfig: serde_yaml::Value =
+                    serde_yaml::from_str(&std::fs::read_to_string(lab.join(format!("kubeconfig-{site}"))).unwrap())
+                        .unwrap();
+                secrets.push(kubeconfig["users"][0]["user"]["token"].as_str().unwrap().to_string());
+            }
+            assert_eq!(secrets.len(), 6, "{secrets:?}");
+            let mut places = vec![(std::path::PathBuf::from("stdout+stderr"), text)];
+            places.extend(files_under(&state));
+            assert!(places.iter().any(|(p, _)| p.ends_with("journal.jsonl")), "no journal in {places:?}");
+            for secret in &secrets {
+                assert!(secret.len() >= 16, "too short to search for: {secret}");
+                for (path, content) in &places {
+                    assert!(
+                        !content.contains(secret.as_str()),
+                        "{mode}/{output}: a credential is in {}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
 }

@@ -450,7 +450,7 @@ impl Lab {
             let server = drover_api::testing::Moto::start()?;
             let url = server.url().to_string();
             moto = Some(server);
-            write(&dir.join("secrets/s3-key"), "lab")?;
+            write(&dir.join("secrets/s3-key"), &format!("{:032x}", rand::random::<u128>()))?;
             sections.push((
                 "backups".into(),
                 "s3".into(),

@@ -71,12 +71,28 @@ fn pos(m: &Marker) -> Pos {
     Pos { line: m.line(), col: m.col() + 1 }
 }
 
+/// Bounds on what a file may make the parser build: a runbook is a few thousand nodes; a
+/// hostile file could nest without end or expand aliases exponentially ("billion laughs").
+const MAX_DEPTH: usize = 200;
+const MAX_NODES: usize = 1_000_000;
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<(Node, usize)>,
     documents: Vec<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes and how many nodes each holds.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes built so far, aliases counted at their full size.
+    nodes: usize,
     error: Option<SyntaxError>,
+}
+
+fn size(node: &Node) -> usize {
+    1 + match &node.kind {
+        Kind::Seq(items) => items.iter().map(size).sum(),
+        Kind::Map(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        _ => 0,
+    }
 }
 
 impl Builder {
@@ -106,6 +122,18 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let p = pos(&mark);
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            self.error = Some(SyntaxError {
+                pos: p,
+                message: format!("the document expands to more than {MAX_NODES} nodes (aliases repeating aliases?)"),
+            });
+            return;
+        }
+        if matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..)) && self.stack.len() >= MAX_DEPTH {
+            self.error = Some(SyntaxError { pos: p, message: format!("nested more than {MAX_DEPTH} levels deep") });
+            return;
+        }
         match ev {
             Event::SequenceStart(anchor, _) => self.stack.push((Node { pos: p, kind: Kind::Seq(vec![]) }, anchor)),
             Event::MappingStart(anchor, _) => self.stack.push((Node { pos: p, kind: Kind::Map(vec![]) }, anchor)),
@@ -125,7 +153,7 @@ impl MarkedEventReceiver for Builder {
                         }
                     }
                     if anchor > 0 {
-                        self.anchors.insert(anchor, node.clone());
+                        self.anchors.insert(anchor, (node.clone(), size(&node)));
                     }
                     self.push_value(node);
                 }
@@ -133,12 +161,21 @@ impl MarkedEventReceiver for Builder {
             Event::Scalar(value, style, anchor, tag) => {
                 let node = Node { pos: p, kind: scalar(value, style, tag.as_ref().map(|t| t.suffix.as_str())) };
                 if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    self.anchors.insert(anchor, (node.clone(), 1));
                 }
                 self.push_value(node);
             }
             Event::Alias(id) => match self.anchors.get(&id) {
-                Some(node) => {
+                Some((_, n)) if self.nodes + n > MAX_NODES => {
+                    self.error = Some(SyntaxError {
+                        pos: p,
+                        message: format!(
+                            "the document expands to more than {MAX_NODES} nodes (aliases repeating aliases?)"
+                        ),
+                    })
+                }
+                Some((node, n)) => {
+                    self.nodes += n;
                     let mut node = node.clone();
                     node.pos = p;
                     self.push_value(node)

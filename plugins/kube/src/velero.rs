@@ -26,18 +26,66 @@ pub struct Item {
     pub object: Value,
 }
 
-/// Bounds on what an archive may make us read.
+/// Bounds on what an archive may make us read: a crafted or damaged backup fails with a clear
+/// error instead of exhausting memory or disk.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest single entry (a Kubernetes object is at most ~1.5 MiB in etcd).
     pub entry_bytes: u64,
-    /// All entries together, uncompressed.
+    /// Everything the gzip stream unpacks to, tar headers included.
     pub total_bytes: u64,
+    /// Most entries in one archive.
+    pub entries: u64,
+    /// Most bytes unpacked per compressed byte (a gzip bomb unpacks at ~1000:1; Kubernetes
+    /// objects as JSON at 5–30:1), enforced once 64 MiB are unpacked.
+    pub ratio: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { entry_bytes: 16 << 20, total_bytes: 16 << 30 }
+        Limits { entry_bytes: 16 << 20, total_bytes: 16 << 30, entries: 10_000_000, ratio: 200 }
+    }
+}
+
+/// Counts the compressed bytes read.
+struct Counted<R> {
+    inner: R,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The unpacked stream, failing once it outgrows the limits — before tar buffers anything
+/// (tar reads long-name and PAX headers into memory whole).
+struct Bounded<R> {
+    inner: R,
+    compressed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    unpacked: u64,
+    limits: Limits,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.unpacked += n as u64;
+        let compressed = self.compressed.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        let bomb = self.unpacked > 64 << 20 && self.unpacked / compressed > self.limits.ratio;
+        if bomb || self.unpacked > self.limits.total_bytes {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "unpacks to more than {} bytes from {compressed} compressed bytes (a decompression bomb, or beyond the limit of {} bytes)",
+                    self.unpacked, self.limits.total_bytes
+                ),
+            ));
+        }
+        Ok(n)
     }
 }
 
@@ -80,7 +128,9 @@ pub fn read_tarball(
     limits: Limits,
     mut each: impl FnMut(Item) -> Result<(), ActionError>,
 ) -> Result<ReadStats, ActionError> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
+    let compressed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let gz = flate2::read::GzDecoder::new(Counted { inner: reader, read: compressed.clone() });
+    let mut archive = tar::Archive::new(Bounded { inner: gz, compressed, unpacked: 0, limits });
     let mut stats = ReadStats::default();
     let entries = archive.entries().map_err(|e| corrupt(origin, format!("cannot read the archive: {e}")))?;
     for entry in entries {
@@ -88,6 +138,9 @@ pub fn read_tarball(
             corrupt(origin, format!("corrupt or truncated archive after {} entries: {e}", stats.entries))
         })?;
         stats.entries += 1;
+        if stats.entries > limits.entries {
+            return Err(corrupt(origin, format!("more than {} entries", limits.entries)));
+        }
         let path = entry.path().map_err(|e| corrupt(origin, format!("entry {}: bad path: {e}", stats.entries)))?;
         let path = path.into_owned();
         let shown = path.display().to_string();
