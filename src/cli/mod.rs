@@ -44,6 +44,11 @@ pub struct Cli {
     /// Where runs, journals and locks are kept.
     #[arg(long, global = true, env = "DROVER_STATE_DIR", default_value = ".drover")]
     pub state_dir: PathBuf,
+    /// Shared state both sites reach, `s3://BUCKET/PREFIX[?path_style=true]`: run locks taken
+    /// with conditional writes, journals mirrored there (the state dir stays the local copy).
+    /// S3 settings come from the AWS chain (AWS_ENDPOINT_URL, AWS_REGION, credentials).
+    #[arg(long, global = true, env = "DROVER_STATE", value_name = "URL")]
+    pub state: Option<String>,
     /// `text` for people, `json` for machines (one JSON object per line for runs).
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -159,6 +164,9 @@ impl From<crate::journal::lock::LockError> for CliError {
 
 /// Run a parsed command line; returns the exit code.
 pub async fn main(cli: Cli, registry: Registry) -> i32 {
+    if let Err(e) = pull_shared(&cli).await {
+        return report_error(&cli, e);
+    }
     let result = match &cli.command {
         Command::Validate(a) => info::validate(&cli, a, &registry),
         Command::Plan(a) => info::plan(&cli, a, &registry),
@@ -185,16 +193,40 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            if cli.output == Output::Json {
-                println!("{}", serde_json::json!({ "error": e.message, "hint": e.hint, "exit_code": e.code }));
-            } else {
-                eprintln!("error: {}", e.message);
-                if let Some(h) = &e.hint {
-                    eprintln!("  hint: {h}");
-                }
-            }
-            e.code
+        Err(e) => report_error(&cli, e),
+    }
+}
+
+fn report_error(cli: &Cli, e: CliError) -> i32 {
+    if cli.output == Output::Json {
+        println!("{}", serde_json::json!({ "error": e.message, "hint": e.hint, "exit_code": e.code }));
+    } else {
+        eprintln!("error: {}", e.message);
+        if let Some(h) = &e.hint {
+            eprintln!("  hint: {h}");
         }
     }
+    e.code
+}
+
+/// The shared state named by `--state`, connected.
+pub async fn shared_state(cli: &Cli) -> Result<Option<crate::journal::shared::SharedState>, CliError> {
+    let Some(url) = &cli.state else { return Ok(None) };
+    crate::journal::shared::SharedState::connect(url).await.map(Some).map_err(|e| {
+        CliError::new(exit::STATE_ERROR, format!("the shared state is unreachable: {e}"))
+            .hint("check --state and the AWS settings (AWS_ENDPOINT_URL, AWS_REGION, credentials)")
+    })
+}
+
+/// Commands that read runs see the journals of both sites: fetch what the shared state has.
+async fn pull_shared(cli: &Cli) -> Result<(), CliError> {
+    if !matches!(cli.command, Command::Status(_) | Command::Report(_) | Command::Resume(_) | Command::Approve(_)) {
+        return Ok(());
+    }
+    let Some(shared) = shared_state(cli).await? else { return Ok(()) };
+    shared
+        .pull(&crate::journal::state::StateDir::new(&cli.state_dir))
+        .await
+        .map(|_| ())
+        .map_err(|e| CliError::new(exit::STATE_ERROR, format!("cannot fetch runs from {}: {e}", shared.describe())))
 }

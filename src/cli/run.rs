@@ -97,6 +97,60 @@ pub struct ResumeArgs {
     pub flags: RunFlags,
 }
 
+/// The run lock: a file in the state dir, or an object in the shared state.
+enum HeldLock {
+    None,
+    Local(RunLock),
+    Shared(crate::journal::shared::SharedLock),
+}
+
+impl HeldLock {
+    async fn release(self) {
+        match self {
+            HeldLock::Shared(l) => l.release().await,
+            HeldLock::Local(l) => drop(l),
+            HeldLock::None => {}
+        }
+    }
+}
+
+/// Take the lock of `scope`. Breaking a shared lock — held from any host — is confirmed at a
+/// terminal unless `--yes`, and refused without one.
+async fn take_lock(
+    state: &StateDir,
+    shared: Option<&crate::journal::shared::SharedState>,
+    scope: &str,
+    run_id: &str,
+    flags: &RunFlags,
+) -> Result<HeldLock, CliError> {
+    let Some(shared) = shared else {
+        return Ok(HeldLock::Local(RunLock::acquire(&state.locks(), scope, run_id, flags.break_lock)?));
+    };
+    match shared.lock(scope, run_id, false).await {
+        Ok(l) => Ok(HeldLock::Shared(l)),
+        Err(crate::journal::lock::LockError::Held { holder, .. }) if flags.break_lock => {
+            let question = format!(
+                "run {} of `{scope}` holds the shared lock from host {} (pid {}) since {}. Take it over?",
+                holder.run_id, holder.host, holder.pid, holder.since
+            );
+            if !flags.yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(CliError::new(exit::LOCK_HELD, question)
+                        .hint("answer at a terminal, or add --yes once you are sure that run is dead"));
+                }
+                eprint!("{question} [y/N] ");
+                let mut answer = String::new();
+                let _ = std::io::stdin().read_line(&mut answer);
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    return Err(CliError::new(exit::CANCELLED, "the lock was left to its holder"));
+                }
+            }
+            Ok(HeldLock::Shared(shared.lock(scope, run_id, true).await?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn new_run_id(name: &str) -> String {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let compact: String = stamp.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
@@ -109,25 +163,54 @@ pub async fn run(cli: &Cli, a: &RunArgs, registry: &Registry) -> Result<i32, Cli
     loaded.runbook.path = std::fs::canonicalize(&loaded.runbook.path).unwrap_or(loaded.runbook.path);
     loaded.sites_file = loaded.sites_file.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
     let state = StateDir::new(&cli.state_dir);
+    let shared = super::shared_state(cli).await?;
     let run_id = new_run_id(&loaded.runbook.name);
     let mode = if a.dry_run { RunMode::DryRun } else { RunMode::Run };
     // A dry run changes nothing, so it may run beside a real one.
     let lock = if a.dry_run {
-        None
+        HeldLock::None
     } else {
-        Some(RunLock::acquire(&state.locks(), &loaded.runbook.name, &run_id, a.flags.break_lock)?)
+        take_lock(&state, shared.as_ref(), &loaded.runbook.name, &run_id, &a.flags).await?
     };
-    let dir = state.run_dir(&run_id);
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        CliError::new(exit::STATE_ERROR, format!("cannot create {}: {e}", dir.display())).hint("check --state-dir")
-    })?;
-    if let Ok(text) = std::fs::read(&a.runbook) {
-        let _ = std::fs::write(dir.join("runbook.yaml"), text);
+    let prepared = (|| -> Result<Journal, CliError> {
+        let dir = state.run_dir(&run_id);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            CliError::new(exit::STATE_ERROR, format!("cannot create {}: {e}", dir.display())).hint("check --state-dir")
+        })?;
+        if let Ok(text) = std::fs::read(&a.runbook) {
+            let _ = std::fs::write(dir.join("runbook.yaml"), text);
+        }
+        Ok(Journal::create(&state.journal(&run_id))?)
+    })();
+    let journal = match prepared {
+        Ok(j) => j,
+        Err(e) => {
+            lock.release().await;
+            return Err(e);
+        }
+    };
+    let mirror = shared.as_ref().map(|s| s.mirror(&run_id, &state.journal(&run_id)));
+    let summary = drive(cli, &loaded, registry, &state, &run_id, mode, &a.flags, journal, None).await;
+    settle(shared.as_ref(), mirror, lock).await;
+    finish(cli, &state, &run_id, &summary?)
+}
+
+/// After a run, whatever its end: the journal's last records go to the shared state, then the
+/// lock is released.
+async fn settle(
+    shared: Option<&crate::journal::shared::SharedState>,
+    mirror: Option<crate::journal::shared::Mirror>,
+    lock: HeldLock,
+) {
+    if let (Some(shared), Some(mirror)) = (shared, mirror)
+        && !mirror.finish().await
+    {
+        eprintln!(
+            "warning: the journal's last records did not reach {}; this host's state dir has them",
+            shared.describe()
+        );
     }
-    let journal = Journal::create(&state.journal(&run_id))?;
-    let summary = drive(cli, &loaded, registry, &state, &run_id, mode, &a.flags, journal, None).await?;
-    drop(lock);
-    finish(cli, &state, &run_id, &summary)
+    lock.release().await;
 }
 
 pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i32, CliError> {
@@ -141,11 +224,6 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
         return Ok(exit::SUCCESS);
     }
     let start = &previous.start;
-    let lock = if start.mode == RunMode::DryRun {
-        None
-    } else {
-        Some(RunLock::acquire(&state.locks(), &start.runbook, &run_id, a.flags.break_lock)?)
-    };
     let sites_file = start.sites_file.as_ref().map(PathBuf::from);
     let inputs = RunbookInputs { params: vec![], params_file: None, sites: sites_file.clone() };
     let rb_path = PathBuf::from(&start.runbook_path);
@@ -172,14 +250,27 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
     if previous.torn_tail {
         tracing::warn!(journal = %path.display(), "the journal's last record was cut off by a crash; dropping it");
     }
-    let journal = Journal::reopen(&path, &read)?;
+    let shared = super::shared_state(cli).await?;
+    let lock = if start.mode == RunMode::DryRun {
+        HeldLock::None
+    } else {
+        take_lock(&state, shared.as_ref(), &start.runbook, &run_id, &a.flags).await?
+    };
+    let journal = match Journal::reopen(&path, &read) {
+        Ok(j) => j,
+        Err(e) => {
+            lock.release().await;
+            return Err(e.into());
+        }
+    };
     let resume = Resume::from_state(&previous, changed);
     if cli.output == Output::Text {
         println!("resuming run {run_id}: {} step(s) already done will not run again", resume.done.len());
     }
-    let summary = drive(cli, &loaded, registry, &state, &run_id, start.mode, &a.flags, journal, Some(resume)).await?;
-    drop(lock);
-    finish(cli, &state, &run_id, &summary)
+    let mirror = shared.as_ref().map(|s| s.mirror(&run_id, &path));
+    let summary = drive(cli, &loaded, registry, &state, &run_id, start.mode, &a.flags, journal, Some(resume)).await;
+    settle(shared.as_ref(), mirror, lock).await;
+    finish(cli, &state, &run_id, &summary?)
 }
 
 #[allow(clippy::too_many_arguments)]

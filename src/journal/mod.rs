@@ -8,6 +8,7 @@
 //! its dependent's start record share one sync, and concurrent steps share one too.
 
 pub mod lock;
+pub mod shared;
 pub mod state;
 
 use std::fs::{File, OpenOptions};

@@ -1,0 +1,147 @@
+//! Shared state on S3 (`--state s3://…`), against a real S3 server (moto) started here: two
+//! drover processes racing for the same scope — exactly one runs; a run failed at one site is
+//! seen and resumed from the other site's empty state dir without re-running what succeeded; a
+//! lock left by a dead host needs `--break-lock` and a confirmation.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use drover_api::testing::Moto;
+
+struct Site {
+    moto: Moto,
+    dir: tempfile::TempDir,
+}
+
+const STATE: &str = "s3://drover-state/dr?path_style=true";
+
+async fn site() -> Site {
+    let moto = Moto::start().unwrap();
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(moto.url())
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf).create_bucket().bucket("drover-state").send().await.unwrap();
+    Site { moto, dir: tempfile::tempdir().unwrap() }
+}
+
+impl Site {
+    fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(self.moto.url())
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// drover as run at one site: its own state dir, the shared state in S3.
+    fn drover(&self, local: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
+        c.args(["--state", STATE])
+            .args(args)
+            .env("DROVER_STATE_DIR", self.dir.path().join(local))
+            .env("AWS_ENDPOINT_URL", self.moto.url())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn runbook(&self, name: &str, steps: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!("apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: {name} }}\nsteps:\n{steps}"),
+        )
+        .unwrap();
+        path
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+async fn blocking(mut c: Command) -> Output {
+    tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sites_racing_to_fail_over_exactly_one_runs() {
+    let s = site().await;
+    let rb = s.runbook("failover-shop", "  - { id: work, uses: exec, with: { command: sleep, args: ['1.5'] } }\n");
+    let rb = rb.to_str().unwrap().to_string();
+    let (a, b) = (s.drover("east", &["run", &rb, "--yes"]), s.drover("west", &["run", &rb, "--yes"]));
+    let (a, b) = tokio::join!(blocking(a), blocking(b));
+    let codes = [a.status.code(), b.status.code()];
+    assert!(codes.contains(&Some(0)) && codes.contains(&Some(4)), "{codes:?}\n{}\n{}", text(&a), text(&b));
+    let loser = if a.status.code() == Some(4) { &a } else { &b };
+    let t = text(loser);
+    assert!(t.contains("of `failover-shop` is in progress on host") && t.contains("since"), "{t}");
+    // The winner released the lock: a third run goes ahead.
+    let again = blocking(s.drover("west", &["run", &rb, "--yes"])).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_failed_at_one_site_is_resumed_from_the_other() {
+    let s = site().await;
+    let log = s.dir.path().join("ran.log");
+    let ready = s.dir.path().join("dr-ready");
+    let steps = format!(
+        "  - {{ id: first, uses: exec, with: {{ shell: 'echo first >> {log}' }} }}\n  - {{ id: second, needs: [first], uses: exec, with: {{ shell: 'test -e {ready} && echo second >> {log}' }} }}\n",
+        log = log.display(),
+        ready = ready.display()
+    );
+    let rb = s.runbook("move-shop", &steps);
+    let failed = blocking(s.drover("east", &["run", rb.to_str().unwrap(), "--yes"])).await;
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+
+    // The other site starts with an empty state dir: the run comes from S3.
+    let status = blocking(s.drover("west", &["status"])).await;
+    assert!(text(&status).contains("move-shop"), "{}", text(&status));
+    std::fs::write(&ready, "").unwrap();
+    let resumed = blocking(s.drover("west", &["resume", "latest", "--yes"])).await;
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "first\nsecond\n", "first ran once");
+    // And the first site sees how it ended.
+    let report = blocking(s.drover("east", &["report", "latest", "--format", "json"])).await;
+    assert!(text(&report).contains("\"outcome\": \"succeeded\""), "{}", text(&report));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_left_by_a_dead_site_needs_break_lock_and_a_confirmation() {
+    let s = site().await;
+    let holder = r#"{ "run_id": "20261123T010000Z-failover-shop-dead", "host": "east-bastion", "pid": 4242, "since": "2026-11-23T01:00:00Z" }"#;
+    s.s3()
+        .put_object()
+        .bucket("drover-state")
+        .key("dr/locks/failover-shop.json")
+        .body(holder.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let rb = s.runbook("failover-shop", "  - { id: work, uses: log, with: { message: ok } }\n");
+    let rb = rb.to_str().unwrap();
+    let held = blocking(s.drover("west", &["run", rb, "--yes"])).await;
+    assert_eq!(held.status.code(), Some(4), "{}", text(&held));
+    assert!(text(&held).contains("run 20261123T010000Z-failover-shop-dead of `failover-shop` is in progress on host east-bastion (pid 4242) since 2026-11-23T01:00:00Z"), "{}", text(&held));
+    // --break-lock without a terminal to confirm at and without --yes: refused.
+    let mut unconfirmed = s.drover("west", &["run", rb, "--break-lock"]);
+    unconfirmed.stdin(Stdio::null());
+    let refused = blocking(unconfirmed).await;
+    assert_eq!(refused.status.code(), Some(4), "{}", text(&refused));
+    assert!(text(&refused).contains("Take it over?"), "{}", text(&refused));
+    let taken = blocking(s.drover("west", &["run", rb, "--break-lock", "--yes"])).await;
+    assert_eq!(taken.status.code(), Some(0), "{}", text(&taken));
+    let left = s.s3().get_object().bucket("drover-state").key("dr/locks/failover-shop.json").send().await;
+    assert!(left.is_err(), "the lock is released after the run");
+}
