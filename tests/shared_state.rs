@@ -17,27 +17,13 @@ const STATE: &str = "s3://drover-state/dr?path_style=true";
 
 async fn site() -> Site {
     let moto = Moto::start().unwrap();
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(moto.url())
-        .force_path_style(true)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
-        .build();
-    aws_sdk_s3::Client::from_conf(conf).create_bucket().bucket("drover-state").send().await.unwrap();
+    moto.bucket("drover-state").await.unwrap();
     Site { moto, dir: tempfile::tempdir().unwrap() }
 }
 
 impl Site {
     fn s3(&self) -> aws_sdk_s3::Client {
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .endpoint_url(self.moto.url())
-            .force_path_style(true)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+        self.moto.s3()
     }
 
     /// drover as run at one site: its own state dir, the shared state in S3.

@@ -491,19 +491,11 @@ impl Lab {
             .map_err(|e| format!("cannot seed the east cluster: {e}"))?;
         if let Some(url) = &s3_url {
             let export = drover_kube::actions().into_iter().find(|a| a.info().name == "kube.export").expect("built in");
-            let conf = aws_sdk_s3::config::Builder::new()
-                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-                .region(aws_sdk_s3::config::Region::new("us-east-1"))
-                .endpoint_url(url)
-                .force_path_style(true)
-                .credentials_provider(aws_sdk_s3::config::Credentials::new("lab", "lab", None, None, "lab"))
-                .build();
-            aws_sdk_s3::Client::from_conf(conf)
-                .create_bucket()
+            moto.as_ref()
+                .expect("started with its URL")
                 .bucket("dr-backups")
-                .send()
                 .await
-                .map_err(|e| format!("cannot create the lab bucket: {e}"))?;
+                .map_err(|e| format!("the lab's S3: {e}"))?;
             export
                 .run(&ctx, &json!({ "site": "east", "namespaces": namespaces, "to": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "lab-nightly" } }))
                 .await

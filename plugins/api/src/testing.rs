@@ -92,6 +92,27 @@ impl Moto {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// An S3 client for this server (moto takes any credentials).
+    #[cfg(feature = "s3")]
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "moto"))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Create a bucket; returns the client.
+    #[cfg(feature = "s3")]
+    pub async fn bucket(&self, name: &str) -> Result<aws_sdk_s3::Client, String> {
+        let s3 = self.s3();
+        s3.create_bucket().bucket(name).send().await.map_err(|e| format!("cannot create bucket {name}: {e}"))?;
+        Ok(s3)
+    }
 }
 
 impl Drop for Moto {

@@ -75,16 +75,7 @@ fn ctx(endpoints: &[&str], moto: &Moto) -> StepContext {
 }
 
 async fn bucket(moto: &Moto) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(moto.url())
-        .force_path_style(true)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
-        .build();
-    let s3 = aws_sdk_s3::Client::from_conf(conf);
-    s3.create_bucket().bucket("cp-snapshots").send().await.unwrap();
-    s3
+    moto.bucket("cp-snapshots").await.unwrap()
 }
 
 fn action(name: &str) -> Arc<dyn Action> {
