@@ -101,6 +101,12 @@ fn sdk_error(what: &str, e: impl std::fmt::Display + std::fmt::Debug) -> ActionE
         return ActionError::retryable(format!("Route 53 {what}: {text}"))
             .with_hint("a passing fault; the step retries");
     }
+    // A server error that outlasted the SDK's own retries: still Route 53's side, still passing.
+    if let Some(at) = detail.find("status: StatusCode(5") {
+        let code = &detail[at + "status: StatusCode(".len()..][..3];
+        return ActionError::retryable(format!("Route 53 {what}: server error (HTTP {code})"))
+            .with_hint("Route 53 or the endpoint in between is failing; the step retries");
+    }
     ActionError::permanent(format!("Route 53 {what}: {text}"))
 }
 
