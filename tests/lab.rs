@@ -200,7 +200,9 @@ async fn a_rehearsal_checks_every_precondition_and_changes_nothing_anywhere() {
     let (code, text) = drover_async(lab_args(&lab, &["rehearse"])).await.unwrap();
     assert_eq!(code, Some(0), "{text}");
     let line = text.lines().find(|l| l.starts_with("predicted recovery time: ")).unwrap_or_else(|| panic!("{text}"));
-    assert!(line.contains("median step durations of 1 earlier run(s): check-dr -> fence -> final-update"), "{line}");
+    // Which check leads into final-update depends on that run's timings; the chain after it does not.
+    assert!(line.contains("median step durations of 1 earlier run(s): check-"), "{line}");
+    assert!(line.contains("-> final-update -> quiesce -> break -> stop-source-svm -> start-dr-svm ->"), "{line}");
     assert_eq!(lab_state(&lab).await, before, "a rehearsal changes nothing");
 }
 
