@@ -104,10 +104,22 @@ async fn wait_for(
 }
 
 async fn patch_state(client: &Client, ctx: &StepContext, uuid: &str, body: Value) -> Result<(), ActionError> {
-    client
-        .mutate(Method::PATCH, &format!("/api/snapmirror/relationships/{uuid}"), &body, ctx.deadline)
-        .await
-        .map(|_| ())
+    match client.mutate(Method::PATCH, &format!("/api/snapmirror/relationships/{uuid}"), &body, ctx.deadline).await {
+        Ok(_) => Ok(()),
+        // ONTAP refuses a transition to the state a relationship is already in. That is what a
+        // resumed step (or a retried PATCH whose first try went through) meets: done, not failed.
+        Err(e) if e.message.contains("13303818") || e.message.contains("13303832") => {
+            let want = body.get("state").and_then(Value::as_str);
+            let now = client.relationship_by_uuid(uuid).await?;
+            if want.is_some_and(|w| s(&now, "/state") == w) {
+                ctx.note(&format!("the relationship is already {}", s(&now, "/state")));
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The read-only checks every relationship action starts its plan with.

@@ -82,6 +82,42 @@ fn run(script: Vec<(u16, String)>, which: usize) {
     });
 }
 
+#[test]
+fn a_transition_refused_because_it_already_happened_is_done() {
+    // A resumed quiesce reads `snapmirrored`, but its first PATCH (before the crash) went through
+    // meanwhile: ONTAP answers 13303818 and the relationship is `paused` — the step is done.
+    let rel = |state: &str| {
+        format!(
+            r#"{{"uuid": "u1", "state": "{state}", "healthy": true, "source": {{"path": "svm1:"}}, "destination": {{"path": "svm_dr:"}}}}"#
+        )
+    };
+    let script = vec![
+        (200, format!(r#"{{"records": [{}], "num_records": 1}}"#, rel("snapmirrored"))),
+        (
+            400,
+            r#"{"error": {"message": "Invalid state transition requested.", "code": "13303818", "target": "state"}}"#
+                .to_string(),
+        ),
+        (200, rel("paused")),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (port, task) = server(script).await;
+        // SAFETY: every test sets the same value.
+        unsafe { std::env::set_var("DROVER_TEST_ONTAP_PW", "pw-for-hostile-tests") };
+        let sites = BTreeMap::from([(
+            "dr".to_string(),
+            json!({ "ontap": { "url": format!("http://127.0.0.1:{port}"), "username": "admin",
+                               "credentials": "env:DROVER_TEST_ONTAP_PW", "request_timeout": "1s", "retries": 1 } }),
+        )]);
+        let ctx = testing::context(sites, Duration::from_secs(5));
+        let out =
+            action("ontap.snapmirror.quiesce").run(&ctx, &json!({ "site": "dr", "destination": "svm_dr:" })).await;
+        assert_eq!(out.unwrap()["state"], "paused");
+        task.abort();
+    });
+}
+
 fn body() -> impl Strategy<Value = String> {
     prop_oneof![
         Just(String::new()),
