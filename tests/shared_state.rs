@@ -1,29 +1,46 @@
-//! Shared state on S3 (`--state s3://…`), against a real S3 server (moto) started here: two
-//! drover processes racing for the same scope — exactly one runs; a run failed at one site is
-//! seen and resumed from the other site's empty state dir without re-running what succeeded; a
-//! lock left by a dead host needs `--break-lock` and a confirmation.
+//! Shared state on S3 (`--state s3://…`), against two real S3 servers started here — moto and
+//! s3s-fs (which also checks signatures): two drover processes racing for the same scope —
+//! exactly one runs; a run failed at one site is seen and resumed from the other site's empty
+//! state dir without re-running what succeeded; a lock left by a dead host needs `--break-lock`
+//! and a confirmation; wrong credentials stop drover before it runs anything.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use drover_api::testing::Moto;
+use drover_api::testing::{Moto, S3S_ACCESS_KEY, S3S_SECRET_KEY, S3sFs};
+
+enum Server {
+    Moto(Moto),
+    S3sFs(S3sFs),
+}
 
 struct Site {
-    moto: Moto,
+    server: Server,
     dir: tempfile::TempDir,
 }
 
 const STATE: &str = "s3://drover-state/dr?path_style=true";
 
-async fn site() -> Site {
-    let moto = Moto::start().unwrap();
-    moto.bucket("drover-state").await.unwrap();
-    Site { moto, dir: tempfile::tempdir().unwrap() }
+async fn site(moto: bool) -> Site {
+    let server = if moto { Server::Moto(Moto::start().unwrap()) } else { Server::S3sFs(S3sFs::start().unwrap()) };
+    let site = Site { server, dir: tempfile::tempdir().unwrap() };
+    site.s3().create_bucket().bucket("drover-state").send().await.unwrap();
+    site
 }
 
 impl Site {
     fn s3(&self) -> aws_sdk_s3::Client {
-        self.moto.s3()
+        match &self.server {
+            Server::Moto(m) => m.s3(),
+            Server::S3sFs(s) => s.s3(),
+        }
+    }
+
+    fn url(&self) -> &str {
+        match &self.server {
+            Server::Moto(m) => m.url(),
+            Server::S3sFs(s) => s.url(),
+        }
     }
 
     /// drover as run at one site: its own state dir, the shared state in S3.
@@ -32,10 +49,10 @@ impl Site {
         c.args(["--state", STATE])
             .args(args)
             .env("DROVER_STATE_DIR", self.dir.path().join(local))
-            .env("AWS_ENDPOINT_URL", self.moto.url())
+            .env("AWS_ENDPOINT_URL", self.url())
             .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_ACCESS_KEY_ID", S3S_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3S_SECRET_KEY)
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         c
@@ -60,9 +77,27 @@ async fn blocking(mut c: Command) -> Output {
     tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_sites_racing_to_fail_over_exactly_one_runs() {
-    let s = site().await;
+/// Each scenario as its own test against each server.
+macro_rules! on_moto_and_s3s_fs {
+    ($($scenario:ident),* $(,)?) => {
+        mod moto {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::site(true).await).await })*
+        }
+        mod s3s_fs {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::site(false).await).await })*
+        }
+    };
+}
+
+on_moto_and_s3s_fs!(
+    two_sites_racing_to_fail_over_exactly_one_runs,
+    a_run_failed_at_one_site_is_resumed_from_the_other,
+    a_lock_left_by_a_dead_site_needs_break_lock_and_a_confirmation,
+);
+
+async fn two_sites_racing_to_fail_over_exactly_one_runs(s: Site) {
     let rb = s.runbook("failover-shop", "  - { id: work, uses: exec, with: { command: sleep, args: ['1.5'] } }\n");
     let rb = rb.to_str().unwrap().to_string();
     let (a, b) = (s.drover("east", &["run", &rb, "--yes"]), s.drover("west", &["run", &rb, "--yes"]));
@@ -77,9 +112,7 @@ async fn two_sites_racing_to_fail_over_exactly_one_runs() {
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_failed_at_one_site_is_resumed_from_the_other() {
-    let s = site().await;
+async fn a_run_failed_at_one_site_is_resumed_from_the_other(s: Site) {
     let log = s.dir.path().join("ran.log");
     let ready = s.dir.path().join("dr-ready");
     let steps = format!(
@@ -103,9 +136,7 @@ async fn a_run_failed_at_one_site_is_resumed_from_the_other() {
     assert!(text(&report).contains("\"outcome\": \"succeeded\""), "{}", text(&report));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_left_by_a_dead_site_needs_break_lock_and_a_confirmation() {
-    let s = site().await;
+async fn a_lock_left_by_a_dead_site_needs_break_lock_and_a_confirmation(s: Site) {
     let holder = r#"{ "run_id": "20261123T010000Z-failover-shop-dead", "host": "east-bastion", "pid": 4242, "since": "2026-11-23T01:00:00Z" }"#;
     s.s3()
         .put_object()
@@ -130,4 +161,27 @@ async fn a_lock_left_by_a_dead_site_needs_break_lock_and_a_confirmation() {
     assert_eq!(taken.status.code(), Some(0), "{}", text(&taken));
     let left = s.s3().get_object().bucket("drover-state").key("dr/locks/failover-shop.json").send().await;
     assert!(left.is_err(), "the lock is released after the run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_stop_drover_before_it_runs_anything() {
+    let s = site(false).await;
+    let marker = s.dir.path().join("ran");
+    let rb = s.runbook(
+        "failover-shop",
+        &format!("  - {{ id: work, uses: exec, with: {{ shell: 'touch {}' }} }}\n", marker.display()),
+    );
+    let mut c = s.drover("west", &["run", rb.to_str().unwrap(), "--yes"]);
+    c.env("AWS_SECRET_ACCESS_KEY", "not-the-secret-8c1e");
+    let out = blocking(c).await;
+    let t = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{t}");
+    assert!(!marker.exists(), "nothing ran: {t}");
+    assert_eq!(out.status.code(), Some(5), "a state error: {t}");
+    assert!(
+        t.contains("cannot use the shared state: the state bucket s3://drover-state: access denied (HTTP 403"),
+        "{t}"
+    );
+    assert!(t.contains("hint: check --state and the AWS settings"), "{t}");
+    assert!(!t.contains("not-the-secret-8c1e"), "the secret is never shown: {t}");
 }

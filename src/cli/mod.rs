@@ -213,7 +213,7 @@ fn report_error(cli: &Cli, e: CliError) -> i32 {
 pub async fn shared_state(cli: &Cli) -> Result<Option<crate::journal::shared::SharedState>, CliError> {
     let Some(url) = &cli.state else { return Ok(None) };
     crate::journal::shared::SharedState::connect(url).await.map(Some).map_err(|e| {
-        CliError::new(exit::STATE_ERROR, format!("the shared state is unreachable: {e}"))
+        CliError::new(exit::STATE_ERROR, format!("cannot use the shared state: {e}"))
             .hint("check --state and the AWS settings (AWS_ENDPOINT_URL, AWS_REGION, credentials)")
     })
 }

@@ -31,12 +31,24 @@ pub struct SharedState {
     prefix: String,
 }
 
-/// An S3 failure, said plainly.
+/// An S3 failure, said plainly: the HTTP status and S3's code for an answer, the transport
+/// error for none.
 fn s3_failure<E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static>(
     what: &str,
     e: SdkError<E>,
 ) -> String {
-    format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e))
+    let Some(status) = status_of(&e) else {
+        return format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e));
+    };
+    let code = e.code().map(|c| format!(" {c}")).unwrap_or_default();
+    let message = e.message().map(|m| format!(": {m}")).unwrap_or_default();
+    match status {
+        401 | 403 => format!(
+            "{what}: access denied (HTTP {status}{code}{message}); the credentials drover runs with are wrong or may not use this bucket"
+        ),
+        404 => format!("{what}: not found (HTTP 404{code}{message})"),
+        _ => format!("{what}: HTTP {status}{code}{message}"),
+    }
 }
 
 fn status_of<E>(e: &SdkError<E>) -> Option<u16> {

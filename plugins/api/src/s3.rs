@@ -49,8 +49,8 @@ pub async fn client(ctx: &StepContext, site: &str) -> Result<Client, ActionError
     Ok(Client::from_conf(conf))
 }
 
-/// An S3 failure of `what` (e.g. `s3://bucket/key`): 403 and 404 permanent, transport and 5xx
-/// retryable. `not_found_hint` says what to check when the object or bucket is missing.
+/// An S3 failure of `what` (e.g. `s3://bucket/key`): 403 and 404 permanent, transport, 429 and
+/// 5xx retryable. `not_found_hint` says what to check when the object or bucket is missing.
 pub fn error<E: std::error::Error + Send + Sync + 'static>(
     what: &str,
     e: aws_sdk_s3::error::SdkError<E>,
@@ -66,7 +66,9 @@ pub fn error<E: std::error::Error + Send + Sync + 'static>(
         403 => ActionError::permanent(format!("{what}: access denied ({detail})"))
             .with_hint("check the site's s3 credentials and the bucket policy"),
         404 => ActionError::permanent(format!("{what}: not found")).with_hint(not_found_hint.to_string()),
-        0 | 500.. => ActionError::retryable(format!("{what}: {detail}")).with_hint("is the S3 endpoint reachable?"),
+        0 | 429 | 500.. => {
+            ActionError::retryable(format!("{what}: {detail}")).with_hint("is the S3 endpoint reachable?")
+        }
         _ => ActionError::permanent(format!("{what}: {detail}")),
     }
 }

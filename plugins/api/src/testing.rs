@@ -96,14 +96,7 @@ impl Moto {
     /// An S3 client for this server (moto takes any credentials).
     #[cfg(feature = "s3")]
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .endpoint_url(&self.url)
-            .force_path_style(true)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "moto"))
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+        s3_client(&self.url, "test", "test")
     }
 
     /// Create a bucket; returns the client.
@@ -120,4 +113,102 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The access key id [`S3sFs`] accepts.
+#[cfg(feature = "s3-server")]
+pub const S3S_ACCESS_KEY: &str = "drover-test-access";
+/// The secret key [`S3sFs`] accepts.
+#[cfg(feature = "s3-server")]
+pub const S3S_SECRET_KEY: &str = "drover-test-secret-d1f0";
+
+/// s3s-fs (crates `s3s` and `s3s-fs`): an S3 server keeping objects in a temporary directory,
+/// served in this process on a free loopback port, stopped on drop. Unlike moto it checks
+/// SigV4 signatures: only [`S3S_ACCESS_KEY`] / [`S3S_SECRET_KEY`] get in. It honours
+/// `If-None-Match: *` and `If-Match` on PUT, so it is a second opinion on conditional writes.
+#[cfg(feature = "s3-server")]
+pub struct S3sFs {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _root: tempfile::TempDir,
+}
+
+#[cfg(feature = "s3-server")]
+impl S3sFs {
+    pub fn start() -> Result<S3sFs, String> {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let root = tempfile::tempdir().map_err(|e| format!("no temporary directory for s3s-fs: {e}"))?;
+        let fs = s3s_fs::FileSystem::new(root.path()).map_err(|e| format!("s3s-fs cannot use its root: {e:?}"))?;
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(S3S_ACCESS_KEY, S3S_SECRET_KEY));
+        let service = builder.build();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no loopback port: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+            let Ok(rt) = rt else { return };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let serve = async {
+                    loop {
+                        let Ok((socket, _)) = listener.accept().await else { continue };
+                        let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = stopped => {}
+                    () = serve => {}
+                }
+            });
+        });
+        Ok(S3sFs { url: format!("http://127.0.0.1:{port}"), stop: Some(stop), thread: Some(thread), _root: root })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// An S3 client with the credentials this server accepts.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        s3_client(&self.url, S3S_ACCESS_KEY, S3S_SECRET_KEY)
+    }
+
+    /// Create a bucket; returns the client.
+    pub async fn bucket(&self, name: &str) -> Result<aws_sdk_s3::Client, String> {
+        let s3 = self.s3();
+        s3.create_bucket().bucket(name).send().await.map_err(|e| format!("cannot create bucket {name}: {e}"))?;
+        Ok(s3)
+    }
+}
+
+#[cfg(feature = "s3-server")]
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A path-style S3 client for a test server at `url`.
+#[cfg(feature = "s3")]
+pub fn s3_client(url: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(access_key, secret_key, None, None, "test"))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
 }

@@ -437,6 +437,39 @@ async fn bad_backups_fail_naming_the_object_and_restore_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_server_refusing_the_credentials_is_permanent_and_never_shows_the_secret() {
+    let lab = lab().await;
+    // s3s-fs checks signatures (moto takes any key).
+    let guarded = drover_api::testing::S3sFs::start().unwrap();
+    guarded.bucket("dr-backups").await.unwrap();
+    // SAFETY: every test sets the same values.
+    unsafe {
+        std::env::set_var("DROVER_TEST_S3S_KEY", drover_api::testing::S3S_ACCESS_KEY);
+        std::env::set_var("DROVER_TEST_S3S_WRONG_SECRET", "wrong-secret-5be1");
+        std::env::set_var("DROVER_TEST_S3S_SECRET", drover_api::testing::S3S_SECRET_KEY);
+    }
+    let restore = |secret: &str| {
+        let mut sites = lab.sites.clone();
+        sites.insert(
+            "backups".into(),
+            json!({ "s3": { "endpoint": guarded.url(), "path_style": true,
+                            "access_key": "env:DROVER_TEST_S3S_KEY", "secret_key": format!("env:{secret}") } }),
+        );
+        let ctx = testing::context(sites, Duration::from_secs(30));
+        let with = json!({ "site": "west", "from": { "velero": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "latest" } } });
+        async move { find("kube.restore").run(&ctx, &with).await.unwrap_err() }
+    };
+    let e = restore("DROVER_TEST_S3S_WRONG_SECRET").await;
+    assert_eq!(e.kind, drover_api::ErrorKind::Permanent, "{e:?}");
+    assert!(e.message.starts_with("list s3://dr-backups/velero/backups/: access denied"), "{}", e.message);
+    assert_eq!(e.hint.as_deref(), Some("check the site's s3 credentials and the bucket policy"));
+    assert!(!format!("{e:?}").contains("wrong-secret-5be1"), "{e:?}");
+    // With the right secret the same step gets in (and finds no backup in the empty bucket).
+    let e = restore("DROVER_TEST_S3S_SECRET").await;
+    assert_eq!(e.message, "no completed backup in s3://dr-backups/velero/backups/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_then_restore_round_trips_through_velero_format() {
     let lab = lab().await;
     let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/manifests/shop");
