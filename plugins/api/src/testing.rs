@@ -1,5 +1,6 @@
 //! Helpers for testing an action outside the engine: a host that approves every gate and
-//! discards progress, and a context built from sites and a time budget.
+//! discards progress, a context built from sites and a time budget, a scripted HTTP server for
+//! answers no real server gives on demand, and the S3 servers the tests start.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +39,66 @@ pub fn context(sites: BTreeMap<String, Value>, budget: Duration) -> StepContext 
     )
 }
 
+/// A plain-HTTP server on loopback that answers each request with the next `(status, body)` of
+/// its script and repeats the last one forever after — a broken or hostile API on demand.
+/// Stopped on drop.
+pub struct ScriptedHttp {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedHttp {
+    pub async fn start(script: Vec<(u16, String)>) -> ScriptedHttp {
+        ScriptedHttp::serve(Some(script)).await
+    }
+
+    /// Accepts connections, reads requests and never answers.
+    pub async fn silent() -> ScriptedHttp {
+        ScriptedHttp::serve(None).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn serve(script: Option<Vec<(u16, String)>>) -> ScriptedHttp {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let port = listener.local_addr().expect("bound").port();
+        let script = Arc::new(std::sync::Mutex::new(script));
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let script = script.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(1..) = s.read(&mut buf).await {
+                        let next = script
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .as_mut()
+                            .map(|s| if s.len() > 1 { s.remove(0) } else { s[0].clone() });
+                        let Some((status, body)) = next else { continue };
+                        let reply = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ScriptedHttp { port, task }
+    }
+}
+
+impl Drop for ScriptedHttp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A TLS acceptor with a fresh self-signed certificate for `localhost` and `127.0.0.1`, and
 /// that certificate as PEM for clients to trust. The simulators serve HTTPS with it, as the
 /// real servers they stand in for do.
@@ -66,12 +127,24 @@ pub struct Moto {
 impl Moto {
     /// Start `moto_server` and wait until it accepts connections.
     pub fn start() -> Result<Moto, String> {
+        Moto::start_with(&[])
+    }
+
+    /// moto that checks credentials after its first `free` requests: later requests signed with
+    /// a key moto's IAM does not know (every key, as no user is created) are refused with 403,
+    /// as AWS refuses a wrong or revoked key.
+    pub fn start_checking_credentials_after(free: u32) -> Result<Moto, String> {
+        Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &free.to_string())])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Result<Moto, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free loopback port: {e}"))?
             .port();
         let child = std::process::Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -70,8 +70,12 @@ fn uncontent(k: RecordKind, v: &str) -> String {
     if k == RecordKind::Txt { v.trim_matches('"').to_string() } else { v.to_string() }
 }
 
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct Api {
     base: String,
+    /// Per request: 10 s, or less when the step has less time left.
+    timeout: Duration,
     key: drover_api::Secret,
     key_ref: String,
     zone: String,
@@ -82,12 +86,14 @@ impl Api {
     fn connect(ctx: &StepContext, site: &str) -> Result<Api, ActionError> {
         let cfg: PowerDnsSite = ctx.site_section(site, "powerdns")?;
         let zone = if cfg.zone.ends_with('.') { cfg.zone.clone() } else { format!("{}.", cfg.zone) };
+        let timeout = ctx.remaining().unwrap_or(REQUEST_TIMEOUT).min(REQUEST_TIMEOUT);
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .build()
             .map_err(|e| ActionError::permanent(format!("cannot build an HTTP client: {e}")))?;
         Ok(Api {
             base: format!("{}/api/v1/servers/{}/zones/{}", cfg.api.trim_end_matches('/'), cfg.server_id, zone),
+            timeout,
             key: cfg.api_key.resolve()?,
             key_ref: cfg.api_key.to_string(),
             zone,
@@ -116,6 +122,14 @@ impl Api {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<String, ActionError> {
         let resp = req.header("X-API-Key", self.key.expose()).send().await.map_err(|e| {
+            if e.is_timeout() {
+                return ActionError::retryable(format!(
+                    "PowerDNS API {} did not answer within {}",
+                    self.base,
+                    format!("{:.1} s", self.timeout.as_secs_f64())
+                ))
+                .with_hint("the server or the network to it is overloaded or stuck; the step retries");
+            }
             ActionError::retryable(format!("PowerDNS API {} is unreachable: {e}", self.base))
                 .with_hint("check the API address and that the webserver is on (api=yes)")
         })?;

@@ -11,12 +11,16 @@ use drover_api::testing::Moto;
 use drover_api::{Action, StepContext};
 
 async fn moto() -> (Moto, String) {
+    zone(Moto::start().unwrap()).await
+}
+
+/// A hosted zone `example.test.` with app → 192.0.2.10 (two requests).
+async fn zone(moto: Moto) -> (Moto, String) {
     // SAFETY: every test sets the same values.
     unsafe {
         std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
     }
-    let moto = Moto::start().unwrap();
     let url = moto.url().to_string();
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -89,4 +93,18 @@ async fn a_mismatch_or_an_unknown_zone_changes_nothing() {
     assert!(err.message.contains("the runbook expects [\"198.51.100.1\"]"), "{}", err.message);
     let err = action().run(&ctx(&m, "ZNOSUCHZONE"), &to_west()).await.unwrap_err();
     assert!(err.message.contains("no such hosted zone"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn credentials_route_53_refuses_are_permanent_and_say_what_to_check() {
+    // moto lets the two requests that make the zone through, then checks keys as AWS does.
+    let (m, zone) = zone(Moto::start_checking_credentials_after(2).unwrap()).await;
+    let e = action().run(&ctx(&m, &zone), &to_west()).await.unwrap_err();
+    assert_eq!(e.kind, drover_api::ErrorKind::Permanent, "{e:?}");
+    assert!(e.message.starts_with("Route 53 rejected the credentials"), "{}", e.message);
+    assert_eq!(e.hint.as_deref(), Some("check the AWS credentials drover runs with (environment, profile or role)"));
+    // The plan (rehearsal, `drover plan`) shows it as a failed check, changing nothing.
+    let plan = action().plan(&ctx(&m, &zone), &to_west()).await.unwrap();
+    assert!(plan.changes.is_empty(), "{plan:?}");
+    assert!(plan.checks.iter().any(|c| !c.ok && c.detail.starts_with("Route 53 rejected the credentials")), "{plan:?}");
 }

@@ -7,29 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use drover_api::testing::ScriptedHttp;
 use drover_api::{Action, ErrorKind, StepContext};
-
-/// A server answering every request with `status` and `body`.
-async fn answering(status: u16, body: &'static str) -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let _ = s.read(&mut buf).await;
-                let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    (port, task)
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -40,13 +20,17 @@ fn action(name: &str) -> Arc<dyn Action> {
 }
 
 fn powerdns(port: u16) -> StepContext {
+    powerdns_within(port, Duration::from_secs(20))
+}
+
+fn powerdns_within(port: u16, budget: Duration) -> StepContext {
     // SAFETY: every test sets the same value.
     unsafe { std::env::set_var("DROVER_TEST_FAULT_PDNS_KEY", "key") };
     let sites = BTreeMap::from([(
         "pdns".to_string(),
         json!({ "powerdns": { "api": format!("http://127.0.0.1:{port}"), "api_key": "env:DROVER_TEST_FAULT_PDNS_KEY", "zone": "example.test." } }),
     )]);
-    drover_api::testing::context(sites, Duration::from_secs(20))
+    drover_api::testing::context(sites, budget)
 }
 
 fn set() -> serde_json::Value {
@@ -64,17 +48,27 @@ async fn powerdns_refused_5xx_and_malformed_answers() {
         err.message
     );
 
-    let (port, t) = answering(503, r#"{"error": "backend down"}"#).await;
-    let err = action("dns.powerdns.set").run(&powerdns(port), &set()).await.unwrap_err();
+    let api = ScriptedHttp::start(vec![(503, r#"{"error": "backend down"}"#.into())]).await;
+    let err = action("dns.powerdns.set").run(&powerdns(api.port), &set()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
     assert!(err.message.contains("PowerDNS failed (503"), "{}", err.message);
-    t.abort();
 
-    let (port, t) = answering(200, "<html>a proxy's login page</html>").await;
-    let err = action("dns.powerdns.set").run(&powerdns(port), &set()).await.unwrap_err();
+    let api = ScriptedHttp::start(vec![(200, "<html>a proxy's login page</html>".into())]).await;
+    let err = action("dns.powerdns.set").run(&powerdns(api.port), &set()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent, "{err:?}");
     assert!(err.message.contains("invalid JSON"), "{}", err.message);
-    t.abort();
+}
+
+#[tokio::test]
+async fn a_powerdns_api_that_never_answers_is_retryable_within_the_step_s_time() {
+    let api = ScriptedHttp::silent().await;
+    let started = std::time::Instant::now();
+    let err = action("dns.powerdns.set").run(&powerdns_within(api.port, Duration::from_secs(2)), &set()).await;
+    let err = err.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
+    let zone = format!("{}/api/v1/servers/localhost/zones/example.test.", api.url());
+    assert!(err.message.starts_with(&format!("PowerDNS API {zone} did not answer within ")), "{}", err.message);
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the step, not the 10 s request limit");
 }
 
 fn route53(port: u16) -> StepContext {
@@ -101,15 +95,13 @@ async fn route53_refused_5xx_and_malformed_answers() {
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
     assert!(err.message.contains("Route 53"), "{}", err.message);
 
-    let (port, t) = answering(500, "").await;
-    let err = action("dns.route53.set").run(&route53(port), &upsert()).await.unwrap_err();
+    let api = ScriptedHttp::start(vec![(500, String::new())]).await;
+    let err = action("dns.route53.set").run(&route53(api.port), &upsert()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
     assert!(err.message.contains("server error (HTTP 500)"), "{}", err.message);
-    t.abort();
 
-    let (port, t) = answering(200, "not xml at all").await;
-    let err = action("dns.route53.set").run(&route53(port), &upsert()).await.unwrap_err();
+    let api = ScriptedHttp::start(vec![(200, "not xml at all".into())]).await;
+    let err = action("dns.route53.set").run(&route53(api.port), &upsert()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent, "{err:?}");
     assert!(err.message.contains("Route 53"), "{}", err.message);
-    t.abort();
 }

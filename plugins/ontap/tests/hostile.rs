@@ -3,65 +3,36 @@
 //! and every action ends with an error that names the cluster, never a panic or a hang.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use drover_api::{Action, testing};
-
-/// A server answering every request with the next (status, body) of a script, the last one
-/// forever after.
-async fn server(script: Vec<(u16, String)>) -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let script = Arc::new(Mutex::new(script));
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let script = script.clone();
-            tokio::spawn(async move {
-                loop {
-                    let mut buf = vec![0u8; 65536];
-                    let Ok(n) = s.read(&mut buf).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    let (status, body) = {
-                        let mut s = script.lock().unwrap();
-                        if s.len() > 1 { s.remove(0) } else { s[0].clone() }
-                    };
-                    let reply = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if s.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, task)
-}
+use drover_api::testing::{self, ScriptedHttp};
+use drover_api::{Action, StepContext};
 
 fn action(name: &str) -> Arc<dyn Action> {
     drover_ontap::actions().into_iter().find(|a| a.info().name == name).unwrap()
 }
 
+/// Site `dr` on the scripted server, this much time for the step.
+fn site(server: &ScriptedHttp, budget: Duration) -> StepContext {
+    // SAFETY: every test sets the same value.
+    unsafe { std::env::set_var("DROVER_TEST_ONTAP_PW", "pw-for-hostile-tests") };
+    let sites = BTreeMap::from([(
+        "dr".to_string(),
+        json!({ "ontap": { "url": server.url(), "username": "admin",
+                           "credentials": "env:DROVER_TEST_ONTAP_PW", "request_timeout": "1s", "retries": 1 } }),
+    )]);
+    testing::context(sites, budget)
+}
+
 fn run(script: Vec<(u16, String)>, which: usize) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let (port, task) = server(script).await;
-        // SAFETY: every test sets the same value.
-        unsafe { std::env::set_var("DROVER_TEST_ONTAP_PW", "pw-for-hostile-tests") };
-        let sites = BTreeMap::from([(
-            "dr".to_string(),
-            json!({ "ontap": { "url": format!("http://127.0.0.1:{port}"), "username": "admin",
-                               "credentials": "env:DROVER_TEST_ONTAP_PW", "request_timeout": "1s", "retries": 1 } }),
-        )]);
-        let ctx = testing::context(sites, Duration::from_millis(800));
+        let server = ScriptedHttp::start(script).await;
+        let ctx = site(&server, Duration::from_millis(800));
         let (name, with) = [
             ("ontap.snapmirror.break", json!({ "site": "dr", "destination": "svm_dr:" })),
             ("ontap.snapmirror.update", json!({ "site": "dr", "destination": "svm_dr:" })),
@@ -78,7 +49,6 @@ fn run(script: Vec<(u16, String)>, which: usize) {
             assert!(!e.message.is_empty());
         }
         let _ = action(name).plan(&ctx, &with).await;
-        task.abort();
     });
 }
 
@@ -102,19 +72,11 @@ fn a_transition_refused_because_it_already_happened_is_done() {
     ];
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let (port, task) = server(script).await;
-        // SAFETY: every test sets the same value.
-        unsafe { std::env::set_var("DROVER_TEST_ONTAP_PW", "pw-for-hostile-tests") };
-        let sites = BTreeMap::from([(
-            "dr".to_string(),
-            json!({ "ontap": { "url": format!("http://127.0.0.1:{port}"), "username": "admin",
-                               "credentials": "env:DROVER_TEST_ONTAP_PW", "request_timeout": "1s", "retries": 1 } }),
-        )]);
-        let ctx = testing::context(sites, Duration::from_secs(5));
+        let server = ScriptedHttp::start(script).await;
+        let ctx = site(&server, Duration::from_secs(5));
         let out =
             action("ontap.snapmirror.quiesce").run(&ctx, &json!({ "site": "dr", "destination": "svm_dr:" })).await;
         assert_eq!(out.unwrap()["state"], "paused");
-        task.abort();
     });
 }
 
