@@ -115,7 +115,13 @@ async fn exchange(client: &Client, server: SocketAddr, message: Message) -> Resu
         Err(e) => {
             let text = e.to_string();
             let lower = text.to_lowercase();
-            if lower.contains("tsig")
+            if lower.contains("missing tsig") {
+                // Forged, or from a server that does not know the key: whether the update was
+                // applied is unknown, and nothing unsigned is believed.
+                Err(ActionError::permanent(format!(
+                    "DNS server {server} answered without a TSIG signature; the answer is not trusted"
+                )))
+            } else if lower.contains("tsig")
                 || lower.contains("signature")
                 || lower.contains("badsig")
                 || lower.contains("badkey")

@@ -1,12 +1,17 @@
-//! Transport faults of the HTTP-based DNS providers, with a scripted server on loopback playing
-//! a broken PowerDNS API or Route 53 endpoint: refused connections and 5xx are retryable, a body
-//! that is not what the API documents is permanent, and every error names the endpoint.
+//! Transport faults of the DNS providers, with scripted servers on loopback: a broken PowerDNS
+//! API or Route 53 endpoint (refused connections, 5xx and silence are retryable, a body that is
+//! not what the API documents is permanent) and a hostile RFC 2136 server (garbage, foreign
+//! ids, unsigned answers). Every error names the endpoint; nothing hostile passes for success.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record};
 
 use drover_api::testing::ScriptedHttp;
 use drover_api::{Action, ErrorKind, StepContext};
@@ -104,4 +109,108 @@ async fn route53_refused_5xx_and_malformed_answers() {
     let err = action("dns.route53.set").run(&route53(api.port), &upsert()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent, "{err:?}");
     assert!(err.message.contains("Route 53"), "{}", err.message);
+}
+
+/// A UDP DNS server on loopback that answers queries for `app.example.test.` with 192.0.2.10
+/// and every UPDATE with whatever `update_answer` makes of the request (nothing: silence).
+async fn udp_server(update_answer: fn(&Message) -> Option<Vec<u8>>) -> (u16, tokio::task::JoinHandle<()>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let Ok(request) = Message::from_vec(&buf[..n]) else { continue };
+            let answer = if request.op_code() == OpCode::Update {
+                update_answer(&request)
+            } else {
+                let mut m = reply(&request, ResponseCode::NoError);
+                let a = Record::from_rdata(
+                    Name::from_ascii("app.example.test.").unwrap(),
+                    300,
+                    RData::A(A::new(192, 0, 2, 10)),
+                );
+                m.add_answer(a);
+                m.to_vec().ok()
+            };
+            if let Some(bytes) = answer {
+                let _ = socket.send_to(&bytes, from).await;
+            }
+        }
+    });
+    (port, task)
+}
+
+/// A response to `request` with its id, opcode and question, unsigned.
+fn reply(request: &Message, code: ResponseCode) -> Message {
+    let mut m = Message::new();
+    m.set_id(request.id()).set_message_type(MessageType::Response).set_op_code(request.op_code());
+    m.add_queries(request.queries().to_vec());
+    m.set_response_code(code);
+    m
+}
+
+fn rfc2136(port: u16) -> StepContext {
+    // SAFETY: every test sets the same value.
+    unsafe { std::env::set_var("DROVER_TEST_FAULT_TSIG", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=") };
+    let sites = BTreeMap::from([(
+        "dns".to_string(),
+        json!({ "dns": { "server": format!("127.0.0.1:{port}"), "zone": "example.test.", "key_name": "drover-key",
+                         "tsig_key": "env:DROVER_TEST_FAULT_TSIG", "timeout": "300ms" } }),
+    )]);
+    drover_api::testing::context(sites, Duration::from_secs(5))
+}
+
+fn to_west() -> serde_json::Value {
+    json!({ "site": "dns", "name": "app.example.test.", "type": "A", "values": ["192.0.2.20"], "propagation_timeout": "1s" })
+}
+
+/// What each hostile answer to a signed UPDATE comes to: undecodable or foreign datagrams are
+/// dropped (they may be spoofs) and the server counts as silent — retryable; a decodable
+/// answer without the TSIG signature is not believed, whatever it says — permanent. None is
+/// taken for success.
+#[tokio::test]
+async fn malformed_and_forged_answers_to_an_update_are_never_taken_for_success() {
+    type Answer = fn(&Message) -> Option<Vec<u8>>;
+    let silent: [(&str, Answer); 4] = [
+        ("silence", |_| None),
+        ("random bytes", |_| Some((0..60u8).map(|i| i.wrapping_mul(97)).collect())),
+        ("a header promising records that are not there", |r| {
+            let mut b = reply(r, ResponseCode::NoError).to_vec().unwrap();
+            b.truncate(12);
+            b[7] = 5; // ANCOUNT 5
+            Some(b)
+        }),
+        ("another message's id", |r| {
+            let mut m = reply(r, ResponseCode::NoError);
+            m.set_id(r.id().wrapping_add(1));
+            m.to_vec().ok()
+        }),
+    ];
+    let unsigned: [(&str, Answer); 3] = [
+        ("an unsigned NOERROR", |r| reply(r, ResponseCode::NoError).to_vec().ok()),
+        ("an unsigned SERVFAIL", |r| reply(r, ResponseCode::ServFail).to_vec().ok()),
+        ("an unsigned truncated answer", |r| {
+            let mut m = reply(r, ResponseCode::NoError);
+            m.set_truncated(true);
+            m.to_vec().ok()
+        }),
+    ];
+    let cases =
+        silent.iter().map(|c| (c, ErrorKind::Retryable)).chain(unsigned.iter().map(|c| (c, ErrorKind::Permanent)));
+    for ((what, answer), kind) in cases {
+        let (port, task) = udp_server(*answer).await;
+        let started = std::time::Instant::now();
+        let result = action("dns.rfc2136.set").run(&rfc2136(port), &to_west()).await;
+        task.abort();
+        let err = result.expect_err(what);
+        assert_eq!(err.kind, kind, "{what}: {err:?}");
+        let expected = match kind {
+            ErrorKind::Retryable => format!("DNS server 127.0.0.1:{port} did not answer"),
+            _ => format!(
+                "DNS server 127.0.0.1:{port} answered without a TSIG signature; the answer is not trusted (key `drover-key` from env:DROVER_TEST_FAULT_TSIG)"
+            ),
+        };
+        assert!(err.message.starts_with(&expected), "{what}: {}", err.message);
+        assert!(started.elapsed() < Duration::from_secs(5), "{what}: within the step's time");
+    }
 }
