@@ -47,36 +47,50 @@ pub struct ScriptedHttp {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A fixed answer for one request path (query string ignored).
+pub type Route = (String, (u16, String));
+
 impl ScriptedHttp {
     pub async fn start(script: Vec<(u16, String)>) -> ScriptedHttp {
-        ScriptedHttp::serve(Some(script)).await
+        ScriptedHttp::serve(vec![], Some(script)).await
+    }
+
+    /// Requests for a routed path get its fixed answer; the rest follow the script.
+    pub async fn routed(routes: Vec<Route>, script: Vec<(u16, String)>) -> ScriptedHttp {
+        ScriptedHttp::serve(routes, Some(script)).await
     }
 
     /// Accepts connections, reads requests and never answers.
     pub async fn silent() -> ScriptedHttp {
-        ScriptedHttp::serve(None).await
+        ScriptedHttp::serve(vec![], None).await
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    async fn serve(script: Option<Vec<(u16, String)>>) -> ScriptedHttp {
+    async fn serve(routes: Vec<Route>, script: Option<Vec<(u16, String)>>) -> ScriptedHttp {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let port = listener.local_addr().expect("bound").port();
         let script = Arc::new(std::sync::Mutex::new(script));
+        let routes = Arc::new(routes);
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
-                let script = script.clone();
+                let (script, routes) = (script.clone(), routes.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 65536];
-                    while let Ok(1..) = s.read(&mut buf).await {
-                        let next = script
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .as_mut()
-                            .map(|s| if s.len() > 1 { s.remove(0) } else { s[0].clone() });
+                    while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        let head = String::from_utf8_lossy(&buf[..n]);
+                        let path = head.split(' ').nth(1).unwrap_or("").split('?').next().unwrap_or("");
+                        let routed = routes.iter().find(|(p, _)| p == path).map(|(_, answer)| answer.clone());
+                        let next = routed.or_else(|| {
+                            script
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .as_mut()
+                                .map(|s| if s.len() > 1 { s.remove(0) } else { s[0].clone() })
+                        });
                         let Some((status, body)) = next else { continue };
                         let reply = format!(
                             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",

@@ -179,7 +179,7 @@ impl Kube {
                     "{}: {what}: no answer from {} within {}",
                     self.origin,
                     self.server,
-                    humantime::format_duration(limit)
+                    humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
                 ))
                 .with_hint("the cluster may be down or overloaded; the step retries until its timeout"),
             };
@@ -203,7 +203,29 @@ impl Kube {
         let origin = &self.origin;
         match e {
             kube::Error::Api(status) => {
-                let message = format!("{origin}: {what}: {} ({} {})", status.message, status.code, status.reason);
+                let snippet = |text: &str| {
+                    let cut: String = text.chars().take(160).collect();
+                    if cut.len() < text.len() { format!("{cut:?}…") } else { format!("{cut:?}") }
+                };
+                let message = if status.code == 0 {
+                    // What kube makes of a body that is neither the object asked for nor a Status.
+                    let detail = if status.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", snippet(&status.message))
+                    };
+                    return self.not_kubernetes(what, &detail);
+                } else if status.reason == "Failed to parse error data" {
+                    format!(
+                        "{origin}: {what}: HTTP {} with a body that is not a Kubernetes Status: {}",
+                        status.code,
+                        snippet(&status.message)
+                    )
+                } else if status.message.is_empty() {
+                    format!("{origin}: {what}: HTTP {} {}", status.code, status.reason)
+                } else {
+                    format!("{origin}: {what}: {} ({} {})", status.message, status.code, status.reason)
+                };
                 match status.code {
                     401 => ActionError::permanent(message).with_hint(format!(
                         "the API server rejected the credentials of {origin}; refresh the token or certificate there"
@@ -227,8 +249,21 @@ impl Kube {
                 ActionError::retryable(format!("{origin}: {what}: cannot reach the API server at {}: {e}", self.server))
                     .with_hint("is the cluster up and reachable from here? The step retries until its timeout")
             }
+            kube::Error::SerdeError(e) => self.not_kubernetes(what, &format!(" ({e})")),
             other => ActionError::permanent(format!("{origin}: {what}: {other}")),
         }
+    }
+
+    /// An answer that no Kubernetes API server gives.
+    fn not_kubernetes(&self, what: &str, detail: &str) -> ActionError {
+        ActionError::permanent(format!(
+            "{}: {what}: the answer is not what the Kubernetes API returns{detail}",
+            self.origin
+        ))
+        .with_hint(format!(
+            "is {} the cluster's API server? A proxy or load balancer in between may be answering",
+            self.server
+        ))
     }
 
     /// The API type of `apiVersion` + `kind`, from discovery (cached). A kind that a CRD

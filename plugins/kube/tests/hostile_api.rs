@@ -1,0 +1,157 @@
+//! Hostile Kubernetes API answers: whatever a server (or a proxy pretending to be one) sends —
+//! wrong JSON shapes, truncated bodies, odd status codes, discovery documents that make no
+//! sense — every action ends with an error or a success within its step's time, never a panic
+//! or a hang. The answers come from a scripted server; the kubeconfig points at it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use drover_api::testing::{self, Route, ScriptedHttp};
+use drover_api::{Action, StepContext};
+
+fn action(name: &str) -> Arc<dyn Action> {
+    drover_kube::actions().into_iter().find(|a| a.info().name == name).unwrap()
+}
+
+/// Site `dr`, its kubeconfig pointing at the scripted server.
+fn site(server: &ScriptedHttp, dir: &std::path::Path, budget: Duration) -> StepContext {
+    let kubeconfig = dir.join("kubeconfig");
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "dr",
+        "clusters": [{ "name": "dr", "cluster": { "server": server.url() } }],
+        "users": [{ "name": "dr", "user": { "token": "hostile-test-token" } }],
+        "contexts": [{ "name": "dr", "context": { "cluster": "dr", "user": "dr" } }],
+    });
+    std::fs::write(&kubeconfig, serde_json::to_vec(&config).unwrap()).unwrap();
+    let sites = BTreeMap::from([("dr".to_string(), json!({ "kube": { "kubeconfig": kubeconfig, "context": "dr" } }))]);
+    testing::context(sites, budget)
+}
+
+fn step(which: usize) -> (&'static str, serde_json::Value) {
+    let deployment = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web", "namespace": "shop" },
+                             "spec": { "replicas": 2, "selector": { "matchLabels": { "app": "web" } },
+                                       "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [{ "name": "web", "image": "nginx" }] } } } });
+    let steps = [
+        ("kube.check", json!({ "site": "dr", "namespaces": ["shop"] })),
+        ("kube.apply", json!({ "site": "dr", "inline": [deployment] })),
+        ("kube.scale", json!({ "site": "dr", "namespaces": ["shop"], "replicas": 0 })),
+        ("kube.wait", json!({ "site": "dr", "namespaces": ["shop"], "interval": "50ms" })),
+        ("kube.delete", json!({ "site": "dr", "kinds": ["Deployment"], "namespaces": ["shop"], "names": ["web"] })),
+        ("kube.fence", json!({ "site": "dr", "namespaces": ["shop"] })),
+    ];
+    steps[which % steps.len()].clone()
+}
+
+/// Discovery as a real API server answers it, so that hostile answers reach the actions' own
+/// reading of objects and lists (and, without it, the discovery client's).
+fn discovery() -> Vec<Route> {
+    let resources = |gv: &str, list: serde_json::Value| {
+        json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list }).to_string()
+    };
+    let resource = |name: &str, kind: &str, namespaced: bool| {
+        json!({ "name": name, "singularName": "", "namespaced": namespaced, "kind": kind,
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"] })
+    };
+    vec![
+        ("/api".into(), (200, r#"{"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}"#.into())),
+        ("/apis".into(), (200, json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [{ "name": "apps",
+            "versions": [{ "groupVersion": "apps/v1", "version": "v1" }], "preferredVersion": { "groupVersion": "apps/v1", "version": "v1" } },
+            { "name": "batch", "versions": [{ "groupVersion": "batch/v1", "version": "v1" }], "preferredVersion": { "groupVersion": "batch/v1", "version": "v1" } }] }).to_string())),
+        ("/api/v1".into(), (200, resources("v1", json!([resource("namespaces", "Namespace", false), resource("pods", "Pod", true),
+            resource("services", "Service", true), resource("persistentvolumeclaims", "PersistentVolumeClaim", true)])))),
+        ("/apis/apps/v1".into(), (200, resources("apps/v1", json!([resource("deployments", "Deployment", true),
+            resource("deployments/scale", "Scale", true), resource("statefulsets", "StatefulSet", true),
+            resource("replicasets", "ReplicaSet", true), resource("daemonsets", "DaemonSet", true)])))),
+        ("/apis/batch/v1".into(), (200, resources("batch/v1", json!([resource("jobs", "Job", true), resource("cronjobs", "CronJob", true)])))),
+    ]
+}
+
+fn run(script: Vec<(u16, String)>, real_discovery: bool, which: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let routes = if real_discovery { discovery() } else { vec![] };
+        let server = ScriptedHttp::routed(routes, script).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = site(&server, dir.path(), Duration::from_millis(800));
+        let (name, with) = step(which);
+        action(name).check_params(&with).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let ran = tokio::time::timeout(Duration::from_secs(10), action(name).run(&ctx, &with)).await;
+        let ran = ran.unwrap_or_else(|_| panic!("{name} did not end within the step's budget"));
+        if let Err(e) = ran {
+            assert!(!e.message.is_empty(), "{name}: an error says what happened");
+        }
+        let planned = tokio::time::timeout(Duration::from_secs(10), action(name).plan(&ctx, &with)).await;
+        assert!(planned.is_ok(), "{name}: the plan did not end");
+    });
+}
+
+fn body() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        Just("{".to_string()),
+        Just("null".to_string()),
+        Just("[]".to_string()),
+        Just(r#"{"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}"#.to_string()),
+        Just(r#"{"kind": "Status", "status": "Failure", "reason": 7, "code": "x", "details": []}"#.to_string()),
+        Just(r#"{"kind": "APIVersions", "versions": ["v1"]}"#.to_string()),
+        Just(r#"{"kind": "APIGroupList", "groups": [{"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}], "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}}]}"#.to_string()),
+        Just(r#"{"kind": "APIGroupList", "groups": [{"name": null, "versions": "apps/v1"}]}"#.to_string()),
+        Just(r#"{"kind": "APIResourceList", "groupVersion": "apps/v1", "resources": [{"name": "deployments", "namespaced": true, "kind": "Deployment", "verbs": ["get", "list", "patch", "delete"]}, {"name": "deployments/scale", "namespaced": true, "kind": "Scale", "verbs": ["get", "patch"]}]}"#.to_string()),
+        Just(r#"{"kind": "APIResourceList", "groupVersion": 3, "resources": {}}"#.to_string()),
+        Just(r#"{"kind": "NamespaceList", "apiVersion": "v1", "metadata": {}, "items": [{"metadata": {"name": "shop"}}]}"#.to_string()),
+        Just(r#"{"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"continue": "again"}, "items": [{"metadata": {"name": "web", "namespace": "shop"}, "spec": {"replicas": -5}, "status": {"readyReplicas": "two"}}]}"#.to_string()),
+        Just(r#"{"kind": "DeploymentList", "items": null}"#.to_string()),
+        Just(r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop", "annotations": 5}, "spec": {"replicas": 99999999999999999999}}"#.to_string()),
+        Just(r#"{"items": [{"metadata": null}, 3, "x"]}"#.to_string()),
+        "\\PC{0,200}",
+    ]
+}
+
+fn status() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        Just(200u16),
+        Just(201),
+        Just(204),
+        Just(400),
+        Just(401),
+        Just(403),
+        Just(404),
+        Just(409),
+        Just(410),
+        Just(422),
+        Just(429),
+        Just(500),
+        Just(503),
+        100u16..600
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(120))]
+
+    #[test]
+    fn any_answer_ends_in_an_error_or_success_never_a_panic_or_hang(
+        script in proptest::collection::vec((status(), body()), 1..8),
+        real_discovery in proptest::bool::weighted(0.8),
+        which in 0usize..6,
+    ) {
+        run(script, real_discovery, which);
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_answering_instead_of_the_api_server_is_named_as_such() {
+    let login_page = (200, "<html><body>Sign in to the corporate proxy</body></html>".to_string());
+    let server = ScriptedHttp::routed(discovery(), vec![login_page]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = site(&server, dir.path(), Duration::from_secs(5));
+    let err = action("kube.check").run(&ctx, &json!({ "site": "dr", "namespaces": ["shop"] })).await.unwrap_err();
+    assert_eq!(err.kind, drover_api::ErrorKind::Permanent, "{err:?}");
+    assert!(err.message.contains("the answer is not what the Kubernetes API returns"), "{}", err.message);
+    let hint = err.hint.unwrap_or_default();
+    assert!(hint.starts_with(&format!("is {}/ the cluster's API server?", server.url())), "{hint}");
+}
