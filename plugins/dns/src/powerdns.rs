@@ -124,9 +124,9 @@ impl Api {
         let resp = req.header("X-API-Key", self.key.expose()).send().await.map_err(|e| {
             if e.is_timeout() {
                 return ActionError::retryable(format!(
-                    "PowerDNS API {} did not answer within {}",
+                    "PowerDNS API {} did not answer within {:.1} s",
                     self.base,
-                    format!("{:.1} s", self.timeout.as_secs_f64())
+                    self.timeout.as_secs_f64()
                 ))
                 .with_hint("the server or the network to it is overloaded or stuck; the step retries");
             }
