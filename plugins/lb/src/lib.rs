@@ -142,6 +142,14 @@ impl Runtime {
         }
     }
 
+    /// The socket's level (`admin`, `operator`, `user`) from `show cli level` (HAProxy 2.0+);
+    /// `None` when this HAProxy does not say.
+    pub async fn level(&self) -> Result<Option<String>, ActionError> {
+        let text = self.command("show cli level").await?;
+        let level = text.trim();
+        Ok(["admin", "operator", "user"].contains(&level).then(|| level.to_string()))
+    }
+
     pub async fn backends(&self) -> Result<Vec<String>, ActionError> {
         let text = self.command("show backend").await?;
         Ok(text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(|l| l.trim().to_string()).collect())
@@ -365,6 +373,14 @@ impl TypedAction for HaproxySet {
     async fn plan(&self, ctx: &StepContext, p: HaproxySetParams) -> Result<Plan, ActionError> {
         let rt = Runtime::connect(ctx, &p.site)?;
         let mut plan = Plan::new(format!("{} HAProxy server change(s)", p.servers.len()));
+        match rt.level().await {
+            Ok(Some(level)) if level != "admin" => {
+                let detail = format!("the socket is at level {level}; changing servers needs `level admin`");
+                plan = plan.check("runtime API may change servers", false, detail);
+            }
+            Ok(_) => {}
+            Err(e) => return Ok(plan.check("runtime API reachable", false, e.message)),
+        }
         let mut backends: BTreeMap<String, Vec<ServerStatus>> = BTreeMap::new();
         for c in &p.servers {
             if !backends.contains_key(&c.backend) {

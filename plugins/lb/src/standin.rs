@@ -2,7 +2,7 @@
 //! not installed. Each backend has a frontend port; connections go to its `ready` servers in
 //! turn (weight 0, `drain` and `maint` take none), and with none left the frontend answers
 //! `503` as HAProxy does. The runtime API speaks the subset drover uses, with HAProxy's own
-//! answers and errors: `show backend`, `show servers state [BACKEND]` (format 1),
+//! answers and errors: `show cli level`, `show backend`, `show servers state [BACKEND]` (format 1),
 //! `set server B/S state|weight|addr`.
 
 use std::net::SocketAddr;
@@ -173,6 +173,7 @@ fn command(state: &State, line: &str) -> String {
     let mut state = state.lock().expect("lb state");
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
+        ["show", "cli", "level"] => "admin\n".into(),
         ["show", "backend"] => {
             let mut out = "# name\n".to_string();
             for b in state.iter() {

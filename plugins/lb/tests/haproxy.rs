@@ -46,6 +46,8 @@ struct Lab {
     _dir: tempfile::TempDir,
     front: u16,
     stats: u16,
+    /// A second runtime socket at `level operator` (HAProxy only).
+    operator_stats: Option<u16>,
 }
 
 async fn lab(kind: Kind) -> Lab {
@@ -95,11 +97,11 @@ async fn lab(kind: Kind) -> Lab {
         let front =
             s.url("app").unwrap().trim_start_matches("http://127.0.0.1:").trim_end_matches('/').parse().unwrap();
         let stats = s.runtime().rsplit(':').next().unwrap().parse().unwrap();
-        return Lab { _procs: procs, _standin: Some(s), _dir: dir, front, stats };
+        return Lab { _procs: procs, _standin: Some(s), _dir: dir, front, stats, operator_stats: None };
     }
-    let (front, stats) = (free_port(), free_port());
+    let (front, stats, operator) = (free_port(), free_port(), free_port());
     let cfg = format!(
-        "global\n  stats socket ipv4@127.0.0.1:{stats} level admin\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend web\n  bind 127.0.0.1:{front}\n  default_backend app\nbackend app\n  server east 127.0.0.1:{} weight 100\n  server west 127.0.0.1:{} weight 100 disabled\nbackend other\n  server spare 127.0.0.1:9 disabled\n",
+        "global\n  stats socket ipv4@127.0.0.1:{stats} level admin\n  stats socket ipv4@127.0.0.1:{operator} level operator\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend web\n  bind 127.0.0.1:{front}\n  default_backend app\nbackend app\n  server east 127.0.0.1:{} weight 100\n  server west 127.0.0.1:{} weight 100 disabled\nbackend other\n  server spare 127.0.0.1:9 disabled\n",
         ports[0], ports[1]
     );
     let cfg_path = dir.path().join("haproxy.cfg");
@@ -114,10 +116,10 @@ async fn lab(kind: Kind) -> Lab {
             .spawn()
             .expect("HAProxy is needed: `apt-get install haproxy` (bash .ci/run installs it)"),
     );
-    for p in ports.iter().chain([&front, &stats]) {
+    for p in ports.iter().chain([&front, &stats, &operator]) {
         wait_port(*p);
     }
-    Lab { _procs: procs, _standin: None, _dir: dir, front, stats }
+    Lab { _procs: procs, _standin: None, _dir: dir, front, stats, operator_stats: Some(operator) }
 }
 
 fn ctx(stats: u16) -> StepContext {
@@ -195,6 +197,50 @@ async fn a_dead_runtime_api_is_a_retryable_error(_: Kind) {
     let err = action("lb.haproxy.set").run(&ctx(port), &flip()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable);
     assert!(err.message.contains("is unreachable"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_socket_below_admin_level_is_refused_and_the_plan_says_so_first() {
+    let lab = lab(Kind::Haproxy).await;
+    let c = ctx(lab.operator_stats.unwrap());
+    let plan = action("lb.haproxy.set").plan(&c, &flip()).await.unwrap();
+    let refused: Vec<_> = plan.failed_checks().map(|x| x.detail.clone()).collect();
+    assert_eq!(refused, ["the socket is at level operator; changing servers needs `level admin`"], "{plan:?}");
+    let err = action("lb.haproxy.set").run(&c, &flip()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent, "{err:?}");
+    assert!(err.message.contains("Permission denied"), "{}", err.message);
+    assert_eq!(err.hint.as_deref(), Some("the stats socket needs `level admin`"));
+}
+
+/// A runtime socket answering every command with `answer`, as something that is not HAProxy,
+/// or a HAProxy whose format this build does not know, might.
+async fn answering(answer: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn an_answer_in_an_unknown_format_is_permanent_and_changes_nothing() {
+    for answer in ["2\n# a future format\n1 app 1 east\n", "HTTP/1.1 400 Bad Request\r\n\r\n", ""] {
+        let port = answering(answer).await;
+        let err = action("lb.haproxy.set").run(&ctx(port), &flip()).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Permanent, "{answer:?}: {err:?}");
+        assert!(
+            err.message.starts_with("cannot read HAProxy's `show servers state app`"),
+            "{answer:?}: {}",
+            err.message
+        );
+        assert_eq!(err.hint.as_deref(), Some("this HAProxy's runtime API answered in an unexpected format"));
+    }
 }
 
 /// Each scenario against HAProxy and the stand-in.
