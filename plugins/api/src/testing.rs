@@ -26,6 +26,19 @@ impl StepHost for NullHost {
 
 /// A running step (`run`/`step-1`, attempt 1) with these sites and this much time left.
 pub fn context(sites: BTreeMap<String, Value>, budget: Duration) -> StepContext {
+    context_with_host(sites, budget, Arc::new(NullHost))
+}
+
+/// Like [`context`], with notes (what the report shows under the step) kept in `notes`.
+pub fn context_keeping_notes(
+    sites: BTreeMap<String, Value>,
+    budget: Duration,
+) -> (StepContext, Arc<std::sync::Mutex<Vec<String>>>) {
+    let host = Arc::new(NoteKeeper::default());
+    (context_with_host(sites, budget, host.clone()), host.notes.clone())
+}
+
+fn context_with_host(sites: BTreeMap<String, Value>, budget: Duration, host: Arc<dyn StepHost>) -> StepContext {
     StepContext::new(
         "run",
         "step-1",
@@ -34,9 +47,27 @@ pub fn context(sites: BTreeMap<String, Value>, budget: Duration) -> StepContext 
         Some(tokio::time::Instant::now() + budget),
         Arc::new(sites),
         Default::default(),
-        Arc::new(NullHost),
+        host,
         None,
     )
+}
+
+/// [`NullHost`], keeping the notes.
+#[derive(Default)]
+struct NoteKeeper {
+    notes: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl StepHost for NoteKeeper {
+    fn progress(&self, _: &str, _: Progress) {}
+    fn note(&self, _: &str, message: &str) {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(message.to_string());
+    }
+    async fn checkpoint(&self, _: &str, _: Value) {}
+    async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
+        Ok("tester".into())
+    }
 }
 
 /// A plain-HTTP server on loopback that answers each request with the next `(status, body)` of

@@ -39,6 +39,10 @@ pub struct KubeSite {
     /// Longest wait for one request (connect, send, answer). Default 10s.
     #[serde(default)]
     pub request_timeout: Option<HumanDuration>,
+    /// Do not verify the API server's certificate. Only for a lab: it is logged, noted in the
+    /// report, and required when the kubeconfig says `insecure-skip-tls-verify: true`.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// Tries per request for passing faults (429, 5xx, connection errors) before the error goes
@@ -116,6 +120,19 @@ impl Kube {
             })?;
             (config, origin)
         };
+        if config.accept_invalid_certs && !settings.insecure {
+            return Err(ActionError::permanent(format!(
+                "{origin}: the kubeconfig turns TLS verification off (insecure-skip-tls-verify: true)"
+            ))
+            .with_hint(format!(
+                "give the cluster's CA (certificate-authority-data) instead; only for a lab, say so with sites.{site}.kube.insecure: true"
+            )));
+        }
+        if settings.insecure {
+            config.accept_invalid_certs = true;
+            tracing::warn!(site, "TLS verification is OFF for this cluster (insecure: true)");
+            ctx.note(&format!("TLS verification is OFF for {origin}: insecure: true"));
+        }
         config.connect_timeout = Some(request_timeout);
         config.read_timeout = Some(request_timeout);
         config.write_timeout = Some(request_timeout);
@@ -244,6 +261,14 @@ impl Kube {
                     ),
                     _ => ActionError::permanent(message),
                 }
+            }
+            kube::Error::HyperError(_) | kube::Error::Service(_) if is_certificate_failure(&e) => {
+                ActionError::permanent(format!(
+                    "{origin}: {what}: the API server's certificate at {} is not trusted: {}",
+                    self.server,
+                    causes(&e)
+                ))
+                .with_hint("give the cluster's CA in the kubeconfig (certificate-authority-data); a certificate that changed may mean someone is in between")
             }
             kube::Error::HyperError(_) | kube::Error::Service(_) => {
                 ActionError::retryable(format!("{origin}: {what}: cannot reach the API server at {}: {e}", self.server))
@@ -375,4 +400,26 @@ pub fn describe(kind: &str, namespace: Option<&str>, name: &str) -> String {
 /// True for a 404 from the API server.
 pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// The error and its causes, innermost last: the connector hides what went wrong in them.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn is_certificate_failure(e: &kube::Error) -> bool {
+    let text = causes(e);
+    text.contains("invalid peer certificate")
+        || text.contains("UnknownIssuer")
+        || text.contains("certificate verify failed")
 }

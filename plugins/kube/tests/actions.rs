@@ -302,6 +302,46 @@ async fn bad_credentials_fail_at_once_naming_the_kubeconfig_and_context() {
 }
 
 #[tokio::test]
+async fn tls_is_verified_unless_the_site_says_insecure_and_then_the_report_says_so() {
+    let east = site().await;
+    let original = std::fs::read_to_string(&east.kubeconfig).unwrap();
+    let mut config: Value = serde_yaml::from_str(&original).unwrap();
+    let cluster = &mut config["clusters"][0]["cluster"];
+    cluster.as_object_mut().unwrap().remove("certificate-authority-data");
+    std::fs::write(&east.kubeconfig, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let check = |site: Value| {
+        let sites = BTreeMap::from([("east".to_string(), site)]);
+        let (ctx, notes) = testing::context_keeping_notes(sites, Duration::from_secs(5));
+        async move { (find("kube.check").run(&ctx, &json!({ "site": "east" })).await, notes) }
+    };
+    let site = json!({ "kube": { "kubeconfig": east.kubeconfig, "context": "east" } });
+
+    // Without the CA the simulator's self-signed certificate is not trusted.
+    let (result, _) = check(site.clone()).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind, drover_api::ErrorKind::Permanent, "{err:?}");
+    assert!(err.message.contains("the API server's certificate at https://127.0.0.1:"), "{}", err.message);
+    assert!(err.message.contains("is not trusted: "), "{}", err.message);
+    assert!(err.hint.unwrap().starts_with("give the cluster's CA in the kubeconfig"));
+
+    // A kubeconfig that skips verification is refused unless the site says so itself.
+    config["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = json!(true);
+    std::fs::write(&east.kubeconfig, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let (result, _) = check(site.clone()).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind, drover_api::ErrorKind::Permanent);
+    assert!(err.message.ends_with("the kubeconfig turns TLS verification off (insecure-skip-tls-verify: true)"));
+    assert!(err.hint.unwrap().contains("sites.east.kube.insecure: true"));
+
+    let mut insecure = site.clone();
+    insecure["kube"]["insecure"] = json!(true);
+    let (result, notes) = check(insecure).await;
+    result.unwrap();
+    let origin = format!("site `east` (context `east` in {})", east.kubeconfig.display());
+    assert_eq!(*notes.lock().unwrap(), [format!("TLS verification is OFF for {origin}: insecure: true")]);
+}
+
+#[tokio::test]
 async fn passing_faults_are_retried_in_place_and_429_waits_as_asked() {
     let east = site().await;
     let fault = |kind, remaining| Fault {
@@ -345,5 +385,8 @@ async fn an_unreachable_cluster_fails_within_the_step_budget_as_retryable() {
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(4), "gave up within the budget: {:?}", started.elapsed());
     assert!(err.is_retryable(), "{err:?}");
-    assert!(err.message.contains("cannot reach the API server"), "{}", err.message);
+    assert_eq!(err.kind, drover_api::ErrorKind::Permanent, "{err:?}");
+    assert!(err.message.contains("the API server's certificate at https://127.0.0.1:"), "{}", err.message);
+    assert!(err.message.contains("is not trusted: "), "{}", err.message);
+    assert!(err.hint.unwrap().starts_with("give the cluster's CA in the kubeconfig"));
 }
