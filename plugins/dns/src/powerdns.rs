@@ -115,6 +115,10 @@ impl Api {
                 .with_hint("check the site's powerdns.zone and server_id"),
             422 => ActionError::permanent(format!("PowerDNS refused the change (422): {detail}"))
                 .with_hint("the name must lie inside the zone and the values must suit the type"),
+            429 => {
+                ActionError::retryable(format!("PowerDNS (or a proxy in front of it) is rate-limiting (429): {detail}"))
+                    .with_hint("a passing limit; the step retries")
+            }
             s if s >= 500 => ActionError::retryable(format!("PowerDNS failed ({s}): {detail}")),
             s => ActionError::permanent(format!("PowerDNS answered {s}: {detail}")),
         }

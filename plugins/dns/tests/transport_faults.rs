@@ -43,7 +43,7 @@ fn set() -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn powerdns_refused_5xx_and_malformed_answers() {
+async fn powerdns_refused_5xx_429_and_malformed_answers() {
     let dead = free_port();
     let err = action("dns.powerdns.set").run(&powerdns(dead), &set()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
@@ -57,6 +57,11 @@ async fn powerdns_refused_5xx_and_malformed_answers() {
     let err = action("dns.powerdns.set").run(&powerdns(api.port), &set()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
     assert!(err.message.contains("PowerDNS failed (503"), "{}", err.message);
+
+    let api = ScriptedHttp::start(vec![(429, "slow down".into())]).await;
+    let err = action("dns.powerdns.set").run(&powerdns(api.port), &set()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
+    assert!(err.message.contains("rate-limiting (429)"), "{}", err.message);
 
     let api = ScriptedHttp::start(vec![(200, "<html>a proxy's login page</html>".into())]).await;
     let err = action("dns.powerdns.set").run(&powerdns(api.port), &set()).await.unwrap_err();
