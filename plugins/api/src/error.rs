@@ -69,3 +69,29 @@ mod opt_millis {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
+
+/// An error and its causes, outermost first. HTTP clients say "error sending request" and keep
+/// what went wrong (a refused connection, an untrusted certificate) in the causes.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Whether `causes` tell of a TLS handshake that failed over certificates (ours or theirs):
+/// not a passing fault, and worth its own message.
+pub fn is_certificate_failure(causes: &str) -> bool {
+    let lower = causes.to_lowercase();
+    lower.contains("invalid peer certificate")
+        || lower.contains("unknownissuer")
+        || lower.contains("certificate verify failed")
+        || (lower.contains("fatal alert") && lower.contains("certificate"))
+}

@@ -18,7 +18,7 @@ mod typed;
 
 pub use context::{Mode, Progress, StepContext, StepHost};
 pub use duration::HumanDuration;
-pub use error::{ActionError, ErrorKind};
+pub use error::{ActionError, ErrorKind, causes, is_certificate_failure};
 pub use plan::{Check, Plan};
 pub use poll::Poll;
 pub use secret::{Secret, SecretRef};

@@ -119,17 +119,30 @@ impl Member {
             let m = Member { http: http.clone(), url: url.trim_end_matches('/').to_string() };
             match m.call("/v3/maintenance/status", json!({}), cfg.timeout.0).await {
                 Ok(status) => return Ok((m, status)),
-                Err(e) => errors.push(e.message),
+                Err(e) => errors.push(e),
             }
         }
-        Err(ActionError::retryable(format!("no etcd member of site `{site}` answered: {}", errors.join("; ")))
+        let said: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+        let message = format!("no etcd member of site `{site}` answered: {}", said.join("; "));
+        if errors.iter().all(|e| !e.is_retryable()) {
+            // Every member refused us for the same kind of reason (TLS, a wrong answer): waiting will not help.
+            let hint = errors[0].hint.clone().unwrap_or_default();
+            return Err(ActionError::permanent(message).with_hint(hint));
+        }
+        Err(ActionError::retryable(message)
             .with_hint("check the endpoints, that etcd runs, and (with TLS) the CA, cert and key"))
     }
 
     async fn call(&self, path: &str, body: Value, timeout: Duration) -> Result<Value, ActionError> {
         let url = format!("{}{path}", self.url);
         let resp = self.http.post(&url).json(&body).timeout(timeout).send().await.map_err(|e| {
-            ActionError::retryable(format!("etcd {} is unreachable: {e}", self.url))
+            let why = drover_api::causes(&e);
+            if drover_api::is_certificate_failure(&why) {
+                return ActionError::permanent(format!("etcd {}: the TLS handshake failed: {why}", self.url)).with_hint(
+                    "check the site's etcd ca_file (the CA of the members' certificates) and cert/key (etcd with --client-cert-auth wants them)",
+                );
+            }
+            ActionError::retryable(format!("etcd {} is unreachable: {why}", self.url))
                 .with_hint("check the endpoint and that etcd runs")
         })?;
         let status = resp.status();

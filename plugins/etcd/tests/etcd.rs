@@ -4,6 +4,7 @@
 //! `etcdctl snapshot restore`.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ struct Etcd {
     child: Child,
     _dir: tempfile::TempDir,
     url: String,
+    tls: Option<Tls>,
 }
 
 impl Drop for Etcd {
@@ -30,40 +32,106 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn etcdctl(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new("etcdctl").env("ETCDCTL_API", "3").arg("--endpoints").arg(url).args(args).output().unwrap()
+/// TLS material of an etcd started with `--client-cert-auth`: its CA, and a client
+/// certificate and key that CA signed (PEM files).
+struct Tls {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl Tls {
+    fn new(dir: &Path) -> Tls {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let issue = |name: &str, usages: Vec<ExtendedKeyUsagePurpose>| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+            params.extended_key_usages = usages;
+            let cert = params.signed_by(&key, &ca).unwrap();
+            (write(&format!("{name}.pem"), cert.pem()), write(&format!("{name}-key.pem"), key.serialize_pem()))
+        };
+        // etcd's HTTP gateway calls its own gRPC server with the server certificate: it must be
+        // good for client authentication too, as etcd's own guides make them.
+        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let (server_cert, server_key) = issue("server", vec![ServerAuth, ClientAuth]);
+        let (client_cert, client_key) = issue("client", vec![ClientAuth]);
+        Tls { ca: write("ca.pem", ca.pem()), server_cert, server_key, client_cert, client_key }
+    }
+}
+
+impl Etcd {
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3").arg("--endpoints").arg(&self.url);
+        if let Some(t) = &self.tls {
+            c.arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.client_cert).arg("--key").arg(&t.client_key);
+        }
+        c.args(args).output().unwrap()
+    }
 }
 
 /// A one-member etcd holding `keys` keys.
 fn etcd(keys: usize) -> Etcd {
+    start_etcd(keys, false)
+}
+
+/// A one-member etcd serving TLS only, to clients with a certificate its CA signed.
+fn etcd_with_client_certificates(keys: usize) -> Etcd {
+    start_etcd(keys, true)
+}
+
+fn start_etcd(keys: usize, tls: bool) -> Etcd {
     let dir = tempfile::tempdir().unwrap();
     let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
+    let scheme = if tls { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new("etcd")
+    let tls = tls.then(|| Tls::new(dir.path()));
+    let mut command = Command::new("etcd");
+    command
         .args(["--name", "m1", "--data-dir"])
         .arg(dir.path().join("data"))
         .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
         .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("m1={peer_url}")])
+        .args(["--initial-cluster", &format!("m1={peer_url}")]);
+    if let Some(t) = &tls {
+        command.arg("--client-cert-auth").arg("--trusted-ca-file").arg(&t.ca);
+        command.arg("--cert-file").arg(&t.server_cert).arg("--key-file").arg(&t.server_key);
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("etcd is needed: `apt-get install etcd-server etcd-client` (bash .ci/run installs it)");
+    let etcd = Etcd { child, _dir: dir, url, tls };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !etcdctl(&url, &["endpoint", "health"]).status.success() {
+    while !etcd.ctl(&["endpoint", "health"]).status.success() {
         assert!(Instant::now() < deadline, "etcd did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
     for i in 0..keys {
-        assert!(etcdctl(&url, &["put", &format!("/registry/pods/p{i}"), &"x".repeat(100)]).status.success());
+        assert!(etcd.ctl(&["put", &format!("/registry/pods/p{i}"), &"x".repeat(100)]).status.success());
     }
-    Etcd { child, _dir: dir, url }
+    etcd
 }
 
 fn ctx(endpoints: &[&str], moto: &Moto) -> StepContext {
+    ctx_with(json!({ "endpoints": endpoints, "timeout": "2s" }), moto)
+}
+
+fn ctx_with(etcd: Value, moto: &Moto) -> StepContext {
     let mut sites = BTreeMap::new();
-    sites.insert("cp".to_string(), json!({ "etcd": { "endpoints": endpoints, "timeout": "2s" } }));
+    sites.insert("cp".to_string(), json!({ "etcd": etcd }));
     sites.insert(
         "backups".to_string(),
         json!({ "s3": { "endpoint": moto.url(), "region": "us-east-1", "path_style": true,
@@ -192,4 +260,36 @@ async fn an_unreachable_endpoint_is_reported_and_the_next_one_used() {
         .await
         .unwrap_err();
     assert!(err.message.contains("no snapshot of cluster `elsewhere`"), "{}", err.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_member_wants_its_ca_and_a_client_certificate_given_by_reference() {
+    let e = etcd_with_client_certificates(5);
+    let tls = e.tls.as_ref().unwrap();
+    let moto = Moto::start().unwrap();
+    let _s3 = bucket(&moto).await;
+    // SAFETY: every test sets the same value.
+    unsafe { std::env::set_var("DROVER_TEST_ETCD_KEY", std::fs::read_to_string(&tls.client_key).unwrap()) };
+    let full = json!({ "endpoints": [e.url], "ca_file": tls.ca, "timeout": "2s",
+                       "cert": format!("file:{}", tls.client_cert.display()), "key": "env:DROVER_TEST_ETCD_KEY" });
+    let out = action("etcd.snapshot").run(&ctx_with(full.clone(), &moto), &snapshot(0)).await.unwrap();
+    assert_eq!(out["keys"], 5);
+
+    // Without the CA the member's certificate is not trusted; without a client certificate the
+    // member refuses us. Both are permanent, and say what to check.
+    let mut no_ca = full.clone();
+    no_ca.as_object_mut().unwrap().remove("ca_file");
+    let mut no_client_cert = full.clone();
+    no_client_cert.as_object_mut().unwrap().remove("cert");
+    no_client_cert.as_object_mut().unwrap().remove("key");
+    for (what, etcd) in [("no CA", no_ca), ("no client certificate", no_client_cert)] {
+        let err = action("etcd.snapshot").run(&ctx_with(etcd, &moto), &snapshot(0)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Permanent, "{what}: {err:?}");
+        assert!(err.message.contains(&format!("etcd {}: the TLS handshake failed", e.url)), "{what}: {}", err.message);
+        assert!(
+            err.hint.as_deref().unwrap_or_default().starts_with("check the site's etcd ca_file"),
+            "{what}: {err:?}"
+        );
+        assert!(!format!("{err:?}").contains("PRIVATE KEY"), "{what}: the key never shows");
+    }
 }

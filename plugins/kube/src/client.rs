@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use drover_api::{ActionError, HumanDuration, StepContext};
+use drover_api::{ActionError, HumanDuration, StepContext, causes, is_certificate_failure};
 
 /// A site's `kube:` settings.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -262,7 +262,7 @@ impl Kube {
                     _ => ActionError::permanent(message),
                 }
             }
-            kube::Error::HyperError(_) | kube::Error::Service(_) if is_certificate_failure(&e) => {
+            kube::Error::HyperError(_) | kube::Error::Service(_) if is_certificate_failure(&causes(&e)) => {
                 ActionError::permanent(format!(
                     "{origin}: {what}: the API server's certificate at {} is not trusted: {}",
                     self.server,
@@ -400,26 +400,4 @@ pub fn describe(kind: &str, namespace: Option<&str>, name: &str) -> String {
 /// True for a 404 from the API server.
 pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-/// The error and its causes, innermost last: the connector hides what went wrong in them.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
-fn is_certificate_failure(e: &kube::Error) -> bool {
-    let text = causes(e);
-    text.contains("invalid peer certificate")
-        || text.contains("UnknownIssuer")
-        || text.contains("certificate verify failed")
 }
