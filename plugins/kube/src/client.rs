@@ -271,7 +271,7 @@ impl Kube {
                 .with_hint("give the cluster's CA in the kubeconfig (certificate-authority-data); a certificate that changed may mean someone is in between")
             }
             kube::Error::HyperError(_) | kube::Error::Service(_) => {
-                ActionError::retryable(format!("{origin}: {what}: cannot reach the API server at {}: {e}", self.server))
+                ActionError::retryable(format!("{origin}: {what}: cannot reach the API server at {}: {}", self.server, causes(&e)))
                     .with_hint("is the cluster up and reachable from here? The step retries until its timeout")
             }
             kube::Error::SerdeError(e) => self.not_kubernetes(what, &format!(" ({e})")),

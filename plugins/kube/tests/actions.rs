@@ -385,8 +385,5 @@ async fn an_unreachable_cluster_fails_within_the_step_budget_as_retryable() {
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(4), "gave up within the budget: {:?}", started.elapsed());
     assert!(err.is_retryable(), "{err:?}");
-    assert_eq!(err.kind, drover_api::ErrorKind::Permanent, "{err:?}");
-    assert!(err.message.contains("the API server's certificate at https://127.0.0.1:"), "{}", err.message);
-    assert!(err.message.contains("is not trusted: "), "{}", err.message);
-    assert!(err.hint.unwrap().starts_with("give the cluster's CA in the kubeconfig"));
+    assert!(err.message.contains("cannot reach the API server"), "{}", err.message);
 }
