@@ -70,7 +70,13 @@ impl SharedState {
             return Err(format!("`{url}` names no bucket (write s3://BUCKET/PREFIX)"));
         }
         let path_style = query.split('&').any(|kv| kv == "path_style=true");
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        // A silent endpoint must not hang drover: bounded connect, attempt and call.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(20))
+            .operation_timeout(Duration::from_secs(60))
+            .build();
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
         let conf = aws_sdk_s3::config::Builder::from(&conf).force_path_style(path_style).build();
         let shared = SharedState {
             s3: Client::from_conf(conf),

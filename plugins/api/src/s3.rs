@@ -34,6 +34,16 @@ pub async fn client(ctx: &StepContext, site: &str) -> Result<Client, ActionError
     if let Some(e) = &s.endpoint {
         loader = loader.endpoint_url(e);
     }
+    // A silent endpoint must become an error while the step can still report it: connecting
+    // and each wait for bytes are bounded, and every call (retries included) ends by the
+    // step's deadline.
+    let budget = ctx.remaining().unwrap_or(std::time::Duration::from_secs(3600));
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(budget.min(std::time::Duration::from_secs(10)))
+        .read_timeout(budget.min(std::time::Duration::from_secs(30)))
+        .operation_timeout(budget)
+        .build();
+    loader = loader.timeout_config(timeouts);
     if let (Some(a), Some(k)) = (&s.access_key, &s.secret_key) {
         let creds = aws_sdk_s3::config::Credentials::new(
             a.resolve()?.expose(),

@@ -243,7 +243,9 @@ pub const S3S_SECRET_KEY: &str = "drover-test-secret-d1f0";
 /// s3s-fs (crates `s3s` and `s3s-fs`): an S3 server keeping objects in a temporary directory,
 /// served in this process on a free loopback port, stopped on drop. Unlike moto it checks
 /// SigV4 signatures: only [`S3S_ACCESS_KEY`] / [`S3S_SECRET_KEY`] get in. It honours
-/// `If-None-Match: *` and `If-Match` on PUT, so it is a second opinion on conditional writes.
+/// `If-None-Match: *` and `If-Match` on PUT — but checks them before writing, not atomically
+/// (two PUTs in the same instant both pass). S3 promises atomic conditional writes, so this
+/// server takes one request at a time, which makes them so.
 #[cfg(feature = "s3-server")]
 pub struct S3sFs {
     url: String,
@@ -260,7 +262,7 @@ impl S3sFs {
         let fs = s3s_fs::FileSystem::new(root.path()).map_err(|e| format!("s3s-fs cannot use its root: {e:?}"))?;
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(S3S_ACCESS_KEY, S3S_SECRET_KEY));
-        let service = builder.build();
+        let service = OneAtATime { service: builder.build(), turn: Arc::default() };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no loopback port: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -303,6 +305,34 @@ impl S3sFs {
         let s3 = self.s3();
         s3.create_bucket().bucket(name).send().await.map_err(|e| format!("cannot create bucket {name}: {e}"))?;
         Ok(s3)
+    }
+}
+
+/// An S3 service taking one request at a time.
+#[cfg(feature = "s3-server")]
+#[derive(Clone)]
+struct OneAtATime {
+    service: s3s::service::S3Service,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[cfg(feature = "s3-server")]
+type Served = <s3s::service::S3Service as hyper::service::Service<hyper::Request<hyper::body::Incoming>>>::Response;
+#[cfg(feature = "s3-server")]
+type Failed = <s3s::service::S3Service as hyper::service::Service<hyper::Request<hyper::body::Incoming>>>::Error;
+
+#[cfg(feature = "s3-server")]
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for OneAtATime {
+    type Response = Served;
+    type Error = Failed;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Served, Failed>> + Send>>;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let (service, turn) = (self.service.clone(), self.turn.clone());
+        Box::pin(async move {
+            let _turn = turn.lock().await;
+            hyper::service::Service::call(&service, request).await
+        })
     }
 }
 

@@ -75,9 +75,19 @@ struct Zone {
     id: String,
 }
 
-fn sdk_error(what: &str, e: impl std::fmt::Display + std::fmt::Debug) -> ActionError {
-    let text = format!("{e}");
+fn sdk_error<E, R>(what: &str, e: aws_sdk_route53::error::SdkError<E, R>) -> ActionError
+where
+    E: aws_sdk_route53::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    use aws_sdk_route53::error::ProvideErrorMetadata;
     let detail = format!("{e:?}");
+    // Route 53's own code and message when it sent them; the transport's story otherwise.
+    let text = match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => drover_api::causes(&e),
+    };
     if detail.contains("NoSuchHostedZone") {
         return ActionError::permanent(format!("Route 53 has no such hosted zone ({what})"))
             .with_hint("check the site's route53.hosted_zone_id");
@@ -121,6 +131,14 @@ impl Zone {
         if let Some(p) = &cfg.profile {
             loader = loader.profile_name(p);
         }
+        // Each attempt at most 10 s, and the whole call (the SDK's retries included) within the
+        // step's time: a silent endpoint becomes an error while the step can still report it.
+        let budget = ctx.remaining().unwrap_or(Duration::from_secs(60));
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(budget.min(Duration::from_secs(10)))
+            .operation_timeout(budget)
+            .build();
+        loader = loader.timeout_config(timeouts);
         let conf = loader.load().await;
         Ok(Zone { client: aws_sdk_route53::Client::new(&conf), id: cfg.hosted_zone_id })
     }

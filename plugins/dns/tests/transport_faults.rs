@@ -82,6 +82,10 @@ async fn a_powerdns_api_that_never_answers_is_retryable_within_the_step_s_time()
 }
 
 fn route53(port: u16) -> StepContext {
+    route53_within(port, Duration::from_secs(20))
+}
+
+fn route53_within(port: u16, budget: Duration) -> StepContext {
     // SAFETY: every test sets the same values.
     unsafe {
         std::env::set_var("AWS_ACCESS_KEY_ID", "test");
@@ -91,7 +95,7 @@ fn route53(port: u16) -> StepContext {
         "aws".to_string(),
         json!({ "route53": { "hosted_zone_id": "Z123", "endpoint": format!("http://127.0.0.1:{port}") } }),
     )]);
-    drover_api::testing::context(sites, Duration::from_secs(20))
+    drover_api::testing::context(sites, budget)
 }
 
 fn upsert() -> serde_json::Value {
@@ -114,6 +118,24 @@ async fn route53_refused_5xx_and_malformed_answers() {
     let err = action("dns.route53.set").run(&route53(api.port), &upsert()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent, "{err:?}");
     assert!(err.message.contains("Route 53"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn route53_throttling_and_silence_are_retryable_within_the_step_s_time() {
+    let throttled = r#"<?xml version="1.0"?>
+<ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>r1</RequestId></ErrorResponse>"#;
+    let api = ScriptedHttp::start(vec![(400, throttled.into())]).await;
+    let err = action("dns.route53.set").run(&route53(api.port), &upsert()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
+    assert!(err.message.contains("Throttling") || err.message.contains("Rate exceeded"), "{}", err.message);
+
+    let api = ScriptedHttp::silent().await;
+    let started = std::time::Instant::now();
+    let err = action("dns.route53.set").run(&route53_within(api.port, Duration::from_secs(2)), &upsert()).await;
+    let err = err.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded by the step: {:?}", started.elapsed());
+    assert!(err.message.contains("timed out"), "{}", err.message);
 }
 
 /// A UDP DNS server on loopback that answers queries for `app.example.test.` with 192.0.2.10

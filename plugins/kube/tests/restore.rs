@@ -437,6 +437,39 @@ async fn bad_backups_fail_naming_the_object_and_restore_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_endpoint_that_fails_throttles_or_stays_silent_is_retryable_within_the_step() {
+    let lab = lab().await;
+    let before = lab.count(&lab.west);
+    let restore_from = |url: String, budget: Duration| {
+        let mut sites = lab.sites.clone();
+        sites.insert(
+            "backups".into(),
+            json!({ "s3": { "endpoint": url, "path_style": true,
+            "access_key": "env:DROVER_TEST_S3_KEY", "secret_key": "env:DROVER_TEST_S3_SECRET" } }),
+        );
+        let ctx = testing::context(sites, budget);
+        let with = json!({ "site": "west", "from": { "velero": { "site": "backups", "bucket": "dr-backups", "backup": "latest" } } });
+        async move { find("kube.restore").run(&ctx, &with).await.unwrap_err() }
+    };
+    let slow_down = r#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"#;
+    for (status, body) in [(503, slow_down), (500, ""), (429, "")] {
+        let s3 = drover_api::testing::ScriptedHttp::start(vec![(status, body.to_string())]).await;
+        let e = restore_from(s3.url(), Duration::from_secs(30)).await;
+        assert_eq!(e.kind, drover_api::ErrorKind::Retryable, "{status}: {e:?}");
+        assert!(e.message.starts_with("list s3://dr-backups/backups/"), "{status}: {}", e.message);
+    }
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let e = restore_from(format!("http://127.0.0.1:{dead}"), Duration::from_secs(30)).await;
+    assert_eq!(e.kind, drover_api::ErrorKind::Retryable, "refused: {e:?}");
+    let silent = drover_api::testing::ScriptedHttp::silent().await;
+    let started = std::time::Instant::now();
+    let e = restore_from(silent.url(), Duration::from_secs(2)).await;
+    assert_eq!(e.kind, drover_api::ErrorKind::Retryable, "silent: {e:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded by the step: {:?}", started.elapsed());
+    assert_eq!(lab.count(&lab.west), before, "nothing restored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_server_refusing_the_credentials_is_permanent_and_never_shows_the_secret() {
     let lab = lab().await;
     // s3s-fs checks signatures (moto takes any key).

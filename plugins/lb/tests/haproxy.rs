@@ -243,6 +243,29 @@ async fn an_answer_in_an_unknown_format_is_permanent_and_changes_nothing() {
     }
 }
 
+#[tokio::test]
+async fn a_runtime_api_that_never_answers_is_retryable_after_the_site_s_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _silent = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s); // read nothing, answer nothing
+        }
+    });
+    let sites = BTreeMap::from([(
+        "lb".to_string(),
+        json!({ "haproxy": { "runtime": format!("tcp://127.0.0.1:{port}"), "timeout": "300ms" } }),
+    )]);
+    let c = drover_api::testing::context(sites, Duration::from_secs(20));
+    let err = action("lb.haproxy.set").run(&c, &flip()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
+    assert_eq!(
+        err.message,
+        format!("HAProxy runtime API tcp://127.0.0.1:{port} did not answer `show servers state app` in time")
+    );
+}
+
 /// Each scenario against HAProxy and the stand-in.
 macro_rules! both {
     ($($name:ident),*) => {
