@@ -141,11 +141,7 @@ impl Report {
                 Event::StepRetrying { attempt, error, delay_ms, .. } => {
                     s.retries.push(format!("attempt {attempt}: {} (retried after {} ms)", error.message, delay_ms))
                 }
-                Event::StepNote { message, .. } => {
-                    if !s.notes.contains(message) {
-                        s.notes.push(message.clone());
-                    }
-                }
+                Event::StepNote { message, .. } if !s.notes.contains(message) => s.notes.push(message.clone()),
                 Event::StepPlanned { plan, .. } => s.plan = Some(plan.clone()),
                 Event::GateApproved { by, .. } => s.approved_by = Some(by.clone()),
                 Event::StepFinished { outcome, outputs, error, attempts, duration_ms, .. } => {
