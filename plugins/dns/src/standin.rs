@@ -23,6 +23,8 @@ type Key = (Name, RecordType);
 struct Zone {
     origin: Name,
     rrsets: BTreeMap<Key, (u32, Vec<RData>)>,
+    /// Answer every signed update with this code, changing nothing (fault tests).
+    failing_updates: Option<ResponseCode>,
 }
 
 impl Zone {
@@ -88,7 +90,7 @@ impl StandIn {
             let a = address.parse().map_err(|_| format!("`{address}` is not an IPv4 address"))?;
             rrsets.entry((owner, RecordType::A)).or_insert((ttl, vec![])).1.push(RData::A(a));
         }
-        let zone = Arc::new(Mutex::new(Zone { origin, rrsets }));
+        let zone = Arc::new(Mutex::new(Zone { origin, rrsets, failing_updates: None }));
         let socket = tokio::net::UdpSocket::bind(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
         let addr = socket.local_addr().map_err(|e| e.to_string())?;
         let served = zone.clone();
@@ -105,6 +107,12 @@ impl StandIn {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// From now on answer every correctly signed update with `code` (signed, as a server
+    /// whose zone journal is full answers SERVFAIL), changing nothing; `None` to stop.
+    pub fn fail_updates_with(&self, code: Option<ResponseCode>) {
+        self.zone.lock().expect("zone lock").failing_updates = code;
     }
 
     /// The values of one A rrset, as served now (for state comparisons).
@@ -178,7 +186,10 @@ fn update(zone: &Mutex<Zone>, signer: &TSigner, request: &Message, bytes: &[u8])
     };
     let code = {
         let mut zone = zone.lock().expect("zone lock");
-        apply_update(&mut zone, request)
+        match zone.failing_updates {
+            Some(code) => code,
+            None => apply_update(&mut zone, request),
+        }
     };
     let mut reply = reply_to(request, code);
     let pre = TSIG::new(signer.algorithm().clone(), now(), signer.fudge(), vec![], request.id(), 0, vec![]);

@@ -241,3 +241,32 @@ async fn malformed_and_forged_answers_to_an_update_are_never_taken_for_success()
         assert!(started.elapsed() < Duration::from_secs(5), "{what}: within the step's time");
     }
 }
+
+#[tokio::test]
+async fn a_signed_servfail_is_retryable_and_the_next_attempt_goes_through() {
+    // SAFETY: every test sets the same value.
+    unsafe { std::env::set_var("DROVER_TEST_FAULT_TSIG", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=") };
+    let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=";
+    let server = drover_dns::standin::StandIn::start(
+        0,
+        "example.test.",
+        "drover-key",
+        secret,
+        300,
+        &[("app.example.test.", "192.0.2.10")],
+    )
+    .await
+    .unwrap();
+    server.fail_updates_with(Some(ResponseCode::ServFail));
+    let ctx = rfc2136(server.addr().port());
+    let err = action("dns.rfc2136.set").run(&ctx, &to_west()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
+    assert_eq!(
+        err.message,
+        format!("DNS server {} failed the update of app.example.test. A (SERVFAIL)", server.addr())
+    );
+    assert_eq!(server.a_values("app.example.test."), ["192.0.2.10"], "nothing changed");
+    server.fail_updates_with(None);
+    action("dns.rfc2136.set").run(&ctx, &to_west()).await.unwrap();
+    assert_eq!(server.a_values("app.example.test."), ["192.0.2.20"]);
+}
