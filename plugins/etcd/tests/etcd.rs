@@ -240,7 +240,7 @@ async fn a_truncated_snapshot_is_detected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_endpoint_is_reported_and_the_next_one_used() {
+async fn an_unreachable_or_failing_endpoint_is_reported_and_the_next_one_used() {
     let moto = Moto::start().unwrap();
     let _s3 = bucket(&moto).await;
     let dead = format!("http://127.0.0.1:{}", free_port());
@@ -251,8 +251,18 @@ async fn an_unreachable_endpoint_is_reported_and_the_next_one_used() {
     let plan = action("etcd.snapshot").plan(&c, &snapshot(0)).await.unwrap();
     assert!(plan.failed_checks().any(|x| x.name == "etcd answers"), "{plan:?}");
 
+    // A member whose gateway answers 503 (etcd's own gRPC unavailable, code 14): retryable.
+    let failing = drover_api::testing::ScriptedHttp::start(vec![(
+        503,
+        r#"{"error":"connection closed","message":"connection closed","code":14}"#.into(),
+    )])
+    .await;
+    let err = action("etcd.snapshot").run(&ctx(&[&failing.url()], &moto), &snapshot(0)).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
+    assert!(err.message.contains("answered 503 Service Unavailable"), "{}", err.message);
+
     let e = etcd(1);
-    let c = ctx(&[&dead, &e.url], &moto);
+    let c = ctx(&[&dead, &failing.url(), &e.url], &moto);
     let out = action("etcd.snapshot").run(&c, &snapshot(0)).await.unwrap();
     assert_eq!(out["keys"], 1);
     let err = action("etcd.verify")
