@@ -70,6 +70,10 @@ impl StepHost for NoteKeeper {
     }
 }
 
+/// Bodies no JSON API should send, for hostile-answer tests: empty, cut short, or the wrong
+/// kind of JSON value.
+pub const BROKEN_JSON: &[&str] = &["", "{", "null", "[]", "\"a string\"", "12"];
+
 /// A plain-HTTP server on loopback that answers each request with the next `(status, body)` of
 /// its script and repeats the last one forever after — a broken or hostile API on demand.
 /// Stopped on drop.
