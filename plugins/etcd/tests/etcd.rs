@@ -240,7 +240,7 @@ async fn a_truncated_snapshot_is_detected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_or_failing_endpoint_is_reported_and_the_next_one_used() {
+async fn an_unreachable_failing_or_silent_endpoint_is_reported_and_the_next_one_used() {
     let moto = Moto::start().unwrap();
     let _s3 = bucket(&moto).await;
     let dead = format!("http://127.0.0.1:{}", free_port());
@@ -261,8 +261,14 @@ async fn an_unreachable_or_failing_endpoint_is_reported_and_the_next_one_used() 
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
     assert!(err.message.contains("answered 503 Service Unavailable"), "{}", err.message);
 
+    // A member that accepts connections and never answers: retryable after the site's timeout.
+    let silent = drover_api::testing::ScriptedHttp::silent().await;
+    let err = action("etcd.snapshot").run(&ctx(&[&silent.url()], &moto), &snapshot(0)).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
+    assert!(err.message.contains(&silent.url()) && err.message.contains("timed out"), "{}", err.message);
+
     let e = etcd(1);
-    let c = ctx(&[&dead, &failing.url(), &e.url], &moto);
+    let c = ctx(&[&dead, &failing.url(), &silent.url(), &e.url], &moto);
     let out = action("etcd.snapshot").run(&c, &snapshot(0)).await.unwrap();
     assert_eq!(out["keys"], 1);
     let err = action("etcd.verify")
