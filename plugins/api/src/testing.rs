@@ -29,13 +29,11 @@ pub fn context(sites: BTreeMap<String, Value>, budget: Duration) -> StepContext 
     context_with_host(sites, budget, Arc::new(NullHost))
 }
 
-/// Like [`context`], with notes (what the report shows under the step) kept in `notes`.
-pub fn context_keeping_notes(
-    sites: BTreeMap<String, Value>,
-    budget: Duration,
-) -> (StepContext, Arc<std::sync::Mutex<Vec<String>>>) {
-    let host = Arc::new(NoteKeeper::default());
-    (context_with_host(sites, budget, host.clone()), host.notes.clone())
+/// Like [`context`], keeping what the step tells its host: notes (what the report shows under
+/// the step) and checkpoints (what a resumed step would get back).
+pub fn context_recording(sites: BTreeMap<String, Value>, budget: Duration) -> (StepContext, Arc<Recorded>) {
+    let recorded = Arc::new(Recorded::default());
+    (context_with_host(sites, budget, recorded.clone()), recorded)
 }
 
 fn context_with_host(sites: BTreeMap<String, Value>, budget: Duration, host: Arc<dyn StepHost>) -> StepContext {
@@ -52,19 +50,22 @@ fn context_with_host(sites: BTreeMap<String, Value>, budget: Duration, host: Arc
     )
 }
 
-/// [`NullHost`], keeping the notes.
+/// [`NullHost`], keeping notes and checkpoints in order.
 #[derive(Default)]
-struct NoteKeeper {
-    notes: Arc<std::sync::Mutex<Vec<String>>>,
+pub struct Recorded {
+    pub notes: std::sync::Mutex<Vec<String>>,
+    pub checkpoints: std::sync::Mutex<Vec<Value>>,
 }
 
 #[async_trait]
-impl StepHost for NoteKeeper {
+impl StepHost for Recorded {
     fn progress(&self, _: &str, _: Progress) {}
     fn note(&self, _: &str, message: &str) {
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(message.to_string());
     }
-    async fn checkpoint(&self, _: &str, _: Value) {}
+    async fn checkpoint(&self, _: &str, value: Value) {
+        self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()).push(value);
+    }
     async fn approve(&self, _: &str, _: &str) -> Result<String, ActionError> {
         Ok("tester".into())
     }

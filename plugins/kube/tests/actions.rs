@@ -311,8 +311,8 @@ async fn tls_is_verified_unless_the_site_says_insecure_and_then_the_report_says_
     std::fs::write(&east.kubeconfig, serde_yaml::to_string(&config).unwrap()).unwrap();
     let check = |site: Value| {
         let sites = BTreeMap::from([("east".to_string(), site)]);
-        let (ctx, notes) = testing::context_keeping_notes(sites, Duration::from_secs(5));
-        async move { (find("kube.check").run(&ctx, &json!({ "site": "east" })).await, notes) }
+        let (ctx, recorded) = testing::context_recording(sites, Duration::from_secs(5));
+        async move { (find("kube.check").run(&ctx, &json!({ "site": "east" })).await, recorded) }
     };
     let site = json!({ "kube": { "kubeconfig": east.kubeconfig, "context": "east" } });
 
@@ -335,10 +335,10 @@ async fn tls_is_verified_unless_the_site_says_insecure_and_then_the_report_says_
 
     let mut insecure = site.clone();
     insecure["kube"]["insecure"] = json!(true);
-    let (result, notes) = check(insecure).await;
+    let (result, recorded) = check(insecure).await;
     result.unwrap();
     let origin = format!("site `east` (context `east` in {})", east.kubeconfig.display());
-    assert_eq!(*notes.lock().unwrap(), [format!("TLS verification is OFF for {origin}: insecure: true")]);
+    assert_eq!(*recorded.notes.lock().unwrap(), [format!("TLS verification is OFF for {origin}: insecure: true")]);
 }
 
 #[tokio::test]

@@ -308,11 +308,16 @@ async fn the_latest_completed_backup_is_restored_cleaned_transformed_and_in_orde
 
     let with = json!({ "site": "west", "from": { "velero": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "latest" } },
                        "transforms": transforms() });
-    let out = lab.run("kube.restore", with).await.unwrap();
+    let (ctx, recorded) = testing::context_recording(lab.sites.clone(), Duration::from_secs(30));
+    let out = find("kube.restore").run(&ctx, &with).await.unwrap();
     assert_eq!(out["source"], "Velero backup nightly-2");
     assert_eq!(out["restored"], 9, "{out:?}");
     assert_eq!(out["failed"], json!([]));
     assert_eq!(out["created_crds"], json!(["carts.shop.example.com"]));
+    // The CRD was journaled as ours when it was created, before the final checkpoint.
+    let checkpoints = recorded.checkpoints.lock().unwrap().clone();
+    assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+    assert_eq!(checkpoints[0]["created_crds"], json!(["carts.shop.example.com"]), "{checkpoints:?}");
     assert_eq!(
         out["left_out"],
         json!({ "created by the cluster in every namespace": 2, "labelled velero.io/exclude-from-backup=true": 1,
@@ -543,7 +548,8 @@ async fn manifests_and_live_clusters_are_sources_too_and_a_resumed_restore_skips
     lab.run("kube.apply", json!({ "site": "west", "inline": [{ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "shop" } }] }))
         .await
         .unwrap();
-    let checkpoint = json!({ "restored": ["namespaces//shop", "configmaps/shop/settings"] });
+    // The interrupted run had also created a CRD: it stays in `created_crds` for the rehearsal's cleanup.
+    let checkpoint = json!({ "restored": ["namespaces//shop", "configmaps/shop/settings"], "created_crds": ["carts.shop.example.com"] });
     let ctx = StepContext::new(
         "run",
         "restore",
@@ -558,6 +564,7 @@ async fn manifests_and_live_clusters_are_sources_too_and_a_resumed_restore_skips
     let live = json!({ "site": "west", "from": { "live": { "site": "east", "namespaces": ["sh*"] } } });
     let out = find("kube.restore").run(&ctx, &live).await.unwrap();
     assert_eq!((out["restored"].clone(), out["unchanged"].clone()), (json!(3), json!(2)), "{out:?}");
+    assert_eq!(out["created_crds"], json!(["carts.shop.example.com"]), "{out:?}");
     assert!(
         lab.get(&lab.west, "", "configmaps", Some("shop"), "settings").is_none(),
         "journaled as done, so not redone"

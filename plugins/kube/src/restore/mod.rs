@@ -496,7 +496,7 @@ async fn run_all(
     p: &RestoreParams,
     objects: &[Restorable],
     kinds: &[Option<Kind>],
-    done_before: &HashSet<String>,
+    resumed: &Resumed,
     dry: bool,
 ) -> Result<Vec<Option<Outcome>>, ActionError> {
     let graph = build_graph(objects, &p.order)?;
@@ -513,11 +513,14 @@ async fn run_all(
             let (tally, finished, last_checkpoint) = (&tally, &finished, &last_checkpoint);
             async move {
                 let o = &objects[i];
-                let outcome = if done_before.contains(&o.key()) {
+                let outcome = if resumed.restored.contains(&o.key()) {
                     Ok(Outcome::Unchanged)
                 } else {
                     restore_one(kube, o, kinds[i].as_ref(), p, existing).await
                 };
+                // A CRD this run created is journaled at once: after a crash, the rehearsal's
+                // cleanup must still know it was ours.
+                let created_crd = o.resource == CRD && matches!(outcome, Ok(Outcome::Created));
                 let go_on = match outcome {
                     Ok(out) => {
                         tally.outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(out);
@@ -546,8 +549,9 @@ async fn run_all(
                         }
                         due
                     };
-                    if due {
-                        let value = checkpoint(objects, &tally.outcomes.lock().unwrap_or_else(|e| e.into_inner()));
+                    if due || created_crd {
+                        let value =
+                            checkpoint(objects, &tally.outcomes.lock().unwrap_or_else(|e| e.into_inner()), resumed);
                         ctx.checkpoint(value).await;
                     }
                 }
@@ -558,22 +562,55 @@ async fn run_all(
     if let Some(e) = tally.fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
         if !dry {
             let outcomes = tally.outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            ctx.checkpoint(checkpoint(objects, &outcomes)).await;
+            ctx.checkpoint(checkpoint(objects, &outcomes, resumed)).await;
         }
         return Err(e);
     }
     Ok(tally.outcomes.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// The keys of every object restored so far.
-fn checkpoint(objects: &[Restorable], outcomes: &[Option<Outcome>]) -> Value {
+/// What an interrupted run of this step had done, from its last checkpoint.
+#[derive(Default)]
+struct Resumed {
+    /// Keys of the objects already restored.
+    restored: HashSet<String>,
+    /// CRDs it created (the cluster did not have them), so `created_crds` stays whole.
+    created_crds: Vec<String>,
+}
+
+impl Resumed {
+    fn from_checkpoint(c: Option<&Value>) -> Resumed {
+        let strings = |field: &str| -> Vec<String> {
+            c.and_then(|c| c[field].as_array())
+                .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+                .unwrap_or_default()
+        };
+        Resumed { restored: strings("restored").into_iter().collect(), created_crds: strings("created_crds") }
+    }
+}
+
+const CRD: &str = "customresourcedefinitions.apiextensions.k8s.io";
+
+/// CRDs created: by the interrupted run, then by this one.
+fn created_crds(objects: &[Restorable], outcomes: &[Option<Outcome>], resumed: &Resumed) -> Vec<String> {
+    let mut names = resumed.created_crds.clone();
+    for (o, out) in objects.iter().zip(outcomes) {
+        if o.resource == CRD && matches!(out, Some(Outcome::Created)) && !names.iter().any(|n| n == o.name()) {
+            names.push(o.name().to_string());
+        }
+    }
+    names
+}
+
+/// The keys of every object restored so far, and the CRDs created.
+fn checkpoint(objects: &[Restorable], outcomes: &[Option<Outcome>], resumed: &Resumed) -> Value {
     let done: Vec<String> = outcomes
         .iter()
         .enumerate()
         .filter(|(_, o)| matches!(o, Some(Outcome::Created | Outcome::Updated | Outcome::Unchanged | Outcome::Skipped)))
         .map(|(i, _)| objects[i].key())
         .collect();
-    json!({ "restored": done })
+    json!({ "restored": done, "created_crds": created_crds(objects, outcomes, resumed) })
 }
 
 /// Counts per kind and per namespace.
@@ -644,7 +681,7 @@ impl TypedAction for Restore {
         let kube = Kube::connect(ctx, &p.site).await?;
         let mut got = collect(ctx, &p, &pipeline).await?;
         let kinds = resolve(&kube, &mut got.objects).await?;
-        let outcomes = run_all(&kube, ctx, &p, &got.objects, &kinds, &HashSet::new(), true).await?;
+        let outcomes = run_all(&kube, ctx, &p, &got.objects, &kinds, &Resumed::default(), true).await?;
         let (by_kind, by_ns) = counts(&got.objects);
         let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
         let mut plan = Plan::default()
@@ -703,23 +740,16 @@ impl TypedAction for Restore {
         let kube = Kube::connect(ctx, &p.site).await?;
         let mut got = collect(ctx, &p, &pipeline).await?;
         let kinds = resolve(&kube, &mut got.objects).await?;
-        let done_before: HashSet<String> = ctx
-            .resumed_from()
-            .and_then(|c| c["restored"].as_array())
-            .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
-            .unwrap_or_default();
-        if !done_before.is_empty() {
-            ctx.note(&format!("resuming: {} objects were restored before the interruption", done_before.len()));
+        let resumed = Resumed::from_checkpoint(ctx.resumed_from());
+        if !resumed.restored.is_empty() {
+            ctx.note(&format!("resuming: {} objects were restored before the interruption", resumed.restored.len()));
         }
-        let outcomes = run_all(&kube, ctx, &p, &got.objects, &kinds, &done_before, false).await?;
-        ctx.checkpoint(checkpoint(&got.objects, &outcomes)).await;
+        let outcomes = run_all(&kube, ctx, &p, &got.objects, &kinds, &resumed, false).await?;
+        ctx.checkpoint(checkpoint(&got.objects, &outcomes, &resumed)).await;
         let (mut restored, mut unchanged, mut skipped) = (0u64, 0u64, 0u64);
         let mut failed = vec![];
-        let mut created_crds = vec![];
+        let created_crds = created_crds(&got.objects, &outcomes, &resumed);
         for (o, out) in got.objects.iter().zip(&outcomes) {
-            if o.resource == "customresourcedefinitions.apiextensions.k8s.io" && matches!(out, Some(Outcome::Created)) {
-                created_crds.push(o.name().to_string());
-            }
             match out {
                 Some(Outcome::Created | Outcome::Updated) => restored += 1,
                 Some(Outcome::Unchanged) => unchanged += 1,
