@@ -3,14 +3,18 @@
 //! `etcd.snapshot` streams a snapshot from a member through etcd's gRPC gateway (JSON over
 //! HTTP: `POST /v3/maintenance/snapshot`, the same stream `etcdctl snapshot save` reads) into
 //! an S3 multipart upload — never the whole snapshot in memory — checks the SHA-256 etcd
-//! appends to the stream, records revision, size, hash and key count as object metadata, and
-//! keeps the newest N snapshots of the cluster. `etcd.verify` reads one back and checks it is
+//! appends to the stream, records revision, size, hash and key count beside it, and keeps the
+//! newest N snapshots of the cluster. `etcd.verify` reads one back and checks it is
 //! complete and readable (size, checksum, bbolt header) without restoring it, optionally
 //! saving it to a file for `etcdctl snapshot restore`.
 //!
 //! Objects are named `PREFIX/CLUSTER/CLUSTER-MEMBER-YYYYMMDDTHHMMSSZ.db` (member as etcd's
-//! hex id), so the name says which cluster, which member and when.
+//! hex id), so the name says which cluster, which member and when. The facts go in a small
+//! JSON object beside it, `….db.facts.json` — not in the snapshot's metadata, which S3 can only
+//! change by copying the object, and cannot copy in one call above 5 GB. What is known before
+//! the stream (revision, keys, member, version) is also the snapshot's own metadata.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,6 +227,24 @@ fn object_name(cluster: &str, member: &str, at: std::time::SystemTime) -> String
 }
 
 /// The snapshot objects of a cluster, oldest first (by the time in their name).
+/// Where a snapshot's facts are kept.
+fn facts_key(snapshot: &str) -> String {
+    format!("{snapshot}.facts.json")
+}
+
+/// A snapshot's recorded facts: the facts object, or — for a snapshot whose facts object was
+/// never written (a crash right after the upload) — the metadata known before the stream.
+async fn recorded_facts(
+    s3: &S3,
+    bucket: &str,
+    key: &str,
+    metadata: HashMap<String, String>,
+) -> HashMap<String, String> {
+    let Ok(obj) = s3.get_object().bucket(bucket).key(facts_key(key)).send().await else { return metadata };
+    let Ok(bytes) = obj.body.collect().await else { return metadata };
+    serde_json::from_slice(&bytes.into_bytes()).unwrap_or(metadata)
+}
+
 async fn list_snapshots(s3: &S3, store: &Store, cluster: &str) -> Result<Vec<String>, ActionError> {
     let prefix = drover_api::s3::key(store.prefix.as_deref(), &format!("{cluster}/"));
     let what = format!("s3://{}/{prefix}", store.bucket);
@@ -341,16 +363,17 @@ impl TypedAction for Snapshot {
         let s3 = drover_api::s3::client(ctx, &p.to.site).await?;
         let what = format!("s3://{}/{key}", p.to.bucket);
         let s3err = |e| drover_api::s3::error(&what, e, "check the bucket name and the site's s3 settings");
-        let upload = s3
-            .create_multipart_upload()
-            .bucket(&p.to.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(s3err)?
-            .upload_id()
-            .unwrap_or_default()
-            .to_string();
+        let mut create = s3.create_multipart_upload().bucket(&p.to.bucket).key(&key);
+        let known = [
+            ("revision", revision.to_string()),
+            ("keys", keys.to_string()),
+            ("member", member.clone()),
+            ("etcd-version", status["version"].as_str().unwrap_or("").to_string()),
+        ];
+        for (k, v) in &known {
+            create = create.metadata(*k, v);
+        }
+        let upload = create.send().await.map_err(s3err)?.upload_id().unwrap_or_default().to_string();
         let streamed = stream_to_s3(ctx, &m, &s3, &p.to.bucket, &key, &upload, num(&status["dbSize"])).await;
         let (sha, size, parts) = match streamed {
             Ok(x) => x,
@@ -367,37 +390,30 @@ impl TypedAction for Snapshot {
             .send()
             .await
             .map_err(|e| drover_api::s3::error(&what, e, "check the bucket"))?;
-        // The facts go beside the object as tags-like metadata: a copy onto itself sets them.
-        let meta = [
-            ("revision", revision.to_string()),
-            ("keys", keys.to_string()),
-            ("size", size.to_string()),
-            ("sha256", sha.clone()),
-            ("member", member.clone()),
-            ("etcd-version", status["version"].as_str().unwrap_or("").to_string()),
-        ];
-        let mut copy = s3
-            .copy_object()
+        let facts: BTreeMap<&str, String> =
+            known.into_iter().chain([("size", size.to_string()), ("sha256", sha.clone())]).collect();
+        s3.put_object()
             .bucket(&p.to.bucket)
-            .key(&key)
-            .copy_source(format!("{}/{key}", p.to.bucket))
-            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
-        for (k, v) in &meta {
-            copy = copy.metadata(*k, v);
-        }
-        copy.send().await.map_err(|e| drover_api::s3::error(&what, e, "check the bucket"))?;
+            .key(facts_key(&key))
+            .content_type("application/json")
+            .body(serde_json::to_vec_pretty(&facts).expect("serializes").into())
+            .send()
+            .await
+            .map_err(|e| drover_api::s3::error(&what, e, "check the bucket"))?;
         let mut deleted = vec![];
         if p.keep > 0 {
             let all = list_snapshots(&s3, &p.to, &p.cluster).await?;
             let drop = all.len().saturating_sub(p.keep as usize);
             for old in all.into_iter().take(drop) {
                 let w = format!("s3://{}/{old}", p.to.bucket);
-                s3.delete_object()
-                    .bucket(&p.to.bucket)
-                    .key(&old)
-                    .send()
-                    .await
-                    .map_err(|e| drover_api::s3::error(&w, e, "check the bucket"))?;
+                for k in [facts_key(&old), old.clone()] {
+                    s3.delete_object()
+                        .bucket(&p.to.bucket)
+                        .key(&k)
+                        .send()
+                        .await
+                        .map_err(|e| drover_api::s3::error(&w, e, "check the bucket"))?;
+                }
                 deleted.push(old);
             }
         }
@@ -584,7 +600,7 @@ impl TypedAction for Verify {
             .send()
             .await
             .map_err(|e| drover_api::s3::error(&what, e, "check the snapshot's key (etcd.snapshot outputs it)"))?;
-        let meta = obj.metadata().cloned().unwrap_or_default();
+        let meta = recorded_facts(&s3, &p.from.bucket, &key, obj.metadata().cloned().unwrap_or_default()).await;
         let mut file = match &p.save_to {
             Some(path) => {
                 let partial = ctx.resolve_path(path).with_extension("partial");

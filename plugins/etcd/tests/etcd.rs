@@ -162,7 +162,7 @@ fn verify(snapshot: &str) -> Value {
 async fn a_snapshot_streams_to_s3_with_its_facts_and_restores_with_etcdctl() {
     let e = etcd(50);
     let moto = Moto::start().unwrap();
-    let _s3 = bucket(&moto).await;
+    let s3 = bucket(&moto).await;
     let c = ctx(&[&e.url], &moto);
     let plan = action("etcd.snapshot").plan(&c, &snapshot(0)).await.unwrap();
     assert!(plan.checks.iter().all(|x| x.ok), "{plan:?}");
@@ -172,6 +172,13 @@ async fn a_snapshot_streams_to_s3_with_its_facts_and_restores_with_etcdctl() {
     assert!(key.contains(out["member"].as_str().unwrap()), "{out:?}");
     assert_eq!(out["keys"], 50);
     assert!(out["revision"].as_u64().unwrap() >= 51, "{out:?}");
+    // The facts beside the snapshot; what was known before the stream also as its metadata.
+    let facts = s3.get_object().bucket("cp-snapshots").key(format!("{key}.facts.json")).send().await.unwrap();
+    let facts: Value = serde_json::from_slice(&facts.body.collect().await.unwrap().into_bytes()).unwrap();
+    assert_eq!((facts["sha256"].as_str(), facts["keys"].as_str()), (out["sha256"].as_str(), Some("50")), "{facts}");
+    assert_eq!(facts["size"].as_str(), Some(out["size"].to_string().as_str()), "{facts}");
+    let head = s3.head_object().bucket("cp-snapshots").key(key).send().await.unwrap();
+    assert_eq!(head.metadata().unwrap()["revision"], out["revision"].to_string());
 
     let dir = tempfile::tempdir().unwrap();
     let mut with = verify("latest");
@@ -179,6 +186,12 @@ async fn a_snapshot_streams_to_s3_with_its_facts_and_restores_with_etcdctl() {
     let checked = action("etcd.verify").run(&c, &with).await.unwrap();
     assert_eq!((checked["key"].clone(), checked["sha256"].clone()), (out["key"].clone(), out["sha256"].clone()));
     assert_eq!((checked["size"].clone(), checked["keys"].clone()), (out["size"].clone(), json!(50)));
+
+    // Facts that do not match the snapshot (a replaced object, a mixed-up key) fail the check.
+    let forged = serde_json::to_vec(&json!({ "sha256": "00".repeat(32) })).unwrap();
+    s3.put_object().bucket("cp-snapshots").key(format!("{key}.facts.json")).body(forged.into()).send().await.unwrap();
+    let err = action("etcd.verify").run(&c, &verify(key)).await.unwrap_err();
+    assert!(err.message.ends_with(&format!("but {} was recorded", "00".repeat(32))), "{}", err.message);
 
     // The saved file is what etcdctl restores: its own check of etcd's hash passes.
     let restored = dir.path().join("restored");
@@ -208,7 +221,13 @@ async fn retention_keeps_the_newest_snapshots() {
     let listed = s3.list_objects_v2().bucket("cp-snapshots").prefix("etcd/prod-east/").send().await.unwrap();
     let mut left: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
     left.sort();
-    assert_eq!(left, [keys[1]["key"].as_str().unwrap(), keys[2]["key"].as_str().unwrap()]);
+    let kept = |i: usize| keys[i]["key"].as_str().unwrap().to_string();
+    let facts = |i: usize| format!("{}.facts.json", kept(i));
+    assert_eq!(
+        left,
+        [kept(1), facts(1), kept(2), facts(2)],
+        "each snapshot with its facts; the oldest gone with its facts"
+    );
     let latest = action("etcd.verify").run(&c, &verify("latest")).await.unwrap();
     assert_eq!(latest["key"], keys[2]["key"]);
 }
