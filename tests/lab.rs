@@ -74,16 +74,20 @@ fn lab_file(dir: &std::path::Path, extra: &str) -> String {
 }
 
 #[test]
-fn without_bind_and_haproxy_the_built_in_stand_ins_serve_and_say_so() {
+fn without_bind_haproxy_and_moto_the_built_in_stand_ins_serve_and_say_so() {
+    // Unplanned: the stand-in S3 holds the backup the apps come back from.
     let dir = tempfile::tempdir().unwrap();
-    let config = lab_file(dir.path(), "copies: 2\ndns: builtin\nlb: builtin\n");
-    let (code, text) = lab_failover("planned", &["--config", &config]);
+    let config = lab_file(dir.path(), "copies: 2\ndns: builtin\nlb: builtin\ns3: builtin\n");
+    let (code, text) = lab_failover("unplanned", &["--config", &config]);
     assert_eq!(code, Some(0), "{text}");
     for line in END_STATE {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
     assert!(text.contains("DNS              stand-in     127.0.0.1:"), "{text}");
     assert!(text.contains("Load balancer    stand-in     http://127.0.0.1:"), "{text}");
+    assert!(text.contains("S3               stand-in     http://127.0.0.1:"), "{text}");
+    assert!(text.contains("s3s-fs (built in); bucket dr-backups holds Velero backup lab-nightly"), "{text}");
+    assert!(text.contains("source=Velero backup lab-nightly"), "{text}");
     assert!(text.contains("✓ west runs Deployment web in 2 of 2 app namespaces"), "{text}");
     assert!(text.contains("✓ west's Ingress web serves the west host in 2 of 2 app namespaces"), "{text}");
 }
@@ -435,7 +439,8 @@ fn no_credential_reaches_any_output_report_or_journal() {
                         .unwrap();
                 secrets.push(kubeconfig["users"][0]["user"]["token"].as_str().unwrap().to_string());
             }
-            assert_eq!(secrets.len(), 6, "{secrets:?}");
+            // 2 ONTAP passwords, the TSIG secret, the S3 key pair, 2 bearer tokens.
+            assert_eq!(secrets.len(), 7, "{secrets:?}");
             let mut places = vec![(std::path::PathBuf::from("stdout+stderr"), text)];
             places.extend(files_under(&state));
             assert!(places.iter().any(|(p, _)| p.ends_with("journal.jsonl")), "no journal in {places:?}");

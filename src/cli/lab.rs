@@ -9,7 +9,8 @@ use super::{Cli, CliError, Output, exit};
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// Start the two-site lab (ONTAP and Kubernetes simulators; BIND, HAProxy and moto when
-    /// installed) in the foreground until Ctrl-C, and write its sites file.
+    /// installed, built-in stand-ins otherwise) in the foreground until Ctrl-C, and write its
+    /// sites file.
     Up(UpArgs),
     /// Start the lab, run runbooks/failover.yaml against it with the live view, print the
     /// report and check the end state. Exit 0 when the DR site serves.
@@ -117,9 +118,9 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 if !lab.parts.iter().any(|p| p.name == "S3" && p.kind != "missing") {
                     return Err(CliError::new(
                         exit::INVALID_INPUT,
-                        "an unplanned failover restores from the backup in S3, and moto is not installed",
+                        "an unplanned failover restores from the backup in S3, and the lab file switches S3 off",
                     )
-                    .hint("pip install 'moto[server]', or run `drover lab failover --mode planned`"));
+                    .hint("set `s3: auto` in the lab file, or run `drover lab failover --mode planned`"));
                 }
                 lab.lose_primary();
                 eprintln!("disaster: the east site is gone (its ONTAP cluster and Kubernetes API stop answering)");

@@ -17,7 +17,8 @@ pub enum Choice {
     Auto,
     /// The real server (BIND, HAProxy, moto); the lab fails to start without it.
     Real,
-    /// drover's built-in stand-in (DNS and load balancer only).
+    /// drover's built-in stand-in: an RFC 2136 server, a TCP balancer with HAProxy's runtime
+    /// API, s3s-fs for S3.
     Builtin,
     /// Not started; the runbook steps that need it are switched off by param.
     None,
@@ -112,14 +113,6 @@ impl LabConfig {
         if copies == 0 || copies > MAX_COPIES {
             return Err(format!("{}: `copies: {copies}` must be between 1 and {MAX_COPIES}", path.display()));
         }
-        for (part, choice) in [("s3", file.s3)] {
-            if choice == Choice::Builtin {
-                return Err(format!(
-                    "{}: `{part}: builtin` — the lab has no built-in S3; write `auto`, `real` (moto) or `none`",
-                    path.display()
-                ));
-            }
-        }
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(LabConfig {
             ontap: base.join(file.ontap.unwrap_or_else(|| "ontap.yaml".into())),
@@ -176,8 +169,6 @@ mod tests {
         assert!(e.contains("`lb`") && e.contains("unknown variant `nginx`"), "{e}");
         let e = load("apiVersion: drover/v1\nkind: Lab\ncopies: 0\n").unwrap_err();
         assert!(e.contains("between 1 and"), "{e}");
-        let e = load("apiVersion: drover/v1\nkind: Lab\ns3: builtin\n").unwrap_err();
-        assert!(e.contains("no built-in S3"), "{e}");
         let e = load("apiVersion: drover/v1\nkind: Runbook\n").unwrap_err();
         assert!(e.contains("kind: Lab"), "{e}");
         let e = load("apiVersion: drover/v1\nkind: Lab\nkube: { ready_delay: soon }\n").unwrap_err();

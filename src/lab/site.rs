@@ -1,9 +1,10 @@
 //! The whole two-site lab (`drover lab up`, `drover lab failover`): two ONTAP clusters and two
 //! Kubernetes API servers (simulators: no real ones can run here), and real servers where the
-//! machine has them — BIND for DNS, HAProxy in front of both sites, moto for S3. Without BIND
-//! or HAProxy, drover's built-in stand-ins take their place; without moto, S3 is missing and
-//! the steps that need it are switched off by parameter. Every part is reported as simulator,
-//! real server, built-in stand-in or missing: the lab never pretends.
+//! machine has them — BIND for DNS, HAProxy in front of both sites, moto for S3. Without them,
+//! built-in stand-ins take their place: drover's RFC 2136 server and TCP balancer, and s3s-fs
+//! (an S3 server on the file system, checking signatures) for S3. A part switched off in the
+//! lab file is missing, and the steps that need it are switched off by parameter. Every part
+//! is reported as simulator, real server, built-in stand-in or missing: the lab never pretends.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -57,7 +58,7 @@ pub struct Lab {
     /// The application namespaces seeded on the primary.
     pub namespaces: Vec<String>,
     backends: Vec<tokio::task::JoinHandle<()>>,
-    _moto: Option<drover_api::testing::Moto>,
+    _s3: Option<LabS3>,
     _dns_standin: Option<drover_dns::standin::StandIn>,
     _lb_standin: Option<drover_lb::standin::StandIn>,
     _procs: Procs,
@@ -430,36 +431,41 @@ impl Lab {
             });
         }
 
-        // S3: moto holding a Velero-format backup of the primary (for unplanned failovers).
-        let mut s3_url = None;
-        let mut moto = None;
-        let s3_missing = match config.s3 {
-            Choice::None => Some("switched off in the lab file (`s3: none`): unplanned failover needs the backup"),
-            _ if !installed("moto_server") && config.s3 == Choice::Real => {
+        // S3 holding a Velero-format backup of the primary (for unplanned failovers): moto, or
+        // the built-in s3s-fs with a key pair of its own.
+        let use_moto = match config.s3 {
+            Choice::Real if !installed("moto_server") => {
                 return Err(
                     "the lab file asks for S3 (`s3: real`), and moto is not installed: pip install 'moto[server]'"
                         .into(),
                 );
             }
-            _ if !installed("moto_server") => {
-                Some("moto is not installed (pip install 'moto[server]'): unplanned failover needs it for the backup")
-            }
-            _ => None,
+            Choice::Real => true,
+            Choice::Auto => installed("moto_server"),
+            Choice::Builtin | Choice::None => false,
         };
-        if s3_missing.is_none() {
-            let server = drover_api::testing::Moto::start()?;
-            let url = server.url().to_string();
-            moto = Some(server);
-            write(&dir.join("secrets/s3-key"), &format!("{:032x}", rand::random::<u128>()))?;
-            sections.push((
-                "backups".into(),
-                "s3".into(),
-                json!({ "endpoint": url, "region": "us-east-1", "path_style": true,
-                        "access_key": format!("file:{}", dir.join("secrets/s3-key").display()),
-                        "secret_key": format!("file:{}", dir.join("secrets/s3-key").display()) }),
-            ));
-            s3_url = Some(url);
-        }
+        let s3 = match config.s3 {
+            Choice::None => None,
+            _ => {
+                let (access, secret) =
+                    (format!("{:032x}", rand::random::<u128>()), format!("{:032x}", rand::random::<u128>()));
+                write(&dir.join("secrets/s3-access-key"), &access)?;
+                write(&dir.join("secrets/s3-secret-key"), &secret)?;
+                let server = if use_moto {
+                    LabS3::Moto(drover_api::testing::Moto::start()?)
+                } else {
+                    LabS3::StandIn(drover_api::testing::S3sFs::start_with_keys(&access, &secret)?)
+                };
+                sections.push((
+                    "backups".into(),
+                    "s3".into(),
+                    json!({ "endpoint": server.url(), "region": "us-east-1", "path_style": true,
+                            "access_key": format!("file:{}", dir.join("secrets/s3-access-key").display()),
+                            "secret_key": format!("file:{}", dir.join("secrets/s3-secret-key").display()) }),
+                ));
+                Some(server)
+            }
+        };
 
         let namespaces = config.namespaces();
         if namespaces.len() > 1 {
@@ -489,29 +495,29 @@ impl Lab {
             .run(&ctx, &json!({ "site": "east", "manifests": manifests }))
             .await
             .map_err(|e| format!("cannot seed the east cluster: {e}"))?;
-        if let Some(url) = &s3_url {
+        if let Some(server) = &s3 {
             let export = drover_kube::actions().into_iter().find(|a| a.info().name == "kube.export").expect("built in");
-            moto.as_ref()
-                .expect("started with its URL")
-                .bucket("dr-backups")
-                .await
-                .map_err(|e| format!("the lab's S3: {e}"))?;
+            server.bucket("dr-backups").await.map_err(|e| format!("the lab's S3: {e}"))?;
             export
                 .run(&ctx, &json!({ "site": "east", "namespaces": namespaces, "to": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "lab-nightly" } }))
                 .await
                 .map_err(|e| format!("cannot take the lab's backup: {e}"))?;
+            let (kind, who) = match server {
+                LabS3::Moto(_) => ("real server", "moto"),
+                LabS3::StandIn(_) => ("stand-in", "s3s-fs (built in)"),
+            };
             parts.push(Part {
                 name: "S3".into(),
-                endpoint: url.clone(),
-                kind: "real server",
-                note: "moto; bucket dr-backups holds Velero backup lab-nightly of east".into(),
+                endpoint: server.url().to_string(),
+                kind,
+                note: format!("{who}; bucket dr-backups holds Velero backup lab-nightly of east"),
             });
         } else {
             parts.push(Part {
                 name: "S3".into(),
                 endpoint: "-".into(),
                 kind: "missing",
-                note: s3_missing.unwrap_or_default().into(),
+                note: "switched off in the lab file (`s3: none`): unplanned failover needs the backup".into(),
             });
         }
         Ok(Lab {
@@ -526,7 +532,7 @@ impl Lab {
             lb_url,
             namespaces,
             backends,
-            _moto: moto,
+            _s3: s3,
             _dns_standin: dns_standin,
             _lb_standin: lb_standin,
             _procs: procs,
@@ -688,5 +694,27 @@ impl Lab {
             out.push((format!("load balancer answers `{}`", body.trim()), body.trim() == "served by west"));
         }
         out
+    }
+}
+
+/// The lab's S3: moto when installed, else the built-in s3s-fs.
+enum LabS3 {
+    Moto(drover_api::testing::Moto),
+    StandIn(drover_api::testing::S3sFs),
+}
+
+impl LabS3 {
+    fn url(&self) -> &str {
+        match self {
+            LabS3::Moto(m) => m.url(),
+            LabS3::StandIn(s) => s.url(),
+        }
+    }
+
+    async fn bucket(&self, name: &str) -> Result<aws_sdk_s3::Client, String> {
+        match self {
+            LabS3::Moto(m) => m.bucket(name).await,
+            LabS3::StandIn(s) => s.bucket(name).await,
+        }
     }
 }

@@ -254,6 +254,8 @@ pub const S3S_SECRET_KEY: &str = "drover-test-secret-d1f0";
 #[cfg(feature = "s3-server")]
 pub struct S3sFs {
     url: String,
+    access_key: String,
+    secret_key: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _root: tempfile::TempDir,
@@ -261,12 +263,18 @@ pub struct S3sFs {
 
 #[cfg(feature = "s3-server")]
 impl S3sFs {
+    /// Accepting [`S3S_ACCESS_KEY`] / [`S3S_SECRET_KEY`].
     pub fn start() -> Result<S3sFs, String> {
+        S3sFs::start_with_keys(S3S_ACCESS_KEY, S3S_SECRET_KEY)
+    }
+
+    /// Accepting only this key pair.
+    pub fn start_with_keys(access_key: &str, secret_key: &str) -> Result<S3sFs, String> {
         use hyper_util::rt::{TokioExecutor, TokioIo};
         let root = tempfile::tempdir().map_err(|e| format!("no temporary directory for s3s-fs: {e}"))?;
         let fs = s3s_fs::FileSystem::new(root.path()).map_err(|e| format!("s3s-fs cannot use its root: {e:?}"))?;
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(S3S_ACCESS_KEY, S3S_SECRET_KEY));
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
         let service = OneAtATime { service: builder.build(), turn: Arc::default() };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no loopback port: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -293,7 +301,14 @@ impl S3sFs {
                 }
             });
         });
-        Ok(S3sFs { url: format!("http://127.0.0.1:{port}"), stop: Some(stop), thread: Some(thread), _root: root })
+        Ok(S3sFs {
+            url: format!("http://127.0.0.1:{port}"),
+            access_key: access_key.to_string(),
+            secret_key: secret_key.to_string(),
+            stop: Some(stop),
+            thread: Some(thread),
+            _root: root,
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -302,7 +317,7 @@ impl S3sFs {
 
     /// An S3 client with the credentials this server accepts.
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        s3_client(&self.url, S3S_ACCESS_KEY, S3S_SECRET_KEY)
+        s3_client(&self.url, &self.access_key, &self.secret_key)
     }
 
     /// Create a bucket; returns the client.
