@@ -76,8 +76,8 @@ impl StepHost for Recorded {
 pub const BROKEN_JSON: &[&str] = &["", "{", "null", "[]", "\"a string\"", "12"];
 
 /// A plain-HTTP server on loopback that answers each request with the next `(status, body)` of
-/// its script and repeats the last one forever after — a broken or hostile API on demand.
-/// Stopped on drop.
+/// its script and repeats the last one forever after (an empty script never answers) — a
+/// broken or hostile API on demand. Stopped on drop.
 pub struct ScriptedHttp {
     pub port: u16,
     task: tokio::task::JoinHandle<()>,
@@ -125,7 +125,7 @@ impl ScriptedHttp {
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .as_mut()
-                                .map(|s| if s.len() > 1 { s.remove(0) } else { s[0].clone() })
+                                .and_then(|s| if s.len() > 1 { Some(s.remove(0)) } else { s.first().cloned() })
                         });
                         let Some((status, body)) = next else { continue };
                         let reply = format!(

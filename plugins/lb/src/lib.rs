@@ -136,9 +136,11 @@ impl Runtime {
                     .with_hint("check that haproxy runs with `stats socket ... level admin` at this address"))
             }
             Err(_) => Err(ActionError::retryable(format!(
-                "HAProxy runtime API {} did not answer `{cmd}` in time",
-                self.target
-            ))),
+                "HAProxy runtime API {} did not answer `{cmd}` within {}",
+                self.target,
+                humantime_ms(self.timeout)
+            ))
+            .with_hint("HAProxy may be overloaded or stuck; the step retries (the site's `timeout` sets the wait)")),
         }
     }
 
@@ -453,6 +455,11 @@ impl TypedAction for HaproxySet {
             .collect();
         apply(&rt, &restore).await.map(|_| ())
     }
+}
+
+/// A duration as an operator reads it: "300ms", "5s".
+fn humantime_ms(d: Duration) -> String {
+    if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 #[cfg(test)]

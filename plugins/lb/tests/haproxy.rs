@@ -262,7 +262,7 @@ async fn a_runtime_api_that_never_answers_is_retryable_after_the_site_s_timeout(
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
     assert_eq!(
         err.message,
-        format!("HAProxy runtime API tcp://127.0.0.1:{port} did not answer `show servers state app` in time")
+        format!("HAProxy runtime API tcp://127.0.0.1:{port} did not answer `show servers state app` within 300ms")
     );
 }
 
