@@ -76,9 +76,10 @@ pub fn error<E: std::error::Error + Send + Sync + 'static>(
         403 => ActionError::permanent(format!("{what}: access denied ({detail})"))
             .with_hint("check the site's s3 credentials and the bucket policy"),
         404 => ActionError::permanent(format!("{what}: not found")).with_hint(not_found_hint.to_string()),
-        0 | 429 | 500.. => {
-            ActionError::retryable(format!("{what}: {detail}")).with_hint("is the S3 endpoint reachable?")
+        429 | 503 => {
+            ActionError::retryable(format!("{what}: {detail}")).with_hint("S3 is throttling or busy; the step retries")
         }
+        0 | 500.. => ActionError::retryable(format!("{what}: {detail}")).with_hint("is the S3 endpoint reachable?"),
         _ => ActionError::permanent(format!("{what}: {detail}")),
     }
 }

@@ -24,6 +24,16 @@ fn action(name: &str) -> Arc<dyn Action> {
     drover_dns::actions().into_iter().find(|a| a.info().name == name).unwrap()
 }
 
+/// A context with one site of these settings.
+fn one_site(name: &str, settings: serde_json::Value, budget: Duration) -> StepContext {
+    drover_api::testing::context(BTreeMap::from([(name.to_string(), settings)]), budget)
+}
+
+/// Point app.example.test. at 192.0.2.20 through `site`.
+fn app_to_new_address(site: &str) -> serde_json::Value {
+    json!({ "site": site, "name": "app.example.test.", "type": "A", "values": ["192.0.2.20"] })
+}
+
 fn powerdns(port: u16) -> StepContext {
     powerdns_within(port, Duration::from_secs(20))
 }
@@ -31,15 +41,14 @@ fn powerdns(port: u16) -> StepContext {
 fn powerdns_within(port: u16, budget: Duration) -> StepContext {
     // SAFETY: every test sets the same value.
     unsafe { std::env::set_var("DROVER_TEST_FAULT_PDNS_KEY", "key") };
-    let sites = BTreeMap::from([(
-        "pdns".to_string(),
-        json!({ "powerdns": { "api": format!("http://127.0.0.1:{port}"), "api_key": "env:DROVER_TEST_FAULT_PDNS_KEY", "zone": "example.test." } }),
-    )]);
-    drover_api::testing::context(sites, budget)
+    let api = format!("http://127.0.0.1:{port}");
+    let settings =
+        json!({ "powerdns": { "api": api, "api_key": "env:DROVER_TEST_FAULT_PDNS_KEY", "zone": "example.test." } });
+    one_site("pdns", settings, budget)
 }
 
 fn set() -> serde_json::Value {
-    json!({ "site": "pdns", "name": "app.example.test.", "type": "A", "values": ["192.0.2.20"] })
+    app_to_new_address("pdns")
 }
 
 #[tokio::test]
@@ -91,15 +100,12 @@ fn route53_within(port: u16, budget: Duration) -> StepContext {
         std::env::set_var("AWS_ACCESS_KEY_ID", "test");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
     }
-    let sites = BTreeMap::from([(
-        "aws".to_string(),
-        json!({ "route53": { "hosted_zone_id": "Z123", "endpoint": format!("http://127.0.0.1:{port}") } }),
-    )]);
-    drover_api::testing::context(sites, budget)
+    let endpoint = format!("http://127.0.0.1:{port}");
+    one_site("aws", json!({ "route53": { "hosted_zone_id": "Z123", "endpoint": endpoint } }), budget)
 }
 
 fn upsert() -> serde_json::Value {
-    json!({ "site": "aws", "name": "app.example.test.", "type": "A", "values": ["192.0.2.20"] })
+    app_to_new_address("aws")
 }
 
 #[tokio::test]
@@ -179,16 +185,15 @@ fn reply(request: &Message, code: ResponseCode) -> Message {
 fn rfc2136(port: u16) -> StepContext {
     // SAFETY: every test sets the same value.
     unsafe { std::env::set_var("DROVER_TEST_FAULT_TSIG", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=") };
-    let sites = BTreeMap::from([(
-        "dns".to_string(),
-        json!({ "dns": { "server": format!("127.0.0.1:{port}"), "zone": "example.test.", "key_name": "drover-key",
-                         "tsig_key": "env:DROVER_TEST_FAULT_TSIG", "timeout": "300ms" } }),
-    )]);
-    drover_api::testing::context(sites, Duration::from_secs(5))
+    let settings = json!({ "dns": { "server": format!("127.0.0.1:{port}"), "zone": "example.test.", "key_name": "drover-key",
+                                    "tsig_key": "env:DROVER_TEST_FAULT_TSIG", "timeout": "300ms" } });
+    one_site("dns", settings, Duration::from_secs(5))
 }
 
 fn to_west() -> serde_json::Value {
-    json!({ "site": "dns", "name": "app.example.test.", "type": "A", "values": ["192.0.2.20"], "propagation_timeout": "1s" })
+    let mut with = app_to_new_address("dns");
+    with["propagation_timeout"] = json!("1s");
+    with
 }
 
 /// What each hostile answer to a signed UPDATE comes to: undecodable or foreign datagrams are

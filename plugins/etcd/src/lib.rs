@@ -130,7 +130,8 @@ impl Member {
         let message = format!("no etcd member of site `{site}` answered: {}", said.join("; "));
         if errors.iter().all(|e| !e.is_retryable()) {
             // Every member refused us for the same kind of reason (TLS, a wrong answer): waiting will not help.
-            let hint = errors[0].hint.clone().unwrap_or_default();
+            let hint =
+                errors[0].hint.clone().unwrap_or_else(|| "check the endpoints and the site's etcd settings".into());
             return Err(ActionError::permanent(message).with_hint(hint));
         }
         Err(ActionError::retryable(message)

@@ -462,6 +462,9 @@ async fn an_s3_endpoint_that_fails_throttles_or_stays_silent_is_retryable_within
         let e = restore_from(s3.url(), Duration::from_secs(30)).await;
         assert_eq!(e.kind, drover_api::ErrorKind::Retryable, "{status}: {e:?}");
         assert!(e.message.starts_with("list s3://dr-backups/backups/"), "{status}: {}", e.message);
+        let hint =
+            if status == 500 { "is the S3 endpoint reachable?" } else { "S3 is throttling or busy; the step retries" };
+        assert_eq!(e.hint.as_deref(), Some(hint), "{status}");
     }
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let e = restore_from(format!("http://127.0.0.1:{dead}"), Duration::from_secs(30)).await;
