@@ -61,6 +61,7 @@ fn registry() -> Registry {
             side_effects,
             undo: false,
             open_outputs: true,
+            sites: vec![],
         })) as Arc<dyn Action>
     };
     Registry::builtin().with(noop("noop", true)).with(noop("noop.pure", false))
@@ -125,6 +126,7 @@ fn run_steps(bencher: divan::Bencher, shape: Shape, action: &str) {
                 sink: EventSink::new(Some(journal.clone()), None),
                 stop: StopSignal::never(),
                 resume: None,
+                preflight: drover::engine::Preflight::Check { timeout: std::time::Duration::from_secs(600) },
             };
             let summary = execute(&loaded, &reg, opts).await;
             journal.close().unwrap();

@@ -90,6 +90,8 @@ fn through_the_engine(bencher: divan::Bencher) {
                 sink: EventSink::new(Some(journal.clone()), None),
                 stop: StopSignal::never(),
                 resume: None,
+                // Compared with direct calls: the breaks themselves, not the preflight's reads.
+                preflight: drover::engine::Preflight::Skip { by: "the ontap benchmark".into() },
             };
             let summary = execute(&loaded, &reg, opts).await;
             journal.close().unwrap();
@@ -117,6 +119,8 @@ fn through_the_engine_without_journal(bencher: divan::Bencher) {
                 sink: EventSink::new(None, None),
                 stop: StopSignal::never(),
                 resume: None,
+                // Compared with direct calls: the breaks themselves, not the preflight's reads.
+                preflight: drover::engine::Preflight::Skip { by: "the ontap benchmark".into() },
             };
             let summary = execute(&loaded, &reg, opts).await;
             journal.close().unwrap();

@@ -135,6 +135,8 @@ fn main() {
                 sink: EventSink::new(Some(journal.clone()), None),
                 stop: StopSignal::never(),
                 resume: None,
+                // Faults are injected on purpose: measured here is the run under them.
+                preflight: drover::engine::Preflight::Skip { by: "the soak benchmark".into() },
             };
             let summary = match tokio::time::timeout(HANG, execute(&loaded, &registry, opts)).await {
                 Ok(s) => s,

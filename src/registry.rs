@@ -14,6 +14,8 @@ use crate::external;
 /// Every action drover can run.
 pub struct Registry {
     builtin: BTreeMap<String, Arc<dyn Action>>,
+    /// The site sections plugins read, by name (`ontap`, `kube`, ...).
+    sections: BTreeMap<String, drover_api::SiteSection>,
     external: Mutex<HashMap<String, Described>>,
     search_path: Option<std::ffi::OsString>,
 }
@@ -46,12 +48,50 @@ impl Registry {
         for action in plugins.into_iter().flatten() {
             r = r.with(action);
         }
+        let sections = [
+            vec![drover_api::s3::site_section()],
+            drover_dns::site_sections(),
+            drover_etcd::site_sections(),
+            drover_kube::site_sections(),
+            drover_lb::site_sections(),
+            drover_ontap::site_sections(),
+        ];
+        for section in sections.into_iter().flatten() {
+            r = r.with_section(section);
+        }
         r
+    }
+
+    /// Declare a site section (tests; plugins declare theirs in [`Registry::builtin`]).
+    pub fn with_section(mut self, section: drover_api::SiteSection) -> Self {
+        self.sections.insert(section.name.to_string(), section);
+        self
+    }
+
+    /// The section of this name, if a plugin declares it.
+    pub fn site_section(&self, name: &str) -> Option<&drover_api::SiteSection> {
+        self.sections.get(name)
+    }
+
+    /// Every declared section name.
+    pub fn section_names(&self) -> Vec<&str> {
+        self.sections.keys().map(String::as_str).collect()
+    }
+
+    /// Whether an external plugin `drover-plugin-NAME` is on the search path: its sections
+    /// are its own business and not checked.
+    pub fn has_external(&self, name: &str) -> bool {
+        self.find_plugin(name).is_some()
     }
 
     /// No actions at all (tests add their own).
     pub fn empty() -> Self {
-        Registry { builtin: BTreeMap::new(), external: Mutex::default(), search_path: std::env::var_os("PATH") }
+        Registry {
+            builtin: BTreeMap::new(),
+            sections: BTreeMap::new(),
+            external: Mutex::default(),
+            search_path: std::env::var_os("PATH"),
+        }
     }
 
     pub fn with(mut self, action: Arc<dyn Action>) -> Self {

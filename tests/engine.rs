@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use drover::engine::events::{Event, Outcome, RunMode, RunOutcome};
-use drover::engine::{Approver, AutoApprove, EventSink, ExecuteOptions, Resume, RunSummary, StopSignal, execute};
+use drover::engine::{
+    Approver, AutoApprove, EventSink, ExecuteOptions, GateAnswer, Preflight, Resume, RunSummary, StopSignal, execute,
+};
 use drover::registry::Registry;
 use drover::runbook::{LoadOptions, Loaded, load_source};
 use drover_api::{Action, ActionError, ActionInfo, Outputs, ParamError, Plan, StepContext};
@@ -50,6 +52,7 @@ impl Mock {
                 side_effects: true,
                 undo,
                 open_outputs: true,
+                sites: vec![],
             },
             log: log.clone(),
             behaviour,
@@ -190,6 +193,7 @@ async fn run_with(
         sink: EventSink::new(None, Some(tx)),
         stop,
         resume,
+        preflight: Preflight::Check { timeout: Duration::from_secs(60) },
     };
     let summary = execute(loaded, reg, opts).await;
     let mut events = vec![];
@@ -460,8 +464,8 @@ async fn resume_reuses_journaled_results_and_runs_the_rest() {
 struct Deny;
 #[async_trait]
 impl Approver for Deny {
-    async fn approve(&self, _: &str, step: &str, _: &str) -> Result<String, ActionError> {
-        Err(ActionError::permanent(format!("gate `{step}` was denied")))
+    async fn approve(&self, _: &str, _: &str, _: &str) -> Result<GateAnswer, ActionError> {
+        Ok(GateAnswer::Denied("test".into()))
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, mpsc};
 use drover_api::ActionError;
 
 use super::view::LiveView;
-use crate::engine::Approver;
+use crate::engine::{Approver, GateAnswer};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Answer {
@@ -77,7 +77,7 @@ impl GateKeeper {
 
 #[async_trait]
 impl Approver for GateKeeper {
-    async fn approve(&self, run_id: &str, step: &str, message: &str) -> Result<String, ActionError> {
+    async fn approve(&self, run_id: &str, step: &str, message: &str) -> Result<GateAnswer, ActionError> {
         // A stale answer from an earlier attempt must not approve this one.
         let _ = take_answer(&self.approvals, step);
         let mut prompt = self.terminal.as_ref().and_then(|m| m.try_lock().ok());
@@ -90,12 +90,7 @@ impl Approver for GateKeeper {
         }
         let result = loop {
             if let Some(a) = take_answer(&self.approvals, step) {
-                break if a.denied {
-                    Err(ActionError::permanent(format!("gate `{step}` was denied by {}", a.by))
-                        .with_hint("the run halts here; fix what made the operator deny, then `drover resume`"))
-                } else {
-                    Ok(a.by)
-                };
+                break Ok(if a.denied { GateAnswer::Denied(a.by) } else { GateAnswer::Approved(a.by) });
             }
             let typed = match prompt.as_mut() {
                 Some(rx) => tokio::time::timeout(Duration::from_millis(250), rx.recv()).await.ok().flatten(),
@@ -105,16 +100,13 @@ impl Approver for GateKeeper {
                 }
             };
             match typed.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                Some("y" | "yes") => {
-                    break Ok(format!(
+                Some(answer @ ("y" | "yes" | "n" | "no")) => {
+                    let by = format!(
                         "{}@{} (terminal)",
                         std::env::var("USER").unwrap_or_else(|_| "operator".into()),
                         crate::journal::lock::hostname()
-                    ));
-                }
-                Some("n" | "no") => {
-                    break Err(ActionError::permanent(format!("gate `{step}` was refused at the terminal"))
-                        .with_hint("the run halts here; `drover resume` asks again"));
+                    );
+                    break Ok(if answer.starts_with('y') { GateAnswer::Approved(by) } else { GateAnswer::Denied(by) });
                 }
                 Some(_) => self.say("   please answer y or n"),
                 None => {}

@@ -135,7 +135,7 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 super::run::RunArgs {
                     runbook,
                     inputs: super::RunbookInputs { params, params_file: None, sites: Some(lab.sites_file.clone()) },
-                    flags: super::run::RunFlags { yes: true, concurrency: None, break_lock: false },
+                    flags: super::run::RunFlags::unattended(),
                     dry_run: false,
                 }
             };

@@ -12,7 +12,9 @@ use super::gate::GateKeeper;
 use super::view::{self, LiveView, Render};
 use super::{Cli, CliError, Output, RunbookInputs, exit};
 use crate::engine::events::{RunMode, RunOutcome};
-use crate::engine::{Approver, AutoApprove, EventSink, ExecuteOptions, Resume, RunSummary, StopSignal, execute};
+use crate::engine::{
+    Approver, AutoApprove, EventSink, ExecuteOptions, Preflight, Resume, RunSummary, StopSignal, execute,
+};
 use crate::journal::Journal;
 use crate::journal::lock::{RunLock, hostname};
 use crate::journal::state::{RunState, StateDir};
@@ -31,6 +33,26 @@ pub struct RunFlags {
     /// Take over the run lock even if another host holds it (after making sure it is dead).
     #[arg(long)]
     pub break_lock: bool,
+    /// Start changing things without first checking every step against the real systems.
+    /// Recorded in the journal and shown in the report.
+    #[arg(long)]
+    pub skip_preflight: bool,
+    /// How long the preflight (every step's read-only checks, before the first change) may take.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub preflight_timeout: std::time::Duration,
+}
+
+impl RunFlags {
+    /// `--yes`-like flags for a run started by drover itself (the lab).
+    pub fn unattended() -> RunFlags {
+        RunFlags {
+            yes: true,
+            concurrency: None,
+            break_lock: false,
+            skip_preflight: false,
+            preflight_timeout: std::time::Duration::from_secs(120),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +337,13 @@ async fn drive(
         }
     });
     let concurrency = flags.concurrency.map(|c| c as usize).or(loaded.runbook.concurrency).unwrap_or(8);
+    let preflight = if flags.skip_preflight {
+        Preflight::Skip {
+            by: format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "operator".into()), hostname()),
+        }
+    } else {
+        Preflight::Check { timeout: flags.preflight_timeout }
+    };
     let opts = ExecuteOptions {
         run_id: run_id.to_string(),
         mode,
@@ -323,6 +352,7 @@ async fn drive(
         sink: EventSink::new(Some(journal.clone()), Some(tx)),
         stop,
         resume,
+        preflight,
     };
     let summary = execute(loaded, registry, opts).await;
     ctrl_c.abort();
@@ -362,7 +392,13 @@ fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: &RunSummary) -> Re
     Ok(match summary.outcome {
         RunOutcome::Succeeded => exit::SUCCESS,
         RunOutcome::Failed | RunOutcome::RolledBack => {
-            if cli.output == Output::Text {
+            if cli.output == Output::Text && !summary.preflight_failed.is_empty() {
+                eprintln!(
+                    "the preflight found {} step(s) that cannot work ({}); nothing was changed. Fix the cause, then `drover resume {run_id}`",
+                    summary.preflight_failed.len(),
+                    summary.preflight_failed.join(", ")
+                );
+            } else if cli.output == Output::Text {
                 eprintln!("the run failed; fix the cause shown above, then `drover resume {run_id}`");
             }
             exit::RUN_FAILED

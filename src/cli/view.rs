@@ -84,7 +84,7 @@ pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashM
                 Render::Live(view) => {
                     let mut bars = bars.lock().unwrap_or_else(|e| e.into_inner());
                     match &ev {
-                        Event::StepStarted { step, attempt } if *attempt == 1 || !bars.contains_key(step) => {
+                        Event::StepStarted { step, attempt, .. } if *attempt == 1 || !bars.contains_key(step) => {
                             let bar = view.mp.add(ProgressBar::new_spinner());
                             bar.set_style(style.clone());
                             bar.set_prefix(step.clone());
@@ -129,10 +129,10 @@ pub fn describe(ev: &Event, uses: &HashMap<String, String>) -> Option<String> {
         Event::RunResumed { forced, .. } => {
             format!("run resumed{}", if *forced { " (--force: runbook changed)" } else { "" })
         }
-        Event::StepStarted { step, attempt: 1 } => {
+        Event::StepStarted { step, attempt: 1, .. } => {
             format!("▶ {step}  ({})", uses.get(step).map(String::as_str).unwrap_or("?"))
         }
-        Event::StepStarted { step, attempt } => format!("▶ {step}  attempt {attempt}"),
+        Event::StepStarted { step, attempt, .. } => format!("▶ {step}  attempt {attempt}"),
         Event::StepRetrying { step, attempt, error, delay_ms } => {
             format!("↻ {step}  attempt {attempt} failed: {}; retrying in {}", error.message, fmt_ms(*delay_ms))
         }
@@ -167,6 +167,46 @@ pub fn describe(ev: &Event, uses: &HashMap<String, String>) -> Option<String> {
             s
         }
         Event::GateApproved { step, by } => format!("✓ {step}  approved by {by}"),
+        Event::GateDenied { step, by } => format!("✗ {step}  denied by {by}"),
+        Event::PreflightStarted { steps, timeout_ms } => format!(
+            "preflight: checking the {steps} step(s) that will run against the real systems (read-only, at most {})",
+            fmt_ms(*timeout_ms)
+        ),
+        Event::PreflightChecked { step, outcome: Outcome::PlanFailed, error, .. } => {
+            let mut s = format!("✗ preflight {step}");
+            if let Some(e) = error {
+                s.push_str(&format!(": {}", e.message));
+                if let Some(h) = &e.hint {
+                    s.push_str(&format!("\n           hint: {h}"));
+                }
+            }
+            s
+        }
+        Event::PreflightChecked { step, outcome: Outcome::Skipped, .. } => {
+            format!("– preflight {step}  skipped: its `if:` is false")
+        }
+        Event::PreflightChecked { outcome: Outcome::Blocked | Outcome::NotRun, .. } => return None,
+        Event::PreflightChecked { step, plan, deferred, .. } if !deferred.is_empty() => {
+            let summary = plan.as_ref().map(|p| p.summary.as_str()).unwrap_or("");
+            format!("· preflight {step}  {summary} (checked again when it runs: {})", deferred.join("; "))
+        }
+        Event::PreflightChecked { step, plan, .. } => {
+            let summary = plan.as_ref().map(|p| p.summary.as_str()).filter(|s| !s.is_empty()).unwrap_or("ok");
+            format!("· preflight {step}  {summary}")
+        }
+        Event::PreflightFinished { failed, duration_ms } if failed.is_empty() => {
+            format!("preflight passed in {}: every step that will run can run", fmt_ms(*duration_ms))
+        }
+        Event::PreflightFinished { failed, duration_ms } => format!(
+            "preflight FAILED in {}: {} step(s) cannot work ({}); nothing was changed",
+            fmt_ms(*duration_ms),
+            failed.len(),
+            failed.join(", ")
+        ),
+        Event::PreflightSkipped { by } => format!("preflight skipped (--skip-preflight, by {by})"),
+        Event::RollbackRefused { past } => {
+            format!("not rolling back: `{past}` (the point of no return) has begun; the run halts where it is")
+        }
         Event::UndoStarted { step } => format!("⟲ {step}  undoing"),
         Event::UndoFinished { step, error: None } => format!("⟲ {step}  undone"),
         Event::UndoFinished { step, error: Some(e) } => format!("✗ {step}  undo failed: {}", e.message),

@@ -94,6 +94,14 @@ pub struct StepInfo {
     pub uses: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Once this step has begun, a failure is no longer rolled back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub point_of_no_return: bool,
+    /// Its action changes the world (the outage window starts with the first such step).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changes: bool,
 }
 
 /// Facts about a run's start.
@@ -114,6 +122,9 @@ pub struct RunStart {
     pub pid: u32,
     pub drover_version: String,
     pub steps: Vec<StepInfo>,
+    /// `on_failure: rollback`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -128,6 +139,9 @@ pub enum Event {
     StepStarted {
         step: String,
         attempt: u32,
+        /// The sites this attempt acts on (the action's site parameters, resolved).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sites: Vec<String>,
     },
     StepRetrying {
         step: String,
@@ -185,6 +199,44 @@ pub enum Event {
     RunFinished {
         outcome: RunOutcome,
     },
+    /// Before the first change of a real run: every step that will run is planned, read-only.
+    PreflightStarted {
+        steps: usize,
+        timeout_ms: u64,
+    },
+    /// One step's read-only check during the preflight.
+    PreflightChecked {
+        step: String,
+        /// `planned` or `plan_failed`.
+        outcome: Outcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<Plan>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ActionError>,
+        #[serde(default)]
+        duration_ms: u64,
+        /// State checks that failed but may hold once earlier steps have run: not a failure.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        deferred: Vec<String>,
+    },
+    /// The preflight ended; `failed` lists the steps whose checks failed (nothing was changed).
+    PreflightFinished {
+        failed: Vec<String>,
+        duration_ms: u64,
+    },
+    /// The operator skipped the preflight (`--skip-preflight`).
+    PreflightSkipped {
+        by: String,
+    },
+    /// The run failed after its point of no return had begun: it halts instead of rolling back.
+    RollbackRefused {
+        past: String,
+    },
+    /// A gate was refused; the step fails without running.
+    GateDenied {
+        step: String,
+        by: String,
+    },
 }
 
 impl Event {
@@ -204,6 +256,8 @@ impl Event {
             | Event::StepFinished { step, .. }
             | Event::GateWaiting { step, .. }
             | Event::GateApproved { step, .. }
+            | Event::GateDenied { step, .. }
+            | Event::PreflightChecked { step, .. }
             | Event::UndoStarted { step }
             | Event::UndoFinished { step, .. } => Some(step),
             _ => None,

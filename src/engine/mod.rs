@@ -22,13 +22,20 @@ use crate::journal::{Journal, JournalError};
 use events::Event;
 
 pub use policy::backoff_delay;
-pub use scheduler::{ExecuteOptions, Resume, RunSummary, execute};
+pub use scheduler::{ExecuteOptions, Preflight, Resume, RunSummary, execute};
+
+/// An operator's answer at a gate, and who gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateAnswer {
+    Approved(String),
+    Denied(String),
+}
 
 /// Answers manual gates (`confirm:` and the `approve` action).
 #[async_trait]
 pub trait Approver: Send + Sync {
-    /// Wait for an operator; returns who approved, or an error if refused.
-    async fn approve(&self, run_id: &str, step: &str, message: &str) -> Result<String, ActionError>;
+    /// Wait for an operator's answer; an error only when no answer can be had.
+    async fn approve(&self, run_id: &str, step: &str, message: &str) -> Result<GateAnswer, ActionError>;
 }
 
 /// Approves every gate: `--yes`, and tests.
@@ -36,8 +43,8 @@ pub struct AutoApprove(pub String);
 
 #[async_trait]
 impl Approver for AutoApprove {
-    async fn approve(&self, _: &str, _: &str, _: &str) -> Result<String, ActionError> {
-        Ok(self.0.clone())
+    async fn approve(&self, _: &str, _: &str, _: &str) -> Result<GateAnswer, ActionError> {
+        Ok(GateAnswer::Approved(self.0.clone()))
     }
 }
 

@@ -5,8 +5,15 @@
 //! is blocked, skipped or — once the run halts — not run. `always` steps run whenever their
 //! dependencies are terminal, whatever the outcome. Ready steps start in file order up to the
 //! global concurrency and their lock's limit.
+//!
+//! A real run starts with a *preflight*: the same graph walked with every step's read-only
+//! `plan()` (conditions evaluated, later steps fed the outputs earlier plans predict), so a
+//! wrong credential or an unreachable DR site stops the run before the first change. When a
+//! run fails, `on_failure: rollback` undoes what was done — unless a step marked
+//! `point_of_no_return` has started: from there on the run halts and the report says where
+//! each site stands.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +23,11 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use drover_api::{Action, ActionError, Mode, Outputs, Progress, StepContext, StepHost};
+use drover_api::{Action, ActionError, Mode, Outputs, Plan, Progress, StepContext, StepHost};
 
 use super::events::{Event, Outcome, RunMode, RunOutcome, RunStart, StepInfo};
 use super::policy::backoff_delay;
-use super::{Approver, EventSink, RunShared, StopSignal};
+use super::{Approver, EventSink, GateAnswer, RunShared, StopSignal};
 use crate::journal::lock::hostname;
 use crate::journal::state::RunState;
 use crate::registry::Registry;
@@ -34,6 +41,8 @@ pub struct Resume {
     pub done: BTreeMap<String, (Outcome, Outputs)>,
     pub approved: BTreeMap<String, String>,
     pub checkpoints: BTreeMap<String, Value>,
+    /// Steps an earlier process started (some attempt began), finished or not.
+    pub started: BTreeSet<String>,
 }
 
 impl Resume {
@@ -50,8 +59,19 @@ impl Resume {
                 .iter()
                 .filter_map(|(id, s)| s.checkpoint.clone().map(|c| (id.clone(), c)))
                 .collect(),
+            started: state.steps.iter().filter(|(_, s)| s.attempts > 0).map(|(id, _)| id.clone()).collect(),
         }
     }
+}
+
+/// Whether a real run first plans every step that will run.
+#[derive(Debug, Clone)]
+pub enum Preflight {
+    /// Plan every step that will run, in graph order, within this time. Any failed check
+    /// stops the run before the first change.
+    Check { timeout: Duration },
+    /// Skipped on purpose (`--skip-preflight`); journaled with who asked.
+    Skip { by: String },
 }
 
 pub struct ExecuteOptions {
@@ -62,6 +82,8 @@ pub struct ExecuteOptions {
     pub sink: EventSink,
     pub stop: StopSignal,
     pub resume: Option<Resume>,
+    /// Real runs only; a dry run is all preflight.
+    pub preflight: Preflight,
 }
 
 /// How the run ended, per step.
@@ -72,6 +94,8 @@ pub struct RunSummary {
     pub outputs: BTreeMap<String, Outputs>,
     /// A journal failure stopped the run (its state on disk may be behind).
     pub journal_error: Option<String>,
+    /// The preflight found these steps' checks failed; nothing ran.
+    pub preflight_failed: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +106,23 @@ enum State {
     Done(Outcome),
 }
 
+/// What the scheduler is doing with the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Calling `run()`: the world changes.
+    Run,
+    /// `--dry-run`: every step's `plan()`, recorded as the run's steps.
+    DryRun,
+    /// Before a real run: every step's `plan()`, recorded as preflight checks.
+    Preflight,
+}
+
+impl Phase {
+    fn plans(self) -> bool {
+        self != Phase::Run
+    }
+}
+
 struct Finished {
     step: usize,
     outcome: Outcome,
@@ -89,6 +130,7 @@ struct Finished {
     error: Option<ActionError>,
     attempts: u32,
     duration: Duration,
+    plan: Option<Plan>,
 }
 
 /// The run state the scheduler owns: where every step stands and what it produced.
@@ -96,7 +138,7 @@ struct Board<'a> {
     loaded: &'a Loaded,
     sink: &'a EventSink,
     run_id: &'a str,
-    dry: bool,
+    phase: Phase,
     state: Vec<State>,
     outputs: Vec<Option<Outputs>>,
     /// Dependencies of each step not yet terminal.
@@ -106,17 +148,30 @@ struct Board<'a> {
     ready: VecDeque<usize>,
     halting: bool,
     journal_error: Option<String>,
+    /// Steps an attempt of which began (this process or an earlier one).
+    attempted: Vec<bool>,
+    /// Whether each step's action changes the world.
+    side_effects: &'a [bool],
+    /// Planning: a step that changes the world will have run before this one.
+    after_change: Vec<bool>,
 }
 
 impl<'a> Board<'a> {
-    fn new(loaded: &'a Loaded, sink: &'a EventSink, run_id: &'a str, dry: bool, resume: &Resume) -> Self {
+    fn new(
+        loaded: &'a Loaded,
+        sink: &'a EventSink,
+        run_id: &'a str,
+        phase: Phase,
+        resume: &Resume,
+        side_effects: &'a [bool],
+    ) -> Self {
         let rb = &loaded.runbook;
         let n = rb.steps.len();
         let mut board = Board {
             loaded,
             sink,
             run_id,
-            dry,
+            phase,
             state: vec![State::Waiting; n],
             outputs: vec![None; n],
             missing: loaded.dag.parents.iter().map(Vec::len).collect(),
@@ -124,6 +179,9 @@ impl<'a> Board<'a> {
             ready: VecDeque::new(),
             halting: false,
             journal_error: None,
+            attempted: rb.steps.iter().map(|s| resume.started.contains(&s.id)).collect(),
+            side_effects,
+            after_change: vec![false; n],
         };
         // Steps a resumed run already finished are terminal from the start.
         for (i, s) in rb.steps.iter().enumerate() {
@@ -140,7 +198,14 @@ impl<'a> Board<'a> {
     }
 
     fn scope(&self) -> RunScope<'_> {
-        RunScope { loaded: self.loaded, run_id: self.run_id, dry: self.dry, outputs: &self.outputs, state: &self.state }
+        RunScope {
+            loaded: self.loaded,
+            run_id: self.run_id,
+            dry: self.phase == Phase::DryRun,
+            predict: self.phase.plans(),
+            outputs: &self.outputs,
+            state: &self.state,
+        }
     }
 
     /// Decide every step whose dependencies are all terminal: ready, skipped, blocked or not run.
@@ -157,10 +222,13 @@ impl<'a> Board<'a> {
                 match cond.eval(&self.scope()) {
                     Ok(v) if crate::runbook::expr::truthy(&v) => self.make_ready(i),
                     Ok(_) => self.settle_unrun(i, Outcome::Skipped, None),
+                    // A plan cannot know every output a condition reads: check the step anyway.
+                    Err(_) if self.phase.plans() && references_steps(cond) => self.make_ready(i),
                     Err(e) => {
                         let err = ActionError::permanent(format!("condition `{text}` could not be evaluated: {e}"))
                             .with_hint("fix the step's `if:`");
-                        self.settle_unrun(i, Outcome::Failed, Some(err));
+                        let outcome = if self.phase.plans() { Outcome::PlanFailed } else { Outcome::Failed };
+                        self.settle_unrun(i, outcome, Some(err));
                     }
                 }
             } else {
@@ -196,6 +264,7 @@ impl<'a> Board<'a> {
             error,
             attempts: 0,
             duration: Duration::ZERO,
+            plan: None,
         });
     }
 
@@ -203,9 +272,40 @@ impl<'a> Board<'a> {
     fn settle(&mut self, fin: Finished) {
         let i = fin.step;
         let step = &self.loaded.runbook.steps[i];
+        if fin.attempts > 0 && self.phase == Phase::Run {
+            self.attempted[i] = true;
+        }
+        // A plan looks at the world as it is now; a state check failing behind a step that will
+        // change the world may well hold by the time this step runs. It is reported, and checked
+        // for real when the step runs; only access checks (endpoint, credentials) stop a plan.
+        self.after_change[i] = self.loaded.dag.parents[i].iter().any(|&p| {
+            self.after_change[p]
+                || (self.side_effects[p]
+                    && matches!(self.state[p], State::Done(Outcome::Planned | Outcome::PlanFailed)))
+        });
+        let mut fin = fin;
+        let mut deferred = vec![];
+        if self.phase.plans()
+            && fin.outcome == Outcome::PlanFailed
+            && self.after_change[i]
+            && let Some(plan) = &fin.plan
+            && plan.failed_checks().next().is_some()
+            && plan.failed_checks().all(|c| !c.access)
+        {
+            deferred = plan.failed_checks().map(|c| format!("{}: {}", c.name, c.detail)).collect();
+            fin.outcome = Outcome::Planned;
+            fin.error = None;
+            if self.phase == Phase::DryRun {
+                let note = format!(
+                    "checked again when it runs (earlier steps change what it checks): {}",
+                    deferred.join("; ")
+                );
+                let _ = self.sink.emit(Event::StepNote { step: step.id.clone(), message: note });
+            }
+        }
         let outcome = match fin.outcome {
             Outcome::Failed if step.continue_on_error => Outcome::FailedContinued,
-            Outcome::Failed if !self.dry => {
+            Outcome::Failed if self.phase == Phase::Run => {
                 self.halting = true;
                 Outcome::Failed
             }
@@ -215,13 +315,24 @@ impl<'a> Board<'a> {
         if matches!(outcome, Outcome::Succeeded | Outcome::Planned | Outcome::PlanFailed) {
             self.outputs[i] = Some(fin.outputs.clone());
         }
-        let ev = Event::StepFinished {
-            step: step.id.clone(),
-            outcome,
-            outputs: fin.outputs,
-            error: fin.error,
-            attempts: fin.attempts,
-            duration_ms: fin.duration.as_millis() as u64,
+        let duration_ms = fin.duration.as_millis() as u64;
+        let ev = match self.phase {
+            Phase::Preflight => Event::PreflightChecked {
+                step: step.id.clone(),
+                outcome,
+                plan: fin.plan,
+                error: fin.error,
+                duration_ms,
+                deferred,
+            },
+            Phase::Run | Phase::DryRun => Event::StepFinished {
+                step: step.id.clone(),
+                outcome,
+                outputs: fin.outputs,
+                error: fin.error,
+                attempts: fin.attempts,
+                duration_ms,
+            },
         };
         if let Err(e) = self.sink.emit(ev) {
             self.journal_error.get_or_insert(e.to_string());
@@ -234,9 +345,24 @@ impl<'a> Board<'a> {
             }
         }
     }
+
+    /// Whether a step marked `point_of_no_return` has begun: from then on nothing is rolled back.
+    fn past_no_return(&self) -> Option<&'a str> {
+        let steps = &self.loaded.runbook.steps;
+        (0..steps.len())
+            .find(|&i| steps[i].point_of_no_return && (self.attempted[i] || self.state[i] == State::Running))
+            .map(|i| steps[i].id.as_str())
+    }
 }
 
-fn run_started(loaded: &Loaded, opts: &ExecuteOptions) -> Event {
+/// Whether a condition reads a step's outputs or outcome (which a plan may not know).
+fn references_steps(cond: &crate::runbook::expr::Expr) -> bool {
+    let mut found = false;
+    cond.refs(&mut |r| found |= r.first().is_some_and(|f| f == "steps"));
+    found
+}
+
+fn run_started(loaded: &Loaded, opts: &ExecuteOptions, side_effects: &[bool]) -> Event {
     let rb = &loaded.runbook;
     match &opts.resume {
         None => Event::RunStarted(Box::new(RunStart {
@@ -255,10 +381,136 @@ fn run_started(loaded: &Loaded, opts: &ExecuteOptions) -> Event {
             steps: rb
                 .steps
                 .iter()
-                .map(|s| StepInfo { id: s.id.clone(), uses: s.call.uses.clone(), needs: s.needs.clone() })
+                .zip(side_effects)
+                .map(|(s, &changes)| StepInfo {
+                    id: s.id.clone(),
+                    changes,
+                    uses: s.call.uses.clone(),
+                    needs: s.needs.clone(),
+                    description: s.description.clone(),
+                    point_of_no_return: s.point_of_no_return,
+                })
                 .collect(),
+            rollback: rb.on_failure == OnFailure::Rollback,
         })),
         Some(r) => Event::RunResumed { host: hostname(), pid: std::process::id(), forced: r.forced },
+    }
+}
+
+/// What every step task of a run shares.
+struct Drive<'a> {
+    loaded: &'a Loaded,
+    registry: &'a Registry,
+    concurrency: usize,
+    sites: Arc<BTreeMap<String, Value>>,
+    shared: Arc<RunShared>,
+    resume: &'a Resume,
+    /// Steps stop at a safe point once this is cancelled.
+    graceful: CancellationToken,
+    /// For the preflight: every plan ends by then.
+    deadline: Option<Instant>,
+}
+
+/// Run the board to the end (or until stopped); returns the stop level reached.
+async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut stop_level: u8) -> u8 {
+    let rb = &d.loaded.runbook;
+    let mut lock_use: HashMap<&str, usize> = HashMap::new();
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
+    let mut task_step: HashMap<Id, usize> = HashMap::new();
+    loop {
+        board.decide_pending();
+        if board.halting || stop_level > 0 {
+            board.drain_queue(stop_level >= 2);
+            if !board.pending_eval.is_empty() {
+                continue;
+            }
+        }
+
+        // Start what may start: file order, global limit, lock limits (plans take no locks).
+        let mut k = 0;
+        while task_step.len() < d.concurrency && k < board.ready.len() {
+            let i = board.ready[k];
+            let step = &rb.steps[i];
+            let lock = match board.phase {
+                Phase::Run => step.lock.as_deref().map(|l| (l, rb.locks.get(l).copied().unwrap_or(1))),
+                _ => None,
+            };
+            if let Some((name, limit)) = lock
+                && lock_use.get(name).copied().unwrap_or(0) >= limit
+            {
+                k += 1;
+                continue;
+            }
+            board.ready.remove(k);
+            let (action, with, confirm) = match prepare(step, d.registry, &board.scope()) {
+                Ok(p) => p,
+                Err(error) => {
+                    let outcome = if board.phase.plans() { Outcome::PlanFailed } else { Outcome::Failed };
+                    board.settle_unrun(i, outcome, Some(error));
+                    continue;
+                }
+            };
+            if let Some((name, _)) = lock {
+                *lock_use.entry(name).or_default() += 1;
+            }
+            board.state[i] = State::Running;
+            let job = StepJob {
+                index: i,
+                id: step.id.clone(),
+                action,
+                with,
+                confirm: if d.resume.approved.contains_key(&step.id) { None } else { confirm },
+                timeout: step.timeout,
+                retry: step.retry.clone(),
+                phase: board.phase,
+                sites: d.sites.clone(),
+                checkpoint: d.resume.checkpoints.get(&step.id).cloned(),
+                shared: d.shared.clone(),
+                stop: d.graceful.clone(),
+                deadline: d.deadline,
+            };
+            let handle = tasks.spawn(job.run());
+            task_step.insert(handle.id(), i);
+        }
+        if !board.pending_eval.is_empty() {
+            continue;
+        }
+        if task_step.is_empty() {
+            return stop_level;
+        }
+
+        tokio::select! {
+            joined = tasks.join_next_with_id() => {
+                let Some(joined) = joined else { continue };
+                let fin = match joined {
+                    Ok((id, fin)) => {
+                        task_step.remove(&id);
+                        fin
+                    }
+                    Err(e) => {
+                        let i = task_step.remove(&e.id()).expect("every task is registered");
+                        lost_task(i, e, &rb.steps[i].call.uses)
+                    }
+                };
+                if board.phase == Phase::Run
+                    && let Some(l) = rb.steps[fin.step].lock.as_deref()
+                    && let Some(c) = lock_use.get_mut(l)
+                {
+                    *c -= 1;
+                }
+                board.settle(fin);
+            }
+            level = stop.changed() => {
+                if level > stop_level {
+                    stop_level = level;
+                    let _ = board.sink.emit(Event::StopRequested { abort: level >= 2 });
+                    d.graceful.cancel();
+                    if level >= 2 {
+                        tasks.abort_all();
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -277,113 +529,81 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
         approver: opts.approver.clone(),
         base_dir,
     });
-    if let Err(e) = opts.sink.emit_durable(run_started(loaded, &opts)).await {
-        let journal_error = Some(e.to_string());
-        return RunSummary { outcome: RunOutcome::Failed, steps: vec![], outputs: BTreeMap::new(), journal_error };
+    let empty = |outcome, journal_error, preflight_failed| RunSummary {
+        outcome,
+        steps: vec![],
+        outputs: BTreeMap::new(),
+        journal_error,
+        preflight_failed,
+    };
+    let side_effects: Vec<bool> =
+        rb.steps.iter().map(|s| registry.get(&s.call.uses).map(|a| a.info().side_effects).unwrap_or(true)).collect();
+    if let Err(e) = opts.sink.emit_durable(run_started(loaded, &opts, &side_effects)).await {
+        return empty(RunOutcome::Failed, Some(e.to_string()), vec![]);
     }
-    let dry = opts.mode == RunMode::DryRun;
     let resume = opts.resume.clone().unwrap_or_default();
-    let mut board = Board::new(loaded, &opts.sink, &opts.run_id, dry, &resume);
-    let mut stop_level = opts.stop.level();
     let mut stop = opts.stop.clone();
     let graceful = CancellationToken::new();
+    let mut stop_level = opts.stop.level();
     if stop_level > 0 {
         graceful.cancel();
     }
-    let mut lock_use: HashMap<&str, usize> = HashMap::new();
-    let mut tasks: JoinSet<Finished> = JoinSet::new();
-    let mut task_step: HashMap<Id, usize> = HashMap::new();
+    let mut d = Drive {
+        loaded,
+        registry,
+        concurrency: opts.concurrency,
+        sites: sites.clone(),
+        shared: shared.clone(),
+        resume: &resume,
+        graceful: graceful.clone(),
+        deadline: None,
+    };
 
-    loop {
-        board.decide_pending();
-        if board.halting || stop_level > 0 {
-            board.drain_queue(stop_level >= 2);
-            if !board.pending_eval.is_empty() {
-                continue;
+    // Nothing changes until every step that will run has been checked.
+    if opts.mode == RunMode::Run {
+        match &opts.preflight {
+            Preflight::Skip { by } => {
+                let _ = opts.sink.emit(Event::PreflightSkipped { by: by.clone() });
             }
-        }
-
-        // Start what may start: file order, global limit, lock limits.
-        let mut k = 0;
-        while task_step.len() < opts.concurrency && k < board.ready.len() {
-            let i = board.ready[k];
-            let step = &rb.steps[i];
-            let lock = step.lock.as_deref().map(|l| (l, rb.locks.get(l).copied().unwrap_or(1)));
-            if let Some((name, limit)) = lock
-                && lock_use.get(name).copied().unwrap_or(0) >= limit
-            {
-                k += 1;
-                continue;
-            }
-            board.ready.remove(k);
-            let (action, with, confirm) = match prepare(step, registry, &board.scope()) {
-                Ok(p) => p,
-                Err(error) => {
-                    let outcome = if dry { Outcome::PlanFailed } else { Outcome::Failed };
-                    board.settle_unrun(i, outcome, Some(error));
-                    continue;
-                }
-            };
-            if let Some((name, _)) = lock {
-                *lock_use.entry(name).or_default() += 1;
-            }
-            board.state[i] = State::Running;
-            let job = StepJob {
-                index: i,
-                id: step.id.clone(),
-                action,
-                with,
-                confirm: if resume.approved.contains_key(&step.id) { None } else { confirm },
-                timeout: step.timeout,
-                retry: step.retry.clone(),
-                mode: opts.mode,
-                sites: sites.clone(),
-                checkpoint: resume.checkpoints.get(&step.id).cloned(),
-                shared: shared.clone(),
-                stop: graceful.clone(),
-            };
-            let handle = tasks.spawn(job.run());
-            task_step.insert(handle.id(), i);
-        }
-        if !board.pending_eval.is_empty() {
-            continue;
-        }
-        if task_step.is_empty() {
-            break;
-        }
-
-        tokio::select! {
-            joined = tasks.join_next_with_id() => {
-                let Some(joined) = joined else { continue };
-                let fin = match joined {
-                    Ok((id, fin)) => {
-                        task_step.remove(&id);
-                        fin
-                    }
-                    Err(e) => {
-                        let i = task_step.remove(&e.id()).expect("every task is registered");
-                        lost_task(i, e, &rb.steps[i].call.uses)
-                    }
+            Preflight::Check { timeout } => {
+                let started = Instant::now();
+                let remaining = rb.steps.len() - resume.done.len();
+                let _ = opts
+                    .sink
+                    .emit(Event::PreflightStarted { steps: remaining, timeout_ms: timeout.as_millis() as u64 });
+                let mut board = Board::new(loaded, &opts.sink, &opts.run_id, Phase::Preflight, &resume, &side_effects);
+                d.deadline = Some(started + *timeout);
+                stop_level = drive(&mut board, &d, &mut stop, stop_level).await;
+                d.deadline = None;
+                let failed: Vec<String> = rb
+                    .steps
+                    .iter()
+                    .zip(&board.state)
+                    // A step whose failure would not stop the run does not stop it here either.
+                    .filter(|(s, st)| **st == State::Done(Outcome::PlanFailed) && !s.continue_on_error)
+                    .map(|(s, _)| s.id.clone())
+                    .collect();
+                let ev = Event::PreflightFinished {
+                    failed: failed.clone(),
+                    duration_ms: started.elapsed().as_millis() as u64,
                 };
-                if let Some(l) = rb.steps[fin.step].lock.as_deref()
-                    && let Some(c) = lock_use.get_mut(l)
-                {
-                    *c -= 1;
-                }
-                board.settle(fin);
-            }
-            level = stop.changed() => {
-                if level > stop_level {
-                    stop_level = level;
-                    let _ = opts.sink.emit(Event::StopRequested { abort: level >= 2 });
-                    graceful.cancel();
-                    if level >= 2 {
-                        tasks.abort_all();
-                    }
+                let journal_error = opts.sink.emit(ev).err().map(|e| e.to_string()).or(board.journal_error.take());
+                if !failed.is_empty() || stop_level > 0 || journal_error.is_some() {
+                    let outcome =
+                        if stop_level > 0 && failed.is_empty() { RunOutcome::Cancelled } else { RunOutcome::Failed };
+                    let journal_error = match opts.sink.emit_durable(Event::RunFinished { outcome }).await {
+                        Err(e) => journal_error.or(Some(e.to_string())),
+                        Ok(()) => journal_error,
+                    };
+                    return empty(outcome, journal_error, failed);
                 }
             }
         }
     }
+
+    let phase = if opts.mode == RunMode::DryRun { Phase::DryRun } else { Phase::Run };
+    let mut board = Board::new(loaded, &opts.sink, &opts.run_id, phase, &resume, &side_effects);
+    stop_level = drive(&mut board, &d, &mut stop, stop_level).await;
 
     let failed = board.state.iter().any(|s| matches!(s, State::Done(o) if o.is_failure()));
     let mut outcome = if stop_level > 0 {
@@ -393,13 +613,18 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
     } else {
         RunOutcome::Succeeded
     };
-    if outcome == RunOutcome::Failed
-        && rb.on_failure == OnFailure::Rollback
-        && !dry
-        && board.journal_error.is_none()
-        && rollback(loaded, registry, &board.state, &board.outputs, &shared, &sites).await
-    {
-        outcome = RunOutcome::RolledBack;
+    if outcome == RunOutcome::Failed && rb.on_failure == OnFailure::Rollback && phase == Phase::Run {
+        match board.past_no_return() {
+            Some(step) => {
+                let _ = opts.sink.emit(Event::RollbackRefused { past: step.to_string() });
+            }
+            None if board.journal_error.is_none() => {
+                if rollback(loaded, registry, &board.state, &board.outputs, &shared, &sites).await {
+                    outcome = RunOutcome::RolledBack;
+                }
+            }
+            None => {}
+        }
     }
     let mut journal_error = board.journal_error.take();
     if let Err(e) = opts.sink.emit_durable(Event::RunFinished { outcome }).await {
@@ -412,7 +637,7 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
         .map(|(s, st)| (s.id.clone(), if let State::Done(o) = st { *o } else { Outcome::NotRun }))
         .collect();
     let outputs = rb.steps.iter().zip(board.outputs).filter_map(|(s, o)| o.map(|o| (s.id.clone(), o))).collect();
-    RunSummary { outcome, steps, outputs, journal_error }
+    RunSummary { outcome, steps, outputs, journal_error, preflight_failed: vec![] }
 }
 
 /// A step task that ended without reporting: it panicked or was aborted.
@@ -427,7 +652,15 @@ fn lost_task(i: usize, e: tokio::task::JoinError, uses: &str) -> Finished {
             .with_hint("`drover resume` runs it again (actions are idempotent)");
         (Outcome::Interrupted, err)
     };
-    Finished { step: i, outcome, outputs: Outputs::new(), error: Some(error), attempts: 0, duration: Duration::ZERO }
+    Finished {
+        step: i,
+        outcome,
+        outputs: Outputs::new(),
+        error: Some(error),
+        attempts: 0,
+        duration: Duration::ZERO,
+        plan: None,
+    }
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -443,7 +676,7 @@ type Prepared = (Arc<dyn Action>, Value, Option<String>);
 
 fn prepare(step: &Step, registry: &Registry, scope: &RunScope) -> Result<Prepared, ActionError> {
     let action = registry.get(&step.call.uses).map_err(|e| ActionError::permanent(e.message).with_hint(e.hint))?;
-    let with = interpolate(&step.call, scope)?;
+    let with = interpolate(&step.call, scope, &action.info().params)?;
     let confirm = match (&step.confirm, &step.confirm_text) {
         (Some(t), _) => Some(crate::runbook::expr::display(
             &t.render(scope).map_err(|e| ActionError::permanent(format!("confirm message: {e}")))?,
@@ -454,8 +687,9 @@ fn prepare(step: &Step, registry: &Registry, scope: &RunScope) -> Result<Prepare
     Ok((action, with, confirm))
 }
 
-/// Replace every `${{ }}` slot of a call with its value.
-fn interpolate(call: &Call, scope: &dyn Scope) -> Result<Value, ActionError> {
+/// Replace every `${{ }}` slot of a call with its value. A number or `true`/`false` going
+/// where the action takes only text becomes text (`message: "${{ steps.d.outputs.status }}"`).
+fn interpolate(call: &Call, scope: &dyn Scope, schema: &Value) -> Result<Value, ActionError> {
     let mut with = call.with.clone();
     // Values first (their paths hold the keys as written), then keys, deepest first.
     let mut keys: Vec<&crate::runbook::model::Slot> = call.slots.iter().filter(|s| s.key).collect();
@@ -468,6 +702,12 @@ fn interpolate(call: &Call, scope: &dyn Scope) -> Result<Value, ActionError> {
             ))
             .with_hint("check the referenced step's outputs in the report")
         })?;
+        let value = match &value {
+            Value::Number(_) | Value::Bool(_) if !slot.key && takes_only_text(schema, &slot.path) => {
+                Value::String(crate::runbook::expr::display(&value))
+            }
+            _ => value,
+        };
         let (walk, last) =
             if slot.key { (&slot.path[..slot.path.len() - 1], slot.path.last()) } else { (&slot.path[..], None) };
         let mut target = &mut with;
@@ -490,11 +730,21 @@ fn interpolate(call: &Call, scope: &dyn Scope) -> Result<Value, ActionError> {
     Ok(with)
 }
 
+/// Whether the parameter at `path` accepts only strings.
+fn takes_only_text(schema: &Value, path: &[drover_api::PathSegment]) -> bool {
+    drover_api::schema::at(schema, path)
+        .and_then(|place| drover_api::schema::accepts(schema, place))
+        .is_some_and(|want| want == [drover_api::ValueType::String])
+}
+
 /// Values `${{ }}` can see while the run is in progress.
 struct RunScope<'a> {
     loaded: &'a Loaded,
     run_id: &'a str,
+    /// `run.dry_run`.
     dry: bool,
+    /// Planning: an output no plan predicted reads as a placeholder.
+    predict: bool,
     outputs: &'a [Option<Outputs>],
     state: &'a [State],
 }
@@ -548,7 +798,7 @@ impl Scope for RunScope<'_> {
                         match self.outputs[i].as_ref().and_then(|o| o.get(key)) {
                             Some(v) => dig(v, &path[4..], &path.join(".")),
                             // A dry run cannot know every output; show what will be used.
-                            None if self.dry => Ok(Value::String(format!("<{}>", path.join(".")))),
+                            None if self.predict => Ok(Value::String(format!("<{}>", path.join(".")))),
                             None => Err(format!("step `{id}` produced no output `{key}`")),
                         }
                     }
@@ -569,11 +819,13 @@ struct StepJob {
     confirm: Option<String>,
     timeout: Duration,
     retry: crate::runbook::RetryPolicy,
-    mode: RunMode,
+    phase: Phase,
     sites: Arc<BTreeMap<String, Value>>,
     checkpoint: Option<Value>,
     shared: Arc<RunShared>,
     stop: CancellationToken,
+    /// The preflight's end: a plan stops by then whatever its step's timeout.
+    deadline: Option<Instant>,
 }
 
 impl StepJob {
@@ -587,12 +839,19 @@ impl StepJob {
             error,
             attempts,
             duration: started.elapsed(),
+            plan: None,
         };
         let host: Arc<dyn StepHost> = Arc::new(Host { shared: self.shared.clone() });
 
-        if self.mode == RunMode::DryRun {
-            let _ = sink.emit(Event::StepStarted { step: self.id.clone(), attempt: 1 });
-            let deadline = Instant::now() + self.timeout;
+        if self.phase.plans() {
+            let recorded = self.phase == Phase::DryRun;
+            if recorded {
+                let _ = sink.emit(Event::StepStarted { step: self.id.clone(), attempt: 1, sites: vec![] });
+            }
+            let mut deadline = Instant::now() + self.timeout;
+            if let Some(end) = self.deadline {
+                deadline = deadline.min(end);
+            }
             let ctx = self.context(1, Mode::Plan, deadline, host);
             let result = tokio::time::timeout_at(deadline, self.action.plan(&ctx, &self.with)).await;
             return match result {
@@ -607,10 +866,17 @@ impl StepJob {
                         .next()
                         .map(|c| ActionError::permanent(format!("precondition failed: {}: {}", c.name, c.detail)));
                     let outputs = plan.outputs.clone();
-                    let _ = sink.emit(Event::StepPlanned { step: self.id.clone(), plan });
-                    fin(outcome, outputs, error, 1)
+                    if recorded {
+                        let _ = sink.emit(Event::StepPlanned { step: self.id.clone(), plan: plan.clone() });
+                    }
+                    Finished { plan: Some(plan), ..fin(outcome, outputs, error, 1) }
                 }
                 Ok(Err(e)) => fin(Outcome::PlanFailed, Outputs::new(), Some(e), 1),
+                Err(_) if self.deadline.is_some_and(|end| Instant::now() >= end) => {
+                    let e = ActionError::permanent("the preflight ran out of time before this check finished")
+                        .with_hint("a system did not answer in time; check it, or raise --preflight-timeout");
+                    fin(Outcome::PlanFailed, Outputs::new(), Some(e), 1)
+                }
                 Err(_) => fin(Outcome::PlanFailed, Outputs::new(), Some(timeout_error(self.timeout)), 1),
             };
         }
@@ -621,12 +887,24 @@ impl StepJob {
                 Err(e) => return fin(Outcome::Failed, Outputs::new(), Some(e), 0),
             }
         }
+        // The wait at the gate is the operator's time, not the step's work.
+        let started = Instant::now();
+        let fin = |outcome, outputs, error, attempts| Finished {
+            step: self.index,
+            outcome,
+            outputs,
+            error,
+            attempts,
+            duration: started.elapsed(),
+            plan: None,
+        };
         // The time budget covers every attempt and every backoff, not gate waits.
         let deadline = Instant::now() + self.timeout;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let announce = sink.emit(Event::StepStarted { step: self.id.clone(), attempt });
+            let sites = self.action.info().sites_in(&self.with);
+            let announce = sink.emit(Event::StepStarted { step: self.id.clone(), attempt, sites });
             // A step that changes the world starts only once its start is on disk.
             let durable = match (announce, sink.journal()) {
                 (Ok(seq), Some(j)) if self.action.info().side_effects => {
@@ -733,14 +1011,25 @@ impl StepHost for Host {
 
     async fn approve(&self, step: &str, message: &str) -> Result<String, ActionError> {
         let sink = &self.shared.sink;
+        let journal = |e: crate::journal::JournalError| ActionError::permanent(format!("journal write failed: {e}"));
         sink.emit_durable(Event::GateWaiting { step: step.to_string(), message: message.to_string() })
             .await
-            .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
-        let by = self.shared.approver.approve(&self.shared.run_id, step, message).await?;
-        sink.emit_durable(Event::GateApproved { step: step.to_string(), by: by.clone() })
-            .await
-            .map_err(|e| ActionError::permanent(format!("journal write failed: {e}")))?;
-        Ok(by)
+            .map_err(journal)?;
+        match self.shared.approver.approve(&self.shared.run_id, step, message).await? {
+            GateAnswer::Approved(by) => {
+                sink.emit_durable(Event::GateApproved { step: step.to_string(), by: by.clone() })
+                    .await
+                    .map_err(journal)?;
+                Ok(by)
+            }
+            GateAnswer::Denied(by) => {
+                sink.emit_durable(Event::GateDenied { step: step.to_string(), by: by.clone() })
+                    .await
+                    .map_err(journal)?;
+                Err(ActionError::permanent(format!("gate `{step}` was denied by {by}"))
+                    .with_hint("the run stops here; `drover resume` asks again"))
+            }
+        }
     }
 }
 
@@ -755,7 +1044,7 @@ async fn rollback(
 ) -> bool {
     let rb = &loaded.runbook;
     let mut all_ok = true;
-    let scope = RunScope { loaded, run_id: &shared.run_id, dry: false, outputs, state };
+    let scope = RunScope { loaded, run_id: &shared.run_id, dry: false, predict: false, outputs, state };
     for &i in loaded.dag.order.iter().rev() {
         if state[i] != State::Done(Outcome::Succeeded) {
             continue;
@@ -765,9 +1054,12 @@ async fn rollback(
             Some(call) => registry
                 .get(&call.uses)
                 .map_err(|e| ActionError::permanent(e.message).with_hint(e.hint))
-                .and_then(|a| Ok((a, interpolate(call, &scope)?))),
+                .and_then(|a| {
+                    let with = interpolate(call, &scope, &a.info().params)?;
+                    Ok((a, with))
+                }),
             None => match registry.get(&step.call.uses) {
-                Ok(a) if a.info().undo => interpolate(&step.call, &scope).map(|w| (a, w)),
+                Ok(a) if a.info().undo => interpolate(&step.call, &scope, &a.info().params).map(|w| (a, w)),
                 _ => continue,
             },
         };

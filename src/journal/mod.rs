@@ -295,7 +295,7 @@ mod tests {
     use crate::engine::events::RunOutcome;
 
     fn ev(i: u32) -> Event {
-        Event::StepStarted { step: format!("s{i}"), attempt: 1 }
+        Event::StepStarted { step: format!("s{i}"), attempt: 1, sites: vec![] }
     }
 
     #[tokio::test]

@@ -151,7 +151,7 @@ impl RunState {
                     resumes += 1;
                     finished = None;
                 }
-                Event::StepStarted { step, attempt } => {
+                Event::StepStarted { step, attempt, .. } => {
                     let s = steps.get_mut(step).expect("checked");
                     s.in_flight = true;
                     s.outcome = None;
@@ -172,6 +172,7 @@ impl RunState {
                     s.gate_waiting = None;
                     s.approved_by = Some(by.clone());
                 }
+                Event::GateDenied { step, .. } => steps.get_mut(step).expect("checked").gate_waiting = None,
                 Event::StepCheckpoint { step, value } => {
                     steps.get_mut(step).expect("checked").checkpoint = Some(value.clone())
                 }

@@ -5,13 +5,59 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use drover_api::{PathSegment, closest_match};
+use drover_api::{PathSegment, ValueType, closest_match, schema};
 
 use super::diag::Sink;
+use super::expr::Template;
 use super::model::{Call, Runbook, Site};
 use super::yaml::{Node, Pos};
 use crate::engine::graph::{Dag, GraphError};
 use crate::registry::Registry;
+
+/// Each site's sections are ones a plugin reads, and each is what that plugin expects:
+/// `urll:` under `ontap:`, or `ontapp:` itself, is found here with the sites file's line.
+pub fn sites(sites: &BTreeMap<String, Site>, registry: &Registry, found: &mut super::Diagnostics) {
+    let known = registry.section_names();
+    if known.is_empty() {
+        return; // a registry without plugins (engine tests): nothing to check against
+    }
+    for (name, site) in sites {
+        let mut sink = Sink::new(&site.file);
+        for (key_node, section_node) in site.node.entries().unwrap_or_default() {
+            let key = key_node.as_key();
+            let Some(section) = registry.site_section(&key) else {
+                if registry.has_external(&key) {
+                    continue; // an external plugin's own section
+                }
+                let hint = match closest_match(&key, &known) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("plugins read these sections: {}", known.join(", ")),
+                };
+                sink.error(key_node.pos, format!("site `{name}`: unknown section `{key}`"), Some(hint));
+                continue;
+            };
+            if let Err(errors) = section.check(&section_node.to_json()) {
+                for e in errors {
+                    // An inline secret was reported already, without echoing it.
+                    if e.path
+                        .last()
+                        .is_some_and(|p| matches!(p, PathSegment::Key(k) if super::decode::is_secret_key(k)))
+                    {
+                        continue;
+                    }
+                    let path: String = e.path.iter().map(|p| p.to_string()).collect();
+                    let message = e.message.replace("unknown parameter", "unknown setting").replace("missing parameter", "missing setting");
+                    sink.error(
+                        section_node.locate(&e.path),
+                        format!("site `{name}`: {message} ({key}{path})"),
+                        e.hint.or_else(|| Some(format!("`{key}:` is {}", section.summary))),
+                    );
+                }
+            }
+        }
+        found.extend(sink.found);
+    }
+}
 
 /// Build the graph and report unknown needs and cycles.
 pub fn graph(rb: &Runbook, sink: &mut Sink) -> Option<Dag> {
@@ -58,110 +104,234 @@ fn needs_pos(rb: &Runbook, index: usize, need: &str) -> Option<Pos> {
 }
 
 /// Each step's action exists and accepts its parameters.
-pub fn actions(rb: &Runbook, registry: &Registry, sites: &BTreeMap<String, Site>, sink: &mut Sink) {
+pub fn actions(
+    rb: &Runbook,
+    registry: &Registry,
+    sites: &BTreeMap<String, Site>,
+    params: &BTreeMap<String, Value>,
+    sink: &mut Sink,
+) {
     for (i, step) in rb.steps.iter().enumerate() {
         let node = step_node(rb, i);
-        check_call(&step.call, node.and_then(|n| n.get("with")), registry, sites, &step.id, sink);
+        let call = Checked { rb, registry, sites, params, step: &step.id };
+        call.check(&step.call, node.and_then(|n| n.get("with")), sink);
         if let Some(undo) = &step.undo {
             let with = node.and_then(|n| n.get("undo")).and_then(|u| u.get("with"));
-            check_call(undo, with, registry, sites, &step.id, sink);
+            call.check(undo, with, sink);
         }
     }
 }
 
-fn check_call(
-    call: &Call,
-    with_node: Option<&Node>,
-    registry: &Registry,
-    sites: &BTreeMap<String, Site>,
-    step: &str,
-    sink: &mut Sink,
-) {
-    let action = match registry.get(&call.uses) {
-        Ok(a) => a,
-        Err(e) => {
-            sink.error(call.pos, format!("step `{step}`: {}", e.message), Some(e.hint));
+/// The static type of a reference: a param's declared type, an output's declared type.
+pub fn reference_type(rb: &Runbook, registry: &Registry, path: &[String]) -> ValueType {
+    let at = |i: usize| path.get(i).map(String::as_str);
+    match (at(0), path.len()) {
+        (Some("params"), 2) => rb.param(&path[1]).map(|p| p.ty.value_type()).unwrap_or(ValueType::Any),
+        (Some("run"), 2) if at(1) == Some("dry_run") => ValueType::Bool,
+        (Some("run"), 2) => ValueType::String,
+        (Some("steps"), 3) if at(2) == Some("outcome") => ValueType::String,
+        (Some("steps"), 4) if at(2) == Some("outputs") => rb
+            .step(&path[1])
+            .and_then(|s| registry.get(&s.call.uses).ok())
+            .and_then(|a| a.info().outputs.iter().find(|o| o.name == path[3]).map(|o| o.ty))
+            .unwrap_or(ValueType::Any),
+        _ => ValueType::Any,
+    }
+}
+
+/// One call (`uses` + `with`) of a step, checked against its action.
+struct Checked<'a> {
+    rb: &'a Runbook,
+    registry: &'a Registry,
+    sites: &'a BTreeMap<String, Site>,
+    params: &'a BTreeMap<String, Value>,
+    step: &'a str,
+}
+
+impl Checked<'_> {
+    fn check(&self, call: &Call, with_node: Option<&Node>, sink: &mut Sink) {
+        let step = self.step;
+        let action = match self.registry.get(&call.uses) {
+            Ok(a) => a,
+            Err(e) => {
+                sink.error(call.pos, format!("step `{step}`: {}", e.message), Some(e.hint));
+                return;
+            }
+        };
+        // Unknown keys first, all of them: serde below stops at its first problem.
+        let schema = &action.info().params;
+        let keys_checked = schema.get("additionalProperties") == Some(&Value::Bool(false));
+        if keys_checked
+            && let (Some(props), Some(with)) =
+                (schema.get("properties").and_then(Value::as_object), call.with.as_object())
+        {
+            let known: Vec<&str> = props.keys().map(String::as_str).collect();
+            for key in with.keys().filter(|k| !props.contains_key(*k)) {
+                let pos = with_node.and_then(|n| n.key_node(key)).map(|n| n.pos).unwrap_or(call.pos);
+                let hint = closest_match(key, &known)
+                    .map(|b| format!("did you mean `{b}`?"))
+                    .unwrap_or_else(|| format!("valid keys: {}", known.join(", ")));
+                sink.error(pos, format!("step `{step}`: unknown parameter `{key}` (with.{key})"), Some(hint));
+            }
+        }
+        // Every expression has a type before the run: check it against what its place takes,
+        // then stand in a value of that place for it, so the rest of `with:` (required keys,
+        // literal values) is checked as if the run were here.
+        let mut probe = call.with.clone();
+        // Places holding a stand-in (unknown until the run), and places holding a value made
+        // from params (known now, so checked now: `${{ params.dr_address }}` must be an address).
+        let mut stand_ins: Vec<&[PathSegment]> = vec![];
+        let mut from_params: Vec<(&[PathSegment], String)> = vec![];
+        for slot in call.slots.iter().filter(|s| !s.key) {
+            let have = slot.template.static_type(&|p| reference_type(self.rb, self.registry, p));
+            let place = schema::at(schema, &slot.path);
+            if let Some(place) = place
+                && let Some(want) = schema::accepts(schema, place)
+                && !want.is_empty()
+                && !schema::fits(have, &want)
+            {
+                let path: String = slot.path.iter().map(|p| p.to_string()).collect();
+                let wanted: Vec<&str> = want.iter().map(|t| t.name()).collect();
+                let what = match slot.template.only_ref() {
+                    Some(r) if r.first().map(String::as_str) == Some("params") && r.len() == 2 => {
+                        format!("param `{}` is {}", r[1], have.name())
+                    }
+                    Some(r) => format!("`{}` is {}", r.join("."), have.name()),
+                    None => format!("the expression is {}", have.name()),
+                };
+                sink.error(
+                    slot.pos,
+                    format!("step `{step}`: with{path}: {what}, but `{}` takes {}", call.uses, wanted.join(" or ")),
+                    Some(format!("`drover actions {}` shows its parameters", call.uses)),
+                );
+                stand_ins.push(&slot.path);
+                continue;
+            }
+            let value = match slot.template.render(&ParamsOnly(self.params)) {
+                Ok(v) => {
+                    from_params.push((&slot.path, template_text(&slot.template, with_node, &slot.path)));
+                    v
+                }
+                Err(_) => {
+                    stand_ins.push(&slot.path);
+                    match place.map(|p| schema::sample(schema, p)) {
+                        Some(v) if !v.is_null() => v,
+                        _ => schema::sample_of(have),
+                    }
+                }
+            };
+            set(&mut probe, &slot.path, value);
+        }
+        if let Err(errors) = action.check_params(&probe) {
+            for e in errors {
+                let structural =
+                    e.message.starts_with("missing parameter") || e.message.starts_with("unknown parameter");
+                // A problem with a stand-in, or with a value holding one, is for the run to find.
+                let touches = |f: &&[PathSegment]| e.path.starts_with(f) || f.starts_with(&e.path);
+                if stand_ins.iter().any(touches) && !(structural && !stand_ins.iter().any(|f| e.path.starts_with(f))) {
+                    continue;
+                }
+                if keys_checked && e.message.starts_with("unknown parameter") {
+                    continue; // reported above
+                }
+                let pos = with_node.map(|n| n.locate(&e.path)).unwrap_or(call.pos);
+                let path: String = e.path.iter().map(|p| p.to_string()).collect();
+                let place = if path.is_empty() { String::new() } else { format!(" (with{path})") };
+                let source = from_params
+                    .iter()
+                    .find(|(f, _)| e.path.starts_with(f))
+                    .map(|(_, text)| format!(", from `{text}`"))
+                    .unwrap_or_default();
+                sink.error(
+                    pos,
+                    format!("step `{step}`: {}{place}{source}", e.message),
+                    e.hint.or_else(|| Some(format!("`drover actions {}` shows its parameters", call.uses))),
+                );
+            }
+        }
+        // Parameters the action declares as naming a site must name a defined one.
+        if self.sites.is_empty() {
             return;
         }
-    };
-    // Unknown keys first, all of them: serde below stops at its first problem.
-    let schema = &action.info().params;
-    let keys_checked = schema.get("additionalProperties") == Some(&Value::Bool(false));
-    if keys_checked
-        && let (Some(props), Some(with)) = (schema.get("properties").and_then(Value::as_object), call.with.as_object())
-    {
-        let known: Vec<&str> = props.keys().map(String::as_str).collect();
-        for key in with.keys().filter(|k| !props.contains_key(*k)) {
-            let pos = with_node.and_then(|n| n.key_node(key)).map(|n| n.pos).unwrap_or(call.pos);
-            let hint = closest_match(key, &known)
+        for site_path in &action.info().sites {
+            let segments: Vec<PathSegment> = site_path.split('.').map(|k| PathSegment::Key(k.into())).collect();
+            let Some(written) = get(&call.with, &segments).and_then(Value::as_str) else {
+                continue;
+            };
+            // `${{ params.dr }}` is known at load time once the params are.
+            let (site, from) = match Template::parse(written) {
+                Ok(None) => (written.to_string(), String::new()),
+                Ok(Some(t)) => match t.render(&ParamsOnly(self.params)) {
+                    Ok(v) => (super::expr::display(&v), format!(" (from `{written}`)")),
+                    Err(_) => continue, // depends on a step's output: checked when it runs
+                },
+                Err(_) => continue,
+            };
+            let site = site.as_str();
+            if self.sites.contains_key(site) {
+                continue;
+            }
+            let names: Vec<&str> = self.sites.keys().map(String::as_str).collect();
+            let pos = with_node.map(|n| n.locate(&segments)).unwrap_or(call.pos);
+            let hint = closest_match(site, &names)
                 .map(|b| format!("did you mean `{b}`?"))
-                .unwrap_or_else(|| format!("valid keys: {}", known.join(", ")));
-            sink.error(pos, format!("step `{step}`: unknown parameter `{key}` (with.{key})"), Some(hint));
-        }
-    }
-    if let Err(errors) = action.check_params(&call.with) {
-        for e in errors {
-            if depends_on_interpolation(&call.with, &e.path) {
-                continue; // checked again at run time, once the value is known
-            }
-            if keys_checked && e.message.starts_with("unknown parameter") {
-                continue; // reported above
-            }
-            let pos = with_node.map(|n| n.locate(&e.path)).unwrap_or(call.pos);
-            let path: String = e.path.iter().map(|p| p.to_string()).collect();
-            let place = if path.is_empty() { String::new() } else { format!(" (with{path})") };
+                .unwrap_or_else(|| format!("defined sites: {}", names.join(", ")));
             sink.error(
                 pos,
-                format!("step `{step}`: {}{place}", e.message),
-                e.hint.or_else(|| Some(format!("`drover actions {}` shows its parameters", call.uses))),
+                format!("step `{step}`: site `{site}`{from} is not defined (with.{site_path})"),
+                Some(hint),
             );
         }
     }
-    // By convention `with.site` names a site; catch a typo before the run.
-    if !sites.is_empty()
-        && let Some(site) = call.with.get("site").and_then(Value::as_str)
-        && !site.contains("${{")
-        && !sites.contains_key(site)
-    {
-        let names: Vec<&str> = sites.keys().map(String::as_str).collect();
-        let pos = with_node.and_then(|n| n.get("site")).map(|n| n.pos).unwrap_or(call.pos);
-        let hint = closest_match(site, &names)
-            .map(|b| format!("did you mean `{b}`?"))
-            .unwrap_or_else(|| format!("defined sites: {}", names.join(", ")));
-        sink.error(pos, format!("step `{step}`: site `{site}` is not defined"), Some(hint));
+}
+
+/// The template as written at `path`, for messages.
+fn template_text(t: &Template, with_node: Option<&Node>, path: &[PathSegment]) -> String {
+    let mut node = with_node;
+    for seg in path {
+        node = node.and_then(|n| match seg {
+            PathSegment::Key(k) => n.get(k),
+            PathSegment::Index(i) => n.items().and_then(|items| items.get(*i)),
+        });
+    }
+    node.and_then(|n| n.as_str().map(String::from)).unwrap_or_else(|| format!("{t:?}"))
+}
+
+/// Params only: what a template can be resolved to at load time.
+struct ParamsOnly<'a>(&'a BTreeMap<String, Value>);
+
+impl super::expr::Scope for ParamsOnly<'_> {
+    fn lookup(&self, path: &[String]) -> Result<Value, String> {
+        match (path.first().map(String::as_str), path.get(1), path.len()) {
+            (Some("params"), Some(name), 2) => self.0.get(name).cloned().ok_or_else(|| format!("no value for {name}")),
+            _ => Err("not a param".into()),
+        }
     }
 }
 
-fn depends_on_interpolation(with: &Value, path: &[PathSegment]) -> bool {
-    let mut v = with;
-    if contains_template(v) && path.is_empty() {
-        return true;
+fn get<'v>(mut v: &'v Value, path: &[PathSegment]) -> Option<&'v Value> {
+    for seg in path {
+        v = match seg {
+            PathSegment::Key(k) => v.get(k)?,
+            PathSegment::Index(i) => v.get(i)?,
+        };
     }
+    Some(v)
+}
+
+fn set(v: &mut Value, path: &[PathSegment], new: Value) {
+    let mut target = v;
     for seg in path {
         let next = match seg {
-            PathSegment::Key(k) => v.get(k),
-            PathSegment::Index(i) => v.get(i),
+            PathSegment::Key(k) => target.get_mut(k.as_str()),
+            PathSegment::Index(i) => target.get_mut(*i),
         };
         match next {
-            Some(n) => v = n,
-            None => return false,
-        }
-        if let Value::String(s) = v
-            && s.contains("${{")
-        {
-            return true;
+            Some(n) => target = n,
+            None => return,
         }
     }
-    false
-}
-
-fn contains_template(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains("${{"),
-        Value::Array(a) => a.iter().any(contains_template),
-        Value::Object(o) => o.values().any(contains_template),
-        _ => false,
-    }
+    *target = new;
 }
 
 const RUN_FIELDS: &[&str] = &["id", "dry_run", "runbook"];
@@ -246,9 +416,33 @@ fn check_ref(
             let Some(name) = path.get(1) else {
                 return err(format!("`{text}` needs a site name"), "write `sites.NAME.FIELD`".into());
             };
-            if !sites.is_empty() && !sites.contains_key(name) {
+            if sites.is_empty() {
+                return; // `validate` without a sites file: sites come at run time
+            }
+            let Some(site) = sites.get(name) else {
                 let names: Vec<&str> = sites.keys().map(String::as_str).collect();
-                err(format!("unknown site `{name}`"), format!("defined sites: {}", names.join(", ")));
+                return err(format!("unknown site `{name}`"), format!("defined sites: {}", names.join(", ")));
+            };
+            let Some(section) = path.get(2) else { return };
+            let declared = registry.site_section(section);
+            if let Some(d) = declared
+                && d.has_field(&path[3..]) == Some(false)
+            {
+                let fields = d.fields();
+                let hint = closest_match(&path[3], &fields)
+                    .map(|b| format!("did you mean `{b}`?"))
+                    .unwrap_or_else(|| format!("`{section}:` has: {}", fields.join(", ")));
+                return err(format!("`{section}:` site sections have no `{}`", path[3..].join(".")), hint);
+            }
+            let mut value = Some(&site.settings);
+            for key in &path[2..] {
+                value = value.and_then(|v| v.get(key));
+            }
+            if value.is_none() {
+                err(
+                    format!("`{text}` is not set: site `{name}` has no {}", path[2..].join(".")),
+                    format!("add `{}` under sites.{name} in the sites file", path[2..].join(".")),
+                );
             }
         }
         Some("run") => {

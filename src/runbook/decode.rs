@@ -36,6 +36,7 @@ const STEP_KEYS: &[&str] = &[
     "confirm",
     "lock",
     "always",
+    "point_of_no_return",
 ];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff", "max_backoff"];
 const UNDO_KEYS: &[&str] = &["uses", "with"];
@@ -395,13 +396,19 @@ fn sites_map(node: &Node, sink: &mut Sink) -> BTreeMap<String, Site> {
             continue;
         }
         check_inline_secrets(v, &format!("sites.{name}"), sink);
-        out.insert(name, Site { settings: v.to_json(), file: sink.file().to_path_buf(), pos: k.pos });
+        out.insert(name, Site { settings: v.to_json(), file: sink.file().to_path_buf(), pos: k.pos, node: v.clone() });
     }
     out
 }
 
 /// Keys whose value is a secret; their values must be references.
-const SECRET_KEYS: &[&str] = &["credentials", "password", "token", "secret", "secret_key", "tsig_key", "api_key"];
+const SECRET_KEYS: &[&str] =
+    &["credentials", "password", "token", "secret", "secret_key", "access_key", "tsig_key", "api_key"];
+
+/// Whether a site setting of this name holds a secret (and so must be a reference).
+pub fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.contains(&key)
+}
 
 fn check_inline_secrets(node: &Node, place: &str, sink: &mut Sink) {
     for (k, v) in node.entries().unwrap_or_default() {
@@ -607,6 +614,7 @@ fn step(
     };
     let continue_on_error = flag("continue_on_error", sink);
     let always = flag("always", sink);
+    let point_of_no_return = flag("point_of_no_return", sink);
     let lock = node.get("lock").and_then(|n| string(n, &format!("{place}: lock"), sink));
     let description = node
         .get("description")
@@ -627,6 +635,7 @@ fn step(
         confirm_text,
         lock,
         always,
+        point_of_no_return,
         pos: node.pos,
         item,
     })

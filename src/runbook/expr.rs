@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use drover_api::ValueType;
+
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -114,6 +116,25 @@ impl Template {
     }
 }
 
+impl Template {
+    /// The type the rendered value will have, known before the run: a whole-string
+    /// expression has its expression's type; anything with text around it is a string.
+    pub fn static_type(&self, refs: &dyn Fn(&[String]) -> ValueType) -> ValueType {
+        match self.parts.as_slice() {
+            [Part::Expr(e, _)] => e.static_type(refs),
+            _ => ValueType::String,
+        }
+    }
+
+    /// The expression of a whole-string template, when it is one bare reference.
+    pub fn only_ref(&self) -> Option<&[String]> {
+        match self.parts.as_slice() {
+            [Part::Expr(Expr::Ref(r), _)] => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// Where references are looked up.
 pub trait Scope {
     fn lookup(&self, path: &[String]) -> Result<Value, String>;
@@ -140,6 +161,20 @@ pub fn truthy(v: &Value) -> bool {
 }
 
 impl Expr {
+    /// The type of the value, as far as it is known before the run.
+    pub fn static_type(&self, refs: &dyn Fn(&[String]) -> ValueType) -> ValueType {
+        match self {
+            Expr::Lit(v) => ValueType::of(v),
+            Expr::Ref(path) => refs(path),
+            // `a && b` and `a || b` yield one of their operands.
+            Expr::Bin(a, Op::And | Op::Or, b) => {
+                let (l, r) = (a.static_type(refs), b.static_type(refs));
+                if l == r { l } else { ValueType::Any }
+            }
+            Expr::Not(_) | Expr::Bin(..) | Expr::Call(..) => ValueType::Bool,
+        }
+    }
+
     pub fn refs<'a>(&'a self, f: &mut dyn FnMut(&'a [String])) {
         match self {
             Expr::Lit(_) => {}

@@ -133,10 +133,11 @@ pub fn load_source(path: &Path, text: &str, registry: &Registry, opts: &LoadOpti
     }
 
     let params = resolve_params(&runbook, opts, &mut found);
+    check::sites(&sites, registry, &mut found);
 
     let mut sink = Sink::new(path);
     let dag = check::graph(&runbook, &mut sink);
-    check::actions(&runbook, registry, &sites, &mut sink);
+    check::actions(&runbook, registry, &sites, &params, &mut sink);
     check::references(&runbook, dag.as_ref(), registry, &sites, &mut sink);
     found.extend(sink.found);
 

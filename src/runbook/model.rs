@@ -64,6 +64,17 @@ pub enum ParamType {
 }
 
 impl ParamType {
+    /// The type an expression reading this param yields.
+    pub fn value_type(self) -> drover_api::ValueType {
+        use drover_api::ValueType;
+        match self {
+            ParamType::String | ParamType::Duration => ValueType::String,
+            ParamType::Int => ValueType::Int,
+            ParamType::Bool => ValueType::Bool,
+            ParamType::List => ValueType::List,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ParamType::String => "string",
@@ -95,6 +106,8 @@ pub struct Site {
     pub settings: Value,
     pub file: PathBuf,
     pub pos: Pos,
+    /// The site's YAML, to place problems found in its sections.
+    pub node: Node,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +160,9 @@ pub struct Step {
     pub confirm_text: Option<String>,
     pub lock: Option<String>,
     pub always: bool,
+    /// Once this step has begun, `on_failure: rollback` no longer undoes anything: the run
+    /// halts and the report says where each site stands (a SnapMirror break, a DNS cutover).
+    pub point_of_no_return: bool,
     pub pos: Pos,
     /// Index of this step's node in the file's `steps:` list.
     pub item: usize,

@@ -12,7 +12,9 @@ mod plan;
 mod poll;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod schema;
 mod secret;
+mod sites;
 pub mod testing;
 mod typed;
 
@@ -22,7 +24,8 @@ pub use error::{ActionError, ErrorKind, causes, is_certificate_failure};
 pub use plan::{Check, Plan};
 pub use poll::Poll;
 pub use secret::{Secret, SecretRef};
-pub use typed::{ActionSpec, OutputDoc, TypedAction, closest as closest_match, typed};
+pub use sites::SiteSection;
+pub use typed::{ActionSpec, OutputDoc, TypedAction, ValueType, closest as closest_match, typed};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -54,6 +57,31 @@ pub struct ActionInfo {
     /// `$DROVER_OUTPUT`), so references to other keys are not errors at load time.
     #[serde(default)]
     pub open_outputs: bool,
+    /// Parameters naming a site, as dotted paths into `with:` (`site`, `from.live.site`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
+}
+
+impl ActionInfo {
+    /// The sites a call with these parameters acts on, in declaration order.
+    pub fn sites_in(&self, with: &Value) -> Vec<String> {
+        let mut out: Vec<String> = vec![];
+        for path in &self.sites {
+            let mut v = with;
+            for key in path.split('.') {
+                v = match v.get(key) {
+                    Some(next) => next,
+                    None => &Value::Null,
+                };
+            }
+            if let Some(site) = v.as_str()
+                && !out.iter().any(|s| s == site)
+            {
+                out.push(site.to_string());
+            }
+        }
+        out
+    }
 }
 
 fn yes() -> bool {

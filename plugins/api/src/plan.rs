@@ -30,8 +30,17 @@ impl Plan {
         self
     }
 
+    /// A precondition on the state of the world. It may hold only once earlier steps have run,
+    /// so a preflight reports it but does not stop on it when an earlier step changes things.
     pub fn check(mut self, name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Self {
-        self.checks.push(Check { name: name.into(), ok, detail: detail.into() });
+        self.checks.push(Check { name: name.into(), ok, detail: detail.into(), access: false });
+        self
+    }
+
+    /// A precondition on reaching the system at all: the endpoint answers, the credentials
+    /// work, the permission is there. No earlier step can fix it, so a preflight always stops on it.
+    pub fn access_check(mut self, name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Self {
+        self.checks.push(Check { name: name.into(), ok, detail: detail.into(), access: true });
         self
     }
 
@@ -52,4 +61,7 @@ pub struct Check {
     pub name: String,
     pub ok: bool,
     pub detail: String,
+    /// About reaching the system (endpoint, credentials, permission), not about its state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub access: bool,
 }

@@ -26,6 +26,11 @@ pub struct S3Site {
     pub secret_key: Option<SecretRef>,
 }
 
+/// The `s3:` site section, read by every plugin that keeps things in object storage.
+pub fn site_section() -> crate::SiteSection {
+    crate::SiteSection::of::<S3Site>("s3", "an S3 (or S3-compatible) object store")
+}
+
 /// An S3 client for a site's `s3:` section.
 pub async fn client(ctx: &StepContext, site: &str) -> Result<Client, ActionError> {
     let s: S3Site = ctx.site_section(site, "s3")?;
@@ -46,8 +51,8 @@ pub async fn client(ctx: &StepContext, site: &str) -> Result<Client, ActionError
     loader = loader.timeout_config(timeouts);
     if let (Some(a), Some(k)) = (&s.access_key, &s.secret_key) {
         let creds = aws_sdk_s3::config::Credentials::new(
-            a.resolve()?.expose(),
-            k.resolve()?.expose(),
+            a.resolve_for(site, "s3.access_key")?.expose(),
+            k.resolve_for(site, "s3.secret_key")?.expose(),
             None,
             None,
             "drover-site",

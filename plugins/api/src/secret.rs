@@ -33,6 +33,12 @@ impl SecretRef {
         }
     }
 
+    /// Read the secret of a site's setting now; errors name the site and the field
+    /// (`site `west`: ontap.credentials: ...`), never the value.
+    pub fn resolve_for(&self, site: &str, field: &str) -> Result<Secret, ActionError> {
+        self.resolve().map_err(|e| ActionError { message: format!("site `{site}`: {field}: {}", e.message), ..e })
+    }
+
     /// Read the secret now. Errors name the reference, never the value.
     pub fn resolve(&self) -> Result<Secret, ActionError> {
         match self {

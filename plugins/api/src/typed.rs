@@ -16,17 +16,66 @@ use crate::{Action, ActionError, ActionInfo, Outputs, ParamError, PathSegment, P
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OutputDoc {
     pub name: String,
+    /// What `${{ steps.ID.outputs.NAME }}` holds, so `validate` can type-check its uses.
+    #[serde(default, rename = "type")]
+    pub ty: ValueType,
     pub description: String,
+}
+
+/// The type of a value an expression yields, as far as it is known before the run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    String,
+    Int,
+    Number,
+    Bool,
+    List,
+    Map,
+    /// Not declared: anything goes (external plugins, open outputs).
+    #[default]
+    Any,
+}
+
+impl ValueType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::String => "a string",
+            ValueType::Int => "a whole number",
+            ValueType::Number => "a number",
+            ValueType::Bool => "true or false",
+            ValueType::List => "a list",
+            ValueType::Map => "a mapping",
+            ValueType::Any => "any value",
+        }
+    }
+
+    /// The type of a JSON value.
+    pub fn of(v: &Value) -> ValueType {
+        match v {
+            Value::String(_) => ValueType::String,
+            Value::Number(n) if n.is_i64() || n.is_u64() => ValueType::Int,
+            Value::Number(_) => ValueType::Number,
+            Value::Bool(_) => ValueType::Bool,
+            Value::Array(_) => ValueType::List,
+            Value::Object(_) => ValueType::Map,
+            Value::Null => ValueType::Any,
+        }
+    }
 }
 
 /// The static facts of a typed action.
 pub struct ActionSpec {
     pub name: &'static str,
     pub summary: &'static str,
-    pub outputs: &'static [(&'static str, &'static str)],
+    /// `(name, type, description)` of each output.
+    pub outputs: &'static [(&'static str, ValueType, &'static str)],
     pub side_effects: bool,
     pub undo: bool,
     pub open_outputs: bool,
+    /// Parameters that name a site, as dotted paths into `with:` (`site`, `from.live.site`):
+    /// checked against the defined sites at load time and recorded with each attempt.
+    pub sites: &'static [&'static str],
 }
 
 /// An action with one typed parameter struct. Implement this, register `typed(MyAction)`.
@@ -64,11 +113,12 @@ pub fn typed<A: TypedAction>(action: A) -> Arc<dyn Action> {
         outputs: spec
             .outputs
             .iter()
-            .map(|(n, d)| OutputDoc { name: n.to_string(), description: d.to_string() })
+            .map(|(n, t, d)| OutputDoc { name: n.to_string(), ty: *t, description: d.to_string() })
             .collect(),
         side_effects: spec.side_effects,
         undo: spec.undo,
         open_outputs: spec.open_outputs,
+        sites: spec.sites.iter().map(|s| s.to_string()).collect(),
     };
     Arc::new(Typed { action, info, _p: PhantomData })
 }
@@ -124,7 +174,7 @@ impl<A: TypedAction> Action for Typed<A> {
 }
 
 /// Turn serde's message into a located error with a fix.
-fn param_error(err: serde_path_to_error::Error<serde_json::Error>) -> ParamError {
+pub(crate) fn param_error(err: serde_path_to_error::Error<serde_json::Error>) -> ParamError {
     let mut path: Vec<PathSegment> = err
         .path()
         .iter()
@@ -164,10 +214,15 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
 
 fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     let field = between(message, "unknown field `", "`")?.to_string();
+    // serde: "expected one of `a`, `b`, `c`", "expected `a` or `b`", "expected `a`".
     let expected = message
         .split_once("expected one of ")
         .map(|(_, list)| list.split(", ").map(|s| s.trim_matches('`').to_string()).collect())
-        .or_else(|| message.split_once("expected `").map(|(_, one)| vec![one.trim_end_matches('`').to_string()]))
+        .or_else(|| {
+            message.split_once("expected `").map(|(_, rest)| {
+                rest.split("` or `").map(|s| s.trim_end_matches('`').to_string()).collect()
+            })
+        })
         .unwrap_or_default();
     Some((field, expected))
 }
@@ -219,6 +274,7 @@ mod tests {
             side_effects: true,
             undo: false,
             open_outputs: false,
+            sites: &["site"],
         };
         async fn plan(&self, _: &StepContext, _: P) -> Result<Plan, ActionError> {
             Ok(Plan::default())

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, SecretRef, StepContext, TypedAction};
+use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, SecretRef, StepContext, TypedAction, ValueType};
 
 pub struct Exec;
 
@@ -84,13 +84,14 @@ impl TypedAction for Exec {
         name: "exec",
         summary: "Run a local command; stdout, stderr and `key=value` lines written to $DROVER_OUTPUT become outputs",
         outputs: &[
-            ("exit_code", "the command's exit code"),
-            ("stdout", "standard output (capped)"),
-            ("stderr", "standard error (capped)"),
+            ("exit_code", ValueType::Int, "the command's exit code"),
+            ("stdout", ValueType::String, "standard output (capped)"),
+            ("stderr", ValueType::String, "standard error (capped)"),
         ],
         side_effects: true,
         undo: false,
         open_outputs: true,
+        sites: &[],
     };
 
     fn check(&self, p: &ExecParams) -> Result<(), Vec<ParamError>> {

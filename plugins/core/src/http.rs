@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use drover_api::{
     ActionError, ActionSpec, HumanDuration, Outputs, ParamError, Plan, Progress, SecretRef, StepContext, TypedAction,
+    ValueType,
 };
 
 /// Most bytes of a response body kept in the outputs.
@@ -280,13 +281,14 @@ impl TypedAction for Http {
         name: "http",
         summary: "Send one HTTP request and check the answer (status, JSON field, body text)",
         outputs: &[
-            ("status", "HTTP status code"),
-            ("body", "response body (capped)"),
-            ("json", "the body parsed as JSON, when it is JSON"),
+            ("status", ValueType::Int, "HTTP status code"),
+            ("body", ValueType::String, "response body (capped)"),
+            ("json", ValueType::Any, "the body parsed as JSON, when it is JSON"),
         ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &[],
     };
 
     fn check(&self, p: &HttpParams) -> Result<(), Vec<ParamError>> {
@@ -324,14 +326,15 @@ impl TypedAction for WaitHttp {
         name: "wait.http",
         summary: "Poll an HTTP endpoint until it answers as expected (bounded by the step's timeout)",
         outputs: &[
-            ("status", "HTTP status code"),
-            ("body", "response body (capped)"),
-            ("json", "the body as JSON"),
-            ("polls", "requests made"),
+            ("status", ValueType::Int, "HTTP status code"),
+            ("body", ValueType::String, "response body (capped)"),
+            ("json", ValueType::Any, "the body as JSON"),
+            ("polls", ValueType::Int, "requests made"),
         ],
         side_effects: false,
         undo: false,
         open_outputs: false,
+        sites: &[],
     };
 
     fn check(&self, p: &WaitHttpParams) -> Result<(), Vec<ParamError>> {

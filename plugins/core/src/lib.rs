@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use drover_api::{Action, ActionError, ActionSpec, HumanDuration, Outputs, Plan, StepContext, TypedAction, typed};
+use drover_api::{
+    Action, ActionError, ActionSpec, HumanDuration, Outputs, Plan, StepContext, TypedAction, ValueType, typed,
+};
 
 pub use exec::Exec;
 pub use http::{Http, WaitHttp};
@@ -41,6 +43,7 @@ impl TypedAction for Sleep {
         side_effects: false,
         undo: false,
         open_outputs: false,
+        sites: &[],
     };
 
     async fn plan(&self, _: &StepContext, p: SleepParams) -> Result<Plan, ActionError> {
@@ -72,10 +75,11 @@ impl TypedAction for Approve {
     const SPEC: ActionSpec = ActionSpec {
         name: "approve",
         summary: "Wait until an operator approves (prompt on a terminal, `--yes`, or `drover approve RUN STEP`)",
-        outputs: &[("approved_by", "who approved")],
+        outputs: &[("approved_by", ValueType::String, "who approved")],
         side_effects: false,
         undo: false,
         open_outputs: false,
+        sites: &[],
     };
 
     async fn plan(&self, _: &StepContext, p: ApproveParams) -> Result<Plan, ActionError> {
@@ -117,10 +121,11 @@ impl TypedAction for Log {
     const SPEC: ActionSpec = ActionSpec {
         name: "log",
         summary: "Write a message to the run's output, journal and report",
-        outputs: &[("message", "the message as written")],
+        outputs: &[("message", ValueType::String, "the message as written")],
         side_effects: false,
         undo: false,
         open_outputs: false,
+        sites: &[],
     };
 
     async fn plan(&self, _: &StepContext, p: LogParams) -> Result<Plan, ActionError> {

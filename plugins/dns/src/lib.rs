@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use drover_api::{
-    Action, ActionError, ActionSpec, Outputs, ParamError, Plan, Progress, SecretRef, StepContext, TypedAction, typed,
+    Action, ActionError, ActionSpec, Outputs, ParamError, Plan, Progress, SecretRef, StepContext, TypedAction,
+    ValueType, typed,
 };
 
 pub use rfc2136::{Authority, RecordKind, Rrset, query};
@@ -26,6 +27,16 @@ pub use rfc2136::{Authority, RecordKind, Rrset, query};
 /// Every DNS action.
 pub fn actions() -> Vec<Arc<dyn Action>> {
     vec![typed(Rfc2136Set), typed(powerdns::PowerDnsSet), typed(route53::Route53Set), typed(Ttl), typed(Verify)]
+}
+
+/// The site sections this plugin reads.
+pub fn site_sections() -> Vec<drover_api::SiteSection> {
+    use drover_api::SiteSection;
+    vec![
+        SiteSection::of::<DnsSite>("dns", "an authoritative DNS server taking RFC 2136 updates signed with TSIG"),
+        SiteSection::of::<powerdns::PowerDnsSite>("powerdns", "a PowerDNS server's HTTP API"),
+        SiteSection::of::<route53::Route53Site>("route53", "an AWS Route 53 hosted zone"),
+    ]
 }
 
 /// A site's `dns:` settings for RFC 2136.
@@ -124,6 +135,8 @@ fn authority(ctx: &StepContext, site: &str) -> Result<Authority, ActionError> {
         ActionError::permanent(format!("site `{site}`: dns.server `{}` is not IP:port", cfg.server))
             .with_hint("write e.g. `192.0.2.53:53`")
     })?;
+    // Read the key here, where the site and field are known, so a bad reference says which.
+    cfg.tsig_key.resolve_for(site, "dns.tsig_key")?;
     Authority::new(server, &cfg.zone, &cfg.key_name, &cfg.key_algorithm, &cfg.tsig_key, cfg.timeout.0)
 }
 
@@ -141,12 +154,13 @@ impl TypedAction for Rfc2136Set {
         name: "dns.rfc2136.set",
         summary: "Replace a DNS rrset through an RFC 2136 update signed with TSIG, then wait until it is served",
         outputs: &[
-            ("previous", "the rrset before (values, ttl); undo restores it"),
-            ("values", "the values now served"),
+            ("previous", ValueType::Any, "the rrset before (values, ttl); undo restores it"),
+            ("values", ValueType::List, "the values now served"),
         ],
         side_effects: true,
         undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &SetParams) -> Result<(), Vec<ParamError>> {
@@ -347,10 +361,11 @@ impl TypedAction for Ttl {
     const SPEC: ActionSpec = ActionSpec {
         name: "dns.ttl",
         summary: "Change a record's TTL, keeping its values (lower it ahead of a planned failover)",
-        outputs: &[("previous", "the rrset before (values, ttl)")],
+        outputs: &[("previous", ValueType::Any, "the rrset before (values, ttl)")],
         side_effects: true,
         undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: TtlParams) -> Result<Plan, ActionError> {
@@ -425,10 +440,11 @@ impl TypedAction for Verify {
     const SPEC: ActionSpec = ActionSpec {
         name: "dns.verify",
         summary: "Resolve a name through given servers until every one answers with the expected values",
-        outputs: &[("answers", "what each server answered last")],
+        outputs: &[("answers", ValueType::Any, "what each server answered last")],
         side_effects: false,
         undo: false,
         open_outputs: false,
+        sites: &[],
     };
 
     fn check(&self, p: &VerifyParams) -> Result<(), Vec<ParamError>> {

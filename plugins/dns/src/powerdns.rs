@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, SecretRef, StepContext, TypedAction};
+use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, SecretRef, StepContext, TypedAction, ValueType};
 
 use crate::rfc2136::{RecordKind, Rrset, same_values};
 
@@ -94,7 +94,7 @@ impl Api {
         Ok(Api {
             base: format!("{}/api/v1/servers/{}/zones/{}", cfg.api.trim_end_matches('/'), cfg.server_id, zone),
             timeout,
-            key: cfg.api_key.resolve()?,
+            key: cfg.api_key.resolve_for(site, "powerdns.api_key")?,
             key_ref: cfg.api_key.to_string(),
             zone,
             http,
@@ -191,12 +191,13 @@ impl TypedAction for PowerDnsSet {
         name: "dns.powerdns.set",
         summary: "Replace a DNS rrset through the PowerDNS HTTP API (REPLACE), verified by reading it back",
         outputs: &[
-            ("previous", "the rrset before (values, ttl); undo restores it"),
-            ("values", "the values now served"),
+            ("previous", ValueType::Any, "the rrset before (values, ttl); undo restores it"),
+            ("values", ValueType::List, "the values now served"),
         ],
         side_effects: true,
         undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &PowerDnsParams) -> Result<(), Vec<ParamError>> {

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, Progress, StepContext, TypedAction};
+use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, Progress, StepContext, TypedAction, ValueType};
 
 use crate::rfc2136::{RecordKind, Rrset, same_values};
 
@@ -262,10 +262,14 @@ impl TypedAction for Route53Set {
     const SPEC: ActionSpec = ActionSpec {
         name: "dns.route53.set",
         summary: "Replace a Route 53 rrset (UPSERT, or an atomic delete+create with expect_current) and wait for INSYNC",
-        outputs: &[("previous", "the rrset before (values, ttl); undo restores it"), ("values", "the new values")],
+        outputs: &[
+            ("previous", ValueType::Any, "the rrset before (values, ttl); undo restores it"),
+            ("values", ValueType::List, "the new values"),
+        ],
         side_effects: true,
         undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &Route53Params) -> Result<(), Vec<ParamError>> {

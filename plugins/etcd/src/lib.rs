@@ -30,12 +30,17 @@ use sha2::{Digest, Sha256};
 
 use drover_api::{
     Action, ActionError, ActionSpec, HumanDuration, Outputs, ParamError, Plan, Progress, SecretRef, StepContext,
-    TypedAction, typed,
+    TypedAction, ValueType, typed,
 };
 
 /// Every etcd action.
 pub fn actions() -> Vec<Arc<dyn Action>> {
     vec![typed(Snapshot), typed(Verify)]
+}
+
+/// The site sections this plugin reads.
+pub fn site_sections() -> Vec<drover_api::SiteSection> {
+    vec![drover_api::SiteSection::of::<EtcdSite>("etcd", "the members of an etcd cluster")]
 }
 
 /// A site's `etcd:` settings.
@@ -104,7 +109,11 @@ impl Member {
         }
         match (&cfg.cert, &cfg.key) {
             (Some(c), Some(k)) => {
-                let pem = format!("{}\n{}", c.resolve()?.expose(), k.resolve()?.expose());
+                let pem = format!(
+                    "{}\n{}",
+                    c.resolve_for(site, "etcd.cert")?.expose(),
+                    k.resolve_for(site, "etcd.key")?.expose()
+                );
                 let id = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
                     ActionError::permanent(format!("site `{site}`: the etcd client certificate or key is not PEM: {e}"))
                 })?;
@@ -287,17 +296,18 @@ impl TypedAction for Snapshot {
         name: "etcd.snapshot",
         summary: "Stream an etcd snapshot to S3 (checked against etcd's hash), keep the newest N",
         outputs: &[
-            ("key", "the S3 object written"),
-            ("revision", "the store revision when the snapshot started (it holds at least this)"),
-            ("keys", "number of keys when the snapshot started"),
-            ("size", "bytes, etcd's hash included"),
-            ("sha256", "SHA-256 of the database (what etcd appended)"),
-            ("member", "the member's id (hex)"),
-            ("deleted", "older snapshots removed by retention"),
+            ("key", ValueType::String, "the S3 object written"),
+            ("revision", ValueType::Int, "the store revision when the snapshot started (it holds at least this)"),
+            ("keys", ValueType::Int, "number of keys when the snapshot started"),
+            ("size", ValueType::Int, "bytes, etcd's hash included"),
+            ("sha256", ValueType::String, "SHA-256 of the database (what etcd appended)"),
+            ("member", ValueType::String, "the member's id (hex)"),
+            ("deleted", ValueType::Any, "older snapshots removed by retention"),
         ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site", "to.site"],
     };
 
     fn check(&self, p: &SnapshotParams) -> Result<(), Vec<ParamError>> {
@@ -569,16 +579,17 @@ impl TypedAction for Verify {
         name: "etcd.verify",
         summary: "Check an etcd snapshot in S3 is complete and readable (size, SHA-256, bbolt header)",
         outputs: &[
-            ("key", "the snapshot checked"),
-            ("size", "bytes read"),
-            ("sha256", "SHA-256 of the database"),
-            ("revision", "revision recorded when it was taken"),
-            ("keys", "key count recorded when it was taken"),
-            ("saved_to", "where it was saved, if asked"),
+            ("key", ValueType::String, "the snapshot checked"),
+            ("size", ValueType::Int, "bytes read"),
+            ("sha256", ValueType::String, "SHA-256 of the database"),
+            ("revision", ValueType::Int, "revision recorded when it was taken"),
+            ("keys", ValueType::Int, "key count recorded when it was taken"),
+            ("saved_to", ValueType::String, "where it was saved, if asked"),
         ],
         side_effects: false,
         undo: false,
         open_outputs: false,
+        sites: &["from.site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: VerifyParams) -> Result<Plan, ActionError> {

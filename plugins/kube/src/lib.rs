@@ -9,6 +9,7 @@
 
 pub mod actions;
 pub mod client;
+pub mod fenced;
 pub mod labels;
 pub mod manifests;
 pub mod patch;
@@ -39,4 +40,9 @@ pub fn actions() -> Vec<Arc<dyn Action>> {
         typed(restore::Restore),
         typed(restore::export::Export),
     ]
+}
+
+/// The site sections this plugin reads (`s3:` for Velero backups is drover-api's).
+pub fn site_sections() -> Vec<drover_api::SiteSection> {
+    vec![drover_api::SiteSection::of::<client::KubeSite>("kube", "a Kubernetes cluster's API")]
 }

@@ -15,12 +15,18 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use drover_api::{
-    Action, ActionError, ActionSpec, HumanDuration, Outputs, ParamError, Plan, StepContext, TypedAction, typed,
+    Action, ActionError, ActionSpec, HumanDuration, Outputs, ParamError, Plan, StepContext, TypedAction, ValueType,
+    typed,
 };
 
 /// Every load-balancer action.
 pub fn actions() -> Vec<Arc<dyn Action>> {
     vec![typed(HaproxySet)]
+}
+
+/// The site sections this plugin reads.
+pub fn site_sections() -> Vec<drover_api::SiteSection> {
+    vec![drover_api::SiteSection::of::<HaproxySite>("haproxy", "an HAProxy runtime API")]
 }
 
 /// A site's `haproxy:` settings.
@@ -29,6 +35,10 @@ pub fn actions() -> Vec<Arc<dyn Action>> {
 pub struct HaproxySite {
     /// The runtime API: `tcp://127.0.0.1:9999` or `unix:///run/haproxy/admin.sock`.
     pub runtime: String,
+    /// Where users reach the applications through this balancer, e.g. `https://shop.example.com/`:
+    /// runbooks verify a switch there (`${{ sites.lb.haproxy.url }}`).
+    #[serde(default)]
+    pub url: Option<String>,
     /// Per-command timeout.
     #[serde(default = "five")]
     pub timeout: HumanDuration,
@@ -343,10 +353,14 @@ impl TypedAction for HaproxySet {
     const SPEC: ActionSpec = ActionSpec {
         name: "lb.haproxy.set",
         summary: "Set HAProxy servers' state (ready, drain, maint), weight or address over the runtime API, verified",
-        outputs: &[("previous", "the servers as they were (used by undo)"), ("changed", "how many servers changed")],
+        outputs: &[
+            ("previous", ValueType::Any, "the servers as they were (used by undo)"),
+            ("changed", ValueType::Int, "how many servers changed"),
+        ],
         side_effects: true,
         undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &HaproxySetParams) -> Result<(), Vec<ParamError>> {
@@ -381,7 +395,7 @@ impl TypedAction for HaproxySet {
                 plan = plan.check("runtime API may change servers", false, detail);
             }
             Ok(_) => {}
-            Err(e) => return Ok(plan.check("runtime API reachable", false, e.message)),
+            Err(e) => return Ok(plan.access_check("runtime API reachable", false, e.message)),
         }
         let mut backends: BTreeMap<String, Vec<ServerStatus>> = BTreeMap::new();
         for c in &p.servers {

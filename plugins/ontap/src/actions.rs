@@ -10,7 +10,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use drover_api::{ActionError, ActionSpec, HumanDuration, Outputs, Plan, Progress, StepContext, TypedAction};
+use drover_api::{
+    ActionError, ActionSpec, HumanDuration, Outputs, Plan, Progress, StepContext, TypedAction, ValueType,
+};
 
 use crate::client::{Client, enc, parse_iso_duration};
 
@@ -135,10 +137,13 @@ async fn plan_base(
     }
     match client.cluster().await {
         Ok(c) => {
-            plan =
-                plan.check("cluster reachable", true, format!("{} running {}", s(&c, "/name"), s(&c, "/version/full")));
+            plan = plan.access_check(
+                "cluster reachable",
+                true,
+                format!("{} running {}", s(&c, "/name"), s(&c, "/version/full")),
+            );
         }
-        Err(e) => return Ok((client, plan.check("cluster reachable", false, e.message), None)),
+        Err(e) => return Ok((client, plan.access_check("cluster reachable", false, e.message), None)),
     }
     let rel = client.relationship(destination).await?;
     plan = match &rel {
@@ -193,10 +198,20 @@ impl TypedAction for Quiesce {
     const SPEC: ActionSpec = ActionSpec {
         name: "ontap.snapmirror.quiesce",
         summary: "Pause a SnapMirror relationship (no further transfers); optionally abort a running transfer",
-        outputs: &[("uuid", "relationship uuid"), ("state", "paused"), ("exported_snapshot", "newest common snapshot")],
+        outputs: &[
+            ("uuid", ValueType::String, "relationship uuid"),
+            ("state", ValueType::String, "paused"),
+            (
+                "previous_state",
+                ValueType::String,
+                "the state before: undo resumes transfers only if it was `snapmirrored`",
+            ),
+            ("exported_snapshot", ValueType::String, "newest common snapshot"),
+        ],
         side_effects: true,
-        undo: false,
+        undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: QuiesceParams) -> Result<Plan, ActionError> {
@@ -229,8 +244,13 @@ impl TypedAction for Quiesce {
         let rel = client.require_relationship(&p.destination).await?;
         let uuid = s(&rel, "/uuid");
         let state = s(&rel, "/state");
+        let with_previous = |rel: &Value| {
+            let mut out = rel_outputs(rel);
+            out.insert("previous_state".into(), json!(state));
+            out
+        };
         if matches!(state.as_str(), "paused" | "broken_off" | "uninitialized") {
-            return Ok(rel_outputs(&rel));
+            return Ok(with_previous(&rel));
         }
         if transferring(&rel) && p.abort_transfer {
             let tuuid = s(&rel, "/transfer/uuid");
@@ -246,7 +266,65 @@ impl TypedAction for Quiesce {
         }
         patch_state(&client, ctx, &uuid, json!({"state": "paused"})).await?;
         let rel = wait_for(&client, ctx, &uuid, "paused", |r| s(r, "/state") == "paused" && !transferring(r)).await?;
-        Ok(rel_outputs(&rel))
+        Ok(with_previous(&rel))
+    }
+
+    /// Resume transfers, if this step paused them and the relationship is still paused.
+    async fn undo(&self, ctx: &StepContext, p: QuiesceParams, outputs: &Outputs) -> Result<(), ActionError> {
+        if outputs.get("previous_state").and_then(Value::as_str) != Some("snapmirrored") {
+            return Ok(()); // it was not transferring before this step: leave it as found
+        }
+        let client = Client::connect(ctx, &p.site)?;
+        let rel = client.require_relationship(&p.destination).await?;
+        if s(&rel, "/state") != "paused" {
+            ctx.note(&format!("{} is {} now, not paused: left as it is", p.destination, s(&rel, "/state")));
+            return Ok(());
+        }
+        let uuid = s(&rel, "/uuid");
+        patch_state(&client, ctx, &uuid, json!({"state": "snapmirrored"})).await?;
+        wait_for(&client, ctx, &uuid, "snapmirrored", |r| s(r, "/state") == "snapmirrored").await?;
+        ctx.note(&format!("resumed transfers of {}", p.destination));
+        Ok(())
+    }
+}
+
+/// `ontap.snapmirror.get`
+pub struct Get;
+
+#[async_trait]
+impl TypedAction for Get {
+    type Params = RelParams;
+    const SPEC: ActionSpec = ActionSpec {
+        name: "ontap.snapmirror.get",
+        summary: "Read a relationship: state, health, lag (changes nothing; a runbook branches on it)",
+        outputs: &[
+            ("uuid", ValueType::String, "relationship uuid"),
+            ("state", ValueType::String, "snapmirrored, paused, broken_off, uninitialized, ..."),
+            ("source", ValueType::String, "source path"),
+            ("destination", ValueType::String, "destination path"),
+            ("healthy", ValueType::Any, "ONTAP's health flag"),
+            ("lag_time", ValueType::String, "lag (ISO 8601)"),
+            ("rpo_seconds", ValueType::Number, "the lag in seconds: data a failover would lose now"),
+            ("exported_snapshot", ValueType::String, "newest common snapshot"),
+        ],
+        side_effects: false,
+        undo: false,
+        open_outputs: false,
+        sites: &["site"],
+    };
+
+    async fn plan(&self, ctx: &StepContext, p: RelParams) -> Result<Plan, ActionError> {
+        let (_, mut plan, rel) = plan_base(ctx, &p.site, &p.destination).await?;
+        if let Some(r) = rel {
+            plan.summary = format!("{}: {}", p.destination, s(&r, "/state"));
+            plan.outputs = rel_outputs(&r);
+        }
+        Ok(plan)
+    }
+
+    async fn run(&self, ctx: &StepContext, p: RelParams) -> Result<Outputs, ActionError> {
+        let client = Client::connect(ctx, &p.site)?;
+        Ok(rel_outputs(&client.require_relationship(&p.destination).await?))
     }
 }
 
@@ -260,13 +338,14 @@ impl TypedAction for Break {
         name: "ontap.snapmirror.break",
         summary: "Break a SnapMirror / SVM-DR relationship: the destination becomes writable (refuses `uninitialized`)",
         outputs: &[
-            ("uuid", "relationship uuid"),
-            ("state", "broken_off"),
-            ("exported_snapshot", "the common snapshot the destination holds"),
+            ("uuid", ValueType::String, "relationship uuid"),
+            ("state", ValueType::String, "broken_off"),
+            ("exported_snapshot", ValueType::String, "the common snapshot the destination holds"),
         ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: RelParams) -> Result<Plan, ActionError> {
@@ -350,13 +429,14 @@ impl TypedAction for Resync {
         name: "ontap.snapmirror.resync",
         summary: "Resync (or resume) a relationship; refuses when it would discard writes made at the destination",
         outputs: &[
-            ("uuid", "relationship uuid"),
-            ("state", "snapmirrored"),
-            ("exported_snapshot", "newest common snapshot"),
+            ("uuid", ValueType::String, "relationship uuid"),
+            ("state", ValueType::String, "snapmirrored"),
+            ("exported_snapshot", ValueType::String, "newest common snapshot"),
         ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: ResyncParams) -> Result<Plan, ActionError> {
@@ -427,14 +507,15 @@ impl TypedAction for Update {
         name: "ontap.snapmirror.update",
         summary: "Start a SnapMirror transfer (update) and wait until it has succeeded",
         outputs: &[
-            ("uuid", "relationship uuid"),
-            ("exported_snapshot", "the snapshot just transferred"),
-            ("lag_time", "lag after the update"),
-            ("rpo_seconds", "the lag in seconds: data a failover would lose now"),
+            ("uuid", ValueType::String, "relationship uuid"),
+            ("exported_snapshot", ValueType::String, "the snapshot just transferred"),
+            ("lag_time", ValueType::String, "lag after the update"),
+            ("rpo_seconds", ValueType::Number, "the lag in seconds: data a failover would lose now"),
         ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: RelParams) -> Result<Plan, ActionError> {
@@ -524,16 +605,17 @@ impl TypedAction for Wait {
         name: "ontap.snapmirror.wait",
         summary: "Wait until a relationship is healthy, in a given state, idle, or its lag is below max_lag",
         outputs: &[
-            ("uuid", "relationship uuid"),
-            ("state", "state"),
-            ("lag_time", "lag (ISO 8601)"),
-            ("rpo_seconds", "the lag in seconds: data a failover would lose now"),
-            ("exported_snapshot", "newest common snapshot"),
-            ("healthy", "health"),
+            ("uuid", ValueType::String, "relationship uuid"),
+            ("state", ValueType::String, "state"),
+            ("lag_time", ValueType::String, "lag (ISO 8601)"),
+            ("rpo_seconds", ValueType::Number, "the lag in seconds: data a failover would lose now"),
+            ("exported_snapshot", ValueType::String, "newest common snapshot"),
+            ("healthy", ValueType::Any, "health"),
         ],
         side_effects: false,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &WaitParams) -> Result<(), Vec<drover_api::ParamError>> {
@@ -552,6 +634,10 @@ impl TypedAction for Wait {
         let (_, mut plan, rel) = plan_base(ctx, &p.site, &p.destination).await?;
         if let Some(r) = rel {
             plan = plan.check("healthy", unhealthy(&r).is_none(), unhealthy(&r).unwrap_or_else(|| "yes".into()));
+            if let (Until::State, Some(want)) = (p.until, &p.state) {
+                let now = s(&r, "/state");
+                plan = plan.check(format!("state {want}"), &now == want, format!("now {now}"));
+            }
             if let Some(max) = p.max_lag {
                 let l = lag(&r);
                 plan = plan.check(
@@ -576,11 +662,20 @@ impl TypedAction for Wait {
         let target = p.state.clone().unwrap_or_default();
         let max = p.max_lag.map(|m| m.0).unwrap_or(Duration::MAX);
         let until = p.until;
-        let rel = wait_for(&client, ctx, &uuid, &format!("{until:?}").to_lowercase(), move |r| match until {
-            Until::Healthy => unhealthy(r).is_none() && !transferring(r),
-            Until::State => s(r, "/state") == target,
-            Until::Lag => lag(r).is_some_and(|l| l <= max),
-            Until::Idle => !transferring(r),
+        let what = match (until, p.max_lag) {
+            (Until::Lag, _) | (_, None) => format!("{until:?}").to_lowercase(),
+            (_, Some(m)) => format!("{} with lag within {m}", format!("{until:?}").to_lowercase()),
+        };
+        // `max_lag` bounds every kind of wait: a relationship in the right state but too far
+        // behind is not what the operator accepted.
+        let rel = wait_for(&client, ctx, &uuid, &what, move |r| {
+            let reached = match until {
+                Until::Healthy => unhealthy(r).is_none() && !transferring(r),
+                Until::State => s(r, "/state") == target,
+                Until::Lag => true,
+                Until::Idle => !transferring(r),
+            };
+            reached && lag(r).is_some_and(|l| l <= max) || reached && max == Duration::MAX
         })
         .await?;
         Ok(rel_outputs(&rel))
@@ -608,15 +703,16 @@ impl TypedAction for Reverse {
         name: "ontap.snapmirror.reverse",
         summary: "Reverse resync for failback: the destination becomes the source; writes made there are kept",
         outputs: &[
-            ("uuid", "the reversed relationship"),
-            ("source", "its source path"),
-            ("destination", "its destination path"),
-            ("state", "snapmirrored"),
-            ("exported_snapshot", "newest common snapshot"),
+            ("uuid", ValueType::String, "the reversed relationship"),
+            ("source", ValueType::String, "its source path"),
+            ("destination", ValueType::String, "its destination path"),
+            ("state", ValueType::String, "snapmirrored"),
+            ("exported_snapshot", ValueType::String, "newest common snapshot"),
         ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site", "source_site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: ReverseParams) -> Result<Plan, ActionError> {
@@ -730,10 +826,11 @@ impl TypedAction for Release {
     const SPEC: ActionSpec = ActionSpec {
         name: "ontap.snapmirror.release",
         summary: "Delete a relationship (on both sides), keeping the common snapshots unless told otherwise",
-        outputs: &[("uuid", "the released relationship")],
+        outputs: &[("uuid", ValueType::String, "the released relationship")],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: ReleaseParams) -> Result<Plan, ActionError> {
@@ -817,9 +914,9 @@ async fn plan_svm(ctx: &StepContext, p: &SvmParams, target: &str) -> Result<Plan
     let client = Client::connect(ctx, &p.site)?;
     let mut plan = Plan::default();
     if let Err(e) = client.cluster().await {
-        return Ok(plan.check("cluster reachable", false, e.message));
+        return Ok(plan.access_check("cluster reachable", false, e.message));
     }
-    plan = plan.check("cluster reachable", true, client.base.clone());
+    plan = plan.access_check("cluster reachable", true, client.base.clone());
     match client.svm(&p.svm).await? {
         None => Ok(plan.check("SVM exists", false, format!("no SVM `{}`", p.svm))),
         Some(svm) => {
@@ -856,10 +953,11 @@ impl TypedAction for SvmStart {
     const SPEC: ActionSpec = ActionSpec {
         name: "ontap.svm.start",
         summary: "Start an SVM and wait until it is running",
-        outputs: &[("uuid", "SVM uuid"), ("state", "running")],
+        outputs: &[("uuid", ValueType::String, "SVM uuid"), ("state", ValueType::String, "running")],
         side_effects: true,
         undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
     async fn plan(&self, ctx: &StepContext, p: SvmParams) -> Result<Plan, ActionError> {
         plan_svm(ctx, &p, "running").await
@@ -881,10 +979,11 @@ impl TypedAction for SvmStop {
     const SPEC: ActionSpec = ActionSpec {
         name: "ontap.svm.stop",
         summary: "Stop an SVM and wait until it is stopped",
-        outputs: &[("uuid", "SVM uuid"), ("state", "stopped")],
+        outputs: &[("uuid", ValueType::String, "SVM uuid"), ("state", ValueType::String, "stopped")],
         side_effects: true,
         undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
     async fn plan(&self, ctx: &StepContext, p: SvmParams) -> Result<Plan, ActionError> {
         plan_svm(ctx, &p, "stopped").await
@@ -945,21 +1044,22 @@ impl TypedAction for VolumeClone {
         name: "ontap.volume.clone",
         summary: "Create a FlexClone of a volume from a snapshot (the replicated one by default), optionally mounted",
         outputs: &[
-            ("name", "clone name"),
-            ("uuid", "clone uuid"),
-            ("junction_path", "where it is mounted"),
-            ("snapshot", "the parent snapshot"),
+            ("name", ValueType::String, "clone name"),
+            ("uuid", ValueType::String, "clone uuid"),
+            ("junction_path", ValueType::String, "where it is mounted"),
+            ("snapshot", ValueType::String, "the parent snapshot"),
         ],
         side_effects: true,
         undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: CloneParams) -> Result<Plan, ActionError> {
         let client = Client::connect(ctx, &p.site)?;
         let mut plan = Plan::new(format!("clone {}:{} as {}", p.svm, p.parent, p.name));
         if let Err(e) = client.cluster().await {
-            return Ok(plan.check("cluster reachable", false, e.message));
+            return Ok(plan.access_check("cluster reachable", false, e.message));
         }
         let parent = client.volume(&p.svm, &p.parent).await?;
         plan = plan.check("parent volume exists", parent.is_some(), format!("{}:{}", p.svm, p.parent));
@@ -1072,12 +1172,13 @@ impl TypedAction for VolumeDelete {
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: VolumeParams) -> Result<Plan, ActionError> {
         let client = Client::connect(ctx, &p.site)?;
         if let Err(e) = client.cluster().await {
-            return Ok(Plan::default().check("cluster reachable", false, e.message));
+            return Ok(Plan::default().access_check("cluster reachable", false, e.message));
         }
         Ok(match client.volume(&p.svm, &p.name).await? {
             Some(_) => Plan::new(format!("delete {}:{}", p.svm, p.name))

@@ -100,7 +100,7 @@ pub fn hint_for(code: &str) -> &'static str {
 impl Client {
     pub fn connect(ctx: &StepContext, site: &str) -> Result<Client, ActionError> {
         let cfg: OntapSite = ctx.site_section(site, "ontap")?;
-        let password = cfg.credentials.resolve()?;
+        let password = cfg.credentials.resolve_for(site, "ontap.credentials")?;
         if cfg.insecure {
             // In the journal and the report, not only in the log.
             ctx.note(&format!("TLS verification is OFF for ONTAP `{site}` ({}): insecure: true", cfg.url));

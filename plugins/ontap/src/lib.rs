@@ -19,6 +19,7 @@ pub use client::OntapSite;
 pub fn actions() -> Vec<Arc<dyn Action>> {
     vec![
         typed(actions::Wait),
+        typed(actions::Get),
         typed(actions::Update),
         typed(actions::Quiesce),
         typed(actions::Break),
@@ -30,4 +31,9 @@ pub fn actions() -> Vec<Arc<dyn Action>> {
         typed(actions::VolumeClone),
         typed(actions::VolumeDelete),
     ]
+}
+
+/// The site sections this plugin reads.
+pub fn site_sections() -> Vec<drover_api::SiteSection> {
+    vec![drover_api::SiteSection::of::<client::OntapSite>("ontap", "an ONTAP cluster's REST API")]
 }

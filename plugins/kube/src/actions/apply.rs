@@ -15,9 +15,13 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, PathSegment, Plan, Progress, StepContext, TypedAction};
+use drover_api::{
+    ActionError, ActionSpec, Outputs, ParamError, PathSegment, Plan, Progress, StepContext, TypedAction, ValueType,
+};
 
+use crate::actions::scale::fenced_namespaces;
 use crate::client::{Kind, Kube, describe};
+use crate::fenced::{Fenced, Guarded, refusal};
 use crate::manifests::{self, Manifest};
 
 pub const FIELD_MANAGER: &str = "drover";
@@ -43,6 +47,10 @@ pub struct ApplyParams {
     /// Objects in flight at once. Default 16.
     #[serde(default)]
     pub concurrency: Option<usize>,
+    /// Workloads bound for a namespace `kube.fence` marked: `refuse` (default), `hold` (write
+    /// them at zero; lifting the fence brings them up) or `ignore`.
+    #[serde(default)]
+    pub fenced: Fenced,
 }
 
 pub struct Apply;
@@ -114,6 +122,30 @@ async fn prepare(kube: &Kube, p: &ApplyParams, ctx: &StepContext) -> Result<Vec<
         out.push(Prepared { manifest, kind, namespace });
     }
     Ok(out)
+}
+
+/// Hold or refuse workloads bound for fenced namespaces (see [`crate::fenced`]).
+async fn guard_fenced(kube: &Kube, p: &ApplyParams, prepared: &mut [Prepared]) -> Result<Guarded, ActionError> {
+    let targets: BTreeSet<String> = prepared.iter().filter_map(|x| x.namespace.clone()).collect();
+    let fenced = fenced_namespaces(kube, &targets.into_iter().collect::<Vec<_>>()).await?;
+    let mut guarded = Guarded::default();
+    for x in prepared.iter_mut().filter(|x| x.namespace.as_ref().is_some_and(|ns| fenced.contains(ns))) {
+        let describe = x.describe();
+        guarded.object(p.fenced, describe, &mut x.manifest.object);
+    }
+    if !guarded.refused.is_empty() && p.fenced != Fenced::Ignore {
+        return Err(refusal(&kube.origin, &fenced, &guarded.refused));
+    }
+    Ok(guarded)
+}
+
+fn note_guarded(ctx: &StepContext, g: &Guarded) {
+    for h in &g.held {
+        ctx.note(&format!("fenced namespace: {h}"));
+    }
+    if !g.ignored.is_empty() {
+        ctx.note(&format!("started in a fenced namespace (`fenced: ignore`): {}", g.ignored.join(", ")));
+    }
 }
 
 fn concurrency(p: &ApplyParams) -> usize {
@@ -204,10 +236,14 @@ impl TypedAction for Apply {
     const SPEC: ActionSpec = ActionSpec {
         name: "kube.apply",
         summary: "Server-side apply manifests (files, folders, inline) with field manager `drover`",
-        outputs: &[("applied", "number of objects applied"), ("namespaces", "namespaces the objects went to")],
+        outputs: &[
+            ("applied", ValueType::Int, "number of objects applied"),
+            ("namespaces", ValueType::List, "namespaces the objects went to"),
+        ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &ApplyParams) -> Result<(), Vec<ParamError>> {
@@ -231,7 +267,8 @@ impl TypedAction for Apply {
 
     async fn plan(&self, ctx: &StepContext, p: ApplyParams) -> Result<Plan, ActionError> {
         let kube = Kube::connect(ctx, &p.site).await?;
-        let prepared = prepare(&kube, &p, ctx).await?;
+        let mut prepared = prepare(&kube, &p, ctx).await?;
+        let fence = guard_fenced(&kube, &p, &mut prepared).await;
         let new_namespaces: BTreeSet<&str> =
             prepared.iter().filter(|x| x.manifest.kind() == "Namespace").map(|x| x.manifest.name()).collect();
         // Collected first: a lazy `map` here trips rustc's Send inference in async traits.
@@ -242,8 +279,13 @@ impl TypedAction for Apply {
         let mut results = results;
         results.sort_by_key(|(i, _)| *i);
         let (mut create, mut update, mut same) = (0, 0, 0);
-        let mut plan = Plan::default().check("cluster reachable", true, format!("{} at {}", kube.origin, kube.server));
+        let mut plan =
+            Plan::default().access_check("cluster reachable", true, format!("{} at {}", kube.origin, kube.server));
         let mut changes = vec![];
+        match &fence {
+            Ok(g) => changes.extend(g.held.iter().map(|h| format!("fenced namespace: {h}"))),
+            Err(e) => plan = plan.check("fenced namespaces stay down", false, e.message.clone()),
+        }
         for (i, r) in results {
             let x = &prepared[i];
             match r {
@@ -277,7 +319,8 @@ impl TypedAction for Apply {
 
     async fn run(&self, ctx: &StepContext, p: ApplyParams) -> Result<Outputs, ActionError> {
         let kube = Kube::connect(ctx, &p.site).await?;
-        let prepared = prepare(&kube, &p, ctx).await?;
+        let mut prepared = prepare(&kube, &p, ctx).await?;
+        note_guarded(ctx, &guard_fenced(&kube, &p, &mut prepared).await?);
         let total = prepared.len() as u64;
         let every = (total / 100).max(1);
         // CRDs and namespaces first: the rest may need them.

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use drover_api::{ActionError, ActionSpec, Outputs, Plan, StepContext, TypedAction};
+use drover_api::{ActionError, ActionSpec, Outputs, Plan, StepContext, TypedAction, ValueType};
 
 use crate::client::Kube;
 
@@ -75,10 +75,14 @@ impl TypedAction for Check {
     const SPEC: ActionSpec = ActionSpec {
         name: "kube.check",
         summary: "Read-only: the cluster answers, its version, and the site can list and create in the namespaces",
-        outputs: &[("version", "the API server's version"), ("server", "the API server's URL")],
+        outputs: &[
+            ("version", ValueType::String, "the API server's version"),
+            ("server", ValueType::String, "the API server's URL"),
+        ],
         side_effects: false,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     async fn plan(&self, ctx: &StepContext, p: CheckParams) -> Result<Plan, ActionError> {

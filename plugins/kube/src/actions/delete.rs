@@ -10,7 +10,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, PathSegment, Plan, Progress, StepContext, TypedAction};
+use drover_api::{
+    ActionError, ActionSpec, Outputs, ParamError, PathSegment, Plan, Progress, StepContext, TypedAction, ValueType,
+};
 
 use crate::client::Kube;
 use crate::select::{Found, Selection, select};
@@ -82,10 +84,14 @@ impl TypedAction for Delete {
     const SPEC: ActionSpec = ActionSpec {
         name: "kube.delete",
         summary: "Delete selected objects (a label selector or names required) and wait until they are gone",
-        outputs: &[("deleted", "number of objects deleted"), ("objects", "the objects deleted")],
+        outputs: &[
+            ("deleted", ValueType::Int, "number of objects deleted"),
+            ("objects", ValueType::List, "the objects deleted"),
+        ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &DeleteParams) -> Result<(), Vec<ParamError>> {

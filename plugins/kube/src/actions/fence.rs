@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, StepContext, TypedAction};
+use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, StepContext, TypedAction, ValueType};
 
 use crate::actions::scale::{FENCED, Target, apply_changes, changes, fenced_namespaces, scale_outputs};
 use crate::client::Kube;
@@ -100,14 +100,15 @@ impl TypedAction for Fence {
         name: "kube.fence",
         summary: "Fence namespaces of the primary: mark them and scale their workloads to zero (undo lifts it)",
         outputs: &[
-            ("namespaces", "the namespaces fenced (or unfenced)"),
-            ("changed", "number of workloads scaled"),
-            ("objects", "each change, `Deployment shop/web: 3 → 0`"),
-            ("previous", "the previous replicas by object"),
+            ("namespaces", ValueType::List, "the namespaces fenced (or unfenced)"),
+            ("changed", ValueType::Int, "number of workloads scaled"),
+            ("objects", ValueType::List, "each change, `Deployment shop/web: 3 → 0`"),
+            ("previous", ValueType::Any, "the previous replicas by object"),
         ],
         side_effects: true,
         undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &FenceParams) -> Result<(), Vec<ParamError>> {

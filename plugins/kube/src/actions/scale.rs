@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, StepContext, TypedAction};
+use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, StepContext, TypedAction, ValueType};
 
 use crate::client::Kube;
 use crate::select::{Found, Selection, require_namespaces, select};
@@ -48,6 +48,9 @@ pub struct ScaleParams {
     /// Bring back the replicas remembered by an earlier scale instead.
     #[serde(default)]
     pub restore: bool,
+    /// Scaling up in a namespace `kube.fence` marked: `refuse` (default) or `ignore`.
+    #[serde(default)]
+    pub fenced: crate::fenced::Fenced,
 }
 
 impl ScaleParams {
@@ -185,17 +188,24 @@ impl TypedAction for Scale {
         name: "kube.scale",
         summary: "Scale selected workloads to N (remembering the previous replicas), or restore them",
         outputs: &[
-            ("changed", "number of workloads changed"),
-            ("objects", "each change, `Deployment shop/web: 3 → 0`"),
-            ("previous", "the previous replicas (or CronJob suspend) by object"),
+            ("changed", ValueType::Int, "number of workloads changed"),
+            ("objects", ValueType::List, "each change, `Deployment shop/web: 3 → 0`"),
+            ("previous", ValueType::Any, "the previous replicas (or CronJob suspend) by object"),
         ],
         side_effects: true,
         undo: true,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &ScaleParams) -> Result<(), Vec<ParamError>> {
         require_namespaces(&p.namespaces)?;
+        if p.fenced == crate::fenced::Fenced::Hold {
+            return Err(vec![ParamError::at(
+                &["fenced"],
+                "`hold` does not apply to a scale: give `refuse` or `ignore`",
+            )]);
+        }
         if p.restore == p.replicas.is_some() {
             return Err(vec![ParamError {
                 path: vec![],
@@ -212,7 +222,7 @@ impl TypedAction for Scale {
         let n = found.len();
         let changes = changes(found, Self::target(&p));
         let mut plan = Plan::new(format!("{} of {n} selected workloads to change", changes.len()));
-        if Self::target(&p) != Target::Replicas(0) {
+        if Self::target(&p) != Target::Replicas(0) && p.fenced != crate::fenced::Fenced::Ignore {
             let fenced = fenced_namespaces(&kube, &p.namespaces).await?;
             plan = plan.check("namespaces not fenced", fenced.is_empty(), fenced.join(", "));
         }
@@ -223,7 +233,7 @@ impl TypedAction for Scale {
     async fn run(&self, ctx: &StepContext, p: ScaleParams) -> Result<Outputs, ActionError> {
         let kube = Kube::connect(ctx, &p.site).await?;
         let target = Self::target(&p);
-        if target != Target::Replicas(0) {
+        if target != Target::Replicas(0) && p.fenced != crate::fenced::Fenced::Ignore {
             refuse_fenced(&kube, &p.namespaces).await?;
         }
         let changes = changes(select(&kube, &p.selection()).await?, target);

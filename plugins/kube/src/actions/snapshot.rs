@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, StepContext, TypedAction};
+use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, StepContext, TypedAction, ValueType};
 
 use super::custom::{create_or_get, required_kind, wait_until};
 use crate::client::Kube;
@@ -88,12 +88,17 @@ impl TypedAction for VolumeSnapshot {
         name: "kube.volume_snapshot",
         summary: "CSI VolumeSnapshots of selected claims, waited for until ready to use",
         outputs: &[
-            ("snapshots", "one entry per claim: namespace, claim, name, restore_size"),
-            ("by_claim", "`NAMESPACE/CLAIM` → snapshot name (for the restore's volume_snapshots transform)"),
+            ("snapshots", ValueType::List, "one entry per claim: namespace, claim, name, restore_size"),
+            (
+                "by_claim",
+                ValueType::Map,
+                "`NAMESPACE/CLAIM` → snapshot name (for the restore's volume_snapshots transform)",
+            ),
         ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &VolumeSnapshotParams) -> Result<(), Vec<ParamError>> {

@@ -12,7 +12,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use drover_api::{ActionError, ActionSpec, HumanDuration, Outputs, ParamError, Plan, StepContext, TypedAction};
+use drover_api::{
+    ActionError, ActionSpec, HumanDuration, Outputs, ParamError, Plan, StepContext, TypedAction, ValueType,
+};
 
 use super::custom::{create_or_get, required_kind, wait_until};
 use crate::client::{Kind, Kube};
@@ -274,14 +276,15 @@ impl TypedAction for Backup {
         name: "velero.backup",
         summary: "Create a Velero Backup and wait for its final phase (warnings and errors reported)",
         outputs: &[
-            ("phase", "Velero's final phase"),
-            ("warnings", "warnings Velero counted"),
-            ("errors", "errors Velero counted"),
-            ("items", "items backed up"),
+            ("phase", ValueType::String, "Velero's final phase"),
+            ("warnings", ValueType::Int, "warnings Velero counted"),
+            ("errors", ValueType::Int, "errors Velero counted"),
+            ("items", ValueType::Int, "items backed up"),
         ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &BackupParams) -> Result<(), Vec<ParamError>> {
@@ -379,14 +382,15 @@ impl TypedAction for Restore {
         name: "velero.restore",
         summary: "Create a Velero Restore from a backup and wait for its final phase",
         outputs: &[
-            ("phase", "Velero's final phase"),
-            ("warnings", "warnings Velero counted"),
-            ("errors", "errors Velero counted"),
-            ("items", "items restored"),
+            ("phase", ValueType::String, "Velero's final phase"),
+            ("warnings", ValueType::Int, "warnings Velero counted"),
+            ("errors", ValueType::Int, "errors Velero counted"),
+            ("items", ValueType::Int, "items restored"),
         ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &RestoreParams) -> Result<(), Vec<ParamError>> {
@@ -465,10 +469,14 @@ impl TypedAction for Schedule {
     const SPEC: ActionSpec = ActionSpec {
         name: "velero.schedule",
         summary: "Create or update a Velero Schedule and wait until Velero enables it",
-        outputs: &[("phase", "Enabled"), ("last_backup", "when its last backup ran, if ever")],
+        outputs: &[
+            ("phase", ValueType::String, "Enabled"),
+            ("last_backup", ValueType::String, "when its last backup ran, if ever"),
+        ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &ScheduleParams) -> Result<(), Vec<ParamError>> {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use drover_api::{
     ActionError, ActionSpec, HumanDuration, Outputs, ParamError, PathSegment, Plan, Progress, StepContext, TypedAction,
+    ValueType,
 };
 
 use crate::client::Kube;
@@ -106,10 +107,14 @@ impl TypedAction for Wait {
     const SPEC: ActionSpec = ActionSpec {
         name: "kube.wait",
         summary: "Wait until selected workloads are ready (or a custom condition holds)",
-        outputs: &[("ready", "number of objects found ready"), ("objects", "the objects waited for")],
+        outputs: &[
+            ("ready", ValueType::Int, "number of objects found ready"),
+            ("objects", ValueType::List, "the objects waited for"),
+        ],
         side_effects: false,
         undo: false,
         open_outputs: false,
+        sites: &["site"],
     };
 
     fn check(&self, p: &WaitParams) -> Result<(), Vec<ParamError>> {

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, Progress, StepContext, TypedAction};
+use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, Progress, StepContext, TypedAction, ValueType};
 
 use super::source::{self, LiveSource, Source};
 use crate::select::require_namespaces;
@@ -59,10 +59,15 @@ impl TypedAction for Export {
     const SPEC: ActionSpec = ActionSpec {
         name: "kube.export",
         summary: "Write a live cluster's namespaces to S3 as a Velero-format backup",
-        outputs: &[("backup", "the backup's name"), ("items", "objects written"), ("bytes", "size of the tarball")],
+        outputs: &[
+            ("backup", ValueType::String, "the backup's name"),
+            ("items", ValueType::Int, "objects written"),
+            ("bytes", ValueType::Int, "size of the tarball"),
+        ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site", "to.site"],
     };
 
     fn check(&self, p: &ExportParams) -> Result<(), Vec<ParamError>> {

@@ -22,10 +22,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, PathSegment, Plan, Progress, StepContext, TypedAction};
+use drover_api::{
+    ActionError, ActionSpec, Outputs, ParamError, PathSegment, Plan, Progress, StepContext, TypedAction, ValueType,
+};
 
 use crate::actions::apply::FIELD_MANAGER;
+use crate::actions::scale::fenced_namespaces;
 use crate::client::{Kind, Kube, describe};
+use crate::fenced::{Fenced, Guarded, refusal};
 use crate::labels::Selector;
 use crate::velero::Limits;
 use graph::{Graph, Placed};
@@ -72,6 +76,11 @@ pub struct RestoreParams {
     /// With `--dry-run`: write the transformed manifests here for review.
     #[serde(default)]
     pub preview_dir: Option<PathBuf>,
+    /// Workloads bound for a namespace `kube.fence` marked: `refuse` (default), `hold` (write
+    /// them at zero; lifting the fence brings them up — a failback into the fenced primary)
+    /// or `ignore`.
+    #[serde(default)]
+    pub fenced: Fenced,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -280,6 +289,28 @@ pub async fn collect(ctx: &StepContext, p: &RestoreParams, pipeline: &Pipeline) 
         });
     }
     Ok(out)
+}
+
+/// Hold or refuse workloads bound for fenced namespaces (see [`crate::fenced`]).
+async fn guard_fenced(kube: &Kube, p: &RestoreParams, objects: &mut [Restorable]) -> Result<Guarded, ActionError> {
+    let targets: BTreeSet<String> = objects.iter().filter_map(|o| o.namespace().map(String::from)).collect();
+    let fenced = fenced_namespaces(kube, &targets.into_iter().collect::<Vec<_>>()).await?;
+    let mut guarded = Guarded::default();
+    if fenced.is_empty() {
+        return Ok(guarded);
+    }
+    for o in objects.iter_mut().filter(|o| o.namespace().is_some_and(|ns| fenced.iter().any(|f| f == ns))) {
+        let mut object = o.object();
+        let before = guarded.held.len();
+        guarded.object(p.fenced, o.describe(), &mut object);
+        if guarded.held.len() > before {
+            *o = Restorable::new(std::mem::take(&mut o.resource), &object, std::mem::take(&mut o.changes));
+        }
+    }
+    if !guarded.refused.is_empty() && p.fenced != Fenced::Ignore {
+        return Err(refusal(&kube.origin, &fenced, &guarded.refused));
+    }
+    Ok(guarded)
 }
 
 /// Kinds for every object; those a CRD of this restore provides may not be served yet (None).
@@ -650,18 +681,19 @@ impl TypedAction for Restore {
         name: "kube.restore",
         summary: "Restore objects from a Velero backup, manifests or a live cluster: cleaned, transformed, ordered, in parallel",
         outputs: &[
-            ("restored", "objects created or updated"),
-            ("unchanged", "objects already as wanted"),
-            ("skipped", "existing objects left alone (`existing: skip`)"),
-            ("failed", "objects that could not be restored, with why"),
-            ("left_out", "objects not restored by design, counted by reason"),
-            ("source", "what was read, e.g. the backup's name"),
-            ("namespaces", "namespaces restored into"),
-            ("created_crds", "names of the CRDs this run created (the cluster did not have them)"),
+            ("restored", ValueType::Int, "objects created or updated"),
+            ("unchanged", ValueType::Int, "objects already as wanted"),
+            ("skipped", ValueType::Int, "existing objects left alone (`existing: skip`)"),
+            ("failed", ValueType::Any, "objects that could not be restored, with why"),
+            ("left_out", ValueType::Any, "objects not restored by design, counted by reason"),
+            ("source", ValueType::String, "what was read, e.g. the backup's name"),
+            ("namespaces", ValueType::List, "namespaces restored into"),
+            ("created_crds", ValueType::List, "names of the CRDs this run created (the cluster did not have them)"),
         ],
         side_effects: true,
         undo: false,
         open_outputs: false,
+        sites: &["site", "from.live.site", "from.velero.site"],
     };
 
     fn check(&self, p: &RestoreParams) -> Result<(), Vec<ParamError>> {
@@ -681,12 +713,21 @@ impl TypedAction for Restore {
         let kube = Kube::connect(ctx, &p.site).await?;
         let mut got = collect(ctx, &p, &pipeline).await?;
         let kinds = resolve(&kube, &mut got.objects).await?;
+        let fence = guard_fenced(&kube, &p, &mut got.objects).await;
         let outcomes = run_all(&kube, ctx, &p, &got.objects, &kinds, &Resumed::default(), true).await?;
         let (by_kind, by_ns) = counts(&got.objects);
         let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
         let mut plan = Plan::default()
-            .check("cluster reachable", true, format!("{} at {}", kube.origin, kube.server))
+            .access_check("cluster reachable", true, format!("{} at {}", kube.origin, kube.server))
             .check("source readable", true, format!("{}: {} items read", got.source, got.read));
+        match &fence {
+            Ok(g) => {
+                for h in &g.held {
+                    plan = plan.change(format!("fenced namespace: {h}"));
+                }
+            }
+            Err(e) => plan = plan.check("fenced namespaces stay down", false, e.message.clone()),
+        }
         for (o, out) in got.objects.iter().zip(&outcomes) {
             let label = match out {
                 Some(Outcome::Created) => "create",
@@ -740,6 +781,13 @@ impl TypedAction for Restore {
         let kube = Kube::connect(ctx, &p.site).await?;
         let mut got = collect(ctx, &p, &pipeline).await?;
         let kinds = resolve(&kube, &mut got.objects).await?;
+        let guarded = guard_fenced(&kube, &p, &mut got.objects).await?;
+        for h in &guarded.held {
+            ctx.note(&format!("fenced namespace: {h}"));
+        }
+        if !guarded.ignored.is_empty() {
+            ctx.note(&format!("started in a fenced namespace (`fenced: ignore`): {}", guarded.ignored.join(", ")));
+        }
         let resumed = Resumed::from_checkpoint(ctx.resumed_from());
         if !resumed.restored.is_empty() {
             ctx.note(&format!("resuming: {} objects were restored before the interruption", resumed.restored.len()));
