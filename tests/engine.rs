@@ -25,7 +25,13 @@ struct Mock {
     info: ActionInfo,
     log: Log,
     behaviour: fn(&StepContext, &Value, u32) -> Behaviour,
+    /// What its read-only `plan()` finds.
+    plan: fn(&Value) -> Result<Plan, ActionError>,
     calls: Mutex<HashMap<String, u32>>,
+}
+
+fn plan_ok(_: &Value) -> Result<Plan, ActionError> {
+    Ok(Plan::new("mock"))
 }
 
 enum Behaviour {
@@ -56,6 +62,27 @@ impl Mock {
             },
             log: log.clone(),
             behaviour,
+            plan: plan_ok,
+            calls: Mutex::default(),
+        })
+    }
+
+    /// A mock whose plan finds what `plan` says; it changes the world when run, with an undo.
+    fn planned(name: &str, log: &Log, plan: fn(&Value) -> Result<Plan, ActionError>) -> Arc<dyn Action> {
+        Arc::new(Mock {
+            info: ActionInfo {
+                name: name.into(),
+                summary: "test".into(),
+                params: json!({}),
+                outputs: vec![],
+                side_effects: true,
+                undo: true,
+                open_outputs: true,
+                sites: vec![],
+            },
+            log: log.clone(),
+            behaviour: echo,
+            plan,
             calls: Mutex::default(),
         })
     }
@@ -69,8 +96,9 @@ impl Action for Mock {
     fn check_params(&self, _: &Value) -> Result<(), Vec<ParamError>> {
         Ok(())
     }
-    async fn plan(&self, _: &StepContext, _: &Value) -> Result<Plan, ActionError> {
-        Ok(Plan::new("mock"))
+    async fn plan(&self, ctx: &StepContext, with: &Value) -> Result<Plan, ActionError> {
+        self.log.lock().unwrap().push(format!("plan:{}", ctx.step_id));
+        (self.plan)(with)
     }
     async fn run(&self, ctx: &StepContext, with: &Value) -> Result<Outputs, ActionError> {
         let n = {
@@ -123,6 +151,15 @@ fn registry(log: &Log) -> Registry {
         }))
         .with(Mock::boxed("hang", log, false, |_, _, _| Behaviour::Hang))
         .with(Mock::boxed("panic", log, false, |_, _, _| Behaviour::Panic))
+        .with(Mock::planned("unreachable", log, |_| {
+            Err(ActionError::retryable("cannot reach ontap-west: connection refused").with_hint("check the network"))
+        }))
+        .with(Mock::planned("wrong-state", log, |_| {
+            Ok(Plan::new("break").check("relationship snapmirrored", false, "it is paused"))
+        }))
+        .with(Mock::planned("locked-out", log, |_| {
+            Ok(Plan::new("break").access_check("credentials accepted", false, "HTTP 401"))
+        }))
 }
 
 fn dummy_ctx() -> StepContext {
@@ -211,8 +248,14 @@ async fn run(yaml: &str) -> (Ran, Log) {
     (ran, log)
 }
 
+/// Calls that do something: runs and undos (not the preflight's plans).
 fn calls(log: &Log) -> Vec<String> {
-    log.lock().unwrap().clone()
+    log.lock().unwrap().iter().filter(|c| !c.starts_with("plan:")).cloned().collect()
+}
+
+/// The steps whose `plan()` was called.
+fn plans(log: &Log) -> Vec<String> {
+    log.lock().unwrap().iter().filter_map(|c| c.strip_prefix("plan:").map(String::from)).collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -491,4 +534,179 @@ async fn gates_are_asked_with_the_interpolated_message_and_a_refusal_halts() {
     let ran = run_with(&loaded, &reg, StopSignal::never(), None, Arc::new(Deny)).await;
     assert_eq!(ran.outcome("flip"), Outcome::Failed);
     assert!(calls(&log).is_empty(), "a denied step never runs");
+}
+
+// --- Preflight: nothing changes until every step that will run has been checked -----------
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_preflight_changes_nothing_and_lists_every_failure() {
+    let (ran, log) = run(r#"
+steps:
+  - { id: check-dr, uses: ok }
+  - { id: fence, uses: ok, needs: [check-dr] }
+  - { id: dr-storage, uses: unreachable }
+  - { id: replication, uses: wrong-state }
+"#)
+    .await;
+    assert!(calls(&log).is_empty(), "nothing may run after a failed preflight: {:?}", calls(&log));
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert_eq!(ran.summary.preflight_failed, vec!["dr-storage", "replication"]);
+    let failed = ran.events.iter().find_map(|e| match e {
+        Event::PreflightFinished { failed, .. } => Some(failed.clone()),
+        _ => None,
+    });
+    assert_eq!(failed.unwrap(), vec!["dr-storage", "replication"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_check_behind_a_change_is_checked_again_when_the_step_runs() {
+    let (ran, log) = run(r#"
+steps:
+  - { id: quiesce, uses: ok }
+  - { id: break, uses: wrong-state, needs: [quiesce] }
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(calls(&log), vec!["run:quiesce", "run:break"]);
+    let deferred = ran.events.iter().find_map(|e| match e {
+        Event::PreflightChecked { step, deferred, .. } if step == "break" => Some(deferred.clone()),
+        _ => None,
+    });
+    assert_eq!(deferred.unwrap(), vec!["relationship snapmirrored: it is paused"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_access_failure_stops_the_preflight_wherever_the_step_is() {
+    let (ran, log) = run(r#"
+steps:
+  - { id: fence, uses: ok }
+  - { id: final-update, uses: locked-out, needs: [fence] }
+  - { id: break, uses: unreachable, needs: [final-update] }
+"#)
+    .await;
+    assert!(calls(&log).is_empty(), "{:?}", calls(&log));
+    assert_eq!(ran.summary.preflight_failed, vec!["final-update", "break"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_preflight_checks_only_the_steps_that_will_run() {
+    let (ran, log) = run(r#"
+params: { mode: planned }
+steps:
+  - { id: planned-only, uses: ok, if: "params.mode == 'planned'" }
+  - { id: unplanned-only, uses: unreachable, if: "params.mode == 'unplanned'" }
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(plans(&log), vec!["planned-only"], "a step its `if:` skips is not probed (a site declared down)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_allowed_to_fail_does_not_stop_the_preflight() {
+    let (ran, log) = run("steps:
+  - { id: lag, uses: unreachable, continue_on_error: true }
+  - { id: next, uses: ok }
+")
+    .await;
+    assert!(ran.summary.preflight_failed.is_empty());
+    assert!(calls(&log).contains(&"run:next".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_skipped_preflight_is_journaled_and_the_run_goes_on() {
+    let log: Log = Arc::default();
+    let reg = registry(&log);
+    let loaded = load(
+        "steps:
+  - { id: break, uses: wrong-state }
+",
+        &reg,
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let opts = ExecuteOptions {
+        run_id: "skip".into(),
+        mode: RunMode::Run,
+        concurrency: 4,
+        approver: Arc::new(AutoApprove("t".into())),
+        sink: EventSink::new(None, Some(tx)),
+        stop: StopSignal::never(),
+        resume: None,
+        preflight: Preflight::Skip { by: "ops@host".into() },
+    };
+    let summary = execute(&loaded, &reg, opts).await;
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+    assert!(plans(&log).is_empty());
+    let mut skipped = false;
+    while let Ok(e) = rx.try_recv() {
+        skipped |= matches!(e, Event::PreflightSkipped { by } if by == "ops@host");
+    }
+    assert!(skipped, "the skip is recorded with who asked");
+}
+
+// --- Rollback up to the point of no return ----------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_before_the_point_of_no_return_is_rolled_back() {
+    let (ran, log) = run(r#"
+on_failure: rollback
+steps:
+  - { id: fence, uses: ok }
+  - { id: final-update, uses: fail, needs: [fence] }
+  - { id: break, uses: ok, needs: [final-update], point_of_no_return: true }
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::RolledBack);
+    assert_eq!(calls(&log), vec!["run:fence", "run:final-update", "undo:fence"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_point_of_no_return_the_run_halts_instead_of_rolling_back() {
+    let (ran, log) = run(r#"
+on_failure: rollback
+steps:
+  - { id: fence, uses: ok }
+  - { id: break, uses: ok, needs: [fence], point_of_no_return: true }
+  - { id: restore, uses: fail, needs: [break] }
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert!(calls(&log).iter().all(|c| !c.starts_with("undo:")), "{:?}", calls(&log));
+    assert!(ran.events.iter().any(|e| matches!(e, Event::RollbackRefused { past } if past == "break")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_that_failed_part_way_is_undone_with_the_rest() {
+    let log: Log = Arc::default();
+    let reg = registry(&log).with(Mock::boxed("half", &log, true, |_, _, _| {
+        Behaviour::Err(ActionError::permanent("scaled 2 of 5 workloads, then lost the API server"))
+    }));
+    let loaded = load(
+        "on_failure: rollback
+steps:
+  - { id: a, uses: ok }
+  - { id: fence, uses: half, needs: [a] }
+",
+        &reg,
+    );
+    let ran = run_with(&loaded, &reg, StopSignal::never(), None, Arc::new(AutoApprove("t".into()))).await;
+    assert_eq!(ran.summary.outcome, RunOutcome::RolledBack);
+    assert_eq!(calls(&log), vec!["run:a", "run:fence", "undo:fence", "undo:a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_gate_before_any_change_leaves_everything_as_it_was() {
+    let log: Log = Arc::default();
+    let reg = registry(&log);
+    let loaded = load(
+        "on_failure: rollback
+steps:
+  - { id: go, uses: ok, confirm: Fail over? }
+  - { id: fence, uses: ok, needs: [go] }
+",
+        &reg,
+    );
+    let ran = run_with(&loaded, &reg, StopSignal::never(), None, Arc::new(Deny)).await;
+    assert!(calls(&log).is_empty(), "{:?}", calls(&log));
+    assert!(ran.events.iter().any(|e| matches!(e, Event::GateDenied { step, by } if step == "go" && by == "test")));
+    assert_ne!(ran.summary.outcome, RunOutcome::Succeeded);
 }

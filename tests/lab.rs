@@ -342,8 +342,10 @@ async fn a_live_rehearsal_brings_the_apps_up_in_isolation_and_leaves_nothing_beh
         ("remove-apps", "Namespace shop-rehearsal"),
         ("remove-crds", "CustomResourceDefinition carts.shop.example.com"),
     ] {
-        let at = text.find(&format!("  {step} ")).unwrap_or_else(|| panic!("no {step} in:\n{text}"));
-        assert!(text[at..].lines().take(2).any(|l| l.contains(detail)), "{step}: {detail} not in:\n{text}");
+        // In the report's step table, below the live view.
+        let table = &text[text.find("\n  step ").unwrap_or_else(|| panic!("no report in:\n{text}"))..];
+        let at = table.find(&format!("  {step} ")).unwrap_or_else(|| panic!("no {step} in:\n{text}"));
+        assert!(table[at..].lines().take(2).any(|l| l.contains(detail)), "{step}: {detail} not in:\n{text}");
     }
     assert_eq!(volumes(&lab), volumes_before, "the clone is gone");
     let after: Vec<String> = lab_state(&lab).await;

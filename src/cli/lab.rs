@@ -24,8 +24,9 @@ pub enum LabCommand {
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// The lab file: topology, apps and copies, which servers play DNS, LB and S3.
-    #[arg(long, default_value = "examples/lab/lab.yaml")]
-    pub config: PathBuf,
+    /// Default: the built-in lab (the files of examples/lab/, inside drover).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Where the sites file, kubeconfigs, credentials and server files are written.
     #[arg(long, default_value = ".drover/lab")]
     pub dir: PathBuf,
@@ -37,12 +38,12 @@ pub struct FailoverArgs {
     /// apps come from the latest backup in S3).
     #[arg(long, default_value = "planned", value_parser = ["planned", "unplanned"])]
     pub mode: String,
-    /// The runbook to run.
-    #[arg(long, default_value = "runbooks/failover.yaml")]
-    pub runbook: PathBuf,
-    /// The lab file (see `drover lab up --help`).
-    #[arg(long, default_value = "examples/lab/lab.yaml")]
-    pub config: PathBuf,
+    /// The runbook to run (default: the shipped failover runbook, built in).
+    #[arg(long, value_name = "FILE")]
+    pub runbook: Option<PathBuf>,
+    /// The lab file (see `drover lab up --help`; default: the built-in lab).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Where the lab's files are written.
     #[arg(long, default_value = ".drover/lab")]
     pub dir: PathBuf,
@@ -74,12 +75,16 @@ pub struct OntapArgs {
     pub dir: PathBuf,
 }
 
-async fn start_lab(config: &std::path::Path, dir: &std::path::Path) -> Result<crate::lab::Lab, CliError> {
-    if !config.is_file() {
-        return Err(CliError::new(exit::INVALID_INPUT, format!("the lab file {} is not here", config.display()))
-            .hint("run the lab from the drover checkout (it reads examples/lab/lab.yaml), or pass --config FILE"));
+async fn start_lab(config: Option<&std::path::Path>, dir: &std::path::Path) -> Result<crate::lab::Lab, CliError> {
+    let config = match config {
+        Some(file) if !file.is_file() => {
+            return Err(CliError::new(exit::INVALID_INPUT, format!("the lab file {} is not here", file.display()))
+                .hint("leave out --config for the built-in lab, or give the path of a lab file"));
+        }
+        Some(file) => crate::lab::LabConfig::load(file),
+        None => crate::lab::LabConfig::builtin(dir),
     }
-    let config = crate::lab::LabConfig::load(config).map_err(|e| {
+    .map_err(|e| {
         CliError::new(exit::INVALID_INPUT, e).hint("see examples/lab/lab.yaml for every field and its choices")
     })?;
     crate::lab::Lab::up(&config, dir)
@@ -99,10 +104,10 @@ fn print_state(title: &str, state: &[(String, bool)]) -> bool {
 pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Registry) -> Result<i32, CliError> {
     match cmd {
         LabCommand::Up(a) => {
-            let lab = start_lab(&a.config, &a.dir).await?;
+            let lab = start_lab(a.config.as_deref(), &a.dir).await?;
             println!("drover lab: two sites on loopback (east = primary, west = DR)");
             print!("{}", lab.describe());
-            println!("try: drover run runbooks/failover.yaml --sites {} --yes", lab.sites_file.display());
+            println!("try: drover failover --sites {} --yes", lab.sites_file.display());
             for (k, v) in &lab.params {
                 println!("       --param {k}={v}");
             }
@@ -111,7 +116,17 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             Ok(exit::SUCCESS)
         }
         LabCommand::Failover(a) => {
-            let mut lab = start_lab(&a.config, &a.dir).await?;
+            // The runbooks are checked before anything starts: a typo costs no lab start.
+            let failover = a.runbook.clone().unwrap_or_else(|| crate::runbook::shipped::path("failover.yaml"));
+            let failback = crate::runbook::shipped::path("failback.yaml");
+            let mut books = vec![failover.clone()];
+            if a.failback {
+                books.push(failback.clone());
+            }
+            for book in &books {
+                super::info::load_or_report(cli, book, &super::RunbookInputs::default(), registry, false)?;
+            }
+            let mut lab = start_lab(a.config.as_deref(), &a.dir).await?;
             eprintln!("drover lab: two sites on loopback (east = primary, west = DR)");
             eprint!("{}", lab.describe());
             if a.mode == "unplanned" {
@@ -139,8 +154,7 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                     dry_run: false,
                 }
             };
-            let code =
-                super::run::run(cli, &run(a.runbook.clone(), Some(format!("mode={}", a.mode))), registry).await?;
+            let code = super::run::run(cli, &run(failover, Some(format!("mode={}", a.mode))), registry).await?;
             let ok = print_state("end state of the lab after the failover", &lab.failover_state().await);
             if code != exit::SUCCESS || !ok || !a.failback {
                 return Ok(if code != exit::SUCCESS {
@@ -151,7 +165,7 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                     exit::RUN_FAILED
                 });
             }
-            let code = super::run::run(cli, &run(PathBuf::from("runbooks/failback.yaml"), None), registry).await?;
+            let code = super::run::run(cli, &run(failback, None), registry).await?;
             let ok = print_state("end state of the lab after the failback (as it started)", &lab.initial_state().await);
             Ok(if code != exit::SUCCESS {
                 code

@@ -83,10 +83,11 @@ pub enum Command {
     Approve(info::ApproveArgs),
     /// List every action with its parameters and outputs.
     Actions(info::ActionsArgs),
-    /// Fail over: run the shipped runbooks/failover.yaml (`--param mode=unplanned` when the
-    /// primary is down) with all of `run`'s flags.
+    /// Fail over: run the shipped failover runbook (runbooks/failover.yaml, built in;
+    /// `--param mode=unplanned` when the primary is down) with all of `run`'s flags.
     Failover(run::FlowArgs),
-    /// Fail back: run the shipped runbooks/failback.yaml with all of `run`'s flags.
+    /// Fail back: run the shipped failback runbook (runbooks/failback.yaml, built in) with all of
+    /// `run`'s flags.
     Failback(run::FlowArgs),
     /// Rehearse a failover without touching anything: a dry run of runbooks/failover.yaml that
     /// checks every precondition against the real systems and predicts the recovery time;
@@ -101,7 +102,7 @@ pub enum Command {
 }
 
 /// Inputs shared by commands that load a runbook.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct RunbookInputs {
     /// Set a param: `--param mode=planned` (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
@@ -176,14 +177,12 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
         Command::Report(a) => info::report(&cli, a),
         Command::Approve(a) => info::approve(&cli, a),
         Command::Actions(a) => info::actions(&cli, a, &registry),
-        Command::Failover(a) => run::run(&cli, &a.to_run("runbooks/failover.yaml", a.dry_run), &registry).await,
-        Command::Failback(a) => run::run(&cli, &a.to_run("runbooks/failback.yaml", a.dry_run), &registry).await,
-        Command::Rehearse(a) if a.live => {
-            run::run(&cli, &a.to_run("runbooks/rehearsal.yaml", a.dry_run), &registry).await
-        }
-        Command::Rehearse(a) => run::run(&cli, &a.to_run("runbooks/failover.yaml", true), &registry).await,
+        Command::Failover(a) => run::run(&cli, &a.to_run("failover.yaml", a.dry_run), &registry).await,
+        Command::Failback(a) => run::run(&cli, &a.to_run("failback.yaml", a.dry_run), &registry).await,
+        Command::Rehearse(a) if a.live => run::run(&cli, &a.to_run("rehearsal.yaml", a.dry_run), &registry).await,
+        Command::Rehearse(a) => run::run(&cli, &a.to_run("failover.yaml", true), &registry).await,
         Command::Upgrade(a) => {
-            let mut run = a.flow.to_run("runbooks/bluegreen-upgrade.yaml", a.flow.dry_run);
+            let mut run = a.flow.to_run("bluegreen-upgrade.yaml", a.flow.dry_run);
             if a.rollback {
                 run.inputs.params.push("rollback=true".into());
             }

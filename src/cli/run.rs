@@ -71,7 +71,7 @@ pub struct RunArgs {
 /// `drover failover`, `failback`, `rehearse`: a shipped runbook with `run`'s flags.
 #[derive(Debug, Args)]
 pub struct FlowArgs {
-    /// The runbook to run instead of the shipped one.
+    /// The runbook to run instead of the shipped one (built into drover).
     #[arg(long, value_name = "FILE")]
     pub runbook: Option<PathBuf>,
     #[command(flatten)]
@@ -98,9 +98,10 @@ pub struct UpgradeArgs {
 }
 
 impl FlowArgs {
+    /// `shipped` names a runbook built into drover (`failover.yaml`).
     pub fn to_run(&self, shipped: &str, dry_run: bool) -> RunArgs {
         RunArgs {
-            runbook: self.runbook.clone().unwrap_or_else(|| PathBuf::from(shipped)),
+            runbook: self.runbook.clone().unwrap_or_else(|| crate::runbook::shipped::path(shipped)),
             inputs: self.inputs.clone(),
             flags: self.flags.clone(),
             dry_run,
@@ -199,7 +200,11 @@ pub async fn run(cli: &Cli, a: &RunArgs, registry: &Registry) -> Result<i32, Cli
         std::fs::create_dir_all(&dir).map_err(|e| {
             CliError::new(exit::STATE_ERROR, format!("cannot create {}: {e}", dir.display())).hint("check --state-dir")
         })?;
-        if let Ok(text) = std::fs::read(&a.runbook) {
+        let text = match crate::runbook::shipped::text(&a.runbook) {
+            Some(t) => Some(t.as_bytes().to_vec()),
+            None => std::fs::read(&a.runbook).ok(),
+        };
+        if let Some(text) = text {
             let _ = std::fs::write(dir.join("runbook.yaml"), text);
         }
         Ok(Journal::create(&state.journal(&run_id))?)

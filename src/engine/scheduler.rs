@@ -136,6 +136,7 @@ struct Finished {
 /// The run state the scheduler owns: where every step stands and what it produced.
 struct Board<'a> {
     loaded: &'a Loaded,
+    registry: &'a Registry,
     sink: &'a EventSink,
     run_id: &'a str,
     phase: Phase,
@@ -159,6 +160,7 @@ struct Board<'a> {
 impl<'a> Board<'a> {
     fn new(
         loaded: &'a Loaded,
+        registry: &'a Registry,
         sink: &'a EventSink,
         run_id: &'a str,
         phase: Phase,
@@ -169,6 +171,7 @@ impl<'a> Board<'a> {
         let n = rb.steps.len();
         let mut board = Board {
             loaded,
+            registry,
             sink,
             run_id,
             phase,
@@ -200,6 +203,7 @@ impl<'a> Board<'a> {
     fn scope(&self) -> RunScope<'_> {
         RunScope {
             loaded: self.loaded,
+            registry: Some(self.registry),
             run_id: self.run_id,
             dry: self.phase == Phase::DryRun,
             predict: self.phase.plans(),
@@ -571,7 +575,8 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
                 let _ = opts
                     .sink
                     .emit(Event::PreflightStarted { steps: remaining, timeout_ms: timeout.as_millis() as u64 });
-                let mut board = Board::new(loaded, &opts.sink, &opts.run_id, Phase::Preflight, &resume, &side_effects);
+                let mut board =
+                    Board::new(loaded, registry, &opts.sink, &opts.run_id, Phase::Preflight, &resume, &side_effects);
                 d.deadline = Some(started + *timeout);
                 stop_level = drive(&mut board, &d, &mut stop, stop_level).await;
                 d.deadline = None;
@@ -602,7 +607,7 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
     }
 
     let phase = if opts.mode == RunMode::DryRun { Phase::DryRun } else { Phase::Run };
-    let mut board = Board::new(loaded, &opts.sink, &opts.run_id, phase, &resume, &side_effects);
+    let mut board = Board::new(loaded, registry, &opts.sink, &opts.run_id, phase, &resume, &side_effects);
     stop_level = drive(&mut board, &d, &mut stop, stop_level).await;
 
     let failed = board.state.iter().any(|s| matches!(s, State::Done(o) if o.is_failure()));
@@ -618,10 +623,11 @@ pub async fn execute(loaded: &Loaded, registry: &Registry, opts: ExecuteOptions)
             Some(step) => {
                 let _ = opts.sink.emit(Event::RollbackRefused { past: step.to_string() });
             }
-            None if board.journal_error.is_none() => {
-                if rollback(loaded, registry, &board.state, &board.outputs, &shared, &sites).await {
-                    outcome = RunOutcome::RolledBack;
-                }
+            None if board.journal_error.is_none()
+                && rollback(loaded, registry, &board.state, &board.attempted, &board.outputs, &shared, &sites)
+                    .await =>
+            {
+                outcome = RunOutcome::RolledBack;
             }
             None => {}
         }
@@ -740,6 +746,8 @@ fn takes_only_text(schema: &Value, path: &[drover_api::PathSegment]) -> bool {
 /// Values `${{ }}` can see while the run is in progress.
 struct RunScope<'a> {
     loaded: &'a Loaded,
+    /// To type the stand-in for an output no plan predicted.
+    registry: Option<&'a Registry>,
     run_id: &'a str,
     /// `run.dry_run`.
     dry: bool,
@@ -798,7 +806,21 @@ impl Scope for RunScope<'_> {
                         match self.outputs[i].as_ref().and_then(|o| o.get(key)) {
                             Some(v) => dig(v, &path[4..], &path.join(".")),
                             // A dry run cannot know every output; show what will be used.
-                            None if self.predict => Ok(Value::String(format!("<{}>", path.join(".")))),
+                            None if self.predict => {
+                                // Typed like the output it stands for: an empty list where a
+                                // list will be, so a plan checks what it can.
+                                let ty = self
+                                    .registry
+                                    .and_then(|r| r.get(&self.loaded.runbook.steps[i].call.uses).ok())
+                                    .and_then(|a| a.info().outputs.iter().find(|o| &o.name == key).map(|o| o.ty));
+                                Ok(match ty {
+                                    Some(drover_api::ValueType::List) => Value::Array(vec![]),
+                                    Some(drover_api::ValueType::Map) => Value::Object(Default::default()),
+                                    Some(drover_api::ValueType::Int | drover_api::ValueType::Number) => Value::from(0),
+                                    Some(drover_api::ValueType::Bool) => Value::Bool(false),
+                                    _ => Value::String(format!("<{}>", path.join("."))),
+                                })
+                            }
                             None => Err(format!("step `{id}` produced no output `{key}`")),
                         }
                     }
@@ -1033,20 +1055,24 @@ impl StepHost for Host {
     }
 }
 
-/// Undo completed steps, dependents before their dependencies. True if every undo worked.
+/// Undo what the run did, dependents before their dependencies: completed steps, and failed
+/// ones that had begun (their change may be partial; undos are idempotent by contract).
+/// True if every undo worked.
 async fn rollback(
     loaded: &Loaded,
     registry: &Registry,
     state: &[State],
+    attempted: &[bool],
     outputs: &[Option<Outputs>],
     shared: &Arc<RunShared>,
     sites: &Arc<BTreeMap<String, Value>>,
 ) -> bool {
     let rb = &loaded.runbook;
     let mut all_ok = true;
-    let scope = RunScope { loaded, run_id: &shared.run_id, dry: false, predict: false, outputs, state };
+    let scope = RunScope { loaded, registry: None, run_id: &shared.run_id, dry: false, predict: false, outputs, state };
     for &i in loaded.dag.order.iter().rev() {
-        if state[i] != State::Done(Outcome::Succeeded) {
+        let partly = attempted[i] && matches!(state[i], State::Done(Outcome::Failed | Outcome::Interrupted));
+        if state[i] != State::Done(Outcome::Succeeded) && !partly {
             continue;
         }
         let step = &rb.steps[i];

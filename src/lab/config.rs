@@ -87,10 +87,31 @@ pub struct LabConfig {
 /// The most copies the lab seeds; each is a namespace with a dozen objects.
 pub const MAX_COPIES: u32 = 500;
 
+/// The lab files drover ships (`examples/lab/`), inside the binary so the lab starts from any
+/// directory. Written out under the lab's directory before use: the apps are manifests on disk.
+const BUILTIN: &[(&str, &str)] = &[
+    ("lab.yaml", include_str!("../../examples/lab/lab.yaml")),
+    ("ontap.yaml", include_str!("../../examples/lab/ontap.yaml")),
+    ("apps/00-shop.yaml", include_str!("../../examples/lab/apps/00-shop.yaml")),
+];
+
 impl LabConfig {
     /// The shipped default, `examples/lab/lab.yaml` under the checkout `repo`.
     pub fn shipped(repo: &Path) -> Result<LabConfig, String> {
         LabConfig::load(&repo.join("examples/lab/lab.yaml"))
+    }
+
+    /// The built-in lab: its files written under `dir/config`, then loaded from there.
+    pub fn builtin(dir: &Path) -> Result<LabConfig, String> {
+        let root = dir.join("config");
+        for (name, text) in BUILTIN {
+            let path = root.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        LabConfig::load(&root.join("lab.yaml"))
     }
 
     /// Read a lab file; paths in it start at its directory. Errors name the file and line.
@@ -153,6 +174,15 @@ mod tests {
         let c = LabConfig::shipped(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(c.ontap.is_file() && c.apps.is_dir());
         assert_eq!(c.namespaces(), ["shop"]);
+    }
+
+    #[test]
+    fn the_built_in_lab_is_the_shipped_one_and_needs_no_checkout() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = LabConfig::builtin(dir.path()).unwrap();
+        assert!(c.ontap.starts_with(dir.path()) && c.ontap.is_file() && c.apps.is_dir());
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab/apps/00-shop.yaml");
+        assert_eq!(std::fs::read(c.apps.join("00-shop.yaml")).unwrap(), std::fs::read(shipped).unwrap());
     }
 
     #[test]

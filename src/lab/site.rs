@@ -227,6 +227,11 @@ async fn start_bind(dir: &Path, secret: &str, procs: &mut Procs) -> Result<std::
     let bind = dir.join("bind");
     std::fs::create_dir_all(&bind).map_err(|e| e.to_string())?;
     let d = bind.display();
+    // BIND keeps dynamic updates in a journal next to the zone and replays it at start: a lab
+    // that started before would come up with the last run's records. Every lab starts clean.
+    for leftover in ["example.com.zone.jnl", "example.com.zone.jbk", "named.pid"] {
+        let _ = std::fs::remove_file(bind.join(leftover));
+    }
     write(
         &bind.join("example.com.zone"),
         "$TTL 60\n@ IN SOA ns1.example.com. admin.example.com. 1 3600 600 86400 60\n@ IN NS ns1.example.com.\nns1 IN A 127.0.0.1\nshop IN A 203.0.113.10\n",
@@ -412,8 +417,7 @@ impl Lab {
                 let what = "drover's built-in TCP balancer with HAProxy's runtime API (HAProxy is not installed: apt-get install haproxy)";
                 (url, runtime, "stand-in", what.to_string())
             };
-            sections.push(("lb".into(), "haproxy".into(), json!({ "runtime": runtime })));
-            params.push(("lb_url".into(), url.clone()));
+            sections.push(("lb".into(), "haproxy".into(), json!({ "runtime": runtime, "url": url })));
             parts.push(Part {
                 name: "Load balancer".into(),
                 endpoint: url.clone(),

@@ -447,8 +447,7 @@ impl Report {
         let (critical_path, critical_path_ms) = critical_path(state, &steps);
         let gate_wait_ms = steps.iter().map(|s| s.gate_wait_ms).sum();
         let outage = outage(&steps, state.finished, ms_between(t0, last_at));
-        let params: serde_json::Map<String, Value> =
-            start.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let params: serde_json::Map<String, Value> = start.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let rto_target_ms = params
             .get("rto_target")
             .and_then(Value::as_str)
@@ -504,16 +503,15 @@ impl Report {
         match self.outcome {
             Some(RunOutcome::Succeeded) => None,
             _ if self.mode == RunMode::DryRun => None,
-            Some(RunOutcome::RolledBack) => Some(format!(
-                "nothing this run did remains; fix the cause, then start again (or `drover resume {id}`)"
-            )),
+            Some(RunOutcome::RolledBack) => {
+                Some(format!("nothing this run did remains; fix the cause, then start again (or `drover resume {id}`)"))
+            }
             Some(RunOutcome::Cancelled) | None => Some(format!("drover resume {id}")),
             Some(RunOutcome::Failed) => {
-                let failed = self
-                    .preflight
-                    .as_ref()
-                    .and_then(|p| p.failed.first().map(|f| f.step.clone()))
-                    .or_else(|| self.steps.iter().find(|s| s.outcome == Some(Outcome::Failed)).map(|s| s.id.clone()));
+                let failed =
+                    self.preflight.as_ref().and_then(|p| p.failed.first().map(|f| f.step.clone())).or_else(|| {
+                        self.steps.iter().find(|s| s.outcome == Some(Outcome::Failed)).map(|s| s.id.clone())
+                    });
                 Some(match failed {
                     Some(step) => format!("fix what failed at `{step}` (above), then: drover resume {id}"),
                     None => format!("drover resume {id}"),
@@ -602,7 +600,8 @@ impl Report {
                     p.ended
                 );
             }
-            let _ = writeln!(out, "  time between processes (crashes, kills, waiting to resume): {}", fmt_ms(self.gaps_ms));
+            let _ =
+                writeln!(out, "  time between processes (crashes, kills, waiting to resume): {}", fmt_ms(self.gaps_ms));
         }
         if let Some(p) = &self.preflight {
             match &p.skipped_by {
@@ -610,7 +609,8 @@ impl Report {
                     let _ = writeln!(out, "preflight: SKIPPED by {by} (--skip-preflight)");
                 }
                 None if p.failed.is_empty() => {
-                    let _ = writeln!(out, "preflight: passed — {} step(s) checked in {}", p.checked, fmt_ms(p.duration_ms));
+                    let _ =
+                        writeln!(out, "preflight: passed — {} step(s) checked in {}", p.checked, fmt_ms(p.duration_ms));
                 }
                 None => {
                     let _ = writeln!(
@@ -638,7 +638,11 @@ impl Report {
             "step", "outcome", "start", "duration", "attempts"
         );
         for s in &self.steps {
-            let outcome = s.outcome.map(Outcome::label).unwrap_or("pending");
+            let outcome = match s.outcome {
+                Some(o) => o.label(),
+                None if self.outcome.is_some() => "not run",
+                None => "pending",
+            };
             let start = s.start_ms.map(|m| format!("+{}", fmt_ms(m))).unwrap_or_else(|| "-".into());
             let dur = if s.start_ms.is_some() { fmt_ms(s.duration_ms) } else { "-".into() };
             let _ = writeln!(
@@ -665,7 +669,8 @@ impl Report {
                 }
             }
             if s.gate_wait_ms > 0 {
-                let _ = writeln!(out, "  {:<width$}    waited {} for an operator at its gate", "", fmt_ms(s.gate_wait_ms));
+                let _ =
+                    writeln!(out, "  {:<width$}    waited {} for an operator at its gate", "", fmt_ms(s.gate_wait_ms));
             }
             for n in &s.notes {
                 let _ = writeln!(out, "  {:<width$}    note: {n}", "");
@@ -716,7 +721,11 @@ impl Report {
                 fmt_ms(o.ms),
                 o.from_step,
                 if o.over { format!("the end of `{}`", o.to_step) } else { "now: not over".into() },
-                if self.gaps_ms > 0 { format!(", {} of it between processes", fmt_ms(self.gaps_ms)) } else { String::new() }
+                if self.gaps_ms > 0 {
+                    format!(", {} of it between processes", fmt_ms(self.gaps_ms))
+                } else {
+                    String::new()
+                }
             );
         }
         if let Some(t) = self.rto_target_ms {
@@ -728,7 +737,8 @@ impl Report {
             let _ = writeln!(out, "RTO target {}: {verdict}", fmt_ms(t));
         }
         if self.gate_wait_ms > 0 {
-            let _ = writeln!(out, "waiting for operators at gates: {} (not counted as work)", fmt_ms(self.gate_wait_ms));
+            let _ =
+                writeln!(out, "waiting for operators at gates: {} (not counted as work)", fmt_ms(self.gate_wait_ms));
         }
         for a in &self.approvals {
             let _ = writeln!(
@@ -822,7 +832,8 @@ fn critical_path(state: &RunState, steps: &[StepReport]) -> (Vec<String>, u64) {
 
 /// From the start of the first step that changes the world to the end of the last step.
 fn outage(steps: &[StepReport], finished: Option<RunOutcome>, now_ms: u64) -> Option<Outage> {
-    let first = steps.iter().filter(|s| s.changes).filter_map(|s| s.start_ms.map(|t| (t, s))).min_by_key(|(t, _)| *t)?;
+    let first =
+        steps.iter().filter(|s| s.changes).filter_map(|s| s.start_ms.map(|t| (t, s))).min_by_key(|(t, _)| *t)?;
     let over = finished == Some(RunOutcome::Succeeded);
     let (end, last) = if over {
         steps.iter().filter_map(|s| s.end_ms.map(|t| (t, s))).max_by_key(|(t, _)| *t)?
@@ -844,7 +855,11 @@ fn standing(steps: &[StepReport], undone: &[usize]) -> Vec<SiteStanding> {
         if !s.changes {
             continue;
         }
-        let line = if s.description.is_empty() { format!("{} ({})", s.id, s.uses) } else { format!("{}: {}", s.id, s.description) };
+        let line = if s.description.is_empty() {
+            format!("{} ({})", s.id, s.uses)
+        } else {
+            format!("{}: {}", s.id, s.description)
+        };
         for site in &s.sites {
             let k = match out.iter().position(|x| &x.site == site) {
                 Some(k) => k,

@@ -46,7 +46,10 @@ pub fn sites(sites: &BTreeMap<String, Site>, registry: &Registry, found: &mut su
                         continue;
                     }
                     let path: String = e.path.iter().map(|p| p.to_string()).collect();
-                    let message = e.message.replace("unknown parameter", "unknown setting").replace("missing parameter", "missing setting");
+                    let message = e
+                        .message
+                        .replace("unknown parameter", "unknown setting")
+                        .replace("missing parameter", "missing setting");
                     sink.error(
                         section_node.locate(&e.path),
                         format!("site `{name}`: {message} ({key}{path})"),
@@ -227,8 +230,10 @@ impl Checked<'_> {
                 let structural =
                     e.message.starts_with("missing parameter") || e.message.starts_with("unknown parameter");
                 // A problem with a stand-in, or with a value holding one, is for the run to find.
-                let touches = |f: &&[PathSegment]| e.path.starts_with(f) || f.starts_with(&e.path);
-                if stand_ins.iter().any(touches) && !(structural && !stand_ins.iter().any(|f| e.path.starts_with(f))) {
+                // (A missing key of the whole `with:` is not about a stand-in inside it.)
+                let inside = stand_ins.iter().any(|f| e.path.starts_with(f));
+                let around = stand_ins.iter().any(|f| f.starts_with(&e.path));
+                if inside || (around && !structural) {
                     continue;
                 }
                 if keys_checked && e.message.starts_with("unknown parameter") {
@@ -250,7 +255,7 @@ impl Checked<'_> {
             }
         }
         // Parameters the action declares as naming a site must name a defined one.
-        if self.sites.is_empty() {
+        if self.sites.is_empty() || self.rb.step(step).is_some_and(|s| skipped_by_params(s, self.params)) {
             return;
         }
         for site_path in &action.info().sites {
@@ -295,6 +300,13 @@ fn template_text(t: &Template, with_node: Option<&Node>, path: &[PathSegment]) -
         });
     }
     node.and_then(|n| n.as_str().map(String::from)).unwrap_or_else(|| format!("{t:?}"))
+}
+
+/// Whether the step's `if:` is false with these params alone (it reads no step's outputs).
+pub fn skipped_by_params(step: &super::Step, params: &BTreeMap<String, Value>) -> bool {
+    step.condition
+        .as_ref()
+        .is_some_and(|(cond, _)| cond.eval(&ParamsOnly(params)).is_ok_and(|v| !super::expr::truthy(&v)))
 }
 
 /// Params only: what a template can be resolved to at load time.
@@ -343,10 +355,14 @@ pub fn references(
     dag: Option<&Dag>,
     registry: &Registry,
     sites: &BTreeMap<String, Site>,
+    params: &BTreeMap<String, Value>,
     sink: &mut Sink,
 ) {
     let index: BTreeMap<&str, usize> = rb.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let none = BTreeMap::new();
     for (i, step) in rb.steps.iter().enumerate() {
+        // A step the params switch off (`lb: none` → `switch_lb: false`) needs no site.
+        let sites = if skipped_by_params(step, params) { &none } else { sites };
         let mut check = |path: &[String], pos: Pos, is_undo: bool| {
             check_ref(rb, dag, registry, sites, &index, i, path, pos, is_undo, sink);
         };

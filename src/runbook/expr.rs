@@ -145,6 +145,10 @@ pub fn display(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
+        // `${{ params.namespaces }}` in a sentence reads `shop, payments`.
+        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+            items.iter().map(display).collect::<Vec<_>>().join(", ")
+        }
         other => other.to_string(),
     }
 }

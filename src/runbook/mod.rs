@@ -10,6 +10,7 @@ pub mod decode;
 pub mod diag;
 pub mod expr;
 pub mod model;
+pub mod shipped;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,14 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 fn read(path: &Path, found: &mut Diagnostics) -> Option<(String, String)> {
+    if let Some(text) = shipped::text(path) {
+        return Some((text.to_string(), digest(text.as_bytes())));
+    }
+    if path.to_str().is_some_and(|p| p.starts_with(shipped::PREFIX)) {
+        let names: Vec<&str> = shipped::names().collect();
+        found.0.push(file_error(path, "is not a shipped runbook", &format!("shipped: {}", names.join(", "))));
+        return None;
+    }
     match std::fs::read(path) {
         Ok(bytes) => {
             let d = digest(&bytes);
@@ -138,7 +147,7 @@ pub fn load_source(path: &Path, text: &str, registry: &Registry, opts: &LoadOpti
     let mut sink = Sink::new(path);
     let dag = check::graph(&runbook, &mut sink);
     check::actions(&runbook, registry, &sites, &params, &mut sink);
-    check::references(&runbook, dag.as_ref(), registry, &sites, &mut sink);
+    check::references(&runbook, dag.as_ref(), registry, &sites, &params, &mut sink);
     found.extend(sink.found);
 
     match dag {

@@ -219,9 +219,9 @@ fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
         .split_once("expected one of ")
         .map(|(_, list)| list.split(", ").map(|s| s.trim_matches('`').to_string()).collect())
         .or_else(|| {
-            message.split_once("expected `").map(|(_, rest)| {
-                rest.split("` or `").map(|s| s.trim_end_matches('`').to_string()).collect()
-            })
+            message
+                .split_once("expected `")
+                .map(|(_, rest)| rest.split("` or `").map(|s| s.trim_end_matches('`').to_string()).collect())
         })
         .unwrap_or_default();
     Some((field, expected))

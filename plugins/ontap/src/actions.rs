@@ -675,7 +675,7 @@ impl TypedAction for Wait {
                 Until::Lag => true,
                 Until::Idle => !transferring(r),
             };
-            reached && lag(r).is_some_and(|l| l <= max) || reached && max == Duration::MAX
+            reached && (max == Duration::MAX || lag(r).is_some_and(|l| l <= max))
         })
         .await?;
         Ok(rel_outputs(&rel))
