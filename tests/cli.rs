@@ -333,3 +333,73 @@ fn ctrl_c_stops_gracefully_with_exit_3_and_resume_finishes_the_run() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("after: done"), "{}", text(&out));
 }
+
+#[test]
+fn resume_may_change_a_param_no_finished_step_has_used() {
+    let env = Env::new();
+    let log = env.path("ran.log");
+    let rb = env.write(
+        "rb.yaml",
+        &format!(
+            "apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: t }}\nparams: {{ who: ops, limit: 1 }}\nsteps:\n  - {{ id: first, uses: exec, with: {{ shell: 'echo first $WHO >> {log}', env: {{ WHO: \"${{{{ params.who }}}}\" }} }} }}\n  - {{ id: second, needs: [first], uses: exec, with: {{ shell: 'echo second $N >> {log}; test $N -gt 1', env: {{ N: \"${{{{ params.limit }}}}\" }} }} }}\n",
+            log = log.display()
+        ),
+    );
+    let out = env.run(&["run", rb.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let id = env.last_run_id();
+    // `who` was used by a finished step: its result came from the old value.
+    let out = env.run(&["resume", &id, "--param", "who=dba"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("param `who` was already used by finished step(s) first"), "{}", text(&out));
+    // `limit` was read only by the step that failed: changing it is the fix.
+    let out = env.run(&["resume", &id, "--param", "limit=5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("run resumed with limit=5"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "first ops\nsecond 1\nsecond 5\n");
+    let report = text(&env.run(&["report", &id, "--format", "json"]));
+    assert!(report.contains("\"limit\": 5"), "the report shows the params the run finished with: {report}");
+}
+
+#[test]
+fn plan_shows_only_the_steps_the_params_let_run() {
+    let env = Env::new();
+    let out = env.run(&["plan", "builtin:failover.yaml", "--param", "mode=unplanned"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    let path = t.lines().find(|l| l.starts_with("critical path")).unwrap_or_else(|| panic!("{t}"));
+    for planned_only in ["fence", "final-update", "stop-source-svm", "restore-from-primary", "check-replication"] {
+        assert!(!path.contains(&format!(" {planned_only} ")), "{planned_only} on the unplanned path: {path}");
+        assert!(!t.contains(&format!("\n  {planned_only} ")), "{planned_only} listed for an unplanned run:\n{t}");
+    }
+    assert!(path.contains("break") && path.contains("restore-from-backup"), "{path}");
+    assert!(
+        t.contains("not run with these params (their `if:` is false): check-replication, confirm-planned, fence"),
+        "{t}"
+    );
+    assert!(t.contains("until `break` (the point of no return) has begun"), "{t}");
+}
+
+#[test]
+fn a_failed_preflight_exits_1_lists_every_failure_and_changes_nothing() {
+    let env = Env::new();
+    let marker = env.path("changed");
+    let rb = env.write(
+        "rb.yaml",
+        &runbook(&format!(
+            "  - {{ id: change, uses: exec, with: {{ shell: 'touch {m}' }} }}\n  - {{ id: lb, uses: http, needs: [change], with: {{ url: 'http://127.0.0.1:9/', secret_headers: {{ Authorization: env:DROVER_TEST_UNSET_TOKEN }} }} }}\n",
+            m = marker.display()
+        )),
+    );
+    let out = env.run(&["run", rb.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!marker.exists(), "the preflight stopped the run before its first change");
+    let t = text(&out);
+    assert!(t.contains("preflight: FAILED — 1 of 2 step(s) cannot work; nothing was changed"), "{t}");
+    assert!(t.contains("✗ lb: precondition failed: secret for header Authorization readable"), "{t}");
+
+    // --skip-preflight runs anyway, and says so in the report.
+    let out = env.run(&["run", rb.to_str().unwrap(), "--skip-preflight"]);
+    assert!(marker.exists());
+    assert!(text(&out).contains("preflight: SKIPPED by"), "{}", text(&out));
+}

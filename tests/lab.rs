@@ -229,9 +229,11 @@ fn reached(state: &std::path::Path, step: &str, finished: bool) -> bool {
 }
 
 /// Every step a planned failover runs, in order.
-const FAILOVER_STEPS: [&str; 13] = [
+const FAILOVER_STEPS: [&str; 15] = [
+    "replication",
     "check-dr",
     "check-replication",
+    "confirm-planned",
     "fence",
     "final-update",
     "quiesce",
@@ -308,6 +310,28 @@ async fn a_failover_killed_at_every_step_boundary_and_inside_every_step_resumes_
                 .iter()
                 .rposition(|r| matches!(r.event, Event::RunResumed { .. }))
                 .unwrap_or_else(|| panic!("no resume record after a kill when {at}: {text}"));
+            // The report owns up to the crash: both processes, the time between them, and an
+            // attempt cut off by the kill.
+            assert!(
+                text.contains("process 1 on ") && text.contains("ended without finishing (killed or crashed)"),
+                "{at}: {text}"
+            );
+            assert!(text.contains("time between processes (crashes, kills, waiting to resume): "), "{at}: {text}");
+            let cut_off = |r: &&drover::engine::events::Record| match &r.event {
+                Event::StepStarted { step: s, .. } => Some((s.clone(), true)),
+                Event::StepFinished { step: s, .. } => Some((s.clone(), false)),
+                _ => None,
+            };
+            let open = records[..resumed].iter().filter_map(|r| cut_off(&r)).fold(
+                std::collections::BTreeMap::new(),
+                |mut m, (s, started)| {
+                    m.insert(s, started);
+                    m
+                },
+            );
+            if open.values().any(|started| *started) {
+                assert!(text.contains("killed (the process ended)"), "the attempt cut off at {at} is shown: {text}");
+            }
             for r in &records[resumed..] {
                 if let Event::StepStarted { step: s, .. } = &r.event {
                     assert!(!succeeded_before.contains(s), "{s} succeeded before the kill when {at} and ran again");
@@ -458,4 +482,42 @@ fn no_credential_reaches_any_output_report_or_journal() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lab_starts_from_a_clean_dns_zone_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab_dir = dir.path().join("lab");
+    let lab = drover::lab::Lab::up(&shipped(), &lab_dir).await.unwrap();
+    let Some(addr) = lab.dns else { panic!("the shipped lab has DNS") };
+    assert!(lab.parts.iter().any(|p| p.name == "DNS" && p.kind == "real server"), "BIND plays DNS here");
+    // A failover's DNS switch, as BIND journals it.
+    let (code, text) = {
+        let mut args =
+            vec!["failover".to_string(), "--yes".into(), "--sites".into(), lab.sites_file.display().to_string()];
+        for (k, v) in &lab.params {
+            args.extend(["--param".into(), format!("{k}={v}")]);
+        }
+        let state = dir.path().join("state");
+        tokio::task::spawn_blocking(move || {
+            let out = drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>());
+            (
+                out.status.code(),
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(code, Some(0), "{text}");
+    let query = |addr| async move {
+        drover_dns::query(addr, "shop.example.com.", drover_dns::RecordKind::A, std::time::Duration::from_secs(2))
+            .await
+            .map(|r| r.values)
+    };
+    assert_eq!(query(addr).await.unwrap(), ["198.51.100.10"]);
+    drop(lab);
+    // The same directory again: the zone is as the lab file describes it, not as the last run left it.
+    let lab = drover::lab::Lab::up(&shipped(), &lab_dir).await.unwrap();
+    assert_eq!(query(lab.dns.unwrap()).await.unwrap(), ["203.0.113.10"]);
 }

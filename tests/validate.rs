@@ -89,3 +89,90 @@ fn every_shipped_runbook_and_example_validates() {
     }
     assert!(checked >= 11, "only {checked} runbooks found");
 }
+
+/// The shipped failover's relationship steps, with a sites file beside it.
+fn with_sites(runbook: &str, sites: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("rb.yaml");
+    let sf = dir.path().join("sites.yaml");
+    std::fs::write(&rb, runbook).unwrap();
+    std::fs::write(&sf, sites).unwrap();
+    let opts = LoadOptions { sites_file: Some(sf.clone()), ..LoadOptions::default() };
+    match load(&rb, &Registry::builtin(), &opts) {
+        Ok(_) => "ok".into(),
+        Err(d) => d.to_string().replace(&dir.path().display().to_string(), "DIR"),
+    }
+}
+
+const BREAK: &str = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: x }\nsteps:\n  - { id: break, uses: ontap.snapmirror.break, with: { site: west, destination: \"svm_dr:\" } }\n";
+
+#[test]
+fn a_typo_in_a_sites_file_is_an_error_at_load_with_its_line() {
+    let sites = "apiVersion: drover/v1\nkind: Sites\nsites:\n  west:\n    ontap: { urll: https://ontap-west, username: drover, credentials: env:ONTAP_WEST }\n";
+    let out = with_sites(BREAK, sites);
+    assert!(out.contains("DIR/sites.yaml:5:14: error: site `west`: unknown setting `urll` (ontap.urll)"), "{out}");
+    assert!(out.contains("hint: did you mean `url`?"), "{out}");
+}
+
+#[test]
+fn a_misspelt_section_is_an_error_at_load_with_the_nearest_section() {
+    for (typo, fix) in [("ontapp", "ontap"), ("kubeconfg", "kube"), ("runtme", "s3")] {
+        let sites = format!("apiVersion: drover/v1\nkind: Sites\nsites:\n  west:\n    {typo}: {{ url: https://x }}\n");
+        let out = with_sites(BREAK, &sites);
+        assert!(out.contains(&format!("DIR/sites.yaml:5:5: error: site `west`: unknown section `{typo}`")), "{out}");
+        if typo == "ontapp" {
+            assert!(out.contains(&format!("did you mean `{fix}`?")), "{out}");
+        }
+    }
+    let sites = "apiVersion: drover/v1\nkind: Sites\nsites:\n  lb:\n    haproxy: { runtme: tcp://127.0.0.1:9999 }\n  dns:\n    dns: { sever: 127.0.0.1:53, zone: x., key_name: k, tsig_key: env:K }\n";
+    let out = with_sites(BREAK, sites);
+    assert!(
+        out.contains("unknown setting `runtme` (haproxy.runtme)") && out.contains("did you mean `runtime`?"),
+        "{out}"
+    );
+    assert!(out.contains("unknown setting `sever` (dns.sever)") && out.contains("did you mean `server`?"), "{out}");
+}
+
+#[test]
+fn a_required_key_missing_behind_an_expression_is_a_validate_error() {
+    let text = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: x }\nparams: { dr: west }\nsteps:\n  - { id: break, uses: ontap.snapmirror.break, with: { site: \"${{ params.dr }}\" } }\n";
+    let out = problems(text);
+    assert!(out.contains("rb.yaml:6:54: error: step `break`: missing parameter `destination`"), "{out}");
+}
+
+#[test]
+fn an_expression_of_the_wrong_type_is_a_validate_error_at_its_place() {
+    let text = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: x }\nparams:\n  namespaces: { type: string, default: shop }\n  replicas: { type: string, default: three }\nsteps:\n  - { id: up, uses: kube.scale, with: { site: west, namespaces: \"${{ params.namespaces }}\", replicas: \"${{ params.replicas }}\" } }\n";
+    let out = problems(text);
+    assert!(
+        out.contains("step `up`: with.namespaces: param `namespaces` is a string, but `kube.scale` takes a list"),
+        "{out}"
+    );
+    assert!(
+        out.contains("with.replicas: param `replicas` is a string, but `kube.scale` takes a whole number"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_param_value_that_the_action_refuses_is_an_error_at_load() {
+    let text = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: x }\nparams: { address: not-an-address }\nsteps:\n  - { id: dns, uses: dns.rfc2136.set, with: { site: dns, name: a.example.com., type: A, values: [\"${{ params.address }}\"] } }\n";
+    let out = problems(text);
+    assert!(out.contains("`not-an-address` is not an IPv4 address"), "{out}");
+    assert!(out.contains("from `${{ params.address }}`"), "{out}");
+}
+
+#[test]
+fn a_number_read_into_a_text_parameter_is_written_as_text() {
+    let text = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: x }\nparams: { n: 3 }\nsteps:\n  - { id: say, uses: log, with: { message: \"${{ params.n }}\" } }\n";
+    assert_eq!(problems(text), "ok");
+}
+
+#[test]
+fn a_site_named_by_a_param_is_checked_once_the_params_are_known() {
+    let sites = "apiVersion: drover/v1\nkind: Sites\nsites:\n  west:\n    ontap: { url: https://ontap-west, username: drover, credentials: env:ONTAP_WEST }\n";
+    let rb = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: x }\nparams: { dr: wset }\nsteps:\n  - { id: break, uses: ontap.snapmirror.break, with: { site: \"${{ params.dr }}\", destination: \"svm_dr:\" } }\n";
+    let out = with_sites(rb, sites);
+    assert!(out.contains("site `wset` (from `${{ params.dr }}`) is not defined (with.site)"), "{out}");
+    assert!(out.contains("did you mean `west`?"), "{out}");
+}

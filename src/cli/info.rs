@@ -118,15 +118,35 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
     let dag = &loaded.dag;
     let levels = dag.levels();
     let past = history(&StateDir::new(&cli.state_dir), &rb.name);
-    let estimated = rb.steps.iter().all(|s| past.contains_key(&s.id));
-    let (path, weight) = dag.critical_path(|i| if estimated { past[&rb.steps[i].id] as f64 } else { 1.0 });
+    // Only the steps that would run with these params: an `if:` that reads params alone is
+    // decided here; one that reads a step's outputs is decided when the run gets there.
+    let skipped: Vec<bool> = rb.steps.iter().map(|s| runbook::check::skipped_by_params(s, &loaded.params)).collect();
+    let runs = |i: usize| !skipped[i];
+    // Levels among the steps that run: a skipped step passes its level on.
+    let mut levels = levels;
+    for &i in &dag.order {
+        levels[i] = dag.parents[i].iter().map(|&p| levels[p] + usize::from(runs(p))).max().unwrap_or(0);
+    }
+    let estimated = rb.steps.iter().enumerate().all(|(i, s)| !runs(i) || past.contains_key(&s.id));
+    let (path, weight) = dag.critical_path(|i| match (runs(i), estimated) {
+        (false, _) => 0.0,
+        (true, true) => past[&rb.steps[i].id] as f64,
+        (true, false) => 1.0,
+    });
+    let path: Vec<usize> = path.into_iter().filter(|&i| runs(i)).collect();
     let path_ids: Vec<&str> = path.iter().map(|&i| rb.steps[i].id.as_str()).collect();
     let format = if cli.output == Output::Json { PlanFormat::Json } else { a.format };
     let mut out = String::new();
     match format {
         PlanFormat::Text => {
-            let depth = levels.iter().max().map(|m| m + 1).unwrap_or(0);
-            let _ = writeln!(out, "runbook {} — {} steps in {depth} levels", rb.name, rb.steps.len());
+            let depth = (0..rb.steps.len()).filter(|&i| runs(i)).map(|i| levels[i] + 1).max().unwrap_or(0);
+            let running = skipped.iter().filter(|s| !**s).count();
+            let _ = writeln!(
+                out,
+                "runbook {} — {running} of {} steps would run, in {depth} levels",
+                rb.name,
+                rb.steps.len()
+            );
             if !rb.description.is_empty() {
                 let _ = writeln!(out, "{}", rb.description);
             }
@@ -139,7 +159,7 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
             for level in 0..depth {
                 let _ = writeln!(out, "\nlevel {level}");
                 for &i in &dag.order {
-                    if levels[i] != level {
+                    if levels[i] != level || !runs(i) {
                         continue;
                     }
                     let s = &rb.steps[i];
@@ -155,6 +175,9 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
                     }
                     if s.always {
                         notes.push("always".into());
+                    }
+                    if s.point_of_no_return {
+                        notes.push("POINT OF NO RETURN".into());
                     }
                     if s.continue_on_error {
                         notes.push("continue on error".into());
@@ -172,22 +195,32 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
                     }
                 }
             }
+            let left_out: Vec<&str> =
+                (0..rb.steps.len()).filter(|&i| !runs(i)).map(|i| rb.steps[i].id.as_str()).collect();
+            if !left_out.is_empty() {
+                let _ = writeln!(out, "\nnot run with these params (their `if:` is false): {}", left_out.join(", "));
+            }
             let basis = if estimated {
                 format!("estimated {} from past runs", fmt_ms(weight as u64))
             } else {
                 format!("{} steps; no past runs to estimate time", path.len())
             };
             let _ = writeln!(out, "\ncritical path ({basis}): {}", path_ids.join(" -> "));
-            let _ = writeln!(
-                out,
-                "on failure: {}",
-                if rb.on_failure == runbook::OnFailure::Rollback { "roll back completed steps" } else { "halt" }
-            );
+            let no_return = rb.steps.iter().find(|s| s.point_of_no_return).map(|s| s.id.as_str());
+            let on_failure = match (rb.on_failure, no_return) {
+                (runbook::OnFailure::Rollback, Some(step)) => format!(
+                    "roll back what was done, until `{step}` (the point of no return) has begun; after it, halt and report where each site stands"
+                ),
+                (runbook::OnFailure::Rollback, None) => "roll back what was done".into(),
+                (runbook::OnFailure::Halt, _) => "halt".into(),
+            };
+            let _ = writeln!(out, "on failure: {on_failure}");
         }
         PlanFormat::Json => {
             let steps: Vec<Value> = dag
                 .order
                 .iter()
+                .filter(|&&i| runs(i))
                 .map(|&i| {
                     let s = &rb.steps[i];
                     json!({

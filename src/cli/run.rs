@@ -113,9 +113,14 @@ impl FlowArgs {
 pub struct ResumeArgs {
     /// The run to continue (unique prefix or suffix, or `latest`).
     pub run: String,
-    /// Resume even though the runbook or sites file changed since the run started.
+    /// Resume even though the runbook or sites file changed since the run started, or a
+    /// `--param` changes a value a finished step already used.
     #[arg(long)]
     pub force: bool,
+    /// Change a param for the rest of the run: `--param max_lag=4h` (repeatable). Refused for
+    /// a param a finished step used, unless --force.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
     #[command(flatten)]
     pub flags: RunFlags,
 }
@@ -252,13 +257,14 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
     }
     let start = &previous.start;
     let sites_file = start.sites_file.as_ref().map(PathBuf::from);
-    let inputs = RunbookInputs { params: vec![], params_file: None, sites: sites_file.clone() };
+    let inputs = RunbookInputs { params: a.params.clone(), params_file: None, sites: sites_file.clone() };
     let rb_path = PathBuf::from(&start.runbook_path);
     let mut loaded: Loaded = runbook::load(&rb_path, registry, &inputs.options(false)).map_err(|d| {
         eprintln!("{d}");
         CliError::new(exit::STATE_ERROR, format!("the runbook of run {run_id} ({}) no longer loads", rb_path.display()))
             .hint("restore the runbook as it was, or start a new run")
     })?;
+    let changed_params = changed_params(&a.params, &loaded, &previous, a.force)?;
     let changed = loaded.runbook.digest != start.runbook_digest || loaded.sites_digest != start.sites_digest;
     if changed && !a.force {
         return Err(CliError::new(
@@ -272,8 +278,9 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
         return Err(CliError::new(exit::STATE_ERROR, "steps of the original run are missing from the changed runbook")
             .hint("a changed runbook must keep every step id of the run it resumes; start a new run instead"));
     }
-    // The run keeps the params it started with.
-    loaded.params = start.params.clone();
+    // The run keeps its params, but for those changed now.
+    loaded.params = previous.params.clone();
+    loaded.params.extend(changed_params.clone());
     if previous.torn_tail {
         tracing::warn!(journal = %path.display(), "the journal's last record was cut off by a crash; dropping it");
     }
@@ -290,7 +297,8 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
             return Err(e.into());
         }
     };
-    let resume = Resume::from_state(&previous, changed);
+    let mut resume = Resume::from_state(&previous, changed);
+    resume.changed_params = changed_params;
     if cli.output == Output::Text {
         println!("resuming run {run_id}: {} step(s) already done will not run again", resume.done.len());
     }
@@ -298,6 +306,41 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
     let summary = drive(cli, &loaded, registry, &state, &run_id, start.mode, &a.flags, journal, Some(resume)).await;
     settle(shared.as_ref(), mirror, lock).await;
     finish(cli, &state, &run_id, &summary?)
+}
+
+/// The params `resume --param` changes, checked: declared and typed (the runbook load did that),
+/// and not read by a step that already finished — its result came from the old value.
+fn changed_params(
+    args: &[String],
+    loaded: &Loaded,
+    previous: &RunState,
+    force: bool,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, CliError> {
+    let mut out = std::collections::BTreeMap::new();
+    for arg in args {
+        let name = arg.split_once('=').map(|(k, _)| k.trim()).unwrap_or(arg);
+        let Some(value) = loaded.params.get(name) else { continue };
+        if previous.params.get(name) == Some(value) {
+            continue;
+        }
+        let used_by: Vec<&str> = loaded
+            .runbook
+            .steps
+            .iter()
+            .filter(|s| previous.steps.get(&s.id).is_some_and(|r| r.outcome.is_some_and(|o| o.satisfies())))
+            .filter(|s| s.params_read().contains(name))
+            .map(|s| s.id.as_str())
+            .collect();
+        if !used_by.is_empty() && !force {
+            return Err(CliError::new(
+                exit::INVALID_INPUT,
+                format!("param `{name}` was already used by finished step(s) {}", used_by.join(", ")),
+            )
+            .hint("their results came from the old value; start a new run, or add --force to change it anyway"));
+        }
+        out.insert(name.to_string(), value.clone());
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -126,8 +126,14 @@ pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashM
 pub fn describe(ev: &Event, uses: &HashMap<String, String>) -> Option<String> {
     Some(match ev {
         Event::RunStarted(s) => format!("run {} of `{}` started ({} steps)", s.run_id, s.runbook, s.steps.len()),
-        Event::RunResumed { forced, .. } => {
-            format!("run resumed{}", if *forced { " (--force: runbook changed)" } else { "" })
+        Event::RunResumed { forced, params, .. } => {
+            let changed: Vec<String> =
+                params.iter().map(|(k, v)| format!("{k}={}", crate::runbook::expr::display(v))).collect();
+            format!(
+                "run resumed{}{}",
+                if *forced { " (--force: runbook changed)" } else { "" },
+                if changed.is_empty() { String::new() } else { format!(" with {}", changed.join(", ")) }
+            )
         }
         Event::StepStarted { step, attempt: 1, .. } => {
             format!("▶ {step}  ({})", uses.get(step).map(String::as_str).unwrap_or("?"))

@@ -135,6 +135,9 @@ pub enum Event {
         host: String,
         pid: u32,
         forced: bool,
+        /// Params the operator changed for the rest of the run (`resume --param`).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        params: BTreeMap<String, Value>,
     },
     StepStarted {
         step: String,

@@ -43,6 +43,8 @@ pub struct Resume {
     pub checkpoints: BTreeMap<String, Value>,
     /// Steps an earlier process started (some attempt began), finished or not.
     pub started: BTreeSet<String>,
+    /// Params changed for the rest of the run (`resume --param`), journaled with the resume.
+    pub changed_params: BTreeMap<String, Value>,
 }
 
 impl Resume {
@@ -60,6 +62,7 @@ impl Resume {
                 .filter_map(|(id, s)| s.checkpoint.clone().map(|c| (id.clone(), c)))
                 .collect(),
             started: state.steps.iter().filter(|(_, s)| s.attempts > 0).map(|(id, _)| id.clone()).collect(),
+            changed_params: BTreeMap::new(),
         }
     }
 }
@@ -397,7 +400,12 @@ fn run_started(loaded: &Loaded, opts: &ExecuteOptions, side_effects: &[bool]) ->
                 .collect(),
             rollback: rb.on_failure == OnFailure::Rollback,
         })),
-        Some(r) => Event::RunResumed { host: hostname(), pid: std::process::id(), forced: r.forced },
+        Some(r) => Event::RunResumed {
+            host: hostname(),
+            pid: std::process::id(),
+            forced: r.forced,
+            params: r.changed_params.clone(),
+        },
     }
 }
 
@@ -708,12 +716,7 @@ fn interpolate(call: &Call, scope: &dyn Scope, schema: &Value) -> Result<Value, 
             ))
             .with_hint("check the referenced step's outputs in the report")
         })?;
-        let value = match &value {
-            Value::Number(_) | Value::Bool(_) if !slot.key && takes_only_text(schema, &slot.path) => {
-                Value::String(crate::runbook::expr::display(&value))
-            }
-            _ => value,
-        };
+        let value = if slot.key { value } else { drover_api::schema::as_param(schema, &slot.path, value) };
         let (walk, last) =
             if slot.key { (&slot.path[..slot.path.len() - 1], slot.path.last()) } else { (&slot.path[..], None) };
         let mut target = &mut with;
@@ -734,13 +737,6 @@ fn interpolate(call: &Call, scope: &dyn Scope, schema: &Value) -> Result<Value, 
         }
     }
     Ok(with)
-}
-
-/// Whether the parameter at `path` accepts only strings.
-fn takes_only_text(schema: &Value, path: &[drover_api::PathSegment]) -> bool {
-    drover_api::schema::at(schema, path)
-        .and_then(|place| drover_api::schema::accepts(schema, place))
-        .is_some_and(|want| want == [drover_api::ValueType::String])
 }
 
 /// Values `${{ }}` can see while the run is in progress.

@@ -100,6 +100,8 @@ pub struct RunState {
     pub finished: Option<RunOutcome>,
     pub torn_tail: bool,
     pub resumes: usize,
+    /// The params the run goes on with: those it started with, and changes made at resumes.
+    pub params: BTreeMap<String, Value>,
 }
 
 impl RunState {
@@ -124,6 +126,7 @@ impl RunState {
             start.steps.iter().map(|s| (s.id.clone(), StepRecord::default())).collect();
         let mut finished = None;
         let mut resumes = 0;
+        let mut params = start.params.clone();
         for (n, r) in read.records.iter().enumerate().skip(1) {
             let step = |id: &str, steps: &mut BTreeMap<String, StepRecord>| -> Result<(), JournalError> {
                 if steps.contains_key(id) {
@@ -147,9 +150,10 @@ impl RunState {
                         reason: "a second `run_started`".into(),
                     });
                 }
-                Event::RunResumed { .. } => {
+                Event::RunResumed { params: changed, .. } => {
                     resumes += 1;
                     finished = None;
+                    params.extend(changed.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
                 Event::StepStarted { step, attempt, .. } => {
                     let s = steps.get_mut(step).expect("checked");
@@ -181,7 +185,15 @@ impl RunState {
                 _ => {}
             }
         }
-        Ok(RunState { start, records: read.records.clone(), steps, finished, torn_tail: read.torn_tail, resumes })
+        Ok(RunState {
+            start,
+            records: read.records.clone(),
+            steps,
+            finished,
+            torn_tail: read.torn_tail,
+            resumes,
+            params,
+        })
     }
 
     /// Steps whose success is journaled: `resume` reuses their outputs and never runs them again.

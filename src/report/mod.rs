@@ -447,7 +447,7 @@ impl Report {
         let (critical_path, critical_path_ms) = critical_path(state, &steps);
         let gate_wait_ms = steps.iter().map(|s| s.gate_wait_ms).sum();
         let outage = outage(&steps, state.finished, ms_between(t0, last_at));
-        let params: serde_json::Map<String, Value> = start.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let params: serde_json::Map<String, Value> = state.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let rto_target_ms = params
             .get("rto_target")
             .and_then(Value::as_str)

@@ -50,8 +50,20 @@ pub fn sites(sites: &BTreeMap<String, Site>, registry: &Registry, found: &mut su
                         .message
                         .replace("unknown parameter", "unknown setting")
                         .replace("missing parameter", "missing setting");
+                    // An unknown or misspelt setting is pointed at by its key.
+                    let pos = match e.path.split_last() {
+                        Some((PathSegment::Key(k), parent)) if e.message.starts_with("unknown") => {
+                            let parent_pos = section_node.locate(parent);
+                            section_node
+                                .get_path(parent)
+                                .and_then(|n| n.key_node(k))
+                                .map(|n| n.pos)
+                                .unwrap_or(parent_pos)
+                        }
+                        _ => section_node.locate(&e.path),
+                    };
                     sink.error(
-                        section_node.locate(&e.path),
+                        pos,
                         format!("site `{name}`: {message} ({key}{path})"),
                         e.hint.or_else(|| Some(format!("`{key}:` is {}", section.summary))),
                     );
@@ -212,6 +224,7 @@ impl Checked<'_> {
             }
             let value = match slot.template.render(&ParamsOnly(self.params)) {
                 Ok(v) => {
+                    let v = schema::as_param(schema, &slot.path, v);
                     from_params.push((&slot.path, template_text(&slot.template, with_node, &slot.path)));
                     v
                 }
@@ -244,7 +257,7 @@ impl Checked<'_> {
                 let place = if path.is_empty() { String::new() } else { format!(" (with{path})") };
                 let source = from_params
                     .iter()
-                    .find(|(f, _)| e.path.starts_with(f))
+                    .find(|(f, _)| e.path.starts_with(f) || f.starts_with(&e.path))
                     .map(|(_, text)| format!(", from `{text}`"))
                     .unwrap_or_default();
                 sink.error(

@@ -168,6 +168,33 @@ pub struct Step {
     pub item: usize,
 }
 
+impl Step {
+    /// The params this step reads: in `with:`, `if:`, its gate message and its undo.
+    pub fn params_read(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut take = |path: &[String]| {
+            if path.first().map(String::as_str) == Some("params")
+                && let Some(name) = path.get(1)
+            {
+                out.insert(name.clone());
+            }
+        };
+        let calls = std::iter::once(&self.call).chain(self.undo.as_ref());
+        for slot in calls.flat_map(|c| c.slots.iter()) {
+            for (path, _) in slot.template.refs() {
+                take(path);
+            }
+        }
+        if let Some((cond, _)) = &self.condition {
+            cond.refs(&mut |r| take(r));
+        }
+        for (path, _) in self.confirm.iter().flat_map(|t| t.refs()) {
+            take(path);
+        }
+        out
+    }
+}
+
 /// The default step timeout: long enough for real storage work, short enough that a
 /// forgotten wait on a dead site ends.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);

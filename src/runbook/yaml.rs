@@ -279,6 +279,18 @@ impl Node {
     }
 
     /// The deepest node along `path` (a key's own node when the path ends on an absent key).
+    /// The node at `path`, if every step of it exists.
+    pub fn get_path(&self, path: &[PathSegment]) -> Option<&Node> {
+        let mut node = self;
+        for seg in path {
+            node = match seg {
+                PathSegment::Key(k) => node.get(k)?,
+                PathSegment::Index(i) => node.items()?.get(*i)?,
+            };
+        }
+        Some(node)
+    }
+
     pub fn locate(&self, path: &[PathSegment]) -> Pos {
         let mut node = self;
         for seg in path {

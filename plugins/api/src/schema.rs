@@ -46,6 +46,10 @@ fn property<'a>(root: &'a Value, node: &'a Value, key: &str) -> Option<&'a Value
     if let Some(p) = node.get("properties").and_then(|p| p.get(key)) {
         return Some(p);
     }
+    // A map with free keys (`env: { N: ... }`): every value has the same schema.
+    if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
+        return Some(values);
+    }
     for list in ["oneOf", "anyOf", "allOf"] {
         for variant in node.get(list).and_then(Value::as_array).into_iter().flatten() {
             if let Some(p) = property(root, resolve(root, variant), key) {
@@ -105,6 +109,19 @@ pub fn fits(have: ValueType, want: &[ValueType]) -> bool {
         || want.contains(&have)
         || (have == ValueType::Int && want.contains(&ValueType::Number))
         || (scalar && want == [ValueType::String])
+}
+
+/// A number or `true`/`false` going where only text is taken becomes text: how `${{ }}`
+/// writes a value into a parameter (`message: "${{ steps.d.outputs.status }}"`).
+pub fn as_param(root: &Value, path: &[PathSegment], value: Value) -> Value {
+    let only_text = || at(root, path).and_then(|place| accepts(root, place)).is_some_and(|w| w == [ValueType::String]);
+    match value {
+        Value::Number(_) | Value::Bool(_) if only_text() => Value::String(match &value {
+            Value::Number(n) => n.to_string(),
+            other => other.to_string(),
+        }),
+        other => other,
+    }
 }
 
 /// A value the schema accepts, standing in for one only known at run time.

@@ -118,7 +118,7 @@ impl TypedAction for Exec {
         }
         for (var, r) in &p.secret_env {
             let ok = r.resolve().is_ok();
-            plan = plan.check(format!("secret for {var} readable"), ok, r.to_string());
+            plan = plan.access_check(format!("secret for {var} readable"), ok, r.to_string());
         }
         Ok(plan.output("exit_code", 0).output("stdout", "<stdout>"))
     }

@@ -298,7 +298,7 @@ impl TypedAction for Http {
     async fn plan(&self, _: &StepContext, p: HttpParams) -> Result<Plan, ActionError> {
         let mut plan = Plan::new(format!("{} {}", p.method, p.url)).change(format!("send {} {}", p.method, p.url));
         for (k, r) in &p.secret_headers {
-            plan = plan.check(format!("secret for header {k} readable"), r.resolve().is_ok(), r.to_string());
+            plan = plan.access_check(format!("secret for header {k} readable"), r.resolve().is_ok(), r.to_string());
         }
         Ok(plan.output("status", 200))
     }

@@ -212,6 +212,50 @@ async fn a_fenced_namespace_stays_down_until_the_fence_is_lifted() {
 }
 
 #[tokio::test]
+async fn drovers_own_writes_refuse_to_start_workloads_in_a_fenced_namespace() {
+    let east = site().await;
+    shop_with_workloads(&east).await;
+    east.run("kube.fence", json!({ "site": "east", "namespaces": ["shop"] })).await.unwrap();
+
+    // A forced apply used to bring the fenced apps back up.
+    let apply = json!({ "site": "east", "inline": [deployment("shop", "web", 3)], "force": true });
+    let plan = east.plan("kube.apply", apply.clone()).await;
+    assert!(plan.failed_checks().any(|c| c.name == "fenced namespaces stay down"), "{plan:?}");
+    let err = east.run("kube.apply", apply).await.unwrap_err();
+    assert!(
+        err.message.contains("namespaces shop are fenced") && err.message.contains("Deployment shop/web"),
+        "{}",
+        err.message
+    );
+    assert!(err.hint.unwrap().contains("`fenced: hold`"));
+    assert_eq!(east.deployment("shop", "web")["spec"]["replicas"], 0, "refused, changing nothing");
+
+    // A restore into the fenced namespace is refused too.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), serde_yaml::to_string(&deployment("shop", "web", 4)).unwrap()).unwrap();
+    let restore = json!({ "site": "east", "from": { "manifests": [dir.path()] } });
+    let err = east.run("kube.restore", restore.clone()).await.unwrap_err();
+    assert!(err.message.contains("namespaces shop are fenced"), "{}", err.message);
+    assert_eq!(east.deployment("shop", "web")["spec"]["replicas"], 0);
+
+    // `fenced: hold` writes it down, remembering what it asked for; lifting the fence brings it up.
+    let mut held = restore;
+    held["fenced"] = json!("hold");
+    east.run("kube.restore", held).await.unwrap();
+    let web = east.deployment("shop", "web");
+    assert_eq!(web["spec"]["replicas"], 0);
+    assert_eq!(web["metadata"]["annotations"]["drover.io/replicas-before-scale"], "4");
+    east.run("kube.fence", json!({ "site": "east", "namespaces": ["shop"], "unfence": true })).await.unwrap();
+    assert_eq!(east.deployment("shop", "web")["spec"]["replicas"], 4);
+
+    // And a step may say so explicitly.
+    east.run("kube.fence", json!({ "site": "east", "namespaces": ["shop"] })).await.unwrap();
+    let forced = json!({ "site": "east", "inline": [deployment("shop", "web", 2)], "force": true, "fenced": "ignore" });
+    east.run("kube.apply", forced).await.unwrap();
+    assert_eq!(east.deployment("shop", "web")["spec"]["replicas"], 2);
+}
+
+#[tokio::test]
 async fn wait_reports_progress_until_workloads_are_ready_and_fails_on_what_waiting_cannot_fix() {
     let east = site().await;
     shop_with_workloads(&east).await;
