@@ -17,19 +17,19 @@
 # block generated below from the release's own go.mod.
 set -euo pipefail
 
-# The release k8s-openapi's `latest` feature targets (v1_37 in k8s-openapi 0.29).
-K8S_VERSION=1.37.2
-KWOK_VERSION=0.8.0
-# etcd as Kubernetes 1.37 is tested with (3.6); Debian's 3.4 is older than the client it ships.
-ETCD_VERSION=3.6.16
+# Pins: Kubernetes at the release k8s-openapi's `latest` feature targets (v1_37 in
+# k8s-openapi 0.29); etcd as Kubernetes 1.37 is tested with (3.6: Debian's 3.4 is older than
+# the client Kubernetes ships); kwok for fake nodes and kubelets.
+# shellcheck source=versions.env
+. "$(dirname "$0")/versions.env"
 
 cache_root=${DROVER_K8S_CACHE:-$HOME/.cache/drover/k8s}
 out="$cache_root/v$K8S_VERSION-kwok$KWOK_VERSION-etcd$ETCD_VERSION"
 bin="$out/bin"
-want=(kube-apiserver kube-controller-manager kube-scheduler kwok etcd)
+want=(kube-apiserver kube-controller-manager kube-scheduler kwok etcd kwok-stages.yaml)
 
 missing=()
-for b in "${want[@]}"; do [ -x "$bin/$b" ] || missing+=("$b"); done
+for b in "${want[@]}"; do [ -e "$bin/$b" ] || missing+=("$b"); done
 if [ "${1:-}" = "--check" ]; then
   ((${#missing[@]} == 0)) && { echo "$bin"; exit 0; } || exit 1
 fi
@@ -75,10 +75,17 @@ if need kube-apiserver kube-controller-manager kube-scheduler; then
   mv "$work/out/"* "$bin/"
 fi
 
-if need kwok; then
+if need kwok kwok-stages.yaml; then
   log "kwok v$KWOK_VERSION: building"
   GOBIN="$work/out-kwok" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
   mv "$work/out-kwok/kwok" "$bin/"
+  # kwok's own stages (nodes become Ready and keep a lease, pods run and become Ready), from
+  # its module as `go install` downloaded it: the `kwok` binary starts only with stages.
+  src=$(go env GOMODCACHE)/sigs.k8s.io/kwok@v$KWOK_VERSION/kustomize/stage
+  for f in "$src"/node/fast/*.yaml "$src"/node/heartbeat-with-lease/*.yaml "$src"/pod/fast/*.yaml; do
+    case "$f" in */kustomization.yaml) continue ;; esac
+    printf -- '---\n'; cat "$f"
+  done >"$bin/kwok-stages.yaml"
 fi
 
 if need etcd; then

@@ -12,12 +12,13 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, Discovery, Scope};
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
@@ -247,9 +248,34 @@ impl Kube {
                     401 => ActionError::permanent(message).with_hint(format!(
                         "the API server rejected the credentials of {origin}; refresh the token or certificate there"
                     )),
-                    403 => ActionError::permanent(message).with_hint(format!(
-                        "the identity of {origin} lacks RBAC permission for this; grant it or use another context"
-                    )),
+                    403 => {
+                        let hint = match crate::rbac::refused(&status.message) {
+                            Some((verb, resource, group, namespace)) => {
+                                let (rule, family) = crate::rbac::rule_for(&verb, &resource, &group);
+                                let scope = match namespace {
+                                    Some(ns) => format!(" in namespace {ns}"),
+                                    None => " cluster-wide".into(),
+                                };
+                                let family = family
+                                    .map(|f| format!(" (`drover rbac --family {f}` prints the role drover needs for it)"))
+                                    .unwrap_or_default();
+                                format!(
+                                    "the identity of {origin} may not {verb} {resource}{scope}: add the rule {rule} to its role{family}"
+                                )
+                            }
+                            None => format!(
+                                "the identity of {origin} lacks RBAC permission for this; `drover rbac` prints the roles drover needs"
+                            ),
+                        };
+                        ActionError::permanent(message).with_hint(hint)
+                    }
+                    // Server-side apply answers a field of the wrong type with 500: the object is
+                    // wrong, not the server, and trying again cannot help.
+                    500 if status.message.starts_with("failed to create typed patch object") => {
+                        ActionError::permanent(message).with_hint(
+                            "a field of this object does not have the type its schema says (e.g. `replicas: \"three\"`); fix the manifest",
+                        )
+                    }
                     429 => {
                         let secs = status.details.as_ref().map(|d| d.retry_after_seconds).unwrap_or(0).max(1);
                         ActionError::retryable(message).with_retry_after(Duration::from_secs(secs.into()))
@@ -377,6 +403,40 @@ impl Kube {
         }
     }
 }
+
+impl Kube {
+    /// Check an object bound for a namespace that does not exist yet. The API server cannot
+    /// dry-run into a missing namespace (404), so the object is dry-run *created* in a stand-in
+    /// namespace under a generated name: its schema, its selector, a node port another Service
+    /// holds — everything but the namespace itself — is checked there, nothing is kept.
+    pub async fn dry_run_elsewhere(&self, kind: &Kind, object: &Value, what: &str) -> Result<(), ActionError> {
+        let mut obj = object.clone();
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("object").to_string();
+        if let Some(meta) = obj["metadata"].as_object_mut() {
+            meta.remove("name");
+            meta.remove("resourceVersion");
+            // Short enough for the kinds whose names are DNS labels (Services: 63).
+            let prefix: String = name.chars().take(50).collect();
+            meta.insert("generateName".into(), Value::String(format!("{}-", prefix.trim_end_matches('-'))));
+            meta.insert("namespace".into(), Value::String(STAND_IN_NAMESPACE.into()));
+        }
+        let object: DynamicObject = serde_json::from_value(obj)
+            .map_err(|e| ActionError::permanent(format!("{}: {what}: the object cannot be sent: {e}", self.origin)))?;
+        let api = self.api(kind, STAND_IN_NAMESPACE);
+        let params = PostParams { dry_run: true, field_manager: Some("drover".into()) };
+        let checked = format!("{what} (checked in namespace {STAND_IN_NAMESPACE}: its own does not exist yet)");
+        match self.call_or_absent(&checked, || api.create(&params, &object)).await? {
+            Some(_) => Ok(()),
+            None => Err(ActionError::permanent(format!(
+                "{}: {what}: cannot be checked before its namespace exists (no namespace {STAND_IN_NAMESPACE} to check it in)",
+                self.origin
+            ))),
+        }
+    }
+}
+
+/// Where objects bound for a namespace that does not exist yet are dry-run.
+pub const STAND_IN_NAMESPACE: &str = "default";
 
 /// `$KUBECONFIG` (its first entry), then `~/.kube/config`.
 fn default_kubeconfig() -> Option<PathBuf> {

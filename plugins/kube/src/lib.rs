@@ -13,6 +13,7 @@ pub mod fenced;
 pub mod labels;
 pub mod manifests;
 pub mod patch;
+pub mod rbac;
 pub mod restore;
 pub mod select;
 pub mod sim;

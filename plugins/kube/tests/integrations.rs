@@ -1,7 +1,8 @@
-//! Integrations with what operators already run, on the simulated API server: CSI volume
-//! snapshots (the snapshot CRDs installed; the simulator's controller plays the snapshot
-//! controller) and an installed Velero (its CRDs installed; a small controller in this file
-//! moves Backups, Restores and Schedules through Velero's phases, including the failures).
+//! Integrations with what operators already run, on a real control plane: CSI volume snapshots
+//! (the snapshot CRDs installed; a small controller in this file plays the CSI snapshot
+//! controller, which needs a storage driver this cluster has not) and an installed Velero (its
+//! CRDs installed; a small controller here moves Backups, Restores and Schedules through
+//! Velero's phases, including the failures). Claims bind to statically provisioned volumes.
 
 mod common;
 
@@ -9,28 +10,63 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::{Site, site};
+use common::{Handle, Site, site};
 use drover_api::ErrorKind;
-use drover_kube::sim::store::Write;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
-async fn with_claim(s: &Site) {
+/// A claim bound to a statically provisioned volume, the snapshot CRDs, and a stand-in for the
+/// CSI snapshot controller.
+async fn with_claim(s: &Site) -> tokio::task::JoinHandle<()> {
     let manifests = json!([
         { "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "shop" } },
+        { "apiVersion": "v1", "kind": "PersistentVolume", "metadata": { "name": "pv-east-db" },
+          "spec": { "capacity": { "storage": "1Gi" }, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                    "nfs": { "server": "10.0.1.10", "path": "/db" }, "claimRef": { "namespace": "shop", "name": "db-data" } } },
         { "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": "db-data", "namespace": "shop" },
-          "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } } },
+          "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": "manual", "volumeName": "pv-east-db",
+                    "resources": { "requests": { "storage": "1Gi" } } } },
     ]);
     s.run("kube.apply", json!({ "site": "east", "inline": manifests })).await.unwrap();
     s.run("kube.apply", json!({ "site": "east", "manifests": [format!("{FIXTURES}/snapshot-crds.yaml")] }))
         .await
         .unwrap();
+    s.eventually("the claim binds", Duration::from_secs(60), |s| {
+        s.get("", "v1", "persistentvolumeclaims", Some("shop"), "db-data").unwrap()["status"]["phase"] == "Bound"
+    })
+    .await;
+    tokio::spawn(snapshot_controller(s.handle()))
+}
+
+/// The CSI snapshot controller, as far as drover can tell: a snapshot of a bound claim becomes
+/// ready to use with the claim's size; of a claim that is gone, it reports the error.
+async fn snapshot_controller(h: Handle) {
+    loop {
+        for snap in h.list("snapshot.storage.k8s.io", "v1", "volumesnapshots").await {
+            if !snap["status"].is_null() {
+                continue;
+            }
+            let ns = snap["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+            let claim = snap.pointer("/spec/source/persistentVolumeClaimName").and_then(Value::as_str).unwrap_or("");
+            let status = match h.get("", "v1", "persistentvolumeclaims", Some(&ns), claim).await {
+                Some(c) if c["status"]["phase"] == "Bound" => json!({
+                    "readyToUse": true,
+                    "restoreSize": c.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi")),
+                }),
+                Some(_) => continue, // not bound yet
+                None => json!({ "readyToUse": false, "error": {
+                    "message": format!("failed to take snapshot: persistentvolumeclaim \"{claim}\" not found") } }),
+            };
+            h.set_status("snapshot.storage.k8s.io", "v1", "volumesnapshots", &snap, status).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_of_claims_become_ready_and_claims_can_be_restored_from_them() {
     let s = site().await;
-    with_claim(&s).await;
+    let controller = with_claim(&s).await;
     let with = json!({ "site": "east", "namespaces": ["shop"], "suffix": "pre-failback" });
     let plan = s.plan("kube.volume_snapshot", with.clone()).await;
     assert!(plan.checks.iter().all(|c| c.ok), "{plan:?}");
@@ -66,6 +102,7 @@ async fn snapshots_of_claims_become_ready_and_claims_can_be_restored_from_them()
         json!({ "apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "db-data-pre-failback" })
     );
     assert!(claim["spec"].get("volumeName").is_none(), "{claim}");
+    controller.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +114,7 @@ async fn missing_claims_failed_snapshots_and_missing_crds_are_explained() {
     let err = s.run("kube.volume_snapshot", json!({ "site": "east", "namespaces": ["shop"] })).await.unwrap_err();
     assert!(err.hint.as_deref().unwrap_or("").contains("external-snapshotter"), "{err:?}");
 
-    with_claim(&s).await;
+    let controller = with_claim(&s).await;
     let err = s
         .run("kube.volume_snapshot", json!({ "site": "east", "namespaces": ["shop"], "claims": ["ghost"] }))
         .await
@@ -91,6 +128,8 @@ async fn missing_claims_failed_snapshots_and_missing_crds_are_explained() {
         let action = common::find("kube.volume_snapshot");
         tokio::spawn(async move { action.run(&ctx, &with).await })
     };
+    // The claim goes before the controller gets to the snapshot.
+    controller.abort();
     while s.get("snapshot.storage.k8s.io", "v1", "volumesnapshots", Some("shop"), "db-data-lost").is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -100,7 +139,9 @@ async fn missing_claims_failed_snapshots_and_missing_crds_are_explained() {
     )
     .await
     .unwrap();
+    let controller = tokio::spawn(snapshot_controller(s.handle()));
     let err = run.await.unwrap().unwrap_err();
+    controller.abort();
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(
         err.message.contains("the snapshot of claim shop/db-data failed") && err.message.contains("not found"),
@@ -121,61 +162,75 @@ async fn velero(s: &Site) -> tokio::task::JoinHandle<()> {
           "spec": { "provider": "aws", "objectStorage": { "bucket": "velero" } } },
     ]);
     s.run("kube.apply", json!({ "site": "east", "inline": objects })).await.unwrap();
-    let cluster = s.cluster.handle();
-    tokio::spawn(async move {
-        loop {
-            cluster.with_store(|st| {
-                let t = |p: &str| st.find("velero.io", "v1", p).unwrap();
-                let (backups, restores, schedules, bsls) = (t("backups"), t("restores"), t("schedules"), t("backupstoragelocations"));
-                let list = |st: &drover_kube::sim::store::Store, t| {
-                    st.list(t, None, None, None, None, None).unwrap()["items"].as_array().cloned().unwrap_or_default()
-                };
-                let set = |st: &mut drover_kube::sim::store::Store, t, mut o: Value, status: Value| {
-                    o["status"] = status;
-                    let (ns, name) = (o["metadata"]["namespace"].as_str().unwrap().to_string(), o["metadata"]["name"].as_str().unwrap().to_string());
-                    st.replace(t, Some(&ns), &name, o, Write { status_only: true, dry: false }).unwrap();
-                };
-                for o in list(st, &bsls) {
-                    if o["status"]["phase"].is_null() {
-                        set(st, &bsls, o, json!({ "phase": "Available" }));
-                    }
-                }
-                for o in list(st, &backups) {
-                    match o["status"]["phase"].as_str() {
-                        None => set(st, &backups, o, json!({ "phase": "InProgress", "progress": { "totalItems": 12, "itemsBackedUp": 3 } })),
-                        Some("InProgress") => {
-                            let status = match o.pointer("/metadata/labels/test.drover.io~1outcome").and_then(Value::as_str) {
-                                Some("PartiallyFailed") => json!({ "phase": "PartiallyFailed", "errors": 2, "warnings": 1, "progress": { "totalItems": 12, "itemsBackedUp": 10 } }),
-                                Some("Failed") => json!({ "phase": "Failed", "failureReason": "backup storage location default is unavailable" }),
-                                _ => json!({ "phase": "Completed", "warnings": 1, "progress": { "totalItems": 12, "itemsBackedUp": 12 } }),
-                            };
-                            set(st, &backups, o, status);
-                        }
-                        _ => {}
-                    }
-                }
-                for o in list(st, &restores) {
-                    if o["status"]["phase"].is_null() {
-                        let backup = o["spec"]["backupName"].as_str().unwrap_or("").to_string();
-                        let found = st.get(&backups, Some("velero"), &backup).ok();
-                        let status = match found {
-                            Some(b) if b["status"]["phase"] == "Completed" => json!({ "phase": "Completed", "progress": { "totalItems": 12, "itemsRestored": 12 } }),
-                            Some(_) => json!({ "phase": "FailedValidation", "validationErrors": [format!("backup {backup} is not completed")] }),
-                            None => json!({ "phase": "FailedValidation", "validationErrors": [format!("Error retrieving backup: backup.velero.io \"{backup}\" not found")] }),
-                        };
-                        set(st, &restores, o, status);
-                    }
-                }
-                for o in list(st, &schedules) {
-                    let generation = o["metadata"]["generation"].clone();
-                    if o["status"]["observedGeneration"] != generation {
-                        set(st, &schedules, o, json!({ "phase": "Enabled", "observedGeneration": generation }));
-                    }
-                }
-            });
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::spawn(velero_controller(s.handle()))
+}
+
+/// Velero's controllers, as far as drover can tell: storage locations become Available;
+/// Backups go InProgress, then Completed (or as their `test.drover.io/outcome` label says);
+/// Restores complete from a Completed backup and fail validation otherwise; Schedules are
+/// Enabled once observed.
+async fn velero_controller(h: Handle) {
+    let v = |p: &str| ("velero.io", "v1", p.to_string());
+    loop {
+        for o in h.list("velero.io", "v1", "backupstoragelocations").await {
+            if o["status"]["phase"].is_null() {
+                let (g, ver, p) = v("backupstoragelocations");
+                h.set_status(g, ver, &p, &o, json!({ "phase": "Available" })).await;
+            }
         }
-    })
+        for o in h.list("velero.io", "v1", "backups").await {
+            let status = match o["status"]["phase"].as_str() {
+                None => json!({ "phase": "InProgress", "progress": { "totalItems": 12, "itemsBackedUp": 3 } }),
+                Some("InProgress") => {
+                    match o.pointer("/metadata/labels/test.drover.io~1outcome").and_then(Value::as_str) {
+                        Some("PartiallyFailed") => {
+                            json!({ "phase": "PartiallyFailed", "errors": 2, "warnings": 1, "progress": { "totalItems": 12, "itemsBackedUp": 10 } })
+                        }
+                        Some("Failed") => {
+                            json!({ "phase": "Failed", "failureReason": "backup storage location default is unavailable" })
+                        }
+                        _ => {
+                            json!({ "phase": "Completed", "warnings": 1, "progress": { "totalItems": 12, "itemsBackedUp": 12 } })
+                        }
+                    }
+                }
+                _ => continue,
+            };
+            h.set_status("velero.io", "v1", "backups", &o, status).await;
+        }
+        for o in h.list("velero.io", "v1", "restores").await {
+            if !o["status"]["phase"].is_null() {
+                continue;
+            }
+            let backup = o["spec"]["backupName"].as_str().unwrap_or("").to_string();
+            let status = match h.get("velero.io", "v1", "backups", Some("velero"), &backup).await {
+                Some(b) if b["status"]["phase"] == "Completed" => {
+                    json!({ "phase": "Completed", "progress": { "totalItems": 12, "itemsRestored": 12 } })
+                }
+                Some(_) => {
+                    json!({ "phase": "FailedValidation", "validationErrors": [format!("backup {backup} is not completed")] })
+                }
+                None => {
+                    json!({ "phase": "FailedValidation", "validationErrors": [format!("Error retrieving backup: backup.velero.io \"{backup}\" not found")] })
+                }
+            };
+            h.set_status("velero.io", "v1", "restores", &o, status).await;
+        }
+        for o in h.list("velero.io", "v1", "schedules").await {
+            let generation = o["metadata"]["generation"].clone();
+            if o["status"]["observedGeneration"] != generation {
+                h.set_status(
+                    "velero.io",
+                    "v1",
+                    "schedules",
+                    &o,
+                    json!({ "phase": "Enabled", "observedGeneration": generation }),
+                )
+                .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -345,3 +345,88 @@ async fn apply_conflicts_between_managers_need_force() {
         a.call("PATCH", &format!("{base}?fieldManager=carol"), Some(cm("b")), "application/apply-patch+yaml").await;
     assert_eq!(code, 200);
 }
+
+/// The simulator agrees with a real API server where tests meet both (each point was found by
+/// running the same test against the real one; `regressions.rs` has the real side).
+mod agrees_with_the_real_api_server {
+    use super::*;
+
+    #[tokio::test]
+    async fn node_ports_are_one_range_for_the_whole_cluster() {
+        let c = Cluster::start(0, "t", Settings::default()).await.unwrap();
+        c.with_store(|s| {
+            let ns = s.find("", "v1", "namespaces").unwrap();
+            let svc = s.find("", "v1", "services").unwrap();
+            for n in ["shop", "shop-dr"] {
+                s.create(&ns, None, json!({ "metadata": { "name": n } }), false).unwrap();
+            }
+            let service = |ns: &str, port: Option<i64>| {
+                let mut v = json!({ "metadata": { "name": "web", "namespace": ns },
+                                    "spec": { "type": "NodePort", "ports": [{ "port": 80 }] } });
+                if let Some(p) = port {
+                    v["spec"]["ports"][0]["nodePort"] = json!(p);
+                }
+                v
+            };
+            let first = s.create(&svc, Some("shop"), service("shop", None), false).unwrap();
+            let picked = first["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+            assert!((30000..=32767).contains(&picked));
+            let clash = s.create(&svc, Some("shop-dr"), service("shop-dr", Some(picked)), true).unwrap_err();
+            assert_eq!(clash.code, 422);
+            assert!(clash.message.ends_with(&format!(
+                "spec.ports[0].nodePort: Invalid value: {picked}: provided port is already allocated"
+            )));
+            let second = s.create(&svc, Some("shop-dr"), service("shop-dr", None), false).unwrap();
+            assert_ne!(second["spec"]["ports"][0]["nodePort"].as_i64().unwrap(), picked);
+        });
+    }
+
+    #[tokio::test]
+    async fn a_field_of_the_wrong_type_in_an_apply_is_a_500_and_a_dry_run_into_a_missing_namespace_a_404() {
+        let c = Cluster::start(0, "t", Settings::default()).await.unwrap();
+        c.with_store(|s| {
+            let ns = s.find("", "v1", "namespaces").unwrap();
+            s.create(&ns, None, json!({ "metadata": { "name": "shop" } }), false).unwrap();
+            let d = s.find("apps", "v1", "deployments").unwrap();
+            let body = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web", "namespace": "shop" },
+                               "spec": { "replicas": "three" } });
+            let by = drover_kube::sim::store::Applier { manager: Some("drover"), force: true };
+            let e = s.apply(&d, Some("shop"), "web", &body, by, false).unwrap_err();
+            assert_eq!(e.code, 500);
+            assert!(e.message.starts_with("failed to create typed patch object (apps/v1, Kind=Deployment): .spec.replicas: expected numeric"), "{}", e.message);
+            let mut elsewhere = body.clone();
+            elsewhere["metadata"]["namespace"] = json!("billing");
+            elsewhere["spec"]["replicas"] = json!(1);
+            let by = drover_kube::sim::store::Applier { manager: Some("drover"), force: true };
+            let e = s.apply(&d, Some("billing"), "web", &elsewhere, by, true).unwrap_err();
+            assert_eq!(e.code, 404, "{}", e.message);
+        });
+    }
+
+    #[tokio::test]
+    async fn a_plain_patch_records_its_field_manager_and_an_apply_conflicts_with_it() {
+        let c = Cluster::start(0, "t", Settings::default()).await.unwrap();
+        c.with_store(|s| {
+            let ns = s.find("", "v1", "namespaces").unwrap();
+            s.create(&ns, None, json!({ "metadata": { "name": "shop" } }), false).unwrap();
+            let d = s.find("apps", "v1", "deployments").unwrap();
+            let body = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web", "namespace": "shop" },
+                               "spec": { "replicas": 3 } });
+            let apply = |s: &mut drover_kube::sim::store::Store, replicas: i64| {
+                let mut b = body.clone();
+                b["spec"]["replicas"] = json!(replicas);
+                s.apply(&d, Some("shop"), "web", &b, drover_kube::sim::store::Applier { manager: Some("drover"), force: false }, false)
+            };
+            apply(s, 3).unwrap();
+            let how = |m: Option<&str>| drover_kube::sim::store::Write { status_only: false, dry: false, manager: m.map(String::from) };
+            s.patch(&d, Some("shop"), "web", "application/merge-patch+json", &json!({ "spec": { "replicas": 0 } }), how(None)).unwrap();
+            let web = s.get(&d, Some("shop"), "web").unwrap();
+            let managers: Vec<&str> = web["metadata"]["managedFields"].as_array().unwrap().iter().map(|m| m["manager"].as_str().unwrap()).collect();
+            assert!(managers.contains(&"unknown"), "{managers:?}");
+            s.patch(&d, Some("shop"), "web", "application/merge-patch+json", &json!({ "spec": { "replicas": 1 } }), how(Some("drover-scale"))).unwrap();
+            let e = apply(s, 5).unwrap_err();
+            assert_eq!(e.code, 409);
+            assert!(e.message.contains("conflict with \"drover-scale\""), "{}", e.message);
+        });
+    }
+}

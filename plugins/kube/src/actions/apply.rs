@@ -216,7 +216,9 @@ async fn plan_one(
         Err(e) => return (i, Err(e)),
     };
     if live.is_none() && x.namespace.as_deref().is_some_and(|ns| new_namespaces.contains(ns)) {
-        return (i, Ok("create (its namespace is in this apply)"));
+        // Its namespace comes in this apply: check the object where a namespace exists.
+        let what = format!("apply {}", x.describe());
+        return (i, kube.dry_run_elsewhere(kind, &x.manifest.object, &what).await.map(|()| "create"));
     }
     let result = match apply_one(kube, x, kind, force, true).await {
         Err(e) => Err(e),
@@ -328,6 +330,7 @@ impl TypedAction for Apply {
             prepared.iter().position(|x| manifests::install_rank(x.manifest.kind()) > 1).unwrap_or(prepared.len());
         let mut done = 0u64;
         let mut failures: Vec<String> = vec![];
+        let mut hints: Vec<String> = vec![];
         for wave in [&prepared[..split], &prepared[split..]] {
             let each: Vec<_> = wave.iter().map(|x| run_one(&kube, x, p.force)).collect();
             let mut results = futures::stream::iter(each).buffer_unordered(concurrency(&p));
@@ -335,7 +338,12 @@ impl TypedAction for Apply {
                 match r {
                     Ok(_) => done += 1,
                     Err(e) if e.is_retryable() => return Err(e),
-                    Err(e) => failures.push(format!("{}: {}", x.describe(), e.message)),
+                    Err(e) => {
+                        failures.push(format!("{}: {}", x.describe(), e.message));
+                        if let Some(h) = e.hint.filter(|h| !hints.contains(h)) {
+                            hints.push(h);
+                        }
+                    }
                 }
                 if done.is_multiple_of(every) || done == total {
                     ctx.progress(Progress {
@@ -349,9 +357,11 @@ impl TypedAction for Apply {
         if !failures.is_empty() {
             let conflicts = failures.iter().any(|f| f.contains("409"));
             let hint = if conflicts && !p.force {
-                "other field managers own some of these fields: set `force: true` to take them over, or drop the fields from the manifests; the other objects were applied"
+                "other field managers own some of these fields: set `force: true` to take them over, or drop the fields from the manifests; the other objects were applied".to_string()
+            } else if !hints.is_empty() {
+                format!("{}; the other objects were applied", hints.join("; "))
             } else {
-                "fix these objects and re-run; the other objects were applied"
+                "fix these objects and re-run; the other objects were applied".to_string()
             };
             return Err(ActionError::permanent(format!(
                 "{} of {total} objects were not applied: {}",

@@ -41,6 +41,13 @@ async fn checks(kube: &Kube, p: &CheckParams) -> Result<(String, Vec<(String, bo
                 out.push((format!("namespace {ns} exists"), false, "not found".into()));
                 continue;
             }
+            // Reading the Namespace object needs a cluster-scoped grant that an identity bound
+            // only inside its namespaces lacks; what matters is access inside, checked next.
+            Err(e) if e.message.contains("(403 Forbidden)") => out.push((
+                format!("namespace {ns} exists"),
+                true,
+                "not readable by this identity (no cluster-scoped grant); access inside it is checked next".into(),
+            )),
             Err(e) => {
                 out.push((format!("namespace {ns} readable"), false, e.message));
                 continue;

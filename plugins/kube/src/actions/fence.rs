@@ -15,6 +15,8 @@ use crate::actions::scale::{FENCED, Target, apply_changes, changes, fenced_names
 use crate::client::Kube;
 use crate::select::{Selection, require_namespaces, select};
 
+/// The field manager of the fence's mark on a namespace.
+pub const FENCE_MANAGER: &str = "drover-fence";
 /// Who fenced a namespace, and when.
 pub const FENCED_BY: &str = "drover.io/fenced-by";
 
@@ -57,7 +59,8 @@ async fn mark(kube: &Kube, namespaces: &[String], by: Option<String>) -> Result<
         None => (Value::Null, Value::Null),
     };
     let patch = json!({ "metadata": { "labels": { FENCED: label }, "annotations": { FENCED_BY: note } } });
-    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    let params = PatchParams { field_manager: Some(FENCE_MANAGER.into()), ..PatchParams::default() };
+    let patch = Patch::Merge(&patch);
     for ns in namespaces {
         kube.call(&format!("mark namespace {ns}"), || api.patch(ns, &params, &patch)).await?;
     }

@@ -20,6 +20,8 @@ use crate::select::{Found, Selection, require_namespaces, select};
 pub const REPLICAS_BEFORE: &str = "drover.io/replicas-before-scale";
 /// `spec.suspend` before drover suspended a CronJob.
 pub const SUSPEND_BEFORE: &str = "drover.io/suspend-before-scale";
+/// The field manager of drover's scaling patches (`kubectl get -o yaml --show-managed-fields`).
+pub const SCALE_MANAGER: &str = "drover-scale";
 /// Label on a fenced namespace; see `kube.fence`.
 pub const FENCED: &str = "drover.io/fenced";
 
@@ -132,7 +134,9 @@ pub async fn apply_changes(kube: &Kube, changes: &[Change]) -> Result<Map<String
 
 async fn patch_one(kube: &Kube, c: &Change) -> Result<(), ActionError> {
     let api = kube.api(&c.found.kind, c.found.namespace());
-    let (params, patch) = (PatchParams::default(), Patch::Merge(&c.patch));
+    // A named field manager, so `managedFields` (and a later apply's conflict) says it was drover.
+    let params = PatchParams { field_manager: Some(SCALE_MANAGER.into()), ..PatchParams::default() };
+    let patch = Patch::Merge(&c.patch);
     kube.call(&format!("scale {}", c.found.describe()), || api.patch(c.found.name(), &params, &patch)).await?;
     Ok(())
 }

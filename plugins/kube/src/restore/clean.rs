@@ -103,11 +103,13 @@ fn lift_fence(obj: &mut Value) {
 
 /// Clean one object for restore into another cluster.
 pub fn clean(resource: &str, obj: &mut Value) {
+    // Who chose a Service's node ports is in the metadata about to go.
+    let chosen = if resource == "services" { chosen_node_ports(obj) } else { vec![] };
     remove(obj, "/metadata", METADATA);
     remove(obj, "", &["status"]);
     lift_fence(obj);
     match resource {
-        "services" => clean_service(obj),
+        "services" => clean_service(obj, &chosen),
         "pods" => {
             remove(obj, "/spec", &["nodeName", "priority"]);
             if let Some(volumes) = obj.pointer_mut("/spec/volumes").and_then(Value::as_array_mut) {
@@ -127,25 +129,62 @@ pub fn clean(resource: &str, obj: &mut Value) {
     }
 }
 
-fn clean_service(obj: &mut Value) {
+/// The ports (by `port`) whose `nodePort` the Service's owner chose, as opposed to the cluster
+/// allocating it: written in the last-applied configuration (kubectl apply), or owned by a
+/// field manager (server-side apply, or any client that sent it). An allocated node port has no
+/// manager. Velero keeps exactly these; the rest would clash wherever the port is taken — a
+/// second copy of an app on the same cluster, always.
+fn chosen_node_ports(obj: &Value) -> Vec<i64> {
+    let mut out = vec![];
+    let last_applied = obj
+        .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+        .and_then(Value::as_str)
+        .and_then(|t| serde_json::from_str::<Value>(t).ok());
+    for p in
+        last_applied.as_ref().and_then(|l| l.pointer("/spec/ports")).and_then(Value::as_array).into_iter().flatten()
+    {
+        if p.get("nodePort").is_some_and(|n| !n.is_null())
+            && let Some(port) = p["port"].as_i64()
+        {
+            out.push(port);
+        }
+    }
+    for entry in obj.pointer("/metadata/managedFields").and_then(Value::as_array).into_iter().flatten() {
+        let ports = entry.pointer("/fieldsV1/f:spec/f:ports").and_then(Value::as_object);
+        for (key, fields) in ports.into_iter().flatten() {
+            // `k:{"port":80,"protocol":"TCP"}`
+            let port = key
+                .strip_prefix("k:")
+                .and_then(|k| serde_json::from_str::<Value>(k).ok())
+                .and_then(|k| k["port"].as_i64());
+            if let Some(port) = port
+                && fields.get("f:nodePort").is_some()
+            {
+                out.push(port);
+            }
+        }
+    }
+    out
+}
+
+fn clean_service(obj: &mut Value, chosen: &[i64]) {
     let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
     if !headless {
         remove(obj, "/spec", &["clusterIP", "clusterIPs"]);
     }
-    // Ports the cluster picked are dropped; ports the owner chose are kept. Velero tells them
-    // apart by the last-applied configuration; without one, a NodePort Service keeps its ports.
-    let explicit = obj.pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration").is_some();
-    let kind = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
-    if kind == "ClusterIP" || kind == "LoadBalancer" && !explicit {
-        if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
-            for p in ports {
-                if let Some(p) = p.as_object_mut() {
-                    p.remove("nodePort");
-                }
+    // Node ports the cluster picked are dropped, whatever the Service's type; those its owner
+    // chose are kept (see `chosen_node_ports`).
+    if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            let port = p["port"].as_i64();
+            if let Some(p) = p.as_object_mut()
+                && !port.is_some_and(|n| chosen.contains(&n))
+            {
+                p.remove("nodePort");
             }
         }
-        remove(obj, "/spec", &["healthCheckNodePort"]);
     }
+    remove(obj, "/spec", &["healthCheckNodePort"]);
 }
 
 #[cfg(test)]
@@ -178,9 +217,24 @@ mod tests {
         let mut headless = json!({ "spec": { "clusterIP": "None" } });
         clean("services", &mut headless);
         assert_eq!(headless, json!({ "spec": { "clusterIP": "None" } }));
-        let mut node_port = json!({ "spec": { "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30080 }] } });
-        clean("services", &mut node_port);
-        assert_eq!(node_port["spec"]["ports"][0]["nodePort"], 30080);
+    }
+
+    #[test]
+    fn node_ports_the_cluster_picked_go_and_those_the_owner_chose_stay() {
+        let mut picked = json!({ "spec": { "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30535 }] } });
+        clean("services", &mut picked);
+        assert_eq!(picked["spec"]["ports"][0].get("nodePort"), None, "allocated by the cluster: dropped");
+        let applied = r#"{"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":30080}]}}"#;
+        let mut kubectl = json!({ "metadata": { "annotations": { "kubectl.kubernetes.io/last-applied-configuration": applied } },
+                                  "spec": { "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30080 }, { "port": 443, "nodePort": 31443 }] } });
+        clean("services", &mut kubectl);
+        assert_eq!(kubectl["spec"]["ports"][0]["nodePort"], 30080);
+        assert_eq!(kubectl["spec"]["ports"][1].get("nodePort"), None);
+        let mut ssa = json!({ "metadata": { "managedFields": [{ "manager": "kubectl", "operation": "Apply",
+                                "fieldsV1": { "f:spec": { "f:ports": { "k:{\"port\":80,\"protocol\":\"TCP\"}": { "f:nodePort": {}, "f:port": {} } } } } }] },
+                              "spec": { "type": "LoadBalancer", "ports": [{ "port": 80, "nodePort": 30081 }] } });
+        clean("services", &mut ssa);
+        assert_eq!(ssa["spec"]["ports"][0]["nodePort"], 30081);
     }
 
     #[test]

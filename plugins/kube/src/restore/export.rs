@@ -79,12 +79,19 @@ impl TypedAction for Export {
         let s3 = source::s3_client(ctx, &p.to.site).await?;
         let what = format!("s3://{}", p.to.bucket);
         let reachable = s3.head_bucket().bucket(&p.to.bucket).send().await;
-        let plan = Plan::new(format!("export {} from {} to {what}", p.namespaces.join(", "), kube.origin)).check(
+        let detail = match reachable {
+            Ok(_) => format!("{what} answers"),
+            Err(e) => {
+                let e = drover_api::s3::error(&what, e, "check the bucket name and the site's `s3:` settings");
+                return Ok(Plan::new(format!("export {} from {} to {what}", p.namespaces.join(", "), kube.origin))
+                    .access_check("bucket reachable", false, e.message));
+            }
+        };
+        Ok(Plan::new(format!("export {} from {} to {what}", p.namespaces.join(", "), kube.origin)).access_check(
             "bucket reachable",
-            reachable.is_ok(),
-            reachable.err().map(|e| format!("{e}")).unwrap_or_default(),
-        );
-        Ok(plan)
+            true,
+            detail,
+        ))
     }
 
     async fn run(&self, ctx: &StepContext, p: ExportParams) -> Result<Outputs, ActionError> {

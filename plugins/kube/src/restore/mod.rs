@@ -403,15 +403,24 @@ async fn existing_versions(
 ) -> Result<Versions, ActionError> {
     use kube::api::ListParams;
     // Nothing exists yet in a namespace the cluster does not have (the usual case on a standby).
+    // Each target namespace is asked for by name: no cluster-wide list is needed.
     let ns_kind = kube.kind("v1", "Namespace", false).await?;
-    let (ns_api, all) = (kube.api(&ns_kind, ""), ListParams::default());
-    let present: HashSet<String> = kube
-        .call("list namespaces", || ns_api.list_metadata(&all))
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|n| n.metadata.name)
-        .collect();
+    let ns_api = kube.api(&ns_kind, "");
+    let targets: BTreeSet<&str> = objects.iter().filter_map(Restorable::namespace).collect();
+    let mut present: HashSet<String> = HashSet::new();
+    for ns in targets {
+        match kube.call_or_absent(&format!("get namespace {ns}"), || ns_api.get_metadata(ns)).await {
+            Ok(Some(_)) => {
+                present.insert(ns.to_string());
+            }
+            Ok(None) => {}
+            // Not allowed to read Namespace objects: look inside as if it were there.
+            Err(e) if e.message.contains("(403 Forbidden)") => {
+                present.insert(ns.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let mut wanted: BTreeMap<(String, String), Kind> = BTreeMap::new();
     for (o, k) in objects.iter().zip(kinds) {
         if o.namespace().is_some_and(|ns| !present.contains(ns)) {
@@ -481,6 +490,16 @@ async fn restore_one(
     if version.is_some() && p.existing == Existing::Skip {
         return Ok(Outcome::Skipped);
     }
+    if version.is_some() && o.resource == "persistentvolumes" {
+        let current = match &live {
+            Some(l) => Some(l.clone()),
+            None => kube.call_or_absent(&format!("get {}", o.describe()), || api.get(o.name())).await?,
+        };
+        let current = serde_json::to_value(current).unwrap_or_default();
+        if let Some(why) = claimed_elsewhere(&current, &o.object()) {
+            return Ok(Outcome::Failed(why));
+        }
+    }
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = true;
     params.dry_run = dry;
@@ -488,7 +507,14 @@ async fn restore_one(
     let result = kube.call(&format!("apply {}", o.describe()), || api.patch(o.name(), &params, &patch)).await;
     match result {
         Err(e) if e.is_retryable() => Err(e),
-        Err(e) if e.message.contains("(404 NotFound)") && dry => Ok(Outcome::Created), // its namespace comes first
+        // Its namespace comes first: check it where a namespace exists.
+        Err(e) if dry && version.is_none() && o.namespace().is_some() && e.message.contains("(404 NotFound)") => {
+            match kube.dry_run_elsewhere(&kind, &o.object(), &format!("apply {}", o.describe())).await {
+                Ok(()) => Ok(Outcome::Created),
+                Err(e) if e.is_retryable() => Err(e),
+                Err(e) => Ok(Outcome::Failed(e.message)),
+            }
+        }
         Err(e) => Ok(Outcome::Failed(e.message)),
         Ok(_) if version.is_none() => Ok(Outcome::Created),
         Ok(after) if !dry => {
@@ -513,6 +539,26 @@ async fn restore_one(
             Ok(if before == after { Outcome::Unchanged } else { Outcome::Updated })
         }
     }
+}
+
+/// Whether restoring this PersistentVolume would take it from the claim it is bound to now:
+/// a restore renamed into another namespace on the same cluster (`shop` → `shop-dr`) must not
+/// move a volume out from under the running app. Server-side apply would keep the live
+/// claim's uid beside the new namespace — a binding that points at nothing.
+fn claimed_elsewhere(live: &Value, wanted: &Value) -> Option<String> {
+    let claim = |v: &Value| {
+        let r = v.pointer("/spec/claimRef")?;
+        Some(format!("{}/{}", r["namespace"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or("")))
+    };
+    let (now, then) = (claim(live)?, claim(wanted)?);
+    let bound = live.pointer("/status/phase").and_then(Value::as_str) == Some("Bound");
+    (now != then && bound).then(|| {
+        format!(
+            "PersistentVolume {} is bound to claim {now}; restoring it for {then} would take it from that claim \
+             (rename the volume with a `volumes` transform, or leave PersistentVolumes out with `exclude_resources`)",
+            live.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?")
+        )
+    })
 }
 
 /// Results by object index, shared by the concurrent tasks.

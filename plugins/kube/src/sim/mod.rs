@@ -416,7 +416,15 @@ async fn handle(
         }
         ("GET", Some(name)) => s.get(&rt, ns, name).map(|v| (200, v)),
         ("POST", None) => s.create(&rt, ns, body, dry).map(|v| (201, v)),
-        ("PUT", Some(name)) => s.replace(&rt, ns, name, body, store::Write { status_only, dry }).map(|v| (200, v)),
+        ("PUT", Some(name)) => s
+            .replace(
+                &rt,
+                ns,
+                name,
+                body,
+                store::Write { status_only, dry, manager: q("fieldManager").map(String::from) },
+            )
+            .map(|v| (200, v)),
         ("PATCH", Some(name)) if content_type == "application/apply-patch+yaml" => s
             .apply(
                 &rt,
@@ -427,9 +435,16 @@ async fn handle(
                 dry,
             )
             .map(|v| (200, v)),
-        ("PATCH", Some(name)) => {
-            s.patch(&rt, ns, name, &content_type, &body, store::Write { status_only, dry }).map(|v| (200, v))
-        }
+        ("PATCH", Some(name)) => s
+            .patch(
+                &rt,
+                ns,
+                name,
+                &content_type,
+                &body,
+                store::Write { status_only, dry, manager: q("fieldManager").map(String::from) },
+            )
+            .map(|v| (200, v)),
         ("DELETE", Some(name)) => s.delete(&rt, ns, name, dry).map(|v| (200, v)),
         _ => Err(ApiError {
             code: 405,

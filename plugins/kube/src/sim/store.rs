@@ -2,7 +2,7 @@
 //! conventions: server-set metadata, optimistic concurrency, `status` kept apart from the main
 //! resource, dry runs, and errors as `Status` objects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -35,6 +35,15 @@ impl ApiError {
             reason: "NotFound",
             message: format!("{} \"{name}\" not found", t.group_resource()),
             details: Self::details(t, name),
+        }
+    }
+
+    fn invalid_service(name: &str, port: usize, why: &str) -> Self {
+        ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: format!("Service \"{name}\" is invalid: spec.ports[{port}].nodePort: Internal error: {why}"),
+            details: json!({}),
         }
     }
 
@@ -86,10 +95,13 @@ impl Default for Settings {
 }
 
 /// How a write is done: to `/status` only, and/or as a dry run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Write {
     pub status_only: bool,
     pub dry: bool,
+    /// `?fieldManager=`: the name `managedFields` records for a plain patch (else `unknown`,
+    /// as a real API server records a client that gives none).
+    pub manager: Option<String>,
 }
 
 pub struct Store {
@@ -240,6 +252,9 @@ impl Store {
         for server_only in ["deletionTimestamp", "selfLink"] {
             meta.remove(server_only);
         }
+        if t.group.is_empty() && t.plural == "services" {
+            self.node_ports(&mut obj, &ns, &name)?;
+        }
         // Status is the controllers' to write; a create starts from the type's initial status.
         if let Some(status) = Self::initial_status(t, &obj) {
             obj["status"] = status;
@@ -260,6 +275,54 @@ impl Store {
         self.changed.insert((key(t), ns.clone(), name.clone()), Instant::now());
         self.objects.entry(key(t)).or_default().insert((ns, name), obj.clone());
         Ok(obj)
+    }
+
+    /// Node ports are one range for the whole cluster: a NodePort or LoadBalancer Service gets
+    /// a free one for each port that names none, and one that names a port another Service
+    /// holds is refused — as a real API server does (`provided port is already allocated`).
+    fn node_ports(&self, obj: &mut Value, ns: &str, name: &str) -> Result<(), ApiError> {
+        let kind = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+        if kind != "NodePort" && kind != "LoadBalancer" {
+            return Ok(());
+        }
+        let taken: BTreeSet<i64> = self
+            .objects
+            .get("services")
+            .into_iter()
+            .flatten()
+            .filter(|((n, m), _)| !(n == ns && m == name))
+            .flat_map(|(_, svc)| svc.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default())
+            .filter_map(|p| p["nodePort"].as_i64())
+            .collect();
+        let mut mine: BTreeSet<i64> = BTreeSet::new();
+        for (i, port) in obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut).into_iter().flatten().enumerate()
+        {
+            match port["nodePort"].as_i64() {
+                Some(p) if taken.contains(&p) || mine.contains(&p) => {
+                    return Err(ApiError {
+                        code: 422,
+                        reason: "Invalid",
+                        message: format!(
+                            "Service \"{name}\" is invalid: spec.ports[{i}].nodePort: Invalid value: {p}: provided port is already allocated"
+                        ),
+                        details: json!({ "name": name, "kind": "Service",
+                                         "causes": [{ "reason": "FieldValueInvalid", "field": format!("spec.ports[{i}].nodePort") }] }),
+                    });
+                }
+                Some(p) => {
+                    mine.insert(p);
+                }
+                None => {
+                    let free = (30000..=32767).find(|p| !taken.contains(p) && !mine.contains(p));
+                    let Some(p) = free else {
+                        return Err(ApiError::invalid_service(name, i, "range of valid ports is exhausted"));
+                    };
+                    mine.insert(p);
+                    port["nodePort"] = json!(p);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn get(&self, t: &ResourceType, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
@@ -395,6 +458,9 @@ impl Store {
                 result["metadata"][k] = v.clone();
             }
         }
+        if t.group.is_empty() && t.plural == "services" && !status_only {
+            self.node_ports(&mut result, &ns, &name)?;
+        }
         let spec_changed = result.get("spec") != old.get("spec");
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + i64::from(spec_changed && !status_only);
         result["metadata"]["generation"] = json!(generation);
@@ -442,6 +508,33 @@ impl Store {
                     details: json!({}),
                 });
             }
+        }
+        if !how.status_only && new != old {
+            // The writer now owns what it set, taken from whoever owned it before.
+            let manager = how.manager.clone().unwrap_or_else(|| "unknown".into());
+            let set: Vec<String> = owned_paths(body).into_iter().filter(|p| pointer(&new, p).is_some()).collect();
+            let mut fields: Vec<Value> = old["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+            for f in fields.iter_mut() {
+                let kept: Vec<String> = paths_of(&f["fieldsV1"], "").into_iter().filter(|p| !set.contains(p)).collect();
+                f["fieldsV1"] = fields_v1(&kept);
+            }
+            fields.retain(|f| {
+                f["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()) || f["manager"] == manager.as_str()
+            });
+            let mine = match fields.iter().position(|f| f["manager"] == manager.as_str() && f["operation"] == "Update")
+            {
+                Some(i) => fields.remove(i),
+                None => json!({ "fieldsV1": {} }),
+            };
+            let mut owned = paths_of(&mine["fieldsV1"], "");
+            for p in set {
+                if !owned.contains(&p) {
+                    owned.push(p);
+                }
+            }
+            fields.push(json!({ "manager": manager, "operation": "Update", "apiVersion": t.api_version(),
+                                "time": now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": fields_v1(&owned) }));
+            new["metadata"]["managedFields"] = json!(fields);
         }
         self.store_update(t, old, new, how.status_only, how.dry)
     }
@@ -510,6 +603,7 @@ impl Store {
                 body["metadata"]["name"]
             )));
         }
+        typed_patch_fields(t, body)?;
         let mut applied = body.clone();
         if let Some(m) = applied.as_object_mut() {
             m.remove("status");
@@ -529,7 +623,8 @@ impl Store {
                 // Fields another applier owns may only change with `force=true`, which moves them.
                 let mut fields: Vec<Value> = old["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
                 let mut conflicts = vec![];
-                for f in fields.iter_mut().filter(|f| f["manager"] != manager && f["operation"] == "Apply") {
+                // Any other manager counts, appliers and plain writers alike (a `kubectl scale`).
+                for f in fields.iter_mut().filter(|f| f["manager"] != manager) {
                     let theirs = paths_of(&f["fieldsV1"], "");
                     let contested: Vec<&String> = theirs
                         .iter()
@@ -719,6 +814,44 @@ const SNAPSHOTS: &str = "volumesnapshots.snapshot.storage.k8s.io";
 pub struct Applier<'a> {
     pub manager: Option<&'a str>,
     pub force: bool,
+}
+
+/// Server-side apply builds a typed object from the applied configuration first; a field of the
+/// wrong type fails there, and the API server answers 500 (not 422) with this message. The
+/// simulator knows the numeric fields drover's tests meet.
+fn typed_patch_fields(t: &ResourceType, body: &Value) -> Result<(), ApiError> {
+    // (JSON pointer, the field as the API server names it)
+    let mut numeric: Vec<(String, String)> = vec![];
+    if matches!(t.kind.as_str(), "Deployment" | "StatefulSet" | "ReplicaSet" | "ReplicationController") {
+        numeric.push(("/spec/replicas".into(), ".spec.replicas".into()));
+    }
+    if t.kind == "Service" {
+        for i in 0..body.pointer("/spec/ports").and_then(Value::as_array).map(Vec::len).unwrap_or(0) {
+            for f in ["port", "nodePort"] {
+                numeric.push((format!("/spec/ports/{i}/{f}"), format!(".spec.ports[{i}].{f}")));
+            }
+        }
+    }
+    for (pointer, field) in numeric {
+        let got = match body.pointer(&pointer) {
+            None | Some(Value::Null | Value::Number(_)) => continue,
+            Some(Value::String(_)) => "string",
+            Some(Value::Bool(_)) => "bool",
+            Some(Value::Array(_)) => "list",
+            Some(Value::Object(_)) => "map",
+        };
+        return Err(ApiError {
+            code: 500,
+            reason: "",
+            message: format!(
+                "failed to create typed patch object ({}, Kind={}): {field}: expected numeric (int or float), got {got}",
+                t.api_version(),
+                t.kind
+            ),
+            details: json!({}),
+        });
+    }
+    Ok(())
 }
 
 /// The leaf fields an applied configuration sets, as `.spec.replicas`; identity fields excluded.
