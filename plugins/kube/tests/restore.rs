@@ -1,7 +1,9 @@
-//! `kube.restore` and `kube.export` against the Kubernetes simulator and a real S3 server
-//! (moto, PyPI `moto[server]`, started here on loopback). Backups are written in Velero's
-//! exact layout, with objects as an API server returns them (uid, resourceVersion,
-//! managedFields, status).
+//! `kube.restore` and `kube.export` against two real control planes (`east`, `west`; see
+//! `common`) and a real S3 server (moto, PyPI `moto[server]`, started here on loopback).
+//! Backups are written in Velero's exact layout, with objects as an API server returns them
+//! (uid, resourceVersion, managedFields, status). drover runs as the least-privileged user.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,9 +11,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use common::{Site, all_families, named_site};
 use drover_api::testing::Moto;
 use drover_api::{Action, ActionError, Outputs, StepContext, testing};
-use drover_kube::sim::{Cluster, Settings};
 use drover_kube::velero::{TarballWriter, backup_object, gzip_json};
 
 fn moto() -> Moto {
@@ -26,8 +28,8 @@ fn moto() -> Moto {
 struct Lab {
     _moto: Moto,
     s3: aws_sdk_s3::Client,
-    east: Cluster,
-    west: Cluster,
+    east: Site,
+    west: Site,
     dir: tempfile::TempDir,
     sites: BTreeMap<String, Value>,
 }
@@ -35,15 +37,11 @@ struct Lab {
 async fn lab() -> Lab {
     let moto = moto();
     let dir = tempfile::tempdir().unwrap();
-    let settings =
-        Settings { ready_delay: Duration::from_millis(50), namespace_delete_delay: Duration::from_millis(50) };
-    let east = Cluster::start(0, "east-token", settings.clone()).await.unwrap();
-    let west = Cluster::start(0, "west-token", settings).await.unwrap();
+    let families = all_families();
+    let (east, west) = tokio::join!(named_site("east", &families), named_site("west", &families));
     let mut sites = BTreeMap::new();
     for (name, c) in [("east", &east), ("west", &west)] {
-        let path = dir.path().join(format!("kubeconfig-{name}"));
-        std::fs::write(&path, serde_yaml::to_string(&c.kubeconfig(name)).unwrap()).unwrap();
-        sites.insert(name.to_string(), json!({ "kube": { "kubeconfig": path, "context": name } }));
+        sites.insert(name.to_string(), json!({ "kube": { "kubeconfig": c.kubeconfig, "context": name } }));
     }
     sites.insert(
         "backups".into(),
@@ -95,23 +93,13 @@ impl Lab {
         self.put(&format!("velero/backups/{name}/velero-backup.json"), b.to_string().into_bytes()).await;
     }
 
-    fn get(&self, c: &Cluster, group: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
-        c.with_store(|s| {
-            let t = s.types.iter().find(|t| t.group == group && t.plural == plural)?.clone();
-            s.get(&t, ns, name).ok()
-        })
+    /// Every kind these tests read is served at v1.
+    fn get(&self, c: &Site, group: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+        c.get(group, "v1", plural, ns, name)
     }
 
-    fn count(&self, c: &Cluster) -> usize {
-        c.with_store(|s| {
-            let types = s.types.clone();
-            types
-                .iter()
-                .map(|t| {
-                    s.list(t, None, None, None, None, None).map(|l| l["items"].as_array().unwrap().len()).unwrap_or(0)
-                })
-                .sum()
-        })
+    async fn count(&self, c: &Site) -> Vec<String> {
+        c.handle().census().await
     }
 }
 
@@ -226,6 +214,7 @@ fn shop_backup() -> Vec<(&'static str, Value)> {
                 "uid-pv",
                 json!({
             "spec": { "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "gold", "capacity": { "storage": "10Gi" },
+                      "accessModes": ["ReadWriteOnce"],
                       "nfs": { "server": "10.0.0.1", "path": "/svm1_shop_data" },
                       "claimRef": { "namespace": "shop", "name": "data", "uid": "uid-pvc", "resourceVersion": "1" } } }),
             ),
@@ -273,7 +262,8 @@ fn shop_backup() -> Vec<(&'static str, Value)> {
                 "uid-crd",
                 json!({ "spec": { "group": "shop.example.com", "scope": "Namespaced",
                 "names": { "plural": "carts", "singular": "cart", "kind": "Cart" },
-                "versions": [{ "name": "v1", "served": true, "storage": true }] } }),
+                "versions": [{ "name": "v1", "served": true, "storage": true,
+                               "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] } }),
             ),
         ),
         (
@@ -328,7 +318,7 @@ async fn the_latest_completed_backup_is_restored_cleaned_transformed_and_in_orde
     assert_eq!(lab.get(w, "", "namespaces", None, "shop-dr").unwrap()["metadata"]["labels"]["team"], "shop");
     let web = lab.get(w, "apps", "deployments", Some("shop-dr"), "web").unwrap();
     assert_ne!(web["metadata"]["uid"], "uid-web", "the server gave it a new identity");
-    assert_eq!(web["metadata"]["managedFields"][0]["manager"], "drover");
+    assert!(web["metadata"]["managedFields"].as_array().unwrap().iter().any(|m| m["manager"] == "drover"), "{web}");
     assert_eq!(web["spec"]["template"]["spec"]["containers"][0]["image"], "registry.west.example.com/shop/web:1.4");
     assert!(lab.get(w, "apps", "replicasets", Some("shop-dr"), "web-5d9c").is_none());
     let svm = lab.get(w, "", "services", Some("shop-dr"), "web").unwrap();
@@ -339,32 +329,51 @@ async fn the_latest_completed_backup_is_restored_cleaned_transformed_and_in_orde
     let pv = lab.get(w, "", "persistentvolumes", None, "pv-shop-data").unwrap();
     assert_eq!(pv["spec"]["nfs"], json!({ "server": "10.1.0.1", "path": "/svm_dr_shop_data" }));
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
-    assert_eq!(pv["spec"]["claimRef"], json!({ "namespace": "shop-dr", "name": "data" }));
+    // (The volume controller binds it: it adds the claim's uid.)
+    assert_eq!(
+        (pv["spec"]["claimRef"]["namespace"].clone(), pv["spec"]["claimRef"]["name"].clone()),
+        (json!("shop-dr"), json!("data"))
+    );
     let pvc = lab.get(w, "", "persistentvolumeclaims", Some("shop-dr"), "data").unwrap();
-    assert!(pvc["metadata"]["annotations"].get("pv.kubernetes.io/bind-completed").is_none());
+    // The binding annotation of the old cluster was not carried (the volume controller here may
+    // write its own): drover's own fields do not hold it.
+    let drovers =
+        pvc["metadata"]["managedFields"].as_array().unwrap().iter().find(|m| m["manager"] == "drover").unwrap();
+    assert!(!drovers["fieldsV1"].to_string().contains("bind-completed"), "{drovers}");
     assert_eq!(
         lab.get(w, "shop.example.com", "carts", Some("shop-dr"), "c1").unwrap()["spec"]["items"],
         2,
         "CRD, then its CR"
     );
 
-    // Again: nothing to do.
+    // Again, once the controllers are done with it (rolled out, bound): nothing to do.
+    lab.west
+        .eventually("settled", Duration::from_secs(60), |w| {
+            let web = w.get("apps", "v1", "deployments", Some("shop-dr"), "web").unwrap();
+            let pvc = w.get("", "v1", "persistentvolumeclaims", Some("shop-dr"), "data").unwrap();
+            web["status"]["availableReplicas"] == 3 && pvc["status"]["phase"] == "Bound"
+        })
+        .await;
     let with = json!({ "site": "west", "from": { "velero": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "nightly-2" } },
                        "transforms": transforms() });
-    let again = lab.run("kube.restore", with).await.unwrap();
-    assert_eq!((again["restored"].clone(), again["unchanged"].clone()), (json!(0), json!(9)));
+    // The first re-apply takes back fields the volume controller wrote on the volume and the
+    // claim (a real API server moves their versions once); after that, nothing changes.
+    let again = lab.run("kube.restore", with.clone()).await.unwrap();
+    assert!(again["restored"].as_u64().unwrap() <= 2, "{again:?}");
     assert_eq!(again["created_crds"], json!([]), "the CRD was there before this run");
+    let third = lab.run("kube.restore", with).await.unwrap();
+    assert_eq!((third["restored"].clone(), third["unchanged"].clone()), (json!(0), json!(9)), "{third:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_preview_shows_counts_transforms_and_conflicts_and_changes_nothing() {
     let lab = lab().await;
     lab.backup("nightly-2", "Completed", "2026-11-21T01:05:00Z", &shop_backup()).await;
-    let before = lab.count(&lab.west);
+    let before = lab.count(&lab.west).await;
     let with = json!({ "site": "west", "from": { "velero": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "latest" } },
                        "transforms": transforms(), "preview_dir": "preview" });
     let plan = find("kube.restore").plan(&lab.ctx(), &with).await.unwrap();
-    assert_eq!(lab.count(&lab.west), before, "a preview changes nothing");
+    assert_eq!(lab.count(&lab.west).await, before, "a preview changes nothing");
     assert_eq!(plan.summary.split(": ").last().unwrap(), "9 create");
     assert!(plan.changes.contains(&"by namespace: (cluster) 3, shop-dr 6".to_string()), "{:#?}", plan.changes);
     assert!(
@@ -382,7 +391,7 @@ async fn the_preview_shows_counts_transforms_and_conflicts_and_changes_nothing()
 async fn bad_backups_fail_naming_the_object_and_restore_nothing() {
     let lab = lab().await;
     let from = |backup: &str| json!({ "site": "west", "from": { "velero": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": backup } } });
-    let before = lab.count(&lab.west);
+    let before = lab.count(&lab.west).await;
     let lab = &lab;
     let err = |with: Value| async move { lab.run("kube.restore", with).await.unwrap_err() };
 
@@ -438,13 +447,13 @@ async fn bad_backups_fail_naming_the_object_and_restore_nothing() {
         .await;
     assert!(err(from("evil")).await.message.contains("more than any Kubernetes object"));
 
-    assert_eq!(lab.count(&lab.west), before, "nothing was restored");
+    assert_eq!(lab.count(&lab.west).await, before, "nothing was restored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_endpoint_that_fails_throttles_or_stays_silent_is_retryable_within_the_step() {
     let lab = lab().await;
-    let before = lab.count(&lab.west);
+    let before = lab.count(&lab.west).await;
     let restore_from = |url: String, budget: Duration| {
         let mut sites = lab.sites.clone();
         sites.insert(
@@ -474,7 +483,7 @@ async fn an_s3_endpoint_that_fails_throttles_or_stays_silent_is_retryable_within
     let e = restore_from(silent.url(), Duration::from_secs(2)).await;
     assert_eq!(e.kind, drover_api::ErrorKind::Retryable, "silent: {e:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "bounded by the step: {:?}", started.elapsed());
-    assert_eq!(lab.count(&lab.west), before, "nothing restored");
+    assert_eq!(lab.count(&lab.west).await, before, "nothing restored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,7 +529,9 @@ async fn export_then_restore_round_trips_through_velero_format() {
                                     "to": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "planned-1" } }))
         .await
         .unwrap();
-    assert_eq!(out["items"], 5);
+    // A live namespace holds more than its manifests (the controllers' ReplicaSets and Pods,
+    // the default account, …): the export takes all, the restore leaves out what it must.
+    assert!(out["items"].as_u64().unwrap() > 5, "{out:?}");
     let restored = lab
         .run("kube.restore", json!({ "site": "west", "from": { "velero": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "latest" } } }))
         .await

@@ -81,6 +81,35 @@ impl Handle {
         }
     }
 
+    /// What a test compares to tell "nothing changed": every namespace, volume, CRD and the
+    /// common namespaced kinds, each with its resourceVersion.
+    pub async fn census(&self) -> Vec<String> {
+        let kinds = [
+            ("", "v1", "namespaces"),
+            ("", "v1", "persistentvolumes"),
+            ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+            ("", "v1", "configmaps"),
+            ("", "v1", "services"),
+            ("", "v1", "persistentvolumeclaims"),
+            ("apps", "v1", "deployments"),
+            ("apps", "v1", "statefulsets"),
+            ("networking.k8s.io", "v1", "ingresses"),
+        ];
+        let mut out = vec![];
+        for (g, v, p) in kinds {
+            for o in self.list(g, v, p).await {
+                out.push(format!(
+                    "{p} {}/{} {}",
+                    o["metadata"]["namespace"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap_or(""),
+                    o["metadata"]["resourceVersion"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// One object, or None.
     pub async fn get(&self, group: &str, version: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
         match self {
@@ -99,13 +128,23 @@ pub struct Site {
 
 /// A real control plane of its own, with drover's RBAC for the user `drover`.
 pub async fn site() -> Site {
-    real_site(&FAMILIES.iter().map(|f| f.name).collect::<Vec<_>>()).await
+    real_site(&all_families()).await
+}
+
+/// Every family `drover rbac` knows.
+pub fn all_families() -> Vec<&'static str> {
+    FAMILIES.iter().map(|f| f.name).collect()
 }
 
 /// A real control plane where `drover` is bound only to these families of `drover rbac`.
 pub async fn real_site(families: &[&str]) -> Site {
+    named_site("east", families).await
+}
+
+/// A real control plane whose kubeconfig context is `name`.
+pub async fn named_site(name: &str, families: &[&str]) -> Site {
     let users = vec![User { name: "drover".into(), groups: vec![] }];
-    let plane = ControlPlane::start(Options { name: "east".into(), users, ..Options::default() })
+    let plane = ControlPlane::start(Options { name: name.into(), users, ..Options::default() })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let chosen: Vec<_> = families.iter().map(|f| drover_kube::rbac::family(f).unwrap()).collect();
