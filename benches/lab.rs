@@ -43,7 +43,9 @@ fn config() -> LabConfig {
     let mut c = LabConfig::shipped(repo).expect("examples/lab/lab.yaml");
     c.copies = APPS;
     c.s3 = Choice::None;
-    c.kube.ready_delay = drover_api::HumanDuration(READY);
+    // Overhead is measured against waits the lab sets: the simulator's pace, not a real cluster's.
+    c.kube = drover::lab::KubeChoice::Simulator;
+    c.kube_simulator.ready_delay = drover_api::HumanDuration(READY);
     c.ontap_settings = Some(json!({
         "job_delay": humantime::format_duration(JOB).to_string(),
         "transfer_time": humantime::format_duration(TRANSFER).to_string(),

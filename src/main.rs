@@ -8,9 +8,11 @@ use drover::registry::Registry;
 
 fn main() {
     let cli = Cli::parse();
+    // The Kubernetes client logs every failed request at ERROR; drover reports each failure
+    // itself, with what to do, so its own log stays quiet below -vv.
     let default = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,kube_client=off",
+        1 => "info,kube_client=off",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -403,3 +403,33 @@ fn a_failed_preflight_exits_1_lists_every_failure_and_changes_nothing() {
     assert!(marker.exists());
     assert!(text(&out).contains("preflight: SKIPPED by"), "{}", text(&out));
 }
+
+#[test]
+fn rbac_prints_a_role_and_binding_per_family_for_the_named_identity() {
+    let env = Env::new();
+    let out = env.run(&["rbac", "--family", "workloads", "--family", "restore", "--for", "serviceaccount:ops/drover"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<String> = docs
+        .iter()
+        .map(|d| format!("{} {}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole drover-workloads",
+            "ClusterRoleBinding drover-workloads",
+            "ClusterRole drover-restore",
+            "ClusterRoleBinding drover-restore"
+        ]
+    );
+    assert_eq!(
+        docs[1]["subjects"][0],
+        serde_json::json!({ "kind": "ServiceAccount", "namespace": "ops", "name": "drover" })
+    );
+    let out = env.run(&["rbac", "--family", "everything"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("families: check, workloads, restore"), "{}", text(&out));
+}

@@ -5,9 +5,10 @@
 //! transferring, its SVM running. After the point of no return (`break`) a failure halts, the
 //! report says where each site stands, and the run continues with `drover resume`.
 //!
-//! Backends: the lab — the ONTAP and Kubernetes simulators (the faults are injected there:
-//! a cluster stops answering, a transfer fails), with DNS, the load balancer and S3 as the lab
-//! picks them (real servers when installed). The shipped runbook is used as drover ships it
+//! Backends: the lab — two real Kubernetes control planes (a site that goes down is one that
+//! stops), the ONTAP simulator (the faults are injected there: a cluster stops answering, a
+//! transfer fails), with DNS, the load balancer and S3 as the lab picks them (real servers when
+//! installed). The shipped runbook is used as drover ships it
 //! (`drover failover`, built in), run from a directory that is not the checkout.
 
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ impl Site {
         let config = LabConfig::builtin(&dir.path().join("lab")).unwrap();
         let lab = Lab::up(&config, &dir.path().join("lab")).await.unwrap();
         let mut site = Site { lab, dir, before: vec![] };
-        site.before = site.primary();
+        site.before = site.primary().await;
         for want in ["SVM-DR svm_dr: snapmirrored", "SVM svm1 running", "Deployment shop/web replicas 3"] {
             assert!(site.before.iter().any(|l| l == want), "the lab starts with `{want}`: {:?}", site.before);
         }
@@ -78,7 +79,7 @@ impl Site {
     }
 
     /// How the primary looks: each line must read as it did before the failover.
-    fn primary(&self) -> Vec<String> {
+    async fn primary(&self) -> Vec<String> {
         let mut out = self.lab.ontap.with_world(|w| {
             let rel = w.rels.iter().find(|r| r.dst_path == "svm_dr:").map(|r| r.state.clone()).unwrap_or_default();
             let svm = w
@@ -90,30 +91,23 @@ impl Site {
                 .unwrap_or_default();
             vec![format!("SVM-DR svm_dr: {rel}"), format!("SVM svm1 {svm}")]
         });
-        out.extend(self.lab.east.with_store(|s| {
-            let get = |g: &str, p: &str, ns: Option<&str>, name: &str| {
-                let t = s.types.iter().find(|t| t.group == g && t.plural == p)?.clone();
-                s.get(&t, ns, name).ok()
-            };
-            let ns = get("", "namespaces", None, "shop").unwrap_or_default();
-            let web = get("apps", "deployments", Some("shop"), "web").unwrap_or_default();
-            vec![
-                format!("namespace shop labels {}", ns.pointer("/metadata/labels").cloned().unwrap_or(Value::Null)),
-                format!("Deployment shop/web replicas {}", web["spec"]["replicas"]),
-                format!(
-                    "Deployment shop/web remembers {}",
-                    web.pointer("/metadata/annotations/drover.io~1replicas-before-scale")
-                        .cloned()
-                        .unwrap_or(Value::Null)
-                ),
-            ]
-        }));
+        let east = &self.lab.east;
+        let ns = east.get("", "v1", "namespaces", None, "shop").await.unwrap_or_default();
+        let web = east.get("apps", "v1", "deployments", Some("shop"), "web").await.unwrap_or_default();
+        out.extend([
+            format!("namespace shop labels {}", ns.pointer("/metadata/labels").cloned().unwrap_or(Value::Null)),
+            format!("Deployment shop/web replicas {}", web["spec"]["replicas"]),
+            format!(
+                "Deployment shop/web remembers {}",
+                web.pointer("/metadata/annotations/drover.io~1replicas-before-scale").cloned().unwrap_or(Value::Null)
+            ),
+        ]);
         out
     }
 }
 
-fn assert_untouched(site: &Site, text: &str) {
-    assert_eq!(site.primary(), site.before, "the primary changed:\n{text}");
+async fn assert_untouched(site: &Site, text: &str) {
+    assert_eq!(site.primary().await, site.before, "the primary changed:\n{text}");
 }
 
 /// Point the DR site's ONTAP credential at a variable that is not set.
@@ -136,7 +130,7 @@ async fn a_wrong_dr_credential_stops_the_failover_before_production_is_touched()
         "{text}"
     );
     assert!(text.contains("nothing was changed"), "{text}");
-    assert_untouched(&site, &text);
+    assert_untouched(&site, &text).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +140,7 @@ async fn an_unreachable_dr_ontap_stops_the_failover_before_production_is_touched
     let (code, text) = site.failover(&["--preflight-timeout", "20s"]).await;
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("preflight: FAILED"), "{text}");
-    assert_untouched(&site, &text);
+    assert_untouched(&site, &text).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +150,7 @@ async fn an_unreachable_dr_cluster_stops_the_failover_before_production_is_touch
     let (code, text) = site.failover(&["--preflight-timeout", "20s"]).await;
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("preflight: FAILED") && text.contains("check-dr"), "{text}");
-    assert_untouched(&site, &text);
+    assert_untouched(&site, &text).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +166,7 @@ async fn replication_further_behind_than_max_lag_stops_the_failover_before_produ
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("lag 2h") && text.contains("(max 1h)"), "{text}");
     assert!(text.contains("check-replication") && text.contains("lag within max_lag (RPO)"), "{text}");
-    assert_untouched(&site, &text);
+    assert_untouched(&site, &text).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,14 +189,8 @@ async fn a_denied_confirmation_leaves_both_sites_as_they_were() {
     assert_eq!(denied, Some(0), "{answer}");
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("gate `confirm-planned` DENIED by the-manager"), "{text}");
-    assert_untouched(&site, &text);
-    let west = site.lab.west.with_store(|s| {
-        s.types.iter().any(|t| t.plural == "namespaces") && {
-            let t = s.types.iter().find(|t| t.plural == "namespaces").unwrap().clone();
-            s.get(&t, None, "shop").is_ok()
-        }
-    });
-    assert!(!west, "nothing was restored at DR");
+    assert_untouched(&site, &text).await;
+    assert!(site.lab.west.get("", "v1", "namespaces", None, "shop").await.is_none(), "nothing was restored at DR");
 }
 
 /// Whether the run in `state` waits for an answer at `step`.
@@ -235,7 +223,7 @@ async fn a_failure_after_the_fence_and_before_the_break_is_rolled_back() {
     assert!(text.contains("✓ fence"), "the fence ran first:\n{text}");
     assert!(text.contains("⟲ fence  undone"), "{text}");
     assert!(text.contains("failed and rolled back"), "{text}");
-    assert_untouched(&site, &text);
+    assert_untouched(&site, &text).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,4 +296,22 @@ async fn the_shipped_failover_runs_from_any_directory() {
     let report = text.split("outage window: ").nth(1).unwrap_or_else(|| panic!("no outage window in:\n{text}"));
     assert!(report.contains("from the start of `fence`, the first change, to the end of `verify`"), "{report}");
     assert!(text.contains("RTO target 15m00s: met"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_at_the_dr_cluster_stops_the_failover_before_production_is_touched() {
+    let site = Site::up().await;
+    let drover::lab::LabKube::Real(west) = &site.lab.west else {
+        panic!("this cell needs RBAC: a real control plane (tools/k8s/build.sh)");
+    };
+    // The DR site's drover identity loses the role that lets it write the apps.
+    west.request("DELETE", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/drover-restore", None)
+        .await
+        .unwrap();
+    let (code, text) = site.failover(&[]).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("preflight: FAILED"), "{text}");
+    let failed = text.split("preflight: FAILED").nth(1).unwrap();
+    assert!(failed.contains("restore-from-primary") && failed.contains("403"), "{failed}");
+    assert_untouched(&site, &text).await;
 }

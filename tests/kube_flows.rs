@@ -1,5 +1,6 @@
-//! examples/app-move.yaml through the `drover` command against two simulated clusters: the
-//! app moves, a second run changes nothing, and a failure after fencing rolls the fence back.
+//! examples/app-move.yaml through the `drover` command against two clusters: the app moves and a
+//! second run changes nothing (two real control planes), and a failure after fencing rolls the
+//! fence back (the simulator, which can fail every write on demand).
 
 use std::collections::BTreeMap;
 mod common;
@@ -9,20 +10,24 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use drover_kube::sim::{Cluster, Fault, FaultKind};
+use drover::lab::{KubeChoice, LabKube};
+use drover_kube::sim::{Fault, FaultKind};
 
 struct Lab {
     dir: tempfile::TempDir,
-    east: Cluster,
-    west: Cluster,
+    east: LabKube,
+    west: LabKube,
     sites: String,
 }
 
 /// Two clusters; the shop app runs on east.
-async fn lab() -> Lab {
+async fn lab(kube: KubeChoice) -> Lab {
     let dir = tempfile::tempdir().unwrap();
-    let (east, east_config) = drover::lab::start_kube("east", 0, dir.path(), Default::default()).await.unwrap();
-    let (west, west_config) = drover::lab::start_kube("west", 0, dir.path(), Default::default()).await.unwrap();
+    let (east, west) = tokio::join!(
+        LabKube::start("east", kube, dir.path(), Default::default()),
+        LabKube::start("west", kube, dir.path(), Default::default())
+    );
+    let ((east, east_config), (west, west_config)) = (east.unwrap(), west.unwrap());
     let sites = dir.path().join("sites.yaml");
     let section = |config: &std::path::Path, name: &str| json!({ "kubeconfig": config, "context": name });
     let entries = [
@@ -50,15 +55,13 @@ impl Lab {
     }
 }
 
-fn object(cluster: &Cluster, group: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
-    cluster.with_store(|s| {
-        let t = s.types.iter().find(|t| t.group == group && t.plural == plural).unwrap().clone();
-        s.get(&t, ns, name).ok()
-    })
+async fn object(cluster: &LabKube, group: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+    cluster.get(group, "v1", plural, ns, name).await
 }
 
-fn replicas(cluster: &Cluster, name: &str) -> Value {
+async fn replicas(cluster: &LabKube, name: &str) -> Value {
     object(cluster, "apps", "deployments", Some("shop"), name)
+        .await
         .map(|d| d["spec"]["replicas"].clone())
         .unwrap_or_default()
 }
@@ -69,28 +72,29 @@ fn text(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_moves_to_west_and_a_second_run_changes_nothing() {
-    let lab = lab().await;
+    let lab = lab(KubeChoice::Real).await;
     let out = lab.run(&[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(replicas(&lab.east, "web"), 0);
-    let ns = object(&lab.east, "", "namespaces", None, "shop").unwrap();
+    assert_eq!(replicas(&lab.east, "web").await, 0);
+    let ns = object(&lab.east, "", "namespaces", None, "shop").await.unwrap();
     assert_eq!(ns["metadata"]["labels"]["drover.io/fenced"], "true");
-    let web = object(&lab.west, "apps", "deployments", Some("shop"), "web").unwrap();
+    let web = object(&lab.west, "apps", "deployments", Some("shop"), "web").await.unwrap();
     assert_eq!(web["spec"]["replicas"], 3);
     assert_eq!(web["status"]["availableReplicas"], 3, "the run waited until west was ready");
 
     let version = web["metadata"]["resourceVersion"].clone();
     let out = lab.run(&[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let web = object(&lab.west, "apps", "deployments", Some("shop"), "web").unwrap();
+    let web = object(&lab.west, "apps", "deployments", Some("shop"), "web").await.unwrap();
     assert_eq!(web["metadata"]["resourceVersion"], version);
     assert!(text(&out).contains("changed=0"), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_apply_on_west_rolls_back_the_fence_on_east() {
-    let lab = lab().await;
-    lab.west.inject(Fault {
+    let lab = lab(KubeChoice::Simulator).await;
+    let LabKube::Sim(west) = &lab.west else { unreachable!("asked for the simulator") };
+    west.inject(Fault {
         method: Some("PATCH".into()),
         path: Some("/deployments/".into()),
         kind: FaultKind::ServerError,
@@ -102,7 +106,7 @@ async fn a_failed_apply_on_west_rolls_back_the_fence_on_east() {
     let report = text(&out);
     assert!(report.contains("500 InternalError"), "{report}");
     assert!(report.contains("rolled back"), "{report}");
-    assert_eq!(replicas(&lab.east, "web"), 3, "east is back up");
-    let ns = object(&lab.east, "", "namespaces", None, "shop").unwrap();
+    assert_eq!(replicas(&lab.east, "web").await, 3, "east is back up");
+    let ns = object(&lab.east, "", "namespaces", None, "shop").await.unwrap();
     assert!(ns["metadata"]["labels"].get("drover.io/fenced").is_none(), "{ns}");
 }

@@ -558,3 +558,50 @@ fn type_name(p: &Value, root: &Value) -> String {
         _ => "any".into(),
     }
 }
+
+#[derive(Debug, Args)]
+pub struct RbacArgs {
+    /// Only these families of actions (repeatable): check, workloads, restore, read, delete,
+    /// velero, snapshots. Default: every family.
+    #[arg(long = "family", value_name = "FAMILY")]
+    pub families: Vec<String>,
+    /// Who the bindings name: `user:NAME` or `serviceaccount:NAMESPACE/NAME`.
+    #[arg(long = "for", value_name = "SUBJECT", default_value = "serviceaccount:drover/drover")]
+    pub subject: String,
+}
+
+/// `drover rbac`: the Kubernetes RBAC a site's drover identity needs, as YAML to apply.
+pub fn rbac(cli: &Cli, a: &RbacArgs) -> Result<i32, CliError> {
+    use drover_kube::rbac::{FAMILIES, Subject, family, manifests};
+    let subject = Subject::parse(&a.subject).map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
+    let chosen: Vec<_> = if a.families.is_empty() {
+        FAMILIES.iter().collect()
+    } else {
+        let mut out = vec![];
+        for name in &a.families {
+            let f = family(name).ok_or_else(|| {
+                let names: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+                CliError::new(exit::INVALID_INPUT, format!("no family `{name}`"))
+                    .hint(format!("families: {}", names.join(", ")))
+            })?;
+            out.push(f);
+        }
+        out
+    };
+    let docs = manifests(&chosen, &subject);
+    if cli.output == Output::Json {
+        println!("{}", json!({ "items": docs }));
+        return Ok(exit::SUCCESS);
+    }
+    let mut text = String::from(
+        "# The Kubernetes RBAC drover's identity needs on a site, per family of actions.\n# Apply on each site: kubectl apply -f - < THIS_FILE\n",
+    );
+    for (f, pair) in chosen.iter().zip(docs.chunks(2)) {
+        let _ = write!(text, "---\n# {}: {} — {}\n", f.name, f.actions.join(", "), f.why);
+        text.push_str(&serde_yaml::to_string(&pair[0]).unwrap_or_default());
+        text.push_str("---\n");
+        text.push_str(&serde_yaml::to_string(&pair[1]).unwrap_or_default());
+    }
+    print!("{text}");
+    Ok(exit::SUCCESS)
+}

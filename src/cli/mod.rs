@@ -83,6 +83,9 @@ pub enum Command {
     Approve(info::ApproveArgs),
     /// List every action with its parameters and outputs.
     Actions(info::ActionsArgs),
+    /// Print the Kubernetes RBAC (ClusterRoles and bindings) a site's drover identity needs,
+    /// per family of actions; a missing permission at run time names the family.
+    Rbac(info::RbacArgs),
     /// Fail over: run the shipped failover runbook (runbooks/failover.yaml, built in;
     /// `--param mode=unplanned` when the primary is down) with all of `run`'s flags.
     Failover(run::FlowArgs),
@@ -177,6 +180,7 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
         Command::Report(a) => info::report(&cli, a),
         Command::Approve(a) => info::approve(&cli, a),
         Command::Actions(a) => info::actions(&cli, a, &registry),
+        Command::Rbac(a) => info::rbac(&cli, a),
         Command::Failover(a) => run::run(&cli, &a.to_run("failover.yaml", a.dry_run), &registry).await,
         Command::Failback(a) => run::run(&cli, &a.to_run("failback.yaml", a.dry_run), &registry).await,
         Command::Rehearse(a) if a.live => run::run(&cli, &a.to_run("rehearsal.yaml", a.dry_run), &registry).await,

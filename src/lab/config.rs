@@ -24,6 +24,21 @@ pub enum Choice {
     None,
 }
 
+/// What plays each site's Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KubeChoice {
+    /// Real control planes when `tools/k8s/build.sh` has built them, else the simulator.
+    #[default]
+    Auto,
+    /// Real control planes (etcd, kube-apiserver, controllers, kwok's nodes); the lab fails
+    /// to start without them.
+    Real,
+    /// drover's Kubernetes API simulator (no Go needed).
+    Simulator,
+}
+
+/// The simulator's pace (unused by a real control plane).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KubeSettings {
@@ -62,7 +77,9 @@ struct File {
     #[serde(default)]
     s3: Choice,
     #[serde(default)]
-    kube: KubeSettings,
+    kube: KubeChoice,
+    #[serde(default)]
+    kube_simulator: KubeSettings,
     #[serde(default)]
     ontap_settings: Option<serde_json::Value>,
 }
@@ -81,7 +98,9 @@ pub struct LabConfig {
     pub dns: Choice,
     pub lb: Choice,
     pub s3: Choice,
-    pub kube: KubeSettings,
+    pub kube: KubeChoice,
+    /// How slow the Kubernetes simulator is, when it plays.
+    pub kube_simulator: KubeSettings,
 }
 
 /// The most copies the lab seeds; each is a namespace with a dozen objects.
@@ -144,6 +163,7 @@ impl LabConfig {
             lb: file.lb,
             s3: file.s3,
             kube: file.kube,
+            kube_simulator: file.kube_simulator,
         })
     }
 
@@ -201,7 +221,9 @@ mod tests {
         assert!(e.contains("between 1 and"), "{e}");
         let e = load("apiVersion: drover/v1\nkind: Runbook\n").unwrap_err();
         assert!(e.contains("kind: Lab"), "{e}");
-        let e = load("apiVersion: drover/v1\nkind: Lab\nkube: { ready_delay: soon }\n").unwrap_err();
-        assert!(e.contains("kube.ready_delay"), "{e}");
+        let e = load("apiVersion: drover/v1\nkind: Lab\nkube_simulator: { ready_delay: soon }\n").unwrap_err();
+        assert!(e.contains("kube_simulator.ready_delay"), "{e}");
+        let e = load("apiVersion: drover/v1\nkind: Lab\nkube: minikube\n").unwrap_err();
+        assert!(e.contains("unknown variant `minikube`"), "{e}");
     }
 }

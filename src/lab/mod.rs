@@ -2,11 +2,13 @@
 //! newcomer's first command is a real run with a real report.
 
 mod config;
+mod kube;
 mod site;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{Choice, LabConfig};
+pub use config::{Choice, KubeChoice, LabConfig};
+pub use kube::LabKube;
 pub use site::{Lab, Part};
 
 use serde_json::{Map, Value, json};

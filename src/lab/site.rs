@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use drover_api::testing;
-use drover_kube::sim::Cluster;
 use drover_ontap::sim::Simulator;
+
+use super::kube::LabKube;
 
 use super::config::{Choice, LabConfig, copy_namespace};
 
@@ -46,8 +47,8 @@ impl Drop for Procs {
 /// A running lab; dropping it stops everything.
 pub struct Lab {
     pub ontap: Simulator,
-    pub east: Cluster,
-    pub west: Cluster,
+    pub east: LabKube,
+    pub west: LabKube,
     pub dir: PathBuf,
     pub sites_file: PathBuf,
     pub parts: Vec<Part>,
@@ -93,31 +94,35 @@ fn copy_object(mut o: Value, n: u32) -> Option<Value> {
     let ns = copy_namespace(n);
     let kind = o["kind"].as_str().unwrap_or_default().to_string();
     let host = |h: &str| h.strip_prefix("shop.").map(|rest| format!("{ns}.{rest}")).unwrap_or_else(|| h.to_string());
+    // Only fields the object has are rewritten: indexing a JSON value to write would add
+    // fields it never had (a `spec` on a ConfigMap), which a real API server refuses.
     match kind.as_str() {
         "Namespace" => o["metadata"]["name"] = json!(ns),
         "PersistentVolume" => {
             let name = o["metadata"]["name"].as_str()?.to_string();
             o["metadata"]["name"] = json!(format!("{name}-{n}"));
-            if o["spec"]["claimRef"].is_object() {
-                o["spec"]["claimRef"]["namespace"] = json!(ns);
+            if let Some(claim) = o.pointer_mut("/spec/claimRef").filter(|c| c.is_object()) {
+                claim["namespace"] = json!(ns);
             }
         }
         _ if o["metadata"]["namespace"].is_string() => {
             o["metadata"]["namespace"] = json!(ns);
-            if let Some(v) = o["spec"]["volumeName"].as_str() {
-                o["spec"]["volumeName"] = json!(format!("{v}-{n}"));
+            if let Some(v) = o.pointer_mut("/spec/volumeName")
+                && let Some(name) = v.as_str()
+            {
+                *v = json!(format!("{name}-{n}"));
             }
-            for s in o["subjects"].as_array_mut().into_iter().flatten() {
+            for s in o.pointer_mut("/subjects").and_then(Value::as_array_mut).into_iter().flatten() {
                 if s["namespace"].is_string() {
                     s["namespace"] = json!(ns);
                 }
             }
-            for r in o["spec"]["rules"].as_array_mut().into_iter().flatten() {
+            for r in o.pointer_mut("/spec/rules").and_then(Value::as_array_mut).into_iter().flatten() {
                 if let Some(h) = r["host"].as_str() {
                     r["host"] = json!(host(h));
                 }
             }
-            if let Some(a) = o["metadata"]["annotations"].as_object_mut() {
+            if let Some(a) = o.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
                 for v in a.values_mut() {
                     if let Some(h) = v.as_str().filter(|h| h.starts_with("shop.")) {
                         *v = json!(host(h));
@@ -320,17 +325,20 @@ impl Lab {
             sections.push((name, "ontap".into(), section));
         }
         let kube = drover_kube::sim::Settings {
-            ready_delay: config.kube.ready_delay.0,
-            namespace_delete_delay: config.kube.namespace_delete_delay.0,
+            ready_delay: config.kube_simulator.ready_delay.0,
+            namespace_delete_delay: config.kube_simulator.namespace_delete_delay.0,
         };
-        let (east, east_config) = super::start_kube("east", 0, dir, kube.clone()).await?;
-        let (west, west_config) = super::start_kube("west", 0, dir, kube).await?;
+        let (east, west) = tokio::join!(
+            LabKube::start("east", config.kube, dir, kube.clone()),
+            LabKube::start("west", config.kube, dir, kube)
+        );
+        let ((east, east_config), (west, west_config)) = (east?, west?);
         for (name, c, config) in [("east", &east, &east_config), ("west", &west, &west_config)] {
             parts.push(Part {
                 name: format!("Kubernetes {name}"),
                 endpoint: c.url(),
-                kind: "simulator",
-                note: format!("kubeconfig {}", config.display()),
+                kind: c.kind(),
+                note: format!("{}; kubeconfig {}", c.note(), config.display()),
             });
             sections.push((name.into(), "kube".into(), json!({ "kubeconfig": config, "context": name })));
         }
@@ -579,30 +587,27 @@ impl Lab {
             format!("SVMs: {}", svms.join(", ")),
             svms.contains(&"svm1 running".into()) && svms.contains(&"svm_dr stopped".into()),
         ));
-        let get = |c: &Cluster, g: &str, p: &str, ns: Option<&str>, name: &str| {
-            c.with_store(|s| {
-                let t = s.types.iter().find(|t| t.group == g && t.plural == p)?.clone();
-                s.get(&t, ns, name).ok()
-            })
-        };
-        let web = get(&self.east, "apps", "deployments", Some("shop"), "web");
+        let web = self.east.get("apps", "v1", "deployments", Some("shop"), "web").await;
         let ready =
             web.as_ref().and_then(|w| w.pointer("/status/availableReplicas")).and_then(Value::as_i64).unwrap_or(0);
         out.push((format!("east runs Deployment shop/web with {ready} available replicas"), ready == 3));
-        let host = get(&self.east, "networking.k8s.io", "ingresses", Some("shop"), "web")
+        let host = self
+            .east
+            .get("networking.k8s.io", "v1", "ingresses", Some("shop"), "web")
+            .await
             .and_then(|i| i.pointer("/spec/rules/0/host").and_then(Value::as_str).map(String::from))
             .unwrap_or_default();
         out.push((format!("east's Ingress shop/web serves {host}"), host == "shop.east.example.com"));
         if self.namespaces.len() > 1 {
-            let (ready, hosts) = self.apps_serving(&self.east, "east");
+            let (ready, hosts) = self.apps_serving(&self.east, "east").await;
             let n = self.namespaces.len();
             out.push((format!("east runs Deployment web in {ready} of {n} app namespaces"), ready == n));
             out.push((format!("east's Ingress web serves the east host in {hosts} of {n} app namespaces"), hosts == n));
         }
-        let ns = get(&self.east, "", "namespaces", None, "shop").unwrap_or_default();
+        let ns = self.east.get("", "v1", "namespaces", None, "shop").await.unwrap_or_default();
         let fenced = ns.pointer("/metadata/labels/drover.io~1fenced").is_some();
         out.push((format!("east's namespace shop is {}", if fenced { "fenced" } else { "not fenced" }), !fenced));
-        let left = get(&self.west, "", "namespaces", None, "shop").is_some();
+        let left = self.west.get("", "v1", "namespaces", None, "shop").await.is_some();
         out.push((format!("west {} namespace shop", if left { "still has" } else { "has no" }), !left));
         if let Some(addr) = self.dns {
             let answer =
@@ -622,26 +627,22 @@ impl Lab {
 
     /// In how many app namespaces `cluster` runs Deployment web (available replicas) and its
     /// Ingress serves the `site` host (`NS.SITE.example.com`).
-    fn apps_serving(&self, cluster: &Cluster, site: &str) -> (usize, usize) {
-        cluster.with_store(|s| {
-            let get = |g: &str, p: &str, ns: &str| {
-                let t = s.types.iter().find(|t| t.group == g && t.plural == p)?.clone();
-                s.get(&t, Some(ns), "web").ok()
-            };
-            let mut counts = (0, 0);
-            for ns in &self.namespaces {
-                let web = get("apps", "deployments", ns);
-                if web.and_then(|w| w.pointer("/status/availableReplicas").and_then(Value::as_i64)).unwrap_or(0) > 0 {
-                    counts.0 += 1;
-                }
-                let host = get("networking.k8s.io", "ingresses", ns)
-                    .and_then(|i| i.pointer("/spec/rules/0/host").and_then(Value::as_str).map(String::from));
-                if host.as_deref() == Some(&format!("{ns}.{site}.example.com")) {
-                    counts.1 += 1;
-                }
+    async fn apps_serving(&self, cluster: &LabKube, site: &str) -> (usize, usize) {
+        let mut counts = (0, 0);
+        for ns in &self.namespaces {
+            let web = cluster.get("apps", "v1", "deployments", Some(ns), "web").await;
+            if web.and_then(|w| w.pointer("/status/availableReplicas").and_then(Value::as_i64)).unwrap_or(0) > 0 {
+                counts.0 += 1;
             }
-            counts
-        })
+            let host = cluster
+                .get("networking.k8s.io", "v1", "ingresses", Some(ns), "web")
+                .await
+                .and_then(|i| i.pointer("/spec/rules/0/host").and_then(Value::as_str).map(String::from));
+            if host.as_deref() == Some(&format!("{ns}.{site}.example.com")) {
+                counts.1 += 1;
+            }
+        }
+        counts
     }
 
     /// Check the state a failover must leave; each line says what was found.
@@ -660,13 +661,8 @@ impl Lab {
         });
         out.push((format!("SVM-DR relationship svm_dr: is {rel}"), rel == "broken_off"));
         out.push((format!("DR SVM svm_dr is {svm}"), svm == "running"));
-        let (web, ingress) = self.west.with_store(|s| {
-            let get = |g: &str, p: &str, name: &str| {
-                let t = s.types.iter().find(|t| t.group == g && t.plural == p)?.clone();
-                s.get(&t, Some("shop"), name).ok()
-            };
-            (get("apps", "deployments", "web"), get("networking.k8s.io", "ingresses", "web"))
-        });
+        let web = self.west.get("apps", "v1", "deployments", Some("shop"), "web").await;
+        let ingress = self.west.get("networking.k8s.io", "v1", "ingresses", Some("shop"), "web").await;
         let ready =
             web.as_ref().and_then(|w| w.pointer("/status/availableReplicas")).and_then(Value::as_i64).unwrap_or(0);
         out.push((format!("west runs Deployment shop/web with {ready} available replicas"), ready > 0));
@@ -678,7 +674,7 @@ impl Lab {
             .to_string();
         out.push((format!("west's Ingress shop/web serves {host}"), host == "shop.west.example.com"));
         if self.namespaces.len() > 1 {
-            let (ready, hosts) = self.apps_serving(&self.west, "west");
+            let (ready, hosts) = self.apps_serving(&self.west, "west").await;
             let n = self.namespaces.len();
             out.push((format!("west runs Deployment web in {ready} of {n} app namespaces"), ready == n));
             out.push((format!("west's Ingress web serves the west host in {hosts} of {n} app namespaces"), hosts == n));
@@ -720,5 +716,29 @@ impl LabS3 {
             LabS3::Moto(m) => m.bucket(name).await,
             LabS3::StandIn(s) => s.bucket(name).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_gains_no_field_its_object_did_not_have() {
+        // A real API server refused the copies when a ConfigMap came with `spec: {}` and a Role
+        // with `spec: { rules: null }`.
+        let cm = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "settings", "namespace": "shop" },
+                         "data": { "currency": "EUR" } });
+        let copy = copy_object(cm, 2).unwrap();
+        assert_eq!(
+            copy,
+            json!({ "apiVersion": "v1", "kind": "ConfigMap",
+                                 "metadata": { "name": "settings", "namespace": "shop-2" }, "data": { "currency": "EUR" } })
+        );
+        let role = json!({ "kind": "Role", "metadata": { "name": "r", "namespace": "shop" }, "rules": [{ "verbs": ["get"] }] });
+        assert!(copy_object(role, 2).unwrap().get("spec").is_none());
+        let ing = json!({ "kind": "Ingress", "metadata": { "name": "web", "namespace": "shop" },
+                          "spec": { "rules": [{ "host": "shop.east.example.com" }] } });
+        assert_eq!(copy_object(ing, 3).unwrap()["spec"]["rules"][0]["host"], "shop-3.east.example.com");
     }
 }

@@ -241,6 +241,8 @@ impl Kube {
                     )
                 } else if status.message.is_empty() {
                     format!("{origin}: {what}: HTTP {} {}", status.code, status.reason)
+                } else if status.reason.is_empty() {
+                    format!("{origin}: {what}: {} (HTTP {})", status.message, status.code)
                 } else {
                     format!("{origin}: {what}: {} ({} {})", status.message, status.code, status.reason)
                 };
@@ -455,6 +457,13 @@ pub fn describe(kind: &str, namespace: Option<&str>, name: &str) -> String {
         Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
         _ => format!("{kind} {name}"),
     }
+}
+
+/// Whether the API server refused the identity (401, 403): no earlier step can fix that, so a
+/// plan reports it as an access check. (The message is this client's own, built in
+/// [`Kube::error`].)
+pub fn is_refused(e: &ActionError) -> bool {
+    e.message.ends_with("(403 Forbidden)") || e.message.ends_with("(401 Unauthorized)")
 }
 
 /// True for a 404 from the API server.

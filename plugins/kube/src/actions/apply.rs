@@ -302,6 +302,9 @@ impl TypedAction for Apply {
                     }
                 }
                 Err(e) if e.is_retryable() => return Err(e),
+                Err(e) if crate::client::is_refused(&e) => {
+                    plan = plan.access_check(format!("allowed to write {}", x.describe()), false, e.message)
+                }
                 Err(e) => plan = plan.check(format!("server-side dry run of {}", x.describe()), false, e.message),
             }
         }

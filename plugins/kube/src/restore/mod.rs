@@ -389,6 +389,8 @@ enum Outcome {
     Unchanged,
     Skipped,
     Failed(String),
+    /// The identity may not write it: a missing permission, not a bad object.
+    Refused(String),
 }
 
 /// The resourceVersion of every object that exists already, by key — one paged LIST per
@@ -512,6 +514,7 @@ async fn restore_one(
             match kube.dry_run_elsewhere(&kind, &o.object(), &format!("apply {}", o.describe())).await {
                 Ok(()) => Ok(Outcome::Created),
                 Err(e) if e.is_retryable() => Err(e),
+                Err(e) if crate::client::is_refused(&e) => Ok(Outcome::Refused(e.message)),
                 Err(e) => Ok(Outcome::Failed(e.message)),
             }
         }
@@ -784,6 +787,10 @@ impl TypedAction for Restore {
                     plan = plan.check(format!("server-side dry run of {}", o.describe()), false, why.clone());
                     "fail"
                 }
+                Some(Outcome::Refused(why)) => {
+                    plan = plan.access_check(format!("allowed to write {}", o.describe()), false, why.clone());
+                    "refused"
+                }
                 None => "not reached",
             };
             *tally.entry(label).or_default() += 1;
@@ -848,7 +855,7 @@ impl TypedAction for Restore {
                 Some(Outcome::Created | Outcome::Updated) => restored += 1,
                 Some(Outcome::Unchanged) => unchanged += 1,
                 Some(Outcome::Skipped) => skipped += 1,
-                Some(Outcome::Failed(why)) => failed.push(format!("{}: {why}", o.describe())),
+                Some(Outcome::Failed(why) | Outcome::Refused(why)) => failed.push(format!("{}: {why}", o.describe())),
                 None => failed.push(format!("{}: not attempted", o.describe())),
             }
         }
@@ -863,15 +870,19 @@ impl TypedAction for Restore {
         out.insert("namespaces".into(), json!(namespaces));
         out.insert("created_crds".into(), json!(created_crds));
         if !failed.is_empty() && !p.allow_partial {
+            let refused = outcomes.iter().any(|o| matches!(o, Some(Outcome::Refused(_))));
+            let hint = if refused {
+                "the site's identity may not write some of these: grant what the 403 names (`drover rbac --family restore` prints the role), then re-run"
+            } else {
+                "fix these and re-run (restored objects are kept and skipped on resume), or set `allow_partial: true`"
+            };
             return Err(ActionError::permanent(format!(
                 "{} of {} objects were not restored: {}",
                 failed.len(),
                 got.objects.len(),
                 failed.iter().take(20).cloned().collect::<Vec<_>>().join("; ")
             ))
-            .with_hint(
-                "fix these and re-run (restored objects are kept and skipped on resume), or set `allow_partial: true`",
-            ));
+            .with_hint(hint));
         }
         Ok(out)
     }
