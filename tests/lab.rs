@@ -1,5 +1,6 @@
 //! The README's main command: `drover lab failover`, planned and unplanned, on the built-in
-//! two-site lab (ONTAP and Kubernetes simulators; real BIND, HAProxy and moto, which
+//! two-site lab (the ONTAP simulator; two real Kubernetes control planes, as `kube: auto` picks
+//! once tools/k8s/build.sh has built them; real BIND, HAProxy and moto, which
 //! `bash .ci/run` installs). It exits 0 only when the end state is checked: relationship
 //! broken off, DR SVM running, apps running on west with rewritten hosts, DNS and load balancer
 //! on west.
@@ -213,8 +214,8 @@ async fn a_rehearsal_checks_every_precondition_and_changes_nothing_anywhere() {
     let (code, text) = drover_async(lab_args(&lab, &["rehearse"])).await.unwrap();
     assert_eq!(code, Some(0), "{text}");
     let line = text.lines().find(|l| l.starts_with("predicted recovery time: ")).unwrap_or_else(|| panic!("{text}"));
-    // Which check leads into final-update depends on that run's timings; the chain after it does not.
-    assert!(line.contains("median step durations of 1 earlier run(s): check-"), "{line}");
+    // Which checks lead into final-update depends on that run's timings; the chain after it does not.
+    assert!(line.contains("median step durations of 1 earlier run(s): "), "{line}");
     assert!(line.contains("-> final-update -> quiesce -> break -> stop-source-svm -> start-dr-svm ->"), "{line}");
     assert_eq!(lab_state(&lab).await, before, "a rehearsal changes nothing");
 }

@@ -37,14 +37,42 @@ if ((${#missing[@]} == 0)); then
   echo "$bin"
   exit 0
 fi
-command -v go >/dev/null || { echo "go is not installed: the real control plane cannot be built (install Go 1.26+)" >&2; exit 1; }
+log() { echo "[k8s build $(date +%H:%M:%S)] $*" >&2; }
+
+# Go: the one on PATH if it is 1.26 or newer, else the pinned toolchain from the module proxy,
+# unpacked once into the cache.
+go_new_enough() {
+  local v
+  v=$(go env GOVERSION 2>/dev/null) || return 1
+  v=${v#go}
+  [ "$(printf '%s\n1.26\n' "${v%%[-+ ]*}" | sort -V | head -n1)" = "1.26" ]
+}
+if ! command -v go >/dev/null || ! go_new_enough; then
+  goroot="$cache_root/go$GO_VERSION"
+  if [ ! -x "$goroot/bin/go" ]; then
+    proxy=$(printf '%s' "${GOPROXY:-https://proxy.golang.org}" | cut -d, -f1)
+    [ "$proxy" = direct ] && proxy=https://proxy.golang.org
+    arch=$(uname -m); case "$arch" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; esac
+    zip="golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-$arch.zip"
+    log "go $GO_VERSION: fetching $proxy/$zip (no Go 1.26+ on PATH)"
+    command -v unzip >/dev/null || { echo "unzip is needed to unpack the Go toolchain (apt-get install unzip)" >&2; exit 1; }
+    mkdir -p "$cache_root"
+    tmp=$(mktemp -d "$cache_root/go-fetch.XXXXXX")
+    curl -fsSL --retry 3 -o "$tmp/go.zip" "$proxy/$zip"
+    unzip -q "$tmp/go.zip" -d "$tmp"
+    mv "$tmp/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-$arch" "$goroot"
+    rm -rf "$tmp"
+  fi
+  export PATH="$goroot/bin:$PATH" GOROOT="$goroot"
+  go_new_enough || { echo "the Go toolchain in $goroot does not run (go env GOVERSION failed)" >&2; exit 1; }
+  log "using $(go env GOVERSION) from $goroot"
+fi
 
 mkdir -p "$bin"
 work=$(mktemp -d "$out/build.XXXXXX")
 # A build cache of its own, removed afterwards: it is large and useless once the binaries exist.
 export GOCACHE="$work/gocache" GOFLAGS=-buildvcs=false CGO_ENABLED=0 GOTOOLCHAIN=local
 trap 'rm -rf "$work"' EXIT
-log() { echo "[k8s build $(date +%H:%M:%S)] $*" >&2; }
 
 need() { for b in "$@"; do [[ " ${missing[*]} " == *" $b "* ]] && return 0; done; return 1; }
 

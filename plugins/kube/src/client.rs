@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
@@ -19,9 +20,11 @@ use kube::discovery::{ApiCapabilities, Discovery, Scope};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use crate::actions::apply::FIELD_MANAGER;
 use drover_api::{ActionError, HumanDuration, StepContext, causes, is_certificate_failure};
 
 /// A site's `kube:` settings.
@@ -67,6 +70,8 @@ pub struct Kube {
     request_timeout: Duration,
     kinds: Mutex<HashMap<GroupVersionKind, Kind>>,
     discovery: OnceCell<Discovery>,
+    /// Passing faults (429, 5xx, timeouts, dropped connections) met so far, retried or not.
+    faults: AtomicU64,
 }
 
 impl Kube {
@@ -150,6 +155,7 @@ impl Kube {
             request_timeout,
             kinds: Mutex::default(),
             discovery: OnceCell::new(),
+            faults: AtomicU64::new(0),
         })
     }
 
@@ -201,6 +207,9 @@ impl Kube {
                 ))
                 .with_hint("the cluster may be down or overloaded; the step retries until its timeout"),
             };
+            if err.is_retryable() {
+                self.faults.fetch_add(1, Ordering::Relaxed);
+            }
             let wait = err.retry_after.unwrap_or(backoff).max(backoff);
             if !err.is_retryable() || attempt == TRIES || self.time_left() <= wait {
                 return Err(err);
@@ -210,6 +219,23 @@ impl Kube {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         unreachable!("the last try returns")
+    }
+
+    /// How many passing faults the server's answers have held so far: what a caller pacing
+    /// its requests watches.
+    pub fn passing_faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
+    }
+
+    /// POST `body` (JSON text) to create an object, as `fieldManager=drover`. The answer's body
+    /// is not parsed: a restore creating thousands of objects needs only whether it worked.
+    pub async fn create_raw(&self, kind: &Kind, namespace: &str, body: &RawValue) -> Result<(), kube::Error> {
+        let api = self.api(kind, namespace);
+        let params = PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.into()) };
+        let request = kube::core::Request::new(api.resource_url())
+            .create(&params, body.get().as_bytes().to_vec())
+            .map_err(kube::Error::BuildRequest)?;
+        self.client.request_text(request).await.map(drop)
     }
 
     fn time_left(&self) -> Duration {
@@ -271,9 +297,12 @@ impl Kube {
                         };
                         ActionError::permanent(message).with_hint(hint)
                     }
-                    // Server-side apply answers a field of the wrong type with 500: the object is
-                    // wrong, not the server, and trying again cannot help.
-                    500 if status.message.starts_with("failed to create typed patch object") => {
+                    // Server-side apply answers a field of the wrong type with 500, a create with
+                    // 400: the object is wrong, not the server, and trying again cannot help.
+                    500 | 400
+                        if status.message.starts_with("failed to create typed patch object")
+                            || status.message.contains("cannot unmarshal") =>
+                    {
                         ActionError::permanent(message).with_hint(
                             "a field of this object does not have the type its schema says (e.g. `replicas: \"three\"`); fix the manifest",
                         )
@@ -425,7 +454,7 @@ impl Kube {
         let object: DynamicObject = serde_json::from_value(obj)
             .map_err(|e| ActionError::permanent(format!("{}: {what}: the object cannot be sent: {e}", self.origin)))?;
         let api = self.api(kind, STAND_IN_NAMESPACE);
-        let params = PostParams { dry_run: true, field_manager: Some("drover".into()) };
+        let params = PostParams { dry_run: true, field_manager: Some(FIELD_MANAGER.into()) };
         let checked = format!("{what} (checked in namespace {STAND_IN_NAMESPACE}: its own does not exist yet)");
         match self.call_or_absent(&checked, || api.create(&params, &object)).await? {
             Some(_) => Ok(()),

@@ -124,9 +124,11 @@ impl Graph {
     }
 
     /// Run `each` for every object once all it waits on finished (successfully or not), at
-    /// most `concurrency` at a time. `each` returns false to stop scheduling new objects.
-    pub async fn run<F, Fut>(&self, concurrency: usize, each: F)
+    /// most `width()` at a time (asked again as each finishes). `each` returns false to stop
+    /// scheduling new objects.
+    pub async fn run<W, F, Fut>(&self, width: W, each: F)
     where
+        W: Fn() -> usize,
         F: Fn(usize) -> Fut,
         Fut: Future<Output = bool>,
     {
@@ -155,7 +157,7 @@ impl Graph {
         let mut running = FuturesUnordered::new();
         let mut stopping = false;
         loop {
-            while !stopping && running.len() < concurrency.max(1) {
+            while !stopping && running.len() < width().max(1) {
                 let Some(i) = ready.pop_front() else { break };
                 let fut = each(i);
                 running.push(async move { (i, fut.await) });
@@ -203,10 +205,13 @@ mod tests {
         let g = Graph::build(&placed, &[(0, 4)]);
         assert!(g.cycle().is_none());
         let order = Mutex::new(vec![]);
-        g.run(1, |i| {
-            order.lock().unwrap().push(i);
-            async { true }
-        })
+        g.run(
+            || 1,
+            |i| {
+                order.lock().unwrap().push(i);
+                async { true }
+            },
+        )
         .await;
         let order = order.into_inner().unwrap();
         let at = |i| order.iter().position(|&x| x == i).unwrap();

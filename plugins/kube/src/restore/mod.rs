@@ -1,12 +1,14 @@
 //! `kube.restore`: bring a site's objects up on another cluster — read (Velero backup in S3,
 //! local archive, manifests, live cluster) → select → clean → transform → order as a graph →
-//! server-side apply, many at once. `plan()` runs the same pipeline with `dryRun=All` for
+//! create what is absent, server-side apply what exists, many at once (docs/restore.md,
+//! "Writes"). `plan()` runs the same pipeline with `dryRun=All` for
 //! every object. Progress is checkpointed, so a resumed restore skips what it already did.
 
 pub mod clean;
 pub mod export;
 pub mod graph;
 pub mod source;
+pub mod throttle;
 pub mod transform;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -34,6 +36,7 @@ use crate::labels::Selector;
 use crate::velero::Limits;
 use graph::{Graph, Placed};
 use source::Source;
+use throttle::Throttle;
 use transform::{Compiled, FieldChange, Match, Transform, glob_match};
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -67,10 +70,16 @@ pub struct RestoreParams {
     /// Objects that already exist: `update` (server-side apply, taking ownership) or `skip`.
     #[serde(default)]
     pub existing: Existing,
+    /// Objects not on the cluster yet: `create` (default; the cheapest write — drover's fields
+    /// are recorded as an Update, which a later restore does not prune) or `apply` (server-side
+    /// apply, about a third more work for the API server; a later restore from a source that
+    /// dropped a field removes it). See docs/restore.md, "Writes".
+    #[serde(default)]
+    pub new_objects: NewObjects,
     /// Succeed even when some objects failed (they are listed in the outputs).
     #[serde(default)]
     pub allow_partial: bool,
-    /// Objects in flight at once. Default 16.
+    /// Objects in flight at once. Default: adapted to the API server's answers (2 to 64).
     #[serde(default)]
     pub concurrency: Option<usize>,
     /// With `--dry-run`: write the transformed manifests here for review.
@@ -96,6 +105,14 @@ pub enum Existing {
     #[default]
     Update,
     Skip,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NewObjects {
+    #[default]
+    Create,
+    Apply,
 }
 
 /// One object on its way to the standby, kept compact: the identity as fields, the body as the
@@ -393,9 +410,19 @@ enum Outcome {
     Refused(String),
 }
 
-/// The resourceVersion of every object that exists already, by key — one paged LIST per
-/// namespace and kind instead of a GET per object, so a run costs about one request per object.
-pub type Versions = HashMap<String, String>;
+/// Every object that exists already, by key — one paged LIST per namespace and kind instead
+/// of a GET per object, so a run costs about one request per object.
+pub type Versions = HashMap<String, Live>;
+
+/// What a restore needs to know of an object already there.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub version: String,
+    /// An earlier restore created it by POST (see [`created_by_drover`]).
+    pub created_by_drover: bool,
+    /// Its [`digest`] as listed.
+    pub digest: u64,
+}
 
 async fn existing_versions(
     kube: &Kube,
@@ -405,20 +432,32 @@ async fn existing_versions(
 ) -> Result<Versions, ActionError> {
     use kube::api::ListParams;
     // Nothing exists yet in a namespace the cluster does not have (the usual case on a standby).
-    // Each target namespace is asked for by name: no cluster-wide list is needed.
+    // Each target namespace is asked for by name (no cluster-wide list is needed), many at once.
     let ns_kind = kube.kind("v1", "Namespace", false).await?;
     let ns_api = kube.api(&ns_kind, "");
     let targets: BTreeSet<&str> = objects.iter().filter_map(Restorable::namespace).collect();
     let mut present: HashSet<String> = HashSet::new();
-    for ns in targets {
-        match kube.call_or_absent(&format!("get namespace {ns}"), || ns_api.get_metadata(ns)).await {
+    let asked: Vec<_> = targets
+        .into_iter()
+        .map(|ns| ns.to_string())
+        .map(|ns| {
+            let ns_api = &ns_api;
+            async move {
+                let answer = kube.call_or_absent(&format!("get namespace {ns}"), || ns_api.get_metadata(&ns)).await;
+                (ns, answer)
+            }
+        })
+        .collect();
+    let mut answers = futures::stream::iter(asked).buffer_unordered(concurrency.max(1));
+    while let Some((ns, answer)) = answers.next().await {
+        match answer {
             Ok(Some(_)) => {
-                present.insert(ns.to_string());
+                present.insert(ns);
             }
             Ok(None) => {}
             // Not allowed to read Namespace objects: look inside as if it were there.
             Err(e) if e.message.contains("(403 Forbidden)") => {
-                present.insert(ns.to_string());
+                present.insert(ns);
             }
             Err(e) => return Err(e),
         }
@@ -447,8 +486,11 @@ async fn existing_versions(
                 let Some(page) = kube.call_or_absent(&what, || api.list(&params)).await? else { break };
                 token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
                 for item in page.items {
-                    let name = item.metadata.name.unwrap_or_default();
-                    found.push((format!("{resource}/{ns}/{name}"), item.metadata.resource_version.unwrap_or_default()));
+                    let name = item.metadata.name.clone().unwrap_or_default();
+                    let version = item.metadata.resource_version.clone().unwrap_or_default();
+                    let live =
+                        Live { version, created_by_drover: created_by_drover(&item.metadata), digest: digest(&item) };
+                    found.push((format!("{resource}/{ns}/{name}"), live));
                 }
                 if token.is_none() {
                     break;
@@ -481,16 +523,36 @@ async fn restore_one(
         None => kube.kind(o.api_version(), o.kind(), true).await?,
     };
     let api = kube.api(&kind, o.namespace().unwrap_or(""));
-    let (live, version) = match existing {
-        Some(map) => (None, map.get(&o.key()).cloned()),
+    let (live, mut version, before_digest) = match existing {
+        Some(map) => {
+            let found = map.get(&o.key());
+            (None, found.map(|l| l.version.clone()), found.map(|l| l.digest))
+        }
         None => {
             let live = kube.call_or_absent(&format!("get {}", o.describe()), || api.get(o.name())).await?;
             let version = live.as_ref().map(|l| l.metadata.resource_version.clone().unwrap_or_default());
-            (live, version)
+            (live, version, None)
         }
     };
     if version.is_some() && p.existing == Existing::Skip {
         return Ok(Outcome::Skipped);
+    }
+    // Known to be absent: create it, the cheapest write (see docs/restore.md, "Writes").
+    if !dry && version.is_none() && p.new_objects == NewObjects::Create {
+        let ns = o.namespace().unwrap_or("");
+        match kube.call(&format!("create {}", o.describe()), || kube.create_raw(&kind, ns, &o.body)).await {
+            Ok(()) => return Ok(Outcome::Created),
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) if crate::client::is_refused(&e) => return Ok(Outcome::Refused(e.message)),
+            // Someone created it since the list: it is an existing object after all.
+            Err(e) if e.message.ends_with("(409 AlreadyExists)") => {
+                if p.existing == Existing::Skip {
+                    return Ok(Outcome::Skipped);
+                }
+                version = Some(String::new());
+            }
+            Err(e) => return Ok(Outcome::Failed(e.message)),
+        }
     }
     if version.is_some() && o.resource == "persistentvolumes" {
         let current = match &live {
@@ -521,27 +583,72 @@ async fn restore_one(
         Err(e) => Ok(Outcome::Failed(e.message)),
         Ok(_) if version.is_none() => Ok(Outcome::Created),
         Ok(after) if !dry => {
-            // The API server does not write a no-op apply: the version stays.
-            Ok(if after.metadata.resource_version == version { Outcome::Unchanged } else { Outcome::Updated })
+            // The API server does not write a no-op apply: the version stays. A write that
+            // changed only who owns which field (drover's first apply) changed no content.
+            let same = after.metadata.resource_version == version || before_digest.is_some_and(|d| d == digest(&after));
+            Ok(if same { Outcome::Unchanged } else { Outcome::Updated })
         }
         Ok(after) => {
-            let strip = |v: Value| {
-                let mut v = v;
-                if let Some(m) = v["metadata"].as_object_mut() {
-                    for k in ["managedFields", "resourceVersion", "generation", "uid", "creationTimestamp"] {
-                        m.remove(k);
-                    }
-                }
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("status");
-                }
-                v
-            };
-            let before = strip(serde_json::to_value(live).unwrap_or_default());
-            let after = strip(serde_json::to_value(after).unwrap_or_default());
+            let before = content(serde_json::to_value(live).unwrap_or_default());
+            let after = content(serde_json::to_value(after).unwrap_or_default());
             Ok(if before == after { Outcome::Unchanged } else { Outcome::Updated })
         }
     }
+}
+
+/// An object without what every write or controller changes (versions, field owners,
+/// status): what an operator would call its content.
+fn content(mut v: Value) -> Value {
+    if let Some(m) = v["metadata"].as_object_mut() {
+        for k in ["managedFields", "resourceVersion", "generation", "uid", "creationTimestamp"] {
+            m.remove(k);
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        // A list's items come without their type.
+        for k in ["status", "apiVersion", "kind"] {
+            o.remove(k);
+        }
+    }
+    v
+}
+
+/// A fingerprint of an object's [`content`], whatever order its fields came in.
+fn digest(object: &impl serde::Serialize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn feed(v: &Value, h: &mut impl Hasher) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort_unstable();
+                h.write_u8(b'{');
+                for k in keys {
+                    k.hash(h);
+                    feed(&m[k], h);
+                }
+                h.write_u8(b'}');
+            }
+            Value::Array(items) => {
+                h.write_u8(b'[');
+                items.iter().for_each(|i| feed(i, h));
+                h.write_u8(b']');
+            }
+            other => other.to_string().hash(h),
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    feed(&content(serde_json::to_value(object).unwrap_or_default()), &mut h);
+    h.finish()
+}
+
+/// Whether an earlier restore created this object with a POST: the API server then records
+/// drover's fields as an `Update`, which a later apply does not prune.
+fn created_by_drover(meta: &kube::api::ObjectMeta) -> bool {
+    meta.managed_fields.iter().flatten().any(|e| {
+        e.manager.as_deref() == Some(FIELD_MANAGER)
+            && e.operation.as_deref() == Some("Update")
+            && e.subresource.as_deref().unwrap_or("").is_empty()
+    })
 }
 
 /// Whether restoring this PersistentVolume would take it from the claim it is bound to now:
@@ -588,57 +695,85 @@ async fn run_all(
     let started = Instant::now();
     let last_checkpoint = Mutex::new(Instant::now());
     let finished = std::sync::atomic::AtomicU64::new(0);
+    let updated_after_create = std::sync::atomic::AtomicU64::new(0);
+    let throttle = match p.concurrency {
+        Some(width) => Throttle::fixed(width),
+        None => Throttle::adaptive(),
+    };
     graph
-        .run(p.concurrency.unwrap_or(16), |i| {
-            let (tally, finished, last_checkpoint) = (&tally, &finished, &last_checkpoint);
-            async move {
-                let o = &objects[i];
-                let outcome = if resumed.restored.contains(&o.key()) {
-                    Ok(Outcome::Unchanged)
-                } else {
-                    restore_one(kube, o, kinds[i].as_ref(), p, existing).await
-                };
-                // A CRD this run created is journaled at once: after a crash, the rehearsal's
-                // cleanup must still know it was ours.
-                let created_crd = o.resource == CRD && matches!(outcome, Ok(Outcome::Created));
-                let go_on = match outcome {
-                    Ok(out) => {
-                        tally.outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(out);
-                        true
-                    }
-                    Err(e) => {
-                        tally.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
-                        false
-                    }
-                };
-                let n = finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if n.is_multiple_of((total / 100).max(1)) || n == total {
-                    let rate = n as f64 / started.elapsed().as_secs_f64().max(0.001);
-                    ctx.progress(Progress {
-                        message: format!("objects ({rate:.0}/s)"),
-                        done: Some(n),
-                        total: Some(total),
-                    });
-                }
-                if !dry {
-                    let due = {
-                        let mut last = last_checkpoint.lock().unwrap_or_else(|e| e.into_inner());
-                        let due = last.elapsed() >= Duration::from_secs(2);
-                        if due {
-                            *last = Instant::now();
+        .run(
+            || throttle.width(),
+            |i| {
+                let (tally, finished, last_checkpoint, throttle) = (&tally, &finished, &last_checkpoint, &throttle);
+                let updated_after_create = &updated_after_create;
+                async move {
+                    let o = &objects[i];
+                    let outcome = if resumed.restored.contains(&o.key()) {
+                        Ok(Outcome::Unchanged)
+                    } else {
+                        let sent = Instant::now();
+                        let outcome = restore_one(kube, o, kinds[i].as_ref(), p, existing).await;
+                        throttle.answered(sent.elapsed(), kube.passing_faults());
+                        let created_earlier =
+                            existing.and_then(|m| m.get(&o.key())).is_some_and(|l| l.created_by_drover);
+                        if created_earlier && matches!(outcome, Ok(Outcome::Updated)) {
+                            updated_after_create.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        due
+                        outcome
                     };
-                    if due || created_crd {
-                        let value =
-                            checkpoint(objects, &tally.outcomes.lock().unwrap_or_else(|e| e.into_inner()), resumed);
-                        ctx.checkpoint(value).await;
+                    // A CRD this run created is journaled at once: after a crash, the rehearsal's
+                    // cleanup must still know it was ours.
+                    let created_crd = o.resource == CRD && matches!(outcome, Ok(Outcome::Created));
+                    let go_on = match outcome {
+                        Ok(out) => {
+                            tally.outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(out);
+                            true
+                        }
+                        Err(e) => {
+                            tally.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                            false
+                        }
+                    };
+                    let n = finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if n.is_multiple_of((total / 100).max(1)) || n == total {
+                        let rate = n as f64 / started.elapsed().as_secs_f64().max(0.001);
+                        ctx.progress(Progress {
+                            message: format!("objects ({rate:.0}/s, {} at a time)", throttle.width()),
+                            done: Some(n),
+                            total: Some(total),
+                        });
                     }
+                    if !dry {
+                        let due = {
+                            let mut last = last_checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+                            let due = last.elapsed() >= Duration::from_secs(2);
+                            if due {
+                                *last = Instant::now();
+                            }
+                            due
+                        };
+                        if due || created_crd {
+                            let value =
+                                checkpoint(objects, &tally.outcomes.lock().unwrap_or_else(|e| e.into_inner()), resumed);
+                            ctx.checkpoint(value).await;
+                        }
+                    }
+                    go_on
                 }
-                go_on
-            }
-        })
+            },
+        )
         .await;
+    let updated_after_create = updated_after_create.into_inner();
+    if updated_after_create > 0 {
+        ctx.note(&format!(
+            "{updated_after_create} objects an earlier restore created were updated: fields their source no longer has \
+             were kept (restore with `new_objects: apply` from the start to have them removed; docs/restore.md, \"Writes\")"
+        ));
+    }
+    let (low, high) = throttle.range();
+    if !dry && p.concurrency.is_none() {
+        tracing::info!(target: "drover::kube", "restore wrote {low} to {high} objects at a time, as the API server's answers allowed");
+    }
     if let Some(e) = tally.fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
         if !dry {
             let outcomes = tally.outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -185,6 +185,20 @@ impl Site {
         action.run(&self.ctx(Duration::from_secs(60)), &with).await
     }
 
+    /// Like [`Site::run`], with the notes the step made.
+    pub async fn run_recording(&self, action: &str, with: Value) -> (Result<Outputs, ActionError>, Vec<String>) {
+        let action = find(action);
+        action.check_params(&with).unwrap_or_else(|e| panic!("bad params for {}: {e:?}", action.info().name));
+        let sites = BTreeMap::from([(
+            "east".to_string(),
+            json!({ "kube": { "kubeconfig": self.kubeconfig, "context": "east", "request_timeout": "5s" } }),
+        )]);
+        let (ctx, recorded) = testing::context_recording(sites, Duration::from_secs(60));
+        let out = action.run(&ctx.with_base_dir(self.dir.path()), &with).await;
+        let notes = recorded.notes.lock().unwrap().clone();
+        (out, notes)
+    }
+
     pub async fn plan(&self, action: &str, with: Value) -> drover_api::Plan {
         find(action).plan(&self.ctx(Duration::from_secs(60)), &with).await.unwrap()
     }
