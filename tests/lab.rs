@@ -534,3 +534,48 @@ async fn the_lab_starts_from_a_clean_dns_zone_every_time() {
     let lab = drover::lab::Lab::up(&shipped(), &lab_dir).await.unwrap();
     assert_eq!(query(lab.dns.unwrap()).await.unwrap(), ["203.0.113.10"]);
 }
+
+/// Every request drover's ONTAP client sent to the lab's simulated clusters exists — path,
+/// `fields=`, query parameters and body fields — in every supported release's definitions
+/// (generated from NetApp's own client packages; see plugins/ontap/src/release.rs).
+fn every_release_accepts_what_drover_sent(lab: &drover::lab::Lab) -> usize {
+    let requests: Vec<_> = lab.ontap.with_world(|w| w.requests.iter().cloned().collect());
+    assert!(!requests.is_empty());
+    let mut refused = vec![];
+    for release in drover_ontap::release::RELEASES.iter() {
+        for r in &requests {
+            if let Err(e) = drover_ontap::sim::accepts(release, r) {
+                refused.push(format!("ONTAP {}: {} {} {:?}: {}", release.name, r.method, r.path, r.query.0, e.message));
+            }
+        }
+    }
+    refused.dedup();
+    assert!(refused.is_empty(), "requests a supported release would refuse:\n{}", refused.join("\n"));
+    requests.len()
+}
+
+/// ONTAP simulator (no real ONTAP runs here) checking against every supported release; real
+/// Kubernetes when built. The shipped failover, failback and live rehearsal send nothing a
+/// supported ONTAP release lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_flows_ask_ontap_only_for_what_every_supported_release_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = drover::lab::Lab::up(&shipped(), &dir.path().join("lab")).await.unwrap();
+    let state = dir.path().join("state");
+    for command in [&["failover", "--yes"][..], &["failback", "--yes"], &["rehearse", "--live", "--yes"]] {
+        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        args.extend(["--sites".into(), lab.sites_file.display().to_string()]);
+        for (k, v) in &lab.params {
+            args.extend(["--param".into(), format!("{k}={v}")]);
+        }
+        let state = state.clone();
+        let out =
+            tokio::task::spawn_blocking(move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+                .await
+                .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{command:?}:\n{text}");
+    }
+    let checked = every_release_accepts_what_drover_sent(&lab);
+    assert!(checked > 50, "only {checked} requests recorded");
+}

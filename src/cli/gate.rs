@@ -77,9 +77,13 @@ impl GateKeeper {
 
 #[async_trait]
 impl Approver for GateKeeper {
-    async fn approve(&self, run_id: &str, step: &str, message: &str) -> Result<GateAnswer, ActionError> {
-        // A stale answer from an earlier attempt must not approve this one.
+    fn discard_stale(&self, step: &str) {
+        // A stale answer from an earlier attempt must not approve this one. Not in `approve`:
+        // by then the gate is journaled as waiting and `drover approve` may already have answered.
         let _ = take_answer(&self.approvals, step);
+    }
+
+    async fn approve(&self, run_id: &str, step: &str, message: &str) -> Result<GateAnswer, ActionError> {
         let mut prompt = self.terminal.as_ref().and_then(|m| m.try_lock().ok());
         self.say(&format!(
             "\n⏸  gate `{step}`: {message}\n   answer from any terminal: drover approve {run_id} {step}   (or --deny){}",
@@ -116,5 +120,24 @@ impl Approver for GateKeeper {
             v.resume();
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `drover approve` answered in the instant between the gate being journaled as waiting
+    /// and the gate keeper starting to listen: the answer counts (it used to be discarded as
+    /// stale, and the run waited out its timeout).
+    #[tokio::test]
+    async fn an_answer_given_as_soon_as_the_gate_waits_is_not_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let keeper = GateKeeper { approvals: dir.path().to_path_buf(), terminal: None, view: None, quiet: true };
+        write_answer(dir.path(), "confirm", "early@host", true).unwrap();
+        keeper.discard_stale("confirm");
+        write_answer(dir.path(), "confirm", "the-manager", true).unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), keeper.approve("run", "confirm", "go?")).await;
+        assert!(matches!(answer, Ok(Ok(GateAnswer::Denied(by))) if by == "the-manager"));
     }
 }

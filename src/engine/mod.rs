@@ -34,6 +34,10 @@ pub enum GateAnswer {
 /// Answers manual gates (`confirm:` and the `approve` action).
 #[async_trait]
 pub trait Approver: Send + Sync {
+    /// Forget any answer left from an earlier attempt of `step`. Called before the gate is
+    /// journaled as waiting, so an answer given once it waits is never mistaken for stale.
+    fn discard_stale(&self, _step: &str) {}
+
     /// Wait for an operator's answer; an error only when no answer can be had.
     async fn approve(&self, run_id: &str, step: &str, message: &str) -> Result<GateAnswer, ActionError>;
 }

@@ -1030,6 +1030,7 @@ impl StepHost for Host {
     async fn approve(&self, step: &str, message: &str) -> Result<String, ActionError> {
         let sink = &self.shared.sink;
         let journal = |e: crate::journal::JournalError| ActionError::permanent(format!("journal write failed: {e}"));
+        self.shared.approver.discard_stale(step);
         sink.emit_durable(Event::GateWaiting { step: step.to_string(), message: message.to_string() })
             .await
             .map_err(journal)?;

@@ -125,6 +125,31 @@ async fn patch_state(client: &Client, ctx: &StepContext, uuid: &str, body: Value
 }
 
 /// The read-only checks every relationship action starts its plan with.
+/// "cluster reachable" and "ONTAP release supported" as plan checks; `Err` is a plan with a
+/// failed check, to return at once (nothing else can be asked of that cluster).
+async fn reach(client: &Client, plan: Plan) -> Result<Plan, Plan> {
+    let cluster = match client.cluster().await {
+        Ok(c) => c,
+        Err(e) => return Err(plan.access_check("cluster reachable", false, e.message)),
+    };
+    let plan = plan.access_check(
+        "cluster reachable",
+        true,
+        format!("{} running {}", s(&cluster, "/name"), s(&cluster, "/version/full")),
+    );
+    match client.release().await {
+        Ok((version, definitions)) if version.to_string() == definitions.name => {
+            Ok(plan.check("ONTAP release supported", true, version.to_string()))
+        }
+        Ok((version, definitions)) => Ok(plan.check(
+            "ONTAP release supported",
+            true,
+            format!("{version}, requests checked against {}'s API", definitions.name),
+        )),
+        Err(e) => Err(plan.check("ONTAP release supported", false, e.message)),
+    }
+}
+
 async fn plan_base(
     ctx: &StepContext,
     site: &str,
@@ -135,16 +160,10 @@ async fn plan_base(
     if client.insecure {
         plan = plan.check("TLS verification", true, "OFF (insecure: true) — the cluster's identity is not checked");
     }
-    match client.cluster().await {
-        Ok(c) => {
-            plan = plan.access_check(
-                "cluster reachable",
-                true,
-                format!("{} running {}", s(&c, "/name"), s(&c, "/version/full")),
-            );
-        }
-        Err(e) => return Ok((client, plan.access_check("cluster reachable", false, e.message), None)),
-    }
+    plan = match reach(&client, plan).await {
+        Ok(plan) => plan,
+        Err(plan) => return Ok((client, plan, None)),
+    };
     let rel = client.relationship(destination).await?;
     plan = match &rel {
         Some(r) => plan.check(
@@ -457,6 +476,12 @@ impl TypedAction for Resync {
                 "snapmirrored" => format!("{}: already snapmirrored", p.destination),
                 _ => format!("resync {} ({state} → snapmirrored)", p.destination),
             };
+            if state == "broken_off" && p.discard_destination_writes && p.destination.ends_with(':') {
+                plan = plan.change(format!(
+                    "stop SVM {} if it runs (ONTAP resyncs an SVM-DR destination only when stopped)",
+                    p.destination.trim_end_matches(':')
+                ));
+            }
             if state != "snapmirrored" {
                 plan = plan.change(format!("PATCH state snapmirrored on {}", p.destination));
             }
@@ -482,6 +507,16 @@ impl TypedAction for Resync {
                 p.destination
             ))
             .with_hint("to keep them, reverse the relationship instead (ontap.snapmirror.reverse); to discard them on purpose, set `discard_destination_writes: true`"));
+        }
+        // ONTAP resyncs an SVM-DR destination only while its SVM is stopped: discarding its
+        // writes on purpose means stopping it first.
+        let dst = s(&rel, "/destination/path");
+        if state == "broken_off" && p.discard_destination_writes && dst.ends_with(':') {
+            let svm = SvmParams { site: p.site.clone(), svm: dst.trim_end_matches(':').to_string() };
+            if client.svm(&svm.svm).await?.is_some_and(|v| s(&v, "/state") != "stopped") {
+                ctx.note(&format!("stopped SVM `{}` to resync it (discard_destination_writes: true)", svm.svm));
+                set_svm(ctx, &svm, "stopped").await?;
+            }
         }
         if state != "snapmirrored" {
             let mut body = json!({"state": "snapmirrored"});
@@ -912,11 +947,10 @@ async fn set_svm(ctx: &StepContext, p: &SvmParams, target: &str) -> Result<Outpu
 
 async fn plan_svm(ctx: &StepContext, p: &SvmParams, target: &str) -> Result<Plan, ActionError> {
     let client = Client::connect(ctx, &p.site)?;
-    let mut plan = Plan::default();
-    if let Err(e) = client.cluster().await {
-        return Ok(plan.access_check("cluster reachable", false, e.message));
-    }
-    plan = plan.access_check("cluster reachable", true, client.base.clone());
+    let mut plan = match reach(&client, Plan::default()).await {
+        Ok(plan) => plan,
+        Err(plan) => return Ok(plan),
+    };
     match client.svm(&p.svm).await? {
         None => Ok(plan.check("SVM exists", false, format!("no SVM `{}`", p.svm))),
         Some(svm) => {
@@ -1057,10 +1091,10 @@ impl TypedAction for VolumeClone {
 
     async fn plan(&self, ctx: &StepContext, p: CloneParams) -> Result<Plan, ActionError> {
         let client = Client::connect(ctx, &p.site)?;
-        let mut plan = Plan::new(format!("clone {}:{} as {}", p.svm, p.parent, p.name));
-        if let Err(e) = client.cluster().await {
-            return Ok(plan.access_check("cluster reachable", false, e.message));
-        }
+        let mut plan = match reach(&client, Plan::new(format!("clone {}:{} as {}", p.svm, p.parent, p.name))).await {
+            Ok(plan) => plan,
+            Err(plan) => return Ok(plan),
+        };
         let parent = client.volume(&p.svm, &p.parent).await?;
         plan = plan.check("parent volume exists", parent.is_some(), format!("{}:{}", p.svm, p.parent));
         if let Some(parent) = parent {
@@ -1177,14 +1211,17 @@ impl TypedAction for VolumeDelete {
 
     async fn plan(&self, ctx: &StepContext, p: VolumeParams) -> Result<Plan, ActionError> {
         let client = Client::connect(ctx, &p.site)?;
-        if let Err(e) = client.cluster().await {
-            return Ok(Plan::default().access_check("cluster reachable", false, e.message));
-        }
-        Ok(match client.volume(&p.svm, &p.name).await? {
+        let reached = match reach(&client, Plan::default()).await {
+            Ok(plan) => plan,
+            Err(plan) => return Ok(plan),
+        };
+        let mut plan = match client.volume(&p.svm, &p.name).await? {
             Some(_) => Plan::new(format!("delete {}:{}", p.svm, p.name))
                 .change(format!("unmount and delete {}:{}", p.svm, p.name)),
             None => Plan::new(format!("{}:{} is already gone", p.svm, p.name)),
-        })
+        };
+        plan.checks.splice(0..0, reached.checks);
+        Ok(plan)
     }
 
     async fn run(&self, ctx: &StepContext, p: VolumeParams) -> Result<Outputs, ActionError> {

@@ -13,6 +13,8 @@ use tokio::time::Instant;
 
 use drover_api::{ActionError, HumanDuration, Secret, SecretRef, StepContext};
 
+use crate::release::{self, Release, Support, Version};
+
 /// A site's `ontap:` settings.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +50,11 @@ fn three() -> u32 {
 type ClientKey = (String, Option<PathBuf>, bool, Duration);
 static CLIENTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<ClientKey, reqwest::Client>>> =
     std::sync::LazyLock::new(Default::default);
+
+/// The release each cluster (by base URL) runs, read once per process.
+static RELEASE_OF: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, (Version, &'static Release)>>,
+> = std::sync::LazyLock::new(Default::default);
 
 /// ONTAP codes that mean "try again shortly" (ONTAP-REST.md §9).
 const RETRYABLE_CODES: &[&str] =
@@ -232,10 +239,75 @@ impl Client {
             Some(c) => format!("{} answered {status} to {method} {path}: {message} (code {c})", self.describe()),
             None => format!("{} answered {status} to {method} {path}: {message}", self.describe()),
         };
+        if code.as_deref() == Some("262197") {
+            return Err(self.missing_field(&message, path));
+        }
         let retryable = status >= 500 || status == 429 || code.as_deref().is_some_and(|c| RETRYABLE_CODES.contains(&c));
         let hint = code.as_deref().map(hint_for).unwrap_or("see the ONTAP message");
         let e = if retryable { ActionError::retryable(text) } else { ActionError::permanent(text) };
         Err(e.with_hint(hint))
+    }
+
+    /// A 400 262197 ("the value F is invalid for field fields"): drover asked for a field the
+    /// cluster's release does not have. The definitions say otherwise, so say exactly that.
+    fn missing_field(&self, message: &str, path: &str) -> ActionError {
+        let field = message.split('"').nth(1).unwrap_or(message);
+        let release = RELEASE_OF.lock().unwrap_or_else(|e| e.into_inner()).get(&self.base).map(|(v, _)| v.to_string());
+        let runs = release.map(|v| format!("ONTAP {v}")).unwrap_or_else(|| "this ONTAP release".into());
+        ActionError::permanent(format!(
+            "{}: {runs} has no field `{field}` (asked for in GET {path}); drover supports ONTAP {}",
+            self.describe(),
+            release::range()
+        ))
+        .with_hint(
+            "this is a gap in drover's definitions of that release: report it with the cluster's `version` output",
+        )
+    }
+
+    /// The release the cluster runs, and the definitions drover checks its requests against.
+    /// An older cluster than the supported range is refused; a newer one is used with the
+    /// newest definitions, and said so in the log.
+    pub async fn release(&self) -> Result<(Version, &'static Release), ActionError> {
+        if let Some(known) = RELEASE_OF.lock().unwrap_or_else(|e| e.into_inner()).get(&self.base) {
+            return Ok(*known);
+        }
+        let cluster = self.get("/api/cluster?fields=version").await?;
+        let full = cluster.pointer("/version/full").and_then(Value::as_str).unwrap_or_default();
+        let numbers = ["generation", "major", "minor"]
+            .map(|k| cluster.pointer(&format!("/version/{k}")).and_then(Value::as_u64).map(|n| n as u32));
+        let version = match numbers {
+            [Some(g), Some(ma), Some(mi)] => Version(g, ma, mi),
+            _ => Version::parse(full).ok_or_else(|| {
+                ActionError::permanent(format!(
+                    "{}: the cluster's version `{full}` is not one drover can read",
+                    self.describe()
+                ))
+            })?,
+        };
+        let definitions = match release::support(version) {
+            Support::Supported(r) => r,
+            Support::Newer(r) => {
+                tracing::warn!(site = %self.site, %version, newest = %r.name, "ONTAP release newer than drover knows; requests are checked against the newest definitions");
+                r
+            }
+            Support::TooOld => {
+                return Err(ActionError::permanent(format!(
+                    "{} runs ONTAP {version}, older than the releases drover supports ({})",
+                    self.describe(),
+                    release::range()
+                ))
+                .with_hint("upgrade the cluster to a supported release (older ones lack fields drover reads), or run these steps by hand"));
+            }
+        };
+        RELEASE_OF.lock().unwrap_or_else(|e| e.into_inner()).insert(self.base.clone(), (version, definitions));
+        Ok((version, definitions))
+    }
+
+    /// `fields=` for `resource`: the wanted fields this cluster's release has.
+    pub async fn fields(&self, resource: &str, wanted: &[&str]) -> Result<String, ActionError> {
+        let (_, r) = self.release().await?;
+        let r = r.resource(resource);
+        Ok(wanted.iter().filter(|f| r.readable(f.trim_end_matches(".*"))).copied().collect::<Vec<_>>().join(","))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ActionError> {
@@ -275,8 +347,9 @@ impl Client {
     pub async fn wait_job(&self, href: &str, deadline: Option<Instant>) -> Result<(), ActionError> {
         let poll = drover_api::Poll::new(Duration::from_secs(5));
         let mut seen = false;
+        // `error` came after 9.8; ask only for what this release has.
+        let path = format!("{href}?fields={}", self.fields("job", &["state", "message", "code", "error"]).await?);
         loop {
-            let path = format!("{href}?fields=state,message,code,error");
             match self.send(Method::GET, &path, None).await {
                 Ok((_, job, _)) => {
                     seen = true;
@@ -318,10 +391,8 @@ impl Client {
 
     /// The relationship whose destination is `path`, as seen from this (destination) cluster.
     pub async fn relationship(&self, path: &str) -> Result<Option<Value>, ActionError> {
-        let q = format!(
-            "/api/snapmirror/relationships?destination.path={}&fields=uuid,state,healthy,unhealthy_reason,lag_time,transfer,policy,source,destination,exported_snapshot,group_type,identity_preservation",
-            enc(path)
-        );
+        let fields = self.fields("snapmirror_relationship", RELATIONSHIP_FIELDS).await?;
+        let q = format!("/api/snapmirror/relationships?destination.path={}&fields={fields}", enc(path));
         Ok(self.records(&q).await?.into_iter().next())
     }
 
@@ -334,23 +405,39 @@ impl Client {
     }
 
     pub async fn relationship_by_uuid(&self, uuid: &str) -> Result<Value, ActionError> {
-        self.get(&format!("/api/snapmirror/relationships/{uuid}?fields=uuid,state,healthy,unhealthy_reason,lag_time,transfer,source,destination,exported_snapshot")).await
+        let fields = self.fields("snapmirror_relationship", RELATIONSHIP_FIELDS).await?;
+        self.get(&format!("/api/snapmirror/relationships/{uuid}?fields={fields}")).await
     }
 
     pub async fn svm(&self, name: &str) -> Result<Option<Value>, ActionError> {
-        let q = format!("/api/svm/svms?name={}&fields=uuid,name,state,subtype", enc(name));
+        let fields = self.fields("svm", &["uuid", "name", "state", "subtype"]).await?;
+        let q = format!("/api/svm/svms?name={}&fields={fields}", enc(name));
         Ok(self.records(&q).await?.into_iter().next())
     }
 
     pub async fn volume(&self, svm: &str, name: &str) -> Result<Option<Value>, ActionError> {
-        let q = format!(
-            "/api/storage/volumes?name={}&svm.name={}&fields=uuid,name,type,state,nas.path,clone.*",
-            enc(name),
-            enc(svm)
-        );
+        let fields = self.fields("volume", &["uuid", "name", "type", "state", "nas.path", "clone.*"]).await?;
+        let q = format!("/api/storage/volumes?name={}&svm.name={}&fields={fields}", enc(name), enc(svm));
         Ok(self.records(&q).await?.into_iter().next())
     }
 }
+
+/// What drover reads of a relationship: fields every supported release has (the lab test
+/// `the_shipped_flows_ask_ontap_only_for_what_every_supported_release_has` holds it to that).
+/// `group_type` and `identity_preservation`, asked for until 9.10 was checked, came in 9.11 or
+/// later, and nothing read them.
+const RELATIONSHIP_FIELDS: &[&str] = &[
+    "uuid",
+    "state",
+    "healthy",
+    "unhealthy_reason",
+    "lag_time",
+    "transfer",
+    "policy",
+    "source",
+    "destination",
+    "exported_snapshot",
+];
 
 /// Percent-encode a query value.
 pub fn enc(s: &str) -> String {

@@ -7,6 +7,7 @@
 
 mod actions;
 pub mod client;
+pub mod release;
 pub mod sim;
 
 use std::sync::Arc;

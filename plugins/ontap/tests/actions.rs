@@ -41,7 +41,17 @@ struct Lab {
 }
 
 async fn lab_with(extra: &str) -> Lab {
-    let topology = Topology::from_yaml(&format!("{TOPOLOGY}{extra}")).unwrap();
+    lab_of(&format!("{TOPOLOGY}{extra}")).await
+}
+
+/// Both clusters emulating ONTAP `version`.
+async fn lab_on(version: &str) -> Lab {
+    lab_of(&TOPOLOGY.replace("-pw\n", &format!("-pw\n    version: {version}\n"))).await
+}
+
+async fn lab_of(topology: &str) -> Lab {
+    let topology = Topology::from_yaml(topology).unwrap();
+    assert!(topology.clusters.iter().all(|c| !c.version.is_empty()));
     let sim = Simulator::start(&topology).await.unwrap();
     // SAFETY: each test sets the same values; nothing reads them concurrently with a change.
     unsafe {
@@ -75,6 +85,30 @@ impl Lab {
 
     fn jobs(&self) -> usize {
         self.sim.with_world(|w| w.jobs.len())
+    }
+
+    fn rel_uuid(&self, dst: &str) -> String {
+        self.sim.with_world(|w| w.rels.iter().find(|r| r.dst_path == dst).map(|r| r.uuid.clone()).unwrap_or_default())
+    }
+
+    /// One request straight to a simulated cluster, as another ONTAP client would send it.
+    async fn raw(&self, cluster: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let password = if cluster == "east" { "east-pw" } else { "west-pw" };
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = self.sim.ca_file() {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap());
+        }
+        let resp = http
+            .build()
+            .unwrap()
+            .request(method.parse().unwrap(), format!("{}{path}", self.sim.url(cluster)))
+            .basic_auth("admin", Some(password))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     fn rel_state(&self, dst: &str) -> String {
@@ -247,7 +281,30 @@ async fn resync_refuses_to_discard_writes_made_at_the_destination() {
         .await
         .unwrap();
     assert_eq!(out["state"], "snapmirrored");
-    assert_eq!(lab.svm_state("west", "svm_dr").1, "dp_destination");
+    // ONTAP resyncs an SVM-DR destination only when its SVM is stopped: drover stopped it.
+    assert_eq!(lab.svm_state("west", "svm_dr"), ("stopped".to_string(), "dp_destination".to_string()));
+}
+
+/// Simulator (no real ONTAP runs here), strict as ONTAP: a resync while the DR SVM runs is
+/// refused by the cluster itself, not only by drover's own check.
+#[tokio::test]
+async fn the_cluster_refuses_a_resync_while_the_dr_svm_runs() {
+    let lab = lab().await;
+    let rel = json!({ "site": "west", "destination": "svm_dr:" });
+    lab.run("ontap.snapmirror.break", rel.clone()).await.unwrap();
+    lab.run("ontap.svm.start", json!({ "site": "west", "svm": "svm_dr" })).await.unwrap();
+    let (status, body) = lab
+        .raw(
+            "west",
+            "PATCH",
+            &format!("/api/snapmirror/relationships/{}", lab.rel_uuid("svm_dr:")),
+            json!({ "state": "snapmirrored" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "13303828", "{body}");
+    assert_eq!(lab.rel_state("svm_dr:"), "broken_off");
+    assert_eq!(lab.svm_state("west", "svm_dr").0, "running");
 }
 
 #[tokio::test]
@@ -339,4 +396,47 @@ async fn identity_preserving_break_waits_for_the_source_svm_when_configured() {
     lab.run("ontap.snapmirror.break", json!({ "site": "west", "destination": "svm_dr:" })).await.unwrap();
     assert_eq!(lab.svm_state("west", "svm_dr").0, "running", "the DR SVM started by itself");
     lab.run("ontap.svm.start", json!({ "site": "west", "svm": "svm_dr" })).await.unwrap();
+}
+
+/// Simulator emulating ONTAP 9.10.1, the oldest supported release, strict about its fields:
+/// the whole failover sequence runs (drover asked for `group_type`, which 9.10.1 lacks, until
+/// this was checked).
+#[tokio::test]
+async fn the_failover_sequence_runs_on_the_oldest_supported_release() {
+    let lab = lab_on("9.10.1").await;
+    assert_eq!(lab.sim.with_world(|w| w.clusters[1].version.clone()), "9.10.1");
+    let rel = json!({ "site": "west", "destination": "svm_dr:" });
+    let plan = action("ontap.snapmirror.break").plan(&lab.ctx(Duration::from_secs(10)), &rel).await.unwrap();
+    assert!(
+        plan.checks.iter().any(|c| c.name == "ONTAP release supported" && c.ok && c.detail == "9.10.1"),
+        "{plan:?}"
+    );
+    lab.run("ontap.snapmirror.wait", json!({ "site": "west", "destination": "svm_dr:", "max_lag": "1h" }))
+        .await
+        .unwrap();
+    lab.run("ontap.snapmirror.update", rel.clone()).await.unwrap();
+    lab.run("ontap.snapmirror.quiesce", rel.clone()).await.unwrap();
+    lab.run("ontap.snapmirror.break", rel.clone()).await.unwrap();
+    lab.run("ontap.svm.stop", json!({ "site": "east", "svm": "svm1" })).await.unwrap();
+    lab.run("ontap.svm.start", json!({ "site": "west", "svm": "svm_dr" })).await.unwrap();
+    assert_eq!(lab.rel_state("svm_dr:"), "broken_off");
+}
+
+/// Simulator emulating ONTAP 9.8.0, older than the supported range: the plan's check fails
+/// naming the range, and a run refuses before it changes anything.
+#[tokio::test]
+async fn a_cluster_older_than_the_supported_range_is_refused_naming_the_range() {
+    let lab = lab_on("9.8.0").await;
+    let rel = json!({ "site": "west", "destination": "svm_dr:" });
+    let plan = action("ontap.snapmirror.break").plan(&lab.ctx(Duration::from_secs(10)), &rel).await.unwrap();
+    let check = plan.checks.iter().find(|c| c.name == "ONTAP release supported").expect("a release check");
+    assert!(
+        !check.ok
+            && check.detail.contains("runs ONTAP 9.8.0, older than the releases drover supports (9.10.1 to 9.19.1)"),
+        "{check:?}"
+    );
+    let err = lab.run("ontap.snapmirror.break", rel).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(err.message.contains("9.10.1 to 9.19.1"), "{}", err.message);
+    assert_eq!(lab.rel_state("svm_dr:"), "snapmirrored");
 }

@@ -62,6 +62,12 @@ fn a_transition_refused_because_it_already_happened_is_done() {
         )
     };
     let script = vec![
+        // drover reads the cluster's release first.
+        (
+            200,
+            r#"{"name": "dr", "version": {"full": "NetApp Release 9.14.1", "generation": 9, "major": 14, "minor": 1}}"#
+                .to_string(),
+        ),
         (200, format!(r#"{{"records": [{}], "num_records": 1}}"#, rel("snapmirrored"))),
         (
             400,

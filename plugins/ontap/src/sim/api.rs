@@ -5,7 +5,11 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
+use super::dialect;
 use super::world::{ApiError, Cluster, Effect, Query, Relationship, World, iso_duration, rfc3339};
+
+/// A topology's version that does not parse is checked as the oldest supported release.
+const VERSION_UNKNOWN: crate::release::Version = crate::release::Version(0, 0, 0);
 
 /// An answer: status, body, extra headers.
 pub struct Answer {
@@ -276,10 +280,19 @@ fn collection(
     keys: &[&str],
     expensive: &[&str],
 ) -> Result<Answer, ApiError> {
-    let filtered: Vec<Value> = records
+    let mut filtered: Vec<Value> = records
         .into_iter()
-        .filter(|r| query.0.iter().filter(|(k, _)| !RESERVED.contains(&k.as_str())).all(|(k, v)| matches(dig(r, k), v)))
+        .filter(|r| {
+            query
+                .0
+                .iter()
+                .filter(|(k, _)| !RESERVED.contains(&k.as_str()) && !k.starts_with("start."))
+                .all(|(k, v)| matches(dig(r, k), v))
+        })
         .collect();
+    if let Some(order) = query.get("order_by") {
+        sort_by(&mut filtered, order);
+    }
     let start = query.get("start.uuid");
     let begin = match start {
         Some(u) => {
@@ -306,6 +319,49 @@ fn collection(
         body["records"] = json!(page);
     }
     Ok(Answer::ok(body))
+}
+
+/// `order_by=a desc,b`: a stable sort by each key in turn (the dialect checked the fields).
+fn sort_by(records: &mut [Value], order: &str) {
+    let keys: Vec<(&str, bool)> = order
+        .split(',')
+        .map(|item| {
+            let mut words = item.split_whitespace();
+            (words.next().unwrap_or(""), words.next() == Some("desc"))
+        })
+        .collect();
+    records.sort_by(|a, b| {
+        keys.iter()
+            .map(|(field, desc)| {
+                let (x, y) = (dig(a, field).map(scalar_text), dig(b, field).map(scalar_text));
+                let by = match (dig(a, field).and_then(Value::as_f64), dig(b, field).and_then(Value::as_f64)) {
+                    (Some(m), Some(n)) => m.total_cmp(&n),
+                    _ => x.cmp(&y),
+                };
+                if *desc { by.reverse() } else { by }
+            })
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+}
+
+/// A collection, or with one more path segment the record of that uuid.
+fn collection_or_one(
+    path: &str,
+    records: Vec<Value>,
+    rest: &[&str],
+    query: &Query,
+    keys: &[&str],
+) -> Result<Answer, ApiError> {
+    match rest {
+        [] => collection(path, records, query, keys, &[]),
+        [uuid] => records
+            .iter()
+            .find(|r| r.get("uuid").and_then(Value::as_str) == Some(uuid))
+            .map(|r| Answer::ok(project(r, query.get("fields").or(Some("*")), keys, &[])))
+            .ok_or_else(ApiError::not_found),
+        _ => Err(ApiError::new(404, "4", format!("API not found: {path}"))),
+    }
 }
 
 fn path_with_query(path: &str, q: &Query) -> String {
@@ -380,6 +436,11 @@ pub fn route(
 ) -> Result<Answer, ApiError> {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let cl = &w.clusters[c];
+    let release = crate::release::definitions(crate::release::Version::parse(&cl.version).unwrap_or(VERSION_UNKNOWN));
+    let Some(target) = dialect::target(release, &segs) else {
+        return Err(ApiError::new(404, "4", format!("API not found: {path}")));
+    };
+    dialect::check(&target, method, query, body)?;
     match (method, segs.as_slice()) {
         ("GET", ["api", "cluster"]) => Ok(Answer::ok(json!({
             "name": cl.name, "uuid": cl.uuid,
@@ -388,7 +449,7 @@ pub fn route(
                          "minor": cl.version.split('.').nth(2).and_then(|m| m.parse::<u32>().ok()).unwrap_or(0) },
             "_links": { "self": { "href": "/api/cluster" } },
         }))),
-        ("GET", ["api", "cluster", "peers"]) => {
+        ("GET", ["api", "cluster", "peers", rest @ ..]) => {
             let records: Vec<Value> = cl
                 .peers
                 .iter()
@@ -402,9 +463,9 @@ pub fn route(
                             "_links": { "self": { "href": format!("/api/cluster/peers/{}", peer.uuid) } } })
                 })
                 .collect();
-            collection(path, records, query, &["uuid", "name"], &[])
+            collection_or_one(path, records, rest, query, &["uuid", "name"])
         }
-        ("GET", ["api", "svm", "peers"]) => {
+        ("GET", ["api", "svm", "peers", rest @ ..]) => {
             let mut records = vec![];
             for ((ac, asvm), (bc, bsvm)) in &w.svm_peers {
                 for (local, lsvm, remote, rsvm) in [(ac, asvm, bc, bsvm), (bc, bsvm, ac, asvm)] {
@@ -420,7 +481,11 @@ pub fn route(
                     }));
                 }
             }
-            collection(path, records, query, &["uuid", "name"], &[])
+            collection_or_one(path, records, rest, query, &["uuid", "name"])
+        }
+        ("GET", ["api", "cluster", "jobs"]) => {
+            let records = w.jobs_of(c).map(job_record).collect();
+            collection(path, records, query, &["uuid"], &[])
         }
         ("GET", ["api", "cluster", "jobs", uuid]) => match w.job(uuid).filter(|j| j.cluster == c) {
             Some(j) => Ok(Answer::ok(project(&job_record(j), query.get("fields").or(Some("*")), &["uuid"], &[]))),
@@ -507,13 +572,14 @@ pub fn route(
                 }
             }
         }
-        ("GET", ["api", "snapmirror", "policies"]) => {
+        ("GET", ["api", "snapmirror", "policies", rest @ ..]) => {
             let records = ["MirrorAllSnapshots", "MirrorAndVault", "Asynchronous"]
                 .iter()
                 .enumerate()
-                .map(|(i, n)| json!({ "uuid": format!("00000000-0000-0000-0000-00000000000{i}"), "name": n, "type": "async", "scope": "cluster" }))
+                .map(|(i, n)| json!({ "uuid": format!("00000000-0000-0000-0000-00000000000{i}"), "name": n, "type": "async", "scope": "cluster",
+                                      "_links": { "self": { "href": format!("/api/snapmirror/policies/00000000-0000-0000-0000-00000000000{i}") } } }))
                 .collect();
-            collection(path, records, query, &["uuid", "name"], &[])
+            collection_or_one(path, records, rest, query, &["uuid", "name"])
         }
         ("GET", ["api", "storage", "volumes"]) => {
             let records = cl.volumes.iter().map(|v| volume_record(cl, v)).collect();
@@ -522,6 +588,7 @@ pub fn route(
         ("POST", ["api", "storage", "volumes"]) => {
             let (job, uuid) = w.create_volume(c, body)?;
             let mut a = Answer::job(w, &job, query);
+            a.location = Some(format!("/api/storage/volumes/{uuid}"));
             if query.get("return_records") == Some("true") {
                 a.body["num_records"] = json!(1);
                 a.body["records"] = json!([{ "uuid": uuid, "name": body.get("name") }]);
@@ -546,22 +613,20 @@ pub fn route(
         }
         ("GET", ["api", "storage", "volumes", uuid, "snapshots"]) => {
             let v = cl.volumes.iter().find(|v| v.uuid == *uuid).ok_or_else(ApiError::not_found)?;
-            let mut snaps: Vec<Value> = v
+            let snaps: Vec<Value> = v
                 .snapshots
                 .iter()
                 .map(|s| {
+                    // No label is modelled, and ONTAP leaves an unset label out.
                     json!({ "uuid": s.uuid, "name": s.name, "create_time": rfc3339(s.created), "state": "valid",
                             "volume": { "name": v.name, "uuid": v.uuid },
-                            "snapmirror_label": if s.name.starts_with("snapmirror.") { "" } else { "-" } })
+                            "_links": { "self": { "href": format!("/api/storage/volumes/{}/snapshots/{}", v.uuid, s.uuid) } } })
                 })
                 .collect();
-            if query.get("order_by").is_some_and(|o| o.contains("create_time desc")) {
-                snaps.reverse();
-            }
             collection(path, snaps, query, &["uuid", "name"], &[])
         }
         (_, ["api", ..]) if segs.len() >= 2 => {
-            Err(ApiError::new(405, "3", format!("{method} is not supported on {path}")))
+            Err(ApiError::new(405, "3", format!("{method} is not supported on {path} (a {} resource)", target.name)))
         }
         _ => Err(ApiError::new(404, "4", format!("API not found: {path}"))),
     }
@@ -580,6 +645,21 @@ fn create_relationship(w: &mut World, c: usize, body: &Value, query: &Query) -> 
         return Err(ApiError::new(400, "13303852", "destination.path provided does not contain \":\"")
             .target("destination.path"));
     }
+    if let Some((svm, vol)) = dst.split_once(':') {
+        let cl = &w.clusters[c];
+        let exists = if vol.is_empty() {
+            cl.svms.iter().any(|s| s.name == svm)
+        } else {
+            cl.volumes.iter().any(|v| v.svm == svm && v.name == vol)
+        };
+        if !exists {
+            let what =
+                if vol.is_empty() { format!("SVM \"{svm}\"") } else { format!("volume \"{vol}\" in SVM \"{svm}\"") };
+            return Err(
+                ApiError::new(404, "4", format!("The destination {what} does not exist.")).target("destination.path")
+            );
+        }
+    }
     if w.rels.iter().any(|r| r.dst_cluster == c && r.dst_path == dst) {
         return Err(ApiError::new(409, "6619637", "A SnapMirror relationship with this destination already exists."));
     }
@@ -596,6 +676,9 @@ fn create_relationship(w: &mut World, c: usize, body: &Value, query: &Query) -> 
         .ok_or_else(|| ApiError::new(400, "13303886", format!("SVM peer permission not found for \"{src_svm}\".")))?;
     if src_cluster == c && src == dst {
         return Err(ApiError::new(400, "6619441", "The source and destination are the same."));
+    }
+    if query.flag("validate_only") {
+        return Ok(Answer::ok(json!({})));
     }
     let uuid = w.uuid();
     w.rels.push(Relationship {
@@ -633,6 +716,7 @@ fn create_relationship(w: &mut World, c: usize, body: &Value, query: &Query) -> 
     }
     let job = w.start_job(c, "POST /api/snapmirror/relationships".into(), Effect::None, None);
     let mut a = Answer::job(w, &job, query);
+    a.location = Some(format!("/api/snapmirror/relationships/{uuid}"));
     if query.get("return_records") == Some("true") {
         a.body["num_records"] = json!(1);
         a.body["records"] = json!([{ "uuid": uuid }]);

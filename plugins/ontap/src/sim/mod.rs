@@ -7,6 +7,7 @@
 //! be taken down: its port is closed, so connections are refused as with a dead site.
 
 mod api;
+mod dialect;
 pub mod topology;
 pub mod world;
 
@@ -24,7 +25,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use topology::{Settings, Topology};
-pub use world::{ApiError, Fault, FaultKind, World};
+pub use world::{ApiError, Fault, FaultKind, RecordedRequest, World};
+
+/// Would a cluster running `release` accept this request's path, `fields=`, query and body
+/// fields? The same check the simulator makes before its model sees a request.
+pub fn accepts(release: &crate::release::Release, r: &RecordedRequest) -> Result<(), ApiError> {
+    let segs: Vec<&str> = r.path.trim_end_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let target =
+        dialect::target(release, &segs).ok_or_else(|| ApiError::new(404, "4", format!("API not found: {}", r.path)))?;
+    dialect::check(&target, &r.method, &r.query, &r.body)
+}
 
 /// One simulated cluster's address.
 #[derive(Debug, Clone)]
@@ -363,6 +373,15 @@ fn route_locked(
         }
     };
     w.tick();
+    if w.requests.len() == 100_000 {
+        w.requests.pop_front();
+    }
+    w.requests.push_back(world::RecordedRequest {
+        method: method.to_string(),
+        path: path.to_string(),
+        query: query.clone(),
+        body: body.clone(),
+    });
     let answer = api::route(&mut w, cluster, method, path, query, &body);
     if answer.is_err() {
         // A job failure armed for this request must not leak to a later one.

@@ -184,6 +184,18 @@ pub struct World {
     counter: u64,
     /// Forces a job failure on the next job created (from a JobFailure fault).
     pub pending_job_failure: Option<(u64, String)>,
+    /// Every authenticated request, in order (the newest 100,000), so tests can check what
+    /// a client sent against every release's definitions.
+    pub requests: std::collections::VecDeque<RecordedRequest>,
+}
+
+/// One request as the API saw it: method, path, query and the body (dotted keys normalised).
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Query,
+    pub body: Value,
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -216,6 +228,7 @@ impl World {
             svm_peers: vec![],
             counter: 0,
             pending_job_failure: None,
+            requests: Default::default(),
         };
         for c in &t.clusters {
             let uuid = w.uuid();
@@ -626,6 +639,11 @@ impl World {
         uuid
     }
 
+    /// The jobs a cluster runs or ran (until they expire).
+    pub fn jobs_of(&self, cluster: usize) -> impl Iterator<Item = &Job> {
+        self.jobs.iter().filter(move |j| j.cluster == cluster)
+    }
+
     pub fn job(&self, uuid: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.uuid == uuid)
     }
@@ -694,7 +712,14 @@ impl World {
             return Ok(self.start_job(cluster, description, Effect::Reverse { rel: uuid.to_string() }, None));
         }
         let Some(target) = target else {
-            return Err(ApiError::new(400, "13303837", "A state must be given.").target("state"));
+            // A PATCH of settings alone (policy, schedule, throttle) changes no state.
+            if body.as_object().is_some_and(|m| !m.is_empty()) {
+                if let Some(policy) = body.pointer("/policy/name").and_then(Value::as_str) {
+                    self.rels[i].policy = policy.to_string();
+                }
+                return Ok(self.start_job(cluster, description, Effect::None, None));
+            }
+            return Err(ApiError::new(400, "2", "The request body names nothing to change.").target("state"));
         };
         match target.as_str() {
             "paused" | "broken_off" | "snapmirrored" => {}
@@ -724,6 +749,19 @@ impl World {
         );
         if invalid {
             return Err(ApiError::new(400, "13303818", "Invalid state transition requested."));
+        }
+        // A resync rolls the destination back; ONTAP refuses it while the DR SVM serves clients.
+        if target == "snapmirrored" && rel.state == "broken_off" && rel.is_svm_dr() {
+            let name = rel.dst_path.trim_end_matches(':');
+            if self.clusters[cluster].svms.iter().any(|s| s.name == name && s.state != "stopped") {
+                return Err(ApiError::new(
+                    400,
+                    "13303828",
+                    format!(
+                        "The destination SVM \"{name}\" must be stopped before the relationship is resynchronized."
+                    ),
+                ));
+            }
         }
         if target == "snapmirrored" && rel.state == "broken_off" && query.flag("failback") && !rel.is_svm_dr() {
             return Err(ApiError::new(400, "13303828", "failback applies to SVM SnapMirror relationships only."));
@@ -801,10 +839,10 @@ impl World {
 
     pub fn patch_svm(&mut self, cluster: usize, uuid: &str, body: &Value) -> Result<String, ApiError> {
         let s = self.clusters[cluster].svms.iter().position(|s| s.uuid == uuid).ok_or_else(ApiError::not_found)?;
-        let target = body
-            .get("state")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::new(400, "2", "missing field \"state\"").target("state"))?;
+        let Some(target) = body.get("state").and_then(Value::as_str) else {
+            // Settings other than the state (a comment, say) change nothing the model keeps.
+            return Ok(self.start_job(cluster, format!("PATCH /api/svm/svms/{uuid}"), Effect::None, None));
+        };
         if target != "running" && target != "stopped" {
             return Err(ApiError::new(400, "2", format!("\"{target}\" is an invalid value for field \"state\""))
                 .target("state"));
@@ -918,7 +956,8 @@ impl Query {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// A boolean query flag; NetApp's Python client sends `True`.
     pub fn flag(&self, key: &str) -> bool {
-        self.get(key) == Some("true")
+        self.get(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 }
