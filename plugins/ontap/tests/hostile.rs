@@ -86,6 +86,37 @@ fn a_transition_refused_because_it_already_happened_is_done() {
     });
 }
 
+/// A scripted server playing a real cluster whose release lacks a field drover asked for
+/// (400, code 262197): the error names the release, the field and the supported range, and is
+/// permanent — retrying cannot help.
+#[test]
+fn a_field_the_cluster_lacks_is_named_with_its_release_and_the_supported_range() {
+    let script = vec![
+        (200, r#"{"name": "dr", "version": {"full": "NetApp Release 9.12.1P4", "generation": 9, "major": 12, "minor": 1}}"#.to_string()),
+        (
+            400,
+            r#"{"error": {"message": "The value \"exported_snapshot\" is invalid for field \"fields\"", "code": "262197", "target": "fields"}}"#
+                .to_string(),
+        ),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let server = ScriptedHttp::start(script).await;
+        let ctx = site(&server, Duration::from_secs(5));
+        let err = action("ontap.snapmirror.break")
+            .run(&ctx, &json!({ "site": "dr", "destination": "svm_dr:" }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, drover_api::ErrorKind::Permanent);
+        assert!(
+            err.message.contains("ONTAP 9.12.1 has no field `exported_snapshot`")
+                && err.message.contains("drover supports ONTAP 9.10.1 to 9.19.1"),
+            "{}",
+            err.message
+        );
+    });
+}
+
 /// What a broken or hostile server might send: generic breakage, this API's shapes gone wrong,
 /// or any text at all.
 fn body() -> impl Strategy<Value = String> {
