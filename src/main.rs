@@ -7,6 +7,8 @@ use drover::cli::{self, Cli};
 use drover::registry::Registry;
 
 fn main() {
+    // Journals, reports, previews and lab secrets hold operator data: 0600 files, 0700 dirs.
+    drover_api::procs::private_files();
     let cli = Cli::parse();
     // The Kubernetes client logs every failed request at ERROR; drover reports each failure
     // itself, with what to do, so its own log stays quiet below -vv.

@@ -297,8 +297,9 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn ctrl_c_stops_gracefully_with_exit_3_and_resume_finishes_the_run() {
+/// Stop a run at its long step with `signal`; it stops gracefully, exits `code`, and the report
+/// says which signal stopped it; `drover resume` finishes it.
+fn a_signal_stops_gracefully_and_resume_finishes_the_run(signal: i32, name: &str, code: i32) {
     let env = Env::new();
     let rb = env.write(
         "rb.yaml",
@@ -319,19 +320,60 @@ fn ctrl_c_stops_gracefully_with_exit_3_and_resume_finishes_the_run() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid, libc::SIGINT) };
+    unsafe { libc::kill(pid, signal) };
     let started = Instant::now();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(code), "{name}: {}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(3), "a graceful stop does not wait out the sleep");
     assert!(text(&out).contains("drover resume"), "{}", text(&out));
+    assert!(text(&out).contains(&format!("stopped by {name}: no step started after it")), "{}", text(&out));
     let report = env.run(&["report", "latest", "--format", "json"]);
     let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
     assert_eq!(r["outcome"], "cancelled");
+    assert_eq!(r["stopped_by"], name);
     assert_eq!(r["steps"][1]["outcome"], "not_run");
     let out = env.run(&["resume", "latest"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("after: done"), "{}", text(&out));
+}
+
+#[test]
+fn ctrl_c_stops_gracefully_with_exit_3_and_resume_finishes_the_run() {
+    a_signal_stops_gracefully_and_resume_finishes_the_run(libc::SIGINT, "SIGINT", 3);
+}
+
+/// What systemd and Kubernetes send: it used to kill drover at once (exit 143, steps cut off).
+#[test]
+fn sigterm_stops_gracefully_with_exit_143_and_resume_finishes_the_run() {
+    a_signal_stops_gracefully_and_resume_finishes_the_run(libc::SIGTERM, "SIGTERM", 143);
+}
+
+#[test]
+fn sighup_stops_gracefully_with_exit_129_and_resume_finishes_the_run() {
+    a_signal_stops_gracefully_and_resume_finishes_the_run(libc::SIGHUP, "SIGHUP", 129);
+}
+
+/// The journal, the reports and the copied runbook hold operator data: readable by their owner only.
+#[test]
+fn every_file_of_a_run_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let rb = env.write("rb.yaml", &runbook("  - { id: hello, uses: log, with: { message: hi } }\n"));
+    let out = env.run(&["run", rb.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut seen = 0;
+    let mut stack = vec![env.path("state")];
+    while let Some(path) = stack.pop() {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            stack.extend(std::fs::read_dir(&path).unwrap().flatten().map(|e| e.path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "journal, reports, runbook: {seen} files");
 }
 
 #[test]

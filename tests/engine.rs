@@ -459,7 +459,7 @@ async fn graceful_stop_lets_running_steps_finish_and_starts_nothing_new() {
     let (tx, stop) = StopSignal::new();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        tx.send(1).unwrap();
+        tx.request(1, "SIGINT");
         std::mem::forget(tx);
     });
     let ran = run_with(&loaded, &reg, stop, None, Arc::new(AutoApprove("t".into()))).await;
@@ -476,9 +476,9 @@ async fn second_stop_aborts_running_steps_as_interrupted() {
     let (tx, stop) = StopSignal::new();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        tx.send(1).unwrap();
+        tx.request(1, "SIGINT");
         tokio::time::sleep(Duration::from_secs(1)).await;
-        tx.send(2).unwrap();
+        tx.request(2, "SIGINT");
         std::mem::forget(tx);
     });
     let ran = run_with(&loaded, &reg, stop, None, Arc::new(AutoApprove("t".into()))).await;

@@ -579,3 +579,76 @@ async fn the_shipped_flows_ask_ontap_only_for_what_every_supported_release_has()
     let checked = every_release_accepts_what_drover_sent(&lab);
     assert!(checked > 50, "only {checked} requests recorded");
 }
+
+/// Every process descending from `root`, by walking /proc.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let after = &stat[stat.rfind(')').unwrap_or(0) + 1..];
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut family = vec![root];
+    let mut k = 0;
+    while k < family.len() {
+        let p = family[k];
+        family.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        k += 1;
+    }
+    family.remove(0);
+    family
+}
+
+/// Alive and not a zombie waiting to be reaped.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s[s.rfind(')').unwrap_or(0) + 1..].trim_start().starts_with('Z'))
+}
+
+/// The lab's real servers (BIND, HAProxy, moto; two Kubernetes control planes when built) and
+/// the simulators: `drover lab up` stopped by SIGTERM (a supervisor), or killed by SIGKILL, leaves
+/// no process and no temporary file behind.
+#[test]
+fn the_lab_leaves_no_process_and_no_file_behind_after_sigterm_or_sigkill() {
+    use std::io::BufRead;
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut lab = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["lab", "up", "--dir"])
+            .arg(dir.path().join("lab"))
+            .env("TMPDIR", tmp.path())
+            .env("DROVER_STATE_DIR", dir.path().join("state"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(lab.stdout.take().unwrap()).lines();
+        assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with("try: drover failover"))), "{name}: the lab did not start");
+        let family = descendants(lab.id());
+        assert!(family.len() >= 2, "{name}: the lab runs servers and a janitor: {family:?}");
+        assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_some(), "{name}: the lab keeps temporary files");
+        // SAFETY: signalling the child this test started.
+        unsafe { libc::kill(lab.id() as libc::pid_t, signal) };
+        let status = lab.wait().unwrap();
+        if signal == libc::SIGTERM {
+            assert_eq!(status.code(), Some(0), "SIGTERM stops the lab gracefully");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let alive: Vec<u32> = family.iter().copied().filter(|p| running(*p)).collect();
+            let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
+            if alive.is_empty() && left.is_empty() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "after {name}: processes {alive:?}, files {left:?} remain");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}

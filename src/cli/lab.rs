@@ -111,8 +111,10 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             for (k, v) in &lab.params {
                 println!("       --param {k}={v}");
             }
-            println!("Ctrl-C stops the lab.");
-            let _ = tokio::signal::ctrl_c().await;
+            println!("Ctrl-C (or SIGTERM, SIGHUP) stops the lab.");
+            let by = super::signals::first().await;
+            eprintln!("drover lab: stopping ({by}); every server the lab started stops with it");
+            drop(lab);
             Ok(exit::SUCCESS)
         }
         LabCommand::Failover(a) => {
@@ -185,9 +187,9 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             } else {
                 println!("Kubernetes API simulator (not a real API server) at {}", cluster.url());
                 println!("kubeconfig: {}  (context `{}`)", kubeconfig.display(), a.name);
-                println!("Ctrl-C stops it.");
+                println!("Ctrl-C (or SIGTERM, SIGHUP) stops it.");
             }
-            let _ = tokio::signal::ctrl_c().await;
+            super::signals::first().await;
             Ok(exit::SUCCESS)
         }
         LabCommand::Ontap(a) => {
@@ -208,9 +210,9 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 }
                 println!("sites file: {}", sites.display());
                 println!("try: drover run examples/storage-failover.yaml --sites {} --yes", sites.display());
-                println!("Ctrl-C stops the lab.");
+                println!("Ctrl-C (or SIGTERM, SIGHUP) stops the lab.");
             }
-            let _ = tokio::signal::ctrl_c().await;
+            super::signals::first().await;
             drop(sim);
             Ok(exit::SUCCESS)
         }

@@ -4,6 +4,7 @@ mod gate;
 mod info;
 mod lab;
 mod run;
+mod signals;
 mod view;
 
 use std::path::PathBuf;
@@ -20,7 +21,8 @@ pub mod exit {
     pub const RUN_FAILED: i32 = 1;
     /// Bad input: runbook, params, sites file or arguments. Nothing was changed.
     pub const INVALID_INPUT: i32 = 2;
-    /// The operator stopped the run (Ctrl-C). `drover resume` continues it.
+    /// The operator stopped the run (Ctrl-C). `drover resume` continues it. A run stopped
+    /// by SIGTERM or SIGHUP (a supervisor) exits 143 or 129 instead, after the same graceful stop.
     pub const CANCELLED: i32 = 3;
     /// Another run of the same runbook holds the lock.
     pub const LOCK_HELD: i32 = 4;

@@ -377,11 +377,12 @@ async fn drive(
         loaded.runbook.steps.iter().map(|s| (s.id.clone(), s.call.uses.clone())).collect();
     let viewer = view::spawn(render, rx, uses);
     let (stop_tx, stop) = StopSignal::new();
-    let ctrl_c = tokio::spawn(async move {
+    let mut signals = super::signals::listen();
+    let stop_requests = tokio::spawn(async move {
         let mut level = 0u8;
-        while tokio::signal::ctrl_c().await.is_ok() {
+        while let Some(name) = signals.recv().await {
             level = (level + 1).min(2);
-            let _ = stop_tx.send(level);
+            stop_tx.request(level, name);
         }
     });
     let concurrency = flags.concurrency.map(|c| c as usize).or(loaded.runbook.concurrency).unwrap_or(8);
@@ -403,7 +404,7 @@ async fn drive(
         preflight,
     };
     let summary = execute(loaded, registry, opts).await;
-    ctrl_c.abort();
+    stop_requests.abort();
     let _ = viewer.await;
     journal.close()?;
     if let Some(e) = &summary.journal_error {
@@ -455,7 +456,7 @@ fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: &RunSummary) -> Re
             if cli.output == Output::Text {
                 eprintln!("the run was stopped; `drover resume {run_id}` continues it");
             }
-            exit::CANCELLED
+            report.stopped_by.as_deref().map(super::signals::exit_code).unwrap_or(exit::CANCELLED)
         }
     })
 }

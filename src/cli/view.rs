@@ -216,10 +216,13 @@ pub fn describe(ev: &Event, uses: &HashMap<String, String>) -> Option<String> {
         Event::UndoStarted { step } => format!("⟲ {step}  undoing"),
         Event::UndoFinished { step, error: None } => format!("⟲ {step}  undone"),
         Event::UndoFinished { step, error: Some(e) } => format!("✗ {step}  undo failed: {}", e.message),
-        Event::StopRequested { abort: false } => {
-            "stopping: no new steps start; running steps finish (Ctrl-C again to abort them)".into()
+        Event::StopRequested { abort: false, signal } => format!(
+            "stopping{}: no new steps start; running steps finish (a second Ctrl-C or signal aborts them)",
+            signal.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
+        ),
+        Event::StopRequested { abort: true, signal } => {
+            format!("aborting running steps{}", signal.as_deref().map(|s| format!(" ({s})")).unwrap_or_default())
         }
-        Event::StopRequested { abort: true } => "aborting running steps".into(),
         Event::RunFinished { outcome } => format!("run {}", outcome.label()),
         Event::StepProgress { .. } | Event::StepCheckpoint { .. } | Event::GateWaiting { .. } => {
             return None;

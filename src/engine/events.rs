@@ -198,6 +198,9 @@ pub enum Event {
     },
     StopRequested {
         abort: bool,
+        /// What asked: `SIGINT`, `SIGTERM` or `SIGHUP` (absent in older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
     },
     RunFinished {
         outcome: RunOutcome,

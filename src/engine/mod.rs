@@ -90,32 +90,47 @@ impl EventSink {
     }
 }
 
-/// The operator's stop requests: 0 = none, 1 = graceful (finish running steps), 2 = abort.
+/// The operator's stop requests: 0 = none, 1 = graceful (finish running steps), 2 = abort —
+/// with what asked (`SIGINT`, `SIGTERM`, `SIGHUP`), for the journal and the report.
 #[derive(Clone)]
-pub struct StopSignal(watch::Receiver<u8>);
+pub struct StopSignal(watch::Receiver<(u8, &'static str)>);
+
+/// The sending half: `request(level, by)`.
+pub struct StopSender(watch::Sender<(u8, &'static str)>);
+
+impl StopSender {
+    pub fn request(&self, level: u8, by: &'static str) {
+        let _ = self.0.send((level, by));
+    }
+}
 
 impl StopSignal {
-    pub fn new() -> (watch::Sender<u8>, StopSignal) {
-        let (tx, rx) = watch::channel(0);
-        (tx, StopSignal(rx))
+    pub fn new() -> (StopSender, StopSignal) {
+        let (tx, rx) = watch::channel((0, ""));
+        (StopSender(tx), StopSignal(rx))
     }
 
     /// A signal that never fires.
     pub fn never() -> StopSignal {
-        let (tx, rx) = watch::channel(0);
+        let (tx, rx) = watch::channel((0, ""));
         std::mem::forget(tx);
         StopSignal(rx)
     }
 
     pub fn level(&self) -> u8 {
-        *self.0.borrow()
+        self.0.borrow().0
+    }
+
+    /// What asked for the stop; empty when nothing did.
+    pub fn by(&self) -> &'static str {
+        self.0.borrow().1
     }
 
     pub async fn changed(&mut self) -> u8 {
         if self.0.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
-        *self.0.borrow()
+        self.0.borrow().0
     }
 }
 

@@ -515,7 +515,8 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
             level = stop.changed() => {
                 if level > stop_level {
                     stop_level = level;
-                    let _ = board.sink.emit(Event::StopRequested { abort: level >= 2 });
+                    let signal = Some(stop.by()).filter(|b| !b.is_empty()).map(str::to_string);
+                    let _ = board.sink.emit(Event::StopRequested { abort: level >= 2, signal });
                     d.graceful.cancel();
                     if level >= 2 {
                         tasks.abort_all();

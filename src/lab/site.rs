@@ -40,6 +40,8 @@ impl Drop for Procs {
         for c in &mut self.0 {
             let _ = c.kill();
             let _ = c.wait();
+            // Its pid may be reused now: the exit handler must not signal it.
+            drover_api::procs::reaped(c.id());
         }
     }
 }
@@ -250,13 +252,10 @@ async fn start_bind(dir: &Path, secret: &str, procs: &mut Procs) -> Result<std::
              zone \"example.com\" {{ type primary; file \"{d}/example.com.zone\"; allow-update {{ key \"drover-lab\"; }}; }};\n"
         ),
     )?;
-    let child = Command::new("named")
-        .args(["-g", "-c"])
-        .arg(bind.join("named.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start named: {e}"))?;
+    let mut named = Command::new("named");
+    named.args(["-g", "-c"]).arg(bind.join("named.conf")).stdout(Stdio::null()).stderr(Stdio::null());
+    // Dies with the lab, however the lab ends.
+    let child = drover_api::procs::spawn(named).map_err(|e| format!("cannot start named: {e}"))?;
     procs.0.push(child);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -288,14 +287,9 @@ async fn start_haproxy(
             "global\n  stats socket ipv4@127.0.0.1:{runtime} level admin\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend shop\n  bind 127.0.0.1:{front}\n  default_backend shop\nbackend shop\n  server east 127.0.0.1:{east_port} weight 100\n  server west 127.0.0.1:{west_port} weight 100 disabled\n"
         ),
     )?;
-    let child = Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start haproxy: {e}"))?;
+    let mut haproxy = Command::new("haproxy");
+    haproxy.arg("-db").arg("-f").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null());
+    let child = drover_api::procs::spawn(haproxy).map_err(|e| format!("cannot start haproxy: {e}"))?;
     procs.0.push(child);
     wait_port(front, "HAProxy").await?;
     wait_port(runtime, "HAProxy's runtime API").await?;

@@ -63,6 +63,9 @@ pub struct Report {
     /// What happened to rollback, when the runbook asks for one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
+    /// What stopped the run when the operator or a supervisor did: `SIGINT`, `SIGTERM`, `SIGHUP`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
     /// What to do next, as a command.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
@@ -490,6 +493,18 @@ impl Report {
             approvals,
             sites,
             rollback,
+            // The last stop asked for, if the run ended stopped.
+            stopped_by: state
+                .records
+                .iter()
+                .rev()
+                .find_map(|r| match &r.event {
+                    Event::StopRequested { signal, .. } => {
+                        Some(signal.clone().unwrap_or_else(|| "the operator".into()))
+                    }
+                    _ => None,
+                })
+                .filter(|_| state.finished == Some(RunOutcome::Cancelled)),
             next: None,
             forecast: None,
         };
@@ -777,6 +792,9 @@ impl Report {
             if !untouched.is_empty() {
                 let _ = writeln!(out, "  not done yet: {}", untouched.join(", "));
             }
+        }
+        if let Some(by) = &self.stopped_by {
+            let _ = writeln!(out, "stopped by {by}: no step started after it; running steps reached a safe point");
         }
         if let Some(n) = &self.next {
             let _ = writeln!(out, "next: {n}");

@@ -10,7 +10,7 @@
 //! however it ends. Processes are stopped by the PIDs this crate started, never by name.
 
 mod pki;
-pub mod procs;
+pub use drover_api::procs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -124,7 +124,16 @@ pub struct ControlPlane {
     procs: Mutex<Vec<Proc>>,
 }
 
+/// A port free now, below Linux's ephemeral range (32768 and up by default): a port the kernel
+/// hands out for `bind(0)` or an outgoing connection is likely to be taken again before the
+/// server binds it. A collision is still possible, so `start` retries.
 fn free_port() -> u16 {
+    for _ in 0..200 {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
@@ -144,6 +153,20 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 impl ControlPlane {
     /// Start every component and wait until the API server is ready and the nodes are Ready.
     pub async fn start(opts: Options) -> Result<ControlPlane, String> {
+        // A port picked free can be taken before a component binds it: start again elsewhere.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_once(&opts).await {
+                Err(e) if tries < 3 && e.contains("address already in use") => {
+                    trace(&format!("a port was taken before its server bound it; starting again: {e}"));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(opts: &Options) -> Result<ControlPlane, String> {
         let bins = Binaries::find()?;
         let dir = tempfile::Builder::new()
             .prefix("drover-k8s-")
@@ -160,7 +183,7 @@ impl ControlPlane {
             procs: Mutex::new(vec![]),
         };
         // On any failure below, dropping `plane` stops what started.
-        plane.boot(&bins, &opts).await?;
+        plane.boot(&bins, opts).await?;
         Ok(plane)
     }
 

@@ -10,6 +10,7 @@ mod duration;
 mod error;
 mod plan;
 mod poll;
+pub mod procs;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod schema;

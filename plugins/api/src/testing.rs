@@ -192,15 +192,15 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free loopback port: {e}"))?
             .port();
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = std::process::Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!("cannot start moto_server ({e}): pip install 'moto[server]' (bash .ci/run installs it)")
-            })?;
+            .stderr(std::process::Stdio::null());
+        // Dies with its parent (a test, or the lab), however that ends.
+        let child = crate::procs::spawn(cmd).map_err(|e| {
+            format!("cannot start moto_server ({e}): pip install 'moto[server]' (bash .ci/run installs it)")
+        })?;
         let mut moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -235,6 +235,7 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        crate::procs::reaped(self.child.id());
     }
 }
 
@@ -272,6 +273,7 @@ impl S3sFs {
     pub fn start_with_keys(access_key: &str, secret_key: &str) -> Result<S3sFs, String> {
         use hyper_util::rt::{TokioExecutor, TokioIo};
         let root = tempfile::tempdir().map_err(|e| format!("no temporary directory for s3s-fs: {e}"))?;
+        crate::procs::remove_at_exit(root.path().to_path_buf());
         let fs = s3s_fs::FileSystem::new(root.path()).map_err(|e| format!("s3s-fs cannot use its root: {e:?}"))?;
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));

@@ -145,6 +145,17 @@ impl TypedAction for Exec {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        // The operator's command creates files as it would from their shell, not 0600 as
+        // drover's own files are.
+        if let Some(mask) = drover_api::procs::operator_umask() {
+            // SAFETY: umask is async-signal-safe, as `pre_exec` requires.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask);
+                    Ok(())
+                });
+            }
+        }
         for (var, r) in &p.secret_env {
             cmd.env(var, r.resolve()?.expose());
         }

@@ -585,3 +585,59 @@ async fn manifests_and_live_clusters_are_sources_too_and_a_resumed_restore_skips
     );
     assert_eq!(lab.get(&lab.west, "apps", "statefulsets", Some("shop"), "cart-db").unwrap()["spec"]["replicas"], 0);
 }
+
+/// Real control plane. A preview never leaks a Secret: its values are replaced by their sizes
+/// (keys kept), `preview_secrets: true` includes them, and every file is 0600 in 0700 directories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_redacts_secret_values_and_is_readable_by_its_owner_only() {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let lab = lab().await;
+    let value = "hunter2-the-db-password";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+    let mut objects = shop_backup();
+    objects.push((
+        "secrets",
+        live(
+            "v1",
+            "Secret",
+            Some("shop"),
+            "db",
+            "uid-secret",
+            json!({ "type": "Opaque", "data": { "password": encoded } }),
+        ),
+    ));
+    lab.backup("with-secret", "Completed", "2026-11-21T02:00:00Z", &objects).await;
+    let with = |dir: &str, secrets: bool| {
+        json!({ "site": "west", "from": { "velero": { "site": "backups", "bucket": "dr-backups", "prefix": "velero", "backup": "with-secret" } },
+                "transforms": transforms(), "preview_dir": dir, "preview_secrets": secrets })
+    };
+    let plan = find("kube.restore").plan(&lab.ctx(), &with("redacted", false)).await.unwrap();
+    assert!(plan.changes.iter().any(|c| c.ends_with("(Secret values redacted)")), "{:#?}", plan.changes);
+    let root = lab.dir.path().join("redacted");
+    let secret = std::fs::read_to_string(root.join("shop-dr/secret-db.yaml")).unwrap();
+    assert!(
+        secret.contains("password: ") && secret.contains("<redacted: 23 bytes; preview_secrets: true shows it>"),
+        "{secret}"
+    );
+    for file in walk(&root) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains(value) && !text.contains(&encoded), "{} holds the Secret", file.display());
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600, "{}", file.display());
+    }
+    for dir in [root.clone(), root.join("shop-dr"), root.join("_cluster")] {
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
+    }
+    find("kube.restore").plan(&lab.ctx(), &with("included", true)).await.unwrap();
+    let secret = std::fs::read_to_string(lab.dir.path().join("included/shop-dr/secret-db.yaml")).unwrap();
+    assert!(secret.contains(&encoded), "{secret}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
+}

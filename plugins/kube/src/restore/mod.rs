@@ -82,9 +82,13 @@ pub struct RestoreParams {
     /// Objects in flight at once. Default: adapted to the API server's answers (2 to 64).
     #[serde(default)]
     pub concurrency: Option<usize>,
-    /// With `--dry-run`: write the transformed manifests here for review.
+    /// With `--dry-run`: write the transformed manifests here for review (files 0600 in 0700
+    /// directories; Secret values replaced by their sizes).
     #[serde(default)]
     pub preview_dir: Option<PathBuf>,
+    /// Include Secret values in the preview as they would be written.
+    #[serde(default)]
+    pub preview_secrets: bool,
     /// Workloads bound for a namespace `kube.fence` marked: `refuse` (default), `hold` (write
     /// them at zero; lifting the fence brings them up — a failback into the fenced primary)
     /// or `ignore`.
@@ -842,17 +846,39 @@ fn render_counts(m: &BTreeMap<String, u64>) -> String {
     m.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
 }
 
-fn write_preview(dir: &std::path::Path, objects: &[Restorable]) -> Result<(), ActionError> {
+fn write_preview(dir: &std::path::Path, objects: &[Restorable], secrets: bool) -> Result<(), ActionError> {
     for o in objects {
         let sub = dir.join(o.namespace().unwrap_or("_cluster"));
-        std::fs::create_dir_all(&sub)
+        drover_api::procs::create_private_dir_all(&sub)
             .map_err(|e| ActionError::permanent(format!("cannot create {}: {e}", sub.display())))?;
         let file = sub.join(format!("{}-{}.yaml", o.kind().to_lowercase(), o.name()));
-        let text = serde_yaml::to_string(&o.object()).unwrap_or_default();
-        std::fs::write(&file, text)
+        let mut object = o.object();
+        if o.kind() == "Secret" && !secrets {
+            redact_secret(&mut object);
+        }
+        let text = serde_yaml::to_string(&object).unwrap_or_default();
+        drover_api::procs::write_private(&file, text.as_bytes())
             .map_err(|e| ActionError::permanent(format!("cannot write {}: {e}", file.display())))?;
     }
     Ok(())
+}
+
+/// A Secret as a preview shows it by default: its keys, each value replaced by its size.
+fn redact_secret(secret: &mut Value) {
+    use base64::Engine;
+    for (field, encoded) in [("data", true), ("stringData", false)] {
+        if let Some(Value::Object(values)) = secret.get_mut(field) {
+            for value in values.values_mut() {
+                let text = value.as_str().unwrap_or_default();
+                let size = if encoded {
+                    base64::engine::general_purpose::STANDARD.decode(text).map(|b| b.len()).unwrap_or(text.len())
+                } else {
+                    text.len()
+                };
+                *value = json!(format!("<redacted: {size} bytes; preview_secrets: true shows it>"));
+            }
+        }
+    }
 }
 
 pub struct Restore;
@@ -958,8 +984,12 @@ impl TypedAction for Restore {
         }
         if let Some(dir) = &p.preview_dir {
             let dir = ctx.resolve_path(dir);
-            write_preview(&dir, &got.objects)?;
-            plan = plan.change(format!("transformed manifests written to {}", dir.display()));
+            write_preview(&dir, &got.objects, p.preview_secrets)?;
+            plan = plan.change(format!(
+                "transformed manifests written to {}{}",
+                dir.display(),
+                if p.preview_secrets { " (Secret values included)" } else { " (Secret values redacted)" }
+            ));
         }
         Ok(plan.output("source", got.source))
     }

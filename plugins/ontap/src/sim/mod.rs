@@ -97,6 +97,8 @@ impl Simulator {
                 rand::random::<u32>()
             ));
             std::fs::write(&path, &pem).map_err(|e| format!("cannot write the simulator's CA file: {e}"))?;
+            // Removed on drop; and when the process ends any other way, by the janitor.
+            drover_api::procs::remove_at_exit(path.clone());
             (Some(acceptor), Some((pem, tempfile_path::TempPath(path))))
         } else {
             (None, None)

@@ -1,0 +1,171 @@
+//! Child processes and temporary files that never outlive the process that made them.
+//!
+//! Each server is started with `PR_SET_PDEATHSIG = SIGKILL`, so the kernel kills it when its
+//! parent goes — even after `kill -9` of a test binary or of `drover lab up`. The signal follows
+//! the parent *thread*, and test threads come and go, so every child is spawned from one thread
+//! that lives as long as the process. Children still alive at a normal exit are killed by an
+//! `atexit` handler (statics, such as a control plane shared by a test binary, are never dropped).
+//!
+//! Temporary files and directories are handed to a *janitor*: a small `sh` started once, which
+//! reads paths from a pipe and removes them all when the pipe closes — that is, when this
+//! process ends, however it ends (the kernel closes the pipe even after SIGKILL). It ignores
+//! the terminal's signals, so a Ctrl-C that reaches the whole process group does not stop it
+//! before it has cleaned up.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+fn spawner() -> &'static Mutex<mpsc::Sender<Request>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("drover-spawner".into())
+            .spawn(move || {
+                while let Ok((mut cmd, reply)) = rx.recv() {
+                    let _ = reply.send(cmd.spawn());
+                }
+                // The sender is static: this thread lives until the process exits.
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("spawn the process spawner thread");
+        register_atexit();
+        Mutex::new(tx)
+    })
+}
+
+/// Start `cmd` so that it dies with this process, whatever ends it.
+pub fn spawn(mut cmd: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl, getppid and kill are async-signal-safe, as `pre_exec` requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner().lock().unwrap_or_else(|e| e.into_inner()).send((cmd, tx)).map_err(std::io::Error::other)?;
+    let child = rx.recv().map_err(std::io::Error::other)??;
+    live().lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
+    Ok(child)
+}
+
+/// Forget a child that was waited for.
+pub fn reaped(pid: u32) {
+    live().lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != pid);
+}
+
+/// Remove `path` (a file or a directory) when this process ends, if it is still there —
+/// at a normal exit, and through the janitor after any other end, SIGKILL included.
+pub fn remove_at_exit(path: PathBuf) {
+    janitor(&path);
+    dirs().lock().unwrap_or_else(|e| e.into_inner()).push(path);
+}
+
+/// Hand `path` to the janitor (started on first use). Without `sh` the atexit handler alone
+/// cleans up, which covers every end but a kill.
+fn janitor(path: &std::path::Path) {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    static JANITOR: OnceLock<Option<Mutex<std::process::ChildStdin>>> = OnceLock::new();
+    let pipe = JANITOR.get_or_init(|| {
+        // Paths arrive one per line; at end of input (this process gone) every one is removed.
+        let script =
+            r#"trap '' INT TERM HUP QUIT; set --; while IFS= read -r p; do set -- "$@" "$p"; done; rm -rf -- "$@""#;
+        Command::new("sh")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()
+            .and_then(|mut c| c.stdin.take())
+            .map(Mutex::new)
+    });
+    let bytes = path.as_os_str().as_bytes();
+    if let Some(pipe) = pipe
+        && !bytes.contains(&b'\n')
+    {
+        let mut pipe = pipe.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = pipe.write_all(bytes).and_then(|_| pipe.write_all(b"\n")).and_then(|_| pipe.flush());
+    }
+}
+
+fn live() -> &'static Mutex<Vec<u32>> {
+    static LIVE: OnceLock<Mutex<Vec<u32>>> = OnceLock::new();
+    LIVE.get_or_init(Mutex::default)
+}
+
+fn dirs() -> &'static Mutex<Vec<PathBuf>> {
+    static DIRS: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
+    DIRS.get_or_init(Mutex::default)
+}
+
+fn register_atexit() {
+    extern "C" fn at_exit() {
+        if let Ok(pids) = live().try_lock() {
+            for pid in pids.iter() {
+                // SAFETY: signalling a child of ours by its pid.
+                unsafe {
+                    libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+        if let Ok(dirs) = dirs().try_lock() {
+            for d in dirs.iter() {
+                let _ = std::fs::remove_dir_all(d).or_else(|_| std::fs::remove_file(d));
+            }
+        }
+    }
+    // SAFETY: registering a plain function with the C runtime.
+    unsafe {
+        libc::atexit(at_exit);
+    }
+}
+
+/// Make every file this process creates private to its user (0600, directories 0700): the
+/// journal, reports, previews and lab secrets hold operator data. Returns the umask it replaced,
+/// which child processes running an operator's own commands get back ([`operator_umask`]).
+pub fn private_files() {
+    // SAFETY: umask only swaps the process's file-creation mask.
+    let before = unsafe { libc::umask(0o077) };
+    let _ = OPERATOR_UMASK.set(before);
+}
+
+static OPERATOR_UMASK: OnceLock<libc::mode_t> = OnceLock::new();
+
+/// The umask the process started with (before [`private_files`]), for commands run on the
+/// operator's behalf; `None` when it was never changed.
+pub fn operator_umask() -> Option<libc::mode_t> {
+    OPERATOR_UMASK.get().copied()
+}
+
+/// Write `bytes` to `path` readable by this user only (0600), whatever the umask.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // An existing file keeps its mode on open: make it private too.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)
+}
+
+/// Create `dir` and its missing parents as 0700 directories, whatever the umask.
+pub fn create_private_dir_all(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
