@@ -20,7 +20,7 @@ use drover::journal::Journal;
 use drover::registry::Registry;
 use drover::runbook::{LoadOptions, load_source};
 use drover_api::{ActionError, Mode, Progress, StepContext, StepHost};
-use drover_ontap::sim::{Simulator, Topology};
+use drover_ontap_sim::{Simulator, Topology};
 
 const RELATIONSHIPS: usize = 200;
 const LOCK: usize = 8;

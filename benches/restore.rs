@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 use drover_api::{StepContext, testing};
-use drover_kube::sim::{Cluster, Fault, FaultKind, Settings};
 use drover_kube::velero::{TarballWriter, backup_object};
+use drover_kube_sim::{Cluster, Fault, FaultKind, Settings};
 
 const NAMESPACES: usize = 100;
 const LATENCY: Duration = Duration::from_millis(5);

@@ -18,7 +18,7 @@ use drover::engine::{AutoApprove, EventSink, ExecuteOptions, StopSignal, execute
 use drover::journal::Journal;
 use drover::registry::Registry;
 use drover::runbook::{LoadOptions, load_source};
-use drover_kube::sim::{Fault, FaultKind};
+use drover_kube_sim::{Fault, FaultKind};
 
 const STEPS: usize = 1000;
 const HANG: Duration = Duration::from_secs(300);
@@ -103,18 +103,18 @@ fn main() {
             kube.inject(Fault { method: None, path: None, kind, remaining: None, share });
         }
         for (kind, share) in [
-            (drover_ontap::sim::FaultKind::Latency(Duration::from_millis(20)), 0.2),
+            (drover_ontap_sim::FaultKind::Latency(Duration::from_millis(20)), 0.2),
             (
-                drover_ontap::sim::FaultKind::SyncError {
+                drover_ontap_sim::FaultKind::SyncError {
                     status: 503,
                     code: "6619715".into(),
                     message: "the system is busy, try again".into(),
                 },
                 0.05,
             ),
-            (drover_ontap::sim::FaultKind::DropConnection, 0.02),
+            (drover_ontap_sim::FaultKind::DropConnection, 0.02),
         ] {
-            ontap.inject(drover_ontap::sim::Fault { cluster: None, method: None, path: None, kind, remaining: None, share });
+            ontap.inject(drover_ontap_sim::Fault { cluster: None, method: None, path: None, kind, remaining: None, share });
         }
 
         let registry = Registry::builtin();

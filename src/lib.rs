@@ -8,6 +8,7 @@ pub mod cli;
 pub mod engine;
 pub mod external;
 pub mod journal;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod registry;
 pub mod report;

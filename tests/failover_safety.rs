@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use drover::lab::{Lab, LabConfig};
-use drover_ontap::sim::{Fault, FaultKind};
+use drover_ontap_sim::{Fault, FaultKind};
 use serde_json::Value;
 
 /// A lab and a state directory, and the failover as an operator would start it.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use drover::lab::{KubeChoice, LabKube};
-use drover_kube::sim::{Fault, FaultKind};
+use drover_kube_sim::{Fault, FaultKind};
 
 struct Lab {
     dir: tempfile::TempDir,

@@ -544,7 +544,7 @@ fn every_release_accepts_what_drover_sent(lab: &drover::lab::Lab) -> usize {
     let mut refused = vec![];
     for release in drover_ontap::release::RELEASES.iter() {
         for r in &requests {
-            if let Err(e) = drover_ontap::sim::accepts(release, r) {
+            if let Err(e) = drover_ontap_sim::accepts(release, r) {
                 refused.push(format!("ONTAP {}: {} {} {:?}: {}", release.name, r.method, r.path, r.query.0, e.message));
             }
         }

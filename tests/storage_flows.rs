@@ -5,7 +5,7 @@ mod common;
 
 use common::drover;
 
-use drover_ontap::sim::Simulator;
+use drover_ontap_sim::Simulator;
 
 /// Relationship direction and state: (source@cluster, destination@cluster, state).
 type Rels = Vec<(String, String, String)>;

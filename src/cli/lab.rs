@@ -179,7 +179,7 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
         }
         LabCommand::Kube(a) => {
             let (cluster, kubeconfig) =
-                crate::lab::start_kube(&a.name, a.port, &a.dir, drover_kube::sim::Settings::default())
+                crate::lab::start_kube(&a.name, a.port, &a.dir, drover_kube_sim::Settings::default())
                     .await
                     .map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
             if cli.output == Output::Json {

@@ -2,6 +2,7 @@
 
 mod gate;
 mod info;
+#[cfg(feature = "lab")]
 mod lab;
 mod run;
 mod signals;
@@ -102,6 +103,7 @@ pub enum Command {
     /// apps to the upgraded cluster, verify, approve, switch users); `--rollback` switches back.
     Upgrade(run::UpgradeArgs),
     /// Run simulators of the two sites on this machine (for trying drover and for tests).
+    #[cfg(feature = "lab")]
     #[command(subcommand)]
     Lab(lab::LabCommand),
 }
@@ -194,6 +196,7 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
             }
             run::run(&cli, &run, &registry).await
         }
+        #[cfg(feature = "lab")]
         Command::Lab(c) => lab::run(&cli, c, &registry).await,
     };
     match result {

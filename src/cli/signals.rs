@@ -34,7 +34,8 @@ pub fn listen() -> tokio::sync::mpsc::UnboundedReceiver<&'static str> {
     rx
 }
 
-/// Wait for the first stop signal; its name.
+/// Wait for the first stop signal; its name (the lab waits for it).
+#[cfg(feature = "lab")]
 pub async fn first() -> &'static str {
     listen().recv().await.unwrap_or("SIGINT")
 }

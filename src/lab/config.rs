@@ -50,7 +50,7 @@ pub struct KubeSettings {
 
 impl Default for KubeSettings {
     fn default() -> Self {
-        let d = drover_kube::sim::Settings::default();
+        let d = drover_kube_sim::Settings::default();
         KubeSettings {
             ready_delay: HumanDuration(d.ready_delay),
             namespace_delete_delay: HumanDuration(d.namespace_delete_delay),

@@ -15,7 +15,7 @@ use super::config::KubeChoice;
 
 pub enum LabKube {
     Real(Box<ControlPlane>),
-    Sim(drover_kube::sim::Cluster),
+    Sim(drover_kube_sim::Cluster),
 }
 
 impl LabKube {
@@ -24,7 +24,7 @@ impl LabKube {
         name: &str,
         choice: KubeChoice,
         dir: &Path,
-        settings: drover_kube::sim::Settings,
+        settings: drover_kube_sim::Settings,
     ) -> Result<(LabKube, PathBuf), String> {
         let real = match choice {
             KubeChoice::Real => {

@@ -13,7 +13,7 @@ pub use site::{Lab, Part};
 
 use serde_json::{Map, Value, json};
 
-use drover_ontap::sim::{Simulator, Topology};
+use drover_ontap_sim::{Simulator, Topology};
 
 /// Write a drover sites file (`kind: Sites`) from per-site sections.
 pub fn write_sites_file(path: &Path, sites: &[(String, String, Value)]) -> Result<(), String> {
@@ -58,11 +58,11 @@ pub async fn start_kube(
     name: &str,
     port: u16,
     dir: &Path,
-    settings: drover_kube::sim::Settings,
-) -> Result<(drover_kube::sim::Cluster, PathBuf), String> {
+    settings: drover_kube_sim::Settings,
+) -> Result<(drover_kube_sim::Cluster, PathBuf), String> {
     use std::os::unix::fs::PermissionsExt;
     let token = format!("{:032x}", rand::random::<u128>());
-    let cluster = drover_kube::sim::Cluster::start(port, &token, settings).await?;
+    let cluster = drover_kube_sim::Cluster::start(port, &token, settings).await?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(format!("kubeconfig-{name}"));
     let text = serde_yaml::to_string(&cluster.kubeconfig(name)).map_err(|e| e.to_string())?;

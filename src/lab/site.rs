@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use drover_api::testing;
-use drover_ontap::sim::Simulator;
+use drover_ontap_sim::Simulator;
 
 use super::kube::LabKube;
 
@@ -62,8 +62,8 @@ pub struct Lab {
     pub namespaces: Vec<String>,
     backends: Vec<tokio::task::JoinHandle<()>>,
     _s3: Option<LabS3>,
-    _dns_standin: Option<drover_dns::standin::StandIn>,
-    _lb_standin: Option<drover_lb::standin::StandIn>,
+    _dns_standin: Option<drover_standins::dns::StandIn>,
+    _lb_standin: Option<drover_standins::lb::StandIn>,
     _procs: Procs,
 }
 
@@ -318,7 +318,7 @@ impl Lab {
             });
             sections.push((name, "ontap".into(), section));
         }
-        let kube = drover_kube::sim::Settings {
+        let kube = drover_kube_sim::Settings {
             ready_delay: config.kube_simulator.ready_delay.0,
             namespace_delete_delay: config.kube_simulator.namespace_delete_delay.0,
         };
@@ -357,7 +357,8 @@ impl Lab {
             } else {
                 let records = [("ns1.example.com.", "127.0.0.1"), ("shop.example.com.", "203.0.113.10")];
                 let server =
-                    drover_dns::standin::StandIn::start(0, "example.com.", "drover-lab", &secret, 60, &records).await?;
+                    drover_standins::dns::StandIn::start(0, "example.com.", "drover-lab", &secret, 60, &records)
+                        .await?;
                 let addr = server.addr();
                 dns_standin = Some(server);
                 parts.push(Part {
@@ -397,7 +398,7 @@ impl Lab {
                 let (url, runtime) = start_haproxy(dir, east_port, west_port, &mut procs).await?;
                 (url, runtime, "real server", "HAProxy".to_string())
             } else {
-                use drover_lb::standin::{BackendConfig, ServerConfig, StandIn};
+                use drover_standins::lb::{BackendConfig, ServerConfig, StandIn};
                 let server = |name: &str, port: u16, disabled| ServerConfig {
                     name: name.into(),
                     addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),

@@ -16,6 +16,7 @@ pub mod s3;
 pub mod schema;
 mod secret;
 mod sites;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod typed;
 

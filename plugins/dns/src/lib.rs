@@ -6,7 +6,6 @@
 mod powerdns;
 mod rfc2136;
 mod route53;
-pub mod standin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -22,7 +22,7 @@ enum Kind {
 
 struct Server {
     child: Option<Child>,
-    _standin: Option<drover_dns::standin::StandIn>,
+    _standin: Option<drover_standins::dns::StandIn>,
     _dir: tempfile::TempDir,
     port: u16,
 }
@@ -62,7 +62,7 @@ async fn server(kind: Kind) -> Server {
     unsafe { std::env::set_var(SECRET_VAR, &secret) };
     if let Kind::StandIn = kind {
         let records = [("ns1.example.test.", "127.0.0.1"), ("app.example.test.", "192.0.2.10")];
-        let s = drover_dns::standin::StandIn::start(0, "example.test.", "drover-key", &secret, 300, &records)
+        let s = drover_standins::dns::StandIn::start(0, "example.test.", "drover-key", &secret, 300, &records)
             .await
             .unwrap();
         let port = s.addr().port();

@@ -252,7 +252,7 @@ async fn a_signed_servfail_is_retryable_and_the_next_attempt_goes_through() {
     // SAFETY: every test sets the same value.
     unsafe { std::env::set_var("DROVER_TEST_FAULT_TSIG", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=") };
     let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=";
-    let server = drover_dns::standin::StandIn::start(
+    let server = drover_standins::dns::StandIn::start(
         0,
         "example.test.",
         "drover-key",

@@ -1,7 +1,7 @@
 //! Kubernetes: the actions `kube.apply`, `kube.scale`, `kube.wait`, `kube.delete`,
 //! `kube.fence`, `kube.check`, the restore pipeline (`kube.restore`, `kube.export`, Velero's
-//! backup format) over the `kube` crate and aws-sdk-s3, and a simulator of the Kubernetes API
-//! for tests and the lab.
+//! backup format) over the `kube` crate and aws-sdk-s3. The Kubernetes API simulator for tests
+//! and the lab lives in its own crate, `drover-kube-sim`, out of the production binary.
 //!
 //! Sites carry a `kube:` section: `kubeconfig` (default `$KUBECONFIG`, then
 //! `~/.kube/config`), `context` (default the current one), or `in_cluster: true`; and
@@ -16,7 +16,6 @@ pub mod patch;
 pub mod rbac;
 pub mod restore;
 pub mod select;
-pub mod sim;
 pub mod velero;
 
 use std::sync::Arc;

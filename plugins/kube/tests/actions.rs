@@ -13,7 +13,7 @@ mod common;
 
 use common::{Site, find, sim_site, site};
 use drover_api::testing;
-use drover_kube::sim::{Fault, FaultKind};
+use drover_kube_sim::{Fault, FaultKind};
 
 fn deployment(ns: &str, name: &str, replicas: u32) -> Value {
     json!({
@@ -304,7 +304,7 @@ async fn wait_fails_at_once_on_what_waiting_cannot_fix() {
     east.sim().with_store(|s| {
         let t = s.find("batch", "v1", "jobs").unwrap();
         let failed = json!({ "status": { "conditions": [{ "type": "Failed", "status": "True", "message": "BackoffLimitExceeded" }] } });
-        s.patch(&t, Some("shop"), "migrate", "application/merge-patch+json", &failed, drover_kube::sim::store::Write { status_only: true, dry: false, manager: None })
+        s.patch(&t, Some("shop"), "migrate", "application/merge-patch+json", &failed, drover_kube_sim::store::Write { status_only: true, dry: false, manager: None })
             .unwrap();
     });
     let err =

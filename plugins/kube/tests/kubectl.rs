@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use drover_kube::sim::{Cluster, Settings};
+use drover_kube_sim::{Cluster, Settings};
 
 const APP: &str = "\
 apiVersion: apps/v1

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use drover_kube::sim::{Cluster, Settings};
+use drover_kube_sim::{Cluster, Settings};
 
 struct Api {
     c: Cluster,
@@ -289,7 +289,7 @@ async fn the_scale_subresource_reads_and_sets_replicas() {
 
 #[tokio::test]
 async fn injected_faults_throttle_fail_delay_and_drop() {
-    use drover_kube::sim::{Fault, FaultKind};
+    use drover_kube_sim::{Fault, FaultKind};
     let a = api().await;
     let fault = |kind| Fault {
         method: Some("GET".into()),
@@ -390,14 +390,14 @@ mod agrees_with_the_real_api_server {
             let d = s.find("apps", "v1", "deployments").unwrap();
             let body = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web", "namespace": "shop" },
                                "spec": { "replicas": "three" } });
-            let by = drover_kube::sim::store::Applier { manager: Some("drover"), force: true };
+            let by = drover_kube_sim::store::Applier { manager: Some("drover"), force: true };
             let e = s.apply(&d, Some("shop"), "web", &body, by, false).unwrap_err();
             assert_eq!(e.code, 500);
             assert!(e.message.starts_with("failed to create typed patch object (apps/v1, Kind=Deployment): .spec.replicas: expected numeric"), "{}", e.message);
             let mut elsewhere = body.clone();
             elsewhere["metadata"]["namespace"] = json!("billing");
             elsewhere["spec"]["replicas"] = json!(1);
-            let by = drover_kube::sim::store::Applier { manager: Some("drover"), force: true };
+            let by = drover_kube_sim::store::Applier { manager: Some("drover"), force: true };
             let e = s.apply(&d, Some("billing"), "web", &elsewhere, by, true).unwrap_err();
             assert_eq!(e.code, 404, "{}", e.message);
         });
@@ -412,13 +412,13 @@ mod agrees_with_the_real_api_server {
             let d = s.find("apps", "v1", "deployments").unwrap();
             let body = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web", "namespace": "shop" },
                                "spec": { "replicas": 3 } });
-            let apply = |s: &mut drover_kube::sim::store::Store, replicas: i64| {
+            let apply = |s: &mut drover_kube_sim::store::Store, replicas: i64| {
                 let mut b = body.clone();
                 b["spec"]["replicas"] = json!(replicas);
-                s.apply(&d, Some("shop"), "web", &b, drover_kube::sim::store::Applier { manager: Some("drover"), force: false }, false)
+                s.apply(&d, Some("shop"), "web", &b, drover_kube_sim::store::Applier { manager: Some("drover"), force: false }, false)
             };
             apply(s, 3).unwrap();
-            let how = |m: Option<&str>| drover_kube::sim::store::Write { status_only: false, dry: false, manager: m.map(String::from) };
+            let how = |m: Option<&str>| drover_kube_sim::store::Write { status_only: false, dry: false, manager: m.map(String::from) };
             s.patch(&d, Some("shop"), "web", "application/merge-patch+json", &json!({ "spec": { "replicas": 0 } }), how(None)).unwrap();
             let web = s.get(&d, Some("shop"), "web").unwrap();
             let managers: Vec<&str> = web["metadata"]["managedFields"].as_array().unwrap().iter().map(|m| m["manager"].as_str().unwrap()).collect();

@@ -2,8 +2,6 @@
 //! or a unix socket. The runtime API answers in text, not codes: every answer is parsed, and
 //! every change is verified with `show servers state`.
 
-pub mod standin;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -42,7 +42,7 @@ enum Kind {
 
 struct Lab {
     _procs: Kill,
-    _standin: Option<drover_lb::standin::StandIn>,
+    _standin: Option<drover_standins::lb::StandIn>,
     _dir: tempfile::TempDir,
     front: u16,
     stats: u16,
@@ -74,7 +74,7 @@ async fn lab(kind: Kind) -> Lab {
         wait_port(*p);
     }
     if let Kind::StandIn = kind {
-        use drover_lb::standin::{BackendConfig, ServerConfig, StandIn};
+        use drover_standins::lb::{BackendConfig, ServerConfig, StandIn};
         let server = |name: &str, port: u16, disabled| ServerConfig {
             name: name.into(),
             addr: format!("127.0.0.1:{port}").parse().unwrap(),

@@ -1,5 +1,6 @@
-//! NetApp ONTAP: SnapMirror and SVM-DR control over the ONTAP REST API, and a simulator of
-//! that API for tests and the lab.
+//! NetApp ONTAP: SnapMirror and SVM-DR control over the ONTAP REST API. The simulator of that
+//! API for tests and the lab lives in its own crate, `drover-ontap-sim`; both read the release
+//! definitions in [`release`].
 //!
 //! Sites carry an `ontap:` section (`url`, `username`, `credentials: env:VAR`, optional
 //! `ca_file`, `insecure`, `request_timeout`, `retries`). Relationships are addressed by their
@@ -8,7 +9,6 @@
 mod actions;
 pub mod client;
 pub mod release;
-pub mod sim;
 
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use drover_api::{Action, ActionError, ErrorKind, Outputs, StepContext};
-use drover_ontap::sim::{Fault, FaultKind, Simulator, Topology};
+use drover_ontap_sim::{Fault, FaultKind, Simulator, Topology};
 
 const TOPOLOGY: &str = r#"
 clusters:

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use drover_ontap::sim::{Simulator, Topology};
+use drover_ontap_sim::{Simulator, Topology};
 
 const TOPOLOGY: &str = r#"
 clusters:

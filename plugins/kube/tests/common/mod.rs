@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use drover_api::{Action, ActionError, Outputs, StepContext, testing};
 use drover_controlplane::{ControlPlane, Options, User};
 use drover_kube::rbac::{FAMILIES, Subject, manifests};
-use drover_kube::sim::{Cluster, Settings};
+use drover_kube_sim::{Cluster, Settings};
 
 pub enum Backend {
     Real(Arc<ControlPlane>),
@@ -30,7 +30,7 @@ pub enum Backend {
 #[derive(Clone)]
 pub enum Handle {
     Real(Arc<ControlPlane>),
-    Sim(drover_kube::sim::StoreHandle),
+    Sim(drover_kube_sim::StoreHandle),
 }
 
 fn rest_path(group: &str, version: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> String {
@@ -75,7 +75,7 @@ impl Handle {
                 let t = s.find(group, version, plural).unwrap();
                 let mut o = obj.clone();
                 o["status"] = status;
-                let how = drover_kube::sim::store::Write { status_only: true, dry: false, manager: None };
+                let how = drover_kube_sim::store::Write { status_only: true, dry: false, manager: None };
                 let _ = s.replace(&t, ns, name, o, how);
             }),
         }
@@ -258,7 +258,7 @@ impl Site {
                         .find(|t| t.group == group && t.version == version && t.kind == o["kind"])
                         .unwrap()
                         .clone();
-                    let by = drover_kube::sim::store::Applier { manager: Some(manager), force: true };
+                    let by = drover_kube_sim::store::Applier { manager: Some(manager), force: true };
                     let ns = o.pointer("/metadata/namespace").and_then(Value::as_str);
                     s.apply(&t, ns, o["metadata"]["name"].as_str().unwrap(), o, by, false).unwrap();
                 }

@@ -7,8 +7,10 @@
 //! be taken down: its port is closed, so connections are refused as with a dead site.
 
 mod api;
+mod changes;
 mod dialect;
 pub mod topology;
+mod wire;
 pub mod world;
 
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ pub use world::{ApiError, Fault, FaultKind, RecordedRequest, World};
 
 /// Would a cluster running `release` accept this request's path, `fields=`, query and body
 /// fields? The same check the simulator makes before its model sees a request.
-pub fn accepts(release: &crate::release::Release, r: &RecordedRequest) -> Result<(), ApiError> {
+pub fn accepts(release: &drover_ontap::release::Release, r: &RecordedRequest) -> Result<(), ApiError> {
     let segs: Vec<&str> = r.path.trim_end_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let target =
         dialect::target(release, &segs).ok_or_else(|| ApiError::new(404, "4", format!("API not found: {}", r.path)))?;

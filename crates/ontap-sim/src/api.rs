@@ -9,7 +9,7 @@ use super::dialect;
 use super::world::{ApiError, Cluster, Effect, Query, Relationship, World, iso_duration, rfc3339};
 
 /// A topology's version that does not parse is checked as the oldest supported release.
-const VERSION_UNKNOWN: crate::release::Version = crate::release::Version(0, 0, 0);
+const VERSION_UNKNOWN: drover_ontap::release::Version = drover_ontap::release::Version(0, 0, 0);
 
 /// An answer: status, body, extra headers.
 pub struct Answer {
@@ -436,7 +436,9 @@ pub fn route(
 ) -> Result<Answer, ApiError> {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let cl = &w.clusters[c];
-    let release = crate::release::definitions(crate::release::Version::parse(&cl.version).unwrap_or(VERSION_UNKNOWN));
+    let release = drover_ontap::release::definitions(
+        drover_ontap::release::Version::parse(&cl.version).unwrap_or(VERSION_UNKNOWN),
+    );
     let Some(target) = dialect::target(release, &segs) else {
         return Err(ApiError::new(404, "4", format!("API not found: {path}")));
     };

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use super::types::{self, ResourceType};
-use crate::patch;
+use drover_kube::patch;
+
+pub use crate::apply::Applier;
+use crate::apply::{fields_v1, owned_paths, paths_of};
 
 /// An API error, rendered as a `Status` object.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +28,7 @@ impl ApiError {
                 "message": self.message, "reason": self.reason, "details": self.details, "code": self.code })
     }
 
-    fn details(t: &ResourceType, name: &str) -> Value {
+    pub(crate) fn details(t: &ResourceType, name: &str) -> Value {
         json!({ "name": name, "group": t.group, "kind": t.plural })
     }
 
@@ -38,7 +41,7 @@ impl ApiError {
         }
     }
 
-    fn invalid_service(name: &str, port: usize, why: &str) -> Self {
+    pub(crate) fn invalid_service(name: &str, port: usize, why: &str) -> Self {
         ApiError {
             code: 422,
             reason: "Invalid",
@@ -71,11 +74,11 @@ impl ApiError {
     }
 }
 
-fn key(t: &ResourceType) -> String {
+pub(crate) fn key(t: &ResourceType) -> String {
     t.group_resource()
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
@@ -106,10 +109,10 @@ pub struct Write {
 
 pub struct Store {
     pub types: Vec<ResourceType>,
-    objects: BTreeMap<String, BTreeMap<(String, String), Value>>,
-    resource_version: u64,
+    pub(crate) objects: BTreeMap<String, BTreeMap<(String, String), Value>>,
+    pub(crate) resource_version: u64,
     /// When each object's spec last changed (for the controller).
-    changed: BTreeMap<(String, String, String), Instant>,
+    pub(crate) changed: BTreeMap<(String, String, String), Instant>,
     pub settings: Settings,
 }
 
@@ -133,17 +136,23 @@ impl Store {
         self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
     }
 
-    fn next_rv(&mut self) -> String {
+    pub(crate) fn next_rv(&mut self) -> String {
         self.resource_version += 1;
         self.resource_version.to_string()
     }
 
-    fn namespace_exists(&self, ns: &str) -> bool {
+    pub(crate) fn namespace_exists(&self, ns: &str) -> bool {
         self.objects.get("namespaces").is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
     }
 
     /// The namespace a request addresses, checked against the object's own.
-    fn scope(&self, t: &ResourceType, path_ns: Option<&str>, obj: &Value, name: &str) -> Result<String, ApiError> {
+    pub(crate) fn scope(
+        &self,
+        t: &ResourceType,
+        path_ns: Option<&str>,
+        obj: &Value,
+        name: &str,
+    ) -> Result<String, ApiError> {
         if !t.namespaced {
             return Ok(String::new());
         }
@@ -166,7 +175,7 @@ impl Store {
         Ok(ns.to_string())
     }
 
-    fn check_type_fields(t: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    pub(crate) fn check_type_fields(t: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
         match obj.get("apiVersion").and_then(Value::as_str) {
             Some(v) if v != t.api_version() => {
                 return Err(ApiError::bad_request(format!(
@@ -188,7 +197,7 @@ impl Store {
         Ok(())
     }
 
-    fn initial_status(t: &ResourceType, obj: &Value) -> Option<Value> {
+    pub(crate) fn initial_status(t: &ResourceType, obj: &Value) -> Option<Value> {
         match (t.group.as_str(), t.plural.as_str()) {
             ("", "namespaces") => Some(json!({ "phase": "Active" })),
             ("", "persistentvolumeclaims") => Some(json!({ "phase": "Pending" })),
@@ -280,7 +289,7 @@ impl Store {
     /// Node ports are one range for the whole cluster: a NodePort or LoadBalancer Service gets
     /// a free one for each port that names none, and one that names a port another Service
     /// holds is refused — as a real API server does (`provided port is already allocated`).
-    fn node_ports(&self, obj: &mut Value, ns: &str, name: &str) -> Result<(), ApiError> {
+    pub(crate) fn node_ports(&self, obj: &mut Value, ns: &str, name: &str) -> Result<(), ApiError> {
         let kind = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
         if kind != "NodePort" && kind != "LoadBalancer" {
             return Ok(());
@@ -344,7 +353,7 @@ impl Store {
         limit: Option<usize>,
         cont: Option<&str>,
     ) -> Result<Value, ApiError> {
-        let selector = labels.map(crate::labels::Selector::parse).transpose().map_err(ApiError::bad_request)?;
+        let selector = labels.map(drover_kube::labels::Selector::parse).transpose().map_err(ApiError::bad_request)?;
         let mut items: Vec<&Value> = self
             .objects
             .get(&key(t))
@@ -423,7 +432,7 @@ impl Store {
     }
 
     /// Common tail of PUT and PATCH: keep what the caller may not change, bump versions.
-    fn store_update(
+    pub(crate) fn store_update(
         &mut self,
         t: &ResourceType,
         old: Value,
@@ -583,101 +592,6 @@ impl Store {
         self.get_scale(t, ns, name)
     }
 
-    /// Server-side apply (`application/apply-patch+yaml`): create when absent, else merge the
-    /// applied configuration; record the field manager in `managedFields`.
-    pub fn apply(
-        &mut self,
-        t: &ResourceType,
-        ns: Option<&str>,
-        name: &str,
-        body: &Value,
-        by: Applier,
-        dry: bool,
-    ) -> Result<Value, ApiError> {
-        let Some(manager) = by.manager.filter(|m| !m.is_empty()) else {
-            return Err(ApiError::invalid(t, name, "fieldManager", "Required value: is required for apply patch"));
-        };
-        if body.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != name) {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})",
-                body["metadata"]["name"]
-            )));
-        }
-        typed_patch_fields(t, body)?;
-        let mut applied = body.clone();
-        if let Some(m) = applied.as_object_mut() {
-            m.remove("status");
-        }
-        let mine = owned_paths(&applied);
-        let entry = json!({ "manager": manager, "operation": "Apply", "apiVersion": t.api_version(), "time": now_rfc3339(),
-                            "fieldsType": "FieldsV1", "fieldsV1": fields_v1(&mine) });
-        match self.get(t, ns, name) {
-            Err(e) if e.code == 404 => {
-                let mut obj = applied;
-                obj["metadata"]["name"] = json!(name);
-                obj["metadata"]["managedFields"] = json!([entry]);
-                self.create(t, ns, obj, dry)
-            }
-            Err(e) => Err(e),
-            Ok(old) => {
-                // Fields another applier owns may only change with `force=true`, which moves them.
-                let mut fields: Vec<Value> = old["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
-                let mut conflicts = vec![];
-                // Any other manager counts, appliers and plain writers alike (a `kubectl scale`).
-                for f in fields.iter_mut().filter(|f| f["manager"] != manager) {
-                    let theirs = paths_of(&f["fieldsV1"], "");
-                    let contested: Vec<&String> = theirs
-                        .iter()
-                        .filter(|p| mine.contains(p) && pointer(&applied, p) != pointer(&old, p))
-                        .collect();
-                    if contested.is_empty() {
-                        continue;
-                    }
-                    if by.force {
-                        let kept: Vec<String> = theirs.iter().filter(|p| !contested.contains(p)).cloned().collect();
-                        f["fieldsV1"] = fields_v1(&kept);
-                    } else {
-                        let who = f["manager"].as_str().unwrap_or("?").to_string();
-                        conflicts.extend(contested.into_iter().map(|p| format!("conflict with \"{who}\": {p}")));
-                    }
-                }
-                if !conflicts.is_empty() {
-                    return Err(ApiError {
-                        code: 409,
-                        reason: "Conflict",
-                        message: format!(
-                            "Apply failed with {} conflict{}: {}",
-                            conflicts.len(),
-                            if conflicts.len() == 1 { "" } else { "s" },
-                            conflicts.join("; ")
-                        ),
-                        details: json!({ "causes": conflicts }),
-                    });
-                }
-                let mut new = old.clone();
-                patch::strategic(&mut new, &applied);
-                fields.retain(|f| f["manager"] != manager);
-                fields.push(entry);
-                new["metadata"]["managedFields"] = json!(fields);
-                // A re-apply that changes neither the object nor who owns what is not a write
-                // (the API server ignores a new timestamp alone).
-                let untimed = |v: &Value| {
-                    let mut v = v.clone();
-                    for f in v["metadata"]["managedFields"].as_array_mut().into_iter().flatten() {
-                        if let Some(f) = f.as_object_mut() {
-                            f.remove("time");
-                        }
-                    }
-                    v
-                };
-                if untimed(&old) == untimed(&new) {
-                    return Ok(old);
-                }
-                self.store_update(t, old, new, false, dry)
-            }
-        }
-    }
-
     pub fn delete(&mut self, t: &ResourceType, ns: Option<&str>, name: &str, dry: bool) -> Result<Value, ApiError> {
         let mut old = self.get(t, ns, name)?;
         if dry {
@@ -696,211 +610,13 @@ impl Store {
         self.objects.entry(key(t)).or_default().remove(&(ns_key, name.to_string()));
         Ok(old)
     }
-
-    /// The small controller: workloads become ready, PVCs bind, namespaces finish deleting.
-    pub fn tick(&mut self) {
-        let now = Instant::now();
-        let due: Vec<(String, String, String)> = self
-            .changed
-            .iter()
-            .filter(|(_, t)| {
-                now.duration_since(**t) >= self.settings.ready_delay.min(self.settings.namespace_delete_delay)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
-            let (res, ns, name) = k.clone();
-            // The CSI snapshot controller: a snapshot of a bound claim becomes ready to use; of
-            // a missing claim, it reports the error the real controller reports.
-            let snapshot_of = (res == SNAPSHOTS)
-                .then(|| self.objects.get(&res).and_then(|m| m.get(&(ns.clone(), name.clone()))))
-                .flatten()
-                .and_then(|o| o.pointer("/spec/source/persistentVolumeClaimName").and_then(Value::as_str))
-                .map(|claim| {
-                    let pvc = self
-                        .objects
-                        .get("persistentvolumeclaims")
-                        .and_then(|m| m.get(&(ns.clone(), claim.to_string())));
-                    (
-                        claim.to_string(),
-                        pvc.map(|c| {
-                            (c["status"]["phase"] == "Bound", c.pointer("/spec/resources/requests/storage").cloned())
-                        }),
-                    )
-                });
-            let Some(obj) = self.objects.get_mut(&res).and_then(|m| m.get_mut(&(ns.clone(), name.clone()))) else {
-                self.changed.remove(&k);
-                continue;
-            };
-            let age = now.duration_since(self.changed[&k]);
-            match res.as_str() {
-                "deployments.apps" | "statefulsets.apps" | "replicasets.apps" if age >= self.settings.ready_delay => {
-                    let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-                    let generation = obj["metadata"]["generation"].clone();
-                    obj["status"] = json!({ "observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
-                                            "availableReplicas": replicas, "updatedReplicas": replicas, "currentReplicas": replicas });
-                    self.changed.remove(&k);
-                }
-                "daemonsets.apps" if age >= self.settings.ready_delay => {
-                    let generation = obj["metadata"]["generation"].clone();
-                    obj["status"] = json!({ "observedGeneration": generation, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
-                                            "numberReady": 1, "numberAvailable": 1, "updatedNumberScheduled": 1 });
-                    self.changed.remove(&k);
-                }
-                "jobs.batch" if age >= self.settings.ready_delay => {
-                    if obj["status"]["conditions"].is_null() {
-                        let completions = obj.pointer("/spec/completions").and_then(Value::as_i64).unwrap_or(1);
-                        obj["status"] = json!({ "succeeded": completions, "completionTime": now_rfc3339(),
-                                                "conditions": [{ "type": "Complete", "status": "True" }] });
-                    }
-                    self.changed.remove(&k);
-                }
-                "persistentvolumeclaims" if age >= self.settings.ready_delay => {
-                    obj["status"] = json!({ "phase": "Bound", "accessModes": obj.pointer("/spec/accessModes").cloned().unwrap_or(json!([])),
-                                            "capacity": obj.pointer("/spec/resources/requests").cloned().unwrap_or(json!({})) });
-                    self.changed.remove(&k);
-                }
-                SNAPSHOTS if age >= self.settings.ready_delay => {
-                    let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
-                    match snapshot_of {
-                        Some((_, Some((true, size)))) => {
-                            obj["status"] = json!({ "boundVolumeSnapshotContentName": format!("snapcontent-{uid}"),
-                                                    "creationTime": now_rfc3339(), "readyToUse": true, "restoreSize": size });
-                            self.changed.remove(&k);
-                        }
-                        Some((_, Some((false, _)))) => {} // the claim is not bound yet: wait
-                        Some((claim, None)) => {
-                            obj["status"] = json!({ "readyToUse": false, "error": { "time": now_rfc3339(),
-                                "message": format!("failed to get input parameters to create snapshot {name}: \"persistentvolumeclaims \\\"{claim}\\\" not found\"") } });
-                            self.changed.remove(&k);
-                        }
-                        None => {
-                            self.changed.remove(&k);
-                        }
-                    }
-                }
-                "namespaces" if age >= self.settings.namespace_delete_delay => {
-                    if obj["status"]["phase"] == "Terminating" {
-                        for (_, objects) in self.objects.iter_mut() {
-                            objects.retain(|(n, _), _| n != &name);
-                        }
-                        if let Some(m) = self.objects.get_mut("namespaces") {
-                            m.remove(&(String::new(), name.clone()));
-                        }
-                    }
-                    self.changed.remove(&k);
-                }
-                "deployments.apps"
-                | "statefulsets.apps"
-                | "replicasets.apps"
-                | "daemonsets.apps"
-                | "jobs.batch"
-                | "persistentvolumeclaims"
-                | SNAPSHOTS
-                | "namespaces" => {}
-                _ => {
-                    self.changed.remove(&k);
-                }
-            }
-        }
-    }
 }
 
-/// CSI VolumeSnapshots, which the small controller makes ready (when their CRD is installed).
-const SNAPSHOTS: &str = "volumesnapshots.snapshot.storage.k8s.io";
-
-/// Who applies: the field manager, and whether it takes fields other appliers own.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Applier<'a> {
-    pub manager: Option<&'a str>,
-    pub force: bool,
-}
-
-/// Server-side apply builds a typed object from the applied configuration first; a field of the
-/// wrong type fails there, and the API server answers 500 (not 422) with this message. The
-/// simulator knows the numeric fields drover's tests meet.
-fn typed_patch_fields(t: &ResourceType, body: &Value) -> Result<(), ApiError> {
-    // (JSON pointer, the field as the API server names it)
-    let mut numeric: Vec<(String, String)> = vec![];
-    if matches!(t.kind.as_str(), "Deployment" | "StatefulSet" | "ReplicaSet" | "ReplicationController") {
-        numeric.push(("/spec/replicas".into(), ".spec.replicas".into()));
-    }
-    if t.kind == "Service" {
-        for i in 0..body.pointer("/spec/ports").and_then(Value::as_array).map(Vec::len).unwrap_or(0) {
-            for f in ["port", "nodePort"] {
-                numeric.push((format!("/spec/ports/{i}/{f}"), format!(".spec.ports[{i}].{f}")));
-            }
-        }
-    }
-    for (pointer, field) in numeric {
-        let got = match body.pointer(&pointer) {
-            None | Some(Value::Null | Value::Number(_)) => continue,
-            Some(Value::String(_)) => "string",
-            Some(Value::Bool(_)) => "bool",
-            Some(Value::Array(_)) => "list",
-            Some(Value::Object(_)) => "map",
-        };
-        return Err(ApiError {
-            code: 500,
-            reason: "",
-            message: format!(
-                "failed to create typed patch object ({}, Kind={}): {field}: expected numeric (int or float), got {got}",
-                t.api_version(),
-                t.kind
-            ),
-            details: json!({}),
-        });
-    }
-    Ok(())
-}
-
-/// The leaf fields an applied configuration sets, as `.spec.replicas`; identity fields excluded.
-fn owned_paths(v: &Value) -> Vec<String> {
-    fn walk(v: &Value, at: String, out: &mut Vec<String>) {
-        match v {
-            Value::Object(m) if !m.is_empty() => {
-                for (k, x) in m {
-                    walk(x, format!("{at}.{k}"), out);
-                }
-            }
-            _ => out.push(at),
-        }
-    }
-    let mut out = vec![];
-    walk(v, String::new(), &mut out);
-    let identity = [".apiVersion", ".kind", ".metadata.name", ".metadata.namespace"];
-    out.retain(|p| !identity.contains(&p.as_str()) && !p.starts_with(".metadata.managedFields"));
-    out
-}
-
-/// Paths in the `fieldsV1` form: `{"f:spec": {"f:replicas": {}}}`.
-fn fields_v1(paths: &[String]) -> Value {
-    let mut root = json!({});
-    for p in paths {
-        let mut at = &mut root;
-        for part in p.trim_start_matches('.').split('.') {
-            at = at.as_object_mut().expect("objects all the way").entry(format!("f:{part}")).or_insert(json!({}));
-        }
-    }
-    root
-}
-
-fn paths_of(fields: &Value, at: &str) -> Vec<String> {
-    let Some(m) = fields.as_object() else { return vec![] };
-    if m.is_empty() {
-        return if at.is_empty() { vec![] } else { vec![at.to_string()] };
-    }
-    m.iter()
-        .filter_map(|(k, v)| k.strip_prefix("f:").map(|k| (k, v)))
-        .flat_map(|(k, v)| paths_of(v, &format!("{at}.{k}")))
-        .collect()
-}
-
-fn pointer<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+pub(crate) fn pointer<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.trim_start_matches('.').split('.').try_fold(v, |cur, k| cur.get(k))
 }
 
-fn uuid() -> String {
+pub(crate) fn uuid() -> String {
     let a: u128 = rand::random();
     let h = format!("{a:032x}");
     format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])

@@ -2,12 +2,12 @@
 //! as a real cluster, with its error codes: a field in `fields=` the release does not have is
 //! 400 code 262197 (target `fields`); an unknown query parameter or body field is 400 code
 //! 262179 ("Unexpected argument"); a malformed value of a known parameter is 400 code 262185.
-//! The definitions are the generated ones in `crate::release`, shared with the client.
+//! The definitions are the generated ones in `drover_ontap::release`, shared with the client.
 
 use serde_json::Value;
 
 use super::world::{ApiError, Query};
-use crate::release::{Release, Resource};
+use drover_ontap::release::{Release, Resource};
 
 /// Where a request goes: a resource, and whether it names one record.
 pub struct Target<'r> {
@@ -139,7 +139,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::release::{RELEASES, Version, definitions};
+    use drover_ontap::release::{RELEASES, Version, definitions};
     use serde_json::json;
 
     fn q(pairs: &[(&str, &str)]) -> Query {

@@ -10,6 +10,8 @@
 //! Not yet here (next steps of the Kubernetes issue): watch, and a kubectl / kube-rs
 //! compatibility test.
 
+mod apply;
+mod controller;
 pub mod store;
 pub mod types;
 
@@ -18,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 
-use crate::patch;
+use drover_kube::patch;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
