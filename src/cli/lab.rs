@@ -104,6 +104,8 @@ fn print_state(title: &str, state: &[(String, bool)]) -> bool {
 pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Registry) -> Result<i32, CliError> {
     match cmd {
         LabCommand::Up(a) => {
+            // Handlers first: a SIGTERM during start-up stops the lab once it is up.
+            let mut stop = super::signals::listen();
             let lab = start_lab(a.config.as_deref(), &a.dir).await?;
             println!("drover lab: two sites on loopback (east = primary, west = DR)");
             print!("{}", lab.describe());
@@ -112,7 +114,7 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 println!("       --param {k}={v}");
             }
             println!("Ctrl-C (or SIGTERM, SIGHUP) stops the lab.");
-            let by = super::signals::first().await;
+            let by = stop.recv().await.unwrap_or("SIGINT");
             eprintln!("drover lab: stopping ({by}); every server the lab started stops with it");
             drop(lab);
             Ok(exit::SUCCESS)
@@ -178,6 +180,7 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             })
         }
         LabCommand::Kube(a) => {
+            let mut stop = super::signals::listen();
             let (cluster, kubeconfig) =
                 crate::lab::start_kube(&a.name, a.port, &a.dir, drover_kube_sim::Settings::default())
                     .await
@@ -189,10 +192,11 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 println!("kubeconfig: {}  (context `{}`)", kubeconfig.display(), a.name);
                 println!("Ctrl-C (or SIGTERM, SIGHUP) stops it.");
             }
-            super::signals::first().await;
+            stop.recv().await;
             Ok(exit::SUCCESS)
         }
         LabCommand::Ontap(a) => {
+            let mut stop = super::signals::listen();
             let topology = crate::lab::load_topology(&a.topology, None).map_err(|e| {
                 CliError::new(exit::INVALID_INPUT, e).hint("check the topology file (see examples/lab/ontap.yaml)")
             })?;
@@ -212,7 +216,7 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 println!("try: drover run examples/storage-failover.yaml --sites {} --yes", sites.display());
                 println!("Ctrl-C (or SIGTERM, SIGHUP) stops the lab.");
             }
-            super::signals::first().await;
+            stop.recv().await;
             drop(sim);
             Ok(exit::SUCCESS)
         }

@@ -1,5 +1,6 @@
 //! The `drover` command line: one module per group of commands, renderers in `view`.
 
+mod approve;
 mod gate;
 mod info;
 #[cfg(feature = "lab")]
@@ -83,7 +84,7 @@ pub enum Command {
     /// Show the report of a run (text, JSON or a self-contained HTML page).
     Report(info::ReportArgs),
     /// Answer a manual gate of a running run from another terminal.
-    Approve(info::ApproveArgs),
+    Approve(approve::ApproveArgs),
     /// List every action with its parameters and outputs.
     Actions(info::ActionsArgs),
     /// Print the Kubernetes RBAC (ClusterRoles and bindings) a site's drover identity needs,
@@ -182,7 +183,7 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
         Command::Resume(a) => run::resume(&cli, a, &registry).await,
         Command::Status(a) => info::status(&cli, a),
         Command::Report(a) => info::report(&cli, a),
-        Command::Approve(a) => info::approve(&cli, a),
+        Command::Approve(a) => approve::approve(&cli, a),
         Command::Actions(a) => info::actions(&cli, a, &registry),
         Command::Rbac(a) => info::rbac(&cli, a),
         Command::Failover(a) => run::run(&cli, &a.to_run("failover.yaml", a.dry_run), &registry).await,

@@ -34,12 +34,6 @@ pub fn listen() -> tokio::sync::mpsc::UnboundedReceiver<&'static str> {
     rx
 }
 
-/// Wait for the first stop signal; its name (the lab waits for it).
-#[cfg(feature = "lab")]
-pub async fn first() -> &'static str {
-    listen().recv().await.unwrap_or("SIGINT")
-}
-
 /// The exit code of a run a signal stopped: Ctrl-C keeps `exit::CANCELLED` (3), as documented
 /// before SIGTERM was handled; SIGTERM and SIGHUP give 128 + the signal's number (143, 129), what
 /// a shell reports for a process that signal ended, so supervisors read it as they expect.

@@ -6,10 +6,12 @@
 //! `fdatasync` (group commit). Events fan out to the journal and to one observer (the
 //! terminal view, JSON output, or a test).
 
+mod board;
 pub mod events;
 pub mod graph;
 mod policy;
 mod scheduler;
+mod step;
 
 use std::sync::Arc;
 

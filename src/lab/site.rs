@@ -502,6 +502,15 @@ impl Lab {
             .run(&ctx, &json!({ "site": "east", "manifests": manifests }))
             .await
             .map_err(|e| format!("cannot seed the east cluster: {e}"))?;
+        // A real control plane binds the seeded claims a moment later; the lab starts settled,
+        // so what a run changes is all a test sees change.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !east.list("", "v1", "persistentvolumeclaims").await.iter().all(|c| c["status"]["phase"] == "Bound") {
+            if Instant::now() > deadline {
+                return Err("the east cluster did not bind the seeded volume claims within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         if let Some(server) = &s3 {
             let export = drover_kube::actions().into_iter().find(|a| a.info().name == "kube.export").expect("built in");
             server.bucket("dr-backups").await.map_err(|e| format!("the lab's S3: {e}"))?;

@@ -9,6 +9,7 @@ pub mod check;
 pub mod decode;
 pub mod diag;
 pub mod expr;
+mod inputs;
 pub mod model;
 pub mod shipped;
 pub mod yaml;

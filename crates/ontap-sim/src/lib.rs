@@ -9,6 +9,8 @@
 mod api;
 mod changes;
 mod dialect;
+mod query;
+mod records;
 pub mod topology;
 mod wire;
 pub mod world;
@@ -369,7 +371,7 @@ fn route_locked(
         Value::Object(Default::default())
     } else {
         match serde_json::from_slice(bytes) {
-            Ok(v) => api::normalise_body(v),
+            Ok(v) => query::normalise_body(v),
             Err(e) => {
                 let err = ApiError::new(400, "2", format!("The request body is not valid JSON: {e}"));
                 return Err(Box::new(respond(400, &err.body(), None)));

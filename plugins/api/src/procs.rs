@@ -115,10 +115,30 @@ fn dirs() -> &'static Mutex<Vec<PathBuf>> {
     DIRS.get_or_init(Mutex::default)
 }
 
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `cmd.spawn_dying_with_parent()`: [`spawn`] for a command built in place.
+pub trait DiesWithParent {
+    fn spawn_dying_with_parent(&mut self) -> std::io::Result<Child>;
+}
+
+impl DiesWithParent for Command {
+    fn spawn_dying_with_parent(&mut self) -> std::io::Result<Child> {
+        spawn(std::mem::replace(self, Command::new("true")))
+    }
+}
+
 fn register_atexit() {
     extern "C" fn at_exit() {
         if let Ok(pids) = live().try_lock() {
-            for pid in pids.iter() {
+            // Only processes that are still our children: a child reaped without `reaped()`
+            // may have left its pid to an unrelated process.
+            for pid in pids.iter().filter(|p| parent_of(**p) == Some(std::process::id())) {
                 // SAFETY: signalling a child of ours by its pid.
                 unsafe {
                     libc::kill(*pid as libc::pid_t, libc::SIGKILL);

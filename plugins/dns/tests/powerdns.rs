@@ -1,6 +1,7 @@
 //! `dns.powerdns.set` against a real PowerDNS Authoritative server (Debian `pdns-server` with
 //! the sqlite3 backend), started here on loopback with its HTTP API.
 
+use drover_api::procs::DiesWithParent;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -59,7 +60,7 @@ async fn pdns() -> Pdns {
         .arg(format!("--config-dir={}", dir.path().display()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_dying_with_parent()
         .expect("pdns_server is needed");
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{api}/api/v1/servers/localhost/zones");

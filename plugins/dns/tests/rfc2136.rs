@@ -2,6 +2,7 @@
 //! `knot`) — each started here on loopback with a TSIG-signed dynamic zone. Every test runs
 //! against both, and against the lab's built-in stand-in, which must answer as they do.
 
+use drover_api::procs::DiesWithParent;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -97,8 +98,18 @@ async fn server(kind: Kind) -> Server {
     )
     .unwrap();
     let child = match kind {
-        Kind::Knot => Command::new("knotd").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn(),
-        _ => Command::new("named").args(["-g", "-c"]).arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn(),
+        Kind::Knot => Command::new("knotd")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn_dying_with_parent(),
+        _ => Command::new("named")
+            .args(["-g", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn_dying_with_parent(),
     }
     .expect("BIND 9 and Knot are needed: `apt-get install bind9 knot` (bash .ci/run installs them)");
     // Ready once the zone answers (named opens its port before the zone is loaded).

@@ -3,6 +3,7 @@
 //! a truncated snapshot detected, an unreachable endpoint reported, the result restorable by
 //! `etcdctl snapshot restore`.
 
+use drover_api::procs::DiesWithParent;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -111,7 +112,7 @@ fn start_etcd(keys: usize, tls: bool) -> Etcd {
     let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_dying_with_parent()
         .expect("etcd is needed: `apt-get install etcd-server etcd-client` (bash .ci/run installs it)");
     let etcd = Etcd { child, _dir: dir, url, tls };
     let deadline = Instant::now() + Duration::from_secs(20);

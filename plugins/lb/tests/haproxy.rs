@@ -2,6 +2,7 @@
 //! front of two small HTTP backends standing for the two sites — and the same scenarios against
 //! the lab's built-in stand-in, which must answer as HAProxy does.
 
+use drover_api::procs::DiesWithParent;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -65,7 +66,7 @@ async fn lab(kind: Kind) -> Lab {
                 .arg(&root)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .spawn()
+                .spawn_dying_with_parent()
                 .expect("python3 is needed for the test backends"),
         );
         ports.push(port);
@@ -113,7 +114,7 @@ async fn lab(kind: Kind) -> Lab {
             .arg(&cfg_path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .spawn_dying_with_parent()
             .expect("HAProxy is needed: `apt-get install haproxy` (bash .ci/run installs it)"),
     );
     for p in ports.iter().chain([&front, &stats, &operator]) {
