@@ -153,15 +153,19 @@ async fn missing_claims_failed_snapshots_and_missing_crds_are_explained() {
 /// Velero, as far as drover can tell: its CRDs, a storage location, and a controller that
 /// moves phases. A Backup labelled `test.drover.io/outcome: PartiallyFailed|Failed` ends so.
 async fn velero(s: &Site) -> tokio::task::JoinHandle<()> {
-    s.run("kube.apply", json!({ "site": "east", "manifests": [format!("{FIXTURES}/velero-crds.yaml")] }))
-        .await
-        .unwrap();
+    // The CRDs and the storage location in one apply: drover waits for the kinds the CRDs of an
+    // apply provide (a separate step right after could meet a server not serving them yet).
     let objects = json!([
         { "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "velero" } },
         { "apiVersion": "velero.io/v1", "kind": "BackupStorageLocation", "metadata": { "name": "default", "namespace": "velero" },
           "spec": { "provider": "aws", "objectStorage": { "bucket": "velero" } } },
     ]);
-    s.run("kube.apply", json!({ "site": "east", "inline": objects })).await.unwrap();
+    s.run(
+        "kube.apply",
+        json!({ "site": "east", "manifests": [format!("{FIXTURES}/velero-crds.yaml")], "inline": objects }),
+    )
+    .await
+    .unwrap();
     tokio::spawn(velero_controller(s.handle()))
 }
 
