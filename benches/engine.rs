@@ -62,6 +62,7 @@ fn registry() -> Registry {
             undo: false,
             open_outputs: true,
             sites: vec![],
+            rpo_output: None,
         })) as Arc<dyn Action>
     };
     Registry::builtin().with(noop("noop", true)).with(noop("noop.pure", false))
@@ -128,7 +129,7 @@ fn run_steps(bencher: divan::Bencher, shape: Shape, action: &str) {
                 resume: None,
                 preflight: drover::engine::Preflight::Check { timeout: std::time::Duration::from_secs(600) },
             };
-            let summary = execute(&loaded, &reg, opts).await;
+            let summary = execute(&loaded, opts).await;
             journal.close().unwrap();
             assert_eq!(summary.outcome, RunOutcome::Succeeded);
         });

@@ -93,7 +93,7 @@ fn through_the_engine(bencher: divan::Bencher) {
                 // Compared with direct calls: the breaks themselves, not the preflight's reads.
                 preflight: drover::engine::Preflight::Skip { by: "the ontap benchmark".into() },
             };
-            let summary = execute(&loaded, &reg, opts).await;
+            let summary = execute(&loaded, opts).await;
             journal.close().unwrap();
             assert_eq!(summary.outcome, RunOutcome::Succeeded);
         });
@@ -116,13 +116,13 @@ fn through_the_engine_without_journal(bencher: divan::Bencher) {
                 mode: RunMode::Run,
                 concurrency: 64,
                 approver: Arc::new(AutoApprove("bench".into())),
-                sink: EventSink::new(None, None),
+                sink: EventSink::observer_only(None),
                 stop: StopSignal::never(),
                 resume: None,
                 // Compared with direct calls: the breaks themselves, not the preflight's reads.
                 preflight: drover::engine::Preflight::Skip { by: "the ontap benchmark".into() },
             };
-            let summary = execute(&loaded, &reg, opts).await;
+            let summary = execute(&loaded, opts).await;
             journal.close().unwrap();
             assert_eq!(summary.outcome, RunOutcome::Succeeded);
         });

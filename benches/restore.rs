@@ -122,7 +122,14 @@ struct Target {
 
 async fn fresh_cluster() -> Target {
     let cluster = Cluster::start(0, "bench", Settings::default()).await.unwrap();
-    cluster.inject(Fault { method: None, path: None, kind: FaultKind::Latency(LATENCY), remaining: None, share: 1.0 });
+    cluster.inject(Fault {
+        server: None,
+        method: None,
+        path: None,
+        kind: FaultKind::Latency(LATENCY),
+        remaining: None,
+        share: 1.0,
+    });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, serde_yaml::to_string(&cluster.kubeconfig("west")).unwrap()).unwrap();

@@ -89,7 +89,7 @@ fn main() {
         seed.run(&ctx, &json!({ "site": "east", "inline": objects })).await.unwrap();
         ontap.with_world(|w| {
             if let Some(svm) = w.clusters.iter_mut().flat_map(|c| c.svms.iter_mut()).find(|s| s.name == "svm1") {
-                svm.state = "running".into();
+                svm.state = drover_ontap::model::SvmState::Running;
             }
         });
 
@@ -100,7 +100,7 @@ fn main() {
             (FaultKind::Throttle(0), 0.05),
             (FaultKind::Drop, 0.02),
         ] {
-            kube.inject(Fault { method: None, path: None, kind, remaining: None, share });
+            kube.inject(Fault { server: None, method: None, path: None, kind, remaining: None, share });
         }
         for (kind, share) in [
             (drover_ontap_sim::FaultKind::Latency(Duration::from_millis(20)), 0.2),
@@ -114,7 +114,7 @@ fn main() {
             ),
             (drover_ontap_sim::FaultKind::DropConnection, 0.02),
         ] {
-            ontap.inject(drover_ontap_sim::Fault { cluster: None, method: None, path: None, kind, remaining: None, share });
+            ontap.inject(drover_ontap_sim::Fault { server: None, method: None, path: None, kind, remaining: None, share });
         }
 
         let registry = Registry::builtin();
@@ -138,7 +138,7 @@ fn main() {
                 // Faults are injected on purpose: measured here is the run under them.
                 preflight: drover::engine::Preflight::Skip { by: "the soak benchmark".into() },
             };
-            let summary = match tokio::time::timeout(HANG, execute(&loaded, &registry, opts)).await {
+            let summary = match tokio::time::timeout(HANG, execute(&loaded, opts)).await {
                 Ok(s) => s,
                 Err(_) => panic!("run {runs} did not end within {HANG:?}: a hang"),
             };

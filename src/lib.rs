@@ -1,15 +1,14 @@
 //! drover: a cross-site disaster-recovery orchestrator for Kubernetes.
 //!
-//! Data flows top to bottom: `cli` parses the command line, `runbook` turns YAML into a
-//! checked model, `engine` runs its graph through `dyn Action`s from the `registry`,
-//! `journal` makes every step durable and resumable, and `report` tells what happened.
+//! This crate is the command line (`cli`), the composition root (`registry`: the one place
+//! that lists the plugin crates, and external plugins) and the lab. Everything between a
+//! runbook and a report is in `drover-core` (re-exported here as `runbook`, `engine`,
+//! `journal`, `report`), which knows plugins only through `drover-api`.
 
 pub mod cli;
-pub mod engine;
 pub mod external;
-pub mod journal;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod registry;
-pub mod report;
-pub mod runbook;
+
+pub use drover_core::{engine, journal, model, report, runbook};

@@ -26,11 +26,24 @@ type Described = Result<Vec<Arc<dyn Action>>, String>;
 /// Actions found, and plugins that failed to describe themselves (name, reason).
 pub type AllActions = (Vec<Arc<dyn Action>>, Vec<(String, String)>);
 
-/// Why an action name could not be resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LookupError {
-    pub message: String,
-    pub hint: String,
+pub use drover_core::runbook::LookupError;
+
+impl drover_core::runbook::Catalog for Registry {
+    fn action(&self, name: &str) -> Result<Arc<dyn Action>, LookupError> {
+        self.get(name)
+    }
+
+    fn site_section(&self, name: &str) -> Option<&drover_api::SiteSection> {
+        Registry::site_section(self, name)
+    }
+
+    fn section_names(&self) -> Vec<&str> {
+        Registry::section_names(self)
+    }
+
+    fn has_external(&self, name: &str) -> bool {
+        Registry::has_external(self, name)
+    }
 }
 
 impl Registry {

@@ -59,6 +59,7 @@ impl Mock {
                 undo,
                 open_outputs: true,
                 sites: vec![],
+                rpo_output: None,
             },
             log: log.clone(),
             behaviour,
@@ -79,6 +80,7 @@ impl Mock {
                 undo: true,
                 open_outputs: true,
                 sites: vec![],
+                rpo_output: None,
             },
             log: log.clone(),
             behaviour: echo,
@@ -214,25 +216,19 @@ impl Ran {
     }
 }
 
-async fn run_with(
-    loaded: &Loaded,
-    reg: &Registry,
-    stop: StopSignal,
-    resume: Option<Resume>,
-    approver: Arc<dyn Approver>,
-) -> Ran {
+async fn run_with(loaded: &Loaded, stop: StopSignal, resume: Option<Resume>, approver: Arc<dyn Approver>) -> Ran {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let opts = ExecuteOptions {
         run_id: "test-run".into(),
         mode: RunMode::Run,
         concurrency: loaded.runbook.concurrency.unwrap_or(8),
         approver,
-        sink: EventSink::new(None, Some(tx)),
+        sink: EventSink::observer_only(Some(tx)),
         stop,
         resume,
         preflight: Preflight::Check { timeout: Duration::from_secs(60) },
     };
-    let summary = execute(loaded, reg, opts).await;
+    let summary = execute(loaded, opts).await;
     let mut events = vec![];
     while let Ok(e) = rx.try_recv() {
         events.push(e);
@@ -244,7 +240,7 @@ async fn run(yaml: &str) -> (Ran, Log) {
     let log: Log = Arc::default();
     let reg = registry(&log);
     let loaded = load(yaml, &reg);
-    let ran = run_with(&loaded, &reg, StopSignal::never(), None, Arc::new(AutoApprove("test".into()))).await;
+    let ran = run_with(&loaded, StopSignal::never(), None, Arc::new(AutoApprove("test".into()))).await;
     (ran, log)
 }
 
@@ -462,7 +458,7 @@ async fn graceful_stop_lets_running_steps_finish_and_starts_nothing_new() {
         tx.request(1, "SIGINT");
         std::mem::forget(tx);
     });
-    let ran = run_with(&loaded, &reg, stop, None, Arc::new(AutoApprove("t".into()))).await;
+    let ran = run_with(&loaded, stop, None, Arc::new(AutoApprove("t".into()))).await;
     assert_eq!(ran.summary.outcome, RunOutcome::Cancelled);
     assert_eq!(ran.outcome("running"), Outcome::Succeeded);
     assert_eq!(ran.outcome("later"), Outcome::NotRun);
@@ -481,7 +477,7 @@ async fn second_stop_aborts_running_steps_as_interrupted() {
         tx.request(2, "SIGINT");
         std::mem::forget(tx);
     });
-    let ran = run_with(&loaded, &reg, stop, None, Arc::new(AutoApprove("t".into()))).await;
+    let ran = run_with(&loaded, stop, None, Arc::new(AutoApprove("t".into()))).await;
     assert_eq!(ran.summary.outcome, RunOutcome::Cancelled);
     assert_eq!(ran.outcome("stuck"), Outcome::Interrupted);
 }
@@ -499,7 +495,7 @@ async fn resume_reuses_journaled_results_and_runs_the_rest() {
     out.insert("value".into(), json!(41));
     done.insert("a".to_string(), (Outcome::Succeeded, out));
     let resume = Resume { done, ..Resume::default() };
-    let ran = run_with(&loaded, &reg, StopSignal::never(), Some(resume), Arc::new(AutoApprove("t".into()))).await;
+    let ran = run_with(&loaded, StopSignal::never(), Some(resume), Arc::new(AutoApprove("t".into()))).await;
     assert_eq!(calls(&log), vec!["run:b"], "a succeeded before the crash and must not run again");
     assert_eq!(ran.summary.outputs["b"]["value"], json!(41), "b reads a's journaled output");
 }
@@ -531,7 +527,7 @@ async fn gates_are_asked_with_the_interpolated_message_and_a_refusal_halts() {
     let log: Log = Arc::default();
     let reg = registry(&log);
     let loaded = load(yaml, &reg);
-    let ran = run_with(&loaded, &reg, StopSignal::never(), None, Arc::new(Deny)).await;
+    let ran = run_with(&loaded, StopSignal::never(), None, Arc::new(Deny)).await;
     assert_eq!(ran.outcome("flip"), Outcome::Failed);
     assert!(calls(&log).is_empty(), "a denied step never runs");
 }
@@ -628,12 +624,12 @@ async fn a_skipped_preflight_is_journaled_and_the_run_goes_on() {
         mode: RunMode::Run,
         concurrency: 4,
         approver: Arc::new(AutoApprove("t".into())),
-        sink: EventSink::new(None, Some(tx)),
+        sink: EventSink::observer_only(Some(tx)),
         stop: StopSignal::never(),
         resume: None,
         preflight: Preflight::Skip { by: "ops@host".into() },
     };
-    let summary = execute(&loaded, &reg, opts).await;
+    let summary = execute(&loaded, opts).await;
     assert_eq!(summary.outcome, RunOutcome::Succeeded);
     assert!(plans(&log).is_empty());
     let mut skipped = false;
@@ -688,7 +684,7 @@ steps:
 ",
         &reg,
     );
-    let ran = run_with(&loaded, &reg, StopSignal::never(), None, Arc::new(AutoApprove("t".into()))).await;
+    let ran = run_with(&loaded, StopSignal::never(), None, Arc::new(AutoApprove("t".into()))).await;
     assert_eq!(ran.summary.outcome, RunOutcome::RolledBack);
     assert_eq!(calls(&log), vec!["run:a", "run:fence", "undo:fence", "undo:a"]);
 }
@@ -705,8 +701,61 @@ steps:
 ",
         &reg,
     );
-    let ran = run_with(&loaded, &reg, StopSignal::never(), None, Arc::new(Deny)).await;
+    let ran = run_with(&loaded, StopSignal::never(), None, Arc::new(Deny)).await;
     assert!(calls(&log).is_empty(), "{:?}", calls(&log));
     assert!(ran.events.iter().any(|e| matches!(e, Event::GateDenied { step, by } if step == "go" && by == "test")));
     assert_ne!(ran.summary.outcome, RunOutcome::Succeeded);
+}
+
+/// The report's RPO is the output each action declares as its RPO, whatever its name: core
+/// names no plugin's output. A step that outputs `rpo_seconds` without declaring it is not one.
+#[tokio::test(start_paused = true)]
+async fn the_rpo_in_the_report_is_the_output_the_action_declares() {
+    let log: Log = Arc::default();
+    let declares: Arc<dyn Action> = Arc::new(Mock {
+        info: ActionInfo {
+            name: "lagging".into(),
+            summary: "test".into(),
+            params: json!({}),
+            outputs: vec![],
+            side_effects: false,
+            undo: false,
+            open_outputs: true,
+            sites: vec![],
+            rpo_output: Some("behind_seconds".into()),
+        },
+        log: log.clone(),
+        behaviour: echo,
+        plan: |_| {
+            let mut plan = Plan::new("lagging");
+            plan.outputs.insert("behind_seconds".into(), json!(42.5));
+            Ok(plan)
+        },
+        calls: Mutex::default(),
+    });
+    let silent = Mock::planned("silent", &log, |_| {
+        let mut plan = Plan::new("silent");
+        plan.outputs.insert("rpo_seconds".into(), json!(99));
+        Ok(plan)
+    });
+    let reg = Registry::empty().with(declares).with(silent);
+    let loaded = load("steps:\n  - { id: check, uses: lagging }\n  - { id: other, uses: silent }\n", &reg);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let journal = drover::journal::Journal::create(&path).unwrap();
+    let opts = ExecuteOptions {
+        run_id: "rpo".into(),
+        mode: RunMode::DryRun,
+        concurrency: 2,
+        approver: Arc::new(AutoApprove("t".into())),
+        sink: EventSink::new(Some(journal.clone()), None),
+        stop: StopSignal::never(),
+        resume: None,
+        preflight: Preflight::Check { timeout: Duration::from_secs(60) },
+    };
+    assert_eq!(execute(&loaded, opts).await.outcome, RunOutcome::Succeeded);
+    journal.close().unwrap();
+    let (state, _) = drover::journal::state::RunState::load(&path).unwrap();
+    let report = drover::report::Report::from_state(&state).with_forecast(&state, &[]);
+    assert_eq!(report.forecast.unwrap().rpo_seconds, vec![("check".to_string(), 42.5)]);
 }

@@ -81,13 +81,13 @@ impl Site {
     /// How the primary looks: each line must read as it did before the failover.
     async fn primary(&self) -> Vec<String> {
         let mut out = self.lab.ontap.with_world(|w| {
-            let rel = w.rels.iter().find(|r| r.dst_path == "svm_dr:").map(|r| r.state.clone()).unwrap_or_default();
+            let rel = w.rels.iter().find(|r| r.dst_path == "svm_dr:").map(|r| r.state).unwrap_or_default();
             let svm = w
                 .clusters
                 .iter()
                 .flat_map(|c| c.svms.iter())
                 .find(|s| s.name == "svm1")
-                .map(|s| s.state.clone())
+                .map(|s| s.state)
                 .unwrap_or_default();
             vec![format!("SVM-DR svm_dr: {rel}"), format!("SVM svm1 {svm}")]
         });
@@ -207,7 +207,7 @@ async fn a_failure_after_the_fence_and_before_the_break_is_rolled_back() {
     let site = Site::up().await;
     // Every transfer the final update starts fails at the DR cluster.
     site.lab.ontap.inject(Fault {
-        cluster: Some("west".into()),
+        server: Some("west".into()),
         method: Some("POST".into()),
         path: Some("/transfers".into()),
         kind: FaultKind::SyncError {
@@ -231,7 +231,7 @@ async fn after_the_break_a_failure_halts_says_where_each_site_stands_and_resume_
     let site = Site::up().await;
     // The DR SVM will not start: the run is past its point of no return.
     site.lab.ontap.inject(Fault {
-        cluster: Some("west".into()),
+        server: Some("west".into()),
         method: Some("PATCH".into()),
         path: Some("/api/svm/svms/".into()),
         kind: FaultKind::SyncError { status: 400, code: "13434920".into(), message: "SVM cannot start now".into() },
@@ -262,7 +262,7 @@ async fn after_the_break_a_failure_halts_says_where_each_site_stands_and_resume_
 async fn a_failover_run_again_after_its_break_converges() {
     let site = Site::up().await;
     site.lab.ontap.inject(Fault {
-        cluster: Some("west".into()),
+        server: Some("west".into()),
         method: Some("PATCH".into()),
         path: Some("/api/svm/svms/".into()),
         kind: FaultKind::SyncError { status: 400, code: "13434920".into(), message: "SVM cannot start now".into() },

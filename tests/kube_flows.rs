@@ -95,6 +95,7 @@ async fn a_failed_apply_on_west_rolls_back_the_fence_on_east() {
     let lab = lab(KubeChoice::Simulator).await;
     let LabKube::Sim(west) = &lab.west else { unreachable!("asked for the simulator") };
     west.inject(Fault {
+        server: None,
         method: Some("PATCH".into()),
         path: Some("/deployments/".into()),
         kind: FaultKind::ServerError,

@@ -21,7 +21,7 @@ fn snapshot(sim: &Simulator) -> (Rels, Svms) {
                 (
                     format!("{}@{}", r.src_path, w.clusters[r.src_cluster].name),
                     format!("{}@{}", r.dst_path, w.clusters[r.dst_cluster].name),
-                    r.state.clone(),
+                    r.state.to_string(),
                 )
             })
             .collect();
@@ -29,7 +29,7 @@ fn snapshot(sim: &Simulator) -> (Rels, Svms) {
             .clusters
             .iter()
             .flat_map(|c| {
-                c.svms.iter().map(move |s| (c.name.clone(), s.name.clone(), s.state.clone(), s.subtype.clone()))
+                c.svms.iter().map(move |s| (c.name.clone(), s.name.clone(), s.state.to_string(), s.subtype.to_string()))
             })
             .collect();
         (rels, svms)

@@ -176,3 +176,23 @@ fn a_site_named_by_a_param_is_checked_once_the_params_are_known() {
     assert!(out.contains("site `wset` (from `${{ params.dr }}`) is not defined (with.site)"), "{out}");
     assert!(out.contains("did you mean `west`?"), "{out}");
 }
+
+/// Which site settings are secrets is declared by each plugin (a setting typed `SecretRef`),
+/// not by a list of names in core: the DNS plugin's `tsig_key` and etcd's client `key` are
+/// refused inline, and never echoed.
+#[test]
+fn secrets_are_the_settings_plugins_declare_and_are_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = dir.path().join("sites.yaml");
+    std::fs::write(
+        &sites,
+        "apiVersion: drover/v1\nkind: Sites\nsites:\n  dns: { dns: { server: 127.0.0.1:53, zone: x., key_name: k, tsig_key: \"c2VjcmV0\" } }\n  etcd: { etcd: { endpoints: [https://e:2379], key: \"BEGIN-PRIVATE\" } }\n",
+    )
+    .unwrap();
+    let text = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: x }\nsteps:\n  - { id: a, uses: log, with: { message: hi } }\n";
+    let opts = LoadOptions { sites_file: Some(sites.clone()), ..LoadOptions::default() };
+    let err = load_source(Path::new("rb.yaml"), text, &Registry::builtin(), &opts).unwrap_err().to_string();
+    assert!(err.contains("sites.dns.dns.tsig_key: credentials must be a reference"), "{err}");
+    assert!(err.contains("sites.etcd.etcd.key: credentials must be a reference"), "{err}");
+    assert!(!err.contains("c2VjcmV0") && !err.contains("BEGIN-PRIVATE"), "an inline secret is never echoed: {err}");
+}

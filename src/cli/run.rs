@@ -222,7 +222,7 @@ pub async fn run(cli: &Cli, a: &RunArgs, registry: &Registry) -> Result<i32, Cli
         }
     };
     let mirror = shared.as_ref().map(|s| s.mirror(&run_id, &state.journal(&run_id)));
-    let summary = drive(cli, &loaded, registry, &state, &run_id, mode, &a.flags, journal, None).await;
+    let summary = drive(cli, &loaded, &state, &run_id, mode, &a.flags, journal, None).await;
     settle(shared.as_ref(), mirror, lock).await;
     finish(cli, &state, &run_id, &summary?)
 }
@@ -297,13 +297,13 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
             return Err(e.into());
         }
     };
-    let mut resume = Resume::from_state(&previous, changed);
+    let mut resume = previous.resume(changed);
     resume.changed_params = changed_params;
     if cli.output == Output::Text {
         println!("resuming run {run_id}: {} step(s) already done will not run again", resume.done.len());
     }
     let mirror = shared.as_ref().map(|s| s.mirror(&run_id, &path));
-    let summary = drive(cli, &loaded, registry, &state, &run_id, start.mode, &a.flags, journal, Some(resume)).await;
+    let summary = drive(cli, &loaded, &state, &run_id, start.mode, &a.flags, journal, Some(resume)).await;
     settle(shared.as_ref(), mirror, lock).await;
     finish(cli, &state, &run_id, &summary?)
 }
@@ -347,7 +347,6 @@ fn changed_params(
 async fn drive(
     cli: &Cli,
     loaded: &Loaded,
-    registry: &Registry,
     state: &StateDir,
     run_id: &str,
     mode: RunMode,
@@ -403,7 +402,7 @@ async fn drive(
         resume,
         preflight,
     };
-    let summary = execute(loaded, registry, opts).await;
+    let summary = execute(loaded, opts).await;
     stop_requests.abort();
     let _ = viewer.await;
     journal.close()?;

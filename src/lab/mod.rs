@@ -3,6 +3,8 @@
 
 mod config;
 mod kube;
+mod parts;
+mod seed;
 mod site;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@
 
 mod apply;
 mod controller;
+mod status;
 pub mod store;
 pub mod types;
 
@@ -24,24 +25,13 @@ use drover_kube::patch;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 pub use store::{ApiError, Settings, Store};
 
-/// An injected fault: what the API answers (or fails to) for matching requests.
-#[derive(Debug, Clone)]
-pub struct Fault {
-    pub method: Option<String>,
-    /// Substring of the request path.
-    pub path: Option<String>,
-    pub kind: FaultKind,
-    /// For this many matching requests (None: all).
-    pub remaining: Option<u32>,
-    /// For this share of matching requests (1.0: each).
-    pub share: f64,
-}
+/// A fault injected into the cluster's answers (`server` is ignored: one server).
+pub type Fault = drover_sim_kit::Fault<FaultKind>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
@@ -89,10 +79,8 @@ impl Cluster {
                 let (s, t, f, acceptor) = (s.clone(), t.clone(), f.clone(), acceptor.clone());
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
-                    let Ok(stream) = acceptor.accept(stream).await else { return };
                     let service = hyper::service::service_fn(move |req| handle(req, s.clone(), t.clone(), f.clone()));
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let conn = drover_sim_kit::serve::connection(stream, Some(&acceptor), service);
                     tokio::select! {
                         _ = conn => {}
                         _ = stopped.wait_for(|s| *s) => {}
@@ -276,19 +264,7 @@ impl std::error::Error for Dropped {}
 /// The first fault matching this request, counted.
 fn take_fault(faults: &Mutex<Vec<Fault>>, method: &str, path: &str) -> Option<FaultKind> {
     let mut faults = faults.lock().unwrap_or_else(|e| e.into_inner());
-    for f in faults.iter_mut() {
-        let applies = f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
-            && f.path.as_deref().is_none_or(|p| path.contains(p))
-            && f.remaining != Some(0)
-            && (f.share >= 1.0 || rand::random::<f64>() < f.share);
-        if applies {
-            if let Some(n) = f.remaining.as_mut() {
-                *n -= 1;
-            }
-            return Some(f.kind.clone());
-        }
-    }
-    None
+    drover_sim_kit::fault::take(&mut faults, "", method, path)
 }
 
 async fn handle(

@@ -1,7 +1,7 @@
 //! The REST surface of one simulated cluster: routing, records as ONTAP renders them,
 //! `fields=`, dotted-field filters, `max_records` + `next`, and job answers.
 
-use std::time::SystemTime;
+use drover_ontap::model::MirrorState;
 
 use serde_json::{Value, json};
 
@@ -66,7 +66,7 @@ pub fn route(
                     let peer = &w.clusters[i];
                     let state = if peer.reachable { "available" } else { "unavailable" };
                     json!({ "uuid": peer.uuid, "name": peer.name, "remote": { "name": peer.name },
-                            "status": { "state": state, "update_time": rfc3339(SystemTime::now()) },
+                            "status": { "state": state, "update_time": rfc3339(w.clock.wall()) },
                             "authentication": { "state": "ok", "in_use": "ok" },
                             "_links": { "self": { "href": format!("/api/cluster/peers/{}", peer.uuid) } } })
                 })
@@ -295,7 +295,7 @@ fn create_relationship(w: &mut World, c: usize, body: &Value, query: &Query) -> 
         dst_cluster: c,
         src_path: src.to_string(),
         dst_path: dst.to_string(),
-        state: "uninitialized".into(),
+        state: MirrorState::Uninitialized,
         policy: body.pointer("/policy/name").and_then(Value::as_str).unwrap_or("Asynchronous").to_string(),
         identity_preservation: body.get("identity_preservation").and_then(Value::as_str).map(str::to_string),
         exported: None,
@@ -320,7 +320,7 @@ fn create_relationship(w: &mut World, c: usize, body: &Value, query: &Query) -> 
     });
     if shares {
         w.rels[i].exported = previous;
-        w.rels[i].state = "broken_off".into();
+        w.rels[i].state = MirrorState::BrokenOff;
     }
     let job = w.start_job(c, "POST /api/snapmirror/relationships".into(), Effect::None, None);
     let mut a = Answer::job(w, &job, query);

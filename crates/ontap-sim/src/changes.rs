@@ -1,7 +1,7 @@
 //! The state changes the REST API asks for — relationship PATCH, transfers, DELETE, SVM state,
 //! volume create, change and delete — validated with ONTAP's codes, each starting a job.
 
-use std::time::SystemTime;
+use drover_ontap::model::{MirrorState, SvmState, SvmSubtype, TransferState, VolumeType};
 
 use serde_json::Value;
 
@@ -48,7 +48,7 @@ impl World {
                 )
                 .target("state"));
             }
-            if rel.state != "broken_off" {
+            if rel.state != MirrorState::BrokenOff {
                 return Err(ApiError::new(
                     400,
                     "13303833",
@@ -82,39 +82,42 @@ impl World {
             }
             return Err(ApiError::new(400, "2", "The request body names nothing to change.").target("state"));
         };
-        match target.as_str() {
-            "paused" | "broken_off" | "snapmirrored" => {}
-            "in_sync" | "out_of_sync" | "synchronizing" => {
+        let target = match MirrorState::parse(&target) {
+            Some(t @ (MirrorState::Paused | MirrorState::BrokenOff | MirrorState::Snapmirrored)) => t,
+            Some(MirrorState::InSync | MirrorState::OutOfSync | MirrorState::Synchronizing) => {
                 return Err(
                     ApiError::new(400, "13303831", "Invalid state for async SnapMirror relationship.").target("state")
                 );
             }
-            other => {
-                return Err(ApiError::new(400, "2", format!("\"{other}\" is an invalid value for field \"state\""))
+            _ => {
+                return Err(ApiError::new(400, "2", format!("\"{target}\" is an invalid value for field \"state\""))
                     .target("state"));
             }
-        }
+        };
         let repeat = rel.state == target;
         if repeat {
             return match self.settings.repeat_transition {
                 RepeatTransition::AcceptNoop => Ok(self.start_job(cluster, description, Effect::None, None)),
-                RepeatTransition::Reject if target == "snapmirrored" => {
+                RepeatTransition::Reject if target == MirrorState::Snapmirrored => {
                     Err(ApiError::new(400, "13303832", "SnapMirror relationship is already initialized."))
                 }
                 RepeatTransition::Reject => Err(ApiError::new(400, "13303818", "Invalid state transition requested.")),
             };
         }
         let invalid = matches!(
-            (rel.state.as_str(), target.as_str()),
-            ("uninitialized", "broken_off") | ("uninitialized", "paused") | ("broken_off", "paused")
+            (rel.state, target),
+            (MirrorState::Uninitialized, MirrorState::BrokenOff)
+                | (MirrorState::Uninitialized, MirrorState::Paused)
+                | (MirrorState::BrokenOff, MirrorState::Paused)
         );
         if invalid {
             return Err(ApiError::new(400, "13303818", "Invalid state transition requested."));
         }
         // A resync rolls the destination back; ONTAP refuses it while the DR SVM serves clients.
-        if target == "snapmirrored" && rel.state == "broken_off" && rel.is_svm_dr() {
+        let resync = target == MirrorState::Snapmirrored && rel.state == MirrorState::BrokenOff;
+        if resync && rel.is_svm_dr() {
             let name = rel.dst_path.trim_end_matches(':');
-            if self.clusters[cluster].svms.iter().any(|s| s.name == name && s.state != "stopped") {
+            if self.clusters[cluster].svms.iter().any(|s| s.name == name && s.state != SvmState::Stopped) {
                 return Err(ApiError::new(
                     400,
                     "13303828",
@@ -124,12 +127,12 @@ impl World {
                 ));
             }
         }
-        if target == "snapmirrored" && rel.state == "broken_off" && query.flag("failback") && !rel.is_svm_dr() {
+        if resync && query.flag("failback") && !rel.is_svm_dr() {
             return Err(ApiError::new(400, "13303828", "failback applies to SVM SnapMirror relationships only."));
         }
         // A quiesce waits for a running transfer to finish.
-        let wait_for = match (&rel.transfer, target.as_str()) {
-            (Some(t), "paused") if t.state == "transferring" => Some(t.finish_at),
+        let wait_for = match (&rel.transfer, target) {
+            (Some(t), MirrorState::Paused) if t.state == TransferState::Transferring => Some(t.finish_at),
             _ => None,
         };
         let quick = body.get("quick_resync").and_then(Value::as_bool).unwrap_or(false);
@@ -142,7 +145,7 @@ impl World {
         let i =
             self.rel_index(uuid).filter(|&i| self.rels[i].dst_cluster == cluster).ok_or_else(ApiError::not_found)?;
         let rel = &self.rels[i];
-        if rel.transfer.as_ref().is_some_and(|t| t.state == "transferring") {
+        if rel.transfer.as_ref().is_some_and(|t| t.state == TransferState::Transferring) {
             return Err(ApiError::new(409, "13303812", "Another transfer is in progress."));
         }
         if !self.clusters[rel.src_cluster].reachable {
@@ -168,9 +171,9 @@ impl World {
         let i =
             self.rel_index(uuid).filter(|&i| self.rels[i].dst_cluster == cluster).ok_or_else(ApiError::not_found)?;
         match self.rels[i].transfer.as_mut() {
-            Some(t) if t.uuid == tuuid && t.state == "transferring" => {
-                t.state = "aborted".into();
-                t.end = Some(SystemTime::now());
+            Some(t) if t.uuid == tuuid && t.state == TransferState::Transferring => {
+                t.state = TransferState::Aborted;
+                t.end = Some(self.clock.wall());
                 Ok(())
             }
             Some(t) if t.uuid == tuuid => Err(ApiError::new(400, "13303849", "Invalid transfer state for abort.")),
@@ -200,16 +203,19 @@ impl World {
 
     pub fn patch_svm(&mut self, cluster: usize, uuid: &str, body: &Value) -> Result<String, ApiError> {
         let s = self.clusters[cluster].svms.iter().position(|s| s.uuid == uuid).ok_or_else(ApiError::not_found)?;
-        let Some(target) = body.get("state").and_then(Value::as_str) else {
+        let Some(asked) = body.get("state").and_then(Value::as_str) else {
             // Settings other than the state (a comment, say) change nothing the model keeps.
             return Ok(self.start_job(cluster, format!("PATCH /api/svm/svms/{uuid}"), Effect::None, None));
         };
-        if target != "running" && target != "stopped" {
-            return Err(ApiError::new(400, "2", format!("\"{target}\" is an invalid value for field \"state\""))
-                .target("state"));
-        }
+        let target = match SvmState::parse(asked) {
+            Some(t @ (SvmState::Running | SvmState::Stopped)) => t,
+            _ => {
+                return Err(ApiError::new(400, "2", format!("\"{asked}\" is an invalid value for field \"state\""))
+                    .target("state"));
+            }
+        };
         let svm = self.clusters[cluster].svms[s].clone();
-        if target == "running" && svm.subtype == "dp_destination" {
+        if target == SvmState::Running && svm.subtype == SvmSubtype::DpDestination {
             return Err(ApiError::new(
                 400,
                 "13434880",
@@ -220,12 +226,13 @@ impl World {
             ));
         }
         if svm.state != target {
-            self.clusters[cluster].svms[s].state = if target == "running" { "starting" } else { "stopping" }.into();
+            self.clusters[cluster].svms[s].state =
+                if target == SvmState::Running { SvmState::Starting } else { SvmState::Stopping };
         }
         Ok(self.start_job(
             cluster,
             format!("PATCH /api/svm/svms/{uuid}"),
-            Effect::SvmState { cluster, svm: uuid.to_string(), target: target.to_string() },
+            Effect::SvmState { cluster, svm: uuid.to_string(), target },
             None,
         ))
     }
@@ -275,7 +282,7 @@ impl World {
             uuid: uuid.clone(),
             name: name.to_string(),
             svm: svm.to_string(),
-            vtype: body.get("type").and_then(Value::as_str).unwrap_or("rw").to_string(),
+            vtype: body.get("type").and_then(Value::as_str).and_then(VolumeType::parse).unwrap_or(VolumeType::Rw),
             nas_path: body.pointer("/nas/path").and_then(Value::as_str).map(str::to_string),
             clone_of,
             snapshots,

@@ -9,12 +9,14 @@
 mod api;
 mod changes;
 mod dialect;
+mod effects;
 mod query;
 mod records;
 pub mod topology;
 mod wire;
 pub mod world;
 
+use drover_ontap::model::JobState;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,7 +25,6 @@ use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -90,7 +91,14 @@ type Tls = Option<tokio_rustls::TlsAcceptor>;
 impl Simulator {
     /// Start every cluster of the topology on 127.0.0.1.
     pub async fn start(topology: &Topology) -> Result<Simulator, String> {
-        let world = World::new(topology)?;
+        Simulator::start_with_clock(topology, drover_sim_kit::Clock::real()).await
+    }
+
+    /// Start with a clock of the test's own: with [`drover_sim_kit::Clock::manual`], jobs and
+    /// transfers end only when the test advances it.
+    pub async fn start_with_clock(topology: &Topology, clock: drover_sim_kit::Clock) -> Result<Simulator, String> {
+        let mut world = World::new(topology)?;
+        world.clock = clock;
         let tls = topology.settings.tls;
         let world = Arc::new(Mutex::new(world));
         let (acceptor, ca) = if tls {
@@ -176,6 +184,11 @@ impl Simulator {
         Ok(out)
     }
 
+    /// The simulator's clock (to advance, when it is manual).
+    pub fn clock(&self) -> drover_sim_kit::Clock {
+        self.world.lock().unwrap_or_else(|e| e.into_inner()).clock.clone()
+    }
+
     /// Read or change the model directly (tests and the lab).
     pub fn with_world<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
         let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
@@ -200,17 +213,7 @@ async fn serve(
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(req, world.clone(), cluster));
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    match tls {
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-                            }
-                        }
-                        None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-                        }
-                    }
+                    drover_sim_kit::serve::connection(stream, tls.as_ref(), service).await;
                 });
             }
             changed = up.changed() => {
@@ -305,22 +308,7 @@ async fn handle(
     let fault = {
         let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
         let name = w.clusters[cluster].name.clone();
-        let mut hit = None;
-        for f in w.faults.iter_mut() {
-            let applies = f.cluster.as_deref().is_none_or(|c| c == name)
-                && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(&method))
-                && f.path.as_deref().is_none_or(|p| path.contains(p))
-                && f.remaining != Some(0)
-                && (f.share >= 1.0 || rand::random::<f64>() < f.share);
-            if applies {
-                if let Some(n) = f.remaining.as_mut() {
-                    *n -= 1;
-                }
-                hit = Some(f.kind.clone());
-                break;
-            }
-        }
-        hit
+        drover_sim_kit::fault::take(&mut w.faults, &name, &method, &path)
     };
     match fault {
         Some(FaultKind::Latency(d)) => tokio::time::sleep(d).await,
@@ -410,9 +398,9 @@ async fn wait_return_timeout(
         {
             let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
             w.tick();
-            match w.job(&uuid).map(|j| (j.state.clone(), j.code, j.message.clone())) {
-                Some((state, _, _)) if state == "success" => return Ok(api::Answer { status: 200, ..a }),
-                Some((state, code, message)) if state == "failure" => {
+            match w.job(&uuid).map(|j| (j.state, j.code, j.message.clone())) {
+                Some((JobState::Success, _, _)) => return Ok(api::Answer { status: 200, ..a }),
+                Some((JobState::Failure, code, message)) => {
                     return Err(ApiError::new(400, code.to_string(), message));
                 }
                 _ => {}

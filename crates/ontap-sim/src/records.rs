@@ -1,7 +1,7 @@
 //! Records as ONTAP renders them: relationships, transfers, SVMs, volumes and jobs, with their
 //! HAL links and the fields ONTAP leaves out when unset.
 
-use std::time::SystemTime;
+use drover_ontap::model::{JobState, TransferState};
 
 use serde_json::{Value, json};
 
@@ -22,7 +22,8 @@ pub(crate) fn relationship_record(w: &World, r: &Relationship) -> Value {
         })
     };
     let source_up = src.reachable;
-    let last_failed = r.transfer.as_ref().is_some_and(|t| t.state == "failed" || t.state == "aborted");
+    let last_failed =
+        r.transfer.as_ref().is_some_and(|t| matches!(t.state, TransferState::Failed | TransferState::Aborted));
     let healthy = source_up && !last_failed;
     let mut rec = json!({
         "uuid": r.uuid,
@@ -40,7 +41,7 @@ pub(crate) fn relationship_record(w: &World, r: &Relationship) -> Value {
     }
     if let Some((name, at)) = &r.exported {
         rec["exported_snapshot"] = json!(name);
-        rec["lag_time"] = json!(iso_duration(SystemTime::now().duration_since(*at).unwrap_or_default()));
+        rec["lag_time"] = json!(iso_duration(w.clock.wall().duration_since(*at).unwrap_or_default()));
     }
     if let Some(ip) = &r.identity_preservation {
         rec["identity_preservation"] = json!(ip);
@@ -50,7 +51,7 @@ pub(crate) fn relationship_record(w: &World, r: &Relationship) -> Value {
     }
     if let Some(t) = &r.transfer {
         let mut tr = json!({ "state": t.state, "type": t.ttype, "bytes_transferred": t.bytes });
-        if t.state == "transferring" {
+        if t.state == TransferState::Transferring {
             tr["uuid"] = json!(t.uuid);
             tr["_links"] =
                 json!({ "self": { "href": format!("/api/snapmirror/relationships/{}/transfers/{}", r.uuid, t.uuid) } });
@@ -122,7 +123,7 @@ pub(crate) fn job_record(j: &super::world::Job) -> Value {
     if let Some(end) = j.end {
         rec["end_time"] = json!(rfc3339(end));
     }
-    if j.state == "failure" {
+    if j.state == JobState::Failure {
         rec["error"] = json!({ "code": j.code.to_string(), "message": j.message });
     }
     rec

@@ -9,7 +9,27 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use drover_ontap::model::{JobState, MirrorState, SvmState, SvmSubtype, TransferState, VolumeType};
+
 use super::topology::{Settings, Topology};
+
+/// A topology's state name as the shared model's enum; a name ONTAP does not use is an error.
+fn parse_state<T>(name: &str, what: &str) -> Result<T, String>
+where
+    T: TryFromName,
+{
+    T::from_name(name).ok_or_else(|| format!("`{name}` is not a {what} ONTAP knows"))
+}
+
+/// The model's `parse`, for [`parse_state`].
+trait TryFromName: Sized {
+    fn from_name(name: &str) -> Option<Self>;
+}
+
+macro_rules! from_name {
+    ($($t:ty),*) => {$(impl TryFromName for $t { fn from_name(name: &str) -> Option<Self> { <$t>::parse(name) } })*};
+}
+from_name!(MirrorState, SvmState, SvmSubtype, VolumeType);
 pub use super::wire::{ApiError, Query, iso_duration, rfc3339};
 
 #[derive(Debug, Clone)]
@@ -24,7 +44,7 @@ pub struct Volume {
     pub uuid: String,
     pub name: String,
     pub svm: String,
-    pub vtype: String,
+    pub vtype: VolumeType,
     pub nas_path: Option<String>,
     pub clone_of: Option<(String, String)>,
     pub snapshots: Vec<Snapshot>,
@@ -34,8 +54,8 @@ pub struct Volume {
 pub struct Svm {
     pub uuid: String,
     pub name: String,
-    pub state: String,
-    pub subtype: String,
+    pub state: SvmState,
+    pub subtype: SvmSubtype,
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +75,7 @@ pub struct Cluster {
 pub struct Transfer {
     pub uuid: String,
     pub ttype: String,
-    pub state: String,
+    pub state: TransferState,
     pub started: SystemTime,
     pub end: Option<SystemTime>,
     pub finish_at: Instant,
@@ -69,7 +89,7 @@ pub struct Relationship {
     pub dst_cluster: usize,
     pub src_path: String,
     pub dst_path: String,
-    pub state: String,
+    pub state: MirrorState,
     pub policy: String,
     pub identity_preservation: Option<String>,
     /// The newest snapshot both sides hold (name, creation time on the source).
@@ -91,10 +111,10 @@ impl Relationship {
 #[derive(Debug, Clone)]
 pub enum Effect {
     None,
-    RelState { rel: String, target: String, quick: bool },
+    RelState { rel: String, target: MirrorState, quick: bool },
     Reverse { rel: String },
     RelDelete { rel: String, keep_snapshots: bool },
-    SvmState { cluster: usize, svm: String, target: String },
+    SvmState { cluster: usize, svm: String, target: SvmState },
     CreateVolume { cluster: usize, volume: Volume },
     DeleteVolume { cluster: usize, uuid: String },
 }
@@ -104,7 +124,7 @@ pub struct Job {
     pub uuid: String,
     pub cluster: usize,
     pub description: String,
-    pub state: String,
+    pub state: JobState,
     pub code: u64,
     pub message: String,
     pub start: SystemTime,
@@ -117,19 +137,8 @@ pub struct Job {
 }
 
 /// An injected fault.
-#[derive(Debug, Clone)]
-pub struct Fault {
-    /// Which cluster (by name); None for all.
-    pub cluster: Option<String>,
-    pub method: Option<String>,
-    /// Substring of the request path.
-    pub path: Option<String>,
-    pub kind: FaultKind,
-    /// Applies to this many matching requests (None: all).
-    pub remaining: Option<u32>,
-    /// Applies to this share of matching requests (1.0: every one).
-    pub share: f64,
-}
+/// A fault injected into the answers of one cluster (`server`: its name) or all.
+pub type Fault = drover_sim_kit::Fault<FaultKind>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
@@ -156,6 +165,8 @@ pub struct World {
     /// Every authenticated request, in order (the newest 100,000), so tests can check what
     /// a client sent against every release's definitions.
     pub requests: std::collections::VecDeque<RecordedRequest>,
+    /// The simulator's time: jobs, transfers, lag and timestamps follow it.
+    pub clock: drover_sim_kit::Clock,
 }
 
 /// One request as the API saw it: method, path, query and the body (dotted keys normalised).
@@ -179,32 +190,37 @@ impl World {
             counter: 0,
             pending_job_failure: None,
             requests: Default::default(),
+            clock: drover_sim_kit::Clock::real(),
         };
         for c in &t.clusters {
             let uuid = w.uuid();
             let svms = c
                 .svms
                 .iter()
-                .map(|s| Svm {
-                    uuid: w.uuid(),
-                    name: s.name.clone(),
-                    state: s.state.clone(),
-                    subtype: s.subtype.clone(),
+                .map(|s| {
+                    Ok(Svm {
+                        uuid: w.uuid(),
+                        name: s.name.clone(),
+                        state: parse_state(&s.state, "SVM state")?,
+                        subtype: parse_state(&s.subtype, "SVM subtype")?,
+                    })
                 })
-                .collect();
+                .collect::<Result<_, String>>()?;
             let volumes = c
                 .volumes
                 .iter()
-                .map(|v| Volume {
-                    uuid: w.uuid(),
-                    name: v.name.clone(),
-                    svm: v.svm.clone(),
-                    vtype: v.vtype.clone(),
-                    nas_path: v.junction.clone(),
-                    clone_of: None,
-                    snapshots: vec![],
+                .map(|v| {
+                    Ok(Volume {
+                        uuid: w.uuid(),
+                        name: v.name.clone(),
+                        svm: v.svm.clone(),
+                        vtype: parse_state(&v.vtype, "volume type")?,
+                        nas_path: v.junction.clone(),
+                        clone_of: None,
+                        snapshots: vec![],
+                    })
                 })
-                .collect();
+                .collect::<Result<_, String>>()?;
             w.clusters.push(Cluster {
                 name: c.name.clone(),
                 uuid,
@@ -232,7 +248,7 @@ impl World {
                 K::DropConnection => FaultKind::DropConnection,
             };
             w.faults.push(Fault {
-                cluster: f.cluster.clone(),
+                server: f.cluster.clone(),
                 method: f.method.clone(),
                 path: f.path.clone(),
                 kind,
@@ -257,7 +273,7 @@ impl World {
                 dst_cluster: dst,
                 src_path: r.source.clone(),
                 dst_path: r.destination.clone(),
-                state: r.state.clone(),
+                state: parse_state(&r.state, "relationship state")?,
                 policy: r.policy.clone(),
                 identity_preservation: r.identity_preservation.clone(),
                 exported: None,
@@ -272,9 +288,9 @@ impl World {
                     return Err(format!("relationship path `{path}`: no such volume on {}", w.clusters[c].name));
                 }
             }
-            if rel.state != "uninitialized" {
+            if rel.state != MirrorState::Uninitialized {
                 let name = w.snapmirror_snapshot_name(&rel.uuid);
-                let now = SystemTime::now();
+                let now = w.clock.wall();
                 w.add_snapshot(&rel, &name, now);
                 rel.exported = Some((name, now));
                 rel.last_transfer_type = Some("initialize".into());
@@ -303,7 +319,7 @@ impl World {
 
     fn snapmirror_snapshot_name(&mut self, rel_uuid: &str) -> String {
         self.counter += 1;
-        let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let stamp = humantime::format_rfc3339_seconds(self.clock.wall()).to_string();
         let stamp: String = stamp.chars().filter(|c| c.is_ascii_digit()).collect();
         format!("snapmirror.{rel_uuid}_{}.{}_{}", 2_159_190_000 + self.counter, &stamp[..8], &stamp[8..14])
     }
@@ -343,10 +359,13 @@ impl World {
 
     /// Apply everything that became due, in time order.
     pub fn tick(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         // Transfers first: a quiesce job waits for the transfer it found running.
         for i in 0..self.rels.len() {
-            let due = self.rels[i].transfer.as_ref().is_some_and(|t| t.state == "transferring" && t.finish_at <= now);
+            let due = self.rels[i]
+                .transfer
+                .as_ref()
+                .is_some_and(|t| t.state == TransferState::Transferring && t.finish_at <= now);
             if due {
                 self.finish_transfer(i);
             }
@@ -359,8 +378,8 @@ impl World {
             self.finish_job(j);
         }
         for job in &mut self.jobs {
-            if job.ended_at.is_none() && job.state == "queued" {
-                job.state = "running".into();
+            if job.ended_at.is_none() && job.state == JobState::Queued {
+                job.state = JobState::Running;
             }
         }
         let expiry = self.settings.job_expiry;
@@ -369,25 +388,25 @@ impl World {
 
     fn finish_transfer(&mut self, i: usize) {
         let name = self.snapmirror_snapshot_name(&self.rels[i].uuid.clone());
-        let started = self.rels[i].transfer.as_ref().map(|t| t.started).unwrap_or_else(SystemTime::now);
+        let started = self.rels[i].transfer.as_ref().map(|t| t.started).unwrap_or_else(|| self.clock.wall());
         let rel = self.rels[i].clone();
         self.add_snapshot(&rel, &name, started);
         let r = &mut self.rels[i];
         if let Some(t) = r.transfer.as_mut() {
-            t.state = "success".into();
-            t.end = Some(SystemTime::now());
+            t.state = TransferState::Success;
+            t.end = Some(self.clock.wall());
             t.bytes = 52_428_800;
         }
         r.exported = Some((name, started));
         r.last_transfer_type = r.transfer.as_ref().map(|t| t.ttype.clone());
         r.transfers_done += 1;
-        if r.state == "uninitialized" {
-            r.state = "snapmirrored".into();
+        if r.state == MirrorState::Uninitialized {
+            r.state = MirrorState::Snapmirrored;
         }
     }
 
     fn finish_job(&mut self, j: usize) {
-        let now = SystemTime::now();
+        let now = self.clock.wall();
         let job = self.jobs[j].clone();
         let result = match &job.failure {
             Some((code, msg)) => Err((*code, msg.clone())),
@@ -395,15 +414,15 @@ impl World {
         };
         let job = &mut self.jobs[j];
         job.end = Some(now);
-        job.ended_at = Some(Instant::now());
+        job.ended_at = Some(self.clock.now());
         match result {
             Ok(()) => {
-                job.state = "success".into();
+                job.state = JobState::Success;
                 job.message = "success".into();
                 job.code = 0;
             }
             Err((code, msg)) => {
-                job.state = "failure".into();
+                job.state = JobState::Failure;
                 job.message = msg;
                 job.code = code;
             }
@@ -419,143 +438,17 @@ impl World {
     /// Start a transfer of `ttype` on relationship `i`.
     pub(crate) fn start_transfer(&mut self, i: usize, ttype: &str) -> String {
         let uuid = self.uuid();
-        let finish_at = Instant::now() + self.settings.transfer_time;
+        let finish_at = self.clock.now() + self.settings.transfer_time;
         self.rels[i].transfer = Some(Transfer {
             uuid: uuid.clone(),
             ttype: ttype.into(),
-            state: "transferring".into(),
-            started: SystemTime::now(),
+            state: TransferState::Transferring,
+            started: self.clock.wall(),
             end: None,
             finish_at,
             bytes: 0,
         });
         uuid
-    }
-
-    fn set_destination_writable(&mut self, i: usize, writable: bool) {
-        let (c, path) = (self.rels[i].dst_cluster, self.rels[i].dst_path.clone());
-        for v in self.volumes_of(c, &path) {
-            self.clusters[c].volumes[v].vtype = if writable { "rw" } else { "dp" }.into();
-        }
-        if self.rels[i].is_svm_dr() {
-            let svm = path.trim_end_matches(':');
-            if let Some(s) = self.svm_index(c, svm) {
-                self.clusters[c].svms[s].subtype = if writable { "default" } else { "dp_destination" }.into();
-            }
-        }
-    }
-
-    fn apply(&mut self, effect: &Effect) -> Result<(), (u64, String)> {
-        match effect {
-            Effect::None => Ok(()),
-            Effect::RelState { rel, target, .. } => {
-                let i = self.rel_index(rel).ok_or((4, "entry doesn't exist".to_string()))?;
-                let from = self.rels[i].state.clone();
-                match (from.as_str(), target.as_str()) {
-                    (_, "paused") => self.rels[i].state = "paused".into(),
-                    (_, "broken_off") => {
-                        if let Some(t) = self.rels[i].transfer.as_mut()
-                            && t.state == "transferring"
-                        {
-                            return Err((
-                                13303808,
-                                "Transition to broken_off state failed. Reason: Another transfer is in progress."
-                                    .into(),
-                            ));
-                        }
-                        if self.settings.break_requires_source_stopped
-                            && self.rels[i].is_svm_dr()
-                            && self.rels[i].identity_preservation.as_deref() == Some("full")
-                        {
-                            let (sc, svm) =
-                                (self.rels[i].src_cluster, self.rels[i].src_path.trim_end_matches(':').to_string());
-                            let source_running = self.clusters[sc].reachable
-                                && self
-                                    .svm_index(sc, &svm)
-                                    .is_some_and(|s| self.clusters[sc].svms[s].state == "running");
-                            if source_running {
-                                return Err((13303808, "Transition to broken_off state failed. Reason: the source SVM must be stopped for identity-preserving SVM DR.".into()));
-                            }
-                        }
-                        self.rels[i].state = "broken_off".into();
-                        self.set_destination_writable(i, true);
-                        if self.settings.auto_start_dr_svm && self.rels[i].is_svm_dr() {
-                            let (c, svm) =
-                                (self.rels[i].dst_cluster, self.rels[i].dst_path.trim_end_matches(':').to_string());
-                            if let Some(s) = self.svm_index(c, &svm) {
-                                self.clusters[c].svms[s].state = "running".into();
-                            }
-                        }
-                    }
-                    ("broken_off", "snapmirrored") => {
-                        // Resync: roll the destination back to the newest common snapshot.
-                        let Some((common, _)) = self.rels[i].exported.clone() else {
-                            return Err((
-                                13303810,
-                                "Transition to snapmirrored state failed. Reason: no common snapshot found.".into(),
-                            ));
-                        };
-                        let (c, path) = (self.rels[i].dst_cluster, self.rels[i].dst_path.clone());
-                        for v in self.volumes_of(c, &path) {
-                            let snaps = &mut self.clusters[c].volumes[v].snapshots;
-                            if let Some(pos) = snaps.iter().position(|s| s.name == common) {
-                                snaps.truncate(pos + 1);
-                            }
-                        }
-                        self.set_destination_writable(i, false);
-                        self.rels[i].state = "snapmirrored".into();
-                        self.start_transfer(i, "resync");
-                    }
-                    ("uninitialized", "snapmirrored") => {
-                        self.start_transfer(i, "initialize");
-                    }
-                    (_, "snapmirrored") => self.rels[i].state = "snapmirrored".into(),
-                    _ => {}
-                }
-                Ok(())
-            }
-            Effect::Reverse { rel } => {
-                let i = self.rel_index(rel).ok_or((4, "entry doesn't exist".to_string()))?;
-                let r = &mut self.rels[i];
-                std::mem::swap(&mut r.src_cluster, &mut r.dst_cluster);
-                std::mem::swap(&mut r.src_path, &mut r.dst_path);
-                r.state = "snapmirrored".into();
-                // The new destination (the original source) becomes the protected copy.
-                self.set_destination_writable(i, false);
-                self.start_transfer(i, "resync");
-                Ok(())
-            }
-            Effect::RelDelete { rel, keep_snapshots } => {
-                let i = self.rel_index(rel).ok_or((4, "entry doesn't exist".to_string()))?;
-                let r = self.rels.remove(i);
-                if !keep_snapshots {
-                    let prefix = format!("snapmirror.{}_", r.uuid);
-                    for (c, path) in [(r.src_cluster, r.src_path.clone()), (r.dst_cluster, r.dst_path.clone())] {
-                        for v in self.volumes_of(c, &path) {
-                            self.clusters[c].volumes[v].snapshots.retain(|s| !s.name.starts_with(&prefix));
-                        }
-                    }
-                }
-                Ok(())
-            }
-            Effect::SvmState { cluster, svm, target } => {
-                let s = self.clusters[*cluster]
-                    .svms
-                    .iter_mut()
-                    .find(|s| s.uuid == *svm)
-                    .ok_or((4, "entry doesn't exist".to_string()))?;
-                s.state = target.clone();
-                Ok(())
-            }
-            Effect::CreateVolume { cluster, volume } => {
-                self.clusters[*cluster].volumes.push(volume.clone());
-                Ok(())
-            }
-            Effect::DeleteVolume { cluster, uuid } => {
-                self.clusters[*cluster].volumes.retain(|v| v.uuid != *uuid);
-                Ok(())
-            }
-        }
     }
 
     /// Start a job; `wait_for` delays its end (a quiesce waits for a running transfer).
@@ -567,7 +460,7 @@ impl World {
         wait_for: Option<Instant>,
     ) -> String {
         let uuid = self.uuid();
-        let mut finish_at = Instant::now() + self.settings.job_delay;
+        let mut finish_at = self.clock.now() + self.settings.job_delay;
         if let Some(t) = wait_for {
             finish_at = finish_at.max(t);
         }
@@ -576,10 +469,10 @@ impl World {
             uuid: uuid.clone(),
             cluster,
             description,
-            state: "queued".into(),
+            state: JobState::Queued,
             code: 0,
             message: String::new(),
-            start: SystemTime::now(),
+            start: self.clock.wall(),
             end: None,
             finish_at,
             ended_at: None,

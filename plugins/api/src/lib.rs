@@ -25,7 +25,7 @@ pub use duration::HumanDuration;
 pub use error::{ActionError, ErrorKind, causes, is_certificate_failure};
 pub use plan::{Check, Plan};
 pub use poll::Poll;
-pub use secret::{Secret, SecretRef};
+pub use secret::{SECRET_REF_FORMAT, Secret, SecretRef};
 pub use sites::SiteSection;
 pub use typed::{ActionSpec, OutputDoc, TypedAction, ValueType, closest as closest_match, typed};
 
@@ -62,6 +62,9 @@ pub struct ActionInfo {
     /// Parameters naming a site, as dotted paths into `with:` (`site`, `from.live.site`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,
+    /// The output holding the data a failover would lose now, in seconds: the report's RPO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_output: Option<String>,
 }
 
 impl ActionInfo {

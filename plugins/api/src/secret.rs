@@ -8,12 +8,29 @@ use serde::{Deserialize, Serialize};
 use crate::ActionError;
 
 /// Where a secret lives. The reference itself is safe to print; the value is not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[schemars(with = "String")]
 pub enum SecretRef {
     Env(String),
     File(String),
+}
+
+/// The `format` a [`SecretRef`]'s schema carries: how a site section declares which of its
+/// settings are secrets (they must be references, and are never echoed).
+pub const SECRET_REF_FORMAT: &str = "secret-ref";
+
+impl schemars::JsonSchema for SecretRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SecretRef".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": SECRET_REF_FORMAT,
+            "description": "where the secret lives: `env:VARIABLE` or `file:/path`"
+        })
+    }
 }
 
 impl SecretRef {

@@ -62,6 +62,37 @@ impl SiteSection {
         Some(true)
     }
 
+    /// The names of the settings that hold secrets, at any depth: those the plugin typed as
+    /// [`crate::SecretRef`]. Their values must be references and are never echoed.
+    pub fn secret_settings(&self) -> Vec<String> {
+        fn walk(root: &Value, node: &Value, name: Option<&str>, out: &mut Vec<String>, depth: usize) {
+            if depth > 16 {
+                return;
+            }
+            let node = crate::schema::resolve(root, node);
+            if node.get("format").and_then(Value::as_str) == Some(crate::secret::SECRET_REF_FORMAT) {
+                if let Some(n) = name
+                    && !out.iter().any(|o| o == n)
+                {
+                    out.push(n.to_string());
+                }
+                return;
+            }
+            if let Some(props) = node.get("properties").and_then(Value::as_object) {
+                for (k, v) in props {
+                    walk(root, v, Some(k), out, depth + 1);
+                }
+            }
+            // A map of secrets (`secret_headers: {X-Token: env:T}`) is named by its key.
+            if let Some(extra) = node.get("additionalProperties").filter(|v| v.is_object()) {
+                walk(root, extra, name, out, depth + 1);
+            }
+        }
+        let mut out = vec![];
+        walk(&self.schema, &self.schema, None, &mut out, 0);
+        out
+    }
+
     /// The field names of the section's top level.
     pub fn fields(&self) -> Vec<String> {
         crate::schema::resolve(&self.schema, &self.schema)
@@ -99,5 +130,31 @@ mod tests {
         let s = SiteSection::of::<Ontap>("ontap", "ONTAP");
         assert_eq!(s.has_field(&["url".into()]), Some(true));
         assert_eq!(s.has_field(&["nope".into()]), Some(false));
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Tls {
+        key: Option<crate::SecretRef>,
+        ca: String,
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct WithSecrets {
+        credentials: crate::SecretRef,
+        token: Option<crate::SecretRef>,
+        tls: Tls,
+        secret_headers: std::collections::BTreeMap<String, crate::SecretRef>,
+        user: String,
+    }
+
+    #[test]
+    fn the_settings_typed_secret_ref_are_the_secrets_at_any_depth() {
+        let s = SiteSection::of::<WithSecrets>("x", "X");
+        let mut found = s.secret_settings();
+        found.sort();
+        assert_eq!(found, ["credentials", "key", "secret_headers", "token"]);
+        assert!(SiteSection::of::<Ontap>("ontap", "ONTAP").secret_settings().is_empty());
     }
 }

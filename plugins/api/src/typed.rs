@@ -76,6 +76,8 @@ pub struct ActionSpec {
     /// Parameters that name a site, as dotted paths into `with:` (`site`, `from.live.site`):
     /// checked against the defined sites at load time and recorded with each attempt.
     pub sites: &'static [&'static str],
+    /// The output that holds the data a failover would lose now, in seconds (the report's RPO).
+    pub rpo_output: Option<&'static str>,
 }
 
 /// An action with one typed parameter struct. Implement this, register `typed(MyAction)`.
@@ -119,6 +121,7 @@ pub fn typed<A: TypedAction>(action: A) -> Arc<dyn Action> {
         undo: spec.undo,
         open_outputs: spec.open_outputs,
         sites: spec.sites.iter().map(|s| s.to_string()).collect(),
+        rpo_output: spec.rpo_output.map(str::to_string),
     };
     Arc::new(Typed { action, info, _p: PhantomData })
 }
@@ -275,6 +278,7 @@ mod tests {
             undo: false,
             open_outputs: false,
             sites: &["site"],
+            rpo_output: None,
         };
         async fn plan(&self, _: &StepContext, _: P) -> Result<Plan, ActionError> {
             Ok(Plan::default())

@@ -92,6 +92,7 @@ impl TypedAction for Exec {
         undo: false,
         open_outputs: true,
         sites: &[],
+        rpo_output: None,
     };
 
     fn check(&self, p: &ExecParams) -> Result<(), Vec<ParamError>> {

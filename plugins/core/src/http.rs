@@ -289,6 +289,7 @@ impl TypedAction for Http {
         undo: false,
         open_outputs: false,
         sites: &[],
+        rpo_output: None,
     };
 
     fn check(&self, p: &HttpParams) -> Result<(), Vec<ParamError>> {
@@ -335,6 +336,7 @@ impl TypedAction for WaitHttp {
         undo: false,
         open_outputs: false,
         sites: &[],
+        rpo_output: None,
     };
 
     fn check(&self, p: &WaitHttpParams) -> Result<(), Vec<ParamError>> {

@@ -44,6 +44,7 @@ impl TypedAction for Sleep {
         undo: false,
         open_outputs: false,
         sites: &[],
+        rpo_output: None,
     };
 
     async fn plan(&self, _: &StepContext, p: SleepParams) -> Result<Plan, ActionError> {
@@ -80,6 +81,7 @@ impl TypedAction for Approve {
         undo: false,
         open_outputs: false,
         sites: &[],
+        rpo_output: None,
     };
 
     async fn plan(&self, _: &StepContext, p: ApproveParams) -> Result<Plan, ActionError> {
@@ -126,6 +128,7 @@ impl TypedAction for Log {
         undo: false,
         open_outputs: false,
         sites: &[],
+        rpo_output: None,
     };
 
     async fn plan(&self, _: &StepContext, p: LogParams) -> Result<Plan, ActionError> {

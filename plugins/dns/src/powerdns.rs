@@ -1,4 +1,4 @@
-//! `dns.powerdns.set`: the same rrset replacement through the PowerDNS HTTP API
+//! `dns.powerdns.set`: the rrset replacement (see `set`) through the PowerDNS HTTP API
 //! (`PATCH /api/v1/servers/{server}/zones/{zone}` with `changetype: REPLACE`).
 //! The API has no conditional update, so `expect_current` is checked by reading just before
 //! writing; the window between the two is as small as one round trip.
@@ -10,9 +10,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, SecretRef, StepContext, TypedAction, ValueType};
+use drover_api::{ActionError, ActionSpec, Plan, SecretRef, StepContext};
 
-use crate::rfc2136::{RecordKind, Rrset, same_values};
+use crate::rfc2136::{RecordKind, Rrset};
 
 /// A site's `powerdns:` settings.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -30,26 +30,6 @@ pub struct PowerDnsSite {
 
 fn localhost() -> String {
     "localhost".into()
-}
-
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PowerDnsParams {
-    pub site: String,
-    /// Fully qualified, e.g. `app.example.com.`
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: RecordKind,
-    pub values: Vec<String>,
-    #[serde(default = "sixty")]
-    pub ttl: u32,
-    /// Refuse, changing nothing, unless the record holds exactly these values now.
-    #[serde(default)]
-    pub expect_current: Option<Vec<String>>,
-}
-
-fn sixty() -> u32 {
-    60
 }
 
 fn type_name(k: RecordKind) -> &'static str {
@@ -72,8 +52,10 @@ fn uncontent(k: RecordKind, v: &str) -> String {
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Api {
+pub struct Api {
     base: String,
+    /// How long to read back a change until it holds.
+    propagation: Duration,
     /// Per request: 10 s, or less when the step has less time left.
     timeout: Duration,
     key: drover_api::Secret,
@@ -83,7 +65,7 @@ struct Api {
 }
 
 impl Api {
-    fn connect(ctx: &StepContext, site: &str) -> Result<Api, ActionError> {
+    fn connect(ctx: &StepContext, site: &str, propagation: Duration) -> Result<Api, ActionError> {
         let cfg: PowerDnsSite = ctx.site_section(site, "powerdns")?;
         let zone = if cfg.zone.ends_with('.') { cfg.zone.clone() } else { format!("{}.", cfg.zone) };
         let timeout = ctx.remaining().unwrap_or(REQUEST_TIMEOUT).min(REQUEST_TIMEOUT);
@@ -92,6 +74,7 @@ impl Api {
             .build()
             .map_err(|e| ActionError::permanent(format!("cannot build an HTTP client: {e}")))?;
         Ok(Api {
+            propagation,
             base: format!("{}/api/v1/servers/{}/zones/{}", cfg.api.trim_end_matches('/'), cfg.server_id, zone),
             timeout,
             key: cfg.api_key.resolve_for(site, "powerdns.api_key")?,
@@ -182,79 +165,34 @@ impl Api {
     }
 }
 
-pub struct PowerDnsSet;
-
 #[async_trait]
-impl TypedAction for PowerDnsSet {
-    type Params = PowerDnsParams;
+impl crate::set::Backend for Api {
     const SPEC: ActionSpec = ActionSpec {
         name: "dns.powerdns.set",
         summary: "Replace a DNS rrset through the PowerDNS HTTP API (REPLACE), verified by reading it back",
-        outputs: &[
-            ("previous", ValueType::Any, "the rrset before (values, ttl); undo restores it"),
-            ("values", ValueType::List, "the values now served"),
-        ],
+        outputs: crate::set::OUTPUTS,
         side_effects: true,
         undo: true,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
+    type Store = Api;
 
-    fn check(&self, p: &PowerDnsParams) -> Result<(), Vec<ParamError>> {
-        let errs = crate::check_values(p.kind, &p.values, "values");
-        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    async fn open(ctx: &StepContext, site: &str, propagation: Option<Duration>) -> Result<Api, ActionError> {
+        Api::connect(ctx, site, propagation.unwrap_or(crate::set::PROPAGATION))
     }
 
-    async fn plan(&self, ctx: &StepContext, p: PowerDnsParams) -> Result<Plan, ActionError> {
-        let api = Api::connect(ctx, &p.site)?;
-        let mut plan = Plan::default();
-        let current = match api.current(&p.name, p.kind).await {
-            Ok(c) => {
-                plan = plan.check("zone served and API key accepted", true, api.zone.clone());
-                c
-            }
-            Err(e) => return Ok(plan.check("zone served and API key accepted", false, e.message)),
-        };
-        if let Some(expected) = &p.expect_current {
-            plan = plan.check(
-                "record holds the expected values",
-                same_values(&current.values, expected),
-                format!("now {:?}", current.values),
-            );
+    async fn access(api: &Api, plan: Plan, name: &str, kind: RecordKind) -> Result<(Plan, Rrset), Plan> {
+        match api.current(name, kind).await {
+            Ok(c) => Ok((plan.check("zone served and API key accepted", true, api.zone.clone()), c)),
+            Err(e) => Err(plan.check("zone served and API key accepted", false, e.message)),
         }
-        let want = Rrset { values: p.values.clone(), ttl: p.ttl };
-        plan.summary = format!("{} {:?}: {:?} → {:?}", p.name, p.kind, current.values, p.values);
-        if !current.same(&want) {
-            let line = plan.summary.clone();
-            plan = plan.change(line);
-        }
-        Ok(plan
-            .output("previous", json!({ "values": current.values, "ttl": current.ttl }))
-            .output("values", json!(p.values)))
-    }
-
-    async fn run(&self, ctx: &StepContext, p: PowerDnsParams) -> Result<Outputs, ActionError> {
-        let api = Api::connect(ctx, &p.site)?;
-        let want = Rrset { values: p.values.clone(), ttl: p.ttl };
-        let previous = crate::guarded_set(&api, ctx, &p.name, p.kind, &want, p.expect_current.as_deref()).await?;
-        let mut out = Outputs::new();
-        out.insert("previous".into(), json!({ "values": previous.values, "ttl": previous.ttl }));
-        out.insert("values".into(), json!(p.values));
-        Ok(out)
-    }
-
-    async fn undo(&self, ctx: &StepContext, p: PowerDnsParams, outputs: &Outputs) -> Result<(), ActionError> {
-        let api = Api::connect(ctx, &p.site)?;
-        let previous: Rrset = outputs
-            .get("previous")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .ok_or_else(|| ActionError::permanent("no record of the previous rrset to restore"))?;
-        crate::guarded_set(&api, ctx, &p.name, p.kind, &previous, Some(&p.values)).await.map(|_| ())
     }
 }
 
 #[async_trait]
-impl crate::RecordStore for Api {
+impl crate::set::RecordStore for Api {
     async fn current(&self, name: &str, kind: RecordKind) -> Result<Rrset, ActionError> {
         Api::current(self, name, kind).await
     }
@@ -271,15 +209,8 @@ impl crate::RecordStore for Api {
         self.replace(name, kind, want).await
     }
 
-    async fn settle(&self, _: &StepContext, name: &str, kind: RecordKind, want: &Rrset) -> Result<(), ActionError> {
-        let now = Api::current(self, name, kind).await?;
-        if now.same(want) {
-            Ok(())
-        } else {
-            Err(ActionError::retryable(format!(
-                "PowerDNS accepted the change but {name} {kind:?} reads {:?}",
-                now.values
-            )))
-        }
+    /// PowerDNS serves what its API holds: read it back until it does, within the wait.
+    async fn settle(&self, ctx: &StepContext, name: &str, kind: RecordKind, want: &Rrset) -> Result<(), ActionError> {
+        crate::set::read_back(self, ctx, name, kind, want, self.propagation).await
     }
 }

@@ -20,7 +20,7 @@ use hickory_proto::xfer::{DnsHandle, FirstAnswer};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use drover_api::{ActionError, SecretRef};
+use drover_api::{ActionError, ActionSpec, Plan, SecretRef, StepContext};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RecordKind {
@@ -96,44 +96,77 @@ fn name(text: &str) -> Result<Name, ActionError> {
     Ok(n)
 }
 
-async fn connect(server: SocketAddr, timeout: Duration, signer: Option<TSigner>) -> Result<Client, ActionError> {
+/// What talking to a DNS server failed with, as data: a TSIG problem is told apart from a
+/// server that does not answer by its variant, not by its text.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DnsError {
+    /// No connection could be set up.
+    #[error("DNS server {server}: {cause}")]
+    Unreachable { server: SocketAddr, cause: String },
+    /// An answer without a signature to a signed request: forged, or from a server that does
+    /// not know the key. Whether an update was applied is unknown; nothing unsigned is believed.
+    #[error("DNS server {server} answered without a TSIG signature; the answer is not trusted")]
+    Unsigned { server: SocketAddr },
+    #[error("DNS server {server} did not accept the TSIG signature: {cause}")]
+    BadSignature { server: SocketAddr, cause: String },
+    #[error("DNS server {server} did not answer: {cause}")]
+    NoAnswer { server: SocketAddr, cause: String },
+    #[error("DNS server {server}: {cause}")]
+    Transport { server: SocketAddr, cause: String },
+}
+
+impl DnsError {
+    /// hickory reports these only in its error's text: read it once, here.
+    fn classify(server: SocketAddr, text: String) -> DnsError {
+        let lower = text.to_lowercase();
+        if lower.contains("missing tsig") {
+            DnsError::Unsigned { server }
+        } else if ["tsig", "signature", "badsig", "badkey"].iter().any(|w| lower.contains(w)) {
+            DnsError::BadSignature { server, cause: text }
+        } else if lower.contains("timed out") || lower.contains("timeout") {
+            DnsError::NoAnswer { server, cause: text }
+        } else {
+            DnsError::Transport { server, cause: text }
+        }
+    }
+
+    /// A problem with the TSIG key rather than with reaching the server.
+    pub fn is_tsig(&self) -> bool {
+        matches!(self, DnsError::Unsigned { .. } | DnsError::BadSignature { .. })
+    }
+}
+
+impl From<DnsError> for ActionError {
+    fn from(e: DnsError) -> ActionError {
+        let message = e.to_string();
+        match e {
+            DnsError::Unsigned { .. } | DnsError::BadSignature { .. } => ActionError::permanent(message),
+            DnsError::Unreachable { .. } => {
+                ActionError::retryable(message).with_hint("check the server address and that it runs")
+            }
+            DnsError::NoAnswer { .. } => {
+                ActionError::retryable(message).with_hint("check that the server runs and that UDP reaches it")
+            }
+            DnsError::Transport { .. } => ActionError::retryable(message),
+        }
+    }
+}
+
+async fn connect(server: SocketAddr, timeout: Duration, signer: Option<TSigner>) -> Result<Client, DnsError> {
     let mut builder = UdpClientStream::builder(server, TokioRuntimeProvider::default()).with_timeout(Some(timeout));
     if let Some(s) = signer {
         builder = builder.with_signer(Some(Arc::new(s)));
     }
-    let (client, bg) = Client::connect(builder.build()).await.map_err(|e| {
-        ActionError::retryable(format!("DNS server {server}: {e}"))
-            .with_hint("check the server address and that it runs")
-    })?;
+    let (client, bg) =
+        Client::connect(builder.build()).await.map_err(|e| DnsError::Unreachable { server, cause: e.to_string() })?;
     tokio::spawn(bg);
     Ok(client)
 }
 
-async fn exchange(client: &Client, server: SocketAddr, message: Message) -> Result<Message, ActionError> {
+async fn exchange(client: &Client, server: SocketAddr, message: Message) -> Result<Message, DnsError> {
     match client.send(message).first_answer().await {
         Ok(resp) => Ok(resp.into_message()),
-        Err(e) => {
-            let text = e.to_string();
-            let lower = text.to_lowercase();
-            if lower.contains("missing tsig") {
-                // Forged, or from a server that does not know the key: whether the update was
-                // applied is unknown, and nothing unsigned is believed.
-                Err(ActionError::permanent(format!(
-                    "DNS server {server} answered without a TSIG signature; the answer is not trusted"
-                )))
-            } else if lower.contains("tsig")
-                || lower.contains("signature")
-                || lower.contains("badsig")
-                || lower.contains("badkey")
-            {
-                Err(ActionError::permanent(format!("DNS server {server} did not accept the TSIG signature: {text}")))
-            } else if lower.contains("timed out") || lower.contains("timeout") {
-                Err(ActionError::retryable(format!("DNS server {server} did not answer: {text}"))
-                    .with_hint("check that the server runs and that UDP reaches it"))
-            } else {
-                Err(ActionError::retryable(format!("DNS server {server}: {text}")))
-            }
-        }
+        Err(e) => Err(DnsError::classify(server, e.to_string())),
     }
 }
 
@@ -268,17 +301,14 @@ impl Authority {
         Ok(resp.response_code())
     }
 
-    fn explain_transport(&self, e: ActionError) -> ActionError {
-        if e.message.contains("TSIG") {
-            let mut e = e;
-            e.message = format!("{} (key `{}` from {})", e.message, self.key_name, self.key_ref);
-            e.with_hint(format!(
-                "check the secret in {} and the key name against the server's configuration",
-                self.key_ref
-            ))
-        } else {
-            e
+    fn explain_transport(&self, e: DnsError) -> ActionError {
+        if !e.is_tsig() {
+            return e.into();
         }
+        ActionError::permanent(format!("{e} (key `{}` from {})", self.key_name, self.key_ref)).with_hint(format!(
+            "check the secret in {} and the key name against the server's configuration",
+            self.key_ref
+        ))
     }
 
     fn explain(&self, code: ResponseCode, what: &str) -> ActionError {
@@ -360,5 +390,72 @@ impl Authority {
             ResponseCode::NoError => Ok(()),
             code => Err(self.explain(code, &format!("{fqdn} {kind:?}"))),
         }
+    }
+}
+
+/// `dns.rfc2136.set`: an RFC 2136 primary, waited on until it serves an update.
+pub struct Primary {
+    auth: Authority,
+    propagation: Duration,
+}
+
+#[async_trait::async_trait]
+impl crate::set::Backend for Primary {
+    const SPEC: ActionSpec = ActionSpec {
+        name: "dns.rfc2136.set",
+        summary: "Replace a DNS rrset through an RFC 2136 update signed with TSIG, then wait until it is served",
+        outputs: crate::set::OUTPUTS,
+        side_effects: true,
+        undo: true,
+        open_outputs: false,
+        sites: &["site"],
+        rpo_output: None,
+    };
+    type Store = Primary;
+
+    async fn open(ctx: &StepContext, site: &str, propagation: Option<Duration>) -> Result<Primary, ActionError> {
+        Ok(Primary { auth: crate::authority(ctx, site)?, propagation: propagation.unwrap_or(crate::set::PROPAGATION) })
+    }
+
+    async fn access(store: &Primary, plan: Plan, name: &str, kind: RecordKind) -> Result<(Plan, Rrset), Plan> {
+        let auth = &store.auth;
+        let plan = match auth.soa().await {
+            Ok(serial) => {
+                plan.check("zone served", true, format!("{} serial {serial} at {}", auth.zone(), auth.server()))
+            }
+            Err(e) => return Err(plan.check("zone served", false, e.message)),
+        };
+        let key = auth.prove_key().await;
+        let plan = plan.check(
+            "TSIG key accepted",
+            key.is_ok(),
+            key.err().map(|e| e.message).unwrap_or_else(|| auth.key_name().to_string()),
+        );
+        match auth.lookup(name, kind).await {
+            Ok(current) => Ok((plan, current)),
+            Err(e) => Err(plan.check("record readable", false, e.message)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::set::RecordStore for Primary {
+    async fn current(&self, name: &str, kind: RecordKind) -> Result<Rrset, ActionError> {
+        self.auth.lookup(name, kind).await
+    }
+
+    async fn write(
+        &self,
+        _: &StepContext,
+        name: &str,
+        kind: RecordKind,
+        want: &Rrset,
+        guard: Option<&Rrset>,
+    ) -> Result<(), ActionError> {
+        self.auth.replace(name, kind, want, guard).await
+    }
+
+    async fn settle(&self, ctx: &StepContext, name: &str, kind: RecordKind, want: &Rrset) -> Result<(), ActionError> {
+        crate::set::read_back(self, ctx, name, kind, want, self.propagation).await
     }
 }

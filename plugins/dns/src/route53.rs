@@ -10,11 +10,10 @@ use aws_sdk_route53::types::{
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
 
-use drover_api::{ActionError, ActionSpec, Outputs, ParamError, Plan, Progress, StepContext, TypedAction, ValueType};
+use drover_api::{ActionError, ActionSpec, Plan, Progress, StepContext};
 
-use crate::rfc2136::{RecordKind, Rrset, same_values};
+use crate::rfc2136::{RecordKind, Rrset};
 
 /// A site's `route53:` settings. Credentials come from the AWS default chain (environment,
 /// profile, instance role) — never from the runbook.
@@ -37,26 +36,6 @@ fn us_east_1() -> String {
     "us-east-1".into()
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Route53Params {
-    pub site: String,
-    /// Fully qualified, e.g. `app.example.com.`
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: RecordKind,
-    pub values: Vec<String>,
-    #[serde(default = "sixty")]
-    pub ttl: u32,
-    /// Refuse, changing nothing, unless the record holds exactly these values now.
-    #[serde(default)]
-    pub expect_current: Option<Vec<String>>,
-}
-
-fn sixty() -> u32 {
-    60
-}
-
 fn rr_type(k: RecordKind) -> RrType {
     match k {
         RecordKind::A => RrType::A,
@@ -70,58 +49,57 @@ fn quote(k: RecordKind, v: &str) -> String {
     if k == RecordKind::Txt && !v.starts_with('"') { format!("\"{v}\"") } else { v.to_string() }
 }
 
-struct Zone {
+pub struct Zone {
     client: aws_sdk_route53::Client,
     id: String,
+    /// The longest wait for INSYNC; the step's time when not given.
+    propagation: Option<Duration>,
 }
 
-fn sdk_error<E, R>(what: &str, e: aws_sdk_route53::error::SdkError<E, R>) -> ActionError
+/// What Route 53 (or the way to it) failed with, decided on the SDK's error kind, Route 53's
+/// error code and the HTTP status — never on the error's text.
+fn sdk_error<E>(
+    what: &str,
+    e: aws_sdk_route53::error::SdkError<E, aws_sdk_route53::config::http::HttpResponse>,
+) -> ActionError
 where
     E: aws_sdk_route53::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    use aws_sdk_route53::error::ProvideErrorMetadata;
-    let detail = format!("{e:?}");
+    use aws_sdk_route53::error::{ProvideErrorMetadata, SdkError};
+    let code = e.code().unwrap_or_default().to_string();
     // Route 53's own code and message when it sent them; the transport's story otherwise.
     let text = match (e.code(), e.message()) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_string(),
         _ => drover_api::causes(&e),
     };
-    if detail.contains("NoSuchHostedZone") {
-        return ActionError::permanent(format!("Route 53 has no such hosted zone ({what})"))
-            .with_hint("check the site's route53.hosted_zone_id");
-    }
-    if detail.contains("InvalidChangeBatch") {
-        return ActionError::permanent(format!("Route 53 refused the change batch ({what}): {detail}"))
-            .with_hint("the record may have changed since it was read, or lies outside the zone");
-    }
-    if detail.contains("AccessDenied")
-        || detail.contains("InvalidClientTokenId")
-        || detail.contains("SignatureDoesNotMatch")
-    {
-        return ActionError::permanent(format!("Route 53 rejected the credentials ({what})"))
-            .with_hint("check the AWS credentials drover runs with (environment, profile or role)");
-    }
-    if detail.contains("Throttling")
-        || detail.contains("PriorRequestNotComplete")
-        || detail.contains("DispatchFailure")
-        || detail.contains("TimeoutError")
-    {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
         return ActionError::retryable(format!("Route 53 {what}: {text}"))
             .with_hint("a passing fault; the step retries");
     }
-    // A server error that outlasted the SDK's own retries: still Route 53's side, still passing.
-    if let Some(at) = detail.find("status: StatusCode(5") {
-        let code = &detail[at + "status: StatusCode(".len()..][..3];
-        return ActionError::retryable(format!("Route 53 {what}: server error (HTTP {code})"))
-            .with_hint("Route 53 or the endpoint in between is failing; the step retries");
+    match (code.as_str(), status) {
+        ("NoSuchHostedZone", _) => ActionError::permanent(format!("Route 53 has no such hosted zone ({what})"))
+            .with_hint("check the site's route53.hosted_zone_id"),
+        ("InvalidChangeBatch", _) => {
+            ActionError::permanent(format!("Route 53 refused the change batch ({what}): {text}"))
+                .with_hint("the record may have changed since it was read, or lies outside the zone")
+        }
+        ("AccessDenied" | "InvalidClientTokenId" | "SignatureDoesNotMatch" | "UnrecognizedClientException", _)
+        | (_, Some(401 | 403)) => ActionError::permanent(format!("Route 53 rejected the credentials ({what})"))
+            .with_hint("check the AWS credentials drover runs with (environment, profile or role)"),
+        ("Throttling" | "ThrottlingException" | "PriorRequestNotComplete", _) | (_, Some(429)) => {
+            ActionError::retryable(format!("Route 53 {what}: {text}")).with_hint("a passing fault; the step retries")
+        }
+        // A server error that outlasted the SDK's own retries: still Route 53's side, still passing.
+        (_, Some(s)) if s >= 500 => ActionError::retryable(format!("Route 53 {what}: server error (HTTP {s})"))
+            .with_hint("Route 53 or the endpoint in between is failing; the step retries"),
+        _ => ActionError::permanent(format!("Route 53 {what}: {text}")),
     }
-    ActionError::permanent(format!("Route 53 {what}: {text}"))
 }
 
 impl Zone {
-    async fn connect(ctx: &StepContext, site: &str) -> Result<Zone, ActionError> {
+    async fn connect(ctx: &StepContext, site: &str, propagation: Option<Duration>) -> Result<Zone, ActionError> {
         let cfg: Route53Site = ctx.site_section(site, "route53")?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(cfg.region.clone()));
@@ -140,7 +118,7 @@ impl Zone {
             .build();
         loader = loader.timeout_config(timeouts);
         let conf = loader.load().await;
-        Ok(Zone { client: aws_sdk_route53::Client::new(&conf), id: cfg.hosted_zone_id })
+        Ok(Zone { client: aws_sdk_route53::Client::new(&conf), id: cfg.hosted_zone_id, propagation })
     }
 
     async fn current(&self, name: &str, kind: RecordKind) -> Result<Rrset, ActionError> {
@@ -188,35 +166,22 @@ impl Zone {
         want: &Rrset,
         guard: Option<&Rrset>,
     ) -> Result<(), ActionError> {
-        let mut changes = vec![];
-        match guard {
+        let change = |action: ChangeAction, set: &Rrset| -> Result<_, ActionError> {
+            Ok(Change::builder().action(action).resource_record_set(Self::rrset(name, kind, set)?).build())
+        };
+        let changes = match guard {
+            // A delete names exactly what it deletes; nothing there is nothing to delete.
+            _ if want.values.is_empty() => match guard {
+                Some(g) if !g.values.is_empty() => vec![change(ChangeAction::Delete, g)?],
+                _ => return Ok(()),
+            },
+            // Delete exactly what was read and create the new set, in one all-or-nothing batch.
             Some(g) if !g.values.is_empty() => {
-                changes.push(
-                    Change::builder()
-                        .action(ChangeAction::Delete)
-                        .resource_record_set(Self::rrset(name, kind, g)?)
-                        .build(),
-                );
-                changes.push(
-                    Change::builder()
-                        .action(ChangeAction::Create)
-                        .resource_record_set(Self::rrset(name, kind, want)?)
-                        .build(),
-                );
+                vec![change(ChangeAction::Delete, g)?, change(ChangeAction::Create, want)?]
             }
-            Some(_) => changes.push(
-                Change::builder()
-                    .action(ChangeAction::Create)
-                    .resource_record_set(Self::rrset(name, kind, want)?)
-                    .build(),
-            ),
-            None => changes.push(
-                Change::builder()
-                    .action(ChangeAction::Upsert)
-                    .resource_record_set(Self::rrset(name, kind, want)?)
-                    .build(),
-            ),
-        }
+            Some(_) => vec![change(ChangeAction::Create, want)?],
+            None => vec![change(ChangeAction::Upsert, want)?],
+        };
         let changes: Vec<Change> =
             changes.into_iter().collect::<Result<_, _>>().map_err(|e| ActionError::permanent(e.to_string()))?;
         let batch = ChangeBatch::builder()
@@ -236,6 +201,7 @@ impl Zone {
         let id = info.id().to_string();
         let mut status = info.status().clone();
         let mut polls = 0u64;
+        let give_up = self.propagation.map(|p| tokio::time::Instant::now() + p);
         while status != ChangeStatus::Insync {
             polls += 1;
             ctx.progress(Progress {
@@ -243,7 +209,8 @@ impl Zone {
                 done: Some(polls),
                 total: None,
             });
-            if ctx.remaining().is_some_and(|r| r < Duration::from_secs(2)) {
+            let out_of_time = give_up.is_some_and(|g| tokio::time::Instant::now() >= g);
+            if out_of_time || ctx.remaining().is_some_and(|r| r < Duration::from_secs(2)) {
                 return Err(ActionError::retryable(format!("Route 53 change {id} is still {status:?}")));
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -254,84 +221,34 @@ impl Zone {
     }
 }
 
-pub struct Route53Set;
-
 #[async_trait]
-impl TypedAction for Route53Set {
-    type Params = Route53Params;
+impl crate::set::Backend for Zone {
     const SPEC: ActionSpec = ActionSpec {
         name: "dns.route53.set",
         summary: "Replace a Route 53 rrset (UPSERT, or an atomic delete+create with expect_current) and wait for INSYNC",
-        outputs: &[
-            ("previous", ValueType::Any, "the rrset before (values, ttl); undo restores it"),
-            ("values", ValueType::List, "the new values"),
-        ],
+        outputs: crate::set::OUTPUTS,
         side_effects: true,
         undo: true,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
+    type Store = Zone;
 
-    fn check(&self, p: &Route53Params) -> Result<(), Vec<ParamError>> {
-        let errs = crate::check_values(p.kind, &p.values, "values");
-        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    async fn open(ctx: &StepContext, site: &str, propagation: Option<Duration>) -> Result<Zone, ActionError> {
+        Zone::connect(ctx, site, propagation).await
     }
 
-    async fn plan(&self, ctx: &StepContext, p: Route53Params) -> Result<Plan, ActionError> {
-        let zone = Zone::connect(ctx, &p.site).await?;
-        let mut plan = Plan::default();
-        let current = match zone.current(&p.name, p.kind).await {
-            Ok(c) => {
-                plan = plan.check("hosted zone readable", true, zone.id.clone());
-                c
-            }
-            Err(e) => return Ok(plan.check("hosted zone readable", false, e.message)),
-        };
-        if let Some(expected) = &p.expect_current {
-            plan = plan.check(
-                "record holds the expected values",
-                same_values(&current.values, expected),
-                format!("now {:?}", current.values),
-            );
+    async fn access(zone: &Zone, plan: Plan, name: &str, kind: RecordKind) -> Result<(Plan, Rrset), Plan> {
+        match zone.current(name, kind).await {
+            Ok(c) => Ok((plan.check("hosted zone readable", true, zone.id.clone()), c)),
+            Err(e) => Err(plan.check("hosted zone readable", false, e.message)),
         }
-        plan.summary = format!("{} {:?}: {:?} → {:?}", p.name, p.kind, current.values, p.values);
-        if !current.same(&Rrset { values: p.values.clone(), ttl: p.ttl }) {
-            let line = plan.summary.clone();
-            plan = plan.change(line);
-        }
-        Ok(plan
-            .output("previous", json!({ "values": current.values, "ttl": current.ttl }))
-            .output("values", json!(p.values)))
-    }
-
-    async fn run(&self, ctx: &StepContext, p: Route53Params) -> Result<Outputs, ActionError> {
-        let zone = Zone::connect(ctx, &p.site).await?;
-        let want = Rrset { values: p.values.clone(), ttl: p.ttl };
-        let previous = crate::guarded_set(&zone, ctx, &p.name, p.kind, &want, p.expect_current.as_deref()).await?;
-        let mut out = Outputs::new();
-        out.insert("previous".into(), json!({ "values": previous.values, "ttl": previous.ttl }));
-        out.insert("values".into(), json!(p.values));
-        Ok(out)
-    }
-
-    async fn undo(&self, ctx: &StepContext, p: Route53Params, outputs: &Outputs) -> Result<(), ActionError> {
-        let zone = Zone::connect(ctx, &p.site).await?;
-        let previous: Rrset = outputs
-            .get("previous")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .ok_or_else(|| ActionError::permanent("no record of the previous rrset to restore"))?;
-        if previous.values.is_empty() {
-            return Err(ActionError::permanent(format!(
-                "{} did not exist before; delete it by hand if it should go",
-                p.name
-            )));
-        }
-        crate::guarded_set(&zone, ctx, &p.name, p.kind, &previous, Some(&p.values)).await.map(|_| ())
     }
 }
 
 #[async_trait]
-impl crate::RecordStore for Zone {
+impl crate::set::RecordStore for Zone {
     async fn current(&self, name: &str, kind: RecordKind) -> Result<Rrset, ActionError> {
         Zone::current(self, name, kind).await
     }

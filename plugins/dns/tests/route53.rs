@@ -108,3 +108,19 @@ async fn credentials_route_53_refuses_are_permanent_and_say_what_to_check() {
     assert!(plan.changes.is_empty(), "{plan:?}");
     assert!(plan.checks.iter().any(|c| !c.ok && c.detail.starts_with("Route 53 rejected the credentials")), "{plan:?}");
 }
+
+/// One undo for every back end: a record the step created is deleted again — only while it
+/// still holds what the step set. (Route 53's undo used to refuse, unlike the other two.)
+#[tokio::test]
+async fn undo_deletes_a_record_the_step_created() {
+    let (m, zone) = moto().await;
+    let c = ctx(&m, &zone);
+    let new = json!({ "site": "aws", "name": "new.example.test.", "type": "A", "values": ["192.0.2.30"], "ttl": 60 });
+    let out = action().run(&c, &new).await.unwrap();
+    assert_eq!(out["previous"], json!({ "values": [], "ttl": 0 }));
+    let created = action().plan(&c, &new).await.unwrap();
+    assert!(created.changes.is_empty(), "created: {created:?}");
+    action().undo(&c, &new, &out).await.unwrap();
+    let gone = action().plan(&c, &new).await.unwrap();
+    assert!(gone.summary.contains("[] → [\"192.0.2.30\"]"), "{}", gone.summary);
+}

@@ -39,6 +39,7 @@ impl TypedAction for Snapshot {
         undo: false,
         open_outputs: false,
         sites: &["site", "to.site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &SnapshotParams) -> Result<(), Vec<ParamError>> {

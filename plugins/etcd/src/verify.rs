@@ -59,6 +59,7 @@ impl TypedAction for Verify {
         undo: false,
         open_outputs: false,
         sites: &["from.site"],
+        rpo_output: None,
     };
 
     async fn plan(&self, ctx: &StepContext, p: VerifyParams) -> Result<Plan, ActionError> {

@@ -49,6 +49,57 @@ pub struct KubeSite {
     pub insecure: bool,
 }
 
+/// What a call to the API server failed with. An error Status keeps its HTTP code and reason
+/// as fields, so callers decide on them (`status() == Some(403)`) rather than on the text; it
+/// becomes an [`ActionError`] once, where the action returns.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KubeError {
+    /// The API server answered with an error Status.
+    #[error("{error}")]
+    Api { status: u16, reason: String, error: ActionError },
+    /// No usable answer: unreachable, timed out, untrusted, or not a Kubernetes API.
+    #[error("{0}")]
+    Other(ActionError),
+}
+
+impl KubeError {
+    /// The HTTP status of an error answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            KubeError::Api { status, .. } => Some(*status),
+            KubeError::Other(_) => None,
+        }
+    }
+
+    /// Whether the API server refused the identity (401, 403): no earlier step can fix that,
+    /// so a plan reports it as an access check.
+    pub fn is_refused(&self) -> bool {
+        matches!(self.status(), Some(401 | 403))
+    }
+
+    pub fn action_error(&self) -> &ActionError {
+        match self {
+            KubeError::Api { error, .. } | KubeError::Other(error) => error,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.action_error().is_retryable()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.action_error().message
+    }
+}
+
+impl From<KubeError> for ActionError {
+    fn from(e: KubeError) -> ActionError {
+        match e {
+            KubeError::Api { error, .. } | KubeError::Other(error) => error,
+        }
+    }
+}
+
 /// Tries per request for passing faults (429, 5xx, connection errors) before the error goes
 /// back to the engine.
 const TRIES: u32 = 4;
@@ -166,7 +217,7 @@ impl Kube {
 
     /// One API call, retried in place on passing faults (honouring `Retry-After`), never past
     /// the step's deadline. `what` names the target for messages: "get deployments shop/web".
-    pub async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, ActionError>
+    pub async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, KubeError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -175,7 +226,7 @@ impl Kube {
     }
 
     /// Like [`Kube::call`], with 404 Not Found as `None`.
-    pub async fn call_or_absent<T, F, Fut>(&self, what: &str, f: F) -> Result<Option<T>, ActionError>
+    pub async fn call_or_absent<T, F, Fut>(&self, what: &str, f: F) -> Result<Option<T>, KubeError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -183,7 +234,7 @@ impl Kube {
         self.tries(what, f, true).await
     }
 
-    async fn tries<T, F, Fut>(&self, what: &str, f: F, absent_ok: bool) -> Result<Option<T>, ActionError>
+    async fn tries<T, F, Fut>(&self, what: &str, f: F, absent_ok: bool) -> Result<Option<T>, KubeError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -192,25 +243,29 @@ impl Kube {
         for attempt in 1..=TRIES {
             let limit = self.time_left().min(self.request_timeout + Duration::from_secs(1));
             if limit.is_zero() {
-                return Err(ActionError::retryable(format!("{}: the step's time ran out before {what}", self.origin))
-                    .with_hint("raise the step's `timeout:`, or `drover resume`"));
+                return Err(KubeError::Other(
+                    ActionError::retryable(format!("{}: the step's time ran out before {what}", self.origin))
+                        .with_hint("raise the step's `timeout:`, or `drover resume`"),
+                ));
             }
             let err = match tokio::time::timeout(limit, f()).await {
                 Ok(Ok(v)) => return Ok(Some(v)),
                 Ok(Err(e)) if absent_ok && is_not_found(&e) => return Ok(None),
                 Ok(Err(e)) => self.error(e, what),
-                Err(_) => ActionError::retryable(format!(
-                    "{}: {what}: no answer from {} within {}",
-                    self.origin,
-                    self.server,
-                    humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
-                ))
-                .with_hint("the cluster may be down or overloaded; the step retries until its timeout"),
+                Err(_) => KubeError::Other(
+                    ActionError::retryable(format!(
+                        "{}: {what}: no answer from {} within {}",
+                        self.origin,
+                        self.server,
+                        humantime::format_duration(Duration::from_millis(limit.as_millis() as u64))
+                    ))
+                    .with_hint("the cluster may be down or overloaded; the step retries until its timeout"),
+                ),
             };
             if err.is_retryable() {
                 self.faults.fetch_add(1, Ordering::Relaxed);
             }
-            let wait = err.retry_after.unwrap_or(backoff).max(backoff);
+            let wait = err.action_error().retry_after.unwrap_or(backoff).max(backoff);
             if !err.is_retryable() || attempt == TRIES || self.time_left() <= wait {
                 return Err(err);
             }
@@ -243,7 +298,18 @@ impl Kube {
     }
 
     /// Turn a client error into what the operator needs to know.
-    pub fn error(&self, e: kube::Error, what: &str) -> ActionError {
+    pub fn error(&self, e: kube::Error, what: &str) -> KubeError {
+        match e {
+            kube::Error::Api(status) if status.code != 0 => KubeError::Api {
+                status: status.code,
+                reason: status.reason.clone(),
+                error: self.describe_error(kube::Error::Api(status), what),
+            },
+            other => KubeError::Other(self.describe_error(other, what)),
+        }
+    }
+
+    fn describe_error(&self, e: kube::Error, what: &str) -> ActionError {
         let origin = &self.origin;
         match e {
             kube::Error::Api(status) => {
@@ -370,7 +436,7 @@ impl Kube {
                     self.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(gvk, k.clone());
                     return Ok(k);
                 }
-                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) if e.is_retryable() => return Err(e.into()),
                 Err(_) if wait && self.time_left() > poll.next_delay() => {
                     poll.pause().await;
                 }
@@ -440,7 +506,7 @@ impl Kube {
     /// dry-run into a missing namespace (404), so the object is dry-run *created* in a stand-in
     /// namespace under a generated name: its schema, its selector, a node port another Service
     /// holds — everything but the namespace itself — is checked there, nothing is kept.
-    pub async fn dry_run_elsewhere(&self, kind: &Kind, object: &Value, what: &str) -> Result<(), ActionError> {
+    pub async fn dry_run_elsewhere(&self, kind: &Kind, object: &Value, what: &str) -> Result<(), KubeError> {
         let mut obj = object.clone();
         let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("object").to_string();
         if let Some(meta) = obj["metadata"].as_object_mut() {
@@ -451,17 +517,18 @@ impl Kube {
             meta.insert("generateName".into(), Value::String(format!("{}-", prefix.trim_end_matches('-'))));
             meta.insert("namespace".into(), Value::String(STAND_IN_NAMESPACE.into()));
         }
-        let object: DynamicObject = serde_json::from_value(obj)
-            .map_err(|e| ActionError::permanent(format!("{}: {what}: the object cannot be sent: {e}", self.origin)))?;
+        let object: DynamicObject = serde_json::from_value(obj).map_err(|e| {
+            KubeError::Other(ActionError::permanent(format!("{}: {what}: the object cannot be sent: {e}", self.origin)))
+        })?;
         let api = self.api(kind, STAND_IN_NAMESPACE);
         let params = PostParams { dry_run: true, field_manager: Some(FIELD_MANAGER.into()) };
         let checked = format!("{what} (checked in namespace {STAND_IN_NAMESPACE}: its own does not exist yet)");
         match self.call_or_absent(&checked, || api.create(&params, &object)).await? {
             Some(_) => Ok(()),
-            None => Err(ActionError::permanent(format!(
+            None => Err(KubeError::Other(ActionError::permanent(format!(
                 "{}: {what}: cannot be checked before its namespace exists (no namespace {STAND_IN_NAMESPACE} to check it in)",
                 self.origin
-            ))),
+            )))),
         }
     }
 }
@@ -486,13 +553,6 @@ pub fn describe(kind: &str, namespace: Option<&str>, name: &str) -> String {
         Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
         _ => format!("{kind} {name}"),
     }
-}
-
-/// Whether the API server refused the identity (401, 403): no earlier step can fix that, so a
-/// plan reports it as an access check. (The message is this client's own, built in
-/// [`Kube::error`].)
-pub fn is_refused(e: &ActionError) -> bool {
-    e.message.ends_with("(403 Forbidden)") || e.message.ends_with("(401 Unauthorized)")
 }
 
 /// True for a 404 from the API server.

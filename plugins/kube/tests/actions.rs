@@ -420,6 +420,7 @@ async fn tls_is_verified_unless_the_site_says_insecure_and_then_the_report_says_
 async fn passing_faults_are_retried_in_place_and_429_waits_as_asked() {
     let east = sim_site().await;
     let fault = |kind, remaining| Fault {
+        server: None,
         method: Some("PATCH".into()),
         path: None,
         kind,
@@ -443,7 +444,14 @@ async fn passing_faults_are_retried_in_place_and_429_waits_as_asked() {
 #[tokio::test]
 async fn a_fault_that_persists_goes_back_to_the_engine_as_retryable() {
     let east = sim_site().await;
-    east.sim().inject(Fault { method: None, path: None, kind: FaultKind::ServerError, remaining: None, share: 1.0 });
+    east.sim().inject(Fault {
+        server: None,
+        method: None,
+        path: None,
+        kind: FaultKind::ServerError,
+        remaining: None,
+        share: 1.0,
+    });
     let err = east.run("kube.check", json!({ "site": "east" })).await.unwrap_err();
     assert!(err.is_retryable());
     assert!(err.message.contains("500 InternalError"), "{}", err.message);

@@ -292,6 +292,7 @@ async fn injected_faults_throttle_fail_delay_and_drop() {
     use drover_kube_sim::{Fault, FaultKind};
     let a = api().await;
     let fault = |kind| Fault {
+        server: None,
         method: Some("GET".into()),
         path: Some("/configmaps".into()),
         kind,

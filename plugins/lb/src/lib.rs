@@ -359,6 +359,7 @@ impl TypedAction for HaproxySet {
         undo: true,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &HaproxySetParams) -> Result<(), Vec<ParamError>> {

@@ -13,6 +13,8 @@ use tokio::time::Instant;
 
 use drover_api::{ActionError, HumanDuration, Secret, SecretRef, StepContext};
 
+use crate::error::{NOT_FOUND, OntapError};
+use crate::model::{Cluster, Job, JobState, Relationship, Svm, Volume};
 use crate::release::{self, Release, Support, Version};
 
 /// A site's `ontap:` settings.
@@ -56,10 +58,6 @@ static RELEASE_OF: std::sync::LazyLock<
     std::sync::Mutex<std::collections::HashMap<String, (Version, &'static Release)>>,
 > = std::sync::LazyLock::new(Default::default);
 
-/// ONTAP codes that mean "try again shortly" (ONTAP-REST.md §9).
-const RETRYABLE_CODES: &[&str] =
-    &["6619715", "6619720", "13303816", "13304159", "13303830", "13303812", "13434915", "13434916"];
-
 pub struct Client {
     pub site: String,
     pub base: String,
@@ -69,39 +67,6 @@ pub struct Client {
     credentials: String,
     retries: u32,
     pub insecure: bool,
-}
-
-/// An error body's `code`, whether ONTAP sent it as a string or a number.
-fn code_of(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// What to do about an ONTAP error code.
-pub fn hint_for(code: &str) -> &'static str {
-    match code {
-        "4" => "the object does not exist on this cluster; check the names and that you address the right cluster",
-        "6619715" | "6619720" | "13303816" | "13304159" | "13303830" => {
-            "ONTAP is busy with this object; the step retries"
-        }
-        "13303808" => {
-            "the break failed; look for a running transfer or, for SVM-DR with identity preservation, stop the source SVM first"
-        }
-        "13303810" => "no common snapshot: the relationship needs a new baseline (initialize) instead of a resync",
-        "13303818" | "13303833" => {
-            "this state change is not possible from the relationship's current state; check it with `ontap.snapmirror.wait`"
-        }
-        "13303844" => {
-            "updates fail while the relationship is broken off or quiesced, or when the source is unreachable"
-        }
-        "13434880" => "a dp-destination SVM starts only after its SVM-DR relationship is broken off",
-        "524615" => "delete the volume's clones first",
-        "917526" => "a volume of that name exists already",
-        _ => "see the ONTAP message; `drover resume` retries once the cause is fixed",
-    }
 }
 
 impl Client {
@@ -161,7 +126,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(u16, Value, Option<String>), ActionError> {
+    ) -> Result<(u16, Value, Option<String>), OntapError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -169,8 +134,7 @@ impl Client {
             match result {
                 Err(e) if e.is_retryable() && attempt <= self.retries => {
                     let delay = Duration::from_millis(200 * 2u64.pow(attempt - 1)).min(Duration::from_secs(5));
-                    let delay = e.retry_after.unwrap_or(delay).max(delay);
-                    tracing::info!(site = %self.site, %path, attempt, error = %e.message, "retrying ONTAP request");
+                    tracing::info!(site = %self.site, %path, attempt, error = %e, "retrying ONTAP request");
                     tokio::time::sleep(delay).await;
                 }
                 other => return other,
@@ -183,7 +147,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(u16, Value, Option<String>), ActionError> {
+    ) -> Result<(u16, Value, Option<String>), OntapError> {
         let url = format!("{}{}", self.base, path);
         let mut req = self
             .http
@@ -198,33 +162,24 @@ impl Client {
             while let Some(next) = cause.source() {
                 cause = next;
             }
-            let what = if e.is_timeout() { "did not answer in time" } else { "is unreachable" };
-            let tls = cause.to_string().to_lowercase().contains("certificate");
-            if tls {
-                return ActionError::permanent(format!("{} {what}: TLS certificate not trusted: {cause}", self.describe())).with_hint(
-                    "give the cluster's CA as `ca_file:` in the site's ontap settings (or, only for a lab, `insecure: true`)",
-                );
+            let (cluster, timeout, cause) = (self.describe(), e.is_timeout(), cause.to_string());
+            // reqwest reports an untrusted certificate only in the text of its innermost cause.
+            if cause.to_lowercase().contains("certificate") {
+                OntapError::Untrusted { cluster, timeout, cause }
+            } else {
+                OntapError::Unreachable { cluster, timeout, cause }
             }
-            ActionError::retryable(format!("{} {what}: {cause}", self.describe()))
-                .with_hint("check the cluster management address and the network path; if the site is down, this step cannot succeed")
         })?;
         let status = resp.status().as_u16();
         let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ActionError::retryable(format!("{}: reading the answer failed: {e}", self.describe())))?;
+        let bytes =
+            resp.bytes().await.map_err(|e| OntapError::Truncated { cluster: self.describe(), cause: e.to_string() })?;
         if status == 401 {
-            return Err(ActionError::permanent(format!(
-                "{} rejected the credentials of user `{}` (from {})",
-                self.describe(),
-                self.username,
-                self.credentials
-            ))
-            .with_hint(format!(
-                "check the password in {} and the user name in the site's ontap settings",
-                self.credentials
-            )));
+            return Err(OntapError::Unauthorized {
+                cluster: self.describe(),
+                user: self.username.clone(),
+                credentials: self.credentials.clone(),
+            });
         }
         let body: Value =
             if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
@@ -232,57 +187,49 @@ impl Client {
             return Ok((status, body, location));
         }
         let err = body.get("error");
-        let code = err.and_then(|e| e.get("code")).and_then(code_of);
+        let code =
+            err.and_then(|e| e.get("code")).and_then(|c| crate::model::code_text(c).ok()).filter(|c| !c.is_empty());
         let message =
             err.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("no error message").to_string();
-        let text = match &code {
-            Some(c) => format!("{} answered {status} to {method} {path}: {message} (code {c})", self.describe()),
-            None => format!("{} answered {status} to {method} {path}: {message}", self.describe()),
-        };
         if code.as_deref() == Some("262197") {
             return Err(self.missing_field(&message, path));
         }
-        let retryable = status >= 500 || status == 429 || code.as_deref().is_some_and(|c| RETRYABLE_CODES.contains(&c));
-        let hint = code.as_deref().map(hint_for).unwrap_or("see the ONTAP message");
-        let e = if retryable { ActionError::retryable(text) } else { ActionError::permanent(text) };
-        Err(e.with_hint(hint))
+        Err(OntapError::Answered {
+            cluster: self.describe(),
+            status,
+            method: method.to_string(),
+            path: path.to_string(),
+            code,
+            message,
+        })
     }
 
     /// A 400 262197 ("the value F is invalid for field fields"): drover asked for a field the
     /// cluster's release does not have. The definitions say otherwise, so say exactly that.
-    fn missing_field(&self, message: &str, path: &str) -> ActionError {
+    fn missing_field(&self, message: &str, path: &str) -> OntapError {
         let field = message.split('"').nth(1).unwrap_or(message);
         let release = RELEASE_OF.lock().unwrap_or_else(|e| e.into_inner()).get(&self.base).map(|(v, _)| v.to_string());
-        let runs = release.map(|v| format!("ONTAP {v}")).unwrap_or_else(|| "this ONTAP release".into());
-        ActionError::permanent(format!(
-            "{}: {runs} has no field `{field}` (asked for in GET {path}); drover supports ONTAP {}",
-            self.describe(),
-            release::range()
-        ))
-        .with_hint(
-            "this is a gap in drover's definitions of that release: report it with the cluster's `version` output",
-        )
+        OntapError::MissingField {
+            cluster: self.describe(),
+            release: release.map(|v| format!("ONTAP {v}")).unwrap_or_else(|| "this ONTAP release".into()),
+            field: field.to_string(),
+            path: path.to_string(),
+            range: release::range(),
+        }
     }
 
     /// The release the cluster runs, and the definitions drover checks its requests against.
     /// An older cluster than the supported range is refused; a newer one is used with the
     /// newest definitions, and said so in the log.
-    pub async fn release(&self) -> Result<(Version, &'static Release), ActionError> {
+    pub async fn release(&self) -> Result<(Version, &'static Release), OntapError> {
         if let Some(known) = RELEASE_OF.lock().unwrap_or_else(|e| e.into_inner()).get(&self.base) {
             return Ok(*known);
         }
-        let cluster = self.get("/api/cluster?fields=version").await?;
-        let full = cluster.pointer("/version/full").and_then(Value::as_str).unwrap_or_default();
-        let numbers = ["generation", "major", "minor"]
-            .map(|k| cluster.pointer(&format!("/version/{k}")).and_then(Value::as_u64).map(|n| n as u32));
-        let version = match numbers {
-            [Some(g), Some(ma), Some(mi)] => Version(g, ma, mi),
-            _ => Version::parse(full).ok_or_else(|| {
-                ActionError::permanent(format!(
-                    "{}: the cluster's version `{full}` is not one drover can read",
-                    self.describe()
-                ))
-            })?,
+        let v = self.get_as::<Cluster>("/api/cluster?fields=version").await?.version;
+        let version = match (v.generation, v.major, v.minor) {
+            (Some(g), Some(ma), Some(mi)) => Version(g, ma, mi),
+            _ => Version::parse(&v.full)
+                .ok_or_else(|| OntapError::UnreadableVersion { cluster: self.describe(), full: v.full.clone() })?,
         };
         let definitions = match release::support(version) {
             Support::Supported(r) => r,
@@ -291,12 +238,11 @@ impl Client {
                 r
             }
             Support::TooOld => {
-                return Err(ActionError::permanent(format!(
-                    "{} runs ONTAP {version}, older than the releases drover supports ({})",
-                    self.describe(),
-                    release::range()
-                ))
-                .with_hint("upgrade the cluster to a supported release (older ones lack fields drover reads), or run these steps by hand"));
+                return Err(OntapError::TooOld {
+                    cluster: self.describe(),
+                    version: version.to_string(),
+                    range: release::range(),
+                });
             }
         };
         RELEASE_OF.lock().unwrap_or_else(|e| e.into_inner()).insert(self.base.clone(), (version, definitions));
@@ -304,18 +250,32 @@ impl Client {
     }
 
     /// `fields=` for `resource`: the wanted fields this cluster's release has.
-    pub async fn fields(&self, resource: &str, wanted: &[&str]) -> Result<String, ActionError> {
+    pub async fn fields(&self, resource: &str, wanted: &[&str]) -> Result<String, OntapError> {
         let (_, r) = self.release().await?;
         let r = r.resource(resource);
         Ok(wanted.iter().filter(|f| r.readable(f.trim_end_matches(".*"))).copied().collect::<Vec<_>>().join(","))
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, ActionError> {
+    pub async fn get(&self, path: &str) -> Result<Value, OntapError> {
         Ok(self.send(Method::GET, path, None).await?.1)
     }
 
+    /// One object, decoded into what drover reads of it.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, OntapError> {
+        let v = self.get(path).await?;
+        self.decode(path, v)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, path: &str, v: Value) -> Result<T, OntapError> {
+        serde_json::from_value(v).map_err(|e| OntapError::Unexpected {
+            cluster: self.describe(),
+            path: path.to_string(),
+            cause: e.to_string(),
+        })
+    }
+
     /// Every record of a collection, following `next` links.
-    pub async fn records(&self, path: &str) -> Result<Vec<Value>, ActionError> {
+    pub async fn records(&self, path: &str) -> Result<Vec<Value>, OntapError> {
         let mut out = vec![];
         let mut next = Some(path.to_string());
         while let Some(p) = next.take() {
@@ -328,6 +288,14 @@ impl Client {
         Ok(out)
     }
 
+    /// The first record of a collection, decoded.
+    pub async fn first_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, OntapError> {
+        match self.records(path).await?.into_iter().next() {
+            Some(v) => self.decode(path, v).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// A mutating call; a 202 job is polled until it ends (or `deadline`).
     pub async fn mutate(
         &self,
@@ -335,7 +303,7 @@ impl Client {
         path: &str,
         body: &Value,
         deadline: Option<Instant>,
-    ) -> Result<Value, ActionError> {
+    ) -> Result<Value, OntapError> {
         let (_, answer, _) = self.send(method, path, Some(body)).await?;
         if let Some(href) = answer.pointer("/job/_links/self/href").and_then(Value::as_str) {
             self.wait_job(href, deadline).await?;
@@ -344,30 +312,29 @@ impl Client {
     }
 
     /// Poll a job until `success`; a failure becomes an error with ONTAP's code and message.
-    pub async fn wait_job(&self, href: &str, deadline: Option<Instant>) -> Result<(), ActionError> {
+    pub async fn wait_job(&self, href: &str, deadline: Option<Instant>) -> Result<(), OntapError> {
         let poll = drover_api::Poll::new(Duration::from_secs(5));
         let mut seen = false;
         // `error` came after 9.8; ask only for what this release has.
         let path = format!("{href}?fields={}", self.fields("job", &["state", "message", "code", "error"]).await?);
         loop {
-            match self.send(Method::GET, &path, None).await {
-                Ok((_, job, _)) => {
+            match self.get_as::<Job>(&path).await {
+                Ok(job) => {
                     seen = true;
-                    match job.get("state").and_then(Value::as_str) {
-                        Some("success") => return Ok(()),
-                        Some("failure") => {
-                            let code = job.get("code").and_then(code_of).unwrap_or_default();
-                            let message = job.get("message").and_then(Value::as_str).unwrap_or("job failed");
-                            let retryable = RETRYABLE_CODES.contains(&code.as_str());
-                            let text = format!("{}: job failed: {message} (code {code})", self.describe());
-                            let e = if retryable { ActionError::retryable(text) } else { ActionError::permanent(text) };
-                            return Err(e.with_hint(hint_for(&code)));
+                    match job.state {
+                        JobState::Success => return Ok(()),
+                        JobState::Failure => {
+                            return Err(OntapError::JobFailed {
+                                cluster: self.describe(),
+                                message: job.message.unwrap_or_else(|| "job failed".into()),
+                                code: job.code,
+                            });
                         }
                         _ => {}
                     }
                 }
                 // A job that was seen and is gone has expired: the caller verifies the object.
-                Err(e) if seen && e.message.contains("answered 404") => {
+                Err(e) if seen && e.status() == Some(404) => {
                     tracing::warn!(site = %self.site, %href, "job expired before its end was seen; verifying the object's state");
                     return Ok(());
                 }
@@ -375,50 +342,60 @@ impl Client {
             }
             let delay = poll.next_delay();
             if deadline.is_some_and(|d| Instant::now() + delay >= d) {
-                return Err(ActionError::permanent(format!(
-                    "{}: job {href} did not finish before the step's deadline",
-                    self.describe()
-                ))
-                .with_hint("the operation may still complete on the cluster; check it, then `drover resume`"));
+                return Err(OntapError::JobDeadline { cluster: self.describe(), href: href.to_string() });
             }
             tokio::time::sleep(delay).await;
         }
     }
 
-    pub async fn cluster(&self) -> Result<Value, ActionError> {
-        self.get("/api/cluster?fields=name,uuid,version").await
+    pub async fn cluster(&self) -> Result<Cluster, OntapError> {
+        self.get_as("/api/cluster?fields=name,uuid,version").await
     }
 
     /// The relationship whose destination is `path`, as seen from this (destination) cluster.
-    pub async fn relationship(&self, path: &str) -> Result<Option<Value>, ActionError> {
+    pub async fn relationship(&self, path: &str) -> Result<Option<Relationship>, OntapError> {
         let fields = self.fields("snapmirror_relationship", RELATIONSHIP_FIELDS).await?;
-        let q = format!("/api/snapmirror/relationships?destination.path={}&fields={fields}", enc(path));
-        Ok(self.records(&q).await?.into_iter().next())
+        self.first_as(&format!("/api/snapmirror/relationships?destination.path={}&fields={fields}", enc(path))).await
     }
 
-    pub async fn require_relationship(&self, path: &str) -> Result<Value, ActionError> {
-        self.relationship(path).await?.ok_or_else(|| {
-            ActionError::permanent(format!("no SnapMirror relationship with destination `{path}` on {}", self.describe())).with_hint(
-                "relationships are listed on their destination cluster: check `site` and the path (`svm:` for SVM-DR, `svm:volume` for a volume)",
-            )
-        })
-    }
-
-    pub async fn relationship_by_uuid(&self, uuid: &str) -> Result<Value, ActionError> {
+    /// The relationship whose source is `path` (a reversed one, on the original source's cluster).
+    pub async fn relationship_from(&self, path: &str) -> Result<Option<Relationship>, OntapError> {
         let fields = self.fields("snapmirror_relationship", RELATIONSHIP_FIELDS).await?;
-        self.get(&format!("/api/snapmirror/relationships/{uuid}?fields={fields}")).await
+        self.first_as(&format!("/api/snapmirror/relationships?source.path={}&fields={fields}", enc(path))).await
     }
 
-    pub async fn svm(&self, name: &str) -> Result<Option<Value>, ActionError> {
+    pub async fn require_relationship(&self, path: &str) -> Result<Relationship, OntapError> {
+        self.relationship(path)
+            .await?
+            .ok_or_else(|| OntapError::NoRelationship { cluster: self.describe(), path: path.to_string() })
+    }
+
+    pub async fn relationship_by_uuid(&self, uuid: &str) -> Result<Relationship, OntapError> {
+        let fields = self.fields("snapmirror_relationship", RELATIONSHIP_FIELDS).await?;
+        self.get_as(&format!("/api/snapmirror/relationships/{uuid}?fields={fields}")).await
+    }
+
+    pub async fn svm(&self, name: &str) -> Result<Option<Svm>, OntapError> {
         let fields = self.fields("svm", &["uuid", "name", "state", "subtype"]).await?;
-        let q = format!("/api/svm/svms?name={}&fields={fields}", enc(name));
-        Ok(self.records(&q).await?.into_iter().next())
+        self.first_as(&format!("/api/svm/svms?name={}&fields={fields}", enc(name))).await
     }
 
-    pub async fn volume(&self, svm: &str, name: &str) -> Result<Option<Value>, ActionError> {
+    pub async fn svm_by_uuid(&self, uuid: &str) -> Result<Svm, OntapError> {
+        self.get_as(&format!("/api/svm/svms/{uuid}?fields=state")).await
+    }
+
+    pub async fn volume(&self, svm: &str, name: &str) -> Result<Option<Volume>, OntapError> {
         let fields = self.fields("volume", &["uuid", "name", "type", "state", "nas.path", "clone.*"]).await?;
-        let q = format!("/api/storage/volumes?name={}&svm.name={}&fields={fields}", enc(name), enc(svm));
-        Ok(self.records(&q).await?.into_iter().next())
+        self.first_as(&format!("/api/storage/volumes?name={}&svm.name={}&fields={fields}", enc(name), enc(svm))).await
+    }
+
+    /// Delete, where "already gone" (404, code 4) is the goal reached.
+    pub async fn delete_if_present(&self, path: &str, deadline: Option<Instant>) -> Result<(), OntapError> {
+        match self.mutate(Method::DELETE, path, &serde_json::json!({}), deadline).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(NOT_FOUND) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -488,11 +465,5 @@ mod tests {
         assert_eq!(parse_iso_duration("P1DT2H"), Some(Duration::from_secs(86_400 + 7200)));
         assert_eq!(parse_iso_duration("PT0S"), Some(Duration::ZERO));
         assert_eq!(parse_iso_duration("8 hours"), None);
-    }
-
-    #[test]
-    fn error_codes_decode_as_string_or_number() {
-        assert_eq!(code_of(&serde_json::json!("13303808")), Some("13303808".into()));
-        assert_eq!(code_of(&serde_json::json!(13303808)), Some("13303808".into()));
     }
 }

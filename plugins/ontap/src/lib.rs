@@ -8,6 +8,8 @@
 
 mod actions;
 pub mod client;
+pub mod error;
+pub mod model;
 pub mod release;
 
 use std::sync::Arc;
@@ -27,8 +29,8 @@ pub fn actions() -> Vec<Arc<dyn Action>> {
         typed(actions::Resync),
         typed(actions::Reverse),
         typed(actions::Release),
-        typed(actions::SvmStart),
-        typed(actions::SvmStop),
+        typed(actions::SvmStart {}),
+        typed(actions::SvmStop {}),
         typed(actions::VolumeClone),
         typed(actions::VolumeDelete),
     ]

@@ -112,14 +112,15 @@ impl Lab {
     }
 
     fn rel_state(&self, dst: &str) -> String {
-        self.sim.with_world(|w| w.rels.iter().find(|r| r.dst_path == dst).map(|r| r.state.clone()).unwrap_or_default())
+        self.sim
+            .with_world(|w| w.rels.iter().find(|r| r.dst_path == dst).map(|r| r.state.to_string()).unwrap_or_default())
     }
 
     fn svm_state(&self, cluster: &str, svm: &str) -> (String, String) {
         self.sim.with_world(|w| {
             let c = w.cluster_index(cluster).unwrap();
             let s = &w.clusters[c].svms[w.svm_index(c, svm).unwrap()];
-            (s.state.clone(), s.subtype.clone())
+            (s.state.to_string(), s.subtype.to_string())
         })
     }
 }
@@ -195,7 +196,7 @@ async fn update_transfers_and_moves_the_exported_snapshot() {
 async fn a_job_failure_becomes_an_error_with_the_ontap_code_and_a_hint() {
     let lab = lab().await;
     lab.sim.inject(Fault {
-        cluster: Some("west".into()),
+        server: Some("west".into()),
         method: Some("PATCH".into()),
         path: Some("/api/snapmirror/relationships/".into()),
         kind: FaultKind::JobFailure {
@@ -223,7 +224,7 @@ async fn a_job_failure_becomes_an_error_with_the_ontap_code_and_a_hint() {
 async fn transient_6619715_is_retried_then_succeeds() {
     let lab = lab().await;
     lab.sim.inject(Fault {
-        cluster: Some("west".into()),
+        server: Some("west".into()),
         method: Some("PATCH".into()),
         path: None,
         kind: FaultKind::SyncError {

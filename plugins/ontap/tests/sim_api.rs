@@ -1,9 +1,14 @@
 //! The simulator holds to the documented REST conventions (ONTAP-REST.md §1–2, §5.6):
-//! auth, error bodies, HAL links, `fields=`, filters, paging, jobs and their expiry.
+//! auth, error bodies, HAL links, `fields=`, filters, paging, jobs and their expiry. Time-bound
+//! behaviour (jobs, transfers, expiry) runs on a manual clock the test advances: exact, and
+//! independent of how loaded the machine is.
 
 use serde_json::{Value, json};
 
+use std::time::Duration;
+
 use drover_ontap_sim::{Simulator, Topology};
+use drover_sim_kit::Clock;
 
 const TOPOLOGY: &str = r#"
 clusters:
@@ -27,6 +32,13 @@ settings: { job_delay: 100ms, transfer_time: 10ms, job_expiry: 300ms }
 
 async fn sim() -> Simulator {
     Simulator::start(&Topology::from_yaml(TOPOLOGY).unwrap()).await.unwrap()
+}
+
+/// The simulator on a clock that moves only when the test says.
+async fn sim_on_manual_clock() -> (Simulator, Clock) {
+    let clock = Clock::manual();
+    let sim = Simulator::start_with_clock(&Topology::from_yaml(TOPOLOGY).unwrap(), clock.clone()).await.unwrap();
+    (sim, clock)
 }
 
 async fn call(sim: &Simulator, method: reqwest::Method, path: &str, body: Option<Value>, pw: &str) -> (u16, Value) {
@@ -109,7 +121,7 @@ async fn dotted_filters_wildcards_negation_and_paging() {
 
 #[tokio::test]
 async fn state_patch_returns_a_job_that_ends_and_later_expires() {
-    let s = sim().await;
+    let (s, clock) = sim_on_manual_clock().await;
     let rel = get(&s, "/api/snapmirror/relationships?destination.path=dr:a").await;
     let uuid = rel["records"][0]["uuid"].as_str().unwrap().to_string();
     let (status, body) = call(
@@ -124,14 +136,34 @@ async fn state_patch_returns_a_job_that_ends_and_later_expires() {
     let href = body["job"]["_links"]["self"]["href"].as_str().unwrap().to_string();
     let job = get(&s, &href).await;
     assert!(["queued", "running"].contains(&job["state"].as_str().unwrap()), "{job}");
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    clock.advance(Duration::from_millis(99));
+    assert!(["queued", "running"].contains(&get(&s, &href).await["state"].as_str().unwrap()), "job_delay is 100ms");
+    clock.advance(Duration::from_millis(1));
     let job = get(&s, &href).await;
     assert_eq!((job["state"].as_str(), job["code"].as_u64()), (Some("success"), Some(0)));
     let rel = get(&s, &format!("/api/snapmirror/relationships/{uuid}")).await;
     assert_eq!(rel["state"], "broken_off");
-    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    // A repeated transition is rejected by default, as the client must GET first.
+    let (status, body) = call(
+        &s,
+        reqwest::Method::PATCH,
+        &format!("/api/snapmirror/relationships/{uuid}"),
+        Some(json!({ "state": "broken_off" })),
+        "pw2",
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("13303818")));
+    clock.advance(Duration::from_millis(299));
+    assert_eq!(call(&s, reqwest::Method::GET, &href, None, "pw2").await.0, 200, "job_expiry is 300ms");
+    clock.advance(Duration::from_millis(1));
     let (status, _) = call(&s, reqwest::Method::GET, &href, None, "pw2").await;
     assert_eq!(status, 404, "finished jobs expire");
+}
+
+/// `return_timeout` makes the request wait, in real time, for the job.
+#[tokio::test]
+async fn return_timeout_answers_once_the_job_has_ended() {
+    let s = sim().await;
     // With return_timeout the answer waits for the job: 200 instead of 202.
     let rel_b = get(&s, "/api/snapmirror/relationships?destination.path=dr:b").await;
     let uuid_b = rel_b["records"][0]["uuid"].as_str().unwrap().to_string();
@@ -145,16 +177,6 @@ async fn state_patch_returns_a_job_that_ends_and_later_expires() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["job"]["uuid"].is_string());
-    // A repeated transition is rejected by default, as the client must GET first.
-    let (status, body) = call(
-        &s,
-        reqwest::Method::PATCH,
-        &format!("/api/snapmirror/relationships/{uuid}"),
-        Some(json!({ "state": "broken_off" })),
-        "pw2",
-    )
-    .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("13303818")));
 }
 
 #[tokio::test]
@@ -198,7 +220,7 @@ async fn invalid_transitions_answer_with_documented_codes() {
 
 #[tokio::test]
 async fn transfer_post_is_201_with_a_location_and_updates_lag() {
-    let s = sim().await;
+    let (s, clock) = sim_on_manual_clock().await;
     let rel = get(&s, "/api/snapmirror/relationships?destination.path=dr:a&fields=exported_snapshot,lag_time").await;
     let uuid = rel["records"][0]["uuid"].as_str().unwrap().to_string();
     let before = rel["records"][0]["exported_snapshot"].clone();
@@ -212,7 +234,7 @@ async fn transfer_post_is_201_with_a_location_and_updates_lag() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     assert!(resp.headers()["location"].to_str().unwrap().contains("/transfers/"));
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    clock.advance(Duration::from_millis(10));
     let rel = get(&s, &format!("/api/snapmirror/relationships/{uuid}")).await;
     assert_eq!(rel["transfer"]["state"], "success");
     assert_ne!(rel["exported_snapshot"], before);

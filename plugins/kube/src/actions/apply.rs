@@ -20,7 +20,7 @@ use drover_api::{
 };
 
 use crate::actions::scale::fenced_namespaces;
-use crate::client::{Kind, Kube, describe};
+use crate::client::{Kind, Kube, KubeError, describe};
 use crate::fenced::{Fenced, Guarded, refusal};
 use crate::manifests::{self, Manifest};
 
@@ -167,13 +167,7 @@ fn comparable(v: &Value) -> Value {
 }
 
 /// Send one object; `dry` asks the server to check it without keeping it.
-async fn apply_one(
-    kube: &Kube,
-    prepared: &Prepared,
-    kind: &Kind,
-    force: bool,
-    dry: bool,
-) -> Result<Value, ActionError> {
+async fn apply_one(kube: &Kube, prepared: &Prepared, kind: &Kind, force: bool, dry: bool) -> Result<Value, KubeError> {
     let api = kube.api(kind, prepared.namespace.as_deref().unwrap_or(""));
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = force;
@@ -192,10 +186,10 @@ async fn kind_of(kube: &Kube, x: &Prepared) -> Result<Kind, ActionError> {
     }
 }
 
-async fn run_one<'a>(kube: &Kube, x: &'a Prepared, force: bool) -> (&'a Prepared, Result<Value, ActionError>) {
+async fn run_one<'a>(kube: &Kube, x: &'a Prepared, force: bool) -> (&'a Prepared, Result<Value, KubeError>) {
     let result = match kind_of(kube, x).await {
         Ok(kind) => apply_one(kube, x, &kind, force, false).await,
-        Err(e) => Err(e),
+        Err(e) => Err(KubeError::Other(e)),
     };
     (x, result)
 }
@@ -207,7 +201,7 @@ async fn plan_one(
     x: &Prepared,
     force: bool,
     new_namespaces: &BTreeSet<&str>,
-) -> (usize, Result<&'static str, ActionError>) {
+) -> (usize, Result<&'static str, KubeError>) {
     let Some(kind) = &x.kind else { return (i, Ok("create (its CRD is in this apply)")) };
     let api = kube.api(kind, x.namespace.as_deref().unwrap_or(""));
     let name = x.manifest.name();
@@ -246,6 +240,7 @@ impl TypedAction for Apply {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &ApplyParams) -> Result<(), Vec<ParamError>> {
@@ -276,7 +271,7 @@ impl TypedAction for Apply {
         // Collected first: a lazy `map` here trips rustc's Send inference in async traits.
         let each: Vec<_> =
             prepared.iter().enumerate().map(|(i, x)| plan_one(&kube, i, x, p.force, &new_namespaces)).collect();
-        let results: Vec<(usize, Result<&'static str, ActionError>)> =
+        let results: Vec<(usize, Result<&'static str, KubeError>)> =
             futures::stream::iter(each).buffer_unordered(concurrency(&p)).collect().await;
         let mut results = results;
         results.sort_by_key(|(i, _)| *i);
@@ -301,11 +296,11 @@ impl TypedAction for Apply {
                         changes.push(format!("{verb} {}", x.describe()));
                     }
                 }
-                Err(e) if e.is_retryable() => return Err(e),
-                Err(e) if crate::client::is_refused(&e) => {
-                    plan = plan.access_check(format!("allowed to write {}", x.describe()), false, e.message)
+                Err(e) if e.is_retryable() => return Err(e.into()),
+                Err(e) if e.is_refused() => {
+                    plan = plan.access_check(format!("allowed to write {}", x.describe()), false, e.message())
                 }
-                Err(e) => plan = plan.check(format!("server-side dry run of {}", x.describe()), false, e.message),
+                Err(e) => plan = plan.check(format!("server-side dry run of {}", x.describe()), false, e.message()),
             }
         }
         plan.summary = format!(
@@ -333,6 +328,8 @@ impl TypedAction for Apply {
             prepared.iter().position(|x| manifests::install_rank(x.manifest.kind()) > 1).unwrap_or(prepared.len());
         let mut done = 0u64;
         let mut failures: Vec<String> = vec![];
+        // A 409 among them: other field managers own fields these objects set.
+        let mut conflicts = false;
         let mut hints: Vec<String> = vec![];
         for wave in [&prepared[..split], &prepared[split..]] {
             let each: Vec<_> = wave.iter().map(|x| run_one(&kube, x, p.force)).collect();
@@ -340,8 +337,10 @@ impl TypedAction for Apply {
             while let Some((x, r)) = results.next().await {
                 match r {
                     Ok(_) => done += 1,
-                    Err(e) if e.is_retryable() => return Err(e),
+                    Err(e) if e.is_retryable() => return Err(e.into()),
                     Err(e) => {
+                        conflicts |= e.status() == Some(409);
+                        let e = ActionError::from(e);
                         failures.push(format!("{}: {}", x.describe(), e.message));
                         if let Some(h) = e.hint.filter(|h| !hints.contains(h)) {
                             hints.push(h);
@@ -358,7 +357,6 @@ impl TypedAction for Apply {
             }
         }
         if !failures.is_empty() {
-            let conflicts = failures.iter().any(|f| f.contains("409"));
             let hint = if conflicts && !p.force {
                 "other field managers own some of these fields: set `force: true` to take them over, or drop the fields from the manifests; the other objects were applied".to_string()
             } else if !hints.is_empty() {

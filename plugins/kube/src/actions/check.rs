@@ -43,20 +43,24 @@ async fn checks(kube: &Kube, p: &CheckParams) -> Result<(String, Vec<(String, bo
             }
             // Reading the Namespace object needs a cluster-scoped grant that an identity bound
             // only inside its namespaces lacks; what matters is access inside, checked next.
-            Err(e) if e.message.contains("(403 Forbidden)") => out.push((
+            Err(e) if e.status() == Some(403) => out.push((
                 format!("namespace {ns} exists"),
                 true,
                 "not readable by this identity (no cluster-scoped grant); access inside it is checked next".into(),
             )),
             Err(e) => {
-                out.push((format!("namespace {ns} readable"), false, e.message));
+                out.push((format!("namespace {ns} readable"), false, e.message().to_string()));
                 continue;
             }
         }
         let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(kube.client.clone(), ns);
         let one = ListParams::default().limit(1);
         let list = kube.call(&format!("list configmaps in {ns}"), || configmaps.list(&one)).await;
-        out.push((format!("can list in {ns}"), list.is_ok(), list.err().map(|e| e.message).unwrap_or_default()));
+        out.push((
+            format!("can list in {ns}"),
+            list.is_ok(),
+            list.err().map(|e| e.message().to_string()).unwrap_or_default(),
+        ));
         let probe: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
             "metadata": { "name": "drover-check", "namespace": ns, "labels": { "app.kubernetes.io/managed-by": "drover" } },
         }))
@@ -66,10 +70,10 @@ async fn checks(kube: &Kube, p: &CheckParams) -> Result<(String, Vec<(String, bo
             kube.call_or_absent(&format!("create in {ns} (dry run)"), || configmaps.create(&params, &probe)).await;
         let detail = match &create {
             Ok(_) => "server-side dry run; nothing kept".to_string(),
-            Err(e) => e.message.clone(),
+            Err(e) => e.message().to_string(),
         };
         // 409 AlreadyExists still proves the right to create.
-        let ok = create.is_ok() || create.as_ref().is_err_and(|e| e.message.contains("(409 AlreadyExists)"));
+        let ok = create.is_ok() || create.as_ref().is_err_and(|e| e.status() == Some(409));
         out.push((format!("can create in {ns}"), ok, detail));
     }
     Ok((version, out))
@@ -90,6 +94,7 @@ impl TypedAction for Check {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     async fn plan(&self, ctx: &StepContext, p: CheckParams) -> Result<Plan, ActionError> {

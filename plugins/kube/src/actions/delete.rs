@@ -92,6 +92,7 @@ impl TypedAction for Delete {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &DeleteParams) -> Result<(), Vec<ParamError>> {

@@ -112,6 +112,7 @@ impl TypedAction for Fence {
         undo: true,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &FenceParams) -> Result<(), Vec<ParamError>> {

@@ -200,6 +200,7 @@ impl TypedAction for Scale {
         undo: true,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &ScaleParams) -> Result<(), Vec<ParamError>> {

@@ -99,6 +99,7 @@ impl TypedAction for VolumeSnapshot {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &VolumeSnapshotParams) -> Result<(), Vec<ParamError>> {

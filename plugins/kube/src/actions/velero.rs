@@ -137,7 +137,7 @@ async fn storage_location_check(kube: &Kube, namespace: &str, name: &str) -> (bo
         Ok(None) => {
             (false, format!("no BackupStorageLocation {namespace}/{name} (`velero backup-location get` lists them)"))
         }
-        Err(e) => (false, e.message),
+        Err(e) => (false, e.message().to_string()),
     }
 }
 
@@ -285,6 +285,7 @@ impl TypedAction for Backup {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &BackupParams) -> Result<(), Vec<ParamError>> {
@@ -370,7 +371,7 @@ async fn backup_check(kube: &Kube, p: &RestoreParams) -> (bool, String) {
         Ok(None) => {
             (false, format!("no backup {} in {} (`velero backup get` lists them)", p.backup, p.velero_namespace))
         }
-        Err(e) => (false, e.message),
+        Err(e) => (false, e.message().to_string()),
     }
 }
 
@@ -391,6 +392,7 @@ impl TypedAction for Restore {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &RestoreParams) -> Result<(), Vec<ParamError>> {
@@ -477,6 +479,7 @@ impl TypedAction for Schedule {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &ScheduleParams) -> Result<(), Vec<ParamError>> {

@@ -115,6 +115,7 @@ impl TypedAction for Wait {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &WaitParams) -> Result<(), Vec<ParamError>> {

@@ -68,6 +68,7 @@ impl TypedAction for Export {
         undo: false,
         open_outputs: false,
         sites: &["site", "to.site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &ExportParams) -> Result<(), Vec<ParamError>> {

@@ -429,6 +429,7 @@ impl TypedAction for Restore {
         undo: false,
         open_outputs: false,
         sites: &["site", "from.live.site", "from.velero.site"],
+        rpo_output: None,
     };
 
     fn check(&self, p: &RestoreParams) -> Result<(), Vec<ParamError>> {

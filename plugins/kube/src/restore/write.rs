@@ -62,10 +62,10 @@ pub(super) async fn existing_versions(
             }
             Ok(None) => {}
             // Not allowed to read Namespace objects: look inside as if it were there.
-            Err(e) if e.message.contains("(403 Forbidden)") => {
+            Err(e) if e.status() == Some(403) => {
                 present.insert(ns);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     let mut wanted: BTreeMap<(String, String), Kind> = BTreeMap::new();
@@ -148,16 +148,16 @@ async fn restore_one(
         let ns = o.namespace().unwrap_or("");
         match kube.call(&format!("create {}", o.describe()), || kube.create_raw(&kind, ns, &o.body)).await {
             Ok(()) => return Ok(Outcome::Created),
-            Err(e) if e.is_retryable() => return Err(e),
-            Err(e) if crate::client::is_refused(&e) => return Ok(Outcome::Refused(e.message)),
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) if e.is_refused() => return Ok(Outcome::Refused(e.message().to_string())),
             // Someone created it since the list: it is an existing object after all.
-            Err(e) if e.message.ends_with("(409 AlreadyExists)") => {
+            Err(e) if e.status() == Some(409) => {
                 if p.existing == Existing::Skip {
                     return Ok(Outcome::Skipped);
                 }
                 version = Some(String::new());
             }
-            Err(e) => return Ok(Outcome::Failed(e.message)),
+            Err(e) => return Ok(Outcome::Failed(e.message().to_string())),
         }
     }
     if version.is_some() && o.resource == "persistentvolumes" {
@@ -176,17 +176,17 @@ async fn restore_one(
     let patch = Patch::Apply(&*o.body);
     let result = kube.call(&format!("apply {}", o.describe()), || api.patch(o.name(), &params, &patch)).await;
     match result {
-        Err(e) if e.is_retryable() => Err(e),
+        Err(e) if e.is_retryable() => Err(e.into()),
         // Its namespace comes first: check it where a namespace exists.
-        Err(e) if dry && version.is_none() && o.namespace().is_some() && e.message.contains("(404 NotFound)") => {
+        Err(e) if dry && version.is_none() && o.namespace().is_some() && e.status() == Some(404) => {
             match kube.dry_run_elsewhere(&kind, &o.object(), &format!("apply {}", o.describe())).await {
                 Ok(()) => Ok(Outcome::Created),
-                Err(e) if e.is_retryable() => Err(e),
-                Err(e) if crate::client::is_refused(&e) => Ok(Outcome::Refused(e.message)),
-                Err(e) => Ok(Outcome::Failed(e.message)),
+                Err(e) if e.is_retryable() => Err(e.into()),
+                Err(e) if e.is_refused() => Ok(Outcome::Refused(e.message().to_string())),
+                Err(e) => Ok(Outcome::Failed(e.message().to_string())),
             }
         }
-        Err(e) => Ok(Outcome::Failed(e.message)),
+        Err(e) => Ok(Outcome::Failed(e.message().to_string())),
         Ok(_) if version.is_none() => Ok(Outcome::Created),
         Ok(after) if !dry => {
             // The API server does not write a no-op apply: the version stays. A write that

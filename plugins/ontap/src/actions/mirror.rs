@@ -21,18 +21,19 @@ impl TypedAction for Update {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: Some("rpo_seconds"),
     };
 
     async fn plan(&self, ctx: &StepContext, p: RelParams) -> Result<Plan, ActionError> {
         let (_, mut plan, rel) = plan_base(ctx, &p.site, &p.destination).await?;
         if let Some(r) = rel {
-            let state = s(&r, "/state");
             plan = plan.check(
                 "relationship can transfer",
-                matches!(state.as_str(), "snapmirrored" | "uninitialized"),
-                format!("state {state}"),
+                matches!(r.state, MirrorState::Snapmirrored | MirrorState::Uninitialized),
+                format!("state {}", r.state),
             );
-            plan.summary = format!("transfer the latest data to {} (lag {})", p.destination, s(&r, "/lag_time"));
+            plan.summary =
+                format!("transfer the latest data to {} (lag {})", p.destination, r.lag_time.as_deref().unwrap_or(""));
             plan = plan.change(format!("POST a transfer on {}", p.destination));
             plan.outputs = rel_outputs(&r);
         }
@@ -42,21 +43,19 @@ impl TypedAction for Update {
     async fn run(&self, ctx: &StepContext, p: RelParams) -> Result<Outputs, ActionError> {
         let client = Client::connect(ctx, &p.site)?;
         let rel = client.require_relationship(&p.destination).await?;
-        let uuid = s(&rel, "/uuid");
-        let before = s(&rel, "/exported_snapshot");
-        if !transferring(&rel) {
+        let uuid = rel.uuid.clone();
+        if !rel.transferring() {
             client
                 .send(Method::POST, &format!("/api/snapmirror/relationships/{uuid}/transfers"), Some(&json!({})))
                 .await?;
         }
-        let rel = wait_for(&client, ctx, &uuid, "the transfer to finish", |r| !transferring(r)).await?;
-        match rel.pointer("/transfer/state").and_then(Value::as_str) {
-            Some("success") if s(&rel, "/exported_snapshot") != before || before.is_empty() => Ok(rel_outputs(&rel)),
-            Some("success") => Ok(rel_outputs(&rel)),
+        let rel = wait_for(&client, ctx, &uuid, "the transfer to finish", |r| !r.transferring()).await?;
+        match rel.transfer_state() {
+            Some(TransferState::Success) => Ok(rel_outputs(&rel)),
             other => Err(ActionError::retryable(format!(
                 "transfer to {} ended {}",
                 p.destination,
-                other.unwrap_or("without a state")
+                other.map(TransferState::as_str).unwrap_or("without a state")
             ))
             .with_hint("check the relationship's health and the network between the clusters")),
         }
@@ -99,10 +98,6 @@ fn healthy() -> Until {
     Until::Healthy
 }
 
-pub(super) fn lag(rel: &Value) -> Option<Duration> {
-    parse_iso_duration(&s(rel, "/lag_time"))
-}
-
 #[async_trait]
 impl TypedAction for Wait {
     type Params = WaitParams;
@@ -121,6 +116,7 @@ impl TypedAction for Wait {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: Some("rpo_seconds"),
     };
 
     fn check(&self, p: &WaitParams) -> Result<(), Vec<drover_api::ParamError>> {
@@ -138,13 +134,12 @@ impl TypedAction for Wait {
     async fn plan(&self, ctx: &StepContext, p: WaitParams) -> Result<Plan, ActionError> {
         let (_, mut plan, rel) = plan_base(ctx, &p.site, &p.destination).await?;
         if let Some(r) = rel {
-            plan = plan.check("healthy", unhealthy(&r).is_none(), unhealthy(&r).unwrap_or_else(|| "yes".into()));
+            plan = plan.check("healthy", r.unhealthy().is_none(), r.unhealthy().unwrap_or_else(|| "yes".into()));
             if let (Until::State, Some(want)) = (p.until, &p.state) {
-                let now = s(&r, "/state");
-                plan = plan.check(format!("state {want}"), &now == want, format!("now {now}"));
+                plan = plan.check(format!("state {want}"), r.state.as_str() == want, format!("now {}", r.state));
             }
             if let Some(max) = p.max_lag {
-                let l = lag(&r);
+                let l = r.lag();
                 plan = plan.check(
                     "lag within max_lag (RPO)",
                     l.is_some_and(|l| l <= max.0),
@@ -163,7 +158,7 @@ impl TypedAction for Wait {
     async fn run(&self, ctx: &StepContext, p: WaitParams) -> Result<Outputs, ActionError> {
         let client = Client::connect(ctx, &p.site)?;
         let rel = client.require_relationship(&p.destination).await?;
-        let uuid = s(&rel, "/uuid");
+        let uuid = rel.uuid.clone();
         let target = p.state.clone().unwrap_or_default();
         let max = p.max_lag.map(|m| m.0).unwrap_or(Duration::MAX);
         let until = p.until;
@@ -175,12 +170,12 @@ impl TypedAction for Wait {
         // behind is not what the operator accepted.
         let rel = wait_for(&client, ctx, &uuid, &what, move |r| {
             let reached = match until {
-                Until::Healthy => unhealthy(r).is_none() && !transferring(r),
-                Until::State => s(r, "/state") == target,
+                Until::Healthy => r.unhealthy().is_none() && !r.transferring(),
+                Until::State => r.state.as_str() == target,
                 Until::Lag => true,
-                Until::Idle => !transferring(r),
+                Until::Idle => !r.transferring(),
             };
-            reached && (max == Duration::MAX || lag(r).is_some_and(|l| l <= max))
+            reached && (max == Duration::MAX || r.lag().is_some_and(|l| l <= max))
         })
         .await?;
         Ok(rel_outputs(&rel))
@@ -218,46 +213,40 @@ impl TypedAction for Reverse {
         undo: false,
         open_outputs: false,
         sites: &["site", "source_site"],
+        rpo_output: None,
     };
 
     async fn plan(&self, ctx: &StepContext, p: ReverseParams) -> Result<Plan, ActionError> {
         let (client, mut plan, rel) = plan_base(ctx, &p.site, &p.destination).await?;
         match rel {
             Some(r) => {
-                let state = s(&r, "/state");
-                plan = plan.check("relationship broken off", state == "broken_off", format!("state {state}"));
+                plan = plan.check(
+                    "relationship broken off",
+                    r.state == MirrorState::BrokenOff,
+                    format!("state {}", r.state),
+                );
                 let peers = client.records("/api/cluster/peers?fields=name,status").await.unwrap_or_default();
-                let peer_ok = peers.iter().any(|x| s(x, "/status/state") == "available");
+                let peer_ok =
+                    peers.iter().any(|x| x.pointer("/status/state").and_then(Value::as_str) == Some("available"));
                 plan = plan.check(
                     "cluster peer available",
                     peer_ok,
                     if peer_ok { "available".into() } else { "no available cluster peer".to_string() },
                 );
-                plan.summary = format!(
-                    "reverse {} → {} (resync towards `{}`)",
-                    s(&r, "/destination/path"),
-                    s(&r, "/source/path"),
-                    p.source_site
-                );
+                plan.summary =
+                    format!("reverse {} → {} (resync towards `{}`)", r.destination.path, r.source.path, p.source_site);
                 plan = plan.change(format!("PATCH {} with swapped paths and state snapmirrored", p.destination));
                 plan.outputs = rel_outputs(&r);
-                plan.outputs.insert("source".into(), json!(s(&r, "/destination/path")));
-                plan.outputs.insert("destination".into(), json!(s(&r, "/source/path")));
+                plan.outputs.insert("source".into(), json!(r.destination.path));
+                plan.outputs.insert("destination".into(), json!(r.source.path));
             }
             None => {
                 // Perhaps it was reversed already: look on the original source's cluster.
                 let other = Client::connect(ctx, &p.source_site)?;
-                let reversed = other
-                    .records(&format!(
-                        "/api/snapmirror/relationships?source.path={}&fields=uuid,state,source,destination",
-                        enc(&p.destination)
-                    ))
-                    .await?;
-                if let Some(r) = reversed.first() {
+                if let Some(r) = other.relationship_from(&p.destination).await? {
                     plan.checks.retain(|c| c.name != "relationship exists");
-                    plan.summary =
-                        format!("already reversed: {} → {}", s(r, "/source/path"), s(r, "/destination/path"));
-                    plan.outputs = rel_outputs(r);
+                    plan.summary = format!("already reversed: {} → {}", r.source.path, r.destination.path);
+                    plan.outputs = rel_outputs(&r);
                 }
             }
         }
@@ -267,26 +256,19 @@ impl TypedAction for Reverse {
     async fn run(&self, ctx: &StepContext, p: ReverseParams) -> Result<Outputs, ActionError> {
         let here = Client::connect(ctx, &p.site)?;
         let there = Client::connect(ctx, &p.source_site)?;
-        let find_reversed = || async {
-            let q = format!(
-                "/api/snapmirror/relationships?source.path={}&fields=uuid,state,source,destination",
-                enc(&p.destination)
-            );
-            there.records(&q).await.map(|r| r.into_iter().next())
-        };
         if let Some(rel) = here.relationship(&p.destination).await? {
-            let uuid = s(&rel, "/uuid");
             let body = json!({
-                "source": { "path": s(&rel, "/destination/path") },
-                "destination": { "path": s(&rel, "/source/path") },
+                "source": { "path": rel.destination.path },
+                "destination": { "path": rel.source.path },
                 "state": "snapmirrored",
             });
-            here.mutate(Method::PATCH, &format!("/api/snapmirror/relationships/{uuid}"), &body, ctx.deadline).await?;
+            let path = format!("/api/snapmirror/relationships/{}", rel.uuid);
+            here.mutate(Method::PATCH, &path, &body, ctx.deadline).await?;
         }
         // The reversed relationship now belongs to the original source's cluster.
         let poll = drover_api::Poll::new(Duration::from_secs(5));
         let rel = loop {
-            if let Some(r) = find_reversed().await? {
+            if let Some(r) = there.relationship_from(&p.destination).await? {
                 break r;
             }
             let delay = poll.next_delay();
@@ -299,9 +281,8 @@ impl TypedAction for Reverse {
             }
             tokio::time::sleep(delay).await;
         };
-        let uuid = s(&rel, "/uuid");
-        let rel = wait_for(&there, ctx, &uuid, "the reverse resync", |r| {
-            s(r, "/state") == "snapmirrored" && !transferring(r)
+        let rel = wait_for(&there, ctx, &rel.uuid, "the reverse resync", |r| {
+            r.state == MirrorState::Snapmirrored && !r.transferring()
         })
         .await?;
         Ok(rel_outputs(&rel))
@@ -336,6 +317,7 @@ impl TypedAction for Release {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     async fn plan(&self, ctx: &StepContext, p: ReleaseParams) -> Result<Plan, ActionError> {
@@ -356,12 +338,10 @@ impl TypedAction for Release {
         let client = Client::connect(ctx, &p.site)?;
         let mut out = Outputs::new();
         let Some(rel) = client.relationship(&p.destination).await? else { return Ok(out) };
-        let uuid = s(&rel, "/uuid");
         let flag = if p.keep_snapshots { "?source_info_only=true" } else { "" };
-        client
-            .mutate(Method::DELETE, &format!("/api/snapmirror/relationships/{uuid}{flag}"), &json!({}), ctx.deadline)
-            .await?;
-        out.insert("uuid".into(), json!(uuid));
+        let path = format!("/api/snapmirror/relationships/{}{flag}", rel.uuid);
+        client.mutate(Method::DELETE, &path, &json!({}), ctx.deadline).await?;
+        out.insert("uuid".into(), json!(rel.uuid));
         Ok(out)
     }
 }

@@ -2,12 +2,11 @@
 //! is already there; otherwise it acts, waits for the job, then polls the object until it
 //! reaches the target state (ONTAP-REST.md §2.4: a job's success only means "started").
 
+mod decide;
 mod mirror;
 mod state;
 mod svm;
 mod volume;
-
-use mirror::lag;
 
 pub use mirror::{Release, Reverse, Update, Wait};
 pub use state::{Break, Get, Quiesce, Resync};
@@ -26,46 +25,29 @@ use drover_api::{
     ActionError, ActionSpec, HumanDuration, Outputs, Plan, Progress, StepContext, TypedAction, ValueType,
 };
 
-use crate::client::{Client, enc, parse_iso_duration};
+use crate::client::Client;
+use crate::error::{ALREADY_IN_STATE, OntapError};
+use crate::model::{MirrorState, Relationship, TransferState};
+use decide::{Change, Decision};
 
-fn s(v: &Value, ptr: &str) -> String {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("").to_string()
-}
-
-fn rel_outputs(rel: &Value) -> Outputs {
+fn rel_outputs(rel: &Relationship) -> Outputs {
     let mut o = Outputs::new();
-    for (k, p) in [
-        ("uuid", "/uuid"),
-        ("state", "/state"),
-        ("source", "/source/path"),
-        ("destination", "/destination/path"),
-        ("exported_snapshot", "/exported_snapshot"),
-        ("lag_time", "/lag_time"),
-    ] {
-        o.insert(k.into(), json!(s(rel, p)));
-    }
-    o.insert("healthy".into(), rel.get("healthy").cloned().unwrap_or(Value::Null));
-    // The data a failover would lose now, in drover's output convention for any replication.
-    if let Some(lag) = lag(rel) {
+    o.insert("uuid".into(), json!(rel.uuid));
+    o.insert("state".into(), json!(rel.state.as_str()));
+    o.insert("source".into(), json!(rel.source.path));
+    o.insert("destination".into(), json!(rel.destination.path));
+    o.insert("exported_snapshot".into(), json!(rel.exported()));
+    o.insert("lag_time".into(), json!(rel.lag_time.as_deref().unwrap_or("")));
+    o.insert("healthy".into(), rel.healthy.map(Value::Bool).unwrap_or(Value::Null));
+    // The data a failover would lose now: the action declares this output as its RPO.
+    if let Some(lag) = rel.lag() {
         o.insert("rpo_seconds".into(), json!(lag.as_secs_f64()));
     }
     o
 }
 
-fn unhealthy(rel: &Value) -> Option<String> {
-    if rel.get("healthy").and_then(Value::as_bool) != Some(false) {
-        return None;
-    }
-    let reasons: Vec<String> = rel
-        .get("unhealthy_reason")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|r| format!("{} (code {})", s(r, "/message"), s(r, "/code"))).collect())
-        .unwrap_or_default();
-    Some(if reasons.is_empty() { "unhealthy".into() } else { reasons.join("; ") })
-}
-
-fn transferring(rel: &Value) -> bool {
-    rel.pointer("/transfer/state").and_then(Value::as_str) == Some("transferring")
+fn transfer_label(rel: &Relationship) -> &'static str {
+    rel.transfer_state().map(TransferState::as_str).unwrap_or("")
 }
 
 /// Poll a relationship until `done` holds; an unhealthy relationship or the deadline ends it.
@@ -74,8 +56,8 @@ async fn wait_for(
     ctx: &StepContext,
     uuid: &str,
     what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Result<Value, ActionError> {
+    done: impl Fn(&Relationship) -> bool,
+) -> Result<Relationship, ActionError> {
     let poll = drover_api::Poll::new(Duration::from_secs(5));
     let mut polls = 0u64;
     loop {
@@ -84,20 +66,16 @@ async fn wait_for(
         if done(&rel) {
             return Ok(rel);
         }
-        if let Some(why) = unhealthy(&rel)
-            && rel.pointer("/transfer/state").and_then(Value::as_str) == Some("failed")
+        if let Some(why) = rel.unhealthy()
+            && rel.transfer_state() == Some(TransferState::Failed)
         {
             return Err(ActionError::permanent(format!(
                 "relationship {} is unhealthy while waiting for {what}: {why}",
-                s(&rel, "/destination/path")
+                rel.destination.path
             )));
         }
         ctx.progress(Progress {
-            message: format!(
-                "waiting for {what}: state {}, transfer {}",
-                s(&rel, "/state"),
-                s(&rel, "/transfer/state")
-            ),
+            message: format!("waiting for {what}: state {}, transfer {}", rel.state, transfer_label(&rel)),
             done: Some(polls),
             total: None,
         });
@@ -105,9 +83,9 @@ async fn wait_for(
         if ctx.remaining().is_some_and(|r| r <= delay) {
             return Err(ActionError::permanent(format!(
                 "relationship {} did not reach {what} in time (state {}, transfer {})",
-                s(&rel, "/destination/path"),
-                s(&rel, "/state"),
-                s(&rel, "/transfer/state")
+                rel.destination.path,
+                rel.state,
+                transfer_label(&rel)
             ))
             .with_hint(
                 "the change may still complete on the cluster; check it, raise the step's timeout, or `drover resume`",
@@ -117,23 +95,73 @@ async fn wait_for(
     }
 }
 
-async fn patch_state(client: &Client, ctx: &StepContext, uuid: &str, body: Value) -> Result<(), ActionError> {
-    match client.mutate(Method::PATCH, &format!("/api/snapmirror/relationships/{uuid}"), &body, ctx.deadline).await {
-        Ok(_) => Ok(()),
-        // ONTAP refuses a transition to the state a relationship is already in. That is what a
-        // resumed step (or a retried PATCH whose first try went through) meets: done, not failed.
-        Err(e) if e.message.contains("13303818") || e.message.contains("13303832") => {
-            let want = body.get("state").and_then(Value::as_str);
-            let now = client.relationship_by_uuid(uuid).await?;
-            if want.is_some_and(|w| s(&now, "/state") == w) {
-                ctx.note(&format!("the relationship is already {}", s(&now, "/state")));
-                Ok(())
-            } else {
-                Err(e)
-            }
-        }
-        Err(e) => Err(e),
+/// PATCH a relationship's state. ONTAP refuses a transition to the state a relationship is
+/// already in: that is what a resumed step (or a retried PATCH whose first try went
+/// through) meets — done, not failed.
+async fn set_state(client: &Client, ctx: &StepContext, uuid: &str, body: Value) -> Result<(), ActionError> {
+    let err =
+        match client.mutate(Method::PATCH, &format!("/api/snapmirror/relationships/{uuid}"), &body, ctx.deadline).await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+    if !err.code().is_some_and(|c| ALREADY_IN_STATE.contains(&c)) {
+        return Err(err.into());
     }
+    let want = body.get("state").and_then(Value::as_str).and_then(MirrorState::parse);
+    let now = client.relationship_by_uuid(uuid).await?;
+    if want == Some(now.state) {
+        ctx.note(&format!("the relationship is already {}", now.state));
+        Ok(())
+    } else {
+        Err(err.into())
+    }
+}
+
+/// Make a decision's changes to a relationship (abort or await its transfer, stop the DR
+/// SVM, PATCH its state), then wait until it reaches `target` with no transfer running.
+async fn apply(
+    client: &Client,
+    ctx: &StepContext,
+    site: &str,
+    rel: &Relationship,
+    decision: &Decision,
+    patch_extra: Option<(&str, Value)>,
+) -> Result<(), ActionError> {
+    for change in &decision.changes {
+        match change {
+            Change::AbortTransfer(tuuid) => {
+                client
+                    .mutate(
+                        Method::PATCH,
+                        &format!("/api/snapmirror/relationships/{}/transfers/{tuuid}", rel.uuid),
+                        &json!({"state": "aborted"}),
+                        ctx.deadline,
+                    )
+                    .await?;
+                ctx.note(&format!("aborted transfer {tuuid} of {}", rel.destination.path));
+            }
+            Change::AwaitTransfer => {}
+            Change::StopSvm(svm) => {
+                ctx.note(&format!("stopped SVM `{svm}` to resync it (discard_destination_writes: true)"));
+                svm::set_svm(
+                    ctx,
+                    &svm::SvmParams { site: site.to_string(), svm: svm.clone() },
+                    crate::model::SvmState::Stopped,
+                )
+                .await?;
+            }
+            Change::SetState(target) => {
+                let mut body = json!({"state": target.as_str()});
+                if let Some((k, v)) = &patch_extra {
+                    body[*k] = v.clone();
+                }
+                set_state(client, ctx, &rel.uuid, body).await?;
+            }
+            Change::SetSvm(_) => unreachable!("SVM changes are made by the SVM actions"),
+        }
+    }
+    Ok(())
 }
 
 /// The read-only checks every relationship action starts its plan with.
@@ -142,13 +170,10 @@ async fn patch_state(client: &Client, ctx: &StepContext, uuid: &str, body: Value
 async fn reach(client: &Client, plan: Plan) -> Result<Plan, Plan> {
     let cluster = match client.cluster().await {
         Ok(c) => c,
-        Err(e) => return Err(plan.access_check("cluster reachable", false, e.message)),
+        Err(e) => return Err(plan.access_check("cluster reachable", false, e.to_string())),
     };
-    let plan = plan.access_check(
-        "cluster reachable",
-        true,
-        format!("{} running {}", s(&cluster, "/name"), s(&cluster, "/version/full")),
-    );
+    let plan =
+        plan.access_check("cluster reachable", true, format!("{} running {}", cluster.name, cluster.version.full));
     match client.release().await {
         Ok((version, definitions)) if version.to_string() == definitions.name => {
             Ok(plan.check("ONTAP release supported", true, version.to_string()))
@@ -158,7 +183,7 @@ async fn reach(client: &Client, plan: Plan) -> Result<Plan, Plan> {
             true,
             format!("{version}, requests checked against {}'s API", definitions.name),
         )),
-        Err(e) => Err(plan.check("ONTAP release supported", false, e.message)),
+        Err(e) => Err(plan.check("ONTAP release supported", false, e.to_string())),
     }
 }
 
@@ -166,7 +191,7 @@ async fn plan_base(
     ctx: &StepContext,
     site: &str,
     destination: &str,
-) -> Result<(Client, Plan, Option<Value>), ActionError> {
+) -> Result<(Client, Plan, Option<Relationship>), ActionError> {
     let client = Client::connect(ctx, site)?;
     let mut plan = Plan::default();
     if client.insecure {
@@ -183,10 +208,10 @@ async fn plan_base(
             true,
             format!(
                 "{} → {}: {}, {}",
-                s(r, "/source/path"),
-                s(r, "/destination/path"),
-                s(r, "/state"),
-                if unhealthy(r).is_some() { "unhealthy" } else { "healthy" }
+                r.source.path,
+                r.destination.path,
+                r.state,
+                if r.unhealthy().is_some() { "unhealthy" } else { "healthy" }
             ),
         ),
         None => plan.check(
@@ -196,6 +221,23 @@ async fn plan_base(
         ),
     };
     Ok((client, plan, rel))
+}
+
+/// A decision as the plan shows it: summary and changes (a refusal is the run's to make).
+fn show(mut plan: Plan, decision: &Decision, target: &str) -> Plan {
+    plan.summary = decision.summary.clone();
+    for line in decision.change_lines(target) {
+        plan = plan.change(line);
+    }
+    plan
+}
+
+/// A decision's refusal as the error the run returns.
+fn refused(decision: &Decision) -> Result<(), ActionError> {
+    match &decision.refusal {
+        Some(r) => Err(ActionError::permanent(r.message.clone()).with_hint(r.hint.clone())),
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -1,7 +1,7 @@
 //! Relationship state changes: quiesce, break, resync, and reading a relationship.
 
-use super::svm::{SvmParams, set_svm};
 use super::*;
+use crate::model::{SvmState, VolumeType};
 
 /// `ontap.snapmirror.quiesce`
 pub struct Quiesce;
@@ -37,27 +37,13 @@ impl TypedAction for Quiesce {
         undo: true,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     async fn plan(&self, ctx: &StepContext, p: QuiesceParams) -> Result<Plan, ActionError> {
         let (_, mut plan, rel) = plan_base(ctx, &p.site, &p.destination).await?;
         if let Some(r) = rel {
-            let state = s(&r, "/state");
-            plan.summary = match state.as_str() {
-                "paused" | "broken_off" => format!("{}: already {state}", p.destination),
-                "uninitialized" => format!("{}: uninitialized, nothing to quiesce", p.destination),
-                _ => format!("quiesce {} ({state} → paused)", p.destination),
-            };
-            if !matches!(state.as_str(), "paused" | "broken_off" | "uninitialized") {
-                plan = plan.change(format!("PATCH state paused on {}", p.destination));
-            }
-            if transferring(&r) {
-                plan = plan.change(if p.abort_transfer {
-                    "abort the running transfer"
-                } else {
-                    "wait for the running transfer"
-                });
-            }
+            plan = show(plan, &decide::quiesce(&r, &p.destination, p.abort_transfer), &p.destination);
             plan.outputs = rel_outputs(&r);
             plan.outputs.insert("state".into(), json!("paused"));
         }
@@ -67,30 +53,19 @@ impl TypedAction for Quiesce {
     async fn run(&self, ctx: &StepContext, p: QuiesceParams) -> Result<Outputs, ActionError> {
         let client = Client::connect(ctx, &p.site)?;
         let rel = client.require_relationship(&p.destination).await?;
-        let uuid = s(&rel, "/uuid");
-        let state = s(&rel, "/state");
-        let with_previous = |rel: &Value| {
+        let previous = rel.state;
+        let with_previous = |rel: &Relationship| {
             let mut out = rel_outputs(rel);
-            out.insert("previous_state".into(), json!(state));
+            out.insert("previous_state".into(), json!(previous.as_str()));
             out
         };
-        if matches!(state.as_str(), "paused" | "broken_off" | "uninitialized") {
+        let decision = decide::quiesce(&rel, &p.destination, p.abort_transfer);
+        if decision.changes.is_empty() {
             return Ok(with_previous(&rel));
         }
-        if transferring(&rel) && p.abort_transfer {
-            let tuuid = s(&rel, "/transfer/uuid");
-            client
-                .mutate(
-                    Method::PATCH,
-                    &format!("/api/snapmirror/relationships/{uuid}/transfers/{tuuid}"),
-                    &json!({"state": "aborted"}),
-                    ctx.deadline,
-                )
-                .await?;
-            ctx.note(&format!("aborted transfer {tuuid} of {}", p.destination));
-        }
-        patch_state(&client, ctx, &uuid, json!({"state": "paused"})).await?;
-        let rel = wait_for(&client, ctx, &uuid, "paused", |r| s(r, "/state") == "paused" && !transferring(r)).await?;
+        apply(&client, ctx, &p.site, &rel, &decision, None).await?;
+        let rel = wait_for(&client, ctx, &rel.uuid, "paused", |r| r.state == MirrorState::Paused && !r.transferring())
+            .await?;
         Ok(with_previous(&rel))
     }
 
@@ -101,13 +76,12 @@ impl TypedAction for Quiesce {
         }
         let client = Client::connect(ctx, &p.site)?;
         let rel = client.require_relationship(&p.destination).await?;
-        if s(&rel, "/state") != "paused" {
-            ctx.note(&format!("{} is {} now, not paused: left as it is", p.destination, s(&rel, "/state")));
+        if rel.state != MirrorState::Paused {
+            ctx.note(&format!("{} is {} now, not paused: left as it is", p.destination, rel.state));
             return Ok(());
         }
-        let uuid = s(&rel, "/uuid");
-        patch_state(&client, ctx, &uuid, json!({"state": "snapmirrored"})).await?;
-        wait_for(&client, ctx, &uuid, "snapmirrored", |r| s(r, "/state") == "snapmirrored").await?;
+        set_state(&client, ctx, &rel.uuid, json!({"state": "snapmirrored"})).await?;
+        wait_for(&client, ctx, &rel.uuid, "snapmirrored", |r| r.state == MirrorState::Snapmirrored).await?;
         ctx.note(&format!("resumed transfers of {}", p.destination));
         Ok(())
     }
@@ -136,12 +110,13 @@ impl TypedAction for Get {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: Some("rpo_seconds"),
     };
 
     async fn plan(&self, ctx: &StepContext, p: RelParams) -> Result<Plan, ActionError> {
         let (_, mut plan, rel) = plan_base(ctx, &p.site, &p.destination).await?;
         if let Some(r) = rel {
-            plan.summary = format!("{}: {}", p.destination, s(&r, "/state"));
+            plan.summary = format!("{}: {}", p.destination, r.state);
             plan.outputs = rel_outputs(&r);
         }
         Ok(plan)
@@ -171,22 +146,14 @@ impl TypedAction for Break {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     async fn plan(&self, ctx: &StepContext, p: RelParams) -> Result<Plan, ActionError> {
         let (_, mut plan, rel) = plan_base(ctx, &p.site, &p.destination).await?;
         if let Some(r) = rel {
-            let state = s(&r, "/state");
-            plan = plan.check("not uninitialized", state != "uninitialized", format!("state {state}"));
-            plan.summary = if state == "broken_off" {
-                format!("{}: already broken_off", p.destination)
-            } else {
-                format!("break {} ({state} → broken_off)", p.destination)
-            };
-            if state != "broken_off" {
-                plan = plan
-                    .change(format!("PATCH state broken_off on {}: the destination becomes writable", p.destination));
-            }
+            plan = plan.check("not uninitialized", r.state != MirrorState::Uninitialized, format!("state {}", r.state));
+            plan = show(plan, &decide::break_off(&r, &p.destination), &p.destination);
             plan.outputs = rel_outputs(&r);
             plan.outputs.insert("state".into(), json!("broken_off"));
         }
@@ -196,20 +163,13 @@ impl TypedAction for Break {
     async fn run(&self, ctx: &StepContext, p: RelParams) -> Result<Outputs, ActionError> {
         let client = Client::connect(ctx, &p.site)?;
         let rel = client.require_relationship(&p.destination).await?;
-        let uuid = s(&rel, "/uuid");
-        match s(&rel, "/state").as_str() {
-            "broken_off" => return Ok(rel_outputs(&rel)),
-            "uninitialized" => {
-                return Err(ActionError::permanent(format!(
-                    "{} is uninitialized: there is no data to fail over to",
-                    p.destination
-                ))
-                .with_hint("initialize the relationship (a baseline transfer) before it can be broken"));
-            }
-            _ => {}
+        let decision = decide::break_off(&rel, &p.destination);
+        refused(&decision)?;
+        if decision.changes.is_empty() {
+            return Ok(rel_outputs(&rel));
         }
-        patch_state(&client, ctx, &uuid, json!({"state": "broken_off"})).await?;
-        let rel = wait_for(&client, ctx, &uuid, "broken_off", |r| s(r, "/state") == "broken_off").await?;
+        apply(&client, ctx, &p.site, &rel, &decision, None).await?;
+        let rel = wait_for(&client, ctx, &rel.uuid, "broken_off", |r| r.state == MirrorState::BrokenOff).await?;
         Ok(rel_outputs(&rel))
     }
 }
@@ -233,18 +193,35 @@ pub struct ResyncParams {
 }
 
 /// Is the destination in service (so a resync would discard what clients wrote there)?
-async fn destination_in_service(client: &Client, rel: &Value) -> Result<Option<String>, ActionError> {
-    let dst = s(rel, "/destination/path");
-    let (svm, vol) = dst.split_once(':').unwrap_or((&dst, ""));
-    let svm_state = client.svm(svm).await?.map(|v| s(&v, "/state")).unwrap_or_default();
-    if svm_state != "running" {
+async fn destination_in_service(client: &Client, rel: &Relationship) -> Result<Option<String>, OntapError> {
+    let dst = &rel.destination.path;
+    let (svm, vol) = dst.split_once(':').unwrap_or((dst, ""));
+    if client.svm(svm).await?.is_none_or(|v| v.state != SvmState::Running) {
         return Ok(None);
     }
     if vol.is_empty() {
         return Ok(Some(format!("the destination SVM `{svm}` is running and serving clients")));
     }
-    let vtype = client.volume(svm, vol).await?.map(|v| s(&v, "/type")).unwrap_or_default();
-    Ok((vtype == "rw").then(|| format!("the destination volume `{dst}` is writable and its SVM is running")))
+    let writable = client.volume(svm, vol).await?.is_some_and(|v| v.vtype == Some(VolumeType::Rw));
+    Ok(writable.then(|| format!("the destination volume `{dst}` is writable and its SVM is running")))
+}
+
+/// The resync's decision, from the relationship and (when broken off) its destination; with
+/// why the destination is in service, if it is.
+async fn decide_resync(
+    client: &Client,
+    rel: &Relationship,
+    p: &ResyncParams,
+) -> Result<(Decision, Option<String>), OntapError> {
+    let broken = rel.state == MirrorState::BrokenOff;
+    let in_service = if broken { destination_in_service(client, rel).await? } else { None };
+    let dr_svm = match broken && p.discard_destination_writes && rel.is_svm_dr() {
+        true => client.svm(rel.destination.path.trim_end_matches(':')).await?,
+        false => None,
+    };
+    let decision =
+        decide::resync(rel, &p.destination, in_service.as_deref(), dr_svm.as_ref(), p.discard_destination_writes);
+    Ok((decision, in_service))
 }
 
 #[async_trait]
@@ -262,35 +239,22 @@ impl TypedAction for Resync {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     async fn plan(&self, ctx: &StepContext, p: ResyncParams) -> Result<Plan, ActionError> {
         let (client, mut plan, rel) = plan_base(ctx, &p.site, &p.destination).await?;
         if let Some(r) = rel {
-            let state = s(&r, "/state");
-            if state == "broken_off" {
-                let in_service = destination_in_service(&client, &r).await?;
+            let (decision, in_service) = decide_resync(&client, &r, &p).await?;
+            if r.state == MirrorState::BrokenOff {
                 plan = plan.check(
                     "no destination writes would be lost",
-                    in_service.is_none() || p.discard_destination_writes,
+                    decision.refusal.is_none(),
                     in_service.unwrap_or_else(|| "the destination is not in service".into()),
                 );
-                plan =
-                    plan.check("common snapshot", !s(&r, "/exported_snapshot").is_empty(), s(&r, "/exported_snapshot"));
+                plan = plan.check("common snapshot", !r.exported().is_empty(), r.exported());
             }
-            plan.summary = match state.as_str() {
-                "snapmirrored" => format!("{}: already snapmirrored", p.destination),
-                _ => format!("resync {} ({state} → snapmirrored)", p.destination),
-            };
-            if state == "broken_off" && p.discard_destination_writes && p.destination.ends_with(':') {
-                plan = plan.change(format!(
-                    "stop SVM {} if it runs (ONTAP resyncs an SVM-DR destination only when stopped)",
-                    p.destination.trim_end_matches(':')
-                ));
-            }
-            if state != "snapmirrored" {
-                plan = plan.change(format!("PATCH state snapmirrored on {}", p.destination));
-            }
+            plan = show(plan, &decision, &p.destination);
             plan.outputs = rel_outputs(&r);
         }
         Ok(plan)
@@ -299,41 +263,17 @@ impl TypedAction for Resync {
     async fn run(&self, ctx: &StepContext, p: ResyncParams) -> Result<Outputs, ActionError> {
         let client = Client::connect(ctx, &p.site)?;
         let rel = client.require_relationship(&p.destination).await?;
-        let uuid = s(&rel, "/uuid");
-        let state = s(&rel, "/state");
-        if state == "snapmirrored" && !transferring(&rel) {
+        let (decision, _) = decide_resync(&client, &rel, &p).await?;
+        refused(&decision)?;
+        if decision.changes.is_empty() && !rel.transferring() {
             return Ok(rel_outputs(&rel));
         }
-        if state == "broken_off"
-            && !p.discard_destination_writes
-            && let Some(why) = destination_in_service(&client, &rel).await?
-        {
-            return Err(ActionError::permanent(format!(
-                "refusing to resync {}: {why}; a resync rolls the destination back to the common snapshot and loses those writes",
-                p.destination
-            ))
-            .with_hint("to keep them, reverse the relationship instead (ontap.snapmirror.reverse); to discard them on purpose, set `discard_destination_writes: true`"));
-        }
-        // ONTAP resyncs an SVM-DR destination only while its SVM is stopped: discarding its
-        // writes on purpose means stopping it first.
-        let dst = s(&rel, "/destination/path");
-        if state == "broken_off" && p.discard_destination_writes && dst.ends_with(':') {
-            let svm = SvmParams { site: p.site.clone(), svm: dst.trim_end_matches(':').to_string() };
-            if client.svm(&svm.svm).await?.is_some_and(|v| s(&v, "/state") != "stopped") {
-                ctx.note(&format!("stopped SVM `{}` to resync it (discard_destination_writes: true)", svm.svm));
-                set_svm(ctx, &svm, "stopped").await?;
-            }
-        }
-        if state != "snapmirrored" {
-            let mut body = json!({"state": "snapmirrored"});
-            if p.quick_resync {
-                body["quick_resync"] = json!(true);
-            }
-            patch_state(&client, ctx, &uuid, body).await?;
-        }
-        let rel =
-            wait_for(&client, ctx, &uuid, "snapmirrored", |r| s(r, "/state") == "snapmirrored" && !transferring(r))
-                .await?;
+        let quick = p.quick_resync.then(|| ("quick_resync", json!(true)));
+        apply(&client, ctx, &p.site, &rel, &decision, quick).await?;
+        let rel = wait_for(&client, ctx, &rel.uuid, "snapmirrored", |r| {
+            r.state == MirrorState::Snapmirrored && !r.transferring()
+        })
+        .await?;
         Ok(rel_outputs(&rel))
     }
 }

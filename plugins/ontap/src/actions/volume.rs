@@ -1,6 +1,7 @@
 //! FlexClones for rehearsals, and deleting volumes.
 
 use super::*;
+use crate::model::Volume;
 
 /// `ontap.volume.clone`
 pub struct VolumeClone;
@@ -23,19 +24,19 @@ pub struct CloneParams {
     pub junction_path: Option<String>,
 }
 
-fn clone_outputs(v: &Value) -> Outputs {
+fn clone_outputs(v: &Volume) -> Outputs {
     let mut o = Outputs::new();
-    o.insert("name".into(), json!(s(v, "/name")));
-    o.insert("uuid".into(), json!(s(v, "/uuid")));
-    o.insert("junction_path".into(), json!(s(v, "/nas/path")));
-    o.insert("snapshot".into(), json!(s(v, "/clone/parent_snapshot/name")));
+    o.insert("name".into(), json!(v.name));
+    o.insert("uuid".into(), json!(v.uuid));
+    o.insert("junction_path".into(), json!(v.junction_path()));
+    o.insert("snapshot".into(), json!(v.parent_snapshot()));
     o
 }
 
-async fn newest_snapshot(client: &Client, parent: &Value) -> Result<Option<String>, ActionError> {
+async fn newest_snapshot(client: &Client, parent: &Volume) -> Result<Option<String>, OntapError> {
     let q = format!(
         "/api/storage/volumes/{}/snapshots?fields=name,create_time&order_by=create_time%20desc&max_records=1",
-        s(parent, "/uuid")
+        parent.uuid
     );
     let page = client.get(&q).await?;
     Ok(page.pointer("/records/0/name").and_then(Value::as_str).map(str::to_string))
@@ -57,6 +58,7 @@ impl TypedAction for VolumeClone {
         undo: true,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     async fn plan(&self, ctx: &StepContext, p: CloneParams) -> Result<Plan, ActionError> {
@@ -95,7 +97,7 @@ impl TypedAction for VolumeClone {
     async fn run(&self, ctx: &StepContext, p: CloneParams) -> Result<Outputs, ActionError> {
         let client = Client::connect(ctx, &p.site)?;
         if let Some(existing) = client.volume(&p.svm, &p.name).await? {
-            if s(&existing, "/clone/parent_volume/name") == p.parent {
+            if existing.parent_volume() == p.parent {
                 return Ok(clone_outputs(&existing));
             }
             return Err(ActionError::permanent(format!(
@@ -140,18 +142,12 @@ impl TypedAction for VolumeClone {
 async fn delete_volume(ctx: &StepContext, site: &str, svm: &str, name: &str) -> Result<(), ActionError> {
     let client = Client::connect(ctx, site)?;
     let Some(v) = client.volume(svm, name).await? else { return Ok(()) };
-    let uuid = s(&v, "/uuid");
-    if !s(&v, "/nas/path").is_empty() {
-        client
-            .mutate(Method::PATCH, &format!("/api/storage/volumes/{uuid}"), &json!({"nas": {"path": ""}}), ctx.deadline)
-            .await?;
+    let path = format!("/api/storage/volumes/{}", v.uuid);
+    if !v.junction_path().is_empty() {
+        client.mutate(Method::PATCH, &path, &json!({"nas": {"path": ""}}), ctx.deadline).await?;
     }
-    match client.mutate(Method::DELETE, &format!("/api/storage/volumes/{uuid}"), &json!({}), ctx.deadline).await {
-        Ok(_) => Ok(()),
-        // Gone in between: the goal is reached.
-        Err(e) if e.message.contains("(code 4)") => Ok(()),
-        Err(e) => Err(e),
-    }
+    // Gone in between: the goal is reached.
+    Ok(client.delete_if_present(&path, ctx.deadline).await?)
 }
 
 /// `ontap.volume.delete`
@@ -177,6 +173,7 @@ impl TypedAction for VolumeDelete {
         undo: false,
         open_outputs: false,
         sites: &["site"],
+        rpo_output: None,
     };
 
     async fn plan(&self, ctx: &StepContext, p: VolumeParams) -> Result<Plan, ActionError> {

@@ -1,0 +1,448 @@
+//! The scheduler: one owner of the run state, step tasks on tokio.
+//!
+//! A step becomes *ready* when every dependency is terminal: it runs if they all satisfy it
+//! (succeeded, skipped, or failed with `continue_on_error`) and its `if:` holds; otherwise it
+//! is blocked, skipped or — once the run halts — not run. `always` steps run whenever their
+//! dependencies are terminal, whatever the outcome. Ready steps start in file order up to the
+//! global concurrency and their lock's limit.
+//!
+//! A real run starts with a *preflight*: the same graph walked with every step's read-only
+//! `plan()` (conditions evaluated, later steps fed the outputs earlier plans predict), so a
+//! wrong credential or an unreachable DR site stops the run before the first change. When a
+//! run fails, `on_failure: rollback` undoes what was done — unless a step marked
+//! `point_of_no_return` has started: from there on the run halts and the report says where
+//! each site stands.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::{Id, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use drover_api::{ActionError, Mode, Outputs, StepContext, StepHost};
+
+use super::events::{Event, Outcome, RunMode, RunOutcome, RunStart, StepInfo};
+use super::{Approver, EventSink, RunShared, StopSignal};
+use drover_model::Resume;
+use drover_model::events::hostname;
+use drover_runbook::{Loaded, OnFailure};
+
+use super::board::*;
+use super::step::*;
+
+/// Whether a real run first plans every step that will run.
+#[derive(Debug, Clone)]
+pub enum Preflight {
+    /// Plan every step that will run, in graph order, within this time. Any failed check
+    /// stops the run before the first change.
+    Check { timeout: Duration },
+    /// Skipped on purpose (`--skip-preflight`); journaled with who asked.
+    Skip { by: String },
+}
+
+pub struct ExecuteOptions {
+    pub run_id: String,
+    pub mode: RunMode,
+    pub concurrency: usize,
+    pub approver: Arc<dyn Approver>,
+    pub sink: EventSink,
+    pub stop: StopSignal,
+    pub resume: Option<Resume>,
+    /// Real runs only; a dry run is all preflight.
+    pub preflight: Preflight,
+}
+
+/// How the run ended, per step.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub outcome: RunOutcome,
+    pub steps: Vec<(String, Outcome)>,
+    pub outputs: BTreeMap<String, Outputs>,
+    /// A journal failure stopped the run (its state on disk may be behind).
+    pub journal_error: Option<String>,
+    /// The preflight found these steps' checks failed; nothing ran.
+    pub preflight_failed: Vec<String>,
+}
+
+fn run_started(loaded: &Loaded, opts: &ExecuteOptions, side_effects: &[bool]) -> Event {
+    let rb = &loaded.runbook;
+    match &opts.resume {
+        None => Event::RunStarted(Box::new(RunStart {
+            run_id: opts.run_id.clone(),
+            runbook: rb.name.clone(),
+            runbook_path: rb.path.display().to_string(),
+            runbook_digest: rb.digest.clone(),
+            sites_file: loaded.sites_file.as_ref().map(|p| p.display().to_string()),
+            sites_digest: loaded.sites_digest.clone(),
+            params: loaded.params.clone(),
+            mode: opts.mode,
+            concurrency: opts.concurrency,
+            host: hostname(),
+            pid: std::process::id(),
+            drover_version: env!("CARGO_PKG_VERSION").to_string(),
+            steps: rb
+                .steps
+                .iter()
+                .zip(side_effects)
+                .zip(&loaded.actions.call)
+                .map(|((s, &changes), action)| StepInfo {
+                    id: s.id.clone(),
+                    changes,
+                    rpo_output: action.info().rpo_output.clone(),
+                    uses: s.call.uses.clone(),
+                    needs: s.needs.clone(),
+                    description: s.description.clone(),
+                    point_of_no_return: s.point_of_no_return,
+                })
+                .collect(),
+            rollback: rb.on_failure == OnFailure::Rollback,
+        })),
+        Some(r) => Event::RunResumed {
+            host: hostname(),
+            pid: std::process::id(),
+            forced: r.forced,
+            params: r.changed_params.clone(),
+        },
+    }
+}
+
+/// What every step task of a run shares.
+struct Drive<'a> {
+    loaded: &'a Loaded,
+    concurrency: usize,
+    sites: Arc<BTreeMap<String, Value>>,
+    shared: Arc<RunShared>,
+    resume: &'a Resume,
+    /// Steps stop at a safe point once this is cancelled.
+    graceful: CancellationToken,
+    /// For the preflight: every plan ends by then.
+    deadline: Option<Instant>,
+}
+
+/// Run the board to the end (or until stopped); returns the stop level reached.
+async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut stop_level: u8) -> u8 {
+    let rb = &d.loaded.runbook;
+    let mut lock_use: HashMap<&str, usize> = HashMap::new();
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
+    let mut task_step: HashMap<Id, usize> = HashMap::new();
+    loop {
+        board.decide_pending();
+        if board.halting || stop_level > 0 {
+            board.drain_queue(stop_level >= 2);
+            if !board.pending_eval.is_empty() {
+                continue;
+            }
+        }
+
+        // Start what may start: file order, global limit, lock limits (plans take no locks).
+        let mut k = 0;
+        while task_step.len() < d.concurrency && k < board.ready.len() {
+            let i = board.ready[k];
+            let step = &rb.steps[i];
+            let lock = match board.phase {
+                Phase::Run => step.lock.as_deref().map(|l| (l, rb.locks.get(l).copied().unwrap_or(1))),
+                _ => None,
+            };
+            if let Some((name, limit)) = lock
+                && lock_use.get(name).copied().unwrap_or(0) >= limit
+            {
+                k += 1;
+                continue;
+            }
+            board.ready.remove(k);
+            let (action, with, confirm) = match prepare(step, &d.loaded.actions.call[i], &board.scope()) {
+                Ok(p) => p,
+                Err(error) => {
+                    let outcome = if board.phase.plans() { Outcome::PlanFailed } else { Outcome::Failed };
+                    board.settle_unrun(i, outcome, Some(error));
+                    continue;
+                }
+            };
+            if let Some((name, _)) = lock {
+                *lock_use.entry(name).or_default() += 1;
+            }
+            board.state[i] = State::Running;
+            let job = StepJob {
+                index: i,
+                id: step.id.clone(),
+                action,
+                with,
+                confirm: if d.resume.approved.contains_key(&step.id) { None } else { confirm },
+                timeout: step.timeout,
+                retry: step.retry.clone(),
+                phase: board.phase,
+                sites: d.sites.clone(),
+                checkpoint: d.resume.checkpoints.get(&step.id).cloned(),
+                shared: d.shared.clone(),
+                stop: d.graceful.clone(),
+                deadline: d.deadline,
+            };
+            let handle = tasks.spawn(job.run());
+            task_step.insert(handle.id(), i);
+        }
+        if !board.pending_eval.is_empty() {
+            continue;
+        }
+        if task_step.is_empty() {
+            return stop_level;
+        }
+
+        tokio::select! {
+            joined = tasks.join_next_with_id() => {
+                let Some(joined) = joined else { continue };
+                let fin = match joined {
+                    Ok((id, fin)) => {
+                        task_step.remove(&id);
+                        fin
+                    }
+                    Err(e) => {
+                        let i = task_step.remove(&e.id()).expect("every task is registered");
+                        lost_task(i, e, &rb.steps[i].call.uses)
+                    }
+                };
+                if board.phase == Phase::Run
+                    && let Some(l) = rb.steps[fin.step].lock.as_deref()
+                    && let Some(c) = lock_use.get_mut(l)
+                {
+                    *c -= 1;
+                }
+                board.settle(fin);
+            }
+            level = stop.changed() => {
+                if level > stop_level {
+                    stop_level = level;
+                    let signal = Some(stop.by()).filter(|b| !b.is_empty()).map(str::to_string);
+                    let _ = board.sink.emit(Event::StopRequested { abort: level >= 2, signal });
+                    d.graceful.cancel();
+                    if level >= 2 {
+                        tasks.abort_all();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Run the graph to the end (or until stopped) and return what happened.
+pub async fn execute(loaded: &Loaded, opts: ExecuteOptions) -> RunSummary {
+    let rb = &loaded.runbook;
+    let sites: Arc<BTreeMap<String, Value>> =
+        Arc::new(loaded.sites.iter().map(|(k, v)| (k.clone(), v.settings.clone())).collect());
+    let base_dir = match rb.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+        _ => std::env::current_dir().unwrap_or_default(),
+    };
+    let shared = Arc::new(RunShared {
+        run_id: opts.run_id.clone(),
+        sink: opts.sink.clone(),
+        approver: opts.approver.clone(),
+        base_dir,
+    });
+    let empty = |outcome, journal_error, preflight_failed| RunSummary {
+        outcome,
+        steps: vec![],
+        outputs: BTreeMap::new(),
+        journal_error,
+        preflight_failed,
+    };
+    let side_effects: Vec<bool> = loaded.actions.call.iter().map(|a| a.info().side_effects).collect();
+    if let Err(e) = opts.sink.emit_durable(run_started(loaded, &opts, &side_effects)).await {
+        return empty(RunOutcome::Failed, Some(e.to_string()), vec![]);
+    }
+    let resume = opts.resume.clone().unwrap_or_default();
+    let mut stop = opts.stop.clone();
+    let graceful = CancellationToken::new();
+    let mut stop_level = opts.stop.level();
+    if stop_level > 0 {
+        graceful.cancel();
+    }
+    let mut d = Drive {
+        loaded,
+        concurrency: opts.concurrency,
+        sites: sites.clone(),
+        shared: shared.clone(),
+        resume: &resume,
+        graceful: graceful.clone(),
+        deadline: None,
+    };
+
+    // Nothing changes until every step that will run has been checked.
+    if opts.mode == RunMode::Run {
+        match &opts.preflight {
+            Preflight::Skip { by } => {
+                let _ = opts.sink.emit(Event::PreflightSkipped { by: by.clone() });
+            }
+            Preflight::Check { timeout } => {
+                let started = Instant::now();
+                let remaining = rb.steps.len() - resume.done.len();
+                let _ = opts
+                    .sink
+                    .emit(Event::PreflightStarted { steps: remaining, timeout_ms: timeout.as_millis() as u64 });
+                let mut board = Board::new(loaded, &opts.sink, &opts.run_id, Phase::Preflight, &resume, &side_effects);
+                d.deadline = Some(started + *timeout);
+                stop_level = drive(&mut board, &d, &mut stop, stop_level).await;
+                d.deadline = None;
+                let failed: Vec<String> = rb
+                    .steps
+                    .iter()
+                    .zip(&board.state)
+                    // A step whose failure would not stop the run does not stop it here either.
+                    .filter(|(s, st)| **st == State::Done(Outcome::PlanFailed) && !s.continue_on_error)
+                    .map(|(s, _)| s.id.clone())
+                    .collect();
+                let ev = Event::PreflightFinished {
+                    failed: failed.clone(),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                };
+                let journal_error = opts.sink.emit(ev).err().map(|e| e.to_string()).or(board.journal_error.take());
+                if !failed.is_empty() || stop_level > 0 || journal_error.is_some() {
+                    let outcome =
+                        if stop_level > 0 && failed.is_empty() { RunOutcome::Cancelled } else { RunOutcome::Failed };
+                    let journal_error = match opts.sink.emit_durable(Event::RunFinished { outcome }).await {
+                        Err(e) => journal_error.or(Some(e.to_string())),
+                        Ok(()) => journal_error,
+                    };
+                    return empty(outcome, journal_error, failed);
+                }
+            }
+        }
+    }
+
+    let phase = if opts.mode == RunMode::DryRun { Phase::DryRun } else { Phase::Run };
+    let mut board = Board::new(loaded, &opts.sink, &opts.run_id, phase, &resume, &side_effects);
+    stop_level = drive(&mut board, &d, &mut stop, stop_level).await;
+
+    let failed = board.state.iter().any(|s| matches!(s, State::Done(o) if o.is_failure()));
+    let mut outcome = if stop_level > 0 {
+        RunOutcome::Cancelled
+    } else if failed || board.journal_error.is_some() {
+        RunOutcome::Failed
+    } else {
+        RunOutcome::Succeeded
+    };
+    if outcome == RunOutcome::Failed && rb.on_failure == OnFailure::Rollback && phase == Phase::Run {
+        match board.past_no_return() {
+            Some(step) => {
+                let _ = opts.sink.emit(Event::RollbackRefused { past: step.to_string() });
+            }
+            None if board.journal_error.is_none()
+                && rollback(loaded, &board.state, &board.attempted, &board.outputs, &shared, &sites).await =>
+            {
+                outcome = RunOutcome::RolledBack;
+            }
+            None => {}
+        }
+    }
+    let mut journal_error = board.journal_error.take();
+    if let Err(e) = opts.sink.emit_durable(Event::RunFinished { outcome }).await {
+        journal_error.get_or_insert(e.to_string());
+    }
+    let steps = rb
+        .steps
+        .iter()
+        .zip(&board.state)
+        .map(|(s, st)| (s.id.clone(), if let State::Done(o) = st { *o } else { Outcome::NotRun }))
+        .collect();
+    let outputs = rb.steps.iter().zip(board.outputs).filter_map(|(s, o)| o.map(|o| (s.id.clone(), o))).collect();
+    RunSummary { outcome, steps, outputs, journal_error, preflight_failed: vec![] }
+}
+
+/// A step task that ended without reporting: it panicked or was aborted.
+fn lost_task(i: usize, e: tokio::task::JoinError, uses: &str) -> Finished {
+    let (outcome, error) = if e.is_panic() {
+        let msg = panic_message(e.into_panic());
+        let err = ActionError::permanent(format!("action `{uses}` panicked: {msg}"))
+            .with_hint("this is a bug in the action; the world may be partly changed, check it before resuming");
+        (Outcome::Failed, err)
+    } else {
+        let err = ActionError::permanent("aborted by the operator while running")
+            .with_hint("`drover resume` runs it again (actions are idempotent)");
+        (Outcome::Interrupted, err)
+    };
+    Finished {
+        step: i,
+        outcome,
+        outputs: Outputs::new(),
+        error: Some(error),
+        attempts: 0,
+        duration: Duration::ZERO,
+        plan: None,
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Undo what the run did, dependents before their dependencies: completed steps, and failed
+/// ones that had begun (their change may be partial; undos are idempotent by contract).
+/// True if every undo worked.
+async fn rollback(
+    loaded: &Loaded,
+    state: &[State],
+    attempted: &[bool],
+    outputs: &[Option<Outputs>],
+    shared: &Arc<RunShared>,
+    sites: &Arc<BTreeMap<String, Value>>,
+) -> bool {
+    let rb = &loaded.runbook;
+    let mut all_ok = true;
+    let scope = RunScope { loaded, run_id: &shared.run_id, dry: false, predict: false, outputs, state };
+    for &i in loaded.dag.order.iter().rev() {
+        let partly = attempted[i] && matches!(state[i], State::Done(Outcome::Failed | Outcome::Interrupted));
+        if state[i] != State::Done(Outcome::Succeeded) && !partly {
+            continue;
+        }
+        let step = &rb.steps[i];
+        let prepared = match (&step.undo, &loaded.actions.undo[i]) {
+            (Some(call), Some(a)) => interpolate(call, &scope, &a.info().params).map(|w| (a.clone(), w)),
+            (Some(_), None) => continue,
+            (None, _) => match &loaded.actions.call[i] {
+                a if a.info().undo => interpolate(&step.call, &scope, &a.info().params).map(|w| (a.clone(), w)),
+                _ => continue,
+            },
+        };
+        let _ = shared.sink.emit_durable(Event::UndoStarted { step: step.id.clone() }).await;
+        let host: Arc<dyn StepHost> = Arc::new(Host { shared: shared.clone() });
+        let ctx = StepContext::new(
+            shared.run_id.clone(),
+            step.id.clone(),
+            1,
+            Mode::Undo,
+            Some(Instant::now() + step.timeout),
+            sites.clone(),
+            CancellationToken::new(),
+            host,
+            None,
+        )
+        .with_base_dir(shared.base_dir.clone());
+        let outs = outputs[i].clone().unwrap_or_default();
+        let result = match prepared {
+            Err(e) => Err(e),
+            Ok((action, with)) => {
+                let call = async {
+                    if step.undo.is_some() {
+                        action.run(&ctx, &with).await.map(|_| ())
+                    } else {
+                        action.undo(&ctx, &with, &outs).await
+                    }
+                };
+                match tokio::time::timeout(step.timeout, call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(timeout_error(step.timeout)),
+                }
+            }
+        };
+        if result.is_err() {
+            all_ok = false;
+        }
+        let _ = shared.sink.emit_durable(Event::UndoFinished { step: step.id.clone(), error: result.err() }).await;
+    }
+    all_ok
+}

@@ -1,0 +1,238 @@
+//! The state directory, and a run's state rebuilt from its journal — what `status`,
+//! `resume` and `report` read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use drover_api::Outputs;
+
+use super::{JournalError, JournalRead, read};
+use drover_model::Resume;
+use drover_model::events::{Event, Outcome, Record, RunOutcome, RunStart};
+
+/// `--state-dir`: where runs and locks live.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    pub fn runs(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.runs().join(run_id)
+    }
+
+    pub fn journal(&self, run_id: &str) -> PathBuf {
+        self.run_dir(run_id).join("journal.jsonl")
+    }
+
+    pub fn approvals(&self, run_id: &str) -> PathBuf {
+        self.run_dir(run_id).join("approvals")
+    }
+
+    pub fn locks(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    /// Run ids, oldest first (ids start with their UTC start time).
+    pub fn list(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.runs())
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join("journal.jsonl").is_file())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// Accept a unique prefix of a run id, or `latest`.
+    pub fn resolve(&self, wanted: &str) -> Result<String, String> {
+        let ids = self.list();
+        if wanted == "latest" {
+            return ids.last().cloned().ok_or_else(|| format!("no runs in {}", self.root.display()));
+        }
+        if ids.iter().any(|i| i == wanted) {
+            return Ok(wanted.to_string());
+        }
+        let matches: Vec<&String> = ids.iter().filter(|i| i.starts_with(wanted) || i.ends_with(wanted)).collect();
+        match matches.as_slice() {
+            [one] => Ok(one.to_string()),
+            [] => Err(format!("no run `{wanted}` in {}", self.root.display())),
+            many => Err(format!(
+                "`{wanted}` matches {} runs: {}",
+                many.len(),
+                many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+}
+
+/// What is known about one step from the journal.
+#[derive(Debug, Clone, Default)]
+pub struct StepRecord {
+    pub outcome: Option<Outcome>,
+    pub outputs: Outputs,
+    pub attempts: u32,
+    pub in_flight: bool,
+    pub approved_by: Option<String>,
+    pub gate_waiting: Option<String>,
+    pub checkpoint: Option<Value>,
+    pub undone: bool,
+}
+
+/// A run's state as the journal tells it.
+#[derive(Debug, Clone)]
+pub struct RunState {
+    pub start: RunStart,
+    pub records: Vec<Record>,
+    pub steps: BTreeMap<String, StepRecord>,
+    pub finished: Option<RunOutcome>,
+    pub torn_tail: bool,
+    pub resumes: usize,
+    /// The params the run goes on with: those it started with, and changes made at resumes.
+    pub params: BTreeMap<String, Value>,
+}
+
+impl RunState {
+    /// What a resumed run starts from: every finished step's outcome and outputs, approvals
+    /// given, checkpoints, and which steps an earlier process began.
+    pub fn resume(&self, forced: bool) -> Resume {
+        Resume {
+            forced,
+            done: self
+                .done()
+                .map(|(id, s)| (id.to_string(), (s.outcome.expect("done has an outcome"), s.outputs.clone())))
+                .collect(),
+            approved: self.steps.iter().filter_map(|(id, s)| s.approved_by.clone().map(|b| (id.clone(), b))).collect(),
+            checkpoints: self
+                .steps
+                .iter()
+                .filter_map(|(id, s)| s.checkpoint.clone().map(|c| (id.clone(), c)))
+                .collect(),
+            started: self.steps.iter().filter(|(_, s)| s.attempts > 0).map(|(id, _)| id.clone()).collect(),
+            changed_params: BTreeMap::new(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<(RunState, JournalRead), JournalError> {
+        let read = read(path)?;
+        let state = Self::from_records(path, &read)?;
+        Ok((state, read))
+    }
+
+    pub fn from_records(path: &Path, read: &JournalRead) -> Result<RunState, JournalError> {
+        let start = match read.records.first().map(|r| &r.event) {
+            Some(Event::RunStarted(s)) => (**s).clone(),
+            _ => {
+                return Err(JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    record: 1,
+                    reason: "the first record is not `run_started`".into(),
+                });
+            }
+        };
+        let mut steps: BTreeMap<String, StepRecord> =
+            start.steps.iter().map(|s| (s.id.clone(), StepRecord::default())).collect();
+        let mut finished = None;
+        let mut resumes = 0;
+        let mut params = start.params.clone();
+        for (n, r) in read.records.iter().enumerate().skip(1) {
+            let step = |id: &str, steps: &mut BTreeMap<String, StepRecord>| -> Result<(), JournalError> {
+                if steps.contains_key(id) {
+                    Ok(())
+                } else {
+                    Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        record: n + 1,
+                        reason: format!("unknown step `{id}`"),
+                    })
+                }
+            };
+            if let Some(id) = r.event.step() {
+                step(id, &mut steps)?;
+            }
+            match &r.event {
+                Event::RunStarted(_) => {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        record: n + 1,
+                        reason: "a second `run_started`".into(),
+                    });
+                }
+                Event::RunResumed { params: changed, .. } => {
+                    resumes += 1;
+                    finished = None;
+                    params.extend(changed.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                Event::StepStarted { step, attempt, .. } => {
+                    let s = steps.get_mut(step).expect("checked");
+                    s.in_flight = true;
+                    s.outcome = None;
+                    s.attempts = s.attempts.max(*attempt);
+                }
+                Event::StepFinished { step, outcome, outputs, attempts, .. } => {
+                    let s = steps.get_mut(step).expect("checked");
+                    s.in_flight = false;
+                    s.outcome = Some(*outcome);
+                    s.outputs = outputs.clone();
+                    s.attempts = s.attempts.max(*attempts);
+                }
+                Event::GateWaiting { step, message } => {
+                    steps.get_mut(step).expect("checked").gate_waiting = Some(message.clone())
+                }
+                Event::GateApproved { step, by } => {
+                    let s = steps.get_mut(step).expect("checked");
+                    s.gate_waiting = None;
+                    s.approved_by = Some(by.clone());
+                }
+                Event::GateDenied { step, .. } => steps.get_mut(step).expect("checked").gate_waiting = None,
+                Event::StepCheckpoint { step, value } => {
+                    steps.get_mut(step).expect("checked").checkpoint = Some(value.clone())
+                }
+                Event::UndoFinished { step, error: None } => steps.get_mut(step).expect("checked").undone = true,
+                Event::RunFinished { outcome } => finished = Some(*outcome),
+                _ => {}
+            }
+        }
+        Ok(RunState {
+            start,
+            records: read.records.clone(),
+            steps,
+            finished,
+            torn_tail: read.torn_tail,
+            resumes,
+            params,
+        })
+    }
+
+    /// Steps whose success is journaled: `resume` reuses their outputs and never runs them again.
+    pub fn done(&self) -> impl Iterator<Item = (&str, &StepRecord)> {
+        self.steps
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s.outcome, Some(Outcome::Succeeded | Outcome::Skipped | Outcome::FailedContinued))
+            })
+            .map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// A short state word for `status`.
+    pub fn state_label(&self, live: bool) -> &'static str {
+        match self.finished {
+            Some(o) => o.label(),
+            None if live => "running",
+            None => "interrupted (resume it)",
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Runbooks: the YAML files that describe a recovery as a graph of steps.
+//!
+//! Loading is a pure phase (no network, no credentials, no clock): parse with positions,
+//! decode every field, resolve params and sites, build the graph, check every action's
+//! parameters and every reference — and report all problems at once, each at its
+//! `file:line:column`, before anything is touched.
+
+mod catalog;
+pub mod check;
+pub mod decode;
+pub mod diag;
+pub mod expr;
+mod inputs;
+pub mod model;
+pub mod shipped;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub use catalog::{Actions, Catalog, LookupError};
+pub use diag::{Diagnostic, Diagnostics};
+pub use model::*;
+
+use diag::Sink;
+use drover_model::graph::Dag;
+use yaml::Pos;
+
+/// What the command line adds to a runbook.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--param name=value`, in order (later wins).
+    pub params: Vec<String>,
+    pub params_file: Option<PathBuf>,
+    pub sites_file: Option<PathBuf>,
+    /// `run` and `plan` need every required param; `validate` does not.
+    pub require_params: bool,
+}
+
+/// A runbook ready to run: checked, with params and sites resolved.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub runbook: Runbook,
+    pub dag: Dag,
+    pub params: BTreeMap<String, Value>,
+    pub sites: BTreeMap<String, Site>,
+    /// The sites file given on the command line, and its SHA-256.
+    pub sites_file: Option<PathBuf>,
+    pub sites_digest: Option<String>,
+    /// Each step's action, resolved once at load.
+    pub actions: Actions,
+}
+
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn read(path: &Path, found: &mut Diagnostics) -> Option<(String, String)> {
+    if let Some(text) = shipped::text(path) {
+        return Some((text.to_string(), digest(text.as_bytes())));
+    }
+    if path.to_str().is_some_and(|p| p.starts_with(shipped::PREFIX)) {
+        let names: Vec<&str> = shipped::names().collect();
+        found.0.push(file_error(path, "is not a shipped runbook", &format!("shipped: {}", names.join(", "))));
+        return None;
+    }
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let d = digest(&bytes);
+            match String::from_utf8(bytes) {
+                Ok(text) => Some((text, d)),
+                Err(_) => {
+                    found.0.push(file_error(path, "is not UTF-8 text", "save the file as UTF-8"));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            found.0.push(file_error(path, &format!("cannot be read: {e}"), "check the path and its permissions"));
+            None
+        }
+    }
+}
+
+fn file_error(path: &Path, message: &str, hint: &str) -> Diagnostic {
+    Diagnostic { file: path.to_path_buf(), line: 0, column: 0, message: message.into(), hint: Some(hint.into()) }
+}
+
+fn parse_file(path: &Path, found: &mut Diagnostics) -> Option<(yaml::Node, String)> {
+    let (text, d) = read(path, found)?;
+    match yaml::parse(&text) {
+        Ok(node) => Some((node, d)),
+        Err(e) => {
+            found.0.push(syntax_diagnostic(path, &e));
+            None
+        }
+    }
+}
+
+fn syntax_diagnostic(path: &Path, e: &yaml::SyntaxError) -> Diagnostic {
+    Diagnostic {
+        file: path.to_path_buf(),
+        line: e.pos.line,
+        column: e.pos.col,
+        message: format!("invalid YAML: {}", e.message),
+        hint: Some("check indentation and quoting around this place".into()),
+    }
+}
+
+/// Load and check a runbook with everything the command line adds to it.
+pub fn load(path: &Path, catalog: &dyn Catalog, opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
+    let mut found = Diagnostics::default();
+    let Some((text, _)) = read(path, &mut found) else {
+        return Err(found);
+    };
+    load_source(path, &text, catalog, opts)
+}
+
+/// Load a runbook from text; `path` names it in messages.
+pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
+    let mut found = Diagnostics::default();
+    let rb_digest = digest(text.as_bytes());
+    let root = match yaml::parse(text) {
+        Ok(node) => node,
+        Err(e) => {
+            found.0.push(syntax_diagnostic(path, &e));
+            return Err(found);
+        }
+    };
+    let mut sink = Sink::new(path);
+    let runbook = decode::runbook(root, path, rb_digest, &mut sink);
+    found.extend(sink.found);
+
+    let mut sites = runbook.sites.clone();
+    let mut sites_digest = None;
+    if let Some(sf) = &opts.sites_file
+        && let Some((node, d)) = parse_file(sf, &mut found)
+    {
+        let mut s = Sink::new(sf);
+        sites.extend(decode::sites_file(&node, &mut s));
+        found.extend(s.found);
+        sites_digest = Some(d);
+    }
+
+    let params = resolve_params(&runbook, opts, &mut found);
+    check::sites(&sites, catalog, &mut found);
+
+    let mut sink = Sink::new(path);
+    let dag = check::graph(&runbook, &mut sink);
+    check::actions(&runbook, catalog, &sites, &params, &mut sink);
+    check::references(&runbook, dag.as_ref(), catalog, &sites, &params, &mut sink);
+    found.extend(sink.found);
+
+    let actions = if found.is_empty() { resolve(&runbook, catalog, &mut found) } else { Actions::default() };
+    match dag {
+        Some(dag) if found.is_empty() => {
+            Ok(Loaded { runbook, dag, params, sites, sites_file: opts.sites_file.clone(), sites_digest, actions })
+        }
+        _ => {
+            found.sort();
+            Err(found)
+        }
+    }
+}
+
+/// Every step's action and undo action (the checks found them; an external plugin that has
+/// gone since is reported here).
+fn resolve(rb: &Runbook, catalog: &dyn Catalog, found: &mut Diagnostics) -> Actions {
+    let mut actions = Actions::default();
+    let mut get = |call: &Call| match catalog.action(&call.uses) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            found.0.push(Diagnostic {
+                file: rb.path.clone(),
+                line: call.pos.line,
+                column: call.pos.col,
+                message: e.message,
+                hint: Some(e.hint),
+            });
+            None
+        }
+    };
+    for step in &rb.steps {
+        let call = get(&step.call);
+        let undo = step.undo.as_ref().and_then(&mut get);
+        if let Some(call) = call {
+            actions.call.push(call);
+            actions.undo.push(undo);
+        }
+    }
+    actions
+}
+
+fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> BTreeMap<String, Value> {
+    let mut values: BTreeMap<String, Value> = BTreeMap::new();
+    for p in &rb.params {
+        if let Some(d) = &p.default {
+            values.insert(p.name.clone(), d.clone());
+        }
+    }
+    let names: Vec<&str> = rb.params.iter().map(|p| p.name.as_str()).collect();
+    let unknown_hint = |name: &str| match drover_api::closest_match(name, &names) {
+        Some(b) => format!("did you mean `{b}`?"),
+        None if names.is_empty() => "this runbook declares no params".into(),
+        None => format!("declared params: {}", names.join(", ")),
+    };
+    let mut set = |name: &str, raw: &Value, file: &Path, pos: Pos, found: &mut Diagnostics| {
+        let mut err = |message: String, hint: String| {
+            found.0.push(Diagnostic {
+                file: file.to_path_buf(),
+                line: pos.line,
+                column: pos.col,
+                message,
+                hint: Some(hint),
+            })
+        };
+        let Some(spec) = rb.param(name) else {
+            return err(format!("unknown param `{name}`"), unknown_hint(name));
+        };
+        match decode::coerce(spec.ty, raw) {
+            Ok(v) if spec.allowed.is_empty() || spec.allowed.contains(&v) => {
+                values.insert(name.to_string(), v);
+            }
+            Ok(v) => err(
+                format!("param `{name}`: `{}` is not allowed", expr::display(&v)),
+                format!("allowed: {}", spec.allowed.iter().map(expr::display).collect::<Vec<_>>().join(", ")),
+            ),
+            Err(msg) => {
+                err(format!("param `{name}`: {msg}"), format!("`{name}` is declared with type {}", spec.ty.name()))
+            }
+        }
+    };
+    if let Some(pf) = &opts.params_file
+        && let Some((node, _)) = parse_file(pf, found)
+    {
+        let mut s = Sink::new(pf);
+        let entries = decode::params_file(&node, &mut s);
+        found.extend(s.found);
+        for (name, value, pos) in entries {
+            set(&name, &value, pf, pos, found);
+        }
+    }
+    let cli = Path::new("--param");
+    for (n, arg) in opts.params.iter().enumerate() {
+        let pos = Pos { line: 0, col: n + 1 };
+        match arg.split_once('=') {
+            Some((k, v)) => set(k.trim(), &Value::String(v.to_string()), cli, pos, found),
+            None => found.0.push(Diagnostic {
+                file: cli.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("`{arg}` is not of the form NAME=VALUE"),
+                hint: Some("write `--param mode=planned`".into()),
+            }),
+        }
+    }
+    if opts.require_params {
+        for p in &rb.params {
+            if p.required && !values.contains_key(&p.name) {
+                found.0.push(Diagnostic {
+                    file: rb.path.clone(),
+                    line: p.pos.line,
+                    column: p.pos.col,
+                    message: format!("param `{}` is required and has no value", p.name),
+                    hint: Some(format!("pass `--param {}=VALUE` or put it in a --params file", p.name)),
+                });
+            }
+        }
+    }
+    values
+}
