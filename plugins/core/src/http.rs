@@ -28,91 +28,79 @@ pub struct JsonExpectation {
     pub equals: Value,
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HttpParams {
-    /// `GET` (default), `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD`.
-    #[serde(default = "get")]
-    pub method: String,
-    pub url: String,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Headers whose values come from credential references (e.g. `Authorization`).
-    #[serde(default)]
-    pub secret_headers: BTreeMap<String, SecretRef>,
-    /// A string is sent as is; anything else as JSON.
-    #[serde(default)]
-    pub body: Option<Value>,
-    /// Accepted status codes; default: any 2xx.
-    #[serde(default)]
-    pub expect_status: Vec<u16>,
-    /// A JSON field the response must hold.
-    #[serde(default)]
-    pub expect_json: Option<JsonExpectation>,
-    /// Text the response body must contain.
-    #[serde(default)]
-    pub expect_body_contains: Option<String>,
-    /// Per-request timeout.
-    #[serde(default = "thirty_seconds")]
-    pub request_timeout: HumanDuration,
-    /// PEM file of a CA to trust (besides the system's).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Skip TLS verification. Dangerous; logged as a warning.
-    #[serde(default)]
-    pub insecure: bool,
+/// The request and what its answer must be: one declaration for `http` and `wait.http`, each
+/// with its own extra fields, so the two cannot drift apart.
+macro_rules! http_params {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// `GET` (default), `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD`.
+            #[serde(default = "get")]
+            pub method: String,
+            pub url: String,
+            #[serde(default)]
+            pub headers: BTreeMap<String, String>,
+            /// Headers whose values come from credential references (e.g. `Authorization`).
+            #[serde(default)]
+            pub secret_headers: BTreeMap<String, SecretRef>,
+            /// A string is sent as is; anything else as JSON.
+            #[serde(default)]
+            pub body: Option<Value>,
+            /// Accepted status codes; default: any 2xx.
+            #[serde(default)]
+            pub expect_status: Vec<u16>,
+            /// A JSON field the response must hold.
+            #[serde(default)]
+            pub expect_json: Option<JsonExpectation>,
+            /// Text the response body must contain.
+            #[serde(default)]
+            pub expect_body_contains: Option<String>,
+            /// Per-request timeout.
+            #[serde(default = "thirty_seconds")]
+            pub request_timeout: HumanDuration,
+            /// PEM file of a CA to trust (besides the system's).
+            #[serde(default)]
+            pub ca_file: Option<PathBuf>,
+            /// Skip TLS verification. Dangerous; logged as a warning.
+            #[serde(default)]
+            pub insecure: bool,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The request alone.
+            #[allow(dead_code)]
+            fn request(&self) -> HttpParams {
+                HttpParams {
+                    method: self.method.clone(),
+                    url: self.url.clone(),
+                    headers: self.headers.clone(),
+                    secret_headers: self.secret_headers.clone(),
+                    body: self.body.clone(),
+                    expect_status: self.expect_status.clone(),
+                    expect_json: self.expect_json.clone(),
+                    expect_body_contains: self.expect_body_contains.clone(),
+                    request_timeout: self.request_timeout,
+                    ca_file: self.ca_file.clone(),
+                    insecure: self.insecure,
+                }
+            }
+        }
+    };
 }
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitHttpParams {
-    /// The request and expectations, as for `http`.
-    #[serde(default = "get")]
-    pub method: String,
-    pub url: String,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub secret_headers: BTreeMap<String, SecretRef>,
-    #[serde(default)]
-    pub body: Option<Value>,
-    #[serde(default)]
-    pub expect_status: Vec<u16>,
-    #[serde(default)]
-    pub expect_json: Option<JsonExpectation>,
-    #[serde(default)]
-    pub expect_body_contains: Option<String>,
-    #[serde(default = "thirty_seconds")]
-    pub request_timeout: HumanDuration,
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub insecure: bool,
+http_params!(HttpParams {});
+
+http_params!(WaitHttpParams {
     /// Time between polls.
     #[serde(default = "two_seconds")]
-    pub interval: HumanDuration,
+    interval: HumanDuration,
     /// How many answers in a row must match.
     #[serde(default = "one")]
-    pub successes: u32,
-}
-
-impl WaitHttpParams {
-    fn request(&self) -> HttpParams {
-        HttpParams {
-            method: self.method.clone(),
-            url: self.url.clone(),
-            headers: self.headers.clone(),
-            secret_headers: self.secret_headers.clone(),
-            body: self.body.clone(),
-            expect_status: self.expect_status.clone(),
-            expect_json: self.expect_json.clone(),
-            expect_body_contains: self.expect_body_contains.clone(),
-            request_timeout: self.request_timeout,
-            ca_file: self.ca_file.clone(),
-            insecure: self.insecure,
-        }
-    }
-}
+    successes: u32,
+});
 
 fn get() -> String {
     "GET".into()

@@ -160,35 +160,61 @@ fn same_spec(kube: &Kube, kind: &Kind, live: &Value, want: &Value) -> Result<(),
 
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BackupParams {
-    pub site: String,
-    /// The Backup's name.
-    pub name: String,
-    /// Velero's namespace.
-    #[serde(default = "velero_ns")]
-    pub velero_namespace: String,
-    #[serde(default)]
-    pub include: Filter,
-    #[serde(default)]
-    pub exclude: Filter,
-    /// Only objects with these labels.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// The BackupStorageLocation.
-    #[serde(default = "default_location")]
-    pub storage_location: String,
-    /// How long Velero keeps the backup (default Velero's, 30 days).
-    #[serde(default)]
-    pub ttl: Option<HumanDuration>,
+/// What a backup takes and where it goes: one declaration for `kube.velero.backup` and the
+/// template of `kube.velero.schedule`, each with its own extra fields.
+macro_rules! backup_params {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            pub site: String,
+            /// Its name.
+            pub name: String,
+            /// Velero's namespace.
+            #[serde(default = "velero_ns")]
+            pub velero_namespace: String,
+            #[serde(default)]
+            pub include: Filter,
+            #[serde(default)]
+            pub exclude: Filter,
+            /// Only objects with these labels.
+            #[serde(default)]
+            pub labels: BTreeMap<String, String>,
+            /// The BackupStorageLocation.
+            #[serde(default = "default_location")]
+            pub storage_location: String,
+            /// How long Velero keeps the backup (default Velero's, 30 days).
+            #[serde(default)]
+            pub ttl: Option<HumanDuration>,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// A Backup's spec, or a Schedule's backup template.
+            fn backup_spec(&self, snapshot_volumes: Option<bool>) -> Value {
+                let mut spec = scope(&self.include, &self.exclude, &self.labels);
+                spec["storageLocation"] = json!(self.storage_location);
+                if let Some(t) = self.ttl {
+                    spec["ttl"] = json!(go_duration(t.0));
+                }
+                if let Some(s) = snapshot_volumes {
+                    spec["snapshotVolumes"] = json!(s);
+                }
+                spec
+            }
+        }
+    };
+}
+
+backup_params!(BackupParams {
     /// Take volume snapshots (default Velero's setting).
     #[serde(default)]
-    pub snapshot_volumes: Option<bool>,
+    snapshot_volumes: Option<bool>,
     /// Accept `PartiallyFailed` (the step succeeds and reports the errors).
     #[serde(default)]
-    pub allow_partially_failed: bool,
-}
+    allow_partially_failed: bool,
+});
 
 fn velero_ns() -> String {
     "velero".into()
@@ -212,26 +238,6 @@ fn check_name(name: &str) -> Result<(), Vec<ParamError>> {
             format!("`{name}` is not a valid object name: lower-case letters, digits and `-`"),
         )])
     }
-}
-
-/// A Backup's spec, or a Schedule's backup template.
-fn backup_spec(
-    include: &Filter,
-    exclude: &Filter,
-    labels: &BTreeMap<String, String>,
-    storage_location: &str,
-    ttl: Option<HumanDuration>,
-    snapshot_volumes: Option<bool>,
-) -> Value {
-    let mut spec = scope(include, exclude, labels);
-    spec["storageLocation"] = json!(storage_location);
-    if let Some(t) = ttl {
-        spec["ttl"] = json!(go_duration(t.0));
-    }
-    if let Some(s) = snapshot_volumes {
-        spec["snapshotVolumes"] = json!(s);
-    }
-    spec
 }
 
 /// Create a Backup or Restore (or find the one a resumed step created) and wait for Velero's
@@ -304,7 +310,7 @@ impl TypedAction for Backup {
     }
 
     async fn run(&self, ctx: &StepContext, p: BackupParams) -> Result<Outputs, ActionError> {
-        let spec = backup_spec(&p.include, &p.exclude, &p.labels, &p.storage_location, p.ttl, p.snapshot_volumes);
+        let spec = p.backup_spec(p.snapshot_volumes);
         create_and_wait(ctx, &p.site, &p.velero_namespace, "Backup", &p.name, spec, p.allow_partially_failed).await
     }
 }
@@ -425,30 +431,13 @@ impl TypedAction for Restore {
 
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleParams {
-    pub site: String,
-    /// The Schedule's name.
-    pub name: String,
+backup_params!(ScheduleParams {
     /// Cron expression (`0 1 * * *`) or `@every 6h`, `@daily`, ...
-    pub schedule: String,
-    #[serde(default = "velero_ns")]
-    pub velero_namespace: String,
-    #[serde(default)]
-    pub include: Filter,
-    #[serde(default)]
-    pub exclude: Filter,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default = "default_location")]
-    pub storage_location: String,
-    #[serde(default)]
-    pub ttl: Option<HumanDuration>,
+    schedule: String,
     /// Create or keep it paused.
     #[serde(default)]
-    pub paused: bool,
-}
+    paused: bool,
+});
 
 pub struct Schedule;
 
@@ -513,7 +502,7 @@ impl TypedAction for Schedule {
     async fn run(&self, ctx: &StepContext, p: ScheduleParams) -> Result<Outputs, ActionError> {
         let kube = Kube::connect(ctx, &p.site).await?;
         let kind = required_kind(&kube, API, "Schedule", INSTALLED_BY).await?;
-        let template = backup_spec(&p.include, &p.exclude, &p.labels, &p.storage_location, p.ttl, None);
+        let template = p.backup_spec(None);
         let object = json!({ "apiVersion": API, "kind": "Schedule",
                              "metadata": { "name": p.name, "namespace": p.velero_namespace,
                                            "labels": { "app.kubernetes.io/managed-by": "drover" } },
