@@ -1,8 +1,6 @@
 //! The small controller: workloads become ready, claims bind, snapshots turn ready, namespaces
 //! finish deleting — after the configured delays, applied lazily at each request.
 
-use std::time::Instant;
-
 use serde_json::{Value, json};
 
 use crate::store::*;
@@ -13,7 +11,7 @@ const SNAPSHOTS: &str = "volumesnapshots.snapshot.storage.k8s.io";
 impl Store {
     /// The small controller: workloads become ready, PVCs bind, namespaces finish deleting.
     pub fn tick(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let due: Vec<(String, String, String)> = self
             .changed
             .iter()

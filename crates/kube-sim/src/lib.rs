@@ -66,10 +66,24 @@ impl Cluster {
     /// Serve HTTPS on 127.0.0.1 (port 0 picks a free one) with a fresh self-signed
     /// certificate; requests need `Authorization: Bearer TOKEN`.
     pub async fn start(port: u16, token: &str, settings: Settings) -> Result<Cluster, String> {
+        Cluster::start_with_clock(port, token, settings, drover_sim_kit::Clock::real()).await
+    }
+
+    /// Like [`Cluster::start`], on a clock of the test's own: with
+    /// [`drover_sim_kit::Clock::manual`] workloads become ready, claims bind and namespaces go
+    /// only when the test advances it.
+    pub async fn start_with_clock(
+        port: u16,
+        token: &str,
+        settings: Settings,
+        clock: drover_sim_kit::Clock,
+    ) -> Result<Cluster, String> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| format!("cannot listen: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (acceptor, ca_pem) = drover_api::testing::self_signed_tls()?;
-        let store = Arc::new(Mutex::new(Store::new(settings)));
+        let mut store = Store::new(settings);
+        store.clock = clock;
+        let store = Arc::new(Mutex::new(store));
         let faults: Arc<Mutex<Vec<Fault>>> = Arc::default();
         let (s, t, f) = (store.clone(), token.to_string(), faults.clone());
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -104,6 +118,11 @@ impl Cluster {
 
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
+    }
+
+    /// The cluster's clock (to advance, when it is manual).
+    pub fn clock(&self) -> drover_sim_kit::Clock {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).clock.clone()
     }
 
     pub fn token(&self) -> &str {

@@ -55,6 +55,9 @@ pub struct Store {
     /// When each object's spec last changed (for the controller).
     pub(crate) changed: BTreeMap<(String, String, String), Instant>,
     pub settings: Settings,
+    /// The cluster's time: the controller's delays (readiness, binding, namespace deletion)
+    /// follow it.
+    pub clock: drover_sim_kit::Clock,
 }
 
 impl Store {
@@ -65,6 +68,7 @@ impl Store {
             resource_version: 100,
             changed: BTreeMap::new(),
             settings,
+            clock: drover_sim_kit::Clock::real(),
         };
         let ns = s.find("", "v1", "namespaces").expect("built in");
         for name in ["default", "kube-system", "kube-public"] {
@@ -222,7 +226,7 @@ impl Store {
                 self.types.push(nt);
             }
         }
-        self.changed.insert((key(t), ns.clone(), name.clone()), Instant::now());
+        self.changed.insert((key(t), ns.clone(), name.clone()), self.clock.now());
         self.objects.entry(key(t)).or_default().insert((ns, name), obj.clone());
         Ok(obj)
     }
@@ -422,7 +426,7 @@ impl Store {
             return Ok(result);
         }
         if spec_changed {
-            self.changed.insert((key(t), ns.clone(), name.clone()), Instant::now());
+            self.changed.insert((key(t), ns.clone(), name.clone()), self.clock.now());
         }
         self.objects.entry(key(t)).or_default().insert((ns, name), result.clone());
         Ok(result)
@@ -544,7 +548,7 @@ impl Store {
             old["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             old["status"] = json!({ "phase": "Terminating" });
             old["metadata"]["resourceVersion"] = json!(self.next_rv());
-            self.changed.insert((key(t), String::new(), name.to_string()), Instant::now());
+            self.changed.insert((key(t), String::new(), name.to_string()), self.clock.now());
             self.objects.entry(key(t)).or_default().insert((String::new(), name.to_string()), old.clone());
             return Ok(old);
         }

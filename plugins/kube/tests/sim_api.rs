@@ -15,7 +15,8 @@ struct Api {
 async fn api() -> Api {
     let settings =
         Settings { ready_delay: Duration::from_millis(50), namespace_delete_delay: Duration::from_millis(50) };
-    let c = Cluster::start(0, "t0ken", settings).await.unwrap();
+    // The controller's delays follow a clock the tests advance: exact, however loaded the machine.
+    let c = Cluster::start_with_clock(0, "t0ken", settings, drover_sim_kit::Clock::manual()).await.unwrap();
     let ca = reqwest::Certificate::from_pem(c.ca_pem().as_bytes()).unwrap();
     Api { http: reqwest::Client::builder().add_root_certificate(ca).build().unwrap(), c }
 }
@@ -185,7 +186,10 @@ async fn server_side_apply_creates_then_merges_and_records_the_manager() {
 async fn status_subresource_and_the_readiness_controller() {
     let a = api().await;
     a.post("/apis/apps/v1/namespaces/default/deployments", deployment("web", 3)).await;
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    a.c.clock().advance(Duration::from_millis(49));
+    let (_, d) = a.get("/apis/apps/v1/namespaces/default/deployments/web").await;
+    assert_ne!(d["status"]["readyReplicas"].as_i64(), Some(3), "ready_delay is 50ms: {d}");
+    a.c.clock().advance(Duration::from_millis(1));
     let (_, d) = a.get("/apis/apps/v1/namespaces/default/deployments/web").await;
     assert_eq!((d["status"]["readyReplicas"].as_i64(), d["status"]["availableReplicas"].as_i64()), (Some(3), Some(3)));
     let mut edited = d.clone();
@@ -201,7 +205,7 @@ async fn status_subresource_and_the_readiness_controller() {
     );
     let pvc = json!({ "metadata": { "name": "data" }, "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } } });
     a.post("/api/v1/namespaces/default/persistentvolumeclaims", pvc).await;
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    a.c.clock().advance(Duration::from_millis(50));
     let (_, p) = a.get("/api/v1/namespaces/default/persistentvolumeclaims/data").await;
     assert_eq!(p["status"]["phase"], "Bound");
 }
@@ -264,7 +268,7 @@ async fn deleting_a_namespace_terminates_then_removes_its_contents() {
     a.post("/api/v1/namespaces/shop/configmaps", json!({ "metadata": { "name": "c" } })).await;
     let (code, ns) = a.call("DELETE", "/api/v1/namespaces/shop", None, "application/json").await;
     assert_eq!((code, ns["status"]["phase"].as_str()), (200, Some("Terminating")));
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    a.c.clock().advance(Duration::from_millis(50));
     assert_eq!(a.get("/api/v1/namespaces/shop").await.0, 404);
     assert_eq!(a.get("/api/v1/namespaces/shop/configmaps/c").await.0, 404);
 }
