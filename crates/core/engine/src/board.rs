@@ -112,8 +112,10 @@ impl<'a> Board<'a> {
         board
     }
 
-    pub(super) fn scope(&self) -> RunScope<'_> {
+    /// What step `i`'s expressions see.
+    pub(super) fn scope(&self, i: usize) -> RunScope<'_> {
         RunScope {
+            step: Some(&self.loaded.runbook.steps[i]),
             loaded: self.loaded,
             run_id: self.run_id,
             dry: self.phase == Phase::DryRun,
@@ -134,7 +136,7 @@ impl<'a> Board<'a> {
             } else if !parents_ok && !step.always {
                 self.settle_unrun(i, Outcome::Blocked, None);
             } else if let Some((cond, text)) = &step.condition {
-                match cond.eval(&self.scope()) {
+                match cond.eval(&self.scope(i)) {
                     Ok(v) if drover_runbook::expr::truthy(&v) => self.make_ready(i),
                     Ok(_) => self.settle_unrun(i, Outcome::Skipped, None),
                     // A plan cannot know every output a condition reads: check the step anyway.

@@ -96,6 +96,10 @@ fn run_started(loaded: &Loaded, opts: &ExecuteOptions, side_effects: &[bool]) ->
                     needs: s.needs.clone(),
                     description: s.description.clone(),
                     point_of_no_return: s.point_of_no_return,
+                    fanned: s
+                        .instance
+                        .as_ref()
+                        .map(|i| drover_model::events::Fanned { step: i.of.clone(), key: i.key.clone() }),
                 })
                 .collect(),
             rollback: rb.on_failure == OnFailure::Rollback,
@@ -153,7 +157,7 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
                 continue;
             }
             board.ready.remove(k);
-            let (action, with, confirm) = match prepare(step, &d.loaded.actions.call[i], &board.scope()) {
+            let (action, with, confirm) = match prepare(step, &d.loaded.actions.call[i], &board.scope(i)) {
                 Ok(p) => p,
                 Err(error) => {
                     let outcome = if board.phase.plans() { Outcome::PlanFailed } else { Outcome::Failed };
@@ -393,13 +397,14 @@ async fn rollback(
 ) -> bool {
     let rb = &loaded.runbook;
     let mut all_ok = true;
-    let scope = RunScope { loaded, run_id: &shared.run_id, dry: false, predict: false, outputs, state };
     for &i in loaded.dag.order.iter().rev() {
+        let step = &rb.steps[i];
+        let scope =
+            RunScope { loaded, run_id: &shared.run_id, dry: false, predict: false, outputs, state, step: Some(step) };
         let partly = attempted[i] && matches!(state[i], State::Done(Outcome::Failed | Outcome::Interrupted));
         if state[i] != State::Done(Outcome::Succeeded) && !partly {
             continue;
         }
-        let step = &rb.steps[i];
         let prepared = match (&step.undo, &loaded.actions.undo[i]) {
             (Some(call), Some(a)) => interpolate(call, &scope, &a.info().params).map(|w| (a.clone(), w)),
             (Some(_), None) => continue,

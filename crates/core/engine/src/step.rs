@@ -85,6 +85,15 @@ pub(super) struct RunScope<'a> {
     pub(super) predict: bool,
     pub(super) outputs: &'a [Option<Outputs>],
     pub(super) state: &'a [State],
+    /// The step whose expressions are evaluated: `item` is its item, and a fanned step's
+    /// outputs are its own item's instance's.
+    pub(super) step: Option<&'a Step>,
+}
+
+impl RunScope<'_> {
+    fn instance(&self) -> Option<&drover_runbook::Instance> {
+        self.step.and_then(|s| s.instance.as_ref())
+    }
 }
 
 impl Scope for RunScope<'_> {
@@ -117,15 +126,14 @@ impl Scope for RunScope<'_> {
                 Some("runbook") => Ok(Value::String(self.loaded.runbook.name.clone())),
                 _ => Err(format!("unknown `{}`", path.join("."))),
             },
+            Some("item") => {
+                let instance = self.instance().ok_or("`item` is defined only in a step with `for_each`")?;
+                dig(&instance.item, &path[1..], "item")
+            }
             Some("steps") => {
                 let id = path.get(1).ok_or("missing step id")?;
-                let i = self
-                    .loaded
-                    .runbook
-                    .steps
-                    .iter()
-                    .position(|s| &s.id == id)
-                    .ok_or_else(|| format!("no step `{id}`"))?;
+                let id = self.instance().and_then(|inst| inst.pairs.get(id)).unwrap_or(id);
+                let i = *self.loaded.index.get(id).ok_or_else(|| format!("no step `{id}`"))?;
                 match path.get(2).map(String::as_str) {
                     Some("outcome") => Ok(match self.state[i] {
                         State::Done(o) => Value::String(o.label().into()),

@@ -105,6 +105,16 @@ pub struct StepInfo {
     /// The output its action declares as the RPO (seconds of data a failover would lose).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo_output: Option<String>,
+    /// One item's instance of a step with `for_each`: which step, which item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanned: Option<Fanned>,
+}
+
+/// Where an instance of a fanned step comes from: `break[orders]` is `break` for `orders`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Fanned {
+    pub step: String,
+    pub key: String,
 }
 
 /// Facts about a run's start.

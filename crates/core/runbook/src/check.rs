@@ -328,7 +328,7 @@ pub fn skipped_by_params(step: &super::Step, params: &BTreeMap<String, Value>) -
 }
 
 /// Params only: what a template can be resolved to at load time.
-struct ParamsOnly<'a>(&'a BTreeMap<String, Value>);
+pub(crate) struct ParamsOnly<'a>(pub(crate) &'a BTreeMap<String, Value>);
 
 impl super::expr::Scope for ParamsOnly<'_> {
     fn lookup(&self, path: &[String]) -> Result<Value, String> {
@@ -402,6 +402,11 @@ pub fn references(
                 for (path, _) in slot.template.refs() {
                     check(path, slot.pos, true);
                 }
+            }
+        }
+        if let Some(super::model::ForEach { items: super::model::Items::Expr(t, _), pos, .. }) = &step.for_each {
+            for (path, _) in t.refs() {
+                check(path, *pos, false);
             }
         }
         if let Some(t) = &step.confirm {
@@ -524,9 +529,18 @@ fn check_ref(
                 ),
             }
         }
+        Some("item") => {
+            if rb.steps[me].for_each.is_none() {
+                err(
+                    format!("reads `{text}`, but runs once, not for each item of a list"),
+                    "add `for_each:` to this step, or read a param instead".into(),
+                );
+            }
+        }
         _ => err(
             format!("unknown reference `{text}`"),
-            "references start with `params.`, `steps.`, `sites.` or `run.`".into(),
+            "references start with `params.`, `steps.`, `sites.` or `run.` (and `item.` in a step with `for_each`)"
+                .into(),
         ),
     }
 }

@@ -39,7 +39,9 @@ pub(super) const STEP_KEYS: &[&str] = &[
     "lock",
     "always",
     "point_of_no_return",
+    "for_each",
 ];
+pub(super) const FOR_EACH_KEYS: &[&str] = &["items", "key"];
 pub(super) const RETRY_KEYS: &[&str] = &["attempts", "backoff", "max_backoff"];
 pub(super) const UNDO_KEYS: &[&str] = &["uses", "with"];
 pub(super) const DEFAULT_KEYS: &[&str] = &["timeout", "retry"];
@@ -472,5 +474,54 @@ fn step(
         point_of_no_return,
         pos: node.pos,
         item,
+        for_each: node.get("for_each").and_then(|n| for_each(n, &place, sink)),
+        instance: None,
     })
+}
+
+/// `for_each: [a, b]`, `for_each: ${{ params.apps }}` or `for_each: { items: …, key: app }`.
+fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
+    let (items_node, key) = match &node.kind {
+        Kind::Map(_) => {
+            check_keys(node, FOR_EACH_KEYS, "for_each", sink);
+            let key = match node.get("key") {
+                Some(k) => string(k, &format!("{place}: for_each.key"), sink)?,
+                None => "name".to_string(),
+            };
+            let Some(items) = node.get("items") else {
+                sink.error(
+                    node.pos,
+                    format!("{place}: for_each has no `items`"),
+                    Some("add `items: ${{ params.apps }}`".into()),
+                );
+                return None;
+            };
+            (items, key)
+        }
+        _ => (node, "name".to_string()),
+    };
+    let items = match &items_node.kind {
+        Kind::Seq(_) => Items::Literal(items_node.clone()),
+        Kind::Str { value, .. } => match template(items_node, value, sink) {
+            Some(t) => Items::Expr(t, value.clone()),
+            None if value.contains("${{") => return None,
+            None => {
+                sink.error(
+                    items_node.pos,
+                    format!("{place}: for_each must be a list, found the string `{value}`"),
+                    Some("write a list, or an expression such as `${{ params.apps }}`".into()),
+                );
+                return None;
+            }
+        },
+        _ => {
+            sink.error(
+                items_node.pos,
+                format!("{place}: for_each must be a list, found {}", items_node.type_name()),
+                Some("write a list, or an expression such as `${{ params.apps }}`".into()),
+            );
+            return None;
+        }
+    };
+    Some(ForEach { items, key, pos: items_node.pos })
 }

@@ -10,6 +10,7 @@ pub mod check;
 pub mod decode;
 pub mod diag;
 pub mod expr;
+pub mod fan;
 mod inputs;
 pub mod model;
 pub mod shipped;
@@ -52,6 +53,8 @@ pub struct Loaded {
     pub sites_digest: Option<String>,
     /// Each step's action, resolved once at load.
     pub actions: Actions,
+    /// Each step's index by id.
+    pub index: std::collections::HashMap<String, usize>,
 }
 
 pub fn digest(bytes: &[u8]) -> String {
@@ -134,6 +137,7 @@ pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOp
     let runbook = decode::runbook(root, path, rb_digest, &mut sink);
     found.extend(sink.found);
 
+    let mut runbook = runbook;
     let mut sites = runbook.sites.clone();
     let mut sites_digest = None;
     if let Some(sf) = &opts.sites_file
@@ -145,7 +149,7 @@ pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOp
         sites_digest = Some(d);
     }
 
-    let params = resolve_params(&runbook, opts, &mut found);
+    let (params, origins) = resolve_params(&runbook, opts, &mut found);
     check::sites(&sites, catalog, &mut found);
 
     let mut sink = Sink::new(path);
@@ -154,10 +158,28 @@ pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOp
     check::references(&runbook, dag.as_ref(), catalog, &sites, &params, &mut sink);
     found.extend(sink.found);
 
+    // The steps as written are checked; now each fanned step becomes one step per item.
+    let dag = match dag {
+        Some(dag) if found.is_empty() && runbook.steps.iter().any(|s| s.for_each.is_some()) => {
+            fan::expand(&mut runbook, &params, &origins, catalog, &mut found);
+            Dag::build(runbook.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice()))).ok().or(Some(dag))
+        }
+        dag => dag,
+    };
     let actions = if found.is_empty() { resolve(&runbook, catalog, &mut found) } else { Actions::default() };
     match dag {
         Some(dag) if found.is_empty() => {
-            Ok(Loaded { runbook, dag, params, sites, sites_file: opts.sites_file.clone(), sites_digest, actions })
+            let index = runbook.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+            Ok(Loaded {
+                runbook,
+                dag,
+                params,
+                sites,
+                sites_file: opts.sites_file.clone(),
+                sites_digest,
+                actions,
+                index,
+            })
         }
         _ => {
             found.sort();
@@ -170,8 +192,14 @@ pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOp
 /// gone since is reported here).
 fn resolve(rb: &Runbook, catalog: &dyn Catalog, found: &mut Diagnostics) -> Actions {
     let mut actions = Actions::default();
-    let mut get = |call: &Call| match catalog.action(&call.uses) {
-        Ok(a) => Some(a),
+    // A fleet's instances share their step's action: look each name up once.
+    let mut known: std::collections::HashMap<String, std::sync::Arc<dyn drover_api::Action>> = Default::default();
+    let mut get = |call: &Call| match known.get(&call.uses).cloned().ok_or(()).or_else(|()| catalog.action(&call.uses))
+    {
+        Ok(a) => {
+            known.insert(call.uses.clone(), a.clone());
+            Some(a)
+        }
         Err(e) => {
             found.0.push(Diagnostic {
                 file: rb.path.clone(),
@@ -194,11 +222,19 @@ fn resolve(rb: &Runbook, catalog: &dyn Catalog, found: &mut Diagnostics) -> Acti
     actions
 }
 
-fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> BTreeMap<String, Value> {
+/// Each param's value, and where it was written (for messages about one item of a list).
+fn resolve_params(
+    rb: &Runbook,
+    opts: &LoadOptions,
+    found: &mut Diagnostics,
+) -> (BTreeMap<String, Value>, BTreeMap<String, fan::Origin>) {
     let mut values: BTreeMap<String, Value> = BTreeMap::new();
+    let mut origins: BTreeMap<String, fan::Origin> = BTreeMap::new();
     for p in &rb.params {
         if let Some(d) = &p.default {
             values.insert(p.name.clone(), d.clone());
+            let node = rb.root.get("params").and_then(|n| n.get(&p.name)).and_then(|n| n.get("default")).cloned();
+            origins.insert(p.name.clone(), fan::Origin { file: rb.path.clone(), node });
         }
     }
     let names: Vec<&str> = rb.params.iter().map(|p| p.name.as_str()).collect();
@@ -241,13 +277,17 @@ fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> 
         found.extend(s.found);
         for (name, value, pos) in entries {
             set(&name, &value, pf, pos, found);
+            origins.insert(name.clone(), fan::Origin { file: pf.clone(), node: node.get(&name).cloned() });
         }
     }
     let cli = Path::new("--param");
     for (n, arg) in opts.params.iter().enumerate() {
         let pos = Pos { line: 0, col: n + 1 };
         match arg.split_once('=') {
-            Some((k, v)) => set(k.trim(), &Value::String(v.to_string()), cli, pos, found),
+            Some((k, v)) => {
+                set(k.trim(), &Value::String(v.to_string()), cli, pos, found);
+                origins.insert(k.trim().to_string(), fan::Origin { file: cli.to_path_buf(), node: None });
+            }
             None => found.0.push(Diagnostic {
                 file: cli.to_path_buf(),
                 line: 0,
@@ -270,5 +310,5 @@ fn resolve_params(rb: &Runbook, opts: &LoadOptions, found: &mut Diagnostics) -> 
             }
         }
     }
-    values
+    (values, origins)
 }

@@ -166,9 +166,47 @@ pub struct Step {
     pub pos: Pos,
     /// Index of this step's node in the file's `steps:` list.
     pub item: usize,
+    /// As written: the list this step runs once for each item of.
+    pub for_each: Option<ForEach>,
+    /// Once loaded: which item of which fanned step this instance runs for.
+    pub instance: Option<Instance>,
+}
+
+/// `for_each:` as written: a list, or an expression that yields one.
+#[derive(Debug, Clone)]
+pub struct ForEach {
+    pub items: Items,
+    /// The field of a mapping item that names its instance (`name` unless set).
+    pub key: String,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub enum Items {
+    /// A list written in the runbook.
+    Literal(Node),
+    /// `${{ params.apps }}`: known once params are.
+    Expr(Template, String),
+}
+
+/// One item's run of a fanned step: its id is `TEMPLATE[KEY]`.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The fanned step's id as written.
+    pub of: String,
+    pub key: String,
+    pub item: Value,
+    /// Fanned steps over the same list this one reads or needs, by their id, mapped to
+    /// the instance for the same item.
+    pub pairs: BTreeMap<String, String>,
 }
 
 impl Step {
+    /// The step id as written (an instance's is its fanned step's).
+    pub fn written_id(&self) -> &str {
+        self.instance.as_ref().map_or(&self.id, |i| &i.of)
+    }
+
     /// The params this step reads: in `with:`, `if:`, its gate message and its undo.
     pub fn params_read(&self) -> std::collections::BTreeSet<String> {
         let mut out = std::collections::BTreeSet::new();

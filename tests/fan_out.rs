@@ -1,0 +1,298 @@
+//! Fan-out: a step with `for_each` runs once per item, each instance a step of its own, and
+//! two steps fanned over the same list pair their instances by item. Engine runs use mock
+//! actions under paused tokio time (no servers); load errors use the built-in actions and a
+//! params file on disk, as an operator's inventory would be.
+
+mod mocks;
+
+use std::path::Path;
+
+use serde_json::json;
+
+use drover::engine::events::{Event, Outcome, RunOutcome};
+use drover::registry::Registry;
+use drover::runbook::{LoadOptions, load_source};
+use mocks::*;
+
+const APPS: &str = r#"
+params:
+  apps:
+    type: list
+    default:
+      - { name: orders, ms: 100 }
+      - { name: payments, ms: 5000 }
+      - { name: shop, ms: 200 }
+"#;
+
+/// Where `what` appears in the call log.
+fn at(log: &[String], what: &str) -> usize {
+    log.iter().position(|c| c == what).unwrap_or_else(|| panic!("`{what}` not in {log:?}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_app_restores_as_soon_as_its_own_break_is_done() {
+    let (ran, log) = run(&format!(
+        r#"{APPS}
+steps:
+  - id: break
+    for_each: ${{{{ params.apps }}}}
+    uses: wait
+    with: {{ ms: "${{{{ item.ms }}}}" }}
+  - id: restore
+    for_each: ${{{{ params.apps }}}}
+    needs: [break]
+    uses: ok
+    with: {{ value: "${{{{ item.name }}}}" }}
+  - id: announce
+    needs: [restore]
+    uses: ok
+"#
+    ))
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    let ids: Vec<&str> = ran.summary.steps.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "break[orders]",
+            "break[payments]",
+            "break[shop]",
+            "restore[orders]",
+            "restore[payments]",
+            "restore[shop]",
+            "announce"
+        ]
+    );
+    let log = calls(&log);
+    // orders does not wait for payments' slow break; the step that runs once waits for all.
+    assert!(at(&log, "run:restore[orders]") < at(&log, "done:break[payments]"), "{log:?}");
+    assert!(at(&log, "run:restore[payments]") > at(&log, "done:break[payments]"), "{log:?}");
+    assert!(at(&log, "run:announce") > at(&log, "run:restore[payments]"), "{log:?}");
+    assert_eq!(ran.summary.outputs["restore[shop]"]["value"], json!("shop"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_reads_the_outputs_of_its_own_items_earlier_step() {
+    let (ran, _) = run(&format!(
+        r#"{APPS}
+steps:
+  - id: discover
+    for_each: ${{{{ params.apps }}}}
+    uses: ok
+    with: {{ value: "vol_${{{{ item.name }}}}" }}
+  - id: mount
+    for_each: ${{{{ params.apps }}}}
+    needs: [discover]
+    uses: ok
+    with: {{ value: "${{{{ steps.discover.outputs.value }}}} for ${{{{ item.name }}}}" }}
+"#
+    ))
+    .await;
+    assert_eq!(ran.summary.outputs["mount[orders]"]["value"], json!("vol_orders for orders"));
+    assert_eq!(ran.summary.outputs["mount[payments]"]["value"], json!("vol_payments for payments"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_limits_how_many_instances_run_at_once() {
+    let (ran, log) = run(r#"
+locks: { ontap-west: 2 }
+steps:
+  - id: quiesce
+    for_each: [vol1, vol2, vol3, vol4, vol5]
+    lock: ontap-west
+    uses: wait
+    with: { ms: 1000 }
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    let mut running = 0usize;
+    let mut most = 0;
+    for c in calls(&log) {
+        if c.starts_with("run:") {
+            running += 1;
+        } else if c.starts_with("done:") {
+            running -= 1;
+        }
+        most = most.max(running);
+    }
+    assert_eq!(most, 2, "no more than the lock's limit at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_rolls_back_every_instance_that_ran() {
+    let (ran, log) = run(r#"
+on_failure: rollback
+steps:
+  - id: fence
+    for_each: [orders, shop]
+    uses: ok
+  - id: verify
+    needs: [fence]
+    uses: fail
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::RolledBack);
+    let log = calls(&log);
+    assert!(log.contains(&"undo:fence[orders]".to_string()) && log.contains(&"undo:fence[shop]".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn instances_are_journaled_with_the_step_and_item_they_come_from() {
+    let (ran, _) = run(r#"
+steps:
+  - id: fence
+    for_each: [orders]
+    uses: ok
+"#)
+    .await;
+    let Some(Event::RunStarted(start)) = ran.events.first() else { panic!("no start") };
+    let fanned = start.steps[0].fanned.as_ref().expect("instance");
+    assert_eq!((fanned.step.as_str(), fanned.key.as_str()), ("fence", "orders"));
+    assert_eq!(ran.outcome("fence[orders]"), Outcome::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_list_runs_nothing_and_its_dependents_go_on() {
+    let (ran, _) = run(r#"
+params:
+  apps: { type: list, default: [] }
+steps:
+  - id: fence
+    for_each: ${{ params.apps }}
+    uses: ok
+  - id: done
+    needs: [fence]
+    uses: ok
+"#)
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(ran.summary.steps.len(), 1);
+}
+
+// --- Bad input: errors at load, at the item's own file and line. -------------------------
+
+const RUNBOOK: &str = r#"apiVersion: drover/v1
+kind: Runbook
+metadata: { name: fleet }
+params:
+  apps: { type: list, required: true }
+steps:
+  - id: settle
+    for_each: ${{ params.apps }}
+    uses: sleep
+    with: { duration: "${{ item.wait }}" }
+"#;
+
+/// Load `RUNBOOK` (or `runbook`) with `inventory` as its params file; the errors, or "ok".
+fn load_with_inventory(runbook: &str, inventory: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inventory.yaml");
+    std::fs::write(&file, inventory).unwrap();
+    let opts = LoadOptions { params_file: Some(file), require_params: true, ..LoadOptions::default() };
+    match load_source(Path::new("fleet.yaml"), runbook, &Registry::builtin(), &opts) {
+        Ok(_) => "ok".into(),
+        Err(d) => d.to_string().replace(&dir.path().display().to_string(), "DIR"),
+    }
+}
+
+#[test]
+fn an_inventory_that_fits_loads() {
+    let out = load_with_inventory(RUNBOOK, "apps:\n  - { name: orders, wait: 1s }\n  - { name: shop, wait: 2s }\n");
+    assert_eq!(out, "ok");
+}
+
+#[test]
+fn an_item_missing_a_field_the_step_reads_is_named_at_its_line() {
+    let out = load_with_inventory(RUNBOOK, "apps:\n  - { name: orders, wait: 1s }\n  - { name: shop }\n");
+    assert!(out.contains("DIR/inventory.yaml:3:5: error: step `settle`: item `shop` has no `wait`"), "{out}");
+    assert!(out.contains("fleet.yaml:7"), "the hint points at the step: {out}");
+}
+
+#[test]
+fn two_items_with_the_same_key_are_refused() {
+    let out = load_with_inventory(RUNBOOK, "apps:\n  - { name: shop, wait: 1s }\n  - { name: shop, wait: 2s }\n");
+    assert!(out.contains("inventory.yaml:3:5: error: step `settle`: two items have the key `shop`"), "{out}");
+    assert!(out.contains("the first at DIR/inventory.yaml:2"), "{out}");
+}
+
+#[test]
+fn an_item_without_a_name_is_refused() {
+    let out = load_with_inventory(RUNBOOK, "apps:\n  - { app: shop, wait: 1s }\n");
+    assert!(out.contains("inventory.yaml:2:5: error: step `settle`: item 1 of for_each has no `name`"), "{out}");
+    let keyed =
+        RUNBOOK.replace("for_each: ${{ params.apps }}", "for_each: { items: \"${{ params.apps }}\", key: app }");
+    assert_eq!(load_with_inventory(&keyed, "apps:\n  - { app: shop, wait: 1s }\n"), "ok");
+}
+
+#[test]
+fn a_field_of_the_wrong_type_is_named_with_what_the_action_takes() {
+    let out = load_with_inventory(RUNBOOK, "apps:\n  - { name: shop, wait: [1s] }\n");
+    assert!(
+        out.contains("inventory.yaml:2:5: error: step `settle`: item `shop`: `wait` is a list, but with.duration of `sleep` takes a string"),
+        "{out}"
+    );
+}
+
+#[test]
+fn for_each_over_something_that_is_not_a_list_is_refused() {
+    let text = RUNBOOK.replace("apps: { type: list, required: true }", "apps: { type: string, default: shop }");
+    let out = load_with_inventory(&text, "{}\n");
+    assert!(
+        out.contains("fleet.yaml:8:15: error: step `settle`: for_each `${{ params.apps }}` is a string, not a list"),
+        "{out}"
+    );
+    let text = RUNBOOK.replace("${{ params.apps }}\n", "shop\n");
+    let out = load_with_inventory(&text, "apps: []\n");
+    assert!(
+        out.contains("fleet.yaml:8:15: error: step `settle`: for_each must be a list, found the string `shop`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn item_is_read_only_in_a_fanned_step_and_fanned_outputs_only_by_item() {
+    let text = r#"apiVersion: drover/v1
+kind: Runbook
+metadata: { name: fleet }
+steps:
+  - id: fence
+    for_each: [orders, shop]
+    uses: log
+    with: { message: "fencing ${{ item }}" }
+  - id: tell
+    needs: [fence]
+    uses: log
+    with: { message: "${{ item }} ${{ steps.fence.outcome }}" }
+"#;
+    let out = load_with_inventory(text, "{}\n");
+    assert!(out.contains("fleet.yaml:12:22: error: step `tell`: reads `item`, but runs once"), "{out}");
+    let out = load_with_inventory(&text.replace("${{ item }} ", ""), "{}\n");
+    assert!(
+        out.contains("fleet.yaml:12:22: error: step `tell` reads `steps.fence.outcome`, but step `fence` runs once for each item of"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_list_from_a_step_output_is_refused_until_run_time_lists_exist() {
+    let text = r#"apiVersion: drover/v1
+kind: Runbook
+metadata: { name: fleet }
+steps:
+  - id: list
+    uses: log
+    with: { message: hi }
+  - id: fence
+    needs: [list]
+    for_each: ${{ steps.list.outputs.message }}
+    uses: log
+    with: { message: "${{ item }}" }
+"#;
+    let out = load_with_inventory(text, "{}\n");
+    assert!(
+        out.contains(
+            "step `fence`: for_each reads `steps.list.outputs.message`; a list must be known when the run starts"
+        ),
+        "{out}"
+    );
+}
