@@ -296,3 +296,159 @@ steps:
         "{out}"
     );
 }
+
+// --- Tiers and failures that stop only their own item. -----------------------------------
+
+const FLEET: &str = r#"
+params:
+  apps:
+    type: list
+    default:
+      - { name: db, tier: 1, ms: 3000, failures: 0 }
+      - { name: api, tier: 1, ms: 100, failures: 5 }
+      - { name: web, tier: 2, ms: 100, failures: 0 }
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn tier_two_starts_once_every_app_of_tier_one_has_finished() {
+    let (ran, log) = run(&format!(
+        r#"{FLEET}
+steps:
+  - id: restore
+    for_each: {{ items: "${{{{ params.apps }}}}", tier: tier }}
+    uses: wait
+    with: {{ ms: "${{{{ item.ms }}}}" }}
+  - id: verify
+    for_each: ${{{{ params.apps }}}}
+    needs: [restore]
+    uses: ok
+"#
+    ))
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    let log = calls(&log);
+    assert!(at(&log, "run:restore[web]") > at(&log, "run:verify[db]"), "{log:?}");
+    assert!(at(&log, "run:restore[api]") < at(&log, "done:restore[db]"), "one tier runs in parallel: {log:?}");
+    assert_eq!(ran.outcome("tier[1]"), Outcome::Succeeded);
+    assert!(ran.summary.steps.iter().all(|(s, _)| s != "tier[2]"), "the last tier gates nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_app_failing_stops_only_that_app_and_rolls_back_only_its_changes() {
+    let (ran, log) = run(&format!(
+        r#"{FLEET}
+on_failure: rollback
+steps:
+  - id: fence
+    for_each: {{ items: "${{{{ params.apps }}}}", tier: tier, isolate: true }}
+    uses: ok
+  - id: move
+    for_each: ${{{{ params.apps }}}}
+    needs: [fence]
+    uses: flaky
+    with: {{ failures: "${{{{ item.failures }}}}" }}
+  - id: switch
+    for_each: ${{{{ params.apps }}}}
+    needs: [move]
+    uses: ok
+"#
+    ))
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed, "an app failed");
+    assert_eq!(ran.outcome("move[api]"), Outcome::Failed);
+    assert_eq!(ran.outcome("switch[api]"), Outcome::Blocked);
+    for done in ["switch[db]", "tier[1]", "switch[web]"] {
+        assert_eq!(ran.outcome(done), Outcome::Succeeded, "{done}");
+    }
+    let log = calls(&log);
+    assert!(log.contains(&"undo:fence[api]".to_string()), "{log:?}");
+    assert!(!log.iter().any(|c| c == "undo:fence[db]" || c == "undo:fence[web]"), "{log:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_app_past_its_point_of_no_return_is_not_rolled_back_and_the_others_are_untouched() {
+    let (ran, log) = run(&format!(
+        r#"{FLEET}
+on_failure: rollback
+steps:
+  - id: fence
+    for_each: {{ items: "${{{{ params.apps }}}}", isolate: true }}
+    uses: ok
+  - id: break
+    for_each: ${{{{ params.apps }}}}
+    needs: [fence]
+    uses: flaky
+    with: {{ failures: "${{{{ item.failures }}}}" }}
+    point_of_no_return: true
+"#
+    ))
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert!(ran.events.iter().any(|e| matches!(e, Event::RollbackRefused { past } if past == "break[api]")));
+    assert!(!calls(&log).iter().any(|c| c.starts_with("undo:")), "{:?}", calls(&log));
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_an_all_or_nothing_tier_one_failure_stops_the_fleet() {
+    let (ran, _) = run(&format!(
+        r#"{FLEET}
+steps:
+  - id: move
+    for_each:
+      items: "${{{{ params.apps }}}}"
+      tier: tier
+      tiers: [{{ name: 1, all_or_nothing: true }}, 2]
+      isolate: true
+    uses: flaky
+    with: {{ failures: "${{{{ item.failures }}}}" }}
+"#
+    ))
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert_eq!(ran.outcome("move[api]"), Outcome::Failed);
+    assert_eq!(ran.outcome("move[web]"), Outcome::NotRun);
+}
+
+#[test]
+fn an_item_in_an_undeclared_tier_is_named_at_its_line() {
+    let text = RUNBOOK.replace(
+        "for_each: ${{ params.apps }}",
+        "for_each: { items: \"${{ params.apps }}\", tier: tier, tiers: [core, business] }",
+    );
+    let out = load_with_inventory(
+        &text,
+        "apps:\n  - { name: shop, wait: 1s, tier: core }\n  - { name: wiki, wait: 1s, tier: busines }\n",
+    );
+    assert!(
+        out.contains(
+            "inventory.yaml:3:5: error: step `settle`: item `wiki` names tier `busines`, which is not declared"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("did you mean `business`?"), "{out}");
+    let out = load_with_inventory(&text, "apps:\n  - { name: shop, wait: 1s }\n");
+    assert!(out.contains("inventory.yaml:2:5: error: step `settle`: item `shop` has no `tier`"), "{out}");
+}
+
+#[test]
+fn an_item_naming_an_unknown_site_is_named_at_its_line() {
+    let text = r#"apiVersion: drover/v1
+kind: Runbook
+metadata: { name: fleet }
+params:
+  apps: { type: list, required: true }
+sites:
+  west: { kube: { kubeconfig: /dev/null } }
+steps:
+  - id: check
+    for_each: ${{ params.apps }}
+    uses: kube.check
+    with: { site: "${{ item.site }}" }
+"#;
+    let out = load_with_inventory(text, "apps:\n  - { name: shop, site: west }\n  - { name: wiki, site: wets }\n");
+    assert!(
+        out.contains("inventory.yaml:3:5: error: step `check`: item `wiki` names site `wets`, which is not defined"),
+        "{out}"
+    );
+    assert!(out.contains("did you mean `west`?"), "{out}");
+}

@@ -129,8 +129,8 @@ impl<'a> Board<'a> {
     pub(super) fn decide_pending(&mut self) {
         while let Some(i) = self.pending_eval.pop_front() {
             let step = &self.loaded.runbook.steps[i];
-            let parents_ok =
-                self.loaded.dag.parents[i].iter().all(|&p| matches!(self.state[p], State::Done(o) if o.satisfies()));
+            let parents_ok = step.after_any_outcome
+                || self.loaded.dag.parents[i].iter().all(|&p| matches!(self.state[p], State::Done(o) if o.satisfies()));
             if self.halting && !step.always {
                 self.settle_unrun(i, Outcome::NotRun, None);
             } else if !parents_ok && !step.always {
@@ -222,7 +222,8 @@ impl<'a> Board<'a> {
         }
         let outcome = match fin.outcome {
             Outcome::Failed if step.continue_on_error => Outcome::FailedContinued,
-            Outcome::Failed if self.phase == Phase::Run => {
+            // One item of a fleet failing stops only its own item's steps.
+            Outcome::Failed if self.phase == Phase::Run && !step.instance.as_ref().is_some_and(|i| i.isolate) => {
                 self.halting = true;
                 Outcome::Failed
             }
@@ -263,12 +264,28 @@ impl<'a> Board<'a> {
         }
     }
 
-    /// Whether a step marked `point_of_no_return` has begun: from then on nothing is rolled back.
-    pub(super) fn past_no_return(&self) -> Option<&'a str> {
+    /// Whether a step (of those `among` picks) marked `point_of_no_return` has begun: from then
+    /// on nothing is rolled back.
+    pub(super) fn past_no_return(&self, among: &dyn Fn(usize) -> bool) -> Option<&'a str> {
         let steps = &self.loaded.runbook.steps;
         (0..steps.len())
+            .filter(|&i| among(i))
             .find(|&i| steps[i].point_of_no_return && (self.attempted[i] || self.state[i] == State::Running))
             .map(|i| steps[i].id.as_str())
+    }
+
+    /// The items (list, key) a step of which failed where failures stop only their item.
+    pub(super) fn failed_items(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = vec![];
+        for (i, step) in self.loaded.runbook.steps.iter().enumerate() {
+            if let (Some(inst), State::Done(Outcome::Failed | Outcome::Interrupted)) = (&step.instance, &self.state[i])
+                && inst.isolate
+                && !out.iter().any(|(l, k)| *l == inst.list && *k == inst.key)
+            {
+                out.push((inst.list.clone(), inst.key.clone()));
+            }
+        }
+        out
     }
 }
 

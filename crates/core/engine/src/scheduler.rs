@@ -328,16 +328,31 @@ pub async fn execute(loaded: &Loaded, opts: ExecuteOptions) -> RunSummary {
         RunOutcome::Succeeded
     };
     if outcome == RunOutcome::Failed && rb.on_failure == OnFailure::Rollback && phase == Phase::Run {
-        match board.past_no_return() {
-            Some(step) => {
-                let _ = opts.sink.emit(Event::RollbackRefused { past: step.to_string() });
+        let failed_items = board.failed_items();
+        let done = (&board.state, &board.attempted, &board.outputs);
+        if board.halting || failed_items.is_empty() {
+            match board.past_no_return(&|_| true) {
+                Some(step) => {
+                    let _ = opts.sink.emit(Event::RollbackRefused { past: step.to_string() });
+                }
+                None if board.journal_error.is_none() && rollback(loaded, done, &|_| true, &shared, &sites).await => {
+                    outcome = RunOutcome::RolledBack;
+                }
+                None => {}
             }
-            None if board.journal_error.is_none()
-                && rollback(loaded, &board.state, &board.attempted, &board.outputs, &shared, &sites).await =>
-            {
-                outcome = RunOutcome::RolledBack;
+        } else {
+            // Only isolated items failed: each is rolled back alone, the others stay done.
+            for (list, key) in failed_items {
+                let mine = |i: usize| rb.steps[i].instance.as_ref().is_some_and(|x| x.list == list && x.key == key);
+                match board.past_no_return(&mine) {
+                    Some(step) => {
+                        let _ = opts.sink.emit(Event::RollbackRefused { past: step.to_string() });
+                    }
+                    None => {
+                        rollback(loaded, done, &mine, &shared, &sites).await;
+                    }
+                }
             }
-            None => {}
         }
     }
     let mut journal_error = board.journal_error.take();
@@ -384,20 +399,19 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// Undo what the run did, dependents before their dependencies: completed steps, and failed
-/// ones that had begun (their change may be partial; undos are idempotent by contract).
-/// True if every undo worked.
+/// Undo what the run did (of the steps `only` picks), dependents before their dependencies:
+/// completed steps, and failed ones that had begun (their change may be partial; undos are
+/// idempotent by contract). True if every undo worked.
 async fn rollback(
     loaded: &Loaded,
-    state: &[State],
-    attempted: &[bool],
-    outputs: &[Option<Outputs>],
+    (state, attempted, outputs): (&Vec<State>, &Vec<bool>, &Vec<Option<Outputs>>),
+    only: &dyn Fn(usize) -> bool,
     shared: &Arc<RunShared>,
     sites: &Arc<BTreeMap<String, Value>>,
 ) -> bool {
     let rb = &loaded.runbook;
     let mut all_ok = true;
-    for &i in loaded.dag.order.iter().rev() {
+    for &i in loaded.dag.order.iter().rev().filter(|&&i| only(i)) {
         let step = &rb.steps[i];
         let scope =
             RunScope { loaded, run_id: &shared.run_id, dry: false, predict: false, outputs, state, step: Some(step) };

@@ -41,7 +41,7 @@ pub(super) const STEP_KEYS: &[&str] = &[
     "point_of_no_return",
     "for_each",
 ];
-pub(super) const FOR_EACH_KEYS: &[&str] = &["items", "key"];
+pub(super) const FOR_EACH_KEYS: &[&str] = &["items", "key", "tier", "tiers", "isolate"];
 pub(super) const RETRY_KEYS: &[&str] = &["attempts", "backoff", "max_backoff"];
 pub(super) const UNDO_KEYS: &[&str] = &["uses", "with"];
 pub(super) const DEFAULT_KEYS: &[&str] = &["timeout", "retry"];
@@ -476,11 +476,15 @@ fn step(
         item,
         for_each: node.get("for_each").and_then(|n| for_each(n, &place, sink)),
         instance: None,
+        after_any_outcome: false,
     })
 }
 
 /// `for_each: [a, b]`, `for_each: ${{ params.apps }}` or `for_each: { items: …, key: app }`.
 fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
+    let mut tier = None;
+    let mut tiers = None;
+    let mut isolate = false;
     let (items_node, key) = match &node.kind {
         Kind::Map(_) => {
             check_keys(node, FOR_EACH_KEYS, "for_each", sink);
@@ -488,6 +492,19 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
                 Some(k) => string(k, &format!("{place}: for_each.key"), sink)?,
                 None => "name".to_string(),
             };
+            tier = node.get("tier").and_then(|n| string(n, &format!("{place}: for_each.tier"), sink));
+            tiers = node.get("tiers").and_then(|n| list_source(n, &format!("{place}: for_each.tiers"), sink));
+            isolate = node
+                .get("isolate")
+                .and_then(|n| boolean(n, &format!("{place}: for_each.isolate"), sink))
+                .unwrap_or(false);
+            if tiers.is_some() && tier.is_none() {
+                sink.error(
+                    node.pos,
+                    format!("{place}: for_each.tiers without for_each.tier"),
+                    Some("add `tier: FIELD`, the item field that names each item's tier".into()),
+                );
+            }
             let Some(items) = node.get("items") else {
                 sink.error(
                     node.pos,
@@ -500,28 +517,32 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
         }
         _ => (node, "name".to_string()),
     };
-    let items = match &items_node.kind {
-        Kind::Seq(_) => Items::Literal(items_node.clone()),
-        Kind::Str { value, .. } => match template(items_node, value, sink) {
-            Some(t) => Items::Expr(t, value.clone()),
-            None if value.contains("${{") => return None,
+    let items = list_source(items_node, &format!("{place}: for_each"), sink)?;
+    Some(ForEach { items, key, tier, tiers, isolate, pos: items_node.pos })
+}
+
+/// A list written here, or an expression that yields one.
+fn list_source(node: &Node, what: &str, sink: &mut Sink) -> Option<Items> {
+    let wrong = |found: String, sink: &mut Sink| {
+        sink.error(
+            node.pos,
+            format!("{what} must be a list, found {found}"),
+            Some("write a list, or an expression such as `${{ params.apps }}`".into()),
+        );
+    };
+    match &node.kind {
+        Kind::Seq(_) => Some(Items::Literal(node.clone())),
+        Kind::Str { value, .. } => match template(node, value, sink) {
+            Some(t) => Some(Items::Expr(t, value.clone())),
+            None if value.contains("${{") => None,
             None => {
-                sink.error(
-                    items_node.pos,
-                    format!("{place}: for_each must be a list, found the string `{value}`"),
-                    Some("write a list, or an expression such as `${{ params.apps }}`".into()),
-                );
-                return None;
+                wrong(format!("the string `{value}`"), sink);
+                None
             }
         },
         _ => {
-            sink.error(
-                items_node.pos,
-                format!("{place}: for_each must be a list, found {}", items_node.type_name()),
-                Some("write a list, or an expression such as `${{ params.apps }}`".into()),
-            );
-            return None;
+            wrong(node.type_name().to_string(), sink);
+            None
         }
-    };
-    Some(ForEach { items, key, pos: items_node.pos })
+    }
 }

@@ -161,7 +161,8 @@ pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOp
     // The steps as written are checked; now each fanned step becomes one step per item.
     let dag = match dag {
         Some(dag) if found.is_empty() && runbook.steps.iter().any(|s| s.for_each.is_some()) => {
-            fan::expand(&mut runbook, &params, &origins, catalog, &mut found);
+            let known = fan::Known { dag: &dag, params: &params, origins: &origins, sites: &sites, catalog };
+            fan::expand(&mut runbook, &known, &mut found);
             Dag::build(runbook.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice()))).ok().or(Some(dag))
         }
         dag => dag,
@@ -194,6 +195,7 @@ fn resolve(rb: &Runbook, catalog: &dyn Catalog, found: &mut Diagnostics) -> Acti
     let mut actions = Actions::default();
     // A fleet's instances share their step's action: look each name up once.
     let mut known: std::collections::HashMap<String, std::sync::Arc<dyn drover_api::Action>> = Default::default();
+    known.insert(fan::TIER_ACTION.into(), std::sync::Arc::new(fan::TierDone::default()));
     let mut get = |call: &Call| match known.get(&call.uses).cloned().ok_or(()).or_else(|()| catalog.action(&call.uses))
     {
         Ok(a) => {

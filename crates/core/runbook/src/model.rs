@@ -170,6 +170,9 @@ pub struct Step {
     pub for_each: Option<ForEach>,
     /// Once loaded: which item of which fanned step this instance runs for.
     pub instance: Option<Instance>,
+    /// Runs once its dependencies have ended, whatever their outcome (a tier's end: the next
+    /// tier starts after every item of this one has finished, failed or not).
+    pub after_any_outcome: bool,
 }
 
 /// `for_each:` as written: a list, or an expression that yields one.
@@ -178,6 +181,12 @@ pub struct ForEach {
     pub items: Items,
     /// The field of a mapping item that names its instance (`name` unless set).
     pub key: String,
+    /// The field of a mapping item that holds its tier: tiers run one after the other.
+    pub tier: Option<String>,
+    /// The tiers in the order they run, when declared (else the tiers the items name, sorted).
+    pub tiers: Option<Items>,
+    /// A failed item stops only its own item's steps; the other items go on.
+    pub isolate: bool,
     pub pos: Pos,
 }
 
@@ -187,6 +196,16 @@ pub enum Items {
     Literal(Node),
     /// `${{ params.apps }}`: known once params are.
     Expr(Template, String),
+}
+
+impl Items {
+    /// The list as written, to tell whether two steps name the same one.
+    pub fn text(&self) -> String {
+        match self {
+            Items::Literal(node) => node.to_json().to_string(),
+            Items::Expr(_, text) => text.trim().to_string(),
+        }
+    }
 }
 
 /// One item's run of a fanned step: its id is `TEMPLATE[KEY]`.
@@ -199,6 +218,11 @@ pub struct Instance {
     /// Fanned steps over the same list this one reads or needs, by their id, mapped to
     /// the instance for the same item.
     pub pairs: BTreeMap<String, String>,
+    /// The list the item comes from (`params.apps`): instances of one item share it and the key.
+    pub list: String,
+    pub tier: Option<String>,
+    /// A failure stops only this item's steps (and rolls back only this item's changes).
+    pub isolate: bool,
 }
 
 impl Step {

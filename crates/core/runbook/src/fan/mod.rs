@@ -1,0 +1,220 @@
+//! Fan-out: a step with `for_each` runs once per item of a list, each run a step of its own
+//! (`break[orders]`) with its own journal records, retries, timeout, undo and report line.
+//!
+//! Lists known at load — written in the runbook, or a param (an inventory in a params file) —
+//! are expanded here, after every check of the steps as written, so the engine, the journal
+//! and the report see ordinary steps and nothing downstream learns a new concept. Instances
+//! of two steps fanned over the same list are paired by item: `restore[orders]` needs
+//! `break[orders]` only. A step that runs once and needs a fanned step waits for all of its
+//! instances. Every item is checked here, before anything runs: the key that names it, the
+//! fields the step reads and their types, each error at the item's own file and line.
+
+mod items;
+mod tiers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+pub use tiers::{TIER_ACTION, TierDone};
+
+use super::diag::{Diagnostic, Diagnostics};
+use super::model::*;
+use super::yaml::{Node, Pos};
+use crate::Catalog;
+use drover_model::graph::Dag;
+
+/// Where a param's value was written, to point at one item of a list.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub node: Option<Node>,
+}
+
+/// A fanned step's list, resolved.
+struct Fanned {
+    /// What the list is, to pair steps fanned over the same one.
+    source: String,
+    keys: Vec<String>,
+    items: Vec<Value>,
+    places: Places,
+}
+
+/// What every step fanned over one list shares.
+struct Shared {
+    tiers: Option<tiers::Tiers>,
+    isolate: bool,
+}
+
+/// What the loader knows when it expands fanned steps.
+pub(crate) struct Known<'a> {
+    /// The graph of the steps as written.
+    pub dag: &'a Dag,
+    pub params: &'a BTreeMap<String, Value>,
+    pub origins: &'a BTreeMap<String, Origin>,
+    pub sites: &'a BTreeMap<String, Site>,
+    pub catalog: &'a dyn Catalog,
+}
+
+/// Replace every fanned step whose list is known by one instance per item (and a step per
+/// tier that ends it, when the list has tiers). Steps whose list has no value yet (`validate`
+/// without params) stay as written.
+pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) {
+    if rb.steps.iter().all(|s| s.for_each.is_none()) {
+        return;
+    }
+    let mut problems = Problems { rb_file: rb.path.clone(), found: Diagnostics::default() };
+    let mut lists: HashMap<String, Fanned> = HashMap::new();
+    for step in &rb.steps {
+        let Some(fe) = &step.for_each else { continue };
+        if let Some((items, source, places)) = items::resolve_list(step, fe, known, &mut problems) {
+            let keys = items::keys(step, fe, &items, &places, &mut problems);
+            items::check_fields(step, &items, &keys, &places, known, &mut problems);
+            lists.insert(step.id.clone(), Fanned { source, keys, items, places });
+        }
+    }
+    items::check_reads(rb, &lists, &mut problems);
+    let shared = share(rb, &lists, known, &mut problems);
+    if !problems.found.is_empty() {
+        found.extend(problems.found);
+        return;
+    }
+    let ends = tiers::ends(rb, known.dag, &lists, &shared);
+    let fanned: HashMap<&str, &Fanned> = lists.iter().map(|(id, f)| (id.as_str(), f)).collect();
+    let mut out = Vec::with_capacity(rb.steps.len() + lists.values().map(|f| f.keys.len()).sum::<usize>());
+    for (t, step) in rb.steps.iter().enumerate() {
+        let Some(me) = lists.get(&step.id) else {
+            let mut plain = step.clone();
+            plain.needs = step.needs.iter().flat_map(|n| needs_of(n, None, &fanned)).collect();
+            out.push(plain);
+            continue;
+        };
+        let list = &shared[&me.source];
+        for (n, (key, item)) in me.keys.iter().zip(&me.items).enumerate() {
+            let mut inst = step.clone();
+            inst.id = instance_id(&step.id, key);
+            inst.for_each = None;
+            inst.needs = step.needs.iter().flat_map(|n| needs_of(n, Some((&me.source, key)), &fanned)).collect();
+            let tier = list.tiers.as_ref().map(|tiers| &tiers.order[tiers.of_item[n]]);
+            // The first steps of an item wait for the tier before its own to end.
+            if let Some(tiers) = &list.tiers
+                && ends.roots.contains(&t)
+                && let Some(before) = tiers.of_item[n].checked_sub(1)
+            {
+                inst.needs.push(tiers::end_id(&tiers.order[before].name));
+            }
+            let pairs = fanned
+                .iter()
+                .filter(|(_, f)| f.source == me.source)
+                .map(|(id, _)| (id.to_string(), instance_id(id, key)))
+                .collect();
+            inst.instance = Some(Instance {
+                of: step.id.clone(),
+                key: key.clone(),
+                item: item.clone(),
+                pairs,
+                list: me.source.clone(),
+                tier: tier.map(|t| t.name.clone()),
+                isolate: list.isolate && !tier.is_some_and(|t| t.all_or_nothing),
+            });
+            out.push(inst);
+        }
+        if ends.last == Some(t) {
+            out.extend(ends.steps.iter().cloned());
+        }
+    }
+    rb.steps = out;
+}
+
+/// Tiers and isolation are declared once, on any step fanned over the list, and hold for all.
+fn share(
+    rb: &Runbook,
+    lists: &HashMap<String, Fanned>,
+    known: &Known,
+    problems: &mut Problems,
+) -> BTreeMap<String, Shared> {
+    let mut out: BTreeMap<String, Shared> = BTreeMap::new();
+    let mut declared: BTreeMap<&str, &Step> = BTreeMap::new();
+    for step in &rb.steps {
+        let (Some(fe), Some(list)) = (&step.for_each, lists.get(&step.id)) else { continue };
+        let entry = out.entry(list.source.clone()).or_insert(Shared { tiers: None, isolate: false });
+        entry.isolate |= fe.isolate;
+        if fe.tier.is_none() {
+            continue;
+        }
+        if let Some(first) = declared.get(list.source.as_str()) {
+            let theirs = first.for_each.as_ref().map(|f| (&f.tier, f.tiers.as_ref().map(Items::text)));
+            if theirs != Some((&fe.tier, fe.tiers.as_ref().map(Items::text))) {
+                problems.in_runbook(
+                    fe.pos,
+                    format!(
+                        "step `{}`: its tiers differ from those step `{}` declares for `{}`",
+                        step.id, first.id, list.source
+                    ),
+                    "declare `tier` and `tiers` once, on one step fanned over the list; they hold for all of them",
+                );
+            }
+            continue;
+        }
+        declared.insert(&list.source, step);
+        entry.tiers = tiers::resolve(step, fe, list, known, problems);
+    }
+    if out.values().filter(|s| s.tiers.is_some()).count() > 1 {
+        problems.in_runbook(
+            rb.root.pos,
+            "more than one list has tiers".into(),
+            "tiers order one fleet: fan the other lists out without `tier`",
+        );
+    }
+    out
+}
+
+pub fn instance_id(step: &str, key: &str) -> String {
+    format!("{step}[{key}]")
+}
+
+/// What `needs: [n]` means for one step (or one item's instance of a fanned step).
+fn needs_of(need: &str, me: Option<(&str, &str)>, fanned: &HashMap<&str, &Fanned>) -> Vec<String> {
+    match (fanned.get(need), me) {
+        (None, _) => vec![need.to_string()],
+        (Some(f), Some((source, key))) if f.source == source => vec![instance_id(need, key)],
+        (Some(f), _) => f.keys.iter().map(|k| instance_id(need, k)).collect(),
+    }
+}
+
+struct Problems {
+    rb_file: PathBuf,
+    found: Diagnostics,
+}
+
+impl Problems {
+    fn at(&mut self, file: &std::path::Path, pos: Pos, message: String, hint: impl Into<String>) {
+        self.found.0.push(Diagnostic {
+            file: file.to_path_buf(),
+            line: pos.line,
+            column: pos.col,
+            message,
+            hint: Some(hint.into()),
+        });
+    }
+
+    fn in_runbook(&mut self, pos: Pos, message: String, hint: impl Into<String>) {
+        let file = self.rb_file.clone();
+        self.at(&file, pos, message, hint);
+    }
+}
+
+/// Where each item was written: its file and position.
+type Places = Vec<(PathBuf, Pos)>;
+
+fn dig<'v>(mut v: &'v Value, path: &[String]) -> Option<&'v Value> {
+    for key in path {
+        v = match v {
+            Value::Object(m) => m.get(key)?,
+            Value::Array(a) => a.get(key.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
