@@ -364,6 +364,17 @@ impl Client {
         self.first_as(&format!("/api/snapmirror/relationships?source.path={}&fields={fields}", enc(path))).await
     }
 
+    /// Every relationship this (destination) cluster holds that matches ONTAP query filters
+    /// (`destination.svm.name=svm_a|svm_b`, `destination.path=svm_dr:vol_*`, …), all pages.
+    pub async fn relationships(&self, filters: &[(&str, &str)]) -> Result<Vec<Relationship>, OntapError> {
+        let fields = self.fields("snapmirror_relationship", RELATIONSHIP_FIELDS).await?;
+        let mut path = format!("/api/snapmirror/relationships?fields={fields}&max_records=500");
+        for (k, v) in filters {
+            path.push_str(&format!("&{k}={}", enc(v)));
+        }
+        self.records(&path).await?.into_iter().map(|v| self.decode(&path, v)).collect()
+    }
+
     pub async fn require_relationship(&self, path: &str) -> Result<Relationship, OntapError> {
         self.relationship(path)
             .await?

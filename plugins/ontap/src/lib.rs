@@ -23,6 +23,7 @@ pub fn actions() -> Vec<Arc<dyn Action>> {
     vec![
         typed(actions::Wait),
         typed(actions::Get),
+        typed(actions::List),
         typed(actions::Update),
         typed(actions::Quiesce),
         typed(actions::Break),

@@ -135,6 +135,8 @@ ontap_enum! {
 pub struct Endpoint {
     #[serde(default)]
     pub path: String,
+    #[serde(default)]
+    pub svm: Option<Named>,
 }
 
 /// Why ONTAP calls a relationship unhealthy.
@@ -175,6 +177,8 @@ pub struct Relationship {
     pub exported_snapshot: Option<String>,
     #[serde(default)]
     pub transfer: Option<Transfer>,
+    #[serde(default)]
+    pub policy: Option<Named>,
 }
 
 impl Relationship {
@@ -224,7 +228,7 @@ pub struct Svm {
     pub subtype: Option<SvmSubtype>,
 }
 
-/// A name in a reference (`clone.parent_volume.name`).
+/// A name in a reference (`clone.parent_volume.name`, `destination.svm.name`, `policy.name`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct Named {
     #[serde(default)]

@@ -441,3 +441,66 @@ async fn a_cluster_older_than_the_supported_range_is_refused_naming_the_range() 
     assert!(err.message.contains("9.10.1 to 9.19.1"), "{}", err.message);
     assert_eq!(lab.rel_state("svm_dr:"), "snapmirrored");
 }
+
+#[tokio::test]
+async fn list_finds_relationships_by_svm_state_path_and_kind() {
+    let lab = lab().await;
+    let names = |out: &Outputs| -> Vec<String> {
+        out["relationships"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect()
+    };
+    let volumes = lab.run("ontap.snapmirror.list", json!({ "site": "west", "kind": "volume" })).await.unwrap();
+    assert_eq!(names(&volumes), ["svm_vol:vol1_dst", "svm_vol:vol_new"]);
+    assert_eq!(volumes["count"], json!(2));
+    let first = &volumes["relationships"][0];
+    assert_eq!((first["svm"].as_str(), first["volume"].as_str()), (Some("svm_vol"), Some("vol1_dst")));
+    assert_eq!(first["source"], json!("svm1:vol1"));
+
+    let svm_dr = lab.run("ontap.snapmirror.list", json!({ "site": "west", "kind": "svm" })).await.unwrap();
+    assert_eq!(names(&svm_dr), ["svm_dr:"]);
+    let mirrored =
+        lab.run("ontap.snapmirror.list", json!({ "site": "west", "svm": "svm_vol", "state": "snapmirrored" })).await;
+    assert_eq!(names(&mirrored.unwrap()), ["svm_vol:vol1_dst"]);
+    let glob = lab.run("ontap.snapmirror.list", json!({ "site": "west", "destination": "svm_vol:vol_n*" })).await;
+    assert_eq!(names(&glob.unwrap()), ["svm_vol:vol_new"]);
+}
+
+#[tokio::test]
+async fn list_that_finds_nothing_is_an_error_not_an_empty_failover() {
+    let lab = lab().await;
+    let err = lab.run("ontap.snapmirror.list", json!({ "site": "west", "svm": "svm_typo" })).await.unwrap_err();
+    assert!(err.message.contains("0 relationships match destination.svm.name=svm_typo on west"), "{}", err.message);
+    assert!(err.hint.as_deref().unwrap().contains("min_count"));
+    let plan = action("ontap.snapmirror.list")
+        .plan(&lab.ctx(Duration::from_secs(20)), &json!({ "site": "west", "svm": "svm_typo" }))
+        .await
+        .unwrap();
+    assert!(plan.failed_checks().any(|c| c.name == "relationships found"), "{plan:?}");
+    let none_wanted = json!({ "site": "west", "svm": "svm_typo", "min_count": 0 });
+    assert_eq!(lab.run("ontap.snapmirror.list", none_wanted).await.unwrap()["count"], json!(0));
+}
+
+#[tokio::test]
+async fn list_reads_every_page_of_a_large_estate() {
+    // 1,200 volume relationships: three pages of ONTAP's answer.
+    let mut t = String::from(
+        "clusters:\n  - name: east\n    password: east-pw\n    peers: [west]\n    svms: [{ name: svm1, state: running }]\n    volumes:\n",
+    );
+    for i in 0..1200 {
+        t.push_str(&format!("      - {{ name: v{i:04}, svm: svm1 }}\n"));
+    }
+    t.push_str("  - name: west\n    password: west-pw\n    peers: [east]\n    svms: [{ name: svm_vol, state: running }]\n    volumes:\n");
+    for i in 0..1200 {
+        t.push_str(&format!("      - {{ name: v{i:04}, svm: svm_vol, type: dp }}\n"));
+    }
+    t.push_str("svm_peers:\n  - { svm: svm_vol@west, peer: svm1@east }\nrelationships:\n");
+    for i in 0..1200 {
+        t.push_str(&format!(
+            "  - {{ source_cluster: east, source: \"svm1:v{i:04}\", destination_cluster: west, destination: \"svm_vol:v{i:04}\" }}\n"
+        ));
+    }
+    let lab = lab_of(&t).await;
+    let out = lab.run("ontap.snapmirror.list", json!({ "site": "west" })).await.unwrap();
+    assert_eq!(out["count"], json!(1200));
+    assert_eq!(out["relationships"][1199]["name"], json!("svm_vol:v1199"));
+    assert!(out["max_rpo_seconds"].as_f64().is_some(), "lag of the worst: {:?}", out.get("max_rpo_seconds"));
+}

@@ -166,7 +166,7 @@ mod tests {
         Relationship {
             uuid: "r1".into(),
             state,
-            destination: Endpoint { path: "svm_dr:".into() },
+            destination: Endpoint { path: "svm_dr:".into(), ..Default::default() },
             transfer: transfer.map(|state| Transfer { uuid: "t1".into(), state }),
             ..Relationship::default()
         }

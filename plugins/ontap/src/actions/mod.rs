@@ -3,11 +3,13 @@
 //! reaches the target state (ONTAP-REST.md §2.4: a job's success only means "started").
 
 mod decide;
+mod list;
 mod mirror;
 mod state;
 mod svm;
 mod volume;
 
+pub use list::List;
 pub use mirror::{Release, Reverse, Update, Wait};
 pub use state::{Break, Get, Quiesce, Resync};
 pub use svm::{SvmStart, SvmStop};
