@@ -475,3 +475,24 @@ fn rbac_prints_a_role_and_binding_per_family_for_the_named_identity() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("families: check, workloads, restore"), "{}", text(&out));
 }
+
+#[test]
+fn the_fleet_example_plans_each_step_once_with_its_items_and_runs_tier_by_tier() {
+    let env = Env::new();
+    let args = ["examples/fleet/fleet.yaml", "--params-file", "examples/fleet/inventory.yaml"];
+    let plan = env.run(&[&["plan"][..], &args].concat());
+    let out = text(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{out}");
+    assert!(out.contains("params: apps=[6 items], tiers=[3 items]"), "{out}");
+    assert!(out.contains("fence ×2  exec  (tier 1;"), "{out}");
+    assert!(out.contains("items: postgres, kafka"), "{out}");
+    assert!(out.contains("tier[1]  drover.tier  (needs verify (2 items);"), "{out}");
+    assert!(out.contains("move ×2  sleep  (needs fence (same item); tier 2;"), "{out}");
+    let run = env.run(&[&["run", "--yes"][..], &args].concat());
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let report = env.run(&["report", &env.last_run_id(), "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let ended = |id: &str| json["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap()["outcome"].clone();
+    assert_eq!(ended("verify[wiki]"), "succeeded");
+    assert_eq!(ended("tier[2]"), "succeeded");
+}

@@ -274,7 +274,7 @@ steps:
 }
 
 #[test]
-fn a_list_from_a_step_output_is_refused_until_run_time_lists_exist() {
+fn a_list_from_an_output_of_a_step_that_does_not_come_first_is_refused() {
     let text = r#"apiVersion: drover/v1
 kind: Runbook
 metadata: { name: fleet }
@@ -283,16 +283,13 @@ steps:
     uses: log
     with: { message: hi }
   - id: fence
-    needs: [list]
     for_each: ${{ steps.list.outputs.message }}
     uses: log
     with: { message: "${{ item }}" }
 "#;
     let out = load_with_inventory(text, "{}\n");
     assert!(
-        out.contains(
-            "step `fence`: for_each reads `steps.list.outputs.message`; a list must be known when the run starts"
-        ),
+        out.contains("fleet.yaml:9:15: error: step `fence`: reads `steps.list.outputs.message`, but does not depend on step `list`"),
         "{out}"
     );
 }
@@ -451,4 +448,118 @@ steps:
         "{out}"
     );
     assert!(out.contains("did you mean `west`?"), "{out}");
+}
+
+// --- Lists a step finds at run time (discovery). -------------------------------------------
+
+/// `discover`: reads only; its plan and its run both find `with.items` (the run finds
+/// `with.items_at_run` instead when given: the estate changed in between).
+fn with_discovery(log: &Log) -> Registry {
+    fn found(with: &serde_json::Value, key: &str) -> drover_api::Outputs {
+        let mut o = drover_api::Outputs::new();
+        o.insert("items".into(), with.get(key).or(with.get("items")).cloned().unwrap_or(json!([])));
+        o
+    }
+    let discover = std::sync::Arc::new(Mock {
+        info: drover_api::ActionInfo {
+            name: "discover".into(),
+            summary: "test".into(),
+            params: json!({}),
+            outputs: vec![],
+            side_effects: false,
+            undo: false,
+            open_outputs: true,
+            sites: vec![],
+            rpo_output: None,
+        },
+        log: log.clone(),
+        behaviour: |_, with, _| Behaviour::Ok(found(with, "items_at_run")),
+        plan: |with| {
+            let mut plan = drover_api::Plan::new("found");
+            plan.outputs = found(with, "items");
+            Ok(plan)
+        },
+        calls: Default::default(),
+    });
+    registry(log).with(discover)
+}
+
+async fn run_discovering(yaml: &str) -> (Ran, Log) {
+    let log: Log = Default::default();
+    let reg = with_discovery(&log);
+    let loaded = load(yaml, &reg);
+    let approve = std::sync::Arc::new(drover::engine::AutoApprove("test".into()));
+    (run_with(&loaded, drover::engine::StopSignal::never(), None, approve).await, log)
+}
+
+const DISCOVERED: &str = r#"
+steps:
+  - id: discover
+    uses: discover
+    with: { items: [{ name: vol_a }, { name: vol_b }] }
+  - id: break
+    needs: [discover]
+    for_each: ${{ steps.discover.outputs.items }}
+    uses: ok
+    with: { value: "${{ item.name }}" }
+  - id: done
+    needs: [break]
+    uses: ok
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_list_a_step_finds_is_fanned_out_and_every_instance_planned_before_the_first_change() {
+    let (ran, log) = run_discovering(DISCOVERED).await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(ran.outcome("break[vol_a]"), Outcome::Succeeded);
+    assert_eq!(ran.summary.outputs["break[vol_b]"]["value"], json!("vol_b"));
+    let planned = plans(&log);
+    assert!(planned.contains(&"break[vol_a]".to_string()) && planned.contains(&"break[vol_b]".to_string()));
+    let first_run = log.lock().unwrap().iter().position(|c| c.starts_with("run:")).unwrap();
+    let last_plan = log.lock().unwrap().iter().rposition(|c| c.starts_with("plan:")).unwrap();
+    assert!(last_plan < first_run, "every plan before any run: {:?}", log.lock().unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_list_that_changed_since_it_was_planned_stops_the_run_before_any_item() {
+    let yaml = DISCOVERED.replace(
+        "with: { items: [{ name: vol_a }, { name: vol_b }] }",
+        "with: { items: [{ name: vol_a }, { name: vol_b }], items_at_run: [{ name: vol_a }] }",
+    );
+    let (ran, log) = run_discovering(&yaml).await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert!(ran.error("discover").message.contains("changed since the run was planned (2 items then, 1 now)"));
+    assert_eq!(ran.outcome("break[vol_a]"), Outcome::NotRun);
+    assert!(!calls(&log).iter().any(|c| c.starts_with("run:break")), "{:?}", calls(&log));
+}
+
+#[tokio::test(start_paused = true)]
+async fn items_found_at_run_time_are_checked_before_anything_changes() {
+    let yaml = DISCOVERED.replace("{ name: vol_b }", "{ volume: vol_b }");
+    let (ran, log) = run_discovering(&yaml).await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert_eq!(ran.summary.preflight_failed, ["discover"]);
+    let error = ran
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::PreflightChecked { error: Some(e), .. } => Some(e.message.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(error.contains("item 2 of for_each has no `name`"), "{error}");
+    assert!(calls(&log).is_empty(), "nothing ran: {:?}", calls(&log));
+}
+
+#[test]
+fn a_list_must_be_read_before_the_first_change() {
+    let log: Log = Default::default();
+    let reg = with_discovery(&log);
+    let text = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: t }\n".to_string()
+        + &DISCOVERED.replace("uses: discover", "uses: ok");
+    let err = load_source(Path::new("t.yaml"), &text, &reg, &LoadOptions::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("for_each reads step `discover`, but step `discover` (ok) before it changes the world"),
+        "{err}"
+    );
 }

@@ -151,21 +151,71 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
                 let _ = writeln!(out, "{}", rb.description);
             }
             if !loaded.params.is_empty() {
-                let shown: Vec<String> =
-                    loaded.params.iter().map(|(k, v)| format!("{k}={}", runbook::expr::display(v))).collect();
+                // An inventory is shown by its size: its items are listed with the steps.
+                let shown: Vec<String> = loaded
+                    .params
+                    .iter()
+                    .map(|(k, v)| match v.as_array() {
+                        Some(items) if items.iter().any(Value::is_object) => format!("{k}=[{} items]", items.len()),
+                        _ => format!("{k}={}", runbook::expr::display(v)),
+                    })
+                    .collect();
                 let _ = writeln!(out, "params: {}", shown.join(", "));
             }
-            let width = rb.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
+            let width = rb.steps.iter().map(|s| s.written_id().len()).max().unwrap_or(0);
             for level in 0..depth {
                 let _ = writeln!(out, "\nlevel {level}");
+                // A fanned step's instances at one level are one line: the step, its count, its items.
+                let mut shown_fans: std::collections::HashSet<&str> = Default::default();
                 for &i in &dag.order {
                     if levels[i] != level || !runs(i) {
                         continue;
                     }
                     let s = &rb.steps[i];
+                    let (name, items) = match &s.instance {
+                        Some(inst) if !shown_fans.insert(&inst.of) => continue,
+                        Some(inst) => {
+                            let keys: Vec<&str> = dag
+                                .order
+                                .iter()
+                                .filter(|&&j| levels[j] == level && runs(j))
+                                .filter_map(|&j| rb.steps[j].instance.as_ref())
+                                .filter(|other| other.of == inst.of)
+                                .map(|other| other.key.as_str())
+                                .collect();
+                            (format!("{} ×{}", inst.of, keys.len()), Some(keys))
+                        }
+                        None => (s.id.clone(), None),
+                    };
                     let mut notes = vec![];
                     if !s.needs.is_empty() {
-                        notes.push(format!("needs {}", s.needs.join(", ")));
+                        // Needs on instances read as the step: for the same item, or a count of items.
+                        let mut needs: Vec<(String, usize)> = vec![];
+                        for n in &s.needs {
+                            let of = loaded.index.get(n).and_then(|&j| rb.steps[j].instance.as_ref()).map(|x| &x.of);
+                            let (name, count) = match (of, &s.instance) {
+                                (Some(of), Some(me)) if me.pairs.contains_key(of) => (format!("{of} (same item)"), 0),
+                                (Some(of), _) => (of.clone(), 1),
+                                (None, _) => (n.clone(), 0),
+                            };
+                            match needs.iter_mut().find(|(x, _)| *x == name) {
+                                Some((_, c)) => *c += count,
+                                None => needs.push((name, count)),
+                            }
+                        }
+                        let needs: Vec<String> = needs
+                            .into_iter()
+                            .map(|(n, c)| if c > 0 { format!("{n} ({c} items)") } else { n })
+                            .collect();
+                        notes.push(format!("needs {}", needs.join(", ")));
+                    }
+                    if let Some(inst) = &s.instance
+                        && let Some(tier) = &inst.tier
+                    {
+                        notes.push(format!("tier {tier}"));
+                    }
+                    if let Some(fe) = &s.for_each {
+                        notes.push(format!("for each item of {}, known once the run reads it", fe.items.text()));
                     }
                     if let Some((_, text)) = &s.condition {
                         notes.push(format!("if {text}"));
@@ -189,7 +239,18 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
                     if let Some(ms) = past.get(&s.id) {
                         notes.push(format!("usually {}", fmt_ms(*ms)));
                     }
-                    let _ = writeln!(out, "  {:<width$}  {}  ({})", s.id, s.call.uses, notes.join("; "));
+                    let _ = writeln!(out, "  {:<width$}  {}  ({})", name, s.call.uses, notes.join("; "));
+                    if let Some(keys) = items {
+                        const SHOWN: usize = 12;
+                        let more = keys.len().saturating_sub(SHOWN);
+                        let tail = if more > 0 { format!(" … and {more} more") } else { String::new() };
+                        let _ = writeln!(
+                            out,
+                            "  {:<width$}  items: {}{tail}",
+                            "",
+                            keys[..keys.len().min(SHOWN)].join(", ")
+                        );
+                    }
                     if let Some(c) = &s.confirm_text {
                         let _ = writeln!(out, "  {:<width$}  gate: {c}", "");
                     }
@@ -225,6 +286,7 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
                     let s = &rb.steps[i];
                     json!({
                         "id": s.id, "uses": s.call.uses, "level": levels[i], "needs": s.needs,
+                        "for_each": s.instance.as_ref().map(|x| json!({ "step": x.of, "item": x.key, "tier": x.tier })),
                         "if": s.condition.as_ref().map(|c| &c.1), "lock": s.lock, "confirm": s.confirm_text,
                         "always": s.always, "timeout_ms": s.timeout.as_millis() as u64, "attempts": s.retry.attempts,
                         "estimate_ms": past.get(&s.id),

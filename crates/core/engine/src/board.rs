@@ -201,6 +201,13 @@ impl<'a> Board<'a> {
                     && matches!(self.state[p], State::Done(Outcome::Planned | Outcome::PlanFailed)))
         });
         let mut fin = fin;
+        if self.phase == Phase::Run
+            && fin.outcome == Outcome::Succeeded
+            && let Some(error) = self.list_changed(i, &fin.outputs)
+        {
+            fin.outcome = Outcome::Failed;
+            fin.error = Some(error);
+        }
         let mut deferred = vec![];
         if self.phase.plans()
             && fin.outcome == Outcome::PlanFailed
@@ -262,6 +269,41 @@ impl<'a> Board<'a> {
                 self.pending_eval.push_back(c);
             }
         }
+    }
+
+    /// A list the run was expanded with, read from this step's outputs, is not what the step
+    /// finds now that it runs: the instances planned are not the ones to run.
+    fn list_changed(&mut self, i: usize, outputs: &Outputs) -> Option<ActionError> {
+        let id = &self.loaded.runbook.steps[i].id;
+        let lists: Vec<_> = self
+            .loaded
+            .discovered
+            .iter()
+            .filter(|(t, _)| t.refs().iter().any(|(p, _)| p[0] == "steps" && p.get(1) == Some(id)))
+            .collect();
+        if lists.is_empty() {
+            return None;
+        }
+        let before = self.outputs[i].replace(outputs.clone());
+        let mut changed = None;
+        for (t, planned) in lists {
+            let now = t.render(&self.scope(i)).unwrap_or(serde_json::Value::Null);
+            if &now != planned {
+                let count = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+                changed = Some(
+                    ActionError::permanent(format!(
+                        "the list this step finds changed since the run was planned ({} items then, {} now): \
+                         the steps planned for each item are not the ones to run",
+                        count(planned),
+                        count(&now)
+                    ))
+                    .with_hint("nothing planned per item has started; run again to plan the list as it is now"),
+                );
+                break;
+            }
+        }
+        self.outputs[i] = before;
+        changed
     }
 
     /// Whether a step (of those `among` picks) marked `point_of_no_return` has begun: from then

@@ -232,18 +232,25 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
 
 /// Run the graph to the end (or until stopped) and return what happened.
 pub async fn execute(loaded: &Loaded, opts: ExecuteOptions) -> RunSummary {
+    let expanded;
+    let loaded = match &loaded.deferred {
+        None => loaded,
+        Some(_) => match discover(loaded, &opts).await {
+            Ok(l) => {
+                expanded = l;
+                &expanded
+            }
+            Err(summary) => return *summary,
+        },
+    };
     let rb = &loaded.runbook;
     let sites: Arc<BTreeMap<String, Value>> =
         Arc::new(loaded.sites.iter().map(|(k, v)| (k.clone(), v.settings.clone())).collect());
-    let base_dir = match rb.path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
-        _ => std::env::current_dir().unwrap_or_default(),
-    };
     let shared = Arc::new(RunShared {
         run_id: opts.run_id.clone(),
         sink: opts.sink.clone(),
         approver: opts.approver.clone(),
-        base_dir,
+        base_dir: base_dir(loaded),
     });
     let empty = |outcome, journal_error, preflight_failed| RunSummary {
         outcome,
@@ -367,6 +374,115 @@ pub async fn execute(loaded: &Loaded, opts: ExecuteOptions) -> RunSummary {
         .collect();
     let outputs = rb.steps.iter().zip(board.outputs).filter_map(|(s, o)| o.map(|o| (s.id.clone(), o))).collect();
     RunSummary { outcome, steps, outputs, journal_error, preflight_failed: vec![] }
+}
+
+/// Lists read from steps' outputs: plan those steps (they only read, so their plans read what
+/// their runs would), then expand the runbook with what they found — before the run starts,
+/// so the preflight checks every item's steps. A resumed run reuses what the first one read.
+/// When the lists cannot be read or used, the run ends as a failed preflight: nothing changed.
+async fn discover(loaded: &Loaded, opts: &ExecuteOptions) -> Result<Loaded, Box<RunSummary>> {
+    let started = Instant::now();
+    let sub = loaded.discovery().expect("a runbook with deferred lists has steps to read them from");
+    let resume = opts.resume.clone().unwrap_or_default();
+    let mut outputs: BTreeMap<String, Outputs> = sub
+        .runbook
+        .steps
+        .iter()
+        .filter_map(|s| resume.done.get(&s.id).map(|(_, o)| (s.id.clone(), o.clone())))
+        .collect();
+    let mut failed: Vec<String> = vec![];
+    let mut captured: Vec<Event> = vec![];
+    let timeout = match &opts.preflight {
+        Preflight::Check { timeout } => *timeout,
+        Preflight::Skip { .. } => Duration::from_secs(300),
+    };
+    if outputs.len() < sub.runbook.steps.len() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = EventSink::observer_only(Some(tx));
+        let sites: Arc<BTreeMap<String, Value>> =
+            Arc::new(loaded.sites.iter().map(|(k, v)| (k.clone(), v.settings.clone())).collect());
+        let shared = Arc::new(RunShared {
+            run_id: opts.run_id.clone(),
+            sink: sink.clone(),
+            approver: opts.approver.clone(),
+            base_dir: base_dir(loaded),
+        });
+        let fresh = Resume::default();
+        let d = Drive {
+            loaded: &sub,
+            concurrency: opts.concurrency,
+            sites,
+            shared,
+            resume: &fresh,
+            graceful: CancellationToken::new(),
+            deadline: Some(started + timeout),
+        };
+        let reads_only = vec![false; sub.runbook.steps.len()];
+        let mut board = Board::new(&sub, &sink, &opts.run_id, Phase::Preflight, &fresh, &reads_only);
+        let mut stop = opts.stop.clone();
+        drive(&mut board, &d, &mut stop, opts.stop.level()).await;
+        for (i, step) in sub.runbook.steps.iter().enumerate() {
+            match (&board.state[i], &board.outputs[i]) {
+                (State::Done(Outcome::Planned), Some(o)) => {
+                    outputs.insert(step.id.clone(), o.clone());
+                }
+                (State::Done(Outcome::Skipped), _) => {}
+                _ => failed.push(step.id.clone()),
+            }
+        }
+        drop(board);
+        while let Ok(e) = rx.try_recv() {
+            captured.push(e);
+        }
+    }
+    let problem = match loaded.expand_discovered(&outputs) {
+        Ok(l) if failed.is_empty() => return Ok(l),
+        Ok(_) => None,
+        Err(d) => Some(d),
+    };
+    // Nothing has changed: the run ends as a failed preflight, saying what went wrong.
+    let side_effects: Vec<bool> = loaded.actions.call.iter().map(|a| a.info().side_effects).collect();
+    let sink = &opts.sink;
+    let mut journal_error = sink.emit_durable(run_started(loaded, opts, &side_effects)).await.err();
+    let _ =
+        sink.emit(Event::PreflightStarted { steps: sub.runbook.steps.len(), timeout_ms: timeout.as_millis() as u64 });
+    for e in captured.into_iter().filter(|e| matches!(e, Event::PreflightChecked { .. })) {
+        let _ = sink.emit(e);
+    }
+    if let Some(d) = problem {
+        let step = sub.runbook.steps.last().map(|s| s.id.clone()).unwrap_or_default();
+        let error = ActionError::permanent(format!("the list it found cannot be fanned out over: {d}"))
+            .with_hint("fix the items (or the runbook's for_each) and run again; nothing was changed");
+        let _ = sink.emit(Event::PreflightChecked {
+            step: step.clone(),
+            outcome: Outcome::PlanFailed,
+            plan: None,
+            error: Some(error),
+            duration_ms: 0,
+            deferred: vec![],
+        });
+        failed.push(step);
+    }
+    let _ = sink
+        .emit(Event::PreflightFinished { failed: failed.clone(), duration_ms: started.elapsed().as_millis() as u64 });
+    if let Err(e) = sink.emit_durable(Event::RunFinished { outcome: RunOutcome::Failed }).await {
+        journal_error.get_or_insert(e);
+    }
+    Err(Box::new(RunSummary {
+        outcome: RunOutcome::Failed,
+        steps: vec![],
+        outputs,
+        journal_error: journal_error.map(|e| e.to_string()),
+        preflight_failed: failed,
+    }))
+}
+
+/// The runbook's directory: relative paths in parameters start here.
+fn base_dir(loaded: &Loaded) -> std::path::PathBuf {
+    match loaded.runbook.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+        _ => std::env::current_dir().unwrap_or_default(),
+    }
 }
 
 /// A step task that ended without reporting: it panicked or was aborted.

@@ -55,6 +55,11 @@ pub struct Loaded {
     pub actions: Actions,
     /// Each step's index by id.
     pub index: std::collections::HashMap<String, usize>,
+    /// Some lists are read from steps' outputs: the steps stay as written until the run
+    /// reads them (`discovery`, then `expand_discovered`).
+    pub deferred: Option<Deferred>,
+    /// Lists this runbook was expanded with at run time, and the values they had.
+    pub discovered: Vec<(expr::Template, Value)>,
 }
 
 pub fn digest(bytes: &[u8]) -> String {
@@ -159,11 +164,20 @@ pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOp
     found.extend(sink.found);
 
     // The steps as written are checked; now each fanned step becomes one step per item.
+    let mut deferred = None;
     let dag = match dag {
         Some(dag) if found.is_empty() && runbook.steps.iter().any(|s| s.for_each.is_some()) => {
-            let known = fan::Known { dag: &dag, params: &params, origins: &origins, sites: &sites, catalog };
-            fan::expand(&mut runbook, &known, &mut found);
-            Dag::build(runbook.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice()))).ok().or(Some(dag))
+            let known =
+                fan::Known { dag: &dag, params: &params, origins: &origins, sites: &sites, catalog, outputs: None };
+            let mut expanded = runbook.clone();
+            if fan::expand(&mut expanded, &known, &mut found).deferred {
+                // Lists read from steps' outputs: expanded when the run has read them.
+                deferred = Some(Deferred { origins: origins.clone() });
+                Some(dag)
+            } else {
+                runbook = expanded;
+                Dag::build(runbook.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice()))).ok().or(Some(dag))
+            }
         }
         dag => dag,
     };
@@ -180,12 +194,107 @@ pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOp
                 sites_digest,
                 actions,
                 index,
+                deferred,
+                discovered: vec![],
             })
         }
         _ => {
             found.sort();
             Err(found)
         }
+    }
+}
+
+/// A runbook some of whose lists are read from steps' outputs: what expanding it later needs.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    origins: BTreeMap<String, fan::Origin>,
+}
+
+impl Loaded {
+    /// The steps a run reads its deferred lists from, with every step before them: the run
+    /// plans these first (they only read), then expands the rest with what they found.
+    pub fn discovery(&self) -> Option<Loaded> {
+        self.deferred.as_ref()?;
+        let mut sources: Vec<usize> = vec![];
+        for step in &self.runbook.steps {
+            let Some(ForEach { items: Items::Expr(t, _), .. }) = &step.for_each else { continue };
+            for (path, _) in t.refs() {
+                if path[0] == "steps"
+                    && let Some(&i) = path.get(1).and_then(|id| self.index.get(id))
+                {
+                    sources.push(i);
+                }
+            }
+        }
+        let keep: Vec<usize> = (0..self.runbook.steps.len())
+            .filter(|&j| sources.iter().any(|&x| j == x || self.dag.is_ancestor(j, x)))
+            .collect();
+        let mut sub = self.clone();
+        sub.deferred = None;
+        sub.runbook.steps = keep.iter().map(|&j| self.runbook.steps[j].clone()).collect();
+        sub.actions = Actions {
+            call: keep.iter().map(|&j| self.actions.call[j].clone()).collect(),
+            undo: keep.iter().map(|&j| self.actions.undo[j].clone()).collect(),
+        };
+        sub.dag = Dag::build(sub.runbook.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice()))).ok()?;
+        sub.index = sub.runbook.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        Some(sub)
+    }
+
+    /// Expand the lists read from steps' outputs, now that the run has read them. Every
+    /// item is checked as at load; an error names the item.
+    pub fn expand_discovered(&self, outputs: &BTreeMap<String, drover_api::Outputs>) -> Result<Loaded, Diagnostics> {
+        let Some(deferred) = &self.deferred else { return Ok(self.clone()) };
+        let catalog = Resolved(self);
+        let known = fan::Known {
+            dag: &self.dag,
+            params: &self.params,
+            origins: &deferred.origins,
+            sites: &self.sites,
+            catalog: &catalog,
+            outputs: Some(outputs),
+        };
+        let mut found = Diagnostics::default();
+        let mut runbook = self.runbook.clone();
+        let expanded = fan::expand(&mut runbook, &known, &mut found);
+        if !found.is_empty() {
+            found.sort();
+            return Err(found);
+        }
+        let dag = Dag::build(runbook.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice())))
+            .expect("expanding a graph without cycles makes none");
+        let actions = resolve(&runbook, &catalog, &mut found);
+        let index = runbook.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        Ok(Loaded { runbook, dag, actions, index, deferred: None, discovered: expanded.discovered, ..self.clone() })
+    }
+}
+
+/// The actions a loaded runbook resolved, looked up by name again when it expands at run time.
+struct Resolved<'a>(&'a Loaded);
+
+impl Catalog for Resolved<'_> {
+    fn action(&self, name: &str) -> Result<std::sync::Arc<dyn drover_api::Action>, LookupError> {
+        let l = self.0;
+        l.runbook
+            .steps
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| match (&s.call.uses, s.undo.as_ref().map(|u| &u.uses)) {
+                (uses, _) if uses == name => Some(l.actions.call[i].clone()),
+                (_, Some(undo)) if undo == name => l.actions.undo[i].clone(),
+                _ => None,
+            })
+            .ok_or_else(|| LookupError { message: format!("unknown action `{name}`"), hint: String::new() })
+    }
+    fn site_section(&self, _: &str) -> Option<&drover_api::SiteSection> {
+        None
+    }
+    fn section_names(&self) -> Vec<&str> {
+        vec![]
+    }
+    fn has_external(&self, _: &str) -> bool {
+        false
     }
 }
 

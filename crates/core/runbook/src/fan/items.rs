@@ -40,16 +40,35 @@ pub(super) fn resolve_items(
             Some((items, source.text(), places))
         }
         Items::Expr(template, text) => {
-            if let Some((path, _)) = template.refs().into_iter().find(|(p, _)| p.first().is_none_or(|r| r != "params"))
+            let refs = template.refs();
+            if let Some((path, _)) = refs.iter().find(|(p, _)| p.first().is_none_or(|r| r != "params" && r != "steps"))
             {
                 problems.in_runbook(
                     pos,
-                    format!("step `{id}`: {what} reads `{}`; a list must be known when the run starts", path.join(".")),
-                    "fan out over a param — an inventory of applications in a params file — or a list written here",
+                    format!(
+                        "step `{id}`: {what} reads `{}`; a list comes from params or a step's outputs",
+                        path.join(".")
+                    ),
+                    "fan out over a param (an inventory in a params file), a step's output, or a list written here",
                 );
                 return None;
             }
-            let value = template.render(&ParamsOnly(known.params)).ok()?; // no value yet: `validate` alone
+            let value = if refs.iter().any(|(p, _)| p[0] == "steps") {
+                let outputs = known.outputs?; // read at run time, before the first change
+                match template.render(&Discovered { params: known.params, outputs }) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        problems.in_runbook(
+                            pos,
+                            format!("step `{id}`: {what} `{text}`: {e}"),
+                            "check what the step outputs",
+                        );
+                        return None;
+                    }
+                }
+            } else {
+                template.render(&ParamsOnly(known.params)).ok()? // no value yet: `validate` alone
+            };
             let Value::Array(items) = value else {
                 problems.in_runbook(
                     pos,
@@ -309,6 +328,66 @@ impl crate::expr::Scope for ItemOnly<'_> {
         match path.split_first() {
             Some((root, rest)) if root == "item" => dig(self.0, rest).cloned().ok_or_else(|| "no such field".into()),
             _ => Err("not the item".into()),
+        }
+    }
+}
+
+/// Params and the outputs of the steps a run-time list is read from.
+struct Discovered<'a> {
+    params: &'a std::collections::BTreeMap<String, Value>,
+    outputs: &'a std::collections::BTreeMap<String, drover_api::Outputs>,
+}
+
+impl crate::expr::Scope for Discovered<'_> {
+    fn lookup(&self, path: &[String]) -> Result<Value, String> {
+        match path {
+            [root, id, outputs, key, rest @ ..] if root == "steps" && outputs == "outputs" => {
+                let out = self.outputs.get(id).ok_or_else(|| format!("step `{id}` has not run"))?;
+                let v = out.get(key).ok_or_else(|| format!("step `{id}` has no output `{key}`"))?;
+                dig(v, rest).cloned().ok_or_else(|| format!("`{}` is not in step `{id}`'s output", path.join(".")))
+            }
+            _ => ParamsOnly(self.params).lookup(path),
+        }
+    }
+}
+
+/// The steps a `for_each` reads its list from, if it reads any.
+pub(super) fn reads_steps(fe: &ForEach) -> Option<Vec<String>> {
+    let Items::Expr(t, _) = &fe.items else { return None };
+    let ids: Vec<String> =
+        t.refs().into_iter().filter(|(p, _)| p[0] == "steps").filter_map(|(p, _)| p.get(1).cloned()).collect();
+    (!ids.is_empty()).then_some(ids)
+}
+
+/// A list read from steps' outputs is read before the first change: those steps, and every
+/// step before them, only read (their plans read what their runs would), and run once.
+pub(super) fn check_discovery(rb: &Runbook, known: &Known, step: &Step, reads: &[String], problems: &mut Problems) {
+    let pos = step.for_each.as_ref().map_or(step.pos, |f| f.pos);
+    let index: HashMap<&str, usize> = rb.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    for source in reads {
+        let Some(&x) = index.get(source.as_str()) else { continue }; // reported by the reference check
+        if rb.steps[x].for_each.is_some() {
+            problems.in_runbook(
+                pos,
+                format!("step `{}`: for_each reads step `{source}`, which itself runs once per item", step.id),
+                "read the list from a step that runs once, such as `ontap.snapmirror.list`",
+            );
+            continue;
+        }
+        let before = (0..rb.steps.len()).filter(|&j| j == x || known.dag.is_ancestor(j, x));
+        for j in before {
+            let s = &rb.steps[j];
+            let changes = known.catalog.action(&s.call.uses).map(|a| a.info().side_effects).unwrap_or(true);
+            if changes {
+                problems.in_runbook(
+                    pos,
+                    format!(
+                        "step `{}`: for_each reads step `{source}`, but step `{}` ({}) before it changes the world",
+                        step.id, s.id, s.call.uses
+                    ),
+                    "a list read at run time is read before the first change: only steps that read may come before it",
+                );
+            }
         }
     }
 }

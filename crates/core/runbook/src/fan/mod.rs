@@ -55,20 +55,44 @@ pub(crate) struct Known<'a> {
     pub origins: &'a BTreeMap<String, Origin>,
     pub sites: &'a BTreeMap<String, Site>,
     pub catalog: &'a dyn Catalog,
+    /// At run time: the outputs of the steps lists are read from (`None` at load).
+    pub outputs: Option<&'a BTreeMap<String, drover_api::Outputs>>,
+}
+
+/// What expanding found.
+#[derive(Debug, Default)]
+pub(crate) struct Expanded {
+    /// Some lists are read from steps' outputs: the steps stay as written until the run
+    /// reads them.
+    pub deferred: bool,
+    /// The lists read from steps' outputs, and what they were: the run checks that the
+    /// step gives the same list when it runs for real.
+    pub discovered: Vec<(crate::expr::Template, Value)>,
 }
 
 /// Replace every fanned step whose list is known by one instance per item (and a step per
 /// tier that ends it, when the list has tiers). Steps whose list has no value yet (`validate`
 /// without params) stay as written.
-pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) {
+pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -> Expanded {
+    let mut expanded = Expanded::default();
     if rb.steps.iter().all(|s| s.for_each.is_none()) {
-        return;
+        return expanded;
     }
     let mut problems = Problems { rb_file: rb.path.clone(), found: Diagnostics::default() };
     let mut lists: HashMap<String, Fanned> = HashMap::new();
     for step in &rb.steps {
         let Some(fe) = &step.for_each else { continue };
+        if let Some(reads) = items::reads_steps(fe)
+            && known.outputs.is_none()
+        {
+            expanded.deferred = true;
+            items::check_discovery(rb, known, step, &reads, &mut problems);
+            continue;
+        }
         if let Some((items, source, places)) = items::resolve_list(step, fe, known, &mut problems) {
+            if let (Items::Expr(t, _), Some(_)) = (&fe.items, items::reads_steps(fe)) {
+                expanded.discovered.push((t.clone(), Value::Array(items.clone())));
+            }
             let keys = items::keys(step, fe, &items, &places, &mut problems);
             items::check_fields(step, &items, &keys, &places, known, &mut problems);
             lists.insert(step.id.clone(), Fanned { source, keys, items, places });
@@ -76,9 +100,9 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) {
     }
     items::check_reads(rb, &lists, &mut problems);
     let shared = share(rb, &lists, known, &mut problems);
-    if !problems.found.is_empty() {
+    if !problems.found.is_empty() || expanded.deferred {
         found.extend(problems.found);
-        return;
+        return expanded;
     }
     let ends = tiers::ends(rb, known.dag, &lists, &shared);
     let fanned: HashMap<&str, &Fanned> = lists.iter().map(|(id, f)| (id.as_str(), f)).collect();
@@ -125,6 +149,7 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) {
         }
     }
     rb.steps = out;
+    expanded
 }
 
 /// Tiers and isolation are declared once, on any step fanned over the list, and hold for all.
