@@ -496,3 +496,31 @@ fn the_fleet_example_plans_each_step_once_with_its_items_and_runs_tier_by_tier()
     assert_eq!(ended("verify[wiki]"), "succeeded");
     assert_eq!(ended("tier[2]"), "succeeded");
 }
+
+#[test]
+fn a_fleet_report_says_per_application_what_happened_and_what_to_do() {
+    let env = Env::new();
+    let example = std::fs::read_to_string("examples/fleet/fleet.yaml").unwrap();
+    // payments cannot be moved; the other applications go on, tier by tier.
+    let broken = example.replace(
+        "    uses: sleep\n    with: { duration: \"${{ item.takes }}\" }",
+        "    uses: exec\n    with: { shell: 'test \"$APP\" != payments || { echo \"no capacity for $APP\" >&2; exit 1; }', env: { APP: \"${{ item.name }}\" } }",
+    );
+    assert_ne!(broken, example);
+    let rb = env.write("fleet.yaml", &broken);
+    let run = env.run(&["run", "--yes", rb.to_str().unwrap(), "--params-file", "examples/fleet/inventory.yaml"]);
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    let out = text(&run);
+    assert!(out.contains("6 items of params.apps: 5 recovered, 1 failed, 0 rolled back"), "{out}");
+    assert!(out.contains("tier 2  payments  failed       at move[payments]:"), "{out}");
+    assert!(out.contains("RTO not reached (not every item recovered)"), "{out}");
+    let report = env.run(&["report", &env.last_run_id(), "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let items = json["fleet"]["items"].as_array().unwrap();
+    let payments = items.iter().find(|i| i["key"] == "payments").unwrap();
+    assert_eq!(payments["outcome"], "failed");
+    assert!(payments["next"].as_str().unwrap().contains("drover resume"), "{payments}");
+    let wiki = items.iter().find(|i| i["key"] == "wiki").unwrap();
+    assert_eq!((wiki["outcome"].as_str(), wiki["tier"].as_str()), (Some("recovered"), Some("3")));
+    assert!(wiki["rto_ms"].as_u64().is_some(), "{wiki}");
+}

@@ -96,10 +96,12 @@ fn run_started(loaded: &Loaded, opts: &ExecuteOptions, side_effects: &[bool]) ->
                     needs: s.needs.clone(),
                     description: s.description.clone(),
                     point_of_no_return: s.point_of_no_return,
-                    fanned: s
-                        .instance
-                        .as_ref()
-                        .map(|i| drover_model::events::Fanned { step: i.of.clone(), key: i.key.clone() }),
+                    fanned: s.instance.as_ref().map(|i| drover_model::events::Fanned {
+                        step: i.of.clone(),
+                        key: i.key.clone(),
+                        list: i.list.clone(),
+                        tier: i.tier.clone(),
+                    }),
                 })
                 .collect(),
             rollback: rb.on_failure == OnFailure::Rollback,

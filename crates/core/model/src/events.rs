@@ -115,6 +115,11 @@ pub struct StepInfo {
 pub struct Fanned {
     pub step: String,
     pub key: String,
+    /// The list the item comes from (`params.apps`).
+    #[serde(default)]
+    pub list: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 /// Facts about a run's start.

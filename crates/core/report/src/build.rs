@@ -287,7 +287,9 @@ impl Report {
                 .filter(|_| state.finished == Some(RunOutcome::Cancelled)),
             next: None,
             forecast: None,
+            fleet: None,
         };
+        report.fleet = fleet::build(&start.steps, &report.steps, &report.run_id);
         report.next = report.next_command();
         report
     }

@@ -89,6 +89,43 @@ critical path {} ({})</p>",
     }
     h.push_str("</svg>");
 
+    if let Some(f) = &r.fleet {
+        let _ = write!(
+            h,
+            "<h2>{} items of {}: {} recovered, {} failed, {} rolled back</h2><p>fleet RTO {}, RPO {}</p>",
+            f.items.len(),
+            esc(&f.list),
+            f.recovered,
+            f.failed,
+            f.rolled_back,
+            f.rto_ms.map(fmt_ms).unwrap_or_else(|| "not reached".into()),
+            f.rpo_seconds.map(|s| fmt_ms((s * 1000.0) as u64)).unwrap_or_else(|| "not reported".into()),
+        );
+        h.push_str(
+            "<table><tr><th>item</th><th>tier</th><th>outcome</th><th>RTO</th><th>RPO</th><th>details</th></tr>",
+        );
+        for i in &f.items {
+            let mut details = String::new();
+            if let (Some(step), Some(e)) = (&i.failed_step, &i.error) {
+                let _ = write!(details, "<div class=\"err\">{}: {}</div>", esc(step), esc(e));
+            }
+            if let Some(n) = &i.next {
+                let _ = write!(details, "<div class=\"hint\">next: {}</div>", esc(n));
+            }
+            let _ = write!(
+                h,
+                "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&i.key),
+                esc(i.tier.as_deref().unwrap_or("-")),
+                i.outcome,
+                i.rto_ms.map(fmt_ms).unwrap_or_else(|| "-".into()),
+                i.rpo_seconds.map(|s| fmt_ms((s * 1000.0) as u64)).unwrap_or_else(|| "-".into()),
+                details
+            );
+        }
+        h.push_str("</table>");
+    }
+
     h.push_str("<table><tr><th>step</th><th>action</th><th>outcome</th><th>start</th><th>duration</th><th>attempts</th><th>details</th></tr>");
     for s in &r.steps {
         let mut details = String::new();

@@ -3,6 +3,7 @@
 //! time); rendered as text, JSON, or one self-contained HTML page with an SVG timeline.
 
 mod build;
+mod fleet;
 mod html;
 mod text;
 
@@ -17,6 +18,7 @@ use drover_journal::state::RunState;
 use drover_model::events::{Outcome, RunMode, RunOutcome};
 use drover_model::graph::Dag;
 
+pub use fleet::{FleetReport, ItemReport};
 pub use html::render_html;
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +75,9 @@ pub struct Report {
     /// Dry runs: the recovery time and data loss a real run would have.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forecast: Option<Forecast>,
+    /// Runs of a fleet (steps with `for_each`): each item's outcome, RTO, RPO and tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetReport>,
 }
 
 /// The preflight of a real run.

@@ -158,6 +158,9 @@ impl Report {
                 }
             );
         }
+        if let Some(f) = &self.fleet {
+            out.push_str(&f.text());
+        }
         if let Some(t) = self.rto_target_ms {
             let verdict = match self.rto_met {
                 Some(true) => "met",
