@@ -1,6 +1,7 @@
 //! Engine overhead on generated 10,000-step runbooks: validate + plan, and a run of no-op
-//! steps with the journal on disk (durable), for a chain, a wide fan-out/fan-in and a random
-//! DAG with three needs per step on average.
+//! steps with the journal on disk (durable), for a chain, a wide fan-out/fan-in, a random
+//! DAG with three needs per step on average, and a fleet: four steps with `for_each` over an
+//! inventory of 2,500 items (10,000 instances, each item's steps paired).
 //!
 //!   cargo bench --bench engine
 //!
@@ -30,6 +31,7 @@ enum Shape {
     Chain,
     FanOutIn,
     RandomDag,
+    Fleet,
 }
 
 /// A step that does nothing; `side_effects` decides whether its start must be durable first.
@@ -68,7 +70,30 @@ fn registry() -> Registry {
     Registry::builtin().with(noop("noop", true)).with(noop("noop.pure", false))
 }
 
+/// Four steps fanned out over 2,500 items: 10,000 instances.
+fn fleet(action: &str) -> String {
+    let mut s = String::from(
+        "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: bench }\nconcurrency: 64\nparams:\n  apps:\n    type: list\n    default:\n",
+    );
+    for i in 0..STEPS / 4 {
+        s.push_str(&format!("      - {{ name: app{i:04}, tier: {}, volume: vol{i:04} }}\n", i % 3 + 1));
+    }
+    s.push_str("steps:\n");
+    let mut before: Option<&str> = None;
+    for id in ["break", "restore", "verify", "switch"] {
+        let needs = before.map(|b| format!(", needs: [{b}]")).unwrap_or_default();
+        s.push_str(&format!(
+            "  - {{ id: {id}, for_each: \"${{{{ params.apps }}}}\", uses: {action}{needs}, with: {{ value: \"${{{{ item.volume }}}}\" }} }}\n"
+        ));
+        before = Some(id);
+    }
+    s
+}
+
 fn runbook(shape: Shape, action: &str) -> String {
+    if let Shape::Fleet = shape {
+        return fleet(action);
+    }
     let mut s =
         String::from("apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: bench }\nconcurrency: 64\nsteps:\n");
     let mut seed: u64 = 0x9e3779b97f4a7c15;
@@ -97,7 +122,7 @@ fn runbook(shape: Shape, action: &str) -> String {
     s
 }
 
-const SHAPES: [Shape; 3] = [Shape::Chain, Shape::FanOutIn, Shape::RandomDag];
+const SHAPES: [Shape; 4] = [Shape::Chain, Shape::FanOutIn, Shape::RandomDag, Shape::Fleet];
 
 #[divan::bench(args = SHAPES, sample_count = 10)]
 fn validate_and_plan(bencher: divan::Bencher, shape: Shape) {
@@ -105,6 +130,7 @@ fn validate_and_plan(bencher: divan::Bencher, shape: Shape) {
     let text = runbook(shape, "noop");
     bencher.bench_local(|| {
         let loaded = load_source(Path::new("bench.yaml"), &text, &reg, &LoadOptions::default()).expect("valid");
+        assert_eq!(loaded.runbook.steps.len(), STEPS);
         let levels = loaded.dag.levels();
         let path = loaded.dag.critical_path(|_| 1.0);
         divan::black_box((levels, path));

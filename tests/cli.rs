@@ -524,3 +524,29 @@ fn a_fleet_report_says_per_application_what_happened_and_what_to_do() {
     assert_eq!((wiki["outcome"].as_str(), wiki["tier"].as_str()), (Some("recovered"), Some("3")));
     assert!(wiki["rto_ms"].as_u64().is_some(), "{wiki}");
 }
+
+#[test]
+fn resuming_a_fleet_runs_only_the_application_that_did_not_finish() {
+    let env = Env::new();
+    let example = std::fs::read_to_string("examples/fleet/fleet.yaml").unwrap();
+    let (log, fixed) = (env.path("moved.log"), env.path("capacity-added"));
+    // payments moves once capacity has been added; every move is logged.
+    let fleet = example.replace(
+        "    uses: sleep\n    with: { duration: \"${{ item.takes }}\" }",
+        &format!(
+            "    uses: exec\n    with: {{ shell: 'echo \"$APP\" >> {}; test \"$APP\" != payments || test -f {}', env: {{ APP: \"${{{{ item.name }}}}\" }} }}",
+            log.display(),
+            fixed.display()
+        ),
+    );
+    let rb = env.write("fleet.yaml", &fleet);
+    let run = env.run(&["run", "--yes", rb.to_str().unwrap(), "--params-file", "examples/fleet/inventory.yaml"]);
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    std::fs::write(&fixed, "").unwrap();
+    let resumed = env.run(&["resume", "--yes", &env.last_run_id()]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    let moved = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(moved.lines().filter(|l| *l == "payments").count(), 2, "{moved}");
+    assert_eq!(moved.lines().filter(|l| *l == "orders").count(), 1, "the others are not moved again: {moved}");
+    assert!(text(&resumed).contains("6 items of params.apps: 6 recovered, 0 failed"), "{}", text(&resumed));
+}

@@ -130,6 +130,7 @@ impl RunbookInputs {
             params_file: self.params_file.clone(),
             sites_file: self.sites.clone(),
             require_params,
+            ..Default::default()
         }
     }
 }

@@ -259,7 +259,9 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
     let sites_file = start.sites_file.as_ref().map(PathBuf::from);
     let inputs = RunbookInputs { params: a.params.clone(), params_file: None, sites: sites_file.clone() };
     let rb_path = PathBuf::from(&start.runbook_path);
-    let mut loaded: Loaded = runbook::load(&rb_path, registry, &inputs.options(false)).map_err(|d| {
+    // The run's own params: a fanned step's items are the ones the run started with.
+    let options = runbook::LoadOptions { recorded: previous.params.clone(), ..inputs.options(false) };
+    let mut loaded: Loaded = runbook::load(&rb_path, registry, &options).map_err(|d| {
         eprintln!("{d}");
         CliError::new(exit::STATE_ERROR, format!("the runbook of run {run_id} ({}) no longer loads", rb_path.display()))
             .hint("restore the runbook as it was, or start a new run")

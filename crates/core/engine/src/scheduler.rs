@@ -290,7 +290,7 @@ pub async fn execute(loaded: &Loaded, opts: ExecuteOptions) -> RunSummary {
             }
             Preflight::Check { timeout } => {
                 let started = Instant::now();
-                let remaining = rb.steps.len() - resume.done.len();
+                let remaining = rb.steps.len().saturating_sub(resume.done.len());
                 let _ = opts
                     .sink
                     .emit(Event::PreflightStarted { steps: remaining, timeout_ms: timeout.as_millis() as u64 });

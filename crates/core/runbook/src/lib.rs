@@ -39,6 +39,8 @@ pub struct LoadOptions {
     pub sites_file: Option<PathBuf>,
     /// `run` and `plan` need every required param; `validate` does not.
     pub require_params: bool,
+    /// Values a run already had (`resume`: the journal's), under the params file and `--param`.
+    pub recorded: BTreeMap<String, Value>,
 }
 
 /// A runbook ready to run: checked, with params and sites resolved.
@@ -346,6 +348,12 @@ fn resolve_params(
             values.insert(p.name.clone(), d.clone());
             let node = rb.root.get("params").and_then(|n| n.get(&p.name)).and_then(|n| n.get("default")).cloned();
             origins.insert(p.name.clone(), fan::Origin { file: rb.path.clone(), node });
+        }
+    }
+    for (name, value) in &opts.recorded {
+        if rb.param(name).is_some() {
+            values.insert(name.clone(), value.clone());
+            origins.insert(name.clone(), fan::Origin { file: PathBuf::from("(the run's journal)"), node: None });
         }
     }
     let names: Vec<&str> = rb.params.iter().map(|p| p.name.as_str()).collect();

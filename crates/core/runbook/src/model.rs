@@ -253,6 +253,16 @@ impl Step {
         for (path, _) in self.confirm.iter().flat_map(|t| t.refs()) {
             take(path);
         }
+        // An item's step used the list it came from.
+        if let Some(inst) = &self.instance {
+            let path: Vec<String> = inst.list.split('.').map(String::from).collect();
+            take(&path);
+        }
+        if let Some(ForEach { items: Items::Expr(t, _), .. }) = &self.for_each {
+            for (path, _) in t.refs() {
+                take(path);
+            }
+        }
         out
     }
 }
