@@ -563,3 +563,87 @@ fn a_list_must_be_read_before_the_first_change() {
         "{err}"
     );
 }
+
+// --- Items that belong to another list's items: an application's volumes. -----------------
+
+const APPS_AND_VOLUMES: &str = r#"
+on_failure: rollback
+params:
+  apps:
+    type: list
+    default: [{ name: orders, tier: 1 }, { name: shop, tier: 2 }]
+  volumes:
+    type: list
+    default:
+      - { path: "svm_dr:orders_db", app: orders, failures: 0 }
+      - { path: "svm_dr:orders_logs", app: orders, failures: 0 }
+      - { path: "svm_dr:shop_data", app: shop, failures: 0 }
+steps:
+  - id: fence
+    for_each: { items: "${{ params.apps }}", tier: tier, isolate: true }
+    uses: ok
+  - id: break
+    for_each: { items: "${{ params.volumes }}", key: path, belongs_to: app }
+    needs: [fence]
+    uses: flaky
+    with: { failures: "${{ item.failures }}", value: "${{ steps.fence.outputs.value }}" }
+  - id: restore
+    for_each: ${{ params.apps }}
+    needs: [break]
+    uses: ok
+    with: { value: "${{ item.name }}" }
+"#;
+
+#[test]
+fn a_volume_pairs_with_its_application_both_ways_and_shares_its_tier() {
+    let log: Log = Default::default();
+    let loaded = load(APPS_AND_VOLUMES, &registry(&log));
+    let step = |id: &str| loaded.runbook.step(id).unwrap_or_else(|| panic!("no step {id}"));
+    assert_eq!(step("break[svm_dr:orders_db]").needs, ["fence[orders]"]);
+    assert_eq!(step("restore[orders]").needs, ["break[svm_dr:orders_db]", "break[svm_dr:orders_logs]"]);
+    assert_eq!(step("tier[1]").needs, ["restore[orders]"]);
+    assert_eq!(step("fence[shop]").needs, ["tier[1]"]);
+    let shop_data = step("break[svm_dr:shop_data]").instance.as_ref().unwrap();
+    assert_eq!((shop_data.tier.as_deref(), shop_data.unit()), (Some("2"), ("params.apps", "shop")));
+    assert_eq!(shop_data.pairs["fence"], "fence[shop]", "a volume reads its application's outputs");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_volume_stops_and_rolls_back_only_its_application() {
+    let (ran, log) = run(&APPS_AND_VOLUMES.replace(
+        "{ path: \"svm_dr:orders_logs\", app: orders, failures: 0 }",
+        "{ path: \"svm_dr:orders_logs\", app: orders, failures: 5 }",
+    ))
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert_eq!(ran.outcome("restore[orders]"), Outcome::Blocked);
+    assert_eq!(ran.outcome("restore[shop]"), Outcome::Succeeded, "tier 2 went on");
+    let log = calls(&log);
+    assert!(log.contains(&"undo:fence[orders]".to_string()), "{log:?}");
+    assert!(!log.contains(&"undo:fence[shop]".to_string()), "{log:?}");
+}
+
+#[test]
+fn a_volume_of_an_unknown_application_is_named_at_its_line() {
+    let text = r#"apiVersion: drover/v1
+kind: Runbook
+metadata: { name: fleet }
+params:
+  apps: { type: list, required: true }
+  volumes: { type: list, required: true }
+steps:
+  - id: fence
+    for_each: ${{ params.apps }}
+    uses: log
+    with: { message: "${{ item.name }}" }
+  - id: break
+    for_each: { items: "${{ params.volumes }}", key: path, belongs_to: app }
+    needs: [fence]
+    uses: log
+    with: { message: "${{ item.path }}" }
+"#;
+    let inventory =
+        "apps:\n  - { name: orders }\nvolumes:\n  - { path: a, app: orders }\n  - { path: b, app: ordres }\n";
+    let out = load_with_inventory(text, inventory);
+    assert!(out.contains("inventory.yaml:5:5: error: step `break`: item `b` belongs to `ordres`, which is not an item of any other fanned list"), "{out}");
+}

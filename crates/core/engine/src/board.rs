@@ -316,15 +316,17 @@ impl<'a> Board<'a> {
             .map(|i| steps[i].id.as_str())
     }
 
-    /// The items (list, key) a step of which failed where failures stop only their item.
+    /// The items (list, key) a step of which failed where failures stop only their item (a
+    /// volume's failure is its application's).
     pub(super) fn failed_items(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = vec![];
         for (i, step) in self.loaded.runbook.steps.iter().enumerate() {
             if let (Some(inst), State::Done(Outcome::Failed | Outcome::Interrupted)) = (&step.instance, &self.state[i])
                 && inst.isolate
-                && !out.iter().any(|(l, k)| *l == inst.list && *k == inst.key)
+                && !out.iter().any(|(l, k)| (l.as_str(), k.as_str()) == inst.unit())
             {
-                out.push((inst.list.clone(), inst.key.clone()));
+                let (list, key) = inst.unit();
+                out.push((list.to_string(), key.to_string()));
             }
         }
         out

@@ -99,7 +99,8 @@ fn run_started(loaded: &Loaded, opts: &ExecuteOptions, side_effects: &[bool]) ->
                     fanned: s.instance.as_ref().map(|i| drover_model::events::Fanned {
                         step: i.of.clone(),
                         key: i.key.clone(),
-                        list: i.list.clone(),
+                        list: i.unit().0.to_string(),
+                        unit: i.owner.as_ref().map(|(_, key)| key.clone()),
                         tier: i.tier.clone(),
                     }),
                 })
@@ -352,7 +353,7 @@ pub async fn execute(loaded: &Loaded, opts: ExecuteOptions) -> RunSummary {
         } else {
             // Only isolated items failed: each is rolled back alone, the others stay done.
             for (list, key) in failed_items {
-                let mine = |i: usize| rb.steps[i].instance.as_ref().is_some_and(|x| x.list == list && x.key == key);
+                let mine = |i: usize| rb.steps[i].instance.as_ref().is_some_and(|x| x.unit() == (&list, &key));
                 match board.past_no_return(&mine) {
                     Some(step) => {
                         let _ = opts.sink.emit(Event::RollbackRefused { past: step.to_string() });

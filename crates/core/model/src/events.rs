@@ -115,9 +115,13 @@ pub struct StepInfo {
 pub struct Fanned {
     pub step: String,
     pub key: String,
-    /// The list the item comes from (`params.apps`).
+    /// The list of the unit the item is about (`params.apps`): its own, or, for an item that
+    /// belongs to another list's item (a volume of an application), that list.
     #[serde(default)]
     pub list: String,
+    /// The item of `list` this one belongs to, when it is not itself an item of `list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
 }

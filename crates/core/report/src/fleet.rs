@@ -53,9 +53,11 @@ pub(crate) fn build(infos: &[StepInfo], steps: &[StepReport], run_id: &str) -> O
     let mut members: std::collections::HashMap<&str, Vec<usize>> = Default::default();
     for (i, info) in infos.iter().enumerate() {
         let Some(f) = info.fanned.as_ref().filter(|f| f.list == list) else { continue };
-        let entry = members.entry(f.key.as_str()).or_default();
+        // A volume's steps are its application's.
+        let unit = f.unit.as_deref().unwrap_or(&f.key);
+        let entry = members.entry(unit).or_default();
         if entry.is_empty() {
-            order.push((f.key.as_str(), f.tier.as_deref()));
+            order.push((unit, f.tier.as_deref()));
         }
         entry.push(i);
     }

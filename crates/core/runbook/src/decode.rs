@@ -41,7 +41,7 @@ pub(super) const STEP_KEYS: &[&str] = &[
     "point_of_no_return",
     "for_each",
 ];
-pub(super) const FOR_EACH_KEYS: &[&str] = &["items", "key", "tier", "tiers", "isolate"];
+pub(super) const FOR_EACH_KEYS: &[&str] = &["items", "key", "tier", "tiers", "isolate", "belongs_to"];
 pub(super) const RETRY_KEYS: &[&str] = &["attempts", "backoff", "max_backoff"];
 pub(super) const UNDO_KEYS: &[&str] = &["uses", "with"];
 pub(super) const DEFAULT_KEYS: &[&str] = &["timeout", "retry"];
@@ -485,6 +485,7 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
     let mut tier = None;
     let mut tiers = None;
     let mut isolate = false;
+    let mut belongs_to = None;
     let (items_node, key) = match &node.kind {
         Kind::Map(_) => {
             check_keys(node, FOR_EACH_KEYS, "for_each", sink);
@@ -494,6 +495,7 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
             };
             tier = node.get("tier").and_then(|n| string(n, &format!("{place}: for_each.tier"), sink));
             tiers = node.get("tiers").and_then(|n| list_source(n, &format!("{place}: for_each.tiers"), sink));
+            belongs_to = node.get("belongs_to").and_then(|n| string(n, &format!("{place}: for_each.belongs_to"), sink));
             isolate = node
                 .get("isolate")
                 .and_then(|n| boolean(n, &format!("{place}: for_each.isolate"), sink))
@@ -518,7 +520,7 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
         _ => (node, "name".to_string()),
     };
     let items = list_source(items_node, &format!("{place}: for_each"), sink)?;
-    Some(ForEach { items, key, tier, tiers, isolate, pos: items_node.pos })
+    Some(ForEach { items, key, tier, tiers, isolate, belongs_to, pos: items_node.pos })
 }
 
 /// A list written here, or an expression that yields one.

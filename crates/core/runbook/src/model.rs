@@ -187,6 +187,9 @@ pub struct ForEach {
     pub tiers: Option<Items>,
     /// A failed item stops only its own item's steps; the other items go on.
     pub isolate: bool,
+    /// The field of each item that names the item of another list it belongs to (a volume's
+    /// application): its steps pair with that item's steps, and share its tier.
+    pub belongs_to: Option<String>,
     pub pos: Pos,
 }
 
@@ -208,6 +211,16 @@ impl Items {
     }
 }
 
+impl Instance {
+    /// The unit a failure and a report are about: the item, or the item it belongs to.
+    pub fn unit(&self) -> (&str, &str) {
+        match &self.owner {
+            Some((list, key)) => (list, key),
+            None => (&self.list, &self.key),
+        }
+    }
+}
+
 /// One item's run of a fanned step: its id is `TEMPLATE[KEY]`.
 #[derive(Debug, Clone)]
 pub struct Instance {
@@ -220,6 +233,8 @@ pub struct Instance {
     pub pairs: BTreeMap<String, String>,
     /// The list the item comes from (`params.apps`): instances of one item share it and the key.
     pub list: String,
+    /// The item of another list this one belongs to (`belongs_to`): its list and key.
+    pub owner: Option<(String, String)>,
     pub tier: Option<String>,
     /// A failure stops only this item's steps (and rolls back only this item's changes).
     pub isolate: bool,

@@ -284,7 +284,7 @@ pub(super) fn check_fields(
 /// over the same list.
 pub(super) fn check_reads(rb: &Runbook, lists: &HashMap<String, Fanned>, problems: &mut Problems) {
     for step in &rb.steps {
-        let mine = lists.get(&step.id).map(|f| f.source.as_str());
+        let mine = lists.get(&step.id);
         let mut refs: Vec<(Vec<String>, Pos)> = vec![];
         for call in std::iter::once(&step.call).chain(step.undo.as_ref()) {
             for slot in &call.slots {
@@ -303,7 +303,8 @@ pub(super) fn check_reads(rb: &Runbook, lists: &HashMap<String, Fanned>, problem
             }
             let Some(other) = path.get(1) else { continue };
             let Some(theirs) = lists.get(other) else { continue };
-            if mine == Some(theirs.source.as_str()) {
+            // Its own item's instance, or the instance of the item it belongs to.
+            if mine.is_some_and(|m| m.source == theirs.source || m.parent.as_ref() == Some(&theirs.source)) {
                 continue;
             }
             problems.in_runbook(

@@ -9,6 +9,7 @@
 //! instances. Every item is checked here, before anything runs: the key that names it, the
 //! fields the step reads and their types, each error at the item's own file and line.
 
+mod groups;
 mod items;
 mod tiers;
 
@@ -39,6 +40,26 @@ struct Fanned {
     keys: Vec<String>,
     items: Vec<Value>,
     places: Places,
+    /// `belongs_to`: the list whose items own these, each item's owner, and the items by owner.
+    parent: Option<String>,
+    groups: Vec<String>,
+    by_group: HashMap<String, Vec<usize>>,
+}
+
+impl Fanned {
+    fn new(source: String, keys: Vec<String>, items: Vec<Value>, places: Places) -> Fanned {
+        Fanned { source, keys, items, places, parent: None, groups: vec![], by_group: HashMap::new() }
+    }
+
+    /// The key of the unit item `n` is about: its own, or its owner's.
+    fn unit(&self, n: usize) -> &str {
+        self.groups.get(n).unwrap_or(&self.keys[n])
+    }
+
+    /// The list whose tiers and isolation hold for these items.
+    fn root(&self) -> &str {
+        self.parent.as_deref().unwrap_or(&self.source)
+    }
 }
 
 /// What every step fanned over one list shares.
@@ -95,9 +116,10 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
             }
             let keys = items::keys(step, fe, &items, &places, &mut problems);
             items::check_fields(step, &items, &keys, &places, known, &mut problems);
-            lists.insert(step.id.clone(), Fanned { source, keys, items, places });
+            lists.insert(step.id.clone(), Fanned::new(source, keys, items, places));
         }
     }
+    groups::resolve(rb, &mut lists, &mut problems);
     items::check_reads(rb, &lists, &mut problems);
     let shared = share(rb, &lists, known, &mut problems);
     if !problems.found.is_empty() || expanded.deferred {
@@ -114,24 +136,35 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
             out.push(plain);
             continue;
         };
-        let list = &shared[&me.source];
+        let list = &shared[me.root()];
+        let owner = me.parent.as_ref().and_then(|p| fanned.values().find(|f| &f.source == p));
         for (n, (key, item)) in me.keys.iter().zip(&me.items).enumerate() {
             let mut inst = step.clone();
             inst.id = instance_id(&step.id, key);
             inst.for_each = None;
-            inst.needs = step.needs.iter().flat_map(|n| needs_of(n, Some((&me.source, key)), &fanned)).collect();
-            let tier = list.tiers.as_ref().map(|tiers| &tiers.order[tiers.of_item[n]]);
+            inst.needs = step.needs.iter().flat_map(|need| needs_of(need, Some((me, n)), &fanned)).collect();
+            let tier_index = list.tiers.as_ref().map(|tiers| match owner {
+                Some(o) => tiers.of_item[o.keys.iter().position(|k| k == me.unit(n)).unwrap_or(0)],
+                None => tiers.of_item[n],
+            });
+            let tier = list.tiers.as_ref().zip(tier_index).map(|(tiers, i)| &tiers.order[i]);
             // The first steps of an item wait for the tier before its own to end.
-            if let Some(tiers) = &list.tiers
-                && ends.roots.contains(&t)
-                && let Some(before) = tiers.of_item[n].checked_sub(1)
+            if ends.roots.contains(&t)
+                && let (Some(tiers), Some(before)) = (&list.tiers, tier_index.and_then(|i| i.checked_sub(1)))
             {
                 inst.needs.push(tiers::end_id(&tiers.order[before].name));
             }
             let pairs = fanned
                 .iter()
-                .filter(|(_, f)| f.source == me.source)
-                .map(|(id, _)| (id.to_string(), instance_id(id, key)))
+                .filter_map(|(id, f)| {
+                    if f.source == me.source {
+                        Some((id.to_string(), instance_id(id, key)))
+                    } else if me.parent.as_ref() == Some(&f.source) {
+                        Some((id.to_string(), instance_id(id, me.unit(n))))
+                    } else {
+                        None
+                    }
+                })
                 .collect();
             inst.instance = Some(Instance {
                 of: step.id.clone(),
@@ -139,6 +172,7 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
                 item: item.clone(),
                 pairs,
                 list: me.source.clone(),
+                owner: me.parent.clone().map(|p| (p, me.unit(n).to_string())),
                 tier: tier.map(|t| t.name.clone()),
                 isolate: list.isolate && !tier.is_some_and(|t| t.all_or_nothing),
             });
@@ -199,12 +233,18 @@ pub fn instance_id(step: &str, key: &str) -> String {
     format!("{step}[{key}]")
 }
 
-/// What `needs: [n]` means for one step (or one item's instance of a fanned step).
-fn needs_of(need: &str, me: Option<(&str, &str)>, fanned: &HashMap<&str, &Fanned>) -> Vec<String> {
-    match (fanned.get(need), me) {
-        (None, _) => vec![need.to_string()],
-        (Some(f), Some((source, key))) if f.source == source => vec![instance_id(need, key)],
-        (Some(f), _) => f.keys.iter().map(|k| instance_id(need, k)).collect(),
+/// What `needs: [n]` means for a step (or item `n` of a fanned step): the same item's
+/// instance over the same list, the owner's instance, the owned items' instances — or, for a
+/// step that runs once or a list unrelated to the need's, every instance.
+fn needs_of(need: &str, me: Option<(&Fanned, usize)>, fanned: &HashMap<&str, &Fanned>) -> Vec<String> {
+    let Some(f) = fanned.get(need) else { return vec![need.to_string()] };
+    match me {
+        Some((me, n)) if f.source == me.source => vec![instance_id(need, &me.keys[n])],
+        Some((me, n)) if me.parent.as_ref() == Some(&f.source) => vec![instance_id(need, me.unit(n))],
+        Some((me, n)) if f.parent.as_ref() == Some(&me.source) => {
+            f.by_group.get(&me.keys[n]).into_iter().flatten().map(|&j| instance_id(need, &f.keys[j])).collect()
+        }
+        _ => f.keys.iter().map(|k| instance_id(need, k)).collect(),
     }
 }
 

@@ -194,22 +194,28 @@ pub(super) fn ends(
     let Some((source, tiers)) = shared.iter().find_map(|(s, sh)| sh.tiers.as_ref().map(|t| (s, t))) else {
         return out;
     };
+    // The steps of the tiered list, and of the lists whose items belong to its items.
     let members: Vec<usize> =
-        (0..rb.steps.len()).filter(|&i| lists.get(&rb.steps[i].id).is_some_and(|f| &f.source == source)).collect();
+        (0..rb.steps.len()).filter(|&i| lists.get(&rb.steps[i].id).is_some_and(|f| f.root() == source)).collect();
     out.roots =
         members.iter().copied().filter(|&i| !members.iter().any(|&j| j != i && dag.is_ancestor(j, i))).collect();
     let sinks: Vec<usize> =
         members.iter().copied().filter(|&i| !members.iter().any(|&j| j != i && dag.is_ancestor(i, j))).collect();
     out.last = members.last().copied();
     let Some(&first) = members.first() else { return out };
-    let list = &lists[&rb.steps[first].id];
     let template = &rb.steps[first];
+    let Some(owner) = lists.values().find(|f| &f.source == source) else { return out };
+    let tier_of: HashMap<&str, usize> =
+        owner.keys.iter().enumerate().map(|(n, k)| (k.as_str(), tiers.of_item[n])).collect();
     for (k, tier) in tiers.order.iter().enumerate().take(tiers.order.len().saturating_sub(1)) {
         let mut needs: Vec<String> = k.checked_sub(1).map(|b| end_id(&tiers.order[b].name)).into_iter().collect();
         for &s in &sinks {
             let id = &rb.steps[s].id;
+            let list = &lists[id];
             needs.extend(
-                (0..list.keys.len()).filter(|&n| tiers.of_item[n] == k).map(|n| instance_id(id, &list.keys[n])),
+                (0..list.keys.len())
+                    .filter(|&n| tier_of.get(list.unit(n)) == Some(&k))
+                    .map(|n| instance_id(id, &list.keys[n])),
             );
         }
         out.steps.push(Step {
