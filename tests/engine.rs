@@ -477,17 +477,7 @@ steps:
 async fn the_rpo_in_the_report_is_the_output_the_action_declares() {
     let log: Log = Arc::default();
     let declares: Arc<dyn Action> = Arc::new(Mock {
-        info: ActionInfo {
-            name: "lagging".into(),
-            summary: "test".into(),
-            params: json!({}),
-            outputs: vec![],
-            side_effects: false,
-            undo: false,
-            open_outputs: true,
-            sites: vec![],
-            rpo_output: Some("behind_seconds".into()),
-        },
+        info: ActionInfo { rpo_output: Some("behind_seconds".into()), ..Mock::info("lagging", false, false) },
         log: log.clone(),
         behaviour: echo,
         plan: |_| {

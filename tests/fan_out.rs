@@ -461,17 +461,7 @@ fn with_discovery(log: &Log) -> Registry {
         o
     }
     let discover = std::sync::Arc::new(Mock {
-        info: drover_api::ActionInfo {
-            name: "discover".into(),
-            summary: "test".into(),
-            params: json!({}),
-            outputs: vec![],
-            side_effects: false,
-            undo: false,
-            open_outputs: true,
-            sites: vec![],
-            rpo_output: None,
-        },
+        info: Mock::info("discover", false, false),
         log: log.clone(),
         behaviour: |_, with, _| Behaviour::Ok(found(with, "items_at_run")),
         plan: |with| {

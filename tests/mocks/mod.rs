@@ -44,6 +44,21 @@ pub enum Behaviour {
 }
 
 impl Mock {
+    /// What a mock declares: no typed parameters, any outputs.
+    pub fn info(name: &str, side_effects: bool, undo: bool) -> ActionInfo {
+        ActionInfo {
+            name: name.into(),
+            summary: "test".into(),
+            params: json!({}),
+            outputs: vec![],
+            side_effects,
+            undo,
+            open_outputs: true,
+            sites: vec![],
+            rpo_output: None,
+        }
+    }
+
     pub fn boxed(
         name: &str,
         log: &Log,
@@ -51,17 +66,7 @@ impl Mock {
         behaviour: fn(&StepContext, &Value, u32) -> Behaviour,
     ) -> Arc<dyn Action> {
         Arc::new(Mock {
-            info: ActionInfo {
-                name: name.into(),
-                summary: "test".into(),
-                params: json!({}),
-                outputs: vec![],
-                side_effects: true,
-                undo,
-                open_outputs: true,
-                sites: vec![],
-                rpo_output: None,
-            },
+            info: Mock::info(name, true, undo),
             log: log.clone(),
             behaviour,
             plan: plan_ok,
@@ -72,17 +77,7 @@ impl Mock {
     /// A mock whose plan finds what `plan` says; it changes the world when run, with an undo.
     pub fn planned(name: &str, log: &Log, plan: fn(&Value) -> Result<Plan, ActionError>) -> Arc<dyn Action> {
         Arc::new(Mock {
-            info: ActionInfo {
-                name: name.into(),
-                summary: "test".into(),
-                params: json!({}),
-                outputs: vec![],
-                side_effects: true,
-                undo: true,
-                open_outputs: true,
-                sites: vec![],
-                rpo_output: None,
-            },
+            info: Mock::info(name, true, true),
             log: log.clone(),
             behaviour: echo,
             plan,
