@@ -38,6 +38,11 @@ pub struct OntapSite {
     /// Extra tries for requests that fail with a passing fault.
     #[serde(default = "three")]
     pub retries: u32,
+    /// At most this many changes (a PATCH, POST or DELETE and its job) at once on this cluster
+    /// from this drover, whatever the runbook runs in parallel: a fleet's 1,000 breaks queue
+    /// here instead of flooding the cluster.
+    #[serde(default = "eight")]
+    pub max_operations: usize,
 }
 
 fn thirty() -> HumanDuration {
@@ -46,6 +51,14 @@ fn thirty() -> HumanDuration {
 fn three() -> u32 {
     3
 }
+fn eight() -> usize {
+    8
+}
+
+/// Each cluster's (by base URL) limit on changes at once, shared by every step of the process.
+static OPERATIONS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
+> = std::sync::LazyLock::new(Default::default);
 
 /// HTTP clients by connection settings: building one loads the trust store, and sharing one
 /// lets steps against the same cluster reuse connections.
@@ -67,6 +80,7 @@ pub struct Client {
     credentials: String,
     retries: u32,
     pub insecure: bool,
+    operations: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Client {
@@ -113,7 +127,18 @@ impl Client {
             credentials: cfg.credentials.to_string(),
             retries: cfg.retries,
             insecure: cfg.insecure,
+            operations: OPERATIONS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(cfg.url.trim_end_matches('/').to_string())
+                .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.max_operations.max(1))))
+                .clone(),
         }
+    }
+
+    /// A turn to change something on this cluster (see `max_operations`); held until dropped.
+    pub async fn operation(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.operations.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     fn describe(&self) -> String {
@@ -304,6 +329,7 @@ impl Client {
         body: &Value,
         deadline: Option<Instant>,
     ) -> Result<Value, OntapError> {
+        let _turn = self.operation().await;
         let (_, answer, _) = self.send(method, path, Some(body)).await?;
         if let Some(href) = answer.pointer("/job/_links/self/href").and_then(Value::as_str) {
             self.wait_job(href, deadline).await?;

@@ -504,3 +504,56 @@ async fn list_reads_every_page_of_a_large_estate() {
     assert_eq!(out["relationships"][1199]["name"], json!("svm_vol:v1199"));
     assert!(out["max_rpo_seconds"].as_f64().is_some(), "lag of the worst: {:?}", out.get("max_rpo_seconds"));
 }
+
+/// Six volume relationships whose jobs take long enough to overlap.
+fn six_volumes(max_operations: Option<usize>) -> (String, Option<usize>) {
+    let mut t = String::from(
+        "clusters:\n  - name: east\n    password: east-pw\n    peers: [west]\n    svms: [{ name: svm1, state: running }]\n    volumes:\n",
+    );
+    for i in 0..6 {
+        t.push_str(&format!("      - {{ name: v{i}, svm: svm1 }}\n"));
+    }
+    t.push_str("  - name: west\n    password: west-pw\n    peers: [east]\n    svms: [{ name: svm_vol, state: running }]\n    volumes:\n");
+    for i in 0..6 {
+        t.push_str(&format!("      - {{ name: v{i}, svm: svm_vol, type: dp }}\n"));
+    }
+    t.push_str("svm_peers:\n  - { svm: svm_vol@west, peer: svm1@east }\nrelationships:\n");
+    for i in 0..6 {
+        t.push_str(&format!(
+            "  - {{ source_cluster: east, source: \"svm1:v{i}\", destination_cluster: west, destination: \"svm_vol:v{i}\" }}\n"
+        ));
+    }
+    t.push_str("settings: { job_delay: 300ms }\n");
+    (t, max_operations)
+}
+
+/// Quiesce all six at once (as six fanned steps would) and return the most jobs that ran at
+/// the same time on the DR cluster.
+async fn most_jobs_at_once((topology, max_operations): (String, Option<usize>)) -> usize {
+    let mut lab = lab_of(&topology).await;
+    if let Some(n) = max_operations {
+        lab.sites.get_mut("west").unwrap()["ontap"]["max_operations"] = json!(n);
+    }
+    let quiesces = (0..6).map(|i| {
+        lab.run("ontap.snapmirror.quiesce", json!({ "site": "west", "destination": format!("svm_vol:v{i}") }))
+    });
+    for r in futures::future::join_all(quiesces).await {
+        r.unwrap();
+    }
+    lab.sim.with_world(|w| {
+        let spans: Vec<(std::time::SystemTime, std::time::SystemTime)> =
+            w.jobs.iter().filter_map(|j| Some((j.start, j.end?))).collect();
+        spans.iter().map(|&(t, _)| spans.iter().filter(|&&(a, b)| a <= t && t < b).count()).max().unwrap_or(0)
+    })
+}
+
+#[tokio::test]
+async fn no_more_changes_at_once_on_a_cluster_than_its_max_operations() {
+    assert!(most_jobs_at_once(six_volumes(Some(2))).await <= 2);
+}
+
+#[tokio::test]
+async fn without_a_lower_max_operations_six_changes_run_together() {
+    // Each test gets its own simulator (its own URL), so its own limit.
+    assert!(most_jobs_at_once(six_volumes(None)).await > 2, "the default (8) lets all six run together");
+}

@@ -45,6 +45,7 @@ impl TypedAction for Update {
         let rel = client.require_relationship(&p.destination).await?;
         let uuid = rel.uuid.clone();
         if !rel.transferring() {
+            let _turn = client.operation().await;
             client
                 .send(Method::POST, &format!("/api/snapmirror/relationships/{uuid}/transfers"), Some(&json!({})))
                 .await?;
