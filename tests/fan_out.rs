@@ -637,3 +637,30 @@ steps:
     let out = load_with_inventory(text, inventory);
     assert!(out.contains("inventory.yaml:5:5: error: step `break`: item `b` belongs to `ordres`, which is not an item of any other fanned list"), "{out}");
 }
+
+#[test]
+fn tiers_are_declared_on_the_owner_list_not_on_the_items_that_belong_to_it() {
+    let text = r#"apiVersion: drover/v1
+kind: Runbook
+metadata: { name: fleet }
+params:
+  apps: { type: list, required: true }
+  volumes: { type: list, required: true }
+steps:
+  - id: fence
+    for_each: ${{ params.apps }}
+    uses: log
+    with: { message: "${{ item.name }}" }
+  - id: break
+    for_each: { items: "${{ params.volumes }}", key: path, belongs_to: app, tier: tier }
+    needs: [fence]
+    uses: log
+    with: { message: "${{ item.path }}" }
+"#;
+    let inventory = "apps:\n  - { name: orders }\nvolumes:\n  - { path: a, app: orders, tier: 1 }\n";
+    let out = load_with_inventory(text, inventory);
+    assert!(
+        out.contains("fleet.yaml:13:24: error: step `break`: its items belong to the items of `params.apps`"),
+        "{out}"
+    );
+}

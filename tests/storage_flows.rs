@@ -183,3 +183,23 @@ async fn a_fleet_of_volume_relationships_is_found_and_broken_at_most_eight_at_a_
     let most = spans.iter().map(|&(t, _)| spans.iter().filter(|&&(a, b)| a <= t && t < b).count()).max().unwrap();
     assert!((2..=8).contains(&most), "at most 8 at once, and more than one: {most}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storage_fleet_example_runs_on_the_shipped_volume_topology() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab/ontap-volumes.yaml");
+    let (sim, sites) =
+        drover::lab::start_ontap(&drover::lab::load_topology(&topology, None).unwrap(), dir.path()).await.unwrap();
+    let sites = sites.to_str().unwrap().to_string();
+    let state = dir.path().join("state");
+    let out = tokio::task::spawn_blocking(move || {
+        drover(&state, &["run", "examples/storage-fleet-failover.yaml", "--sites", &sites, "--yes"])
+    })
+    .await
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("break[svm_dr2:wiki_data]"), "{text}");
+    let (rels, _) = snapshot(&sim);
+    assert_eq!(rels.iter().filter(|(_, _, state)| state == "broken_off").count(), 4, "{rels:?}");
+}

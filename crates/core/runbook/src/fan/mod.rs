@@ -197,6 +197,19 @@ fn share(
     let mut declared: BTreeMap<&str, &Step> = BTreeMap::new();
     for step in &rb.steps {
         let (Some(fe), Some(list)) = (&step.for_each, lists.get(&step.id)) else { continue };
+        // A volume's tier and failure are its application's: declared on the owner list.
+        if let Some(owner) = &list.parent
+            && (fe.tier.is_some() || fe.isolate)
+        {
+            problems.in_runbook(
+                fe.pos,
+                format!(
+                    "step `{}`: its items belong to the items of `{owner}`, whose tiers and isolation they share",
+                    step.id
+                ),
+                format!("declare `tier`, `tiers` and `isolate` on a step fanned over `{owner}`"),
+            );
+        }
         let entry = out.entry(list.source.clone()).or_insert(Shared { tiers: None, isolate: false });
         entry.isolate |= fe.isolate;
         if fe.tier.is_none() {
