@@ -330,6 +330,74 @@ steps:
     assert!(ran.summary.steps.iter().all(|(s, _)| s != "tier[2]"), "the last tier gates nothing");
 }
 
+/// One shared break (SVM-DR replicates every app at once): every app is fenced before it,
+/// and the apps recover tier by tier after it.
+const SHARED_BREAK: &str = r#"
+steps:
+  - id: fence
+    for_each: { items: "${{ params.apps }}", before_tiers: true }
+    uses: ok
+    with: { value: "${{ item.name }}" }
+  - id: break
+    needs: [fence]
+    uses: ok
+  - id: restore
+    for_each: { items: "${{ params.apps }}", tier: tier }
+    needs: [break]
+    uses: wait
+    with: { ms: "${{ item.ms }}" }
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn steps_before_the_tiers_run_for_every_app_before_a_shared_break() {
+    let (ran, log) = run(&format!("{FLEET}{SHARED_BREAK}")).await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    let log = calls(&log);
+    assert!(at(&log, "run:fence[web]") < at(&log, "run:break"), "tier 2 is fenced before the break: {log:?}");
+    assert!(at(&log, "run:restore[web]") > at(&log, "done:restore[db]"), "tier 2 recovers after tier 1: {log:?}");
+    assert_eq!(ran.outcome("tier[1]"), Outcome::Succeeded);
+}
+
+#[test]
+fn without_before_tiers_a_shared_break_between_tiers_is_a_cycle_named_with_the_way_out() {
+    let text = format!("apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: t }}\n{FLEET}{SHARED_BREAK}")
+        .replace("before_tiers: true", "tier: tier");
+    let err = load_source(Path::new("fleet.yaml"), &text, &registry(&Log::default()), &LoadOptions::default())
+        .err()
+        .expect("a cycle");
+    let err = err.to_string();
+    assert!(err.contains("fleet.yaml:14:7: error: the items' steps wait for each other in a circle: fence[web] -> break -> restore[db] -> tier[1] -> fence[web]"), "{err}");
+    assert!(err.contains("before_tiers: true"), "{err}");
+}
+
+#[test]
+fn a_step_before_the_tiers_cannot_come_after_a_tiered_one() {
+    let text = format!(
+        "apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: t }}\n{FLEET}{}",
+        r#"
+steps:
+  - id: restore
+    for_each: { items: "${{ params.apps }}", tier: tier }
+    uses: sleep
+    with: { duration: 1s }
+  - id: fence
+    for_each: { items: "${{ params.apps }}", before_tiers: true }
+    needs: [restore]
+    uses: sleep
+    with: { duration: 1s }
+"#
+    );
+    let err = load_source(Path::new("fleet.yaml"), &text, &Registry::builtin(), &LoadOptions::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains(
+            "step `fence` runs before the tiers, but it comes after `restore`, which runs in its item's tier"
+        ),
+        "{err}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_app_failing_stops_only_that_app_and_rolls_back_only_its_changes() {
     let (ran, log) = run(&format!(

@@ -98,16 +98,8 @@ impl RunScope<'_> {
 
 impl Scope for RunScope<'_> {
     fn lookup(&self, path: &[String]) -> Result<Value, String> {
-        let dig = |mut v: &Value, rest: &[String], what: &str| -> Result<Value, String> {
-            for key in rest {
-                v = match v {
-                    Value::Object(m) => m.get(key),
-                    Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
-                    _ => None,
-                }
-                .ok_or_else(|| format!("`{what}` has no `{key}`"))?;
-            }
-            Ok(v.clone())
+        let dig = |v: &Value, rest: &[String], what: &str| -> Result<Value, String> {
+            drover_runbook::expr::dig(v, rest).map_err(|key| format!("`{what}` has no `{key}`"))
         };
         match path.first().map(String::as_str) {
             Some("params") => {

@@ -41,7 +41,7 @@ pub(super) const STEP_KEYS: &[&str] = &[
     "point_of_no_return",
     "for_each",
 ];
-pub(super) const FOR_EACH_KEYS: &[&str] = &["items", "key", "tier", "tiers", "isolate", "belongs_to"];
+pub(super) const FOR_EACH_KEYS: &[&str] = &["items", "key", "tier", "tiers", "isolate", "belongs_to", "before_tiers"];
 pub(super) const RETRY_KEYS: &[&str] = &["attempts", "backoff", "max_backoff"];
 pub(super) const UNDO_KEYS: &[&str] = &["uses", "with"];
 pub(super) const DEFAULT_KEYS: &[&str] = &["timeout", "retry"];
@@ -485,6 +485,7 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
     let mut tier = None;
     let mut tiers = None;
     let mut isolate = false;
+    let mut before_tiers = false;
     let mut belongs_to = None;
     let (items_node, key) = match &node.kind {
         Kind::Map(_) => {
@@ -499,6 +500,10 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
             isolate = node
                 .get("isolate")
                 .and_then(|n| boolean(n, &format!("{place}: for_each.isolate"), sink))
+                .unwrap_or(false);
+            before_tiers = node
+                .get("before_tiers")
+                .and_then(|n| boolean(n, &format!("{place}: for_each.before_tiers"), sink))
                 .unwrap_or(false);
             if tiers.is_some() && tier.is_none() {
                 sink.error(
@@ -520,7 +525,7 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
         _ => (node, "name".to_string()),
     };
     let items = list_source(items_node, &format!("{place}: for_each"), sink)?;
-    Some(ForEach { items, key, tier, tiers, isolate, belongs_to, pos: items_node.pos })
+    Some(ForEach { items, key, tier, tiers, isolate, belongs_to, before_tiers, pos: items_node.pos })
 }
 
 /// A list written here, or an expression that yields one.

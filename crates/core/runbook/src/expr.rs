@@ -164,6 +164,30 @@ pub fn truthy(v: &Value) -> bool {
     }
 }
 
+/// The value at `path` inside `v`: object keys, list indexes, and `*` for every item of a
+/// list (`params.apps.*.namespaces`: each application's namespaces, lists joined into one).
+/// On a miss, the key that is not there.
+pub fn dig<'p>(v: &Value, path: &'p [String]) -> Result<Value, &'p str> {
+    let Some((key, rest)) = path.split_first() else { return Ok(v.clone()) };
+    match v {
+        Value::Array(items) if key == "*" => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match dig(item, rest)? {
+                    Value::Array(inner) => out.extend(inner),
+                    one => out.push(one),
+                }
+            }
+            Ok(Value::Array(out))
+        }
+        Value::Object(m) => m.get(key).ok_or(key.as_str()).and_then(|v| dig(v, rest)),
+        Value::Array(a) => {
+            key.parse::<usize>().ok().and_then(|i| a.get(i)).ok_or(key.as_str()).and_then(|v| dig(v, rest))
+        }
+        _ => Err(key),
+    }
+}
+
 impl Expr {
     /// The type of the value, as far as it is known before the run.
     pub fn static_type(&self, refs: &dyn Fn(&[String]) -> ValueType) -> ValueType {
@@ -269,6 +293,7 @@ enum Tok {
     LBracket,
     RBracket,
     Comma,
+    Star,
     Not,
     Op(Op),
 }
@@ -285,6 +310,7 @@ impl fmt::Display for Tok {
             Tok::LBracket => f.write_str("`[`"),
             Tok::RBracket => f.write_str("`]`"),
             Tok::Comma => f.write_str("`,`"),
+            Tok::Star => f.write_str("`*`"),
             Tok::Not => f.write_str("`!`"),
             Tok::Op(op) => write!(f, "operator {op:?}"),
         }
@@ -311,6 +337,7 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, ExprError> {
             b'[' => Tok::LBracket,
             b']' => Tok::RBracket,
             b',' => Tok::Comma,
+            b'*' => Tok::Star,
             _ if two("==") => Tok::Op(Op::Eq),
             _ if two("!=") => Tok::Op(Op::Ne),
             _ if two("<=") => Tok::Op(Op::Le),
@@ -467,6 +494,7 @@ impl ExprParser {
                                 match self.next() {
                                     Some((Tok::Ident(w), _)) => path.push(w),
                                     Some((Tok::Num(n), _)) => path.push(n.to_string()),
+                                    Some((Tok::Star, _)) => path.push("*".into()),
                                     other => {
                                         let o = other.map(|(_, o)| o).unwrap_or(self.len);
                                         return Err(ExprError {
@@ -514,6 +542,20 @@ mod tests {
             }
             Ok(v.clone())
         }
+    }
+
+    #[test]
+    fn a_star_reads_a_field_of_every_item_and_joins_lists() {
+        let apps = json!({"apps": [{"name": "orders", "ns": ["o1", "o2"]}, {"name": "wiki", "ns": ["w"]}]});
+        let path = |p: &str| match parse(p).unwrap() {
+            Expr::Ref(path) => path,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(dig(&apps, &path("apps.*.name")), Ok(json!(["orders", "wiki"])));
+        assert_eq!(dig(&apps, &path("apps.*.ns")), Ok(json!(["o1", "o2", "w"])));
+        assert_eq!(dig(&apps, &["apps".into(), "1".into(), "name".into()]), Ok(json!("wiki")));
+        assert_eq!(dig(&apps, &path("apps.*.tier")), Err("tier"), "the missing field is named");
+        assert_eq!(dig(&json!({"a": "x"}), &path("a.*")), Err("*"), "a star on a string misses");
     }
 
     fn eval(text: &str, scope: Value) -> Value {

@@ -176,9 +176,11 @@ pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOp
                 // Lists read from steps' outputs: expanded when the run has read them.
                 deferred = Some(Deferred { origins: origins.clone() });
                 Some(dag)
-            } else {
+            } else if found.is_empty() {
                 runbook = expanded;
-                Dag::build(runbook.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice()))).ok().or(Some(dag))
+                fan::instance_graph(&runbook, &mut found)
+            } else {
+                Some(dag)
             }
         }
         dag => dag,
@@ -264,8 +266,10 @@ impl Loaded {
             found.sort();
             return Err(found);
         }
-        let dag = Dag::build(runbook.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice())))
-            .expect("expanding a graph without cycles makes none");
+        let Some(dag) = fan::instance_graph(&runbook, &mut found) else {
+            found.sort();
+            return Err(found);
+        };
         let actions = resolve(&runbook, &catalog, &mut found);
         let index = runbook.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
         Ok(Loaded { runbook, dag, actions, index, deferred: None, discovered: expanded.discovered, ..self.clone() })

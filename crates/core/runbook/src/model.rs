@@ -190,6 +190,9 @@ pub struct ForEach {
     /// The field of each item that names the item of another list it belongs to (a volume's
     /// application): its steps pair with that item's steps, and share its tier.
     pub belongs_to: Option<String>,
+    /// Every item's instance runs before the first tier starts (the checks and fences that
+    /// must hold for the whole fleet before its first irreversible change).
+    pub before_tiers: bool,
     pub pos: Pos,
 }
 

@@ -126,7 +126,11 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
         found.extend(problems.found);
         return expanded;
     }
-    let ends = tiers::ends(rb, known.dag, &lists, &shared);
+    let ends = tiers::ends(rb, known.dag, &lists, &shared, &mut problems);
+    if !problems.found.is_empty() {
+        found.extend(problems.found);
+        return expanded;
+    }
     let fanned: HashMap<&str, &Fanned> = lists.iter().map(|(id, f)| (id.as_str(), f)).collect();
     let mut out = Vec::with_capacity(rb.steps.len() + lists.values().map(|f| f.keys.len()).sum::<usize>());
     for (t, step) in rb.steps.iter().enumerate() {
@@ -184,6 +188,30 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
     }
     rb.steps = out;
     expanded
+}
+
+/// The graph of the instances, or the cycle they make where the steps as written make none:
+/// a step that runs once between two tiers (one shared break) waits for every item, and the
+/// later tier's items wait for the earlier tier to end.
+pub(crate) fn instance_graph(rb: &Runbook, found: &mut Diagnostics) -> Option<drover_model::graph::Dag> {
+    let errors = match drover_model::graph::Dag::build(rb.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice()))) {
+        Ok(dag) => return Some(dag),
+        Err(errors) => errors,
+    };
+    let mut problems = Problems { rb_file: rb.path.clone(), found: Diagnostics::default() };
+    for e in errors {
+        let drover_model::graph::GraphError::Cycle { path } = e else { continue };
+        let names: Vec<&str> = path.iter().map(|&i| rb.steps[i].id.as_str()).collect();
+        let first = &rb.steps[path[0]];
+        problems.in_runbook(
+            first.pos,
+            format!("the items' steps wait for each other in a circle: {}", names.join(" -> ")),
+            "a step that runs once between tiers waits for every item: give the fanned steps before \
+             it `for_each: { …, before_tiers: true }` so they run for every item before the first tier",
+        );
+    }
+    found.extend(problems.found);
+    None
 }
 
 /// Tiers and isolation are declared once, on any step fanned over the list, and hold for all.

@@ -175,8 +175,9 @@ pub fn end_id(tier: &str) -> String {
 /// The steps that end each tier, and where they go.
 pub(super) struct Ends {
     pub steps: Vec<Step>,
-    /// Fanned steps (indices as written) with no fanned step of the same list before them:
-    /// an item starts with these, so they wait for the tier before.
+    /// Fanned steps (indices as written) with no fanned step of the same list before them but
+    /// those that run before the tiers: an item's tier starts with these, so they wait for
+    /// the tier before.
     pub roots: BTreeSet<usize>,
     /// The step as written after whose instances the tier ends are listed.
     pub last: Option<usize>,
@@ -189,6 +190,7 @@ pub(super) fn ends(
     dag: &drover_model::graph::Dag,
     lists: &HashMap<String, Fanned>,
     shared: &std::collections::BTreeMap<String, Shared>,
+    problems: &mut Problems,
 ) -> Ends {
     let mut out = Ends { steps: vec![], roots: BTreeSet::new(), last: None };
     let Some((source, tiers)) = shared.iter().find_map(|(s, sh)| sh.tiers.as_ref().map(|t| (s, t))) else {
@@ -197,8 +199,25 @@ pub(super) fn ends(
     // The steps of the tiered list, and of the lists whose items belong to its items.
     let members: Vec<usize> =
         (0..rb.steps.len()).filter(|&i| lists.get(&rb.steps[i].id).is_some_and(|f| f.root() == source)).collect();
-    out.roots =
-        members.iter().copied().filter(|&i| !members.iter().any(|&j| j != i && dag.is_ancestor(j, i))).collect();
+    let before = |i: usize| rb.steps[i].for_each.as_ref().is_some_and(|f| f.before_tiers);
+    out.roots = members
+        .iter()
+        .copied()
+        .filter(|&i| !before(i) && !members.iter().any(|&j| j != i && !before(j) && dag.is_ancestor(j, i)))
+        .collect();
+    for &i in members.iter().filter(|&&i| before(i)) {
+        if let Some(&j) = members.iter().find(|&&j| !before(j) && dag.is_ancestor(j, i)) {
+            let step = &rb.steps[i];
+            problems.in_runbook(
+                step.for_each.as_ref().map_or(step.pos, |f| f.pos),
+                format!(
+                    "step `{}` runs before the tiers, but it comes after `{}`, which runs in its item's tier",
+                    step.id, rb.steps[j].id
+                ),
+                "drop `before_tiers` here, or let the step come before every tiered step",
+            );
+        }
+    }
     let sinks: Vec<usize> =
         members.iter().copied().filter(|&i| !members.iter().any(|&j| j != i && dag.is_ancestor(i, j))).collect();
     out.last = members.last().copied();
