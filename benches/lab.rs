@@ -1,20 +1,27 @@
-//! Lab failover benchmark (issue "Shipped runbooks and lab"): a planned failover of 50 apps
-//! (namespaces shop … shop-50, 13 objects each) on the two-site lab, run by the `drover`
-//! binary exactly as an operator runs it.
+//! Lab failover benchmarks: the shipped failover run by the `drover` binary exactly as an
+//! operator runs it, each sample on a fresh lab.
 //!
-//! The simulators are given realistic waits: ONTAP jobs take `JOB`, the final SnapMirror
-//! transfer `TRANSFER`, workloads become ready `READY` after they are written. The critical
-//! path of those waits is what no orchestrator can avoid:
+//! - `copies`: 50 applications (namespaces shop … shop-50, 13 objects each) on one SVM-DR
+//!   relationship.
+//! - `fleet`: 500 applications in 3 tiers, 2 volume relationships each (1,000 across two DR
+//!   SVMs), from the lab file's `fleet:`.
 //!
-//!   final-update (TRANSFER) → quiesce, break, stop-source-svm, start-dr-svm (4 × JOB)
-//!   → ready (READY)
+//! The simulators are given realistic waits: ONTAP jobs take `JOB`, a SnapMirror transfer
+//! `TRANSFER`, workloads become ready `READY` after they are written; `verify` polls the load
+//! balancer three times 100 ms apart. The critical path of those waits is what no orchestrator
+//! can avoid — for the fleet, per tier: the transfer, quiesce and break of a volume, its app's
+//! restore and readiness, the check through the balancer. Everything else the end-to-end time
+//! holds — process start, loading, expanding and checking the runbook, the preflight of every
+//! instance, journaling, every API call, polling that notices a finished wait late — is
+//! orchestration overhead. Target: < 5 % of the critical path of the waits.
 //!
-//! Everything else the end-to-end time holds — process start, loading and checking the runbook,
-//! journaling, every API call (fence and restore of 50 apps), polling that notices a finished
-//! wait late, switching DNS and the load balancer — is orchestration overhead. Target: < 5 % of
-//! the critical path of the waits. Medians of `SAMPLES` runs, each on a fresh lab.
+//! The fleet runs with `--concurrency 2000` and each ONTAP cluster's `max_operations: 2000`:
+//! what is measured is drover's own overhead, not the limits an operator sets to spare a real
+//! cluster (they make a schedule longer by design). Peak RSS is the drover process's; the
+//! report time is `drover report` of the finished run, text and HTML.
 //!
-//!   cargo bench --bench lab
+//!   cargo bench --bench lab              # both
+//!   cargo bench --bench lab -- fleet     # one of them
 
 use std::time::{Duration, Instant};
 
@@ -22,26 +29,36 @@ use serde_json::{Value, json};
 
 use drover::lab::{Choice, Lab, LabConfig};
 
-const APPS: u32 = 50;
-const SAMPLES: usize = 5;
-const JOB: Duration = Duration::from_secs(2);
-const TRANSFER: Duration = Duration::from_secs(5);
-const READY: Duration = Duration::from_secs(5);
+const JOB: Duration = Duration::from_secs(1);
+const TRANSFER: Duration = Duration::from_secs(2);
+const READY: Duration = Duration::from_secs(3);
+/// `verify`: three answers 100 ms apart.
+const VERIFY: Duration = Duration::from_millis(200);
 
-/// The simulated wait of each step on the critical path.
-fn simulated_wait(step: &str) -> Duration {
-    match step {
-        "final-update" => TRANSFER.max(JOB),
-        "quiesce" | "break" | "stop-source-svm" | "start-dr-svm" => JOB,
+struct Scenario {
+    name: &'static str,
+    samples: usize,
+    config: fn() -> LabConfig,
+    /// Extra arguments to `drover run`.
+    args: &'static [&'static str],
+    /// ONTAP's per-cluster limit written into the sites file, when raised.
+    max_operations: Option<u32>,
+}
+
+/// The simulated wait of a step on the critical path (by the step it is an instance of).
+fn simulated_wait(id: &str) -> Duration {
+    match id.split('[').next().unwrap_or(id) {
+        "final-update" | "update-volume" => TRANSFER,
+        "quiesce" | "break" | "stop-source-svm" | "start-dr-svm" | "quiesce-volume" | "break-volume" => JOB,
         "ready" => READY,
+        "verify" => VERIFY,
         _ => Duration::ZERO,
     }
 }
 
-fn config() -> LabConfig {
+fn base() -> LabConfig {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut c = LabConfig::shipped(repo).expect("examples/lab/lab.yaml");
-    c.copies = APPS;
     c.s3 = Choice::None;
     // Overhead is measured against waits the lab sets: the simulator's pace, not a real cluster's.
     c.kube = drover::lab::KubeChoice::Simulator;
@@ -53,56 +70,106 @@ fn config() -> LabConfig {
     c
 }
 
+fn copies() -> LabConfig {
+    let mut c = base();
+    c.copies = 50;
+    c
+}
+
+fn fleet() -> LabConfig {
+    let mut c = base();
+    c.copies = 500;
+    c.fleet = Some(drover::lab::Fleet { apps: 500, volumes_per_app: 2, tiers: 3, svms: 2 });
+    c
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "copies", samples: 5, config: copies, args: &[], max_operations: None },
+    Scenario { name: "fleet", samples: 3, config: fleet, args: &["--concurrency", "2000"], max_operations: Some(2000) },
+];
+
 struct Sample {
     wall: Duration,
     steps: Vec<(String, Duration)>,
+    instances: usize,
+    peak_rss_kib: i64,
+    report_text: Duration,
+    report_html: Duration,
+    report_html_bytes: usize,
 }
 
-fn failover(rt: &tokio::runtime::Runtime) -> Sample {
-    let dir = tempfile::tempdir().unwrap();
-    let lab = rt.block_on(Lab::up(&config(), &dir.path().join("lab"))).expect("the lab starts");
-    let mut args: Vec<String> = vec![
-        "--output".into(),
-        "json".into(),
-        "run".into(),
-        "runbooks/failover.yaml".into(),
-        "--sites".into(),
-        lab.sites_file.display().to_string(),
-        "--yes".into(),
-    ];
-    for (k, v) in &lab.params {
-        args.extend(["--param".into(), format!("{k}={v}")]);
-    }
-    let started = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(&args)
-        .env("DROVER_STATE_DIR", dir.path().join("state"))
+/// The largest resident set of any child this process has waited for, in KiB.
+fn children_peak_rss_kib() -> i64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss
+}
+
+fn drover(state: &std::path::Path, args: &[String]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(args)
+        .env("DROVER_STATE_DIR", state)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(std::process::Stdio::null())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = rt.block_on(Lab::up(&(s.config)(), &dir.path().join("lab"))).expect("the lab starts");
+    if let Some(n) = s.max_operations {
+        let text = std::fs::read_to_string(&lab.sites_file).unwrap();
+        let mut doc: Value = serde_yaml::from_str(&text).unwrap();
+        for site in doc["sites"].as_object_mut().unwrap().values_mut() {
+            if let Some(ontap) = site.get_mut("ontap") {
+                ontap["max_operations"] = json!(n);
+            }
+        }
+        std::fs::write(&lab.sites_file, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    }
+    let mut args: Vec<String> =
+        ["--output", "json", "run", "runbooks/failover.yaml", "--yes", "--sites"].map(String::from).to_vec();
+    args.push(lab.sites_file.display().to_string());
+    for (k, v) in &lab.params {
+        args.extend(["--param".into(), format!("{k}={v}")]);
+    }
+    if let Some(inventory) = &lab.inventory {
+        args.extend(["--params-file".into(), inventory.display().to_string()]);
+    }
+    args.extend(s.args.iter().map(|a| a.to_string()));
+    let state = dir.path().join("state");
+    let started = Instant::now();
+    let out = drover(&state, &args);
     let wall = started.elapsed();
+    let peak_rss_kib = children_peak_rss_kib();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the failover failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let state = rt.block_on(lab.failover_state());
-    assert!(state.iter().all(|(_, ok)| *ok), "end state: {state:?}");
+    let state_now = rt.block_on(lab.failover_state());
+    assert!(state_now.iter().all(|(_, ok)| *ok), "end state: {state_now:?}");
     let report: Value =
         stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok()).expect("a JSON summary");
-    let critical: Vec<String> = report["summary"]["critical_path"]
+    let all = report["summary"]["steps"].as_array().expect("steps");
+    let steps = report["summary"]["critical_path"]
         .as_array()
         .expect("critical path")
         .iter()
-        .map(|s| s.as_str().unwrap_or_default().to_string())
-        .collect();
-    let steps = critical
-        .iter()
         .map(|id| {
-            let step = report["summary"]["steps"].as_array().unwrap().iter().find(|s| s["id"] == id.as_str()).unwrap();
-            (id.clone(), Duration::from_millis(step["duration_ms"].as_u64().unwrap_or(0)))
+            let step = all.iter().find(|s| s["id"] == *id).unwrap();
+            (id.as_str().unwrap().to_string(), Duration::from_millis(step["duration_ms"].as_u64().unwrap_or(0)))
         })
         .collect();
+    let timed = |format: &str| {
+        let t = Instant::now();
+        let out = drover(&state, &["report".into(), "latest".into(), "--format".into(), format.into()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (t.elapsed(), out.stdout.len())
+    };
+    let (report_text, _) = timed("text");
+    let (report_html, report_html_bytes) = timed("html");
     drop(lab);
-    Sample { wall, steps }
+    Sample { wall, steps, instances: all.len(), peak_rss_kib, report_text, report_html, report_html_bytes }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -110,31 +177,45 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+fn run(rt: &tokio::runtime::Runtime, s: &Scenario) {
     println!(
-        "lab failover of {APPS} apps; simulated waits: ONTAP job {JOB:?}, transfer {TRANSFER:?}, ready {READY:?}; {SAMPLES} samples"
+        "\n== {}: lab failover; simulated waits: ONTAP job {JOB:?}, transfer {TRANSFER:?}, ready {READY:?}; {} samples",
+        s.name, s.samples
     );
-    let samples: Vec<Sample> = (0..SAMPLES)
+    let samples: Vec<Sample> = (0..s.samples)
         .map(|i| {
-            let s = failover(&rt);
-            println!("  sample {}: {:.2?}", i + 1, s.wall);
-            s
+            let sample = failover(rt, s);
+            println!("  sample {}: {:.2?} ({} steps)", i + 1, sample.wall, sample.instances);
+            sample
         })
         .collect();
     let waits: Duration = samples[0].steps.iter().map(|(id, _)| simulated_wait(id)).sum();
     let wall = median(samples.iter().map(|s| s.wall).collect());
-    println!("\ncritical path (median per step; simulated wait; overhead):");
-    for (i, (id, _)) in samples[0].steps.iter().enumerate() {
-        let d = median(samples.iter().map(|s| s.steps.get(i).map(|x| x.1).unwrap_or_default()).collect());
-        let w = simulated_wait(id);
-        println!("  {id:<18} {:>9.2?} {:>9.2?} {:>9.2?}", d, w, d.saturating_sub(w));
+    println!("critical path of the first sample (duration; simulated wait):");
+    for (id, d) in &samples[0].steps {
+        println!("  {id:<40} {d:>9.2?} {:>9.2?}", simulated_wait(id));
     }
     let overhead = wall.saturating_sub(waits);
-    println!("\nend-to-end (median): {wall:.2?}");
+    println!("end-to-end (median): {wall:.2?}");
     println!("critical path of simulated waits: {waits:.2?}");
     println!(
         "orchestration overhead: {overhead:.2?} = {:.1} % of the waits (target < 5 %)",
         100.0 * overhead.as_secs_f64() / waits.as_secs_f64()
     );
+    let rss = samples.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0);
+    println!("peak RSS of drover: {:.0} MiB (target < 300 MiB)", rss as f64 / 1024.0);
+    println!(
+        "report (median): text {:.2?}, HTML {:.2?} ({} KB) (target < 1 s)",
+        median(samples.iter().map(|s| s.report_text).collect()),
+        median(samples.iter().map(|s| s.report_html).collect()),
+        samples[0].report_html_bytes / 1000
+    );
+}
+
+fn main() {
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    for s in SCENARIOS.iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s.name)) {
+        run(&rt, s);
+    }
 }

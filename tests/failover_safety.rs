@@ -221,8 +221,11 @@ async fn a_failure_after_the_fence_and_before_the_break_is_rolled_back() {
     let (code, text) = site.failover(&[]).await;
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("✓ fence"), "the fence ran first:\n{text}");
-    assert!(text.contains("⟲ fence  undone"), "{text}");
+    assert!(text.contains("⟲ fence[shop]  undone"), "{text}");
     assert!(text.contains("failed and rolled back"), "{text}");
+    // The app's line says so too, though the failed step (the shared final update) is not its own.
+    assert!(text.contains("1 item of params.apps: 0 recovered, 0 failed, 1 rolled back"), "{text}");
+    assert!(text.contains("its changes were undone: it runs where it ran before"), "{text}");
     assert_untouched(&site, &text).await;
 }
 
@@ -294,7 +297,10 @@ async fn the_shipped_failover_runs_from_any_directory() {
     assert!(text.contains("preflight passed"), "{text}");
     assert!(text.contains("builtin:failover.yaml") || text.contains("run "), "{text}");
     let report = text.split("outage window: ").nth(1).unwrap_or_else(|| panic!("no outage window in:\n{text}"));
-    assert!(report.contains("from the start of `fence`, the first change, to the end of `verify`"), "{report}");
+    assert!(
+        report.contains("from the start of `fence[shop]`, the first change, to the end of `verify[shop]`"),
+        "{report}"
+    );
     assert!(text.contains("RTO target 15m00s: met"), "{text}");
 }
 

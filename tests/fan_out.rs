@@ -209,6 +209,17 @@ fn an_item_missing_a_field_the_step_reads_is_named_at_its_line() {
 }
 
 #[test]
+fn a_field_only_a_switched_off_step_reads_may_be_missing() {
+    let text = RUNBOOK
+        .replace("steps:", "  settle_all: { type: bool, default: true }\nsteps:")
+        .replace("    uses: sleep", "    if: params.settle_all\n    uses: sleep");
+    let out = load_with_inventory(&text, "apps:\n  - { name: shop }\n");
+    assert!(out.contains("item `shop` has no `wait`, which the step reads"), "{out}");
+    let out = load_with_inventory(&text, "settle_all: false\napps:\n  - { name: shop }\n");
+    assert_eq!(out, "ok");
+}
+
+#[test]
 fn two_items_with_the_same_key_are_refused() {
     let out = load_with_inventory(RUNBOOK, "apps:\n  - { name: shop, wait: 1s }\n  - { name: shop, wait: 2s }\n");
     assert!(out.contains("inventory.yaml:3:5: error: step `settle`: two items have the key `shop`"), "{out}");

@@ -41,7 +41,7 @@ fn a_planned_lab_failover_fences_the_primary_and_ends_with_west_serving() {
     }
     assert!(text.contains("Kubernetes east  real server"), "{text}");
     assert!(text.contains("DNS              real server  127.0.0.1:"), "{text}");
-    assert!(text.contains("restore-from-backup   skipped"), "{text}");
+    assert!(text.contains("restore-from-backup[shop]   skipped"), "{text}");
 }
 
 #[test]
@@ -91,6 +91,133 @@ fn without_bind_haproxy_and_moto_the_built_in_stand_ins_serve_and_say_so() {
     assert!(text.contains("source=Velero backup lab-nightly"), "{text}");
     assert!(text.contains("✓ west runs Deployment web in 2 of 2 app namespaces"), "{text}");
     assert!(text.contains("✓ west's Ingress web serves the west host in 2 of 2 app namespaces"), "{text}");
+}
+
+/// Backend: the ONTAP and Kubernetes simulators (the fleet's scale, not the API, is tested:
+/// the same runbook runs on real control planes above), built-in DNS and load balancer.
+#[test]
+fn a_lab_fleet_fails_over_volume_by_volume_and_tier_by_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = lab_file(
+        dir.path(),
+        "fleet: { apps: 6, volumes_per_app: 2, tiers: 3 }\nkube: simulator\ndns: builtin\nlb: builtin\ns3: none\n",
+    );
+    let lab = dir.path().join("lab");
+    let state = dir.path().join("state");
+    let out = drover(&state, &["lab", "failover", "--config", &config, "--dir", lab.to_str().unwrap()]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for line in [
+        "✓ 12 of 12 volume relationships are broken off",
+        "✓ west runs Deployment web in 6 of 6 app namespaces",
+        "✓ west's Ingress web serves the west host in 6 of 6 app namespaces",
+        "6 items of params.apps: 6 recovered, 0 failed, 0 rolled back",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    // The inventory the lab wrote: apps with their tiers, volumes with their app.
+    let inventory: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(lab.join("inventory.yaml")).unwrap()).unwrap();
+    let tiers: Vec<i64> = inventory["apps"].as_array().unwrap().iter().map(|a| a["tier"].as_i64().unwrap()).collect();
+    assert_eq!(tiers, [1, 1, 2, 2, 3, 3]);
+    assert_eq!(inventory["volumes"][0], serde_json::json!({ "path": "svm_dr1:shop_v1", "app": "shop" }));
+    assert_eq!(inventory["volumes"][3], serde_json::json!({ "path": "svm_dr2:shop_2_v2", "app": "shop-2" }));
+
+    // Tier by tier: no step of a tier-2 app starts before tier 1 has ended, except those that
+    // run for every app before the tiers (the checks and the fences).
+    let report = drover(&state, &["report", "latest", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    let end_of = |id: &str| steps.iter().find(|s| s["id"] == id).and_then(|s| s["end_ms"].as_u64()).unwrap();
+    let tier1 = end_of("tier[1]");
+    let tier2_apps = ["shop-3", "shop-4", "shop_3", "shop_4"];
+    for s in steps {
+        let id = s["id"].as_str().unwrap();
+        let before_tiers = ["fence[", "volume-state[", "check-volume["].iter().any(|p| id.starts_with(p));
+        if !before_tiers && tier2_apps.iter().any(|a| id.contains(&format!("[{a}]")) || id.contains(&format!(":{a}_")))
+        {
+            assert!(s["start_ms"].as_u64().unwrap() >= tier1, "{id} started before tier 1 ended");
+        }
+    }
+    let items = report["fleet"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 6);
+    assert!(items.iter().all(|i| i["outcome"] == "recovered" && i["rto_ms"].as_u64().is_some()), "{items:?}");
+}
+
+/// Backend: the ONTAP simulator (a fault no real server gives on demand) and the Kubernetes
+/// simulator. One app's volume refuses to quiesce: that app is rolled back — its fence lifted,
+/// its other volume's transfers resumed — so it runs on the primary as before; the other apps
+/// fail over, and the report says which is which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fleet_one_app_failing_before_its_break_is_rolled_back_alone() {
+    use drover_ontap_sim::{Fault, FaultKind};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = shipped();
+    config.kube = drover::lab::KubeChoice::Simulator;
+    config.s3 = drover::lab::Choice::None;
+    config.copies = 3;
+    config.fleet = Some(drover::lab::Fleet { apps: 3, volumes_per_app: 2, tiers: 1, svms: 2 });
+    let lab = drover::lab::Lab::up(&config, &dir.path().join("lab")).await.unwrap();
+    let uuid =
+        lab.ontap.with_world(|w| w.rels.iter().find(|r| r.dst_path == "svm_dr2:shop_2_v2").unwrap().uuid.clone());
+    lab.ontap.inject(Fault {
+        server: Some("west".into()),
+        method: Some("PATCH".into()),
+        path: Some(uuid),
+        kind: FaultKind::SyncError { status: 400, code: "13303808".into(), message: "the relationship is busy".into() },
+        remaining: None,
+        share: 1.0,
+    });
+    let state = dir.path().join("state");
+    let args = vec![
+        "run".to_string(),
+        "runbooks/failover.yaml".into(),
+        "--yes".into(),
+        "--sites".into(),
+        lab.sites_file.display().to_string(),
+        "--params-file".into(),
+        lab.inventory.as_ref().unwrap().display().to_string(),
+        "--param".into(),
+        "switch_lb=false".into(),
+    ];
+    let out = tokio::task::spawn_blocking({
+        let state = state.clone();
+        move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("3 items of params.apps: 2 recovered, 0 failed, 1 rolled back"), "{text}");
+    assert!(text.contains("⟲ fence[shop-2]  undone"), "{text}");
+
+    let states: std::collections::BTreeMap<String, String> =
+        lab.ontap.with_world(|w| w.rels.iter().map(|r| (r.dst_path.clone(), r.state.to_string())).collect());
+    assert_eq!(states["svm_dr1:shop_2_v1"], "snapmirrored", "its quiesced volume resumed: {states:?}");
+    assert_eq!(states["svm_dr2:shop_2_v2"], "snapmirrored", "{states:?}");
+    for other in ["svm_dr1:shop_v1", "svm_dr2:shop_v2", "svm_dr1:shop_3_v1", "svm_dr2:shop_3_v2"] {
+        assert_eq!(states[other], "broken_off", "{other}: {states:?}");
+    }
+    let ns = lab.east.get("", "v1", "namespaces", None, "shop-2").await.unwrap();
+    assert!(ns.pointer("/metadata/labels/drover.io~1fenced").is_none(), "shop-2 is not fenced on east: {ns}");
+    let web = lab.east.get("apps", "v1", "deployments", Some("shop-2"), "web").await.unwrap();
+    assert_eq!(web.pointer("/spec/replicas").and_then(serde_json::Value::as_i64), Some(3), "{web}");
+    assert!(lab.west.get("", "v1", "namespaces", None, "shop-2").await.is_none(), "nothing of shop-2 at west");
+    assert!(lab.west.get("apps", "v1", "deployments", Some("shop-3"), "web").await.is_some(), "shop-3 failed over");
+}
+
+#[test]
+fn a_lab_fleet_is_not_failed_back_by_the_svm_dr_failback() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = lab_file(dir.path(), "fleet: { apps: 2 }\nkube: simulator\ndns: builtin\nlb: builtin\ns3: none\n");
+    let lab = dir.path().join("lab");
+    let out = drover(
+        &dir.path().join("state"),
+        &["lab", "failover", "--failback", "--config", &config, "--dir", lab.to_str().unwrap()],
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("the shipped failback brings apps home over SVM-DR"), "{text}");
 }
 
 #[test]
@@ -244,17 +371,17 @@ const FAILOVER_STEPS: [&str; 15] = [
     "check-dr",
     "check-replication",
     "confirm-planned",
-    "fence",
+    "fence[shop]",
     "final-update",
     "quiesce",
     "break",
     "stop-source-svm",
     "start-dr-svm",
-    "restore-from-primary",
-    "ready",
-    "switch-dns",
-    "switch-lb",
-    "verify",
+    "restore-from-primary[shop]",
+    "ready[shop]",
+    "switch-dns[shop]",
+    "switch-lb[shop]",
+    "verify[shop]",
 ];
 
 /// Backend: the Kubernetes simulator. What is tested is drover's journal and resume, at 29 kill
@@ -265,7 +392,7 @@ async fn a_failover_killed_at_every_step_boundary_and_inside_every_step_resumes_
     for step in FAILOVER_STEPS {
         // Inside the step (it started), and at its boundary (it finished, the next may not have
         // started). The last step's end is the run's end: nothing is left to kill there.
-        for finished in [false, true].into_iter().filter(|f| !(*f && step == "verify")) {
+        for finished in [false, true].into_iter().filter(|f| !(*f && step == "verify[shop]")) {
             let at = format!("{step} {}", if finished { "finished" } else { "started" });
             let dir = tempfile::tempdir().unwrap();
             let mut config = shipped();

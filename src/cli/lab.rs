@@ -113,6 +113,9 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             for (k, v) in &lab.params {
                 println!("       --param {k}={v}");
             }
+            if let Some(inventory) = &lab.inventory {
+                println!("       --params-file {}", inventory.display());
+            }
             println!("Ctrl-C (or SIGTERM, SIGHUP) stops the lab.");
             let by = stop.recv().await.unwrap_or("SIGINT");
             eprintln!("drover lab: stopping ({by}); every server the lab started stops with it");
@@ -144,6 +147,13 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 lab.lose_primary();
                 eprintln!("disaster: the east site is gone (its ONTAP cluster and Kubernetes API stop answering)");
             }
+            if a.failback && !lab.volumes.is_empty() {
+                return Err(CliError::new(
+                    exit::INVALID_INPUT,
+                    "the shipped failback brings apps home over SVM-DR, and this lab's fleet replicates volume by volume",
+                )
+                .hint("run `drover lab failover` without `--failback`, or drop `fleet:` from the lab file"));
+            }
             if a.failback && a.mode == "unplanned" {
                 return Err(CliError::new(exit::INVALID_INPUT, "the lab cannot fail back to a site it destroyed")
                     .hint("use `--failback` with `--mode planned`"));
@@ -153,7 +163,11 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 params.extend(extra);
                 super::run::RunArgs {
                     runbook,
-                    inputs: super::RunbookInputs { params, params_file: None, sites: Some(lab.sites_file.clone()) },
+                    inputs: super::RunbookInputs {
+                        params,
+                        params_file: lab.inventory.clone(),
+                        sites: Some(lab.sites_file.clone()),
+                    },
                     flags: super::run::RunFlags::unattended(),
                     dry_run: false,
                 }

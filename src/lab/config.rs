@@ -58,6 +58,31 @@ impl Default for KubeSettings {
     }
 }
 
+/// A fleet of applications (`fleet:` in the lab file): the sample apps seeded once per
+/// application, each with its own volume relationships, spread over tiers and DR SVMs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// How many applications: namespaces shop, shop-2, ...
+    pub apps: u32,
+    /// Volume relationships per application (one per persistent volume).
+    #[serde(default = "two")]
+    pub volumes_per_app: u32,
+    /// Tiers 1..N, the applications spread over them in order.
+    #[serde(default = "one")]
+    pub tiers: u32,
+    /// DR SVMs (svm_dr1, svm_dr2, ...) the volumes spread over.
+    #[serde(default = "two")]
+    pub svms: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(non_snake_case)]
@@ -70,6 +95,8 @@ struct File {
     apps: Option<PathBuf>,
     #[serde(default)]
     copies: Option<u32>,
+    #[serde(default)]
+    fleet: Option<Fleet>,
     #[serde(default)]
     dns: Choice,
     #[serde(default)]
@@ -95,6 +122,8 @@ pub struct LabConfig {
     pub apps: PathBuf,
     /// How many copies of the apps run on the primary (namespaces shop, shop-2, ...).
     pub copies: u32,
+    /// Volume relationships and tiers for the copies, when the lab is a fleet.
+    pub fleet: Option<Fleet>,
     pub dns: Choice,
     pub lb: Choice,
     pub s3: Choice,
@@ -149,9 +178,28 @@ impl LabConfig {
                 file.kind
             ));
         }
-        let copies = file.copies.unwrap_or(1);
+        let copies = match (&file.fleet, file.copies) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{}: `copies` and `fleet` both say how many apps run; keep `fleet.apps` and remove `copies`",
+                    path.display()
+                ));
+            }
+            (Some(fleet), None) => fleet.apps,
+            (None, copies) => copies.unwrap_or(1),
+        };
+        let what = if file.fleet.is_some() { "fleet.apps" } else { "copies" };
         if copies == 0 || copies > MAX_COPIES {
-            return Err(format!("{}: `copies: {copies}` must be between 1 and {MAX_COPIES}", path.display()));
+            return Err(format!("{}: `{what}: {copies}` must be between 1 and {MAX_COPIES}", path.display()));
+        }
+        if let Some(f) = &file.fleet {
+            for (name, value, most) in
+                [("volumes_per_app", f.volumes_per_app, 16), ("tiers", f.tiers, 5), ("svms", f.svms, 16)]
+            {
+                if value == 0 || value > most {
+                    return Err(format!("{}: `fleet.{name}: {value}` must be between 1 and {most}", path.display()));
+                }
+            }
         }
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(LabConfig {
@@ -159,6 +207,7 @@ impl LabConfig {
             ontap_settings: file.ontap_settings,
             apps: base.join(file.apps.unwrap_or_else(|| "apps".into())),
             copies,
+            fleet: file.fleet,
             dns: file.dns,
             lb: file.lb,
             s3: file.s3,
@@ -170,6 +219,51 @@ impl LabConfig {
     /// The application namespaces the lab seeds, in order.
     pub fn namespaces(&self) -> Vec<String> {
         (1..=self.copies).map(copy_namespace).collect()
+    }
+
+    /// The volume relationships of a fleet: `(volume, DR SVM, application)`, the volumes of
+    /// consecutive applications taking the DR SVMs in turn.
+    pub fn fleet_volumes(&self) -> Vec<(String, String, String)> {
+        let Some(f) = &self.fleet else { return vec![] };
+        let mut out = Vec::with_capacity((f.apps * f.volumes_per_app) as usize);
+        for app in self.namespaces() {
+            for v in 1..=f.volumes_per_app {
+                let svm = format!("svm_dr{}", 1 + (out.len() as u32) % f.svms);
+                out.push((format!("{}_v{v}", app.replace('-', "_")), svm, app.clone()));
+            }
+        }
+        out
+    }
+
+    /// The inventory the shipped failover runs over (`apps`, and `volumes` for a fleet), or
+    /// none when the lab runs the one application the runbook names by default.
+    pub fn inventory(&self) -> Option<serde_json::Value> {
+        if self.copies == 1 && self.fleet.is_none() {
+            return None;
+        }
+        let tiers = self.fleet.as_ref().map_or(1, |f| f.tiers);
+        let apps: Vec<serde_json::Value> = self
+            .namespaces()
+            .into_iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let tier = 1 + i as u32 * tiers / self.copies;
+                serde_json::json!({
+                    "name": ns, "namespaces": [ns], "tier": tier,
+                    "dns_name": format!("{ns}.example.com."), "lb_backend": "shop",
+                })
+            })
+            .collect();
+        let volumes: Vec<serde_json::Value> = self
+            .fleet_volumes()
+            .into_iter()
+            .map(|(volume, svm, app)| serde_json::json!({ "path": format!("{svm}:{volume}"), "app": app }))
+            .collect();
+        let mut doc = serde_json::json!({ "apps": apps });
+        if !volumes.is_empty() {
+            doc["volumes"] = volumes.into();
+        }
+        Some(doc)
     }
 }
 
@@ -209,6 +303,38 @@ mod tests {
     fn copies_name_their_namespaces() {
         let c = load("apiVersion: drover/v1\nkind: Lab\ncopies: 3\n").unwrap();
         assert_eq!(c.namespaces(), ["shop", "shop-2", "shop-3"]);
+    }
+
+    #[test]
+    fn a_fleet_spreads_its_apps_over_tiers_and_its_volumes_over_dr_svms() {
+        let c = load("apiVersion: drover/v1\nkind: Lab\nfleet: { apps: 5, volumes_per_app: 2, tiers: 2, svms: 3 }\n")
+            .unwrap();
+        assert_eq!(c.namespaces().len(), 5);
+        let v = c.fleet_volumes();
+        assert_eq!(v.len(), 10);
+        assert_eq!(v[0], ("shop_v1".into(), "svm_dr1".into(), "shop".into()));
+        assert_eq!(v[4], ("shop_3_v1".into(), "svm_dr2".into(), "shop-3".into()));
+        let inv = c.inventory().unwrap();
+        let tiers: Vec<u64> = inv["apps"].as_array().unwrap().iter().map(|a| a["tier"].as_u64().unwrap()).collect();
+        assert_eq!(tiers, [1, 1, 1, 2, 2]);
+        assert_eq!(inv["volumes"][9]["path"], "svm_dr1:shop_5_v2");
+        // One app: the runbook's own default inventory; copies: apps over SVM-DR, no volumes.
+        assert!(load("apiVersion: drover/v1\nkind: Lab\n").unwrap().inventory().is_none());
+        let copies = load("apiVersion: drover/v1\nkind: Lab\ncopies: 2\n").unwrap().inventory().unwrap();
+        assert_eq!(copies["apps"][1]["namespaces"], serde_json::json!(["shop-2"]));
+        assert!(copies.get("volumes").is_none());
+    }
+
+    #[test]
+    fn bad_fleets_say_what_to_change() {
+        let e = load("apiVersion: drover/v1\nkind: Lab\ncopies: 2\nfleet: { apps: 3 }\n").unwrap_err();
+        assert!(e.contains("keep `fleet.apps` and remove `copies`"), "{e}");
+        let e = load("apiVersion: drover/v1\nkind: Lab\nfleet: { apps: 3, tiers: 9 }\n").unwrap_err();
+        assert!(e.contains("`fleet.tiers: 9` must be between 1 and 5"), "{e}");
+        let e = load("apiVersion: drover/v1\nkind: Lab\nfleet: { apps: 501 }\n").unwrap_err();
+        assert!(e.contains("`fleet.apps: 501` must be between 1 and 500"), "{e}");
+        let e = load("apiVersion: drover/v1\nkind: Lab\nfleet: { apps: 3, volume_per_app: 2 }\n").unwrap_err();
+        assert!(e.contains("unknown field `volume_per_app`"), "{e}");
     }
 
     #[test]

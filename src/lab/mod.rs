@@ -9,7 +9,7 @@ mod site;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{Choice, KubeChoice, LabConfig};
+pub use config::{Choice, Fleet, KubeChoice, LabConfig};
 pub use kube::LabKube;
 pub use site::{Lab, Part};
 

@@ -38,6 +38,11 @@ pub struct Lab {
     pub parts: Vec<Part>,
     /// Parameters for `runbooks/failover.yaml` matching what is running.
     pub params: Vec<(String, String)>,
+    /// The inventory of a lab of many apps (`DIR/inventory.yaml`: apps, tiers, volumes), the
+    /// failover's params file.
+    pub inventory: Option<PathBuf>,
+    /// The volume relationships of a fleet (DR paths), empty for SVM-DR.
+    pub volumes: Vec<String>,
     pub dns: Option<std::net::SocketAddr>,
     pub lb_url: Option<String>,
     /// The application namespaces seeded on the primary.
@@ -64,7 +69,13 @@ impl Lab {
         let dir = &std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         std::fs::create_dir_all(dir.join("secrets")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let mut a = Assembly::default();
-        let topology = super::load_topology(&config.ontap, config.ontap_settings.as_ref())?;
+        let mut topology = super::load_topology(&config.ontap, config.ontap_settings.as_ref())?;
+        let fleet_volumes = config.fleet_volumes();
+        if !fleet_volumes.is_empty() {
+            let pairs: Vec<(String, String)> = fleet_volumes.iter().map(|(v, s, _)| (v.clone(), s.clone())).collect();
+            topology =
+                topology.with_volume_relationships(&pairs).map_err(|e| format!("{}: {e}", config.ontap.display()))?;
+        }
         let (ontap, _) = super::start_ontap(&topology, dir).await?;
         for (name, section) in ontap.site_sections(dir)? {
             a.parts.push(Part {
@@ -97,9 +108,19 @@ impl Lab {
         let lb = parts::start_lb(config, dir, &mut a).await?;
         let s3 = parts::start_s3(config, dir, &mut a)?;
         let namespaces = config.namespaces();
-        if namespaces.len() > 1 {
-            a.params.push(("namespaces".into(), namespaces.join(",")));
-        }
+        let inventory = match config.inventory() {
+            Some(doc) => {
+                let path = dir.join("inventory.yaml");
+                let header = "# Written by drover's lab: the applications it seeded (their tiers, DNS names and \
+                              load-balancer\n# backend: the lab has one, shop) and the volume relationships \
+                              that hold their data.\n# The failover's params file: drover failover --params-file THIS\n";
+                let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
+                std::fs::write(&path, format!("{header}{text}"))
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                Some(path)
+            }
+            None => None,
+        };
         let sites_file = dir.join("sites.yaml");
         super::write_sites_file(&sites_file, &a.sections)?;
         seed::primary(config, dir, &east, a.sites(), s3.as_ref(), &namespaces, &mut a.parts).await?;
@@ -111,6 +132,8 @@ impl Lab {
             sites_file,
             parts: a.parts,
             params: a.params,
+            inventory,
+            volumes: fleet_volumes.iter().map(|(v, s, _)| format!("{s}:{v}")).collect(),
             dns: dns.addr,
             lb_url: lb.url,
             namespaces,
@@ -216,8 +239,8 @@ impl Lab {
         counts
     }
 
-    /// Check the state a failover must leave; each line says what was found.
-    pub async fn failover_state(&self) -> Vec<(String, bool)> {
+    /// The SVM-DR relationship broken off and the DR SVM running.
+    fn svm_dr_failed_over(&self) -> Vec<(String, bool)> {
         let mut out = vec![];
         let (rel, svm) = self.ontap.with_world(|w| {
             let rel = w.rels.iter().find(|r| r.dst_path == "svm_dr:").map(|r| r.state).unwrap_or_default();
@@ -232,6 +255,30 @@ impl Lab {
         });
         out.push((format!("SVM-DR relationship svm_dr: is {rel}"), rel == drover_ontap::model::MirrorState::BrokenOff));
         out.push((format!("DR SVM svm_dr is {svm}"), svm == drover_ontap::model::SvmState::Running));
+        out
+    }
+
+    /// Every volume relationship of the fleet broken off.
+    fn volumes_failed_over(&self) -> Vec<(String, bool)> {
+        let broken = self.ontap.with_world(|w| {
+            w.rels
+                .iter()
+                .filter(|r| self.volumes.contains(&r.dst_path))
+                .filter(|r| r.state == drover_ontap::model::MirrorState::BrokenOff)
+                .count()
+        });
+        let n = self.volumes.len();
+        vec![(format!("{broken} of {n} volume relationships are broken off"), broken == n)]
+    }
+
+    /// Check the state a failover must leave; each line says what was found.
+    pub async fn failover_state(&self) -> Vec<(String, bool)> {
+        let mut out = vec![];
+        if self.volumes.is_empty() {
+            out.extend(self.svm_dr_failed_over());
+        } else {
+            out.extend(self.volumes_failed_over());
+        }
         let web = self.west.get("apps", "v1", "deployments", Some("shop"), "web").await;
         let ingress = self.west.get("networking.k8s.io", "v1", "ingresses", Some("shop"), "web").await;
         let ready =

@@ -219,4 +219,90 @@ impl Topology {
     pub fn from_yaml(text: &str) -> Result<Topology, String> {
         serde_yaml::from_str(text).map_err(|e| e.to_string())
     }
+
+    /// Volume-level replication in place of SVM-DR, as Trident provisions it: the source SVM
+    /// of the (first) SVM-DR relationship gets one volume per `(volume, dr_svm)`, each
+    /// replicated into that DR SVM (running, peered, its copy a `dp` volume). The SVM-DR
+    /// relationship, its destination SVM and that SVM's volumes are gone: a volume is
+    /// replicated once.
+    pub fn with_volume_relationships(mut self, volumes: &[(String, String)]) -> Result<Topology, String> {
+        let svm_dr = self
+            .relationships
+            .iter()
+            .position(|r| r.source.ends_with(':') && r.destination.ends_with(':'))
+            .ok_or("the topology has no SVM-DR relationship whose SVMs the volumes could use")?;
+        let r = self.relationships.remove(svm_dr);
+        let (source_svm, old_dr) = (r.source.trim_end_matches(':').to_string(), r.destination.trim_end_matches(':'));
+        let (src, dst) = (r.source_cluster.clone(), r.destination_cluster.clone());
+        self.svm_peers
+            .retain(|p| !p.svm.starts_with(&format!("{old_dr}@")) && !p.peer.starts_with(&format!("{old_dr}@")));
+        let mut dr_svms: Vec<&str> = volumes.iter().map(|(_, s)| s.as_str()).collect();
+        dr_svms.sort_unstable();
+        dr_svms.dedup();
+        for cluster in &mut self.clusters {
+            if cluster.name == dst {
+                cluster.svms.retain(|s| s.name != old_dr);
+                cluster.volumes.retain(|v| v.svm != old_dr);
+                for svm in &dr_svms {
+                    cluster.svms.push(SvmSpec { name: svm.to_string(), state: running(), subtype: default_subtype() });
+                }
+            }
+        }
+        for svm in &dr_svms {
+            self.svm_peers.push(SvmPeerSpec { svm: format!("{svm}@{dst}"), peer: format!("{source_svm}@{src}") });
+        }
+        for (volume, svm) in volumes {
+            let at = |cluster: &str| self.clusters.iter().position(|c| c.name == cluster);
+            let (Some(s), Some(d)) = (at(&src), at(&dst)) else {
+                return Err(format!(
+                    "the SVM-DR relationship names clusters {src} and {dst}, which are not both defined"
+                ));
+            };
+            self.clusters[s].volumes.push(VolumeSpec {
+                name: volume.clone(),
+                svm: source_svm.clone(),
+                vtype: rw(),
+                junction: None,
+            });
+            self.clusters[d].volumes.push(VolumeSpec {
+                name: volume.clone(),
+                svm: svm.clone(),
+                vtype: "dp".into(),
+                junction: None,
+            });
+            self.relationships.push(RelationshipSpec {
+                source_cluster: src.clone(),
+                source: format!("{source_svm}:{volume}"),
+                destination_cluster: dst.clone(),
+                destination: format!("{svm}:{volume}"),
+                state: snapmirrored(),
+                policy: mirror_all(),
+                identity_preservation: None,
+            });
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_relationships_replace_svm_dr_with_one_relationship_per_volume() {
+        let lab = Topology::from_yaml(include_str!("../../../examples/lab/ontap.yaml")).unwrap();
+        let pairs = [("a_v1", "svm_dr1"), ("a_v2", "svm_dr2"), ("b_v1", "svm_dr1")].map(|(v, s)| (v.into(), s.into()));
+        let t = lab.with_volume_relationships(&pairs).unwrap();
+        let dests: Vec<&str> = t.relationships.iter().map(|r| r.destination.as_str()).collect();
+        assert_eq!(dests, ["svm_dr1:a_v1", "svm_dr2:a_v2", "svm_dr1:b_v1"]);
+        assert!(t.relationships.iter().all(|r| r.source.starts_with("svm1:") && r.source_cluster == "east"));
+        let west = t.clusters.iter().find(|c| c.name == "west").unwrap();
+        let svms: Vec<(&str, &str)> = west.svms.iter().map(|s| (s.name.as_str(), s.state.as_str())).collect();
+        assert_eq!(svms, [("svm_dr1", "running"), ("svm_dr2", "running")], "the SVM-DR destination is gone");
+        assert!(west.volumes.iter().all(|v| v.vtype == "dp" && v.svm != "svm_dr"));
+        let peers: Vec<&str> = t.svm_peers.iter().map(|p| p.svm.as_str()).collect();
+        assert_eq!(peers, ["svm_dr1@west", "svm_dr2@west"]);
+        let err = t.with_volume_relationships(&pairs).unwrap_err();
+        assert!(err.contains("no SVM-DR relationship"), "{err}");
+    }
 }

@@ -61,8 +61,12 @@ pub(crate) fn build(infos: &[StepInfo], steps: &[StepReport], run_id: &str) -> O
         }
         entry.push(i);
     }
+    // What a step shared by every item declares (one SVM-DR relationship's lag) holds for
+    // each item that declares none of its own.
+    let shared_rpo =
+        (0..infos.len()).filter(|&j| infos[j].fanned.is_none()).filter_map(|j| rpo(j, infos, steps)).reduce(f64::max);
     let items: Vec<ItemReport> =
-        order.iter().map(|(key, tier)| item(key, *tier, &members[key], infos, steps, run_id)).collect();
+        order.iter().map(|(key, tier)| item(key, *tier, &members[key], infos, steps, run_id, shared_rpo)).collect();
     let count = |what: &str| items.iter().filter(|i| i.outcome == what).count();
     let all_recovered = items.iter().all(|i| i.outcome == "recovered");
     let first_change = items.iter().flat_map(|i| members[i.key.as_str()].iter()).filter(|&&j| steps[j].changes);
@@ -82,6 +86,11 @@ pub(crate) fn build(infos: &[StepInfo], steps: &[StepReport], run_id: &str) -> O
     })
 }
 
+/// The RPO step `j` declares through its action's output, when it ran.
+fn rpo(j: usize, infos: &[StepInfo], steps: &[StepReport]) -> Option<f64> {
+    steps[j].outputs.get(infos[j].rpo_output.as_deref()?).and_then(Value::as_f64)
+}
+
 fn item(
     key: &str,
     tier: Option<&str>,
@@ -89,6 +98,7 @@ fn item(
     infos: &[StepInfo],
     steps: &[StepReport],
     run_id: &str,
+    shared_rpo: Option<f64>,
 ) -> ItemReport {
     let outcomes: Vec<Option<Outcome>> = mine.iter().map(|&j| steps[j].outcome).collect();
     let failed = mine
@@ -102,7 +112,8 @@ fn item(
         "recovered"
     } else if outcomes.iter().all(|o| matches!(o, Some(Outcome::Planned | Outcome::Skipped))) {
         "planned"
-    } else if failed.is_some() && undone {
+    } else if undone {
+        // Its own failure, or a shared step's: either way its changes were undone.
         "rolled back"
     } else if failed.is_some() {
         "failed"
@@ -116,10 +127,7 @@ fn item(
     let first_change = mine.iter().filter(|&&j| steps[j].changes).filter_map(|&j| steps[j].start_ms).min();
     let first = first_change.or_else(|| mine.iter().filter_map(|&j| steps[j].start_ms).min());
     let last = mine.iter().filter_map(|&j| steps[j].end_ms).max();
-    let rpo_seconds = mine
-        .iter()
-        .filter_map(|&j| steps[j].outputs.get(infos[j].rpo_output.as_deref()?).and_then(Value::as_f64))
-        .reduce(f64::max);
+    let rpo_seconds = mine.iter().filter_map(|&j| rpo(j, infos, steps)).reduce(f64::max).or(shared_rpo);
     let error = failed.and_then(|j| steps[j].error.as_ref());
     let next = match outcome {
         "rolled back" => {
@@ -157,8 +165,9 @@ impl FleetReport {
         let width = self.items.iter().map(|i| i.key.len()).max().unwrap_or(0);
         let _ = writeln!(
             out,
-            "\n{} items of {}: {} recovered, {} failed, {} rolled back",
+            "\n{} {} of {}: {} recovered, {} failed, {} rolled back",
             self.items.len(),
+            if self.items.len() == 1 { "item" } else { "items" },
             self.list,
             self.recovered,
             self.failed,

@@ -241,6 +241,8 @@ pub struct Instance {
     pub tier: Option<String>,
     /// A failure stops only this item's steps (and rolls back only this item's changes).
     pub isolate: bool,
+    /// Runs for every item before the first tier starts (`for_each.before_tiers`).
+    pub before_tiers: bool,
 }
 
 impl Step {

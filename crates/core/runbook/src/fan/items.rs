@@ -182,6 +182,9 @@ pub(super) fn check_fields(
     if keys.len() != items.len() {
         return; // a key problem was reported
     }
+    if crate::check::skipped_by_params(step, known.params) {
+        return; // switched off (`switch_dns: false`): the fields it reads need not be there
+    }
     let mut reads: Vec<Read> = vec![];
     for call in std::iter::once(&step.call).chain(step.undo.as_ref()) {
         let action = known.catalog.action(&call.uses).ok();

@@ -97,7 +97,14 @@ pub(super) fn resolve(
             }
         }
     }
-    (of_item.len() == list.items.len()).then_some(Tiers { order, of_item })
+    if of_item.len() != list.items.len() {
+        return None;
+    }
+    // Tiers no item names are left out: nothing waits for an empty tier to end.
+    let used: BTreeSet<usize> = of_item.iter().copied().collect();
+    let renumber: HashMap<usize, usize> = used.iter().enumerate().map(|(new, &old)| (old, new)).collect();
+    let order = order.into_iter().enumerate().filter(|(i, _)| used.contains(i)).map(|(_, t)| t).collect();
+    Some(Tiers { order, of_item: of_item.iter().map(|i| renumber[i]).collect() })
 }
 
 /// `tiers: [core, { name: business, all_or_nothing: true }]`, written or from a param.
