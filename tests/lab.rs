@@ -134,9 +134,9 @@ fn a_lab_fleet_fails_over_volume_by_volume_and_tier_by_tier() {
     for s in steps {
         let id = s["id"].as_str().unwrap();
         let before_tiers = ["fence[", "volume-state[", "check-volume["].iter().any(|p| id.starts_with(p));
-        if !before_tiers && tier2_apps.iter().any(|a| id.contains(&format!("[{a}]")) || id.contains(&format!(":{a}_")))
-        {
-            assert!(s["start_ms"].as_u64().unwrap() >= tier1, "{id} started before tier 1 ended");
+        let tier2 = tier2_apps.iter().any(|a| id.contains(&format!("[{a}]")) || id.contains(&format!(":{a}_")));
+        if let (false, true, Some(start)) = (before_tiers, tier2, s["start_ms"].as_u64()) {
+            assert!(start >= tier1, "{id} started before tier 1 ended");
         }
     }
     let items = report["fleet"]["items"].as_array().unwrap();
@@ -164,7 +164,11 @@ async fn in_a_fleet_one_app_failing_before_its_break_is_rolled_back_alone() {
         server: Some("west".into()),
         method: Some("PATCH".into()),
         path: Some(uuid),
-        kind: FaultKind::SyncError { status: 400, code: "13303808".into(), message: "the relationship is busy".into() },
+        kind: FaultKind::SyncError {
+            status: 400,
+            code: "13303818".into(),
+            message: "the relationship cannot be quiesced now".into(),
+        },
         remaining: None,
         share: 1.0,
     });

@@ -51,7 +51,8 @@ pub(super) fn resolve(rb: &Runbook, lists: &mut HashMap<String, Fanned>, problem
                 }
             }
         }
-        if groups.len() != me.items.len() {
+        // No items: nothing to pair, and no owner to find by them.
+        if groups.len() != me.items.len() || groups.is_empty() {
             continue;
         }
         // The owner list: another fanned list (owning none itself) whose keys hold every group.
