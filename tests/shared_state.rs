@@ -185,3 +185,29 @@ async fn wrong_credentials_stop_drover_before_it_runs_anything() {
     assert!(t.contains("hint: check --state and the AWS settings"), "{t}");
     assert!(!t.contains("not-the-secret-8c1e"), "the secret is never shown: {t}");
 }
+
+/// The journal's last records reach S3 even when S3 answers slowly: records written while a
+/// copy was in flight are copied when the run ends (they were lost — the other site then
+/// resumed from a journal without the run's last steps). Against moto behind a slow link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_records_reach_a_slow_s3_when_the_run_ends() {
+    use drover::journal::shared::SharedState;
+    use drover_api::testing::SlowLink;
+
+    let s = site(true).await;
+    let slow = SlowLink::to(s.url(), std::time::Duration::from_millis(800)).await;
+    let shared = SharedState::new(drover_api::testing::s3_client(&slow.url(), "test", "test"), "drover-state", "dr");
+    let journal = s.dir.path().join("journal.jsonl");
+    std::fs::write(&journal, "first\n").unwrap();
+
+    let mirror = shared.mirror("run-1", &journal);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await; // the first copy is in flight
+    let mut f = std::fs::OpenOptions::new().append(true).open(&journal).unwrap();
+    std::io::Write::write_all(&mut f, b"second\n").unwrap();
+    drop(f);
+    assert!(mirror.finish().await, "the final copy is reported taken");
+
+    let copy = s.s3().get_object().bucket("drover-state").key("dr/runs/run-1/journal.jsonl").send().await.unwrap();
+    let copy = copy.body.collect().await.unwrap().into_bytes();
+    assert_eq!(String::from_utf8_lossy(&copy), "first\nsecond\n");
+}

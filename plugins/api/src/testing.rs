@@ -149,6 +149,53 @@ impl Drop for ScriptedHttp {
     }
 }
 
+/// A TCP link on loopback to a real server that holds every answer back for `delay` — a slow
+/// network or an overloaded server, which no real server is on demand. Stopped on drop.
+pub struct SlowLink {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowLink {
+    pub async fn to(upstream: &str, delay: Duration) -> SlowLink {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let port = listener.local_addr().expect("bound").port();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let requests = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                        tokio::time::sleep(delay).await;
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    requests.abort();
+                });
+            }
+        });
+        SlowLink { port, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A TLS acceptor with a fresh self-signed certificate for `localhost` and `127.0.0.1`, and
 /// that certificate as PEM for clients to trust. The simulators serve HTTPS with it, as the
 /// real servers they stand in for do.

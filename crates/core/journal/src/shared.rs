@@ -59,6 +59,11 @@ fn status_of<E>(e: &SdkError<E>) -> Option<u16> {
 }
 
 impl SharedState {
+    /// Shared state in `bucket` under `prefix`, reached with `s3`.
+    pub fn new(s3: Client, bucket: &str, prefix: &str) -> SharedState {
+        SharedState { s3, bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string() }
+    }
+
     /// Parse `s3://bucket/prefix[?path_style=true]` and build a client from the AWS chain.
     pub async fn connect(url: &str) -> Result<SharedState, String> {
         let rest = url
@@ -78,11 +83,7 @@ impl SharedState {
             .build();
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
         let conf = aws_sdk_s3::config::Builder::from(&conf).force_path_style(path_style).build();
-        let shared = SharedState {
-            s3: Client::from_conf(conf),
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-        };
+        let shared = SharedState::new(Client::from_conf(conf), bucket, prefix);
         shared
             .s3
             .head_bucket()
@@ -178,9 +179,10 @@ impl SharedState {
         Err(io("the lock changed hands repeatedly while taking it".into()))
     }
 
-    /// Copy a local journal to S3.
-    pub async fn push_journal(&self, run_id: &str, local: &Path) -> Result<(), String> {
+    /// Copy a local journal to S3; returns how many bytes S3 now holds.
+    pub async fn push_journal(&self, run_id: &str, local: &Path) -> Result<u64, String> {
         let bytes = std::fs::read(local).map_err(|e| format!("{}: {e}", local.display()))?;
+        let len = bytes.len() as u64;
         let key = self.journal_key(run_id);
         self.s3
             .put_object()
@@ -190,7 +192,7 @@ impl SharedState {
             .send()
             .await
             .map_err(|e| s3_failure(&format!("s3://{}/{key}", self.bucket), e))?;
-        Ok(())
+        Ok(len)
     }
 
     /// Fetch every journal S3 has that `state` lacks or holds shorter.
@@ -235,18 +237,31 @@ impl SharedState {
         let (state, run_id, local) = (self.clone(), run_id.to_string(), local.to_path_buf());
         let task = tokio::spawn(async move {
             let mut sent = 0u64;
+            let mut final_attempts = 0;
             loop {
+                // Read the stop flag before the journal's length: everything written before
+                // `finish` is then in the length this pass copies (a push in flight when the
+                // run ended carries only what was there when it read the file).
+                let finishing = *stopped.borrow_and_update();
                 let len = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
                 if len != sent {
                     match state.push_journal(&run_id, &local).await {
-                        Ok(()) => sent = len,
+                        Ok(pushed) => sent = pushed,
                         Err(e) => {
                             tracing::warn!(error = %e, "could not copy the journal to the shared state; will retry")
                         }
                     }
                 }
-                if *stopped.borrow() {
-                    return sent == std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
+                if finishing {
+                    if sent >= len {
+                        return true;
+                    }
+                    final_attempts += 1;
+                    if final_attempts == FINAL_ATTEMPTS {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(300)) => {}
@@ -257,6 +272,9 @@ impl SharedState {
         Mirror { stop, task: Some(task) }
     }
 }
+
+/// How many times the final copy is tried when a run ends.
+const FINAL_ATTEMPTS: u32 = 3;
 
 /// A journal being copied to S3.
 pub struct Mirror {
