@@ -193,7 +193,7 @@ async fn in_a_fleet_one_app_failing_before_its_break_is_rolled_back_alone() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("3 items of params.apps: 2 recovered, 0 failed, 1 rolled back"), "{text}");
-    assert!(text.contains("⟲ fence[shop-2]  undone"), "{text}");
+    assert!(text.contains("⟲ fence-app[shop-2]  undone"), "{text}");
 
     let states: std::collections::BTreeMap<String, String> =
         lab.ontap.with_world(|w| w.rels.iter().map(|r| (r.dst_path.clone(), r.state.to_string())).collect());
@@ -208,6 +208,72 @@ async fn in_a_fleet_one_app_failing_before_its_break_is_rolled_back_alone() {
     assert_eq!(web.pointer("/spec/replicas").and_then(serde_json::Value::as_i64), Some(3), "{web}");
     assert!(lab.west.get("", "v1", "namespaces", None, "shop-2").await.is_none(), "nothing of shop-2 at west");
     assert!(lab.west.get("apps", "v1", "deployments", Some("shop-3"), "web").await.is_some(), "shop-3 failed over");
+}
+
+/// Backend: the Kubernetes simulator (a fault no real server gives on demand) and the ONTAP
+/// simulator. Tier 1 is all-or-nothing and one of its apps fails after its volumes were broken:
+/// the run stops there, and tier 2 — not yet started — still runs on the primary: not fenced,
+/// its volumes still replicating (they were fenced before the first tier began).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_failing_after_its_break_leaves_later_tiers_running_on_the_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = shipped();
+    config.kube = drover::lab::KubeChoice::Simulator;
+    config.s3 = drover::lab::Choice::None;
+    config.copies = 4;
+    config.fleet = Some(drover::lab::Fleet { apps: 4, volumes_per_app: 1, tiers: 2, svms: 1 });
+    let lab = drover::lab::Lab::up(&config, &dir.path().join("lab")).await.unwrap();
+    let drover::lab::LabKube::Sim(west) = &lab.west else { panic!("the simulator was asked for") };
+    west.inject(drover_kube_sim::Fault {
+        server: None,
+        method: Some("POST".into()),
+        path: Some("/namespaces/shop-2/".into()),
+        kind: drover_kube_sim::FaultKind::ServerError,
+        remaining: None,
+        share: 1.0,
+    });
+    let mut inventory: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(lab.inventory.as_ref().unwrap()).unwrap()).unwrap();
+    inventory["tiers"] = serde_json::json!([{ "name": 1, "all_or_nothing": true }, 2]);
+    let params = dir.path().join("params.yaml");
+    std::fs::write(&params, serde_yaml::to_string(&inventory).unwrap()).unwrap();
+
+    let state = dir.path().join("state");
+    let args = vec![
+        "run".to_string(),
+        "runbooks/failover.yaml".into(),
+        "--yes".into(),
+        "--sites".into(),
+        lab.sites_file.display().to_string(),
+        "--params-file".into(),
+        params.display().to_string(),
+        "--param".into(),
+        "switch_lb=false".into(),
+    ];
+    let out = tokio::task::spawn_blocking({
+        let state = state.clone();
+        move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    for app in ["shop-3", "shop-4"] {
+        let line = format!("tier 2  {app}  not started");
+        assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+    }
+
+    let states: std::collections::BTreeMap<String, String> =
+        lab.ontap.with_world(|w| w.rels.iter().map(|r| (r.dst_path.clone(), r.state.to_string())).collect());
+    assert_eq!(states["svm_dr1:shop_2_v1"], "broken_off", "tier 1 was broken: {states:?}");
+    for app in ["shop-3", "shop-4"] {
+        let volume = format!("svm_dr1:{}_v1", app.replace('-', "_"));
+        assert_eq!(states[&volume], "snapmirrored", "{app} still replicates: {states:?}");
+        let ns = lab.east.get("", "v1", "namespaces", None, app).await.unwrap();
+        assert!(ns.pointer("/metadata/labels/drover.io~1fenced").is_none(), "{app} is not fenced on east: {ns}");
+        let web = lab.east.get("apps", "v1", "deployments", Some(app), "web").await.unwrap();
+        assert_eq!(web.pointer("/spec/replicas").and_then(serde_json::Value::as_i64), Some(3), "{app}: {web}");
+    }
 }
 
 #[test]

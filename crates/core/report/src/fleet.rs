@@ -106,7 +106,8 @@ fn item(
         .copied()
         .find(|&j| matches!(steps[j].outcome, Some(Outcome::Failed | Outcome::Interrupted | Outcome::PlanFailed)));
     let undone = mine.iter().any(|&j| steps[j].undo.as_deref() == Some("undone"));
-    let started = mine.iter().any(|&j| steps[j].start_ms.is_some());
+    // Only checks ran for it (before the tiers): nothing of it was changed yet.
+    let started = mine.iter().any(|&j| steps[j].changes && steps[j].start_ms.is_some());
     let done = |o: &Option<Outcome>| matches!(o, Some(Outcome::Succeeded | Outcome::Skipped));
     let outcome = if outcomes.iter().all(done) {
         "recovered"
