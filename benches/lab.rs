@@ -22,6 +22,8 @@
 //!
 //!   cargo bench --bench lab              # both
 //!   cargo bench --bench lab -- fleet     # one of them
+//!   DROVER_BENCH_SAMPLES=1 cargo bench --bench lab -- fleet   # one quick sample
+//!   DROVER_BENCH_WRAP="heaptrack -o /tmp/ht" …                 # the failover under a profiler
 
 use std::time::{Duration, Instant};
 
@@ -96,18 +98,46 @@ struct Sample {
     report_text: Duration,
     report_html: Duration,
     report_html_bytes: usize,
+    /// CPU time of the drover process, and of the simulators (this process) meanwhile.
+    drover_cpu: Duration,
+    sims_cpu: Duration,
+    /// How long the preflight took (it is on the critical path: nothing starts before it ends).
+    preflight: Duration,
+}
+
+fn usage(who: libc::c_int) -> libc::rusage {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct it is given.
+    unsafe { libc::getrusage(who, &mut usage) };
+    usage
 }
 
 /// The largest resident set of any child this process has waited for, in KiB.
 fn children_peak_rss_kib() -> i64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes into the struct it is given.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    usage.ru_maxrss
+    usage(libc::RUSAGE_CHILDREN).ru_maxrss
 }
 
+/// CPU time (user + system) of this process (the simulators) and of its waited-for children.
+fn cpu(who: libc::c_int) -> Duration {
+    let u = usage(who);
+    let t = |tv: libc::timeval| Duration::from_micros(tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64);
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// `DROVER_BENCH_WRAP="perf record -g -o /tmp/perf.data"` (or heaptrack, …) runs the
+/// failover under a profiler.
 fn drover(state: &std::path::Path, args: &[String]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+    let wrap = std::env::var("DROVER_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut command = match words.next() {
+        Some(profiler) if args.first().is_some_and(|a| a == "--output") => {
+            let mut c = std::process::Command::new(profiler);
+            c.args(words).arg(env!("CARGO_BIN_EXE_drover"));
+            c
+        }
+        _ => std::process::Command::new(env!("CARGO_BIN_EXE_drover")),
+    };
+    command
         .args(args)
         .env("DROVER_STATE_DIR", state)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -141,8 +171,10 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
     args.extend(s.args.iter().map(|a| a.to_string()));
     let state = dir.path().join("state");
     let started = Instant::now();
+    let (sims_before, drover_before) = (cpu(libc::RUSAGE_SELF), cpu(libc::RUSAGE_CHILDREN));
     let out = drover(&state, &args);
     let wall = started.elapsed();
+    let (sims_cpu, drover_cpu) = (cpu(libc::RUSAGE_SELF) - sims_before, cpu(libc::RUSAGE_CHILDREN) - drover_before);
     let peak_rss_kib = children_peak_rss_kib();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the failover failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -150,6 +182,12 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
     assert!(state_now.iter().all(|(_, ok)| *ok), "end state: {state_now:?}");
     let report: Value =
         stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok()).expect("a JSON summary");
+    let preflight = stdout
+        .lines()
+        .filter(|l| l.contains("preflight_finished"))
+        .find_map(|l| serde_json::from_str::<Value>(l).ok()?["event"]["duration_ms"].as_u64())
+        .map(Duration::from_millis)
+        .unwrap_or_default();
     let all = report["summary"]["steps"].as_array().expect("steps");
     let steps = report["summary"]["critical_path"]
         .as_array()
@@ -169,7 +207,18 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
     let (report_text, _) = timed("text");
     let (report_html, report_html_bytes) = timed("html");
     drop(lab);
-    Sample { wall, steps, instances: all.len(), peak_rss_kib, report_text, report_html, report_html_bytes }
+    Sample {
+        wall,
+        steps,
+        instances: all.len(),
+        peak_rss_kib,
+        report_text,
+        report_html,
+        report_html_bytes,
+        drover_cpu,
+        sims_cpu,
+        preflight,
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -178,14 +227,23 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn run(rt: &tokio::runtime::Runtime, s: &Scenario) {
+    // DROVER_BENCH_SAMPLES=1: one quick sample while working on it.
+    let count = std::env::var("DROVER_BENCH_SAMPLES").ok().and_then(|n| n.parse().ok()).unwrap_or(s.samples);
     println!(
-        "\n== {}: lab failover; simulated waits: ONTAP job {JOB:?}, transfer {TRANSFER:?}, ready {READY:?}; {} samples",
-        s.name, s.samples
+        "\n== {}: lab failover; simulated waits: ONTAP job {JOB:?}, transfer {TRANSFER:?}, ready {READY:?}; {count} samples",
+        s.name
     );
-    let samples: Vec<Sample> = (0..s.samples)
+    let samples: Vec<Sample> = (0..count)
         .map(|i| {
             let sample = failover(rt, s);
-            println!("  sample {}: {:.2?} ({} steps)", i + 1, sample.wall, sample.instances);
+            println!(
+                "  sample {}: {:.2?} ({} steps; CPU: drover {:.1?}, simulators {:.1?})",
+                i + 1,
+                sample.wall,
+                sample.instances,
+                sample.drover_cpu,
+                sample.sims_cpu
+            );
             sample
         })
         .collect();
@@ -196,6 +254,12 @@ fn run(rt: &tokio::runtime::Runtime, s: &Scenario) {
         println!("  {id:<40} {d:>9.2?} {:>9.2?}", simulated_wait(id));
     }
     let overhead = wall.saturating_sub(waits);
+    println!("preflight (median): {:.2?}", median(samples.iter().map(|s| s.preflight).collect()));
+    println!(
+        "CPU (median): drover {:.1?}, simulators {:.1?} — on this machine's cores, shared",
+        median(samples.iter().map(|s| s.drover_cpu).collect()),
+        median(samples.iter().map(|s| s.sims_cpu).collect())
+    );
     println!("end-to-end (median): {wall:.2?}");
     println!("critical path of simulated waits: {waits:.2?}");
     println!(

@@ -111,3 +111,34 @@ async fn a_failed_apply_on_west_rolls_back_the_fence_on_east() {
     let ns = object(&lab.east, "", "namespaces", None, "shop").await.unwrap();
     assert!(ns["metadata"]["labels"].get("drover.io/fenced").is_none(), "{ns}");
 }
+
+/// Backend: a real control plane. The steps of one run share one connection to a cluster and
+/// what its discovery found; a kind that a CRD applied later in the run brings is still found
+/// by name (the kept discovery is asked again when a name is not in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_a_crd_brings_during_a_run_is_found_by_name_after_discovery_was_kept() {
+    let lab = lab(KubeChoice::Real).await;
+    let sites: Value = serde_yaml::from_str(&std::fs::read_to_string(&lab.sites).unwrap()).unwrap();
+    let sites = BTreeMap::from([("west".to_string(), sites["sites"]["west"].clone())]);
+    let ctx = drover_api::testing::context(sites, Duration::from_secs(60));
+    let action = |name: &str| drover_kube::actions().into_iter().find(|a| a.info().name == name).unwrap();
+    let delete = |kind: &str| json!({ "site": "west", "kinds": [kind], "namespaces": ["default"], "names": ["none"] });
+
+    // Discovery is made and kept for the run: Cart does not exist yet.
+    action("kube.delete").run(&ctx, &delete("ConfigMap")).await.unwrap();
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": "carts.shop.example.com" },
+        "spec": {
+            "group": "shop.example.com", "scope": "Namespaced",
+            "names": { "plural": "carts", "singular": "cart", "kind": "Cart" },
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
+        }
+    });
+    let cart = json!({ "apiVersion": "shop.example.com/v1", "kind": "Cart", "metadata": { "name": "c", "namespace": "default" } });
+    action("kube.apply").run(&ctx, &json!({ "site": "west", "inline": [crd, cart] })).await.unwrap();
+
+    let found = action("kube.delete").run(&ctx, &delete("Cart")).await;
+    assert!(found.is_ok(), "Cart is found by name in the same run: {found:?}");
+}

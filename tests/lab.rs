@@ -172,25 +172,7 @@ async fn in_a_fleet_one_app_failing_before_its_break_is_rolled_back_alone() {
         remaining: None,
         share: 1.0,
     });
-    let state = dir.path().join("state");
-    let args = vec![
-        "run".to_string(),
-        "runbooks/failover.yaml".into(),
-        "--yes".into(),
-        "--sites".into(),
-        lab.sites_file.display().to_string(),
-        "--params-file".into(),
-        lab.inventory.as_ref().unwrap().display().to_string(),
-        "--param".into(),
-        "switch_lb=false".into(),
-    ];
-    let out = tokio::task::spawn_blocking({
-        let state = state.clone();
-        move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (out, text) = fleet_failover(&dir.path().join("state"), &lab, lab.inventory.as_ref().unwrap()).await;
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("3 items of params.apps: 2 recovered, 0 failed, 1 rolled back"), "{text}");
     assert!(text.contains("⟲ fence-app[shop-2]  undone"), "{text}");
@@ -238,25 +220,7 @@ async fn a_tier_failing_after_its_break_leaves_later_tiers_running_on_the_primar
     let params = dir.path().join("params.yaml");
     std::fs::write(&params, serde_yaml::to_string(&inventory).unwrap()).unwrap();
 
-    let state = dir.path().join("state");
-    let args = vec![
-        "run".to_string(),
-        "runbooks/failover.yaml".into(),
-        "--yes".into(),
-        "--sites".into(),
-        lab.sites_file.display().to_string(),
-        "--params-file".into(),
-        params.display().to_string(),
-        "--param".into(),
-        "switch_lb=false".into(),
-    ];
-    let out = tokio::task::spawn_blocking({
-        let state = state.clone();
-        move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (out, text) = fleet_failover(&dir.path().join("state"), &lab, &params).await;
     assert_ne!(out.status.code(), Some(0), "{text}");
     for app in ["shop-3", "shop-4"] {
         let line = format!("tier 2  {app}  not started");
@@ -317,6 +281,31 @@ fn failover_then_failback_returns_the_lab_to_where_it_started() {
     ] {
         assert!(after.contains(line), "missing `{line}` in:\n{after}");
     }
+}
+
+/// The shipped failover over `params` (an inventory) on `lab`, the load balancer left alone.
+async fn fleet_failover(
+    state: &std::path::Path,
+    lab: &drover::lab::Lab,
+    params: &std::path::Path,
+) -> (std::process::Output, String) {
+    let args = [
+        "run".to_string(),
+        "runbooks/failover.yaml".into(),
+        "--yes".into(),
+        "--sites".into(),
+        lab.sites_file.display().to_string(),
+        "--params-file".into(),
+        params.display().to_string(),
+        "--param".into(),
+        "switch_lb=false".into(),
+    ];
+    let state = state.to_path_buf();
+    let out = tokio::task::spawn_blocking(move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out, text)
 }
 
 fn shipped() -> drover::lab::LabConfig {

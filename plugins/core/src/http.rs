@@ -177,24 +177,47 @@ impl Observation {
     }
 }
 
+/// Clients by their TLS settings (timeout, CA file and its contents, insecure): building one
+/// loads the system's trust store, which 500 apps' checks need not do 500 times.
+type ClientKey = (Duration, Option<(PathBuf, Vec<u8>)>, bool);
+static CLIENTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<ClientKey, reqwest::Client>>> =
+    std::sync::LazyLock::new(Default::default);
+
 fn client(p: &HttpParams) -> Result<reqwest::Client, ActionError> {
+    if p.insecure {
+        tracing::warn!(url = %p.url, "TLS verification is off for this request (insecure: true)");
+    }
+    let ca = match &p.ca_file {
+        Some(ca) => Some((
+            ca.clone(),
+            std::fs::read(ca).map_err(|e| {
+                ActionError::permanent(format!("cannot read ca_file {}: {e}", ca.display()))
+                    .with_hint("check the path in `ca_file`")
+            })?,
+        )),
+        None => None,
+    };
+    let key = (p.request_timeout.0, ca, p.insecure);
+    if let Some(c) = CLIENTS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(c.clone());
+    }
+    // A new connection for every request: each answer is what a user connecting now gets (a
+    // kept-alive connection through a TCP balancer would stay with the server it first had).
     let mut b = reqwest::Client::builder()
         .timeout(p.request_timeout.0)
-        .connect_timeout(p.request_timeout.0.min(Duration::from_secs(10)));
-    if let Some(ca) = &p.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| {
-            ActionError::permanent(format!("cannot read ca_file {}: {e}", ca.display()))
-                .with_hint("check the path in `ca_file`")
-        })?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| ActionError::permanent(format!("ca_file {} is not a PEM certificate: {e}", ca.display())))?;
+        .connect_timeout(p.request_timeout.0.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(0);
+    if let Some((path, pem)) = &key.1 {
+        let cert = reqwest::Certificate::from_pem(pem)
+            .map_err(|e| ActionError::permanent(format!("ca_file {} is not a PEM certificate: {e}", path.display())))?;
         b = b.add_root_certificate(cert);
     }
     if p.insecure {
-        tracing::warn!(url = %p.url, "TLS verification is off for this request (insecure: true)");
         b = b.danger_accept_invalid_certs(true);
     }
-    b.build().map_err(|e| ActionError::permanent(format!("cannot build an HTTP client: {e}")))
+    let built = b.build().map_err(|e| ActionError::permanent(format!("cannot build an HTTP client: {e}")))?;
+    CLIENTS.lock().unwrap_or_else(|e| e.into_inner()).insert(key, built.clone());
+    Ok(built)
 }
 
 async fn send(client: &reqwest::Client, p: &HttpParams) -> Result<Observation, ActionError> {

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
@@ -21,7 +21,6 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::actions::apply::FIELD_MANAGER;
@@ -43,6 +42,10 @@ pub struct KubeSite {
     /// Longest wait for one request (connect, send, answer). Default 10s.
     #[serde(default)]
     pub request_timeout: Option<HumanDuration>,
+    /// At most this many requests at once to this cluster from this drover, whatever the
+    /// runbook runs in parallel (a fleet's 500 restores share them). Default 64.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
     /// Do not verify the API server's certificate. Only for a lab: it is logged, noted in the
     /// report, and required when the kubeconfig says `insecure-skip-tls-verify: true`.
     #[serde(default)]
@@ -111,7 +114,8 @@ pub struct Kind {
     pub namespaced: bool,
 }
 
-/// A connected cluster of one site.
+/// A connected cluster of one site, for one step: the run's shared [`Connection`] to it, and
+/// the step's own deadline and count of passing faults.
 pub struct Kube {
     pub client: kube::Client,
     /// "site `west` (context `west` in /home/op/.kube/config)".
@@ -119,23 +123,44 @@ pub struct Kube {
     pub server: String,
     deadline: Option<Instant>,
     request_timeout: Duration,
-    kinds: Mutex<HashMap<GroupVersionKind, Kind>>,
-    discovery: OnceCell<Discovery>,
+    connection: Arc<Connection>,
     /// Passing faults (429, 5xx, timeouts, dropped connections) met so far, retried or not.
     faults: AtomicU64,
 }
 
+/// What every step of a run against the same cluster shares: the client (its TLS connections)
+/// and what discovery found. A fleet's 500 restores would otherwise each parse the kubeconfig,
+/// handshake and discover the API anew.
+struct Connection {
+    client: kube::Client,
+    origin: String,
+    server: String,
+    kinds: Mutex<HashMap<GroupVersionKind, Kind>>,
+    /// Kinds by the names operators write (`deployments.apps`), as found in `discovery`.
+    named: Mutex<HashMap<String, Kind>>,
+    discovery: tokio::sync::Mutex<Option<Arc<Discovery>>>,
+    /// Requests at once: each open HTTP/1.1 connection holds its own buffers and TLS state,
+    /// and a control plane answers a queue no sooner for being sent it all at once.
+    in_flight: tokio::sync::Semaphore,
+}
+
+/// `max_in_flight` unless set.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// The run, the site, its `kube:` settings and the kubeconfig's bytes: a changed kubeconfig or
+/// a new run connects afresh.
+type ConnectionKey = (String, String, String, Vec<u8>);
+
+static CONNECTIONS: LazyLock<Mutex<HashMap<ConnectionKey, Arc<Connection>>>> = LazyLock::new(Default::default);
+
 impl Kube {
-    /// Connect to a site's cluster. Reads the kubeconfig; makes no request yet.
+    /// Connect to a site's cluster: the run's connection to it, made on first use (reads the
+    /// kubeconfig; makes no request yet).
     pub async fn connect(ctx: &StepContext, site: &str) -> Result<Kube, ActionError> {
         let settings: KubeSite = ctx.site_section(site, "kube")?;
         let request_timeout = settings.request_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10));
-        let (mut config, origin) = if settings.in_cluster {
-            let config = kube::Config::incluster().map_err(|e| {
-                ActionError::permanent(format!("site `{site}`: no in-cluster configuration: {e}"))
-                    .with_hint("`in_cluster: true` works only inside a pod; name a kubeconfig and context instead")
-            })?;
-            (config, format!("site `{site}` (in-cluster service account)"))
+        let kubeconfig_path = if settings.in_cluster {
+            None
         } else {
             let path =
                 settings.kubeconfig.clone().map(|p| ctx.resolve_path(&p)).or_else(default_kubeconfig).ok_or_else(
@@ -144,38 +169,85 @@ impl Kube {
                             .with_hint(format!("set sites.{site}.kube.kubeconfig, or $KUBECONFIG"))
                     },
                 )?;
-            let path = std::fs::canonicalize(&path).unwrap_or(path);
-            let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| {
-                ActionError::permanent(format!("site `{site}`: cannot read kubeconfig {}: {e}", path.display()))
-                    .with_hint(format!("fix the file or sites.{site}.kube.kubeconfig"))
-            })?;
-            let context = settings.context.clone().or_else(|| kubeconfig.current_context.clone());
-            let known: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
-            match &context {
-                Some(c) if !known.contains(c) => {
-                    return Err(ActionError::permanent(format!(
-                        "site `{site}`: context `{c}` is not in kubeconfig {}",
-                        path.display()
-                    ))
-                    .with_hint(format!("contexts there: {}; fix sites.{site}.kube.context", known.join(", "))));
-                }
-                None => {
-                    return Err(ActionError::permanent(format!(
-                        "site `{site}`: kubeconfig {} has no current-context",
-                        path.display()
-                    ))
-                    .with_hint(format!("set sites.{site}.kube.context to one of: {}", known.join(", "))));
-                }
-                Some(_) => {}
+            Some(std::fs::canonicalize(&path).unwrap_or(path))
+        };
+        let bytes = kubeconfig_path.as_ref().and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
+        let key = (ctx.run_id.clone(), site.to_string(), format!("{settings:?}"), bytes);
+        let cached = CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let connection = match cached {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(Connection::open(site, &settings, kubeconfig_path, request_timeout).await?);
+                let mut all = CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
+                // One run's connections at a time: those of runs before it are let go.
+                all.retain(|(run, ..), _| *run == ctx.run_id);
+                all.entry(key).or_insert(c).clone()
             }
-            let origin =
-                format!("site `{site}` (context `{}` in {})", context.as_deref().unwrap_or(""), path.display());
-            let options = KubeConfigOptions { context, cluster: None, user: None };
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| {
-                ActionError::permanent(format!("{origin}: unusable kubeconfig: {e}"))
-                    .with_hint("check the context's cluster and user entries")
-            })?;
-            (config, origin)
+        };
+        if settings.insecure {
+            tracing::warn!(site, "TLS verification is OFF for this cluster (insecure: true)");
+            ctx.note(&format!("TLS verification is OFF for {}: insecure: true", connection.origin));
+        }
+        Ok(Kube {
+            client: connection.client.clone(),
+            origin: connection.origin.clone(),
+            server: connection.server.clone(),
+            deadline: ctx.deadline,
+            request_timeout,
+            connection,
+            faults: AtomicU64::new(0),
+        })
+    }
+}
+
+impl Connection {
+    async fn open(
+        site: &str,
+        settings: &KubeSite,
+        kubeconfig_path: Option<PathBuf>,
+        request_timeout: Duration,
+    ) -> Result<Connection, ActionError> {
+        let (mut config, origin) = match kubeconfig_path {
+            None => {
+                let config = kube::Config::incluster().map_err(|e| {
+                    ActionError::permanent(format!("site `{site}`: no in-cluster configuration: {e}"))
+                        .with_hint("`in_cluster: true` works only inside a pod; name a kubeconfig and context instead")
+                })?;
+                (config, format!("site `{site}` (in-cluster service account)"))
+            }
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| {
+                    ActionError::permanent(format!("site `{site}`: cannot read kubeconfig {}: {e}", path.display()))
+                        .with_hint(format!("fix the file or sites.{site}.kube.kubeconfig"))
+                })?;
+                let context = settings.context.clone().or_else(|| kubeconfig.current_context.clone());
+                let known: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
+                match &context {
+                    Some(c) if !known.contains(c) => {
+                        return Err(ActionError::permanent(format!(
+                            "site `{site}`: context `{c}` is not in kubeconfig {}",
+                            path.display()
+                        ))
+                        .with_hint(format!("contexts there: {}; fix sites.{site}.kube.context", known.join(", "))));
+                    }
+                    None => {
+                        return Err(ActionError::permanent(format!(
+                            "site `{site}`: kubeconfig {} has no current-context",
+                            path.display()
+                        ))
+                        .with_hint(format!("set sites.{site}.kube.context to one of: {}", known.join(", "))));
+                    }
+                    Some(_) => {}
+                }
+                let origin =
+                    format!("site `{site}` (context `{}` in {})", context.as_deref().unwrap_or(""), path.display());
+                let options = KubeConfigOptions { context, cluster: None, user: None };
+                let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| {
+                    ActionError::permanent(format!("{origin}: unusable kubeconfig: {e}"))
+                        .with_hint("check the context's cluster and user entries")
+                })?;
+                (config, origin)
+            }
         };
         if config.accept_invalid_certs && !settings.insecure {
             return Err(ActionError::permanent(format!(
@@ -187,8 +259,6 @@ impl Kube {
         }
         if settings.insecure {
             config.accept_invalid_certs = true;
-            tracing::warn!(site, "TLS verification is OFF for this cluster (insecure: true)");
-            ctx.note(&format!("TLS verification is OFF for {origin}: insecure: true"));
         }
         config.connect_timeout = Some(request_timeout);
         config.read_timeout = Some(request_timeout);
@@ -198,18 +268,19 @@ impl Kube {
             ActionError::permanent(format!("{origin}: cannot build a client: {e}"))
                 .with_hint("check the kubeconfig's certificates and credentials")
         })?;
-        Ok(Kube {
+        Ok(Connection {
             client,
             origin,
             server,
-            deadline: ctx.deadline,
-            request_timeout,
             kinds: Mutex::default(),
-            discovery: OnceCell::new(),
-            faults: AtomicU64::new(0),
+            named: Mutex::default(),
+            discovery: tokio::sync::Mutex::new(None),
+            in_flight: tokio::sync::Semaphore::new(settings.max_in_flight.unwrap_or(MAX_IN_FLIGHT).max(1)),
         })
     }
+}
 
+impl Kube {
     /// The namespace of the kubeconfig context (or `default`).
     pub fn default_namespace(&self) -> &str {
         self.client.default_namespace()
@@ -248,7 +319,21 @@ impl Kube {
                         .with_hint("raise the step's `timeout:`, or `drover resume`"),
                 ));
             }
-            let err = match tokio::time::timeout(limit, f()).await {
+            // A turn among the cluster's requests in flight, within the step's time.
+            let turn = tokio::time::timeout(self.time_left(), self.connection.in_flight.acquire()).await;
+            let Ok(Ok(_turn)) = turn else {
+                return Err(KubeError::Other(
+                    ActionError::retryable(format!(
+                        "{}: the step's time ran out before {what} had its turn among the requests in flight",
+                        self.origin
+                    ))
+                    .with_hint("raise the step's `timeout:` or the site's `kube.max_in_flight`, or `drover resume`"),
+                ));
+            };
+            let limit = self.time_left().min(self.request_timeout + Duration::from_secs(1));
+            let answer = tokio::time::timeout(limit, f()).await;
+            drop(_turn); // not held through a backoff
+            let err = match answer {
                 Ok(Ok(v)) => return Ok(Some(v)),
                 Ok(Err(e)) if absent_ok && is_not_found(&e) => return Ok(None),
                 Ok(Err(e)) => self.error(e, what),
@@ -422,7 +507,7 @@ impl Kube {
             None => ("", api_version),
         };
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        if let Some(k) = self.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(&gvk) {
+        if let Some(k) = self.connection.kinds.lock().unwrap_or_else(|e| e.into_inner()).get(&gvk) {
             return Ok(k.clone());
         }
         let poll = drover_api::Poll::new(Duration::from_secs(2));
@@ -433,7 +518,7 @@ impl Kube {
             match found {
                 Ok((resource, caps)) => {
                     let k = Kind { resource, namespaced: caps.scope == Scope::Namespaced };
-                    self.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(gvk, k.clone());
+                    self.connection.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(gvk, k.clone());
                     return Ok(k);
                 }
                 Err(e) if e.is_retryable() => return Err(e.into()),
@@ -460,35 +545,35 @@ impl Kube {
         }
     }
 
-    /// A kind by the name an operator writes: `Deployment`, `deployments`, or
-    /// `deployments.apps`. Uses full discovery once per connection.
-    pub async fn kind_named(&self, name: &str) -> Result<Kind, ActionError> {
-        let discovery = self
-            .discovery
-            .get_or_try_init(|| self.call("discover API types", || Discovery::new(self.client.clone()).run()))
-            .await?;
-        let (base, group) = match name.split_once('.') {
-            Some((b, g)) => (b, Some(g)),
-            None => (name, None),
-        };
-        let mut candidates: Vec<(ApiResource, ApiCapabilities)> = vec![];
-        for g in discovery.groups() {
-            if group.is_some_and(|want| want != g.name()) {
-                continue;
-            }
-            for (ar, caps) in g.recommended_resources() {
-                if ar.kind.eq_ignore_ascii_case(base) || ar.plural.eq_ignore_ascii_case(base) {
-                    candidates.push((ar, caps));
-                }
+    /// Every API type the cluster serves, discovered once per run and cluster; `fresh` asks
+    /// again (a CRD created since may serve a kind the first discovery did not see).
+    pub async fn discovery(&self, fresh: bool) -> Result<Arc<Discovery>, ActionError> {
+        let mut cached = self.connection.discovery.lock().await;
+        match cached.as_ref() {
+            Some(d) if !fresh => Ok(d.clone()),
+            _ => {
+                let d = Arc::new(self.call("discover API types", || Discovery::new(self.client.clone()).run()).await?);
+                *cached = Some(d.clone());
+                Ok(d)
             }
         }
-        // Built-in groups win over look-alike CRDs, as with kubectl.
-        candidates.sort_by_key(|(ar, _)| (ar.group.contains('.') && !ar.group.ends_with(".k8s.io"), ar.group.clone()));
-        let (resource, caps) = candidates.into_iter().next().ok_or_else(|| {
-            ActionError::permanent(format!("{}: the cluster has no kind `{name}`", self.origin))
-                .with_hint("use a kind as in manifests (Deployment), optionally with its group (deployments.apps)")
-        })?;
-        Ok(Kind { resource, namespaced: caps.scope == Scope::Namespaced })
+    }
+
+    /// A kind by the name an operator writes: `Deployment`, `deployments`, or
+    /// `deployments.apps`.
+    pub async fn kind_named(&self, name: &str) -> Result<Kind, ActionError> {
+        if let Some(kind) = self.connection.named.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Ok(kind.clone());
+        }
+        let kind = match kind_in(&*self.discovery(false).await?, name) {
+            Some(kind) => kind,
+            None => kind_in(&*self.discovery(true).await?, name).ok_or_else(|| {
+                ActionError::permanent(format!("{}: the cluster has no kind `{name}`", self.origin))
+                    .with_hint("use a kind as in manifests (Deployment), optionally with its group (deployments.apps)")
+            })?,
+        };
+        self.connection.named.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), kind.clone());
+        Ok(kind)
     }
 
     /// The API of one kind in one namespace (ignored for cluster-scoped kinds).
@@ -531,6 +616,28 @@ impl Kube {
             )))),
         }
     }
+}
+
+/// The kind `name` (`Deployment`, `deployments`, `deployments.apps`) among those discovered.
+fn kind_in(discovery: &Discovery, name: &str) -> Option<Kind> {
+    let (base, group) = match name.split_once('.') {
+        Some((b, g)) => (b, Some(g)),
+        None => (name, None),
+    };
+    let mut candidates: Vec<(ApiResource, ApiCapabilities)> = vec![];
+    for g in discovery.groups() {
+        if group.is_some_and(|want| want != g.name()) {
+            continue;
+        }
+        for (ar, caps) in g.recommended_resources() {
+            if ar.kind.eq_ignore_ascii_case(base) || ar.plural.eq_ignore_ascii_case(base) {
+                candidates.push((ar, caps));
+            }
+        }
+    }
+    // Built-in groups win over look-alike CRDs, as with kubectl.
+    candidates.sort_by_key(|(ar, _)| (ar.group.contains('.') && !ar.group.ends_with(".k8s.io"), ar.group.clone()));
+    candidates.into_iter().next().map(|(resource, caps)| Kind { resource, namespaced: caps.scope == Scope::Namespaced })
 }
 
 /// Where objects bound for a namespace that does not exist yet are dry-run.

@@ -40,7 +40,7 @@ pub(super) fn prepare(step: &Step, action: &Arc<dyn Action>, scope: &RunScope) -
 /// Replace every `${{ }}` slot of a call with its value. A number or `true`/`false` going
 /// where the action takes only text becomes text (`message: "${{ steps.d.outputs.status }}"`).
 pub(super) fn interpolate(call: &Call, scope: &dyn Scope, schema: &Value) -> Result<Value, ActionError> {
-    let mut with = call.with.clone();
+    let mut with = (*call.with).clone();
     // Values first (their paths hold the keys as written), then keys, deepest first.
     let mut keys: Vec<&drover_runbook::model::Slot> = call.slots.iter().filter(|s| s.key).collect();
     keys.sort_by_key(|s| std::cmp::Reverse(s.path.len()));

@@ -197,7 +197,7 @@ impl Checked<'_> {
         // Every expression has a type before the run: check it against what its place takes,
         // then stand in a value of that place for it, so the rest of `with:` (required keys,
         // literal values) is checked as if the run were here.
-        let mut probe = call.with.clone();
+        let mut probe = (*call.with).clone();
         // Places holding a stand-in (unknown until the run), and places holding a value made
         // from params (known now, so checked now: `${{ params.dr_address }}` must be an address).
         let mut stand_ins: Vec<&[PathSegment]> = vec![];
@@ -384,7 +384,7 @@ pub fn references(
         let mut check = |path: &[String], pos: Pos, is_undo: bool| {
             check_ref(rb, dag, catalog, sites, &index, i, path, pos, is_undo, sink);
         };
-        for slot in &step.call.slots {
+        for slot in step.call.slots.iter() {
             for (path, _) in slot.template.refs() {
                 check(path, slot.pos, false);
             }
@@ -398,7 +398,7 @@ pub fn references(
             }
         }
         if let Some(undo) = &step.undo {
-            for slot in &undo.slots {
+            for slot in undo.slots.iter() {
                 for (path, _) in slot.template.refs() {
                     check(path, slot.pos, true);
                 }

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -370,7 +371,7 @@ fn call(node: &Node, uses_node: Option<&Node>, with_node: Option<&Node>, place: 
         }
         None => Value::Object(Default::default()),
     };
-    Some(Call { uses, with, slots: out, pos: uses_node.pos })
+    Some(Call { uses, with: Arc::new(with), slots: out.into(), pos: uses_node.pos })
 }
 
 fn step(

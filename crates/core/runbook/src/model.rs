@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -138,8 +139,9 @@ pub struct Slot {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub uses: String,
-    pub with: Value,
-    pub slots: Vec<Slot>,
+    /// Shared by every instance of a fanned step: 500 apps' restores hold one copy.
+    pub with: Arc<Value>,
+    pub slots: Arc<[Slot]>,
     pub pos: Pos,
 }
 

@@ -291,20 +291,31 @@ async fn read_live(
     tx: &mpsc::Sender<Result<Item, ActionError>>,
 ) -> Result<(), ActionError> {
     use kube::api::ListParams;
-    use kube::discovery::{Discovery, Scope, verbs};
+    use kube::discovery::{Scope, verbs};
 
-    let discovery = kube.call("discover API types", || Discovery::new(kube.client.clone()).run()).await?;
+    let discovery = kube.discovery(false).await?;
     let ns_kind = kube.kind("v1", "Namespace", false).await?;
     let (ns_api, all) = (kube.api(&ns_kind, ""), ListParams::default());
-    let all_ns = kube.call("list namespaces", || ns_api.list(&all)).await?;
-    let namespaces: Vec<_> = all_ns
-        .items
-        .into_iter()
-        .filter(|n| {
-            let name = n.metadata.name.as_deref().unwrap_or("");
-            live.namespaces.iter().any(|p| crate::restore::transform::glob_match(p, name))
-        })
-        .collect();
+    // Namespaces named outright are read one by one: a fleet's 500 restores would otherwise
+    // each list the cluster's every namespace.
+    let namespaces: Vec<_> = if live.namespaces.iter().any(|p| p.contains(['*', '?', '['])) {
+        let all_ns = kube.call("list namespaces", || ns_api.list(&all)).await?;
+        all_ns
+            .items
+            .into_iter()
+            .filter(|n| {
+                let name = n.metadata.name.as_deref().unwrap_or("");
+                live.namespaces.iter().any(|p| crate::restore::transform::glob_match(p, name))
+            })
+            .collect()
+    } else {
+        let mut found = vec![];
+        for name in live.namespaces.iter().collect::<std::collections::BTreeSet<_>>() {
+            let what = format!("get namespace {name}");
+            found.extend(kube.call_or_absent(&what, || ns_api.get(name)).await?);
+        }
+        found
+    };
     let mut wanted_cluster: Vec<(String, String)> = vec![]; // (group-resource, name)
     let send = |resource: String, ns: Option<String>, object: Value| {
         let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();

@@ -290,7 +290,7 @@ pub(super) fn check_reads(rb: &Runbook, lists: &HashMap<String, Fanned>, problem
         let mine = lists.get(&step.id);
         let mut refs: Vec<(Vec<String>, Pos)> = vec![];
         for call in std::iter::once(&step.call).chain(step.undo.as_ref()) {
-            for slot in &call.slots {
+            for slot in call.slots.iter() {
                 refs.extend(slot.template.refs().into_iter().map(|(p, _)| (p.to_vec(), slot.pos)));
             }
         }

@@ -7,6 +7,7 @@
 //! otherwise, with `isolate`, a failed item stops only its own steps.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -247,7 +248,7 @@ pub(super) fn ends(
         out.steps.push(Step {
             id: end_id(&tier.name),
             description: format!("every item of tier {} has finished; the next tier may start", tier.name),
-            call: Call { uses: TIER_ACTION.into(), with: json!({}), slots: vec![], pos: template.pos },
+            call: Call { uses: TIER_ACTION.into(), with: Arc::new(json!({})), slots: Arc::new([]), pos: template.pos },
             needs,
             condition: None,
             timeout: DEFAULT_TIMEOUT,
