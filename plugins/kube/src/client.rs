@@ -114,7 +114,7 @@ pub struct Kind {
     pub namespaced: bool,
 }
 
-/// A connected cluster of one site, for one step: the run's shared [`Connection`] to it, and
+/// A connected cluster of one site, for one step: the connection to it the run shares, and
 /// the step's own deadline and count of passing faults.
 pub struct Kube {
     pub client: kube::Client,
