@@ -33,6 +33,7 @@ use drover_api::{
     TypedAction, ValueType, typed,
 };
 
+mod refusal;
 mod snapshot;
 mod verify;
 
@@ -94,6 +95,8 @@ const BOLT_MAGIC: u32 = 0xED0C_DAED;
 struct Member {
     http: reqwest::Client,
     url: String,
+    /// Hears a TLS member's refusal when a call fails without saying why.
+    probe: Option<Arc<refusal::Probe>>,
 }
 
 impl Member {
@@ -105,6 +108,7 @@ impl Member {
                 .with_hint("list the members' client URLs, e.g. https://10.0.0.1:2379"));
         }
         let mut builder = reqwest::Client::builder().connect_timeout(cfg.timeout.0);
+        let mut ca_pem = None;
         if let Some(ca) = &cfg.ca_file {
             let path = ctx.resolve_path(ca);
             let pem = std::fs::read(&path)
@@ -112,7 +116,9 @@ impl Member {
             let cert = reqwest::Certificate::from_pem(&pem)
                 .map_err(|e| ActionError::permanent(format!("etcd CA {} is not PEM: {e}", path.display())))?;
             builder = builder.add_root_certificate(cert);
+            ca_pem = Some(pem);
         }
+        let mut identity_pem = None;
         match (&cfg.cert, &cfg.key) {
             (Some(c), Some(k)) => {
                 let pem = format!(
@@ -124,6 +130,7 @@ impl Member {
                     ActionError::permanent(format!("site `{site}`: the etcd client certificate or key is not PEM: {e}"))
                 })?;
                 builder = builder.identity(id);
+                identity_pem = Some(pem);
             }
             (None, None) => {}
             _ => {
@@ -133,9 +140,14 @@ impl Member {
             }
         }
         let http = builder.build().map_err(|e| ActionError::permanent(format!("etcd client: {e}")))?;
+        // Without a probe a refusal is only retried until the step's deadline: worse, not wrong.
+        let probe = refusal::Probe::new(ca_pem.as_deref(), identity_pem.as_ref().map(|p| p.as_bytes()))
+            .inspect_err(|e| tracing::debug!("no TLS probe for etcd of site `{site}`: {e}"))
+            .ok()
+            .map(Arc::new);
         let mut errors = vec![];
         for url in &cfg.endpoints {
-            let m = Member { http: http.clone(), url: url.trim_end_matches('/').to_string() };
+            let m = Member { http: http.clone(), url: url.trim_end_matches('/').to_string(), probe: probe.clone() };
             match m.call("/v3/maintenance/status", json!({}), cfg.timeout.0).await {
                 Ok(status) => return Ok((m, status)),
                 Err(e) => errors.push(e),
@@ -155,16 +167,25 @@ impl Member {
 
     async fn call(&self, path: &str, body: Value, timeout: Duration) -> Result<Value, ActionError> {
         let url = format!("{}{path}", self.url);
-        let resp = self.http.post(&url).json(&body).timeout(timeout).send().await.map_err(|e| {
-            let why = drover_api::causes(&e);
-            if drover_api::is_certificate_failure(&why) {
-                return ActionError::permanent(format!("etcd {}: the TLS handshake failed: {why}", self.url)).with_hint(
-                    "check the site's etcd ca_file (the CA of the members' certificates) and cert/key (etcd with --client-cert-auth wants them)",
-                );
+        let resp = match self.http.post(&url).json(&body).timeout(timeout).send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let mut why = drover_api::causes(&e);
+                if !drover_api::is_certificate_failure(&why)
+                    && let Some(probe) = &self.probe
+                    && let Some(alert) = probe.refusal(&self.url, timeout).await
+                {
+                    why = alert;
+                }
+                if drover_api::is_certificate_failure(&why) {
+                    return Err(ActionError::permanent(format!("etcd {}: the TLS handshake failed: {why}", self.url)).with_hint(
+                        "check the site's etcd ca_file (the CA of the members' certificates) and cert/key (etcd with --client-cert-auth wants them)",
+                    ));
+                }
+                return Err(ActionError::retryable(format!("etcd {} is unreachable: {why}", self.url))
+                    .with_hint("check the endpoint and that etcd runs"));
             }
-            ActionError::retryable(format!("etcd {} is unreachable: {why}", self.url))
-                .with_hint("check the endpoint and that etcd runs")
-        })?;
+        };
         let status = resp.status();
         let text = resp.text().await.map_err(|e| ActionError::retryable(format!("etcd {url}: {e}")))?;
         if !status.is_success() {

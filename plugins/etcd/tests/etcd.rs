@@ -329,3 +329,28 @@ async fn a_tls_member_wants_its_ca_and_a_client_certificate_given_by_reference()
         assert!(!format!("{err:?}").contains("PRIVATE KEY"), "{what}: the key never shows");
     }
 }
+
+/// Against a real etcd with `--client-cert-auth`. Under TLS 1.3 the member refuses a missing
+/// client certificate after the client thinks the handshake is done; a client that has
+/// already written its request often sees only the reset connection. Asked many times at once
+/// (the load CI puts on the machine), every answer must still be "the TLS handshake failed",
+/// never a retryable "unreachable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_refusing_a_missing_client_certificate_is_never_taken_for_a_network_failure() {
+    let e = etcd_with_client_certificates(1);
+    let tls = e.tls.as_ref().unwrap();
+    let moto = Moto::start().unwrap();
+    let no_client_cert = json!({ "endpoints": [e.url], "ca_file": tls.ca, "timeout": "2s" });
+    let ctx = Arc::new(ctx_with(no_client_cert, &moto));
+    let attempts: Vec<_> = (0..40)
+        .map(|_| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { action("etcd.snapshot").run(&ctx, &snapshot(0)).await.unwrap_err() })
+        })
+        .collect();
+    for attempt in attempts {
+        let err = attempt.await.unwrap();
+        assert_eq!(err.kind, ErrorKind::Permanent, "{err:?}");
+        assert!(err.message.contains("the TLS handshake failed"), "{}", err.message);
+    }
+}
