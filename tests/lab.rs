@@ -240,18 +240,101 @@ async fn a_tier_failing_after_its_break_leaves_later_tiers_running_on_the_primar
     }
 }
 
+/// Backend: the ONTAP and Kubernetes simulators, built-in DNS and load balancer. A fleet on
+/// volume relationships comes home tier by tier: every volume reversed, each app's volumes
+/// broken on the primary in its tier, then reversed again — the lab ends as it started.
 #[test]
-fn a_lab_fleet_is_not_failed_back_by_the_svm_dr_failback() {
+fn a_lab_fleet_fails_back_volume_by_volume_and_returns_to_where_it_started() {
     let dir = tempfile::tempdir().unwrap();
-    let config = lab_file(dir.path(), "fleet: { apps: 2 }\nkube: simulator\ndns: builtin\nlb: builtin\ns3: none\n");
-    let lab = dir.path().join("lab");
-    let out = drover(
-        &dir.path().join("state"),
-        &["lab", "failover", "--failback", "--config", &config, "--dir", lab.to_str().unwrap()],
+    let config = lab_file(
+        dir.path(),
+        "fleet: { apps: 4, volumes_per_app: 2, tiers: 2 }\nkube: simulator\ndns: builtin\nlb: builtin\ns3: none\n",
     );
+    let lab = dir.path().join("lab");
+    let state = dir.path().join("state");
+    let out = drover(&state, &["lab", "failover", "--failback", "--config", &config, "--dir", lab.to_str().unwrap()]);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(text.contains("the shipped failback brings apps home over SVM-DR"), "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let after = text.split("after the failback").nth(1).unwrap_or_else(|| panic!("no failback in:\n{text}"));
+    for line in [
+        "✓ 8 of 8 volume relationships are svm1 → DR and snapmirrored",
+        "✓ 0 volume relationships are left reversed (DR → primary)",
+        "✓ east runs Deployment web in 4 of 4 app namespaces",
+        "✓ east's Ingress web serves the east host in 4 of 4 app namespaces",
+        "✓ west still has 0 of 4 app namespaces",
+        "✓ load balancer answers `served by east`",
+    ] {
+        assert!(after.contains(line), "missing `{line}` in:\n{after}");
+    }
+    // Each app's volumes were broken on the primary in its tier, not all before the first.
+    let report = drover(&state, &["report", "latest", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["runbook"], "failback", "the latest run is the failback");
+    let steps = report["steps"].as_array().unwrap();
+    let at = |id: &str, field: &str| {
+        steps.iter().find(|s| s["id"] == id).and_then(|s| s[field].as_u64()).unwrap_or_else(|| panic!("{id}"))
+    };
+    assert!(at("break-reverse-volume[svm_dr1:shop_3_v1]", "start_ms") >= at("tier[1]", "end_ms"));
+    assert!(at("reverse-volume[svm_dr1:shop_3_v1]", "end_ms") <= at("tier[1]", "end_ms"), "reversed before the tiers");
+    assert!(text.contains("4 items of params.apps: 4 recovered, 0 failed, 0 rolled back"), "{text}");
+}
+
+/// Backend: the ONTAP simulator (a fault no real server gives on demand) and the Kubernetes
+/// simulator. After a fleet failover, one app's reversed volume refuses to quiesce on the
+/// primary during the failback: that app is rolled back alone — unfenced at DR, where it keeps
+/// serving, its reversed volumes replicating again — and the other apps come home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fleet_failback_one_app_failing_before_its_break_keeps_serving_at_dr() {
+    use drover_ontap_sim::{Fault, FaultKind};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = shipped();
+    config.kube = drover::lab::KubeChoice::Simulator;
+    config.s3 = drover::lab::Choice::None;
+    config.copies = 3;
+    config.fleet = Some(drover::lab::Fleet { apps: 3, volumes_per_app: 2, tiers: 1, svms: 2 });
+    let lab = drover::lab::Lab::up(&config, &dir.path().join("lab")).await.unwrap();
+    let inventory = lab.inventory.clone().unwrap();
+    let (out, text) = fleet_failover(&dir.path().join("state"), &lab, &inventory).await;
+    assert_eq!(out.status.code(), Some(0), "{text}");
+
+    // A reversal keeps the relationship's uuid; on east, its only PATCH before the break is the quiesce.
+    let uuid =
+        lab.ontap.with_world(|w| w.rels.iter().find(|r| r.dst_path == "svm_dr2:shop_2_v2").unwrap().uuid.clone());
+    lab.ontap.inject(Fault {
+        server: Some("east".into()),
+        method: Some("PATCH".into()),
+        path: Some(uuid),
+        kind: FaultKind::SyncError {
+            status: 400,
+            code: "13303818".into(),
+            message: "the relationship cannot be quiesced now".into(),
+        },
+        remaining: None,
+        share: 1.0,
+    });
+    let (out, text) = fleet_run(&dir.path().join("state"), &lab, "runbooks/failback.yaml", &inventory).await;
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("3 items of params.apps: 2 recovered, 0 failed, 1 rolled back"), "{text}");
+    assert!(text.contains("⟲ fence-dr-app[shop-2]  undone"), "{text}");
+
+    let rels: std::collections::BTreeMap<String, (String, String)> = lab.ontap.with_world(|w| {
+        w.rels.iter().map(|r| (r.dst_path.clone(), (r.src_path.clone(), r.state.to_string()))).collect()
+    });
+    for volume in ["shop_2_v1", "shop_2_v2"] {
+        let (from, state) = &rels[&format!("svm1:{volume}")];
+        assert_eq!(state, "snapmirrored", "{volume} still replicates DR → primary: {rels:?}");
+        assert!(from.starts_with("svm_dr"), "{volume}: {rels:?}");
+    }
+    for volume in ["svm_dr1:shop_v1", "svm_dr2:shop_v2", "svm_dr1:shop_3_v1", "svm_dr2:shop_3_v2"] {
+        let home = format!("svm1:{}", volume.split(':').nth(1).unwrap());
+        assert_eq!(rels[volume], (home, "snapmirrored".to_string()), "{volume} came home: {rels:?}");
+    }
+    let ns = lab.west.get("", "v1", "namespaces", None, "shop-2").await.unwrap();
+    assert!(ns.pointer("/metadata/labels/drover.io~1fenced").is_none(), "shop-2 is not fenced at west: {ns}");
+    let web = lab.west.get("apps", "v1", "deployments", Some("shop-2"), "web").await.unwrap();
+    assert_eq!(web.pointer("/spec/replicas").and_then(serde_json::Value::as_i64), Some(3), "{web}");
+    let home = lab.east.get("apps", "v1", "deployments", Some("shop-3"), "web").await.unwrap();
+    assert_eq!(home.pointer("/spec/replicas").and_then(serde_json::Value::as_i64), Some(3), "shop-3 came home");
 }
 
 #[test]
@@ -289,9 +372,19 @@ async fn fleet_failover(
     lab: &drover::lab::Lab,
     params: &std::path::Path,
 ) -> (std::process::Output, String) {
+    fleet_run(state, lab, "runbooks/failover.yaml", params).await
+}
+
+/// A shipped runbook over `params` (an inventory) on `lab`, the load balancer left alone.
+async fn fleet_run(
+    state: &std::path::Path,
+    lab: &drover::lab::Lab,
+    runbook: &str,
+    params: &std::path::Path,
+) -> (std::process::Output, String) {
     let args = [
         "run".to_string(),
-        "runbooks/failover.yaml".into(),
+        runbook.into(),
         "--yes".into(),
         "--sites".into(),
         lab.sites_file.display().to_string(),

@@ -147,13 +147,6 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 lab.lose_primary();
                 eprintln!("disaster: the east site is gone (its ONTAP cluster and Kubernetes API stop answering)");
             }
-            if a.failback && !lab.volumes.is_empty() {
-                return Err(CliError::new(
-                    exit::INVALID_INPUT,
-                    "the shipped failback brings apps home over SVM-DR, and this lab's fleet replicates volume by volume",
-                )
-                .hint("run `drover lab failover` without `--failback`, or drop `fleet:` from the lab file"));
-            }
             if a.failback && a.mode == "unplanned" {
                 return Err(CliError::new(exit::INVALID_INPUT, "the lab cannot fail back to a site it destroyed")
                     .hint("use `--failback` with `--mode planned`"));

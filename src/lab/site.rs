@@ -164,23 +164,7 @@ impl Lab {
 
     /// Check that a failback brought the lab back to where it started.
     pub async fn initial_state(&self) -> Vec<(String, bool)> {
-        let mut out = vec![];
-        let (rel, svms) = self.ontap.with_world(|w| {
-            let rel = w
-                .rels
-                .iter()
-                .find(|r| r.dst_path == "svm_dr:")
-                .map(|r| format!("{} → {} {}", r.src_path, r.dst_path, r.state))
-                .unwrap_or_else(|| "missing".into());
-            let svms: Vec<String> =
-                w.clusters.iter().flat_map(|c| c.svms.iter().map(|s| format!("{} {}", s.name, s.state))).collect();
-            (rel, svms)
-        });
-        out.push((format!("SVM-DR relationship {rel}"), rel == "svm1: → svm_dr: snapmirrored"));
-        out.push((
-            format!("SVMs: {}", svms.join(", ")),
-            svms.contains(&"svm1 running".into()) && svms.contains(&"svm_dr stopped".into()),
-        ));
+        let mut out = if self.volumes.is_empty() { self.svm_dr_as_it_started() } else { self.volumes_as_they_started() };
         let web = self.east.get("apps", "v1", "deployments", Some("shop"), "web").await;
         let ready =
             web.as_ref().and_then(|w| w.pointer("/status/availableReplicas")).and_then(Value::as_i64).unwrap_or(0);
@@ -203,6 +187,13 @@ impl Lab {
         out.push((format!("east's namespace shop is {}", if fenced { "fenced" } else { "not fenced" }), !fenced));
         let left = self.west.get("", "v1", "namespaces", None, "shop").await.is_some();
         out.push((format!("west {} namespace shop", if left { "still has" } else { "has no" }), !left));
+        if self.namespaces.len() > 1 {
+            let mut left = 0;
+            for ns in &self.namespaces {
+                left += usize::from(self.west.get("", "v1", "namespaces", None, ns).await.is_some());
+            }
+            out.push((format!("west still has {left} of {} app namespaces", self.namespaces.len()), left == 0));
+        }
         if let Some(addr) = self.dns {
             let answer =
                 drover_dns::query(addr, "shop.example.com.", drover_dns::RecordKind::A, Duration::from_secs(2)).await;
@@ -237,6 +228,48 @@ impl Lab {
             }
         }
         counts
+    }
+
+    /// The SVM-DR relationship primary → DR and only the primary's SVM running.
+    fn svm_dr_as_it_started(&self) -> Vec<(String, bool)> {
+        let (rel, svms) = self.ontap.with_world(|w| {
+            let rel = w
+                .rels
+                .iter()
+                .find(|r| r.dst_path == "svm_dr:")
+                .map(|r| format!("{} → {} {}", r.src_path, r.dst_path, r.state))
+                .unwrap_or_else(|| "missing".into());
+            let svms: Vec<String> =
+                w.clusters.iter().flat_map(|c| c.svms.iter().map(|s| format!("{} {}", s.name, s.state))).collect();
+            (rel, svms)
+        });
+        vec![
+            (format!("SVM-DR relationship {rel}"), rel == "svm1: → svm_dr: snapmirrored"),
+            (
+                format!("SVMs: {}", svms.join(", ")),
+                svms.contains(&"svm1 running".into()) && svms.contains(&"svm_dr stopped".into()),
+            ),
+        ]
+    }
+
+    /// Every volume relationship of the fleet primary → DR again, snapmirrored, and none left
+    /// the other way.
+    fn volumes_as_they_started(&self) -> Vec<(String, bool)> {
+        let (home, reversed) = self.ontap.with_world(|w| {
+            let home = w
+                .rels
+                .iter()
+                .filter(|r| self.volumes.contains(&r.dst_path) && r.src_path.starts_with("svm1:"))
+                .filter(|r| r.state == drover_ontap::model::MirrorState::Snapmirrored)
+                .count();
+            let reversed = w.rels.iter().filter(|r| self.volumes.contains(&r.src_path)).count();
+            (home, reversed)
+        });
+        let n = self.volumes.len();
+        vec![
+            (format!("{home} of {n} volume relationships are svm1 → DR and snapmirrored"), home == n),
+            (format!("{reversed} volume relationships are left reversed (DR → primary)"), reversed == 0),
+        ]
     }
 
     /// The SVM-DR relationship broken off and the DR SVM running.
