@@ -401,6 +401,46 @@ fn without_before_tiers_a_shared_break_between_tiers_is_a_cycle_named_with_the_w
     assert!(err.contains("before_tiers: true"), "{err}");
 }
 
+/// A clean-up after the whole fleet (a rehearsal's shared namespaces gone): each app's own
+/// part of it runs after every tier, and no tier waits for it.
+const SHARED_CLEANUP: &str = r#"
+steps:
+  - id: restore
+    for_each: { items: "${{ params.apps }}", tier: tier }
+    uses: wait
+    with: { ms: "${{ item.ms }}" }
+  - id: remove-all
+    needs: [restore]
+    always: true
+    uses: ok
+  - id: remove-own
+    for_each: { items: "${{ params.apps }}", after_tiers: true }
+    needs: [remove-all]
+    always: true
+    uses: ok
+    with: { value: "${{ item.name }}" }
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn steps_after_the_tiers_run_for_every_app_after_a_shared_cleanup() {
+    let (ran, log) = run(&format!("{FLEET}{SHARED_CLEANUP}")).await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    let log = calls(&log);
+    assert!(at(&log, "run:restore[web]") > at(&log, "done:restore[db]"), "tier 2 after tier 1: {log:?}");
+    assert!(at(&log, "run:remove-own[db]") > at(&log, "run:remove-all"), "{log:?}");
+    assert!(at(&log, "run:remove-all") > at(&log, "done:restore[web]"), "{log:?}");
+}
+
+#[test]
+fn without_after_tiers_a_per_app_cleanup_after_a_shared_one_is_a_cycle() {
+    let text = format!("apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: t }}\n{FLEET}{SHARED_CLEANUP}")
+        .replace(", after_tiers: true", "");
+    let err = load_source(Path::new("fleet.yaml"), &text, &registry(&Log::default()), &LoadOptions::default())
+        .map(|_| ())
+        .expect_err("a cycle");
+    assert!(err.to_string().contains("the items' steps wait for each other in a circle"), "{err}");
+}
+
 #[test]
 fn a_step_before_the_tiers_cannot_come_after_a_tiered_one() {
     let text = format!(

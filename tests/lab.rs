@@ -152,12 +152,7 @@ fn a_lab_fleet_fails_over_volume_by_volume_and_tier_by_tier() {
 async fn in_a_fleet_one_app_failing_before_its_break_is_rolled_back_alone() {
     use drover_ontap_sim::{Fault, FaultKind};
     let dir = tempfile::tempdir().unwrap();
-    let mut config = shipped();
-    config.kube = drover::lab::KubeChoice::Simulator;
-    config.s3 = drover::lab::Choice::None;
-    config.copies = 3;
-    config.fleet = Some(drover::lab::Fleet { apps: 3, volumes_per_app: 2, tiers: 1, svms: 2 });
-    let lab = drover::lab::Lab::up(&config, &dir.path().join("lab")).await.unwrap();
+    let lab = simulated_fleet(dir.path(), drover::lab::Fleet { apps: 3, volumes_per_app: 2, tiers: 1, svms: 2 }).await;
     let uuid =
         lab.ontap.with_world(|w| w.rels.iter().find(|r| r.dst_path == "svm_dr2:shop_2_v2").unwrap().uuid.clone());
     lab.ontap.inject(Fault {
@@ -199,12 +194,7 @@ async fn in_a_fleet_one_app_failing_before_its_break_is_rolled_back_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_failing_after_its_break_leaves_later_tiers_running_on_the_primary() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = shipped();
-    config.kube = drover::lab::KubeChoice::Simulator;
-    config.s3 = drover::lab::Choice::None;
-    config.copies = 4;
-    config.fleet = Some(drover::lab::Fleet { apps: 4, volumes_per_app: 1, tiers: 2, svms: 1 });
-    let lab = drover::lab::Lab::up(&config, &dir.path().join("lab")).await.unwrap();
+    let lab = simulated_fleet(dir.path(), drover::lab::Fleet { apps: 4, volumes_per_app: 1, tiers: 2, svms: 1 }).await;
     let drover::lab::LabKube::Sim(west) = &lab.west else { panic!("the simulator was asked for") };
     west.inject(drover_kube_sim::Fault {
         server: None,
@@ -287,12 +277,7 @@ fn a_lab_fleet_fails_back_volume_by_volume_and_returns_to_where_it_started() {
 async fn in_a_fleet_failback_one_app_failing_before_its_break_keeps_serving_at_dr() {
     use drover_ontap_sim::{Fault, FaultKind};
     let dir = tempfile::tempdir().unwrap();
-    let mut config = shipped();
-    config.kube = drover::lab::KubeChoice::Simulator;
-    config.s3 = drover::lab::Choice::None;
-    config.copies = 3;
-    config.fleet = Some(drover::lab::Fleet { apps: 3, volumes_per_app: 2, tiers: 1, svms: 2 });
-    let lab = drover::lab::Lab::up(&config, &dir.path().join("lab")).await.unwrap();
+    let lab = simulated_fleet(dir.path(), drover::lab::Fleet { apps: 3, volumes_per_app: 2, tiers: 1, svms: 2 }).await;
     let inventory = lab.inventory.clone().unwrap();
     let (out, text) = fleet_failover(&dir.path().join("state"), &lab, &inventory).await;
     assert_eq!(out.status.code(), Some(0), "{text}");
@@ -399,6 +384,29 @@ async fn fleet_run(
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out, text)
+}
+
+/// Replication as it was (never paused or broken), and nothing left at DR but what was there.
+fn assert_rehearsal_left_no_trace(before: &[String], after: &[String]) {
+    let replication = |s: &[String]| s.iter().filter(|l| l.starts_with("rel ")).cloned().collect::<Vec<_>>();
+    assert_eq!(replication(after), replication(before), "replication was never paused or broken");
+    let west = |s: &[String]| {
+        s.iter()
+            .filter(|l| l.starts_with("west "))
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(west(after), west(before), "nothing of the rehearsal remains at DR");
+}
+
+/// A lab of a fleet on the Kubernetes and ONTAP simulators, without S3.
+async fn simulated_fleet(dir: &std::path::Path, fleet: drover::lab::Fleet) -> drover::lab::Lab {
+    let mut config = shipped();
+    config.kube = drover::lab::KubeChoice::Simulator;
+    config.s3 = drover::lab::Choice::None;
+    config.copies = fleet.apps;
+    config.fleet = Some(fleet);
+    drover::lab::Lab::up(&config, &dir.join("lab")).await.unwrap()
 }
 
 fn shipped() -> drover::lab::LabConfig {
@@ -653,11 +661,11 @@ async fn a_live_rehearsal_brings_the_apps_up_in_isolation_and_leaves_nothing_beh
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{text}");
     for (step, detail) in [
-        ("clone", "junction_path=/db_data_rehearsal"),
-        ("ready", "Deployment shop-rehearsal/web"),
+        ("clone[db_data]", "junction_path=/db_data_rehearsal"),
+        ("ready[shop]", "Deployment shop-rehearsal/web"),
         ("replication-still-runs", "state=snapmirrored"),
         ("remove-apps", "Namespace shop-rehearsal"),
-        ("remove-crds", "CustomResourceDefinition carts.shop.example.com"),
+        ("remove-crds[shop]", "CustomResourceDefinition carts.shop.example.com"),
     ] {
         // In the report's step table, below the live view.
         let table = &text[text.find("\n  step ").unwrap_or_else(|| panic!("no report in:\n{text}"))..];
@@ -665,16 +673,75 @@ async fn a_live_rehearsal_brings_the_apps_up_in_isolation_and_leaves_nothing_beh
         assert!(table[at..].lines().take(2).any(|l| l.contains(detail)), "{step}: {detail} not in:\n{text}");
     }
     assert_eq!(volumes(&lab), volumes_before, "the clone is gone");
-    let after: Vec<String> = lab_state(&lab).await;
-    let replication = |s: &[String]| s.iter().filter(|l| l.starts_with("rel ")).cloned().collect::<Vec<_>>();
-    assert_eq!(replication(&after), replication(&before), "replication was never paused or broken");
-    let west = |s: &[String]| {
-        s.iter()
-            .filter(|l| l.starts_with("west "))
-            .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
-            .collect::<Vec<_>>()
+    assert_rehearsal_left_no_trace(&before, &lab_state(&lab).await);
+}
+
+/// Backend: the ONTAP and Kubernetes simulators (a fleet's scale). The live rehearsal over a
+/// fleet's inventory: every volume cloned, each app up in its own rehearsal namespace with its
+/// PersistentVolume on its own volume's clone, tier by tier — then nothing of it remains, and
+/// replication never paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rehearsal_brings_each_app_up_on_its_own_clones_tier_by_tier_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = simulated_fleet(dir.path(), drover::lab::Fleet { apps: 4, volumes_per_app: 2, tiers: 2, svms: 2 }).await;
+    let before = lab_state(&lab).await;
+    let volumes =
+        |lab: &drover::lab::Lab| lab.ontap.with_world(|w| w.clusters.iter().map(|c| c.volumes.len()).sum::<usize>());
+    let volumes_before = volumes(&lab);
+    let args = [
+        "rehearse",
+        "--live",
+        "--yes",
+        "--sites",
+        &lab.sites_file.display().to_string(),
+        "--params-file",
+        &lab.inventory.as_ref().unwrap().display().to_string(),
+    ]
+    .map(String::from);
+    let state = dir.path().join("state");
+    let report_state = state.clone();
+    let run = tokio::task::spawn_blocking(move || drover(&state, &args.iter().map(String::as_str).collect::<Vec<_>>()));
+    // What the rehearsal's volumes mount, while they exist.
+    let mut mounted = std::collections::BTreeMap::new();
+    while !run.is_finished() {
+        for pv in lab.west.list("", "v1", "persistentvolumes").await {
+            if let (Some(name), Some(path)) = (pv.pointer("/metadata/name"), pv.pointer("/spec/nfs/path")) {
+                mounted.insert(
+                    name.as_str().unwrap_or_default().to_string(),
+                    path.as_str().unwrap_or_default().to_string(),
+                );
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = run.await.unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("4 items of params.apps: 4 recovered, 0 failed, 0 rolled back"), "{text}");
+    let expected: std::collections::BTreeMap<String, String> = [
+        ("shop-db-data-rehearsal", "/shop_v1_rehearsal"),
+        ("shop-db-data-2-rehearsal", "/shop_2_v1_rehearsal"),
+        ("shop-db-data-3-rehearsal", "/shop_3_v1_rehearsal"),
+        ("shop-db-data-4-rehearsal", "/shop_4_v1_rehearsal"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(mounted, expected, "each app's volume on its own clone, under a name of its own");
+
+    let report = drover(&report_state, &["report", "latest", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    let at = |id: &str, field: &str| {
+        steps.iter().find(|s| s["id"] == id).and_then(|s| s[field].as_u64()).unwrap_or_else(|| panic!("{id}"))
     };
-    assert_eq!(west(&after), west(&before), "nothing of the rehearsal remains at DR");
+    assert!(at("clone-volume[svm_dr1:shop_3_v1]", "start_ms") >= at("tier[1]", "end_ms"), "tier 2 after tier 1");
+    for clone in ["svm_dr1:shop_v1", "svm_dr2:shop_v2", "svm_dr1:shop_4_v1", "svm_dr2:shop_4_v2"] {
+        let id = format!("remove-clone-volume[{clone}]");
+        assert!(steps.iter().any(|s| s["id"] == id.as_str() && s["outcome"] == "succeeded"), "{id}: {steps:?}");
+    }
+    assert_eq!(volumes(&lab), volumes_before, "every clone is gone");
+    assert_rehearsal_left_no_trace(&before, &lab_state(&lab).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

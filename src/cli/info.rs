@@ -212,7 +212,13 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
                     if let Some(inst) = &s.instance
                         && let Some(tier) = &inst.tier
                     {
-                        notes.push(if inst.before_tiers { "before the tiers".into() } else { format!("tier {tier}") });
+                        notes.push(if inst.before_tiers {
+                            "before the tiers".into()
+                        } else if inst.after_tiers {
+                            "after the tiers".into()
+                        } else {
+                            format!("tier {tier}")
+                        });
                     }
                     if let Some(fe) = &s.for_each {
                         notes.push(format!("for each item of {}, known once the run reads it", fe.items.text()));

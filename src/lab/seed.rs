@@ -28,9 +28,14 @@ pub(super) async fn primary(
     // Seed the primary with the sample apps (and their copies), through drover's own apply.
     let ctx = testing::context(sites, Duration::from_secs(300));
     let mut manifests = vec![config.apps.clone()];
-    if config.copies > 1 {
+    if config.fleet.is_some() {
+        // Each app of a fleet mounts its own first volume, the original app included.
         let copies = dir.join("app-copies");
-        write_copies(&config.apps, config.copies, &copies)?;
+        write_copies(&config.apps, 1, config.copies, true, &copies)?;
+        manifests = vec![copies];
+    } else if config.copies > 1 {
+        let copies = dir.join("app-copies");
+        write_copies(&config.apps, 2, config.copies, false, &copies)?;
         manifests.push(copies);
     }
     let apply = drover_kube::actions().into_iter().find(|a| a.info().name == "kube.apply").expect("built in");
@@ -75,11 +80,22 @@ pub(super) async fn primary(
     Ok(())
 }
 
-/// The n-th copy (n ≥ 2) of one app object: namespace `shop` becomes `shop-n`, its volume and
-/// host names follow; cluster-wide objects (CRDs, ...) are shared by every copy and not copied.
-fn copy_object(mut o: Value, n: u32) -> Option<Value> {
+/// The n-th copy of one app object: namespace `shop` becomes `shop-n`, its volume and host
+/// names follow; cluster-wide objects (CRDs, ...) are shared by every copy and not copied.
+/// With `own_volume` (a fleet), its PersistentVolume mounts the app's first volume
+/// (`/shop_n_v1`); copy 1 is the app itself, changed only there.
+fn copy_object(mut o: Value, n: u32, own_volume: bool) -> Option<Value> {
     let ns = copy_namespace(n);
     let kind = o["kind"].as_str().unwrap_or_default().to_string();
+    if own_volume
+        && kind == "PersistentVolume"
+        && let Some(path) = o.pointer_mut("/spec/nfs/path")
+    {
+        *path = json!(format!("/{}_v1", ns.replace('-', "_")));
+    }
+    if n == 1 {
+        return Some(o);
+    }
     let host = |h: &str| h.strip_prefix("shop.").map(|rest| format!("{ns}.{rest}")).unwrap_or_else(|| h.to_string());
     // Only fields the object has are rewritten: indexing a JSON value to write would add
     // fields it never had (a `spec` on a ConfigMap), which a real API server refuses.
@@ -122,8 +138,8 @@ fn copy_object(mut o: Value, n: u32) -> Option<Value> {
     Some(o)
 }
 
-/// Write copies 2..=`copies` of every manifest under `apps` into `out` (one file per copy).
-fn write_copies(apps: &Path, copies: u32, out: &Path) -> Result<(), String> {
+/// Write copies `first..=last` of every manifest under `apps` into `out` (one file per copy).
+fn write_copies(apps: &Path, first: u32, last: u32, own_volume: bool, out: &Path) -> Result<(), String> {
     let mut docs = vec![];
     let mut files: Vec<PathBuf> = std::fs::read_dir(apps)
         .map_err(|e| format!("cannot read {}: {e}", apps.display()))?
@@ -141,9 +157,9 @@ fn write_copies(apps: &Path, copies: u32, out: &Path) -> Result<(), String> {
         }
     }
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    for n in 2..=copies {
+    for n in first..=last {
         let mut text = String::new();
-        for d in docs.iter().filter_map(|d| copy_object(d.clone(), n)) {
+        for d in docs.iter().filter_map(|d| copy_object(d.clone(), n, own_volume)) {
             text.push_str("---\n");
             text.push_str(&serde_yaml::to_string(&d).map_err(|e| e.to_string())?);
         }
@@ -162,16 +178,34 @@ mod tests {
         // with `spec: { rules: null }`.
         let cm = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "settings", "namespace": "shop" },
                          "data": { "currency": "EUR" } });
-        let copy = copy_object(cm, 2).unwrap();
+        let copy = copy_object(cm, 2, false).unwrap();
         assert_eq!(
             copy,
             json!({ "apiVersion": "v1", "kind": "ConfigMap",
                                  "metadata": { "name": "settings", "namespace": "shop-2" }, "data": { "currency": "EUR" } })
         );
         let role = json!({ "kind": "Role", "metadata": { "name": "r", "namespace": "shop" }, "rules": [{ "verbs": ["get"] }] });
-        assert!(copy_object(role, 2).unwrap().get("spec").is_none());
+        assert!(copy_object(role, 2, false).unwrap().get("spec").is_none());
         let ing = json!({ "kind": "Ingress", "metadata": { "name": "web", "namespace": "shop" },
                           "spec": { "rules": [{ "host": "shop.east.example.com" }] } });
-        assert_eq!(copy_object(ing, 3).unwrap()["spec"]["rules"][0]["host"], "shop-3.east.example.com");
+        assert_eq!(copy_object(ing, 3, false).unwrap()["spec"]["rules"][0]["host"], "shop-3.east.example.com");
+    }
+
+    #[test]
+    fn in_a_fleet_each_app_mounts_its_own_first_volume() {
+        let pv = json!({ "kind": "PersistentVolume", "metadata": { "name": "shop-db-data" },
+                         "spec": { "nfs": { "server": "10.0.1.10", "path": "/db_data" }, "claimRef": { "namespace": "shop" } } });
+        assert_eq!(copy_object(pv.clone(), 1, true).unwrap()["spec"]["nfs"]["path"], "/shop_v1");
+        assert_eq!(copy_object(pv.clone(), 1, true).unwrap()["metadata"]["name"], "shop-db-data");
+        let third = copy_object(pv.clone(), 3, true).unwrap();
+        assert_eq!(
+            (&third["spec"]["nfs"]["path"], &third["metadata"]["name"]),
+            (&json!("/shop_3_v1"), &json!("shop-db-data-3"))
+        );
+        assert_eq!(
+            copy_object(pv, 3, false).unwrap()["spec"]["nfs"]["path"],
+            "/db_data",
+            "copies without a fleet share it"
+        );
     }
 }

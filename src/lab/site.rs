@@ -164,7 +164,8 @@ impl Lab {
 
     /// Check that a failback brought the lab back to where it started.
     pub async fn initial_state(&self) -> Vec<(String, bool)> {
-        let mut out = if self.volumes.is_empty() { self.svm_dr_as_it_started() } else { self.volumes_as_they_started() };
+        let mut out =
+            if self.volumes.is_empty() { self.svm_dr_as_it_started() } else { self.volumes_as_they_started() };
         let web = self.east.get("apps", "v1", "deployments", Some("shop"), "web").await;
         let ready =
             web.as_ref().and_then(|w| w.pointer("/status/availableReplicas")).and_then(Value::as_i64).unwrap_or(0);

@@ -42,7 +42,8 @@ pub(super) const STEP_KEYS: &[&str] = &[
     "point_of_no_return",
     "for_each",
 ];
-pub(super) const FOR_EACH_KEYS: &[&str] = &["items", "key", "tier", "tiers", "isolate", "belongs_to", "before_tiers"];
+pub(super) const FOR_EACH_KEYS: &[&str] =
+    &["items", "key", "tier", "tiers", "isolate", "belongs_to", "before_tiers", "after_tiers"];
 pub(super) const RETRY_KEYS: &[&str] = &["attempts", "backoff", "max_backoff"];
 pub(super) const UNDO_KEYS: &[&str] = &["uses", "with"];
 pub(super) const DEFAULT_KEYS: &[&str] = &["timeout", "retry"];
@@ -487,6 +488,7 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
     let mut tiers = None;
     let mut isolate = false;
     let mut before_tiers = false;
+    let mut after_tiers = false;
     let mut belongs_to = None;
     let (items_node, key) = match &node.kind {
         Kind::Map(_) => {
@@ -506,6 +508,17 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
                 .get("before_tiers")
                 .and_then(|n| boolean(n, &format!("{place}: for_each.before_tiers"), sink))
                 .unwrap_or(false);
+            after_tiers = node
+                .get("after_tiers")
+                .and_then(|n| boolean(n, &format!("{place}: for_each.after_tiers"), sink))
+                .unwrap_or(false);
+            if before_tiers && after_tiers {
+                sink.error(
+                    node.pos,
+                    format!("{place}: for_each.before_tiers and for_each.after_tiers together"),
+                    Some("a step runs before the tiers, in each item's tier, or after them: keep one".into()),
+                );
+            }
             if tiers.is_some() && tier.is_none() {
                 sink.error(
                     node.pos,
@@ -526,7 +539,7 @@ fn for_each(node: &Node, place: &str, sink: &mut Sink) -> Option<ForEach> {
         _ => (node, "name".to_string()),
     };
     let items = list_source(items_node, &format!("{place}: for_each"), sink)?;
-    Some(ForEach { items, key, tier, tiers, isolate, belongs_to, before_tiers, pos: items_node.pos })
+    Some(ForEach { items, key, tier, tiers, isolate, belongs_to, before_tiers, after_tiers, pos: items_node.pos })
 }
 
 /// A list written here, or an expression that yields one.

@@ -1,7 +1,7 @@
 //! The small expression language of `${{ ... }}` interpolation and `if:` conditions.
 //!
 //! Deliberately small: references (`params.x`, `steps.ID.outputs.KEY`, `steps.ID.outcome`,
-//! `sites.NAME.FIELD`, `run.id`), literals, comparison, `&&`, `||`, `!`, parentheses and three
+//! `sites.NAME.FIELD`, `run.id`), literals, comparison, `&&`, `||`, `!`, parentheses and five
 //! string functions. Parsed at load time so a typo is an error before anything runs.
 
 use std::fmt;
@@ -37,6 +37,10 @@ pub enum Func {
     Contains,
     StartsWith,
     EndsWith,
+    /// The text before the first separator (all of it without one): `before('svm_dr1:vol', ':')`.
+    Before,
+    /// The text after the first separator (empty without one): `after('svm_dr1:vol', ':')`.
+    After,
 }
 
 /// A parse error at a byte offset of the expression text.
@@ -199,6 +203,7 @@ impl Expr {
                 let (l, r) = (a.static_type(refs), b.static_type(refs));
                 if l == r { l } else { ValueType::Any }
             }
+            Expr::Call(Func::Before | Func::After, _) => ValueType::String,
             Expr::Not(_) | Expr::Bin(..) | Expr::Call(..) => ValueType::Bool,
         }
     }
@@ -236,6 +241,21 @@ impl Expr {
             Expr::Call(func, args) => {
                 let vals: Vec<Value> = args.iter().map(|a| a.eval(scope)).collect::<Result<_, _>>()?;
                 let (hay, needle) = (&vals[0], display(&vals[1]));
+                match func {
+                    Func::Before => {
+                        let text = display(hay);
+                        return Ok(Value::String(
+                            text.split_once(&needle).map_or(text.clone(), |(a, _)| a.to_string()),
+                        ));
+                    }
+                    Func::After => {
+                        let text = display(hay);
+                        return Ok(Value::String(
+                            text.split_once(&needle).map(|(_, b)| b.to_string()).unwrap_or_default(),
+                        ));
+                    }
+                    _ => {}
+                }
                 Value::Bool(match func {
                     Func::Contains => match hay {
                         Value::Array(items) => items.iter().any(|i| display(i) == needle),
@@ -243,6 +263,7 @@ impl Expr {
                     },
                     Func::StartsWith => display(hay).starts_with(&needle),
                     Func::EndsWith => display(hay).ends_with(&needle),
+                    Func::Before | Func::After => unreachable!("string functions return above"),
                 })
             }
         })
@@ -472,10 +493,12 @@ impl ExprParser {
                 "true" => Ok(Expr::Lit(Value::Bool(true))),
                 "false" => Ok(Expr::Lit(Value::Bool(false))),
                 "null" => Ok(Expr::Lit(Value::Null)),
-                "contains" | "startsWith" | "endsWith" => {
+                "contains" | "startsWith" | "endsWith" | "before" | "after" => {
                     let func = match word.as_str() {
                         "contains" => Func::Contains,
                         "startsWith" => Func::StartsWith,
+                        "before" => Func::Before,
+                        "after" => Func::After,
                         _ => Func::EndsWith,
                     };
                     self.expect(Tok::LParen)?;
@@ -568,7 +591,12 @@ mod tests {
         assert_eq!(eval("params.mode == 'planned'", scope.clone()), json!(true));
         assert_eq!(eval("!params.primary_reachable && params.n >= 3", scope.clone()), json!(true));
         assert_eq!(eval("params.mode != 'planned' || params.n < 2", scope.clone()), json!(false));
-        assert_eq!(eval("contains('a,b', 'b') && startsWith(params.mode, 'plan')", scope), json!(true));
+        assert_eq!(eval("contains('a,b', 'b') && startsWith(params.mode, 'plan')", scope.clone()), json!(true));
+        // An ONTAP path split into its SVM and volume.
+        assert_eq!(eval("before('svm_dr1:shop_v1', ':')", scope.clone()), json!("svm_dr1"));
+        assert_eq!(eval("after('svm_dr1:shop_v1', ':')", scope.clone()), json!("shop_v1"));
+        assert_eq!(eval("before('db_data', ':')", scope.clone()), json!("db_data"));
+        assert_eq!(eval("after('db_data', ':')", scope), json!(""));
     }
 
     #[test]

@@ -195,6 +195,9 @@ pub struct ForEach {
     /// Every item's instance runs before the first tier starts (the checks and fences that
     /// must hold for the whole fleet before its first irreversible change).
     pub before_tiers: bool,
+    /// Every item's instance runs after the last tier (a clean-up that waits for the whole
+    /// fleet); no tier waits for it.
+    pub after_tiers: bool,
     pub pos: Pos,
 }
 
@@ -245,6 +248,8 @@ pub struct Instance {
     pub isolate: bool,
     /// Runs for every item before the first tier starts (`for_each.before_tiers`).
     pub before_tiers: bool,
+    /// Runs for every item after the last tier (`for_each.after_tiers`).
+    pub after_tiers: bool,
 }
 
 impl Step {

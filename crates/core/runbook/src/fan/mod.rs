@@ -180,6 +180,7 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
                 tier: tier.map(|t| t.name.clone()),
                 isolate: list.isolate && !tier.is_some_and(|t| t.all_or_nothing),
                 before_tiers: step.for_each.as_ref().is_some_and(|f| f.before_tiers),
+                after_tiers: step.for_each.as_ref().is_some_and(|f| f.after_tiers),
             });
             out.push(inst);
         }

@@ -204,9 +204,12 @@ pub(super) fn ends(
     let Some((source, tiers)) = shared.iter().find_map(|(s, sh)| sh.tiers.as_ref().map(|t| (s, t))) else {
         return out;
     };
-    // The steps of the tiered list, and of the lists whose items belong to its items.
-    let members: Vec<usize> =
-        (0..rb.steps.len()).filter(|&i| lists.get(&rb.steps[i].id).is_some_and(|f| f.root() == source)).collect();
+    // The steps of the tiered list, and of the lists whose items belong to its items; those
+    // that run after the tiers are no tier's (no tier ends waiting for them).
+    let after = |i: usize| rb.steps[i].for_each.as_ref().is_some_and(|f| f.after_tiers);
+    let members: Vec<usize> = (0..rb.steps.len())
+        .filter(|&i| lists.get(&rb.steps[i].id).is_some_and(|f| f.root() == source) && !after(i))
+        .collect();
     let before = |i: usize| rb.steps[i].for_each.as_ref().is_some_and(|f| f.before_tiers);
     out.roots = members
         .iter()

@@ -20,7 +20,8 @@ mod volumes;
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Transform {
     /// Move objects between namespaces: `{ shop: shop-dr }`. Also RoleBinding subjects and
-    /// PV claim references.
+    /// PV claim references. A key `*` moves every namespace not named, its `*` standing for
+    /// the name: `{ "*": "*-rehearsal" }`.
     Namespaces(BTreeMap<String, String>),
     /// Rewrite Ingress hosts (rules and TLS).
     IngressHosts(IngressHosts),
@@ -28,6 +29,9 @@ pub enum Transform {
     StorageClasses(BTreeMap<String, String>),
     /// Point PersistentVolumes at the replicated copies of their volumes.
     Volumes(Vec<VolumeRule>),
+    /// Rename PersistentVolumes, and the claims' `volumeName` with them: `{ suffix: -rehearsal }`
+    /// (a copy's volumes beside the originals' in one cluster).
+    VolumeNames(VolumeNamesRule),
     /// Rewrite image references by prefix: `{ "registry.east.example.com/": "registry.west.example.com/" }`.
     Images(BTreeMap<String, String>),
     /// Set the replicas of Deployments and StatefulSets (0 for a warm standby).
@@ -143,6 +147,10 @@ pub struct VolumeRule {
     /// ...start with this instead.
     #[serde(default)]
     pub to_path_prefix: Option<String>,
+    /// The volume (the first component of the NFS path) gets this suffix:
+    /// `/shop_v1/data` → `/shop_v1_rehearsal/data`, for clones mounted beside their parents.
+    #[serde(default)]
+    pub volume_suffix: Option<String>,
     /// CSI volumes of this driver...
     #[serde(default)]
     pub csi_driver: Option<String>,
@@ -155,6 +163,13 @@ pub struct VolumeRule {
     /// CSI volume attributes to set.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeNamesRule {
+    /// Appended to every PersistentVolume's name.
+    pub suffix: String,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -294,6 +309,9 @@ pub fn compile(list: &[Transform]) -> Result<Vec<Compiled>, Vec<ParamError>> {
                 (format!("storage classes {}", pairs(m)), Box::new(names::StorageClasses(m.clone())))
             }
             Transform::Volumes(rules) => volumes::Volumes::compile(rules, &mut errors),
+            Transform::VolumeNames(r) => {
+                (format!("volume names + {}", r.suffix), Box::new(volumes::VolumeNames(r.suffix.clone())))
+            }
             Transform::Images(m) => (format!("images {}", pairs(m)), Box::new(names::Images(m.clone()))),
             Transform::VolumeSnapshots(m) => {
                 (format!("claims from snapshots {}", pairs(m)), Box::new(volumes::Snapshots(m.clone())))
@@ -400,6 +418,32 @@ mod tests {
             json!({ "kind": "PersistentVolume", "spec": { "claimRef": { "namespace": "shop", "name": "data" } } });
         run(t, &mut pv);
         assert_eq!(pv["spec"]["claimRef"]["namespace"], "shop-dr");
+    }
+
+    #[test]
+    fn a_rehearsal_copy_moves_every_namespace_and_renames_its_volumes_onto_their_clones() {
+        let moved = json!({ "namespaces": { "*": "*-rehearsal", "kube-system": "kube-system" } });
+        let mut cm = json!({ "kind": "ConfigMap", "metadata": { "namespace": "shop-2" } });
+        run(moved.clone(), &mut cm);
+        assert_eq!(cm["metadata"]["namespace"], "shop-2-rehearsal");
+        let mut named = json!({ "kind": "ConfigMap", "metadata": { "namespace": "kube-system" } });
+        assert!(run(moved, &mut named).is_empty(), "a namespace named stays as mapped");
+
+        let mut pv = json!({ "kind": "PersistentVolume", "metadata": { "name": "shop-2-db-data" },
+            "spec": { "nfs": { "server": "10.0.1.10", "path": "/shop_2_v1/pg" } } });
+        run(
+            json!({ "volumes": [{ "nfs_server": "10.0.1.10", "to_nfs_server": "10.0.2.10", "volume_suffix": "_rehearsal" }] }),
+            &mut pv,
+        );
+        assert_eq!(pv["spec"]["nfs"], json!({ "server": "10.0.2.10", "path": "/shop_2_v1_rehearsal/pg" }));
+        let renamed = json!({ "volume_names": { "suffix": "-rehearsal" } });
+        run(renamed.clone(), &mut pv);
+        assert_eq!(pv["metadata"]["name"], "shop-2-db-data-rehearsal");
+        let mut claim = json!({ "kind": "PersistentVolumeClaim", "spec": { "volumeName": "shop-2-db-data" } });
+        run(renamed.clone(), &mut claim);
+        assert_eq!(claim["spec"]["volumeName"], "shop-2-db-data-rehearsal");
+        let mut unbound = json!({ "kind": "PersistentVolumeClaim", "spec": { "storageClassName": "gold" } });
+        assert!(run(renamed, &mut unbound).is_empty(), "a claim not bound by name gains no volumeName");
     }
 
     #[test]

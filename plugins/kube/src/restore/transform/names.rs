@@ -13,7 +13,7 @@ pub(super) struct Namespaces(pub BTreeMap<String, String>);
 
 impl Rewrite for Namespaces {
     fn apply(&self, _: &str, kind: &str, obj: &mut Value, changes: &mut Vec<FieldChange>) {
-        let to = |ns: &str| self.0.get(ns).cloned();
+        let to = |ns: &str| self.0.get(ns).cloned().or_else(|| self.0.get("*").map(|pattern| pattern.replace('*', ns)));
         rewrite(obj, "/metadata/namespace", changes, to);
         if kind == "Namespace" {
             rewrite(obj, "/metadata/name", changes, to);

@@ -39,6 +39,20 @@ impl Rewrite for Volumes {
     }
 }
 
+/// PersistentVolumes renamed by a suffix, and the claims bound to them by name.
+pub(super) struct VolumeNames(pub String);
+
+impl Rewrite for VolumeNames {
+    fn apply(&self, _: &str, kind: &str, obj: &mut Value, changes: &mut Vec<FieldChange>) {
+        let renamed = |name: &str| Some(format!("{name}{}", self.0));
+        match kind {
+            "PersistentVolume" => rewrite(obj, "/metadata/name", changes, renamed),
+            "PersistentVolumeClaim" => rewrite(obj, "/spec/volumeName", changes, renamed),
+            _ => {}
+        }
+    }
+}
+
 /// Rewrite one PV by a rule; true when the rule matched.
 fn remap_volume(obj: &mut Value, rule: &VolumeRule, handle: Option<&Regex>, changes: &mut Vec<FieldChange>) -> bool {
     let nfs = obj.pointer("/spec/nfs").is_some();
@@ -62,6 +76,15 @@ fn remap_volume(obj: &mut Value, rule: &VolumeRule, handle: Option<&Regex>, chan
         if let (Some(from), Some(to)) = (&rule.path_prefix, &rule.to_path_prefix) {
             rewrite(obj, "/spec/nfs/path", changes, |p| {
                 p.strip_prefix(from.as_str()).map(|rest| format!("{to}{rest}"))
+            });
+        }
+        if let Some(suffix) = &rule.volume_suffix {
+            rewrite(obj, "/spec/nfs/path", changes, |p| {
+                let rest = p.strip_prefix('/').filter(|r| !r.is_empty())?;
+                Some(match rest.split_once('/') {
+                    Some((volume, below)) => format!("/{volume}{suffix}/{below}"),
+                    None => format!("/{rest}{suffix}"),
+                })
             });
         }
     } else {
