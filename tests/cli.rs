@@ -267,6 +267,24 @@ fn json_output_is_one_object_per_line() {
     assert_eq!(objects.last().unwrap()["summary"]["outcome"], "succeeded");
 }
 
+/// A wait that polls every 20 ms for 1.5 s reports each poll; the JSON stream carries its
+/// progress at most once a second (a fleet's thousand waits would flood it otherwise).
+#[test]
+fn json_output_carries_a_steps_progress_at_most_once_a_second() {
+    let env = Env::new();
+    let book = env.write(
+        "poll.yaml",
+        &runbook(
+            "  - id: poll\n    uses: wait.http\n    with: { url: \"http://127.0.0.1:1/\", interval: 20ms }\n    timeout: 1500ms\n    continue_on_error: true\n",
+        ),
+    );
+    let out = env.run(&["--output", "json", "run", book.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let objects: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let progress = objects.iter().filter(|o| o["event"]["type"] == "step_progress").count();
+    assert!((1..=2).contains(&progress), "{progress} progress events in:\n{stdout}");
+}
+
 #[test]
 fn every_shipped_runbook_and_example_validates() {
     let env = Env::new();

@@ -49,7 +49,7 @@ pub enum Render {
 pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashMap<String, String>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let t0 = Instant::now();
-        // Without a live view, a long step's progress is shown at most every 10 s.
+        // Without a live view, a long step's progress is shown at most every 10 s (JSON: 1 s).
         let mut last_progress: HashMap<String, Instant> = HashMap::new();
         let bars: Arc<Mutex<HashMap<String, ProgressBar>>> = Arc::default();
         let style = ProgressStyle::with_template("{spinner} {prefix:<24} {elapsed:>5} {wide_msg}")
@@ -57,6 +57,17 @@ pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashM
         while let Some(ev) = rx.recv().await {
             match &render {
                 Render::Json => {
+                    // Progress at most once a second per step: a fleet's thousand waits each
+                    // report every reading, and a reader of the stream wants where things stand.
+                    if let Event::StepProgress { step, .. } = &ev {
+                        if last_progress.get(step).is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                            continue;
+                        }
+                        last_progress.insert(step.clone(), Instant::now());
+                    }
+                    if let Event::StepFinished { step, .. } = &ev {
+                        last_progress.remove(step);
+                    }
                     let line = serde_json::json!({ "at": now_rfc3339(), "event": ev });
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "{line}");

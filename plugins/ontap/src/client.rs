@@ -71,6 +71,7 @@ static RELEASE_OF: std::sync::LazyLock<
     std::sync::Mutex<std::collections::HashMap<String, (Version, &'static Release)>>,
 > = std::sync::LazyLock::new(Default::default);
 
+#[derive(Clone)]
 pub struct Client {
     pub site: String,
     pub base: String,
@@ -139,6 +140,23 @@ impl Client {
     /// A turn to change something on this cluster (see `max_operations`); held until dropped.
     pub async fn operation(&self) -> tokio::sync::OwnedSemaphorePermit {
         self.operations.clone().acquire_owned().await.expect("the semaphore is never closed")
+    }
+
+    /// Which cluster, as which user: waits on relationships share one watcher per identity.
+    pub(crate) fn identity(&self) -> String {
+        format!("{} {} {}", self.base, self.username, self.credentials)
+    }
+
+    /// What ONTAP answers a GET of a relationship that is not there.
+    pub(crate) fn gone(&self, uuid: &str) -> OntapError {
+        OntapError::Answered {
+            cluster: self.describe(),
+            status: 404,
+            method: "GET".into(),
+            path: format!("/api/snapmirror/relationships/{uuid}"),
+            code: Some(NOT_FOUND.into()),
+            message: "entry doesn't exist".into(),
+        }
     }
 
     fn describe(&self) -> String {
@@ -405,6 +423,17 @@ impl Client {
         self.relationship(path)
             .await?
             .ok_or_else(|| OntapError::NoRelationship { cluster: self.describe(), path: path.to_string() })
+    }
+
+    /// The relationships of these uuids that exist, in one query (`uuid=A|B|…`).
+    pub async fn relationships_by_uuid(&self, uuids: &[String]) -> Result<Vec<Relationship>, OntapError> {
+        let fields = self.fields("snapmirror_relationship", RELATIONSHIP_FIELDS).await?;
+        let path = format!(
+            "/api/snapmirror/relationships?uuid={}&fields={fields}&max_records={}",
+            enc(&uuids.join("|")),
+            uuids.len().max(1)
+        );
+        self.records(&path).await?.into_iter().map(|v| self.decode(&path, v)).collect()
     }
 
     pub async fn relationship_by_uuid(&self, uuid: &str) -> Result<Relationship, OntapError> {

@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod model;
 pub mod release;
+mod watch;
 
 use std::sync::Arc;
 

@@ -557,3 +557,38 @@ async fn without_a_lower_max_operations_six_changes_run_together() {
     // Each test gets its own simulator (its own URL), so its own limit.
     assert!(most_jobs_at_once(six_volumes(None)).await > 2, "the default (8) lets all six run together");
 }
+
+/// Reads of relationships by uuid (one, or several at once) the DR cluster has served.
+fn relationship_reads(lab: &Lab) -> usize {
+    lab.sim.with_world(|w| {
+        w.requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.starts_with("/api/snapmirror/relationships"))
+            .filter(|r| {
+                r.path.len() > "/api/snapmirror/relationships/".len() || r.query.0.iter().any(|(k, _)| k == "uuid")
+            })
+            .count()
+    })
+}
+
+/// Backend: the ONTAP simulator. Six transfers waited on at once (six fanned steps) are read
+/// together, one query for all, as often as one transfer alone would be: not six times.
+#[tokio::test]
+async fn waits_on_one_cluster_share_their_polls() {
+    let (topology, _) = six_volumes(None);
+    let topology =
+        topology.replace("settings: { job_delay: 300ms }", "settings: { job_delay: 20ms, transfer_time: 600ms }");
+    let alone = lab_of(&topology).await;
+    alone.run("ontap.snapmirror.update", json!({ "site": "west", "destination": "svm_vol:v0" })).await.unwrap();
+    let one = relationship_reads(&alone);
+
+    let lab = lab_of(&topology).await;
+    let updates = (0..6)
+        .map(|i| lab.run("ontap.snapmirror.update", json!({ "site": "west", "destination": format!("svm_vol:v{i}") })));
+    for out in futures::future::join_all(updates).await {
+        assert_eq!(out.unwrap()["state"], "snapmirrored");
+    }
+    let six = relationship_reads(&lab);
+    assert!(one >= 10, "one transfer is polled many times ({one})");
+    assert!(six < 2 * one, "six waits read {six} times, one alone {one}");
+}

@@ -75,6 +75,8 @@ fn a_transition_refused_because_it_already_happened_is_done() {
                 .to_string(),
         ),
         (200, rel("paused")),
+        // The wait for the end of the change reads it with every other wait on the cluster.
+        (200, format!(r#"{{"records": [{}], "num_records": 1}}"#, rel("paused"))),
     ];
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {

@@ -60,10 +60,12 @@ async fn wait_for(
     what: &str,
     done: impl Fn(&Relationship) -> bool,
 ) -> Result<Relationship, ActionError> {
+    // Readings come from the cluster's watcher, together with every other wait's.
+    let mut readings = crate::watch::Subscription::new(client, uuid);
     let poll = drover_api::Poll::new(Duration::from_secs(5));
     let mut polls = 0u64;
     loop {
-        let rel = client.relationship_by_uuid(uuid).await?;
+        let rel = readings.next().await?;
         polls += 1;
         if done(&rel) {
             return Ok(rel);
@@ -81,8 +83,7 @@ async fn wait_for(
             done: Some(polls),
             total: None,
         });
-        let delay = poll.next_delay();
-        if ctx.remaining().is_some_and(|r| r <= delay) {
+        if ctx.remaining().is_some_and(|r| r <= poll.next_delay()) {
             return Err(ActionError::permanent(format!(
                 "relationship {} did not reach {what} in time (state {}, transfer {})",
                 rel.destination.path,
@@ -93,7 +94,6 @@ async fn wait_for(
                 "the change may still complete on the cluster; check it, raise the step's timeout, or `drover resume`",
             ));
         }
-        tokio::time::sleep(delay).await;
     }
 }
 
