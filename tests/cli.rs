@@ -285,6 +285,28 @@ fn json_output_carries_a_steps_progress_at_most_once_a_second() {
     assert!((1..=2).contains(&progress), "{progress} progress events in:\n{stdout}");
 }
 
+/// `drover plan … | head -1`, `drover run … | tee` whose tee died: the reader of stdout is
+/// gone. A read-only command ends as it would have and a run carries on to its end — no panic,
+/// no exit 101.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly_and_never_stops_a_run() {
+    let env = Env::new();
+    let closed = |args: &[&str]| {
+        let mut child = env.cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    };
+    let out = closed(&["plan", "examples/hello.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+
+    let out = closed(&["--output", "json", "run", "examples/hello.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "the run went on: {}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    let status = env.run(&["--output", "json", "status", &env.last_run_id()]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("succeeded"), "{}", text(&status));
+}
+
 #[test]
 fn every_shipped_runbook_and_example_validates() {
     let env = Env::new();

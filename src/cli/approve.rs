@@ -1,6 +1,7 @@
 //! `drover approve RUN STEP [--deny]`: answer a gate from any terminal — the one command of the
 //! read-mostly group that writes (an answer file the waiting run picks up and journals).
 
+use super::out::outln;
 use clap::Args;
 use serde_json::json;
 
@@ -48,9 +49,9 @@ pub fn approve(cli: &Cli, a: &ApproveArgs) -> Result<i32, CliError> {
         .map_err(|e| CliError::new(exit::STATE_ERROR, format!("cannot record the answer: {e}")))?;
     let verb = if a.deny { "denied" } else { "approved" };
     if cli.output == Output::Json {
-        println!("{}", json!({ "run_id": id, "step": a.step, verb: true, "by": by }));
+        outln!("{}", json!({ "run_id": id, "step": a.step, verb: true, "by": by }));
     } else {
-        println!("{verb} `{}` of run {id} ({message}) as {by}", a.step);
+        outln!("{verb} `{}` of run {id} ({message}) as {by}", a.step);
     }
     Ok(exit::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! Commands that read and change nothing in the world: validate, plan, status, report,
 //! approve (writes one file for the running process), actions.
 
+use super::out::{out, outln};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -32,7 +33,7 @@ pub fn validate(cli: &Cli, a: &ValidateArgs, registry: &Registry) -> Result<i32,
         match runbook::load(file, registry, &a.inputs.options(false)) {
             Ok(l) => {
                 if cli.output == Output::Text {
-                    println!("ok: {} ({} steps)", file.display(), l.runbook.steps.len());
+                    outln!("ok: {} ({} steps)", file.display(), l.runbook.steps.len());
                 }
                 results.push(json!({ "file": file, "ok": true, "steps": l.runbook.steps.len() }));
             }
@@ -46,7 +47,7 @@ pub fn validate(cli: &Cli, a: &ValidateArgs, registry: &Registry) -> Result<i32,
         }
     }
     if cli.output == Output::Json {
-        println!("{}", json!({ "ok": all_ok, "files": results }));
+        outln!("{}", json!({ "ok": all_ok, "files": results }));
     }
     Ok(if all_ok { exit::SUCCESS } else { exit::INVALID_INPUT })
 }
@@ -60,7 +61,7 @@ pub fn load_or_report(
 ) -> Result<Loaded, CliError> {
     runbook::load(file, registry, &inputs.options(require)).map_err(|d| {
         if cli.output == Output::Json {
-            println!("{}", json!({ "ok": false, "problems": d }));
+            outln!("{}", json!({ "ok": false, "problems": d }));
         } else {
             eprintln!("{d}");
         }
@@ -332,7 +333,7 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
             }
         }
     }
-    print!("{out}");
+    out!("{out}");
     Ok(exit::SUCCESS)
 }
 
@@ -365,13 +366,13 @@ pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
                 }));
             }
             if cli.output == Output::Json {
-                println!("{}", json!({ "runs": rows }));
+                outln!("{}", json!({ "runs": rows }));
             } else if rows.is_empty() {
-                println!("no runs in {}", cli.state_dir.display());
+                outln!("no runs in {}", cli.state_dir.display());
             } else {
-                println!("{:<44}  {:<20}  {:<8}  {:<28}  steps", "run", "runbook", "mode", "state");
+                outln!("{:<44}  {:<20}  {:<8}  {:<28}  steps", "run", "runbook", "mode", "state");
                 for r in rows {
-                    println!(
+                    outln!(
                         "{:<44}  {:<20}  {:<8}  {:<28}  {}/{}",
                         r["run_id"].as_str().unwrap_or(""),
                         r["runbook"].as_str().unwrap_or("-"),
@@ -401,12 +402,12 @@ pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
                                 "attempts": r.attempts, "waiting_for_approval": r.gate_waiting })
                     })
                     .collect();
-                println!(
+                outln!(
                     "{}",
                     json!({ "run_id": id, "runbook": s.start.runbook, "state": s.state_label(live), "steps": steps })
                 );
             } else {
-                println!("run {id} of `{}`: {}", s.start.runbook, s.state_label(live));
+                outln!("run {id} of `{}`: {}", s.start.runbook, s.state_label(live));
                 for st in &s.start.steps {
                     let r = &s.steps[&st.id];
                     let word = match (r.outcome, r.in_flight, &r.gate_waiting) {
@@ -416,13 +417,13 @@ pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
                         (Some(o), _, _) => o.label().to_string(),
                         (None, _, _) => "pending".to_string(),
                     };
-                    println!("  {:<24} {:<24} {}", st.id, word, st.uses);
+                    outln!("  {:<24} {:<24} {}", st.id, word, st.uses);
                     if let (Some(msg), true) = (&r.gate_waiting, live) {
-                        println!("  {:<24} gate: {msg}\n  {:<24} approve: drover approve {id} {}", "", "", st.id);
+                        outln!("  {:<24} gate: {msg}\n  {:<24} approve: drover approve {id} {}", "", "", st.id);
                     }
                 }
                 if s.finished.is_none() && !live {
-                    println!("\nthis run did not finish; `drover resume {id}` continues it");
+                    outln!("\nthis run did not finish; `drover resume {id}` continues it");
                 }
             }
             Ok(exit::SUCCESS)
@@ -464,7 +465,7 @@ pub fn report(cli: &Cli, a: &ReportArgs) -> Result<i32, CliError> {
     match &a.out {
         Some(path) => std::fs::write(path, text)
             .map_err(|e| CliError::new(exit::STATE_ERROR, format!("cannot write {}: {e}", path.display())))?,
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(exit::SUCCESS)
 }
@@ -489,32 +490,32 @@ pub fn actions(cli: &Cli, a: &ActionsArgs, registry: &Registry) -> Result<i32, C
     };
     if cli.output == Output::Json {
         let infos: Vec<_> = chosen.iter().map(|a| a.info().clone()).collect();
-        println!("{}", serde_json::to_string(&infos).expect("serializes"));
+        outln!("{}", serde_json::to_string(&infos).expect("serializes"));
         return Ok(exit::SUCCESS);
     }
     if a.name.is_none() {
         let width = chosen.iter().map(|a| a.info().name.len()).max().unwrap_or(0);
         for act in &chosen {
-            println!("{:<width$}  {}", act.info().name, act.info().summary);
+            outln!("{:<width$}  {}", act.info().name, act.info().summary);
         }
-        println!("\n`drover actions NAME` shows an action's parameters.");
+        outln!("\n`drover actions NAME` shows an action's parameters.");
         return Ok(exit::SUCCESS);
     }
     for act in &chosen {
         let info = act.info();
-        println!("{} — {}", info.name, info.summary);
-        println!("\nparameters (under `with:`):");
+        outln!("{} — {}", info.name, info.summary);
+        outln!("\nparameters (under `with:`):");
         for line in describe_params(&info.params) {
-            println!("  {line}");
+            outln!("  {line}");
         }
         if !info.outputs.is_empty() {
-            println!("\noutputs (as `${{{{ steps.ID.outputs.NAME }}}}`):");
+            outln!("\noutputs (as `${{{{ steps.ID.outputs.NAME }}}}`):");
             for o in &info.outputs {
-                println!("  {:<16} {}", o.name, o.description);
+                outln!("  {:<16} {}", o.name, o.description);
             }
         }
         if info.undo {
-            println!("\nhas its own undo for `on_failure: rollback`");
+            outln!("\nhas its own undo for `on_failure: rollback`");
         }
     }
     Ok(exit::SUCCESS)
@@ -611,7 +612,7 @@ pub fn rbac(cli: &Cli, a: &RbacArgs) -> Result<i32, CliError> {
     };
     let docs = manifests(&chosen, &subject);
     if cli.output == Output::Json {
-        println!("{}", json!({ "items": docs }));
+        outln!("{}", json!({ "items": docs }));
         return Ok(exit::SUCCESS);
     }
     let mut text = String::from(
@@ -623,6 +624,6 @@ pub fn rbac(cli: &Cli, a: &RbacArgs) -> Result<i32, CliError> {
         text.push_str("---\n");
         text.push_str(&serde_yaml::to_string(&pair[1]).unwrap_or_default());
     }
-    print!("{text}");
+    out!("{text}");
     Ok(exit::SUCCESS)
 }

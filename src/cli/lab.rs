@@ -1,5 +1,6 @@
 //! `drover lab ...`: start the simulators in the foreground and say where they are.
 
+use super::out::{out, outln};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -94,9 +95,9 @@ async fn start_lab(config: Option<&std::path::Path>, dir: &std::path::Path) -> R
 
 /// Print checks as ✓/✗ lines; true when all hold.
 fn print_state(title: &str, state: &[(String, bool)]) -> bool {
-    println!("\n{title}:");
+    outln!("\n{title}:");
     for (line, good) in state {
-        println!("  {} {line}", if *good { "✓" } else { "✗" });
+        outln!("  {} {line}", if *good { "✓" } else { "✗" });
     }
     state.iter().all(|(_, ok)| *ok)
 }
@@ -107,16 +108,16 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             // Handlers first: a SIGTERM during start-up stops the lab once it is up.
             let mut stop = super::signals::listen();
             let lab = start_lab(a.config.as_deref(), &a.dir).await?;
-            println!("drover lab: two sites on loopback (east = primary, west = DR)");
-            print!("{}", lab.describe());
-            println!("try: drover failover --sites {} --yes", lab.sites_file.display());
+            outln!("drover lab: two sites on loopback (east = primary, west = DR)");
+            out!("{}", lab.describe());
+            outln!("try: drover failover --sites {} --yes", lab.sites_file.display());
             for (k, v) in &lab.params {
-                println!("       --param {k}={v}");
+                outln!("       --param {k}={v}");
             }
             if let Some(inventory) = &lab.inventory {
-                println!("       --params-file {}", inventory.display());
+                outln!("       --params-file {}", inventory.display());
             }
-            println!("Ctrl-C (or SIGTERM, SIGHUP) stops the lab.");
+            outln!("Ctrl-C (or SIGTERM, SIGHUP) stops the lab.");
             let by = stop.recv().await.unwrap_or("SIGINT");
             eprintln!("drover lab: stopping ({by}); every server the lab started stops with it");
             drop(lab);
@@ -193,11 +194,11 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                     .await
                     .map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
             if cli.output == Output::Json {
-                println!("{}", serde_json::json!({ "kube": cluster.url(), "kubeconfig": kubeconfig }));
+                outln!("{}", serde_json::json!({ "kube": cluster.url(), "kubeconfig": kubeconfig }));
             } else {
-                println!("Kubernetes API simulator (not a real API server) at {}", cluster.url());
-                println!("kubeconfig: {}  (context `{}`)", kubeconfig.display(), a.name);
-                println!("Ctrl-C (or SIGTERM, SIGHUP) stops it.");
+                outln!("Kubernetes API simulator (not a real API server) at {}", cluster.url());
+                outln!("kubeconfig: {}  (context `{}`)", kubeconfig.display(), a.name);
+                outln!("Ctrl-C (or SIGTERM, SIGHUP) stops it.");
             }
             stop.recv().await;
             Ok(exit::SUCCESS)
@@ -213,15 +214,15 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             if cli.output == Output::Json {
                 let eps: Vec<_> =
                     sim.endpoints().iter().map(|e| serde_json::json!({ "cluster": e.name, "url": e.url })).collect();
-                println!("{}", serde_json::json!({ "ontap": eps, "sites_file": sites }));
+                outln!("{}", serde_json::json!({ "ontap": eps, "sites_file": sites }));
             } else {
-                println!("ONTAP REST simulator (not a real ONTAP), from {}:", a.topology.display());
+                outln!("ONTAP REST simulator (not a real ONTAP), from {}:", a.topology.display());
                 for e in sim.endpoints() {
-                    println!("  cluster {:<8} {}", e.name, e.url);
+                    outln!("  cluster {:<8} {}", e.name, e.url);
                 }
-                println!("sites file: {}", sites.display());
-                println!("try: drover run examples/storage-failover.yaml --sites {} --yes", sites.display());
-                println!("Ctrl-C (or SIGTERM, SIGHUP) stops the lab.");
+                outln!("sites file: {}", sites.display());
+                outln!("try: drover run examples/storage-failover.yaml --sites {} --yes", sites.display());
+                outln!("Ctrl-C (or SIGTERM, SIGHUP) stops the lab.");
             }
             stop.recv().await;
             drop(sim);

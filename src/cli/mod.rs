@@ -5,10 +5,12 @@ mod gate;
 mod info;
 #[cfg(feature = "lab")]
 mod lab;
+mod out;
 mod run;
 mod signals;
 mod view;
 
+use out::outln;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -209,7 +211,7 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
 
 fn report_error(cli: &Cli, e: CliError) -> i32 {
     if cli.output == Output::Json {
-        println!("{}", serde_json::json!({ "error": e.message, "hint": e.hint, "exit_code": e.code }));
+        outln!("{}", serde_json::json!({ "error": e.message, "hint": e.hint, "exit_code": e.code }));
     } else {
         eprintln!("error: {}", e.message);
         if let Some(h) = &e.hint {

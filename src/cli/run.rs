@@ -1,6 +1,7 @@
 //! `drover run` and `drover resume`: take the lock, open the journal, run the engine with a
 //! view and a gatekeeper, handle Ctrl-C in two stages, write the report.
 
+use super::out::outln;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -252,7 +253,7 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
     let path = state.journal(&run_id);
     let (previous, read) = RunState::load(&path)?;
     if previous.finished == Some(RunOutcome::Succeeded) {
-        println!("run {run_id} already succeeded; nothing to resume");
+        outln!("run {run_id} already succeeded; nothing to resume");
         return Ok(exit::SUCCESS);
     }
     let start = &previous.start;
@@ -302,7 +303,7 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
     let mut resume = previous.resume(changed);
     resume.changed_params = changed_params;
     if cli.output == Output::Text {
-        println!("resuming run {run_id}: {} step(s) already done will not run again", resume.done.len());
+        outln!("resuming run {run_id}: {} step(s) already done will not run again", resume.done.len());
     }
     let mirror = shared.as_ref().map(|s| s.mirror(&run_id, &path));
     let summary = drive(cli, &loaded, &state, &run_id, start.mode, &a.flags, journal, Some(resume)).await;
@@ -433,10 +434,10 @@ fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: &RunSummary) -> Re
     let _ = std::fs::write(dir.join("report.json"), report.to_json());
     let _ = std::fs::write(dir.join("report.html"), render_html(&report));
     match cli.output {
-        Output::Json => println!("{}", serde_json::json!({ "summary": report })),
+        Output::Json => outln!("{}", serde_json::json!({ "summary": report })),
         Output::Text => {
-            println!("\n{}", report.to_text());
-            println!("report: {}  (drover report {run_id} --format html)", dir.join("report.html").display());
+            outln!("\n{}", report.to_text());
+            outln!("report: {}  (drover report {run_id} --format html)", dir.join("report.html").display());
         }
     }
     Ok(match summary.outcome {

@@ -1,8 +1,8 @@
 //! What the operator sees while a run goes: a live view of running steps on a terminal, one
 //! line per event otherwise, or JSON lines for machines. All three read the engine's events.
 
+use super::out::outln;
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,9 +68,7 @@ pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashM
                     if let Event::StepFinished { step, .. } = &ev {
                         last_progress.remove(step);
                     }
-                    let line = serde_json::json!({ "at": now_rfc3339(), "event": ev });
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{line}");
+                    outln!("{}", serde_json::json!({ "at": now_rfc3339(), "event": ev }));
                 }
                 Render::Lines => {
                     if let Event::StepProgress { step, progress } = &ev {
@@ -81,7 +79,7 @@ pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashM
                                 (Some(d), Some(t)) => format!(" {d}/{t}"),
                                 _ => String::new(),
                             };
-                            println!(
+                            outln!(
                                 "[{:>8}] … {step}{counts} {}",
                                 fmt_ms(t0.elapsed().as_millis() as u64),
                                 progress.message
@@ -89,7 +87,7 @@ pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashM
                         }
                     }
                     if let Some(text) = describe(&ev, &uses) {
-                        println!("[{:>8}] {text}", fmt_ms(t0.elapsed().as_millis() as u64));
+                        outln!("[{:>8}] {text}", fmt_ms(t0.elapsed().as_millis() as u64));
                     }
                 }
                 Render::Live(view) => {

@@ -283,8 +283,8 @@ fn differences(now: &ServerStatus, want: &ServerChange) -> Vec<String> {
     d
 }
 
-async fn find(rt: &Runtime, backend: &str, server: &str) -> Result<ServerStatus, ActionError> {
-    let all = rt.servers(backend).await?;
+/// One server of a backend as `show servers state` listed them.
+fn find(all: &[ServerStatus], backend: &str, server: &str) -> Result<ServerStatus, ActionError> {
     all.iter().find(|s| s.server == server).cloned().ok_or_else(|| {
         ActionError::permanent(format!("HAProxy has no server `{backend}/{server}`")).with_hint(format!(
             "servers of `{backend}`: {}",
@@ -293,15 +293,29 @@ async fn find(rt: &Runtime, backend: &str, server: &str) -> Result<ServerStatus,
     })
 }
 
-/// Apply changes in order (ready, drain, maint) and verify each. Returns every server as it
-/// was before, and how many actually changed.
+/// Every server of each of these backends, one `show servers state` per backend.
+async fn states(rt: &Runtime, changes: &[&ServerChange]) -> Result<BTreeMap<String, Vec<ServerStatus>>, ActionError> {
+    let mut out = BTreeMap::new();
+    for c in changes {
+        if !out.contains_key(&c.backend) {
+            out.insert(c.backend.clone(), rt.servers(&c.backend).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// Apply changes in order (ready, drain, maint), then verify them all. Returns every server as
+/// it was before, and how many actually changed. Each backend is read once before and once
+/// after: the runtime API takes one command per connection and serves them one at a time, and
+/// a fleet's switches all queue there.
 async fn apply(rt: &Runtime, changes: &[ServerChange]) -> Result<(Vec<ServerStatus>, usize), ActionError> {
     let mut sorted: Vec<&ServerChange> = changes.iter().collect();
     sorted.sort_by_key(|c| order(c));
     let mut before = vec![];
     let mut changed = 0;
-    for c in sorted {
-        let now = find(rt, &c.backend, &c.server).await?;
+    let was = states(rt, &sorted).await?;
+    for c in &sorted {
+        let now = find(&was[&c.backend], &c.backend, &c.server)?;
         before.push(now.clone());
         if !differences(&now, c).is_empty() {
             changed += 1;
@@ -329,7 +343,10 @@ async fn apply(rt: &Runtime, changes: &[ServerChange]) -> Result<(Vec<ServerStat
             }
             rt.set(&c.backend, &c.server, &format!("state {}", s.word())).await?;
         }
-        let after = find(rt, &c.backend, &c.server).await?;
+    }
+    let is = states(rt, &sorted).await?;
+    for c in &sorted {
+        let after = find(&is[&c.backend], &c.backend, &c.server)?;
         let left = differences(&after, c);
         if !left.is_empty() {
             return Err(ActionError::retryable(format!(
@@ -380,6 +397,13 @@ impl TypedAction for HaproxySet {
             }
             if s.port.is_some() && s.address.is_none() {
                 errs.push(ParamError::at(&["servers"], "`port` goes with `address`"));
+            }
+            if p.servers[..i].iter().any(|o| o.backend == s.backend && o.server == s.server) {
+                errs.push(ParamError {
+                    path: vec![drover_api::PathSegment::Key("servers".into()), drover_api::PathSegment::Index(i)],
+                    message: format!("server `{}/{}` is listed twice", s.backend, s.server),
+                    hint: Some("give each server once, with everything that changes on it".into()),
+                });
             }
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
@@ -492,5 +516,16 @@ mod tests {
             ]
         );
         assert!(parse_servers_state("2\n").is_err());
+    }
+
+    #[test]
+    fn a_server_listed_twice_is_refused_at_load() {
+        // Its changes are applied against one reading and verified together: give it once.
+        let twice = serde_json::json!({ "site": "lb", "servers": [
+            { "backend": "app", "server": "east", "weight": 10 },
+            { "backend": "app", "server": "east", "state": "maint" },
+        ] });
+        let errs = typed(HaproxySet).check_params(&twice).unwrap_err();
+        assert!(errs.iter().any(|e| e.message == "server `app/east` is listed twice"), "{errs:?}");
     }
 }

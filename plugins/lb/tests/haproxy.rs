@@ -267,6 +267,44 @@ async fn a_runtime_api_that_never_answers_is_retryable_after_the_site_s_timeout(
     );
 }
 
+/// A loopback link to `port` that counts the connections made through it.
+async fn counting_link(port: u16) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap().port();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut server = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (at, count)
+}
+
+/// The runtime API takes one command per connection and serves them one at a time; a fleet's
+/// switches all queue there. A switch reads each backend once before and once after its
+/// changes: flipping two servers is 2 reads + 2 `set server` (was 6 commands), a repeated
+/// switch 2 reads (was 4).
+async fn a_switch_reads_each_backend_once_before_and_once_after(kind: Kind) {
+    let lab = lab(kind).await;
+    let (port, commands) = counting_link(lab.stats).await;
+    let c = ctx(port);
+    let flip = json!({ "site": "lb", "servers": [
+        { "backend": "app", "server": "east", "state": "maint" },
+        { "backend": "app", "server": "west", "state": "ready" },
+    ] });
+    let out = action("lb.haproxy.set").run(&c, &flip).await.unwrap();
+    assert_eq!(out["changed"], 2);
+    assert_eq!(commands.swap(0, std::sync::atomic::Ordering::SeqCst), 4);
+    let out = action("lb.haproxy.set").run(&c, &flip).await.unwrap();
+    assert_eq!(out["changed"], 0);
+    assert_eq!(commands.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// Each scenario against HAProxy and the stand-in.
 macro_rules! both {
     ($($name:ident),*) => {
@@ -289,5 +327,6 @@ both!(
     traffic_moves_to_the_dr_backend_and_undo_moves_it_back,
     weights_and_addresses_change_and_are_verified,
     unknown_backends_and_servers_are_named_with_what_exists,
-    a_dead_runtime_api_is_a_retryable_error
+    a_dead_runtime_api_is_a_retryable_error,
+    a_switch_reads_each_backend_once_before_and_once_after
 );
