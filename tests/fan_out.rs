@@ -663,6 +663,34 @@ async fn a_list_that_changed_since_it_was_planned_stops_the_run_before_any_item(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_field_no_step_reads_may_move_between_the_plan_and_the_run() {
+    // A relationship's lag moves every second: the list found at run time differs only there.
+    let yaml = DISCOVERED.replace(
+        "with: { items: [{ name: vol_a }, { name: vol_b }] }",
+        "with: { items: [{ name: vol_a, lag: 7 }, { name: vol_b, lag: 7 }], \
+         items_at_run: [{ name: vol_a, lag: 8 }, { name: vol_b, lag: 8 }] }",
+    );
+    let (ran, _) = run_discovering(&yaml).await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded, "{:?}", ran.summary);
+    assert_eq!(ran.summary.outputs["break[vol_b]"]["value"], json!("vol_b"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_field_a_step_reads_that_changed_since_the_plan_stops_the_run_before_any_item() {
+    let yaml = DISCOVERED
+        .replace(
+            "with: { items: [{ name: vol_a }, { name: vol_b }] }",
+            "with: { items: [{ name: vol_a, path: \"svm:a\" }, { name: vol_b, path: \"svm:b\" }], \
+             items_at_run: [{ name: vol_a, path: \"svm:a\" }, { name: vol_b, path: \"svm2:b\" }] }",
+        )
+        .replace("with: { value: \"${{ item.name }}\" }", "with: { value: \"${{ item.path }}\" }");
+    let (ran, log) = run_discovering(&yaml).await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert!(ran.error("discover").message.contains("changed since the run was planned (2 items then, 2 now)"));
+    assert!(!calls(&log).iter().any(|c| c.starts_with("run:break")), "{:?}", calls(&log));
+}
+
+#[tokio::test(start_paused = true)]
 async fn items_found_at_run_time_are_checked_before_anything_changes() {
     let yaml = DISCOVERED.replace("{ name: vol_b }", "{ volume: vol_b }");
     let (ran, log) = run_discovering(&yaml).await;

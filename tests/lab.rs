@@ -150,23 +150,9 @@ fn a_lab_fleet_fails_over_volume_by_volume_and_tier_by_tier() {
 /// fail over, and the report says which is which.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_fleet_one_app_failing_before_its_break_is_rolled_back_alone() {
-    use drover_ontap_sim::{Fault, FaultKind};
     let dir = tempfile::tempdir().unwrap();
     let lab = simulated_fleet(dir.path(), drover::lab::Fleet { apps: 3, volumes_per_app: 2, tiers: 1, svms: 2 }).await;
-    let uuid =
-        lab.ontap.with_world(|w| w.rels.iter().find(|r| r.dst_path == "svm_dr2:shop_2_v2").unwrap().uuid.clone());
-    lab.ontap.inject(Fault {
-        server: Some("west".into()),
-        method: Some("PATCH".into()),
-        path: Some(uuid),
-        kind: FaultKind::SyncError {
-            status: 400,
-            code: "13303818".into(),
-            message: "the relationship cannot be quiesced now".into(),
-        },
-        remaining: None,
-        share: 1.0,
-    });
+    refuse_quiesce(&lab, "west", "svm_dr2:shop_2_v2");
     let (out, text) = fleet_failover(&dir.path().join("state"), &lab, lab.inventory.as_ref().unwrap()).await;
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("3 items of params.apps: 2 recovered, 0 failed, 1 rolled back"), "{text}");
@@ -275,7 +261,6 @@ fn a_lab_fleet_fails_back_volume_by_volume_and_returns_to_where_it_started() {
 /// serving, its reversed volumes replicating again — and the other apps come home.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_fleet_failback_one_app_failing_before_its_break_keeps_serving_at_dr() {
-    use drover_ontap_sim::{Fault, FaultKind};
     let dir = tempfile::tempdir().unwrap();
     let lab = simulated_fleet(dir.path(), drover::lab::Fleet { apps: 3, volumes_per_app: 2, tiers: 1, svms: 2 }).await;
     let inventory = lab.inventory.clone().unwrap();
@@ -283,20 +268,7 @@ async fn in_a_fleet_failback_one_app_failing_before_its_break_keeps_serving_at_d
     assert_eq!(out.status.code(), Some(0), "{text}");
 
     // A reversal keeps the relationship's uuid; on east, its only PATCH before the break is the quiesce.
-    let uuid =
-        lab.ontap.with_world(|w| w.rels.iter().find(|r| r.dst_path == "svm_dr2:shop_2_v2").unwrap().uuid.clone());
-    lab.ontap.inject(Fault {
-        server: Some("east".into()),
-        method: Some("PATCH".into()),
-        path: Some(uuid),
-        kind: FaultKind::SyncError {
-            status: 400,
-            code: "13303818".into(),
-            message: "the relationship cannot be quiesced now".into(),
-        },
-        remaining: None,
-        share: 1.0,
-    });
+    refuse_quiesce(&lab, "east", "svm_dr2:shop_2_v2");
     let (out, text) = fleet_run(&dir.path().join("state"), &lab, "runbooks/failback.yaml", &inventory).await;
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("3 items of params.apps: 2 recovered, 0 failed, 1 rolled back"), "{text}");
@@ -997,4 +969,23 @@ fn the_lab_leaves_no_process_and_no_file_behind_after_sigterm_or_sigkill() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+}
+
+/// The ONTAP simulator's `cluster` refuses every change to the relationship whose destination
+/// is `destination` — before its break, the only change is the quiesce.
+fn refuse_quiesce(lab: &drover::lab::Lab, cluster: &str, destination: &str) {
+    use drover_ontap_sim::{Fault, FaultKind};
+    let uuid = lab.ontap.with_world(|w| w.rels.iter().find(|r| r.dst_path == destination).unwrap().uuid.clone());
+    lab.ontap.inject(Fault {
+        server: Some(cluster.into()),
+        method: Some("PATCH".into()),
+        path: Some(uuid),
+        kind: FaultKind::SyncError {
+            status: 400,
+            code: "13303818".into(),
+            message: "the relationship cannot be quiesced now".into(),
+        },
+        remaining: None,
+        share: 1.0,
+    });
 }

@@ -279,29 +279,22 @@ impl<'a> Board<'a> {
             .loaded
             .discovered
             .iter()
-            .filter(|(t, _)| t.refs().iter().any(|(p, _)| p[0] == "steps" && p.get(1) == Some(id)))
+            .filter(|d| d.list.refs().iter().any(|(p, _)| p[0] == "steps" && p.get(1) == Some(id)))
             .collect();
         if lists.is_empty() {
             return None;
         }
         let before = self.outputs[i].replace(outputs.clone());
-        let mut changed = None;
-        for (t, planned) in lists {
-            let now = t.render(&self.scope(i)).unwrap_or(serde_json::Value::Null);
-            if &now != planned {
-                let count = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
-                changed = Some(
-                    ActionError::permanent(format!(
-                        "the list this step finds changed since the run was planned ({} items then, {} now): \
-                         the steps planned for each item are not the ones to run",
-                        count(planned),
-                        count(&now)
-                    ))
-                    .with_hint("nothing planned per item has started; run again to plan the list as it is now"),
-                );
-                break;
-            }
-        }
+        let changed = lists.into_iter().find_map(|d| {
+            let now = d.list.render(&self.scope(i)).unwrap_or(serde_json::Value::Null);
+            d.changed(&now).map(|(then, now)| {
+                ActionError::permanent(format!(
+                    "the list this step finds changed since the run was planned ({then} items then, {now} now): \
+                     the steps planned for each item are not the ones to run"
+                ))
+                .with_hint("nothing planned per item has started; run again to plan the list as it is now")
+            })
+        });
         self.outputs[i] = before;
         changed
     }

@@ -60,8 +60,8 @@ pub struct Loaded {
     /// Some lists are read from steps' outputs: the steps stay as written until the run
     /// reads them (`discovery`, then `expand_discovered`).
     pub deferred: Option<Deferred>,
-    /// Lists this runbook was expanded with at run time, and the values they had.
-    pub discovered: Vec<(expr::Template, Value)>,
+    /// Lists this runbook was expanded with at run time, as far as its plan stands on them.
+    pub discovered: Vec<fan::Discovered>,
 }
 
 pub fn digest(bytes: &[u8]) -> String {

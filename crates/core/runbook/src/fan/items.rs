@@ -200,20 +200,7 @@ pub(super) fn check_fields(
             reads.push(Read { template: &slot.template, param, names_site, uses: &call.uses });
         }
     }
-    let mut fields: Vec<&[String]> = vec![];
-    if let Some((cond, _)) = &step.condition {
-        cond.refs(&mut |r| {
-            if r[0] == "item" {
-                fields.push(r)
-            }
-        });
-    }
-    for t in step.confirm.iter() {
-        fields.extend(t.refs().into_iter().map(|(p, _)| p).filter(|p| p[0] == "item"));
-    }
-    for Read { template: t, .. } in &reads {
-        fields.extend(t.refs().into_iter().map(|(p, _)| p).filter(|p| p[0] == "item"));
-    }
+    let fields = fields_read(step);
     let id = &step.id;
     for (n, item) in items.iter().enumerate() {
         let (file, pos) = &places[n];
@@ -281,6 +268,24 @@ pub(super) fn check_fields(
             }
         }
     }
+}
+
+/// Every `item.FIELD` a step reads — in its action's and its undo's parameters, its
+/// condition and its confirmation — as the reference (`["item", "name"]`; `["item"]`: all of it).
+pub(super) fn fields_read(step: &Step) -> Vec<&[String]> {
+    let mut fields: Vec<&[String]> = vec![];
+    if let Some((cond, _)) = &step.condition {
+        cond.refs(&mut |r| {
+            if r[0] == "item" {
+                fields.push(r)
+            }
+        });
+    }
+    let slots = std::iter::once(&step.call).chain(step.undo.as_ref()).flat_map(|c| c.slots.iter());
+    for t in step.confirm.iter().chain(slots.map(|s| &s.template)) {
+        fields.extend(t.refs().into_iter().map(|(p, _)| p).filter(|p| p[0] == "item"));
+    }
+    fields
 }
 
 /// A step reads a fanned step's outputs only as its own item's instance: from a step fanned

@@ -86,9 +86,55 @@ pub(crate) struct Expanded {
     /// Some lists are read from steps' outputs: the steps stay as written until the run
     /// reads them.
     pub deferred: bool,
-    /// The lists read from steps' outputs, and what they were: the run checks that the
-    /// step gives the same list when it runs for real.
-    pub discovered: Vec<(crate::expr::Template, Value)>,
+    /// The lists read from steps' outputs, and what the plan took from them: the run checks
+    /// that the step gives the same list when it runs for real.
+    pub discovered: Vec<Discovered>,
+}
+
+/// A list read from a step's outputs, as far as the plan stands on it: each item's key, its
+/// tier and owner, and the fields the steps fanned over it read. A field nothing reads (a
+/// relationship's lag, which moves every second) may change between the plan and the run.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    pub list: crate::expr::Template,
+    /// The fields kept of each mapping item (`[]`: all of it).
+    fields: Vec<Vec<String>>,
+    planned: Value,
+}
+
+impl Discovered {
+    fn new(list: crate::expr::Template, mut fields: Vec<Vec<String>>, items: &[Value]) -> Discovered {
+        fields.sort();
+        fields.dedup();
+        let mut d = Discovered { list, fields, planned: Value::Null };
+        d.planned = d.kept(items);
+        d
+    }
+
+    /// What the plan stands on of these items.
+    fn kept(&self, items: &[Value]) -> Value {
+        let keep = |item: &Value| {
+            if !item.is_object() || self.fields.iter().any(Vec::is_empty) {
+                return item.clone();
+            }
+            let mut out = serde_json::Map::new();
+            for path in &self.fields {
+                if let Some(v) = dig(item, path) {
+                    out.insert(path.join("."), v.clone());
+                }
+            }
+            Value::Object(out)
+        };
+        Value::Array(items.iter().map(keep).collect())
+    }
+
+    /// How many items the plan had and the list has now, when the list now differs in
+    /// anything the plan stands on.
+    pub fn changed(&self, now: &Value) -> Option<(usize, usize)> {
+        let items = now.as_array().map_or(&[][..], Vec::as_slice);
+        let count = |v: &Value| v.as_array().map_or(0, Vec::len);
+        (self.kept(items) != self.planned).then(|| (count(&self.planned), items.len()))
+    }
 }
 
 /// Replace every fanned step whose list is known by one instance per item (and a step per
@@ -101,6 +147,9 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
     }
     let mut problems = Problems { rb_file: rb.path.clone(), found: Diagnostics::default() };
     let mut lists: HashMap<String, Fanned> = HashMap::new();
+    // Per list read from outputs: its template, items, and the fields its steps stand on.
+    type Found<'t> = (&'t crate::expr::Template, Vec<Value>, Vec<Vec<String>>);
+    let mut discovered: BTreeMap<String, Found> = BTreeMap::new();
     for step in &rb.steps {
         let Some(fe) = &step.for_each else { continue };
         if let Some(reads) = items::reads_steps(fe)
@@ -111,14 +160,19 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
             continue;
         }
         if let Some((items, source, places)) = items::resolve_list(step, fe, known, &mut problems) {
-            if let (Items::Expr(t, _), Some(_)) = (&fe.items, items::reads_steps(fe)) {
-                expanded.discovered.push((t.clone(), Value::Array(items.clone())));
+            if let (Items::Expr(t, text), Some(_)) = (&fe.items, items::reads_steps(fe)) {
+                let (_, _, fields) = discovered.entry(text.trim().to_string()).or_insert((t, items.clone(), vec![]));
+                let structure = [Some(&fe.key), fe.tier.as_ref(), fe.belongs_to.as_ref()];
+                fields.extend(structure.into_iter().flatten().map(|f| vec![f.clone()]));
+                fields.extend(items::fields_read(step).into_iter().map(|p| p[1..].to_vec()));
             }
             let keys = items::keys(step, fe, &items, &places, &mut problems);
             items::check_fields(step, &items, &keys, &places, known, &mut problems);
             lists.insert(step.id.clone(), Fanned::new(source, keys, items, places));
         }
     }
+    expanded.discovered =
+        discovered.into_values().map(|(t, items, fields)| Discovered::new(t.clone(), fields, &items)).collect();
     groups::resolve(rb, &mut lists, &mut problems);
     items::check_reads(rb, &lists, &mut problems);
     let shared = share(rb, &lists, known, &mut problems);
