@@ -186,6 +186,10 @@ fn a_second_run_of_the_same_runbook_is_refused_while_the_first_holds_the_lock() 
     let rb2 = env.write("rb.yaml", &runbook("  - { id: quick, uses: log, with: { message: hi } }\n"));
     let out = env.run(&["run", rb2.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("taking over the run lock") && said.contains("is no longer running"), "{said}");
+    assert!(!said.contains("LockInfo") && !said.contains("Some("), "a sentence, not a debug dump: {said}");
+    assert!(!said.contains('\u{1b}'), "no colour codes in a pipe: {said:?}");
 }
 
 #[test]
@@ -591,4 +595,136 @@ fn resuming_a_fleet_runs_only_the_application_that_did_not_finish() {
     assert_eq!(moved.lines().filter(|l| *l == "payments").count(), 2, "{moved}");
     assert_eq!(moved.lines().filter(|l| *l == "orders").count(), 1, "the others are not moved again: {moved}");
     assert!(text(&resumed).contains("6 items of params.apps: 6 recovered, 0 failed"), "{}", text(&resumed));
+}
+
+/// kubectl's manners: `-o json|yaml|text` on the commands that show things; a file is
+/// `--out FILE` (`report -o json` once wrote a file named `json`).
+#[test]
+fn status_report_plan_and_actions_speak_json_and_yaml_with_dash_o() {
+    let env = Env::new();
+    let out = env.run(&["run", "examples/hello.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let cwd = env.path("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let run_in = |args: &[&str]| env.cmd().current_dir(&cwd).args(args).output().unwrap();
+    for (args, key) in [
+        (vec!["status"], "runs"),
+        (vec!["status", "latest"], "counts"),
+        (vec!["report"], "critical_path"),
+        (vec!["plan", "examples/hello.yaml"], "critical_path"),
+    ] {
+        let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello.yaml");
+        let args: Vec<&str> =
+            args.iter().map(|a| if *a == "examples/hello.yaml" { hello.to_str().unwrap() } else { a }).collect();
+        let json = run_in(&[&["-o", "json"], &args[..]].concat());
+        assert_eq!(json.status.code(), Some(0), "{args:?}: {}", text(&json));
+        let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(json.get(key).is_some(), "{args:?}: {json}");
+        let yaml = run_in(&[&args[..], &["--output", "yaml"]].concat());
+        let yaml: serde_json::Value = serde_yaml::from_slice(&yaml.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(yaml, json, "{args:?}: the same document in YAML");
+    }
+    let actions = run_in(&["actions", "-o", "yaml"]);
+    let actions: Vec<serde_json::Value> = serde_yaml::from_slice(&actions.stdout).unwrap();
+    assert!(actions.iter().any(|a| a["name"] == "ontap.snapmirror.break"));
+    assert!(std::fs::read_dir(&cwd).unwrap().next().is_none(), "`-o json` writes no file named json");
+
+    let page = env.path("report.html");
+    let out = run_in(&["report", "latest", "--format", "html", "--out", page.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(std::fs::read_to_string(&page).unwrap().starts_with("<!DOCTYPE html>"));
+    assert!(text(&out).contains("wrote the report of run"), "{}", text(&out));
+}
+
+/// `status` counts what ran, what was skipped and what never ran (it once said 14/14 for a run
+/// whose first step failed), and shows the start, the duration and who answered each gate.
+#[test]
+fn status_counts_steps_that_never_ran_and_names_the_approver() {
+    let env = Env::new();
+    let rb = env.write(
+        "rb.yaml",
+        &runbook(
+            "  - { id: ask, uses: log, confirm: \"Go on?\", with: { message: asked } }\n\
+             \x20 - { id: off, uses: log, needs: [ask], if: \"false\", with: { message: never } }\n\
+             \x20 - { id: fail, uses: exec, needs: [ask], with: { command: \"false\" } }\n\
+             \x20 - { id: after, uses: log, needs: [fail], with: { message: never } }\n\
+             \x20 - { id: last, uses: log, needs: [after], with: { message: never } }\n",
+        ),
+    );
+    let out = env.run(&["run", rb.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let list = text(&env.run(&["status"]));
+    assert!(list.contains("2 ran (1 failed), 1 skipped, 2 not run of 5"), "{list}");
+    assert!(list.contains("started (UTC)") && list.contains("took"), "{list}");
+    let one = text(&env.run(&["status", "latest"]));
+    assert!(one.contains("a real run, started 20") && one.contains("UTC, took "), "{one}");
+    assert!(one.contains("steps: 2 ran (1 failed), 1 skipped, 2 not run of 5"), "{one}");
+    assert!(one.contains("gate `ask` approved by --yes"), "{one}");
+    let json: serde_json::Value = serde_json::from_slice(&env.run(&["status", "latest", "-o", "json"]).stdout).unwrap();
+    assert_eq!(json["counts"]["not_run"], 2, "{json}");
+    assert_eq!(json["approvals"][0]["step"], "ask", "{json}");
+    assert!(json["duration_ms"].is_u64() && json["started"].is_string(), "{json}");
+}
+
+#[test]
+fn version_completion_and_examples_in_every_help() {
+    let env = Env::new();
+    let out = env.run(&["version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out).starts_with(&format!("drover {}", env!("CARGO_PKG_VERSION"))), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&env.run(&["version", "-o", "json"]).stdout).unwrap();
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.run(&["completion", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("failover") && script.contains("rehearse"), "{shell}: {script}");
+    }
+    let out = env.run(&["completion", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is bad input: {}", text(&out));
+
+    // Every command a person can type has examples in its --help.
+    fn walk(cmd: &clap::Command, path: &mut Vec<String>, missing: &mut Vec<String>) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            path.push(sub.get_name().to_string());
+            if sub.has_subcommands() {
+                walk(sub, path, missing);
+            } else if !sub.get_after_help().is_some_and(|h| h.to_string().contains("Examples:")) {
+                missing.push(path.join(" "));
+            }
+            path.pop();
+        }
+    }
+    let mut missing = vec![];
+    walk(&<drover::cli::Cli as clap::CommandFactory>::command(), &mut vec![], &mut missing);
+    assert!(missing.is_empty(), "no examples in the --help of: {missing:?}");
+    let help = text(&env.run(&["failover", "--help"]));
+    assert!(help.contains("Examples:\n  drover failover --params-file"), "{help}");
+}
+
+/// The live view (a terminal: run under `script`, a pseudo-terminal) ends with a status line:
+/// steps done of all, and the time elapsed against the runbook's RTO target.
+#[test]
+fn the_live_view_shows_steps_done_of_all_and_the_time_against_the_rto_target() {
+    let env = Env::new();
+    let rb = env.write(
+        "rb.yaml",
+        "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: t }\n\
+         params:\n  rto_target: { type: duration, default: 15m }\nsteps:\n\
+         \x20 - { id: first, uses: sleep, with: { duration: 300ms } }\n\
+         \x20 - { id: second, uses: log, needs: [first], with: { message: done } }\n",
+    );
+    let command = format!("{} run {}", env!("CARGO_BIN_EXE_drover"), rb.display());
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("DROVER_STATE_DIR", env.path("state"))
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("`script` (util-linux) gives the run a terminal");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    assert!(screen.contains("0 of 2 steps done, 1 running"), "{screen}");
+    assert!(screen.contains("1 of 2 steps done"), "{screen}");
+    assert!(screen.contains("elapsed of the 15m RTO target"), "{screen}");
 }

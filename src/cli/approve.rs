@@ -5,7 +5,7 @@ use super::out::outln;
 use clap::Args;
 use serde_json::json;
 
-use super::{Cli, CliError, Output, exit};
+use super::{Cli, CliError, exit};
 use crate::journal::lock;
 use crate::journal::state::{RunState, StateDir};
 
@@ -48,8 +48,8 @@ pub fn approve(cli: &Cli, a: &ApproveArgs) -> Result<i32, CliError> {
     super::gate::write_answer(&state.approvals(&id), &a.step, &by, a.deny)
         .map_err(|e| CliError::new(exit::STATE_ERROR, format!("cannot record the answer: {e}")))?;
     let verb = if a.deny { "denied" } else { "approved" };
-    if cli.output == Output::Json {
-        outln!("{}", json!({ "run_id": id, "step": a.step, verb: true, "by": by }));
+    if cli.output.machine() {
+        super::out::emit(cli.output, &json!({ "run_id": id, "step": a.step, verb: true, "by": by }));
     } else {
         outln!("{verb} `{}` of run {id} ({message}) as {by}", a.step);
     }

@@ -1,7 +1,7 @@
 //! Commands that read and change nothing in the world: validate, plan, status, report,
 //! approve (writes one file for the running process), actions.
 
-use super::out::{out, outln};
+use super::out::{emit, out, outln};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -46,8 +46,8 @@ pub fn validate(cli: &Cli, a: &ValidateArgs, registry: &Registry) -> Result<i32,
             }
         }
     }
-    if cli.output == Output::Json {
-        outln!("{}", json!({ "ok": all_ok, "files": results }));
+    if cli.output.machine() {
+        emit(cli.output, &json!({ "ok": all_ok, "files": results }));
     }
     Ok(if all_ok { exit::SUCCESS } else { exit::INVALID_INPUT })
 }
@@ -60,8 +60,8 @@ pub fn load_or_report(
     require: bool,
 ) -> Result<Loaded, CliError> {
     runbook::load(file, registry, &inputs.options(require)).map_err(|d| {
-        if cli.output == Output::Json {
-            outln!("{}", json!({ "ok": false, "problems": d }));
+        if cli.output.machine() {
+            emit(cli.output, &json!({ "ok": false, "problems": d }));
         } else {
             eprintln!("{d}");
         }
@@ -136,7 +136,7 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
     });
     let path: Vec<usize> = path.into_iter().filter(|&i| runs(i)).collect();
     let path_ids: Vec<&str> = path.iter().map(|&i| rb.steps[i].id.as_str()).collect();
-    let format = if cli.output == Output::Json { PlanFormat::Json } else { a.format };
+    let format = if cli.output.machine() { PlanFormat::Json } else { a.format };
     let mut out = String::new();
     match format {
         PlanFormat::Text => {
@@ -300,12 +300,9 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
                     })
                 })
                 .collect();
-            let _ = writeln!(
-                out,
-                "{}",
-                json!({ "runbook": rb.name, "steps": steps, "critical_path": path_ids,
-                        "critical_path_estimate_ms": if estimated { Some(weight as u64) } else { None } })
-            );
+            let plan = json!({ "runbook": rb.name, "steps": steps, "critical_path": path_ids,
+                    "critical_path_estimate_ms": if estimated { Some(weight as u64) } else { None } });
+            emit(if cli.output.machine() { cli.output } else { Output::Json }, &plan);
         }
         PlanFormat::Dot => {
             let _ =
@@ -347,6 +344,73 @@ pub struct StatusArgs {
     pub run: Option<String>,
 }
 
+/// How many of a run's steps ran, were skipped or never ran.
+#[derive(Debug, Default, serde::Serialize)]
+struct StepCounts {
+    total: usize,
+    /// Began at least once (a dry run's checked steps included).
+    ran: usize,
+    /// Of those that ran, how many failed.
+    failed: usize,
+    /// Running now, or waiting for an approval.
+    running: usize,
+    /// Their `if:` was false.
+    skipped: usize,
+    /// Never began: blocked by a failure, stopped by the run's end, or not reached yet.
+    not_run: usize,
+}
+
+impl StepCounts {
+    fn of(s: &RunState, live: bool) -> StepCounts {
+        let mut c = StepCounts { total: s.start.steps.len(), ..StepCounts::default() };
+        for st in &s.start.steps {
+            let Some(r) = s.steps.get(&st.id) else {
+                c.not_run += 1;
+                continue;
+            };
+            match r.outcome {
+                _ if live && (r.in_flight || r.gate_waiting.is_some()) => c.running += 1,
+                Some(Outcome::Skipped) => c.skipped += 1,
+                Some(Outcome::Blocked | Outcome::NotRun) => c.not_run += 1,
+                None if !r.in_flight => c.not_run += 1,
+                outcome => {
+                    c.ran += 1;
+                    c.failed += usize::from(outcome.is_some_and(|o| o.is_failure() || o == Outcome::FailedContinued));
+                }
+            }
+        }
+        c
+    }
+
+    fn sentence(&self) -> String {
+        let mut parts = vec![match self.failed {
+            0 => format!("{} ran", self.ran),
+            f => format!("{} ran ({f} failed)", self.ran),
+        }];
+        if self.running > 0 {
+            parts.push(format!("{} running", self.running));
+        }
+        parts.push(format!("{} skipped", self.skipped));
+        parts.push(format!("{} not run", self.not_run));
+        format!("{} of {}", parts.join(", "), self.total)
+    }
+}
+
+/// When a run started, and how long it has taken (to its last record; a live run: until now).
+fn started_and_took(s: &RunState, live: bool) -> (Option<String>, Option<u64>) {
+    let at = |r: &crate::engine::events::Record| humantime::parse_rfc3339_weak(&r.at).ok();
+    let first = s.records.first();
+    let start = first.and_then(at);
+    let end = if live { Some(std::time::SystemTime::now()) } else { s.records.last().and_then(at) };
+    let took = start.zip(end).and_then(|(a, b)| b.duration_since(a).ok()).map(|d| d.as_millis() as u64);
+    (first.map(|r| r.at.clone()), took)
+}
+
+/// `2026-12-02T14:14:12.681Z` as a person scans it in a table: `2026-12-02 14:14:12`.
+fn short_time(at: &str) -> String {
+    at.get(..19).map(|t| t.replace('T', " ")).unwrap_or_else(|| at.to_string())
+}
+
 pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
     let state = StateDir::new(&cli.state_dir);
     match &a.run {
@@ -359,27 +423,38 @@ pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
                     continue;
                 };
                 let live = lock::holder(&state.locks(), &s.start.runbook).is_some_and(|h| &h.run_id == id);
-                let done = s.steps.values().filter(|r| r.outcome.is_some_and(|o| o != Outcome::Interrupted)).count();
+                let (started, took) = started_and_took(&s, live);
+                let counts = StepCounts::of(&s, live);
                 rows.push(json!({
                     "run_id": id, "runbook": s.start.runbook, "mode": s.start.mode, "state": s.state_label(live),
-                    "started": s.records.first().map(|r| r.at.clone()), "steps_done": done, "steps": s.start.steps.len(),
+                    "started": started, "duration_ms": took, "steps": counts,
+                    "summary": counts.sentence(),
                 }));
             }
-            if cli.output == Output::Json {
-                outln!("{}", json!({ "runs": rows }));
+            if cli.output.machine() {
+                emit(cli.output, &json!({ "runs": rows }));
             } else if rows.is_empty() {
                 outln!("no runs in {}", cli.state_dir.display());
             } else {
-                outln!("{:<44}  {:<20}  {:<8}  {:<28}  steps", "run", "runbook", "mode", "state");
+                outln!(
+                    "{:<44}  {:<20}  {:<8}  {:<24}  {:<19}  {:>8}  steps",
+                    "run",
+                    "runbook",
+                    "mode",
+                    "state",
+                    "started (UTC)",
+                    "took"
+                );
                 for r in rows {
                     outln!(
-                        "{:<44}  {:<20}  {:<8}  {:<28}  {}/{}",
+                        "{:<44}  {:<20}  {:<8}  {:<24}  {:<19}  {:>8}  {}",
                         r["run_id"].as_str().unwrap_or(""),
                         r["runbook"].as_str().unwrap_or("-"),
                         r["mode"].as_str().unwrap_or("-"),
                         r["state"].as_str().unwrap_or("-"),
-                        r["steps_done"],
-                        r["steps"]
+                        r["started"].as_str().map(short_time).unwrap_or_else(|| "-".into()),
+                        r["duration_ms"].as_u64().map(fmt_ms).unwrap_or_else(|| "-".into()),
+                        r["summary"].as_str().unwrap_or("-")
                     );
                 }
             }
@@ -391,7 +466,10 @@ pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
                 .map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
             let (s, _) = RunState::load(&state.journal(&id))?;
             let live = lock::holder(&state.locks(), &s.start.runbook).is_some_and(|h| h.run_id == id);
-            if cli.output == Output::Json {
+            let (started, took) = started_and_took(&s, live);
+            let counts = StepCounts::of(&s, live);
+            let approvals = Report::from_state(&s).approvals;
+            if cli.output.machine() {
                 let steps: Vec<Value> = s
                     .start
                     .steps
@@ -399,15 +477,32 @@ pub fn status(cli: &Cli, a: &StatusArgs) -> Result<i32, CliError> {
                     .map(|st| {
                         let r = &s.steps[&st.id];
                         json!({ "id": st.id, "uses": st.uses, "outcome": r.outcome, "running": r.in_flight,
-                                "attempts": r.attempts, "waiting_for_approval": r.gate_waiting })
+                                "attempts": r.attempts, "waiting_for_approval": r.gate_waiting,
+                                "approved_by": r.approved_by })
                     })
                     .collect();
-                outln!(
-                    "{}",
-                    json!({ "run_id": id, "runbook": s.start.runbook, "state": s.state_label(live), "steps": steps })
+                emit(
+                    cli.output,
+                    &json!({ "run_id": id, "runbook": s.start.runbook, "mode": s.start.mode,
+                             "state": s.state_label(live), "started": started, "duration_ms": took,
+                             "counts": counts, "approvals": approvals, "steps": steps }),
                 );
             } else {
                 outln!("run {id} of `{}`: {}", s.start.runbook, s.state_label(live));
+                let mode = match s.start.mode {
+                    RunMode::Run => "a real run",
+                    RunMode::DryRun => "a dry run (nothing changed)",
+                };
+                let when = started.as_deref().map(short_time).unwrap_or_else(|| "-".into());
+                let took = took.map(fmt_ms).unwrap_or_else(|| "-".into());
+                let took = if live { format!("running for {took}") } else { format!("took {took}") };
+                outln!("  {mode}, started {when} UTC, {took}");
+                outln!("  steps: {}", counts.sentence());
+                for ap in &approvals {
+                    let verb = if ap.approved { "approved" } else { "denied" };
+                    outln!("  gate `{}` {verb} by {} at {}", ap.step, ap.by, short_time(&ap.at));
+                }
+                outln!();
                 for st in &s.start.steps {
                     let r = &s.steps[&st.id];
                     let word = match (r.outcome, r.in_flight, &r.gate_waiting) {
@@ -443,10 +538,11 @@ pub struct ReportArgs {
     /// A run id (unique prefix or suffix, or `latest`).
     #[arg(default_value = "latest")]
     pub run: String,
+    /// `html`: the self-contained page to attach to the incident; `-o json|yaml` wins over it.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
     /// Write to this file instead of standard output.
-    #[arg(long, short = 'o', value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
 
@@ -456,15 +552,20 @@ pub fn report(cli: &Cli, a: &ReportArgs) -> Result<i32, CliError> {
         state.resolve(&a.run).map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
     let (s, _) = RunState::load(&state.journal(&id))?;
     let r = Report::from_state(&s);
-    let format = if cli.output == Output::Json { ReportFormat::Json } else { a.format };
-    let text = match format {
-        ReportFormat::Text => r.to_text(),
-        ReportFormat::Json => r.to_json() + "\n",
-        ReportFormat::Html => render_html(&r),
+    let text = match (cli.output, a.format) {
+        (Output::Yaml, _) => serde_yaml::to_string(&r).expect("reports serialize"),
+        (Output::Json, _) | (Output::Text, ReportFormat::Json) => r.to_json() + "\n",
+        (Output::Text, ReportFormat::Text) => r.to_text(),
+        (Output::Text, ReportFormat::Html) => render_html(&r),
     };
     match &a.out {
-        Some(path) => std::fs::write(path, text)
-            .map_err(|e| CliError::new(exit::STATE_ERROR, format!("cannot write {}: {e}", path.display())))?,
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| {
+                CliError::new(exit::STATE_ERROR, format!("cannot write the report to {}: {e}", path.display()))
+                    .hint("choose a file in a directory you can write, or leave out --out to print it")
+            })?;
+            eprintln!("wrote the report of run {id} to {}", path.display());
+        }
         None => out!("{text}"),
     }
     Ok(exit::SUCCESS)
@@ -488,9 +589,9 @@ pub fn actions(cli: &Cli, a: &ActionsArgs, registry: &Registry) -> Result<i32, C
         }
         None => all,
     };
-    if cli.output == Output::Json {
+    if cli.output.machine() {
         let infos: Vec<_> = chosen.iter().map(|a| a.info().clone()).collect();
-        outln!("{}", serde_json::to_string(&infos).expect("serializes"));
+        emit(cli.output, &infos);
         return Ok(exit::SUCCESS);
     }
     if a.name.is_none() {
@@ -611,8 +712,8 @@ pub fn rbac(cli: &Cli, a: &RbacArgs) -> Result<i32, CliError> {
         out
     };
     let docs = manifests(&chosen, &subject);
-    if cli.output == Output::Json {
-        outln!("{}", json!({ "items": docs }));
+    if cli.output.machine() {
+        emit(cli.output, &json!({ "items": docs }));
         return Ok(exit::SUCCESS);
     }
     let mut text = String::from(

@@ -5,20 +5,32 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{Cli, CliError, Output, exit};
+use super::{Cli, CliError, exit};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// Start the two-site lab (ONTAP and Kubernetes simulators; BIND, HAProxy and moto when
     /// installed, built-in stand-ins otherwise) in the foreground until Ctrl-C, and write its
     /// sites file.
+    #[command(after_help = "Examples:
+  drover lab up                                   then run the `try:` command it prints
+  drover lab up --config examples/lab/fleet.yaml   a fleet of apps in tiers")]
     Up(UpArgs),
     /// Start the lab, run runbooks/failover.yaml against it with the live view, print the
     /// report and check the end state. Exit 0 when the DR site serves.
+    #[command(after_help = "Examples:
+  drover lab failover
+  drover lab failover --mode unplanned        the primary is lost; apps come from S3 backups
+  drover lab failover --failback              and back again")]
     Failover(FailoverArgs),
     /// Run the ONTAP REST simulator (two clusters by default) until Ctrl-C.
+    #[command(after_help = "Examples:
+  drover lab ontap
+  drover lab ontap --topology examples/lab/ontap.yaml --dir /tmp/ontap")]
     Ontap(OntapArgs),
     /// Run a simulated Kubernetes API until Ctrl-C and write a kubeconfig for it.
+    #[command(after_help = "Examples:
+  drover lab kube --port 6443        then: KUBECONFIG=.drover/lab/kubeconfig-lab kubectl get ns")]
     Kube(KubeArgs),
 }
 
@@ -193,8 +205,8 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 crate::lab::start_kube(&a.name, a.port, &a.dir, drover_kube_sim::Settings::default())
                     .await
                     .map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
-            if cli.output == Output::Json {
-                outln!("{}", serde_json::json!({ "kube": cluster.url(), "kubeconfig": kubeconfig }));
+            if cli.output.machine() {
+                super::out::emit(cli.output, &serde_json::json!({ "kube": cluster.url(), "kubeconfig": kubeconfig }));
             } else {
                 outln!("Kubernetes API simulator (not a real API server) at {}", cluster.url());
                 outln!("kubeconfig: {}  (context `{}`)", kubeconfig.display(), a.name);
@@ -211,10 +223,10 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
             let (sim, sites) = crate::lab::start_ontap(&topology, &a.dir).await.map_err(|e| {
                 CliError::new(exit::INVALID_INPUT, e).hint("check the topology file (see examples/lab/ontap.yaml)")
             })?;
-            if cli.output == Output::Json {
+            if cli.output.machine() {
                 let eps: Vec<_> =
                     sim.endpoints().iter().map(|e| serde_json::json!({ "cluster": e.name, "url": e.url })).collect();
-                outln!("{}", serde_json::json!({ "ontap": eps, "sites_file": sites }));
+                super::out::emit(cli.output, &serde_json::json!({ "ontap": eps, "sites_file": sites }));
             } else {
                 outln!("ONTAP REST simulator (not a real ONTAP), from {}:", a.topology.display());
                 for e in sim.endpoints() {

@@ -10,7 +10,6 @@ mod run;
 mod signals;
 mod view;
 
-use out::outln;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -55,8 +54,9 @@ pub struct Cli {
     /// S3 settings come from the AWS chain (AWS_ENDPOINT_URL, AWS_REGION, credentials).
     #[arg(long, global = true, env = "DROVER_STATE", value_name = "URL")]
     pub state: Option<String>,
-    /// `text` for people, `json` for machines (one JSON object per line for runs).
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    /// `text` for people; `json` or `yaml` for machines (a run's events: one JSON object per
+    /// line, or one YAML document each).
+    #[arg(short, long, global = true, value_enum, value_name = "FORMAT", default_value_t = Output::Text)]
     pub output: Output,
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -69,46 +69,116 @@ pub struct Cli {
 pub enum Output {
     Text,
     Json,
+    Yaml,
+}
+
+impl Output {
+    /// For a program to read: JSON or YAML.
+    pub fn machine(self) -> bool {
+        self != Output::Text
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check runbooks without touching anything: syntax, keys, actions, parameters, graph, references.
+    #[command(after_help = "Examples:
+  drover validate runbooks/*.yaml
+  drover validate runbooks/failover.yaml --params-file inventory.yaml --sites sites.yaml")]
     Validate(info::ValidateArgs),
     /// Show the step graph: levels, critical path, conditions and gates.
+    #[command(after_help = "Examples:
+  drover plan runbooks/failover.yaml --params-file inventory.yaml
+  drover plan runbooks/failover.yaml --format mermaid     a picture for the wiki (or --format dot)
+  drover plan runbooks/failover.yaml -o yaml              for a program (or -o json)")]
     Plan(info::PlanArgs),
     /// Run a runbook (or, with --dry-run, check every step's preconditions and change nothing).
+    #[command(after_help = "Examples:
+  drover run examples/hello.yaml --param who=operator
+  drover run my-failover.yaml --params-file inventory.yaml --sites sites.yaml --dry-run
+  drover run my-failover.yaml --sites sites.yaml -o json | tee events.jsonl")]
     Run(run::RunArgs),
     /// Continue an interrupted or failed run from its journal.
+    #[command(after_help = "Examples:
+  drover resume latest
+  drover resume 20261202T1414 --param max_lag=4h       a param the finished steps did not use")]
     Resume(run::ResumeArgs),
     /// List runs, or show one run's steps.
+    #[command(after_help = "Examples:
+  drover status                      every run: state, start, duration, steps ran/skipped/not run
+  drover status latest               the last run's steps, and who answered its gates
+  drover status 20261202T1414 -o yaml")]
     Status(info::StatusArgs),
-    /// Show the report of a run (text, JSON or a self-contained HTML page).
+    /// Show the report of a run (text, JSON, YAML or a self-contained HTML page).
+    #[command(after_help = "Examples:
+  drover report                                         the last run, as text
+  drover report latest --format html --out failover.html
+  drover report 20261202T1414 -o json                   for a program (or -o yaml)")]
     Report(info::ReportArgs),
     /// Answer a manual gate of a running run from another terminal.
+    #[command(after_help = "Examples:
+  drover approve latest break --by alice
+  drover approve 20261202T1414 break --deny --by alice   the step fails and the run halts")]
     Approve(approve::ApproveArgs),
     /// List every action with its parameters and outputs.
+    #[command(after_help = "Examples:
+  drover actions
+  drover actions ontap.snapmirror.break
+  drover actions -o yaml")]
     Actions(info::ActionsArgs),
     /// Print the Kubernetes RBAC (ClusterRoles and bindings) a site's drover identity needs,
     /// per family of actions; a missing permission at run time names the family.
+    #[command(after_help = "Examples:
+  drover rbac | kubectl apply -f -
+  drover rbac --family restore --family check --for user:drover-dr")]
     Rbac(info::RbacArgs),
     /// Fail over: run the shipped failover runbook (runbooks/failover.yaml, built in;
     /// `--param mode=unplanned` when the primary is down) with all of `run`'s flags.
+    #[command(after_help = "Examples:
+  drover failover --params-file inventory.yaml --sites sites.yaml --dry-run
+  drover failover --params-file inventory.yaml --sites sites.yaml
+  drover failover --params-file inventory.yaml --sites sites.yaml --param mode=unplanned")]
     Failover(run::FlowArgs),
     /// Fail back: run the shipped failback runbook (runbooks/failback.yaml, built in) with all of
     /// `run`'s flags.
+    #[command(after_help = "Examples:
+  drover failback --params-file inventory.yaml --sites sites.yaml --dry-run
+  drover failback --params-file inventory.yaml --sites sites.yaml")]
     Failback(run::FlowArgs),
     /// Rehearse a failover without touching anything: a dry run of runbooks/failover.yaml that
     /// checks every precondition against the real systems and predicts the recovery time;
     /// `--live` runs runbooks/rehearsal.yaml (apps up in isolation from cloned replicas).
+    #[command(after_help = "Examples:
+  drover rehearse --params-file inventory.yaml --sites sites.yaml
+  drover rehearse --live --params-file inventory.yaml --sites sites.yaml")]
     Rehearse(run::FlowArgs),
     /// A planned blue/green cluster upgrade: run runbooks/bluegreen-upgrade.yaml (copy the
     /// apps to the upgraded cluster, verify, approve, switch users); `--rollback` switches back.
+    #[command(after_help = "Examples:
+  drover upgrade --params-file upgrade.yaml --sites sites.yaml
+  drover upgrade --params-file upgrade.yaml --sites sites.yaml --rollback")]
     Upgrade(run::UpgradeArgs),
+    /// Print drover's version (with -o json|yaml: what this build contains).
+    #[command(after_help = "Examples:
+  drover version
+  drover version -o json")]
+    Version,
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  source <(drover completion bash)                         this shell
+  drover completion bash > /etc/bash_completion.d/drover   every new shell
+  drover completion zsh > \"${fpath[1]}/_drover\"
+  drover completion fish > ~/.config/fish/completions/drover.fish")]
+    Completion(CompletionArgs),
     /// Run simulators of the two sites on this machine (for trying drover and for tests).
     #[cfg(feature = "lab")]
     #[command(subcommand)]
     Lab(lab::LabCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    pub shell: clap_complete::Shell,
 }
 
 /// Inputs shared by commands that load a runbook.
@@ -200,6 +270,14 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
             }
             run::run(&cli, &run, &registry).await
         }
+        Command::Version => Ok(version(&cli, &registry)),
+        Command::Completion(a) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(a.shell, &mut command, "drover", &mut script);
+            out::out!("{}", String::from_utf8_lossy(&script));
+            Ok(exit::SUCCESS)
+        }
         #[cfg(feature = "lab")]
         Command::Lab(c) => lab::run(&cli, c, &registry).await,
     };
@@ -209,9 +287,28 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
     }
 }
 
+/// `drover version`: the version, and for a program what this build holds.
+fn version(cli: &Cli, registry: &Registry) -> i32 {
+    let version = env!("CARGO_PKG_VERSION");
+    let platform = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
+    let lab = cfg!(feature = "lab");
+    if cli.output.machine() {
+        let (actions, _) = registry.all();
+        let actions: Vec<&str> = actions.iter().map(|a| a.info().name.as_str()).collect();
+        out::emit(
+            cli.output,
+            &serde_json::json!({ "version": version, "platform": platform, "lab": lab, "actions": actions }),
+        );
+    } else {
+        let lab = if lab { "with the lab" } else { "without the lab" };
+        out::outln!("drover {version} ({platform}, {lab})");
+    }
+    exit::SUCCESS
+}
+
 fn report_error(cli: &Cli, e: CliError) -> i32 {
-    if cli.output == Output::Json {
-        outln!("{}", serde_json::json!({ "error": e.message, "hint": e.hint, "exit_code": e.code }));
+    if cli.output.machine() {
+        out::emit(cli.output, &serde_json::json!({ "error": e.message, "hint": e.hint, "exit_code": e.code }));
     } else {
         eprintln!("error: {}", e.message);
         if let Some(h) = &e.hint {

@@ -359,7 +359,7 @@ async fn drive(
 ) -> Result<RunSummary, CliError> {
     let tty = std::io::stderr().is_terminal() && cli.output == Output::Text;
     let render = match (cli.output, tty) {
-        (Output::Json, _) => Render::Json,
+        (Output::Json | Output::Yaml, _) => Render::Machine(cli.output),
         (Output::Text, true) => Render::Live(LiveView::new()),
         (Output::Text, false) => Render::Lines,
     };
@@ -372,12 +372,19 @@ async fn drive(
         )))
     } else {
         let ask_here = std::io::stdin().is_terminal() && cli.output == Output::Text;
-        Arc::new(GateKeeper::new(state.approvals(run_id), ask_here, live, cli.output == Output::Json))
+        Arc::new(GateKeeper::new(state.approvals(run_id), ask_here, live, cli.output.machine()))
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let uses: HashMap<String, String> =
         loaded.runbook.steps.iter().map(|s| (s.id.clone(), s.call.uses.clone())).collect();
-    let viewer = view::spawn(render, rx, uses);
+    let rto_target = loaded
+        .params
+        .get("rto_target")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|t| humantime::parse_duration(t).ok());
+    let done = resume.iter().flat_map(|r| r.done.keys().cloned());
+    let tally = view::Tally::new(loaded.runbook.steps.len(), done, rto_target);
+    let viewer = view::spawn(render, rx, uses, tally);
     let (stop_tx, stop) = StopSignal::new();
     let mut signals = super::signals::listen();
     let stop_requests = tokio::spawn(async move {
@@ -434,7 +441,7 @@ fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: &RunSummary) -> Re
     let _ = std::fs::write(dir.join("report.json"), report.to_json());
     let _ = std::fs::write(dir.join("report.html"), render_html(&report));
     match cli.output {
-        Output::Json => outln!("{}", serde_json::json!({ "summary": report })),
+        Output::Json | Output::Yaml => super::out::emit(cli.output, &serde_json::json!({ "summary": report })),
         Output::Text => {
             outln!("\n{}", report.to_text());
             outln!("report: {}  (drover report {run_id} --format html)", dir.join("report.html").display());

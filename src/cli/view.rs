@@ -2,7 +2,7 @@
 //! line per event otherwise, or JSON lines for machines. All three read the engine's events.
 
 use super::out::outln;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,21 +42,82 @@ impl LiveView {
 pub enum Render {
     Live(LiveView),
     Lines,
-    Json,
+    /// One JSON line or YAML document per event.
+    Machine(super::Output),
+}
+
+/// Where the run stands as a whole, for the live view's last line.
+pub struct Tally {
+    total: usize,
+    done: HashSet<String>,
+    /// The runbook's `rto_target` param, when it has one.
+    rto_target: Option<Duration>,
+}
+
+impl Tally {
+    /// `done`: the steps a resumed run starts with already finished.
+    pub fn new(total: usize, done: impl IntoIterator<Item = String>, rto_target: Option<Duration>) -> Tally {
+        Tally { total, done: done.into_iter().collect(), rto_target }
+    }
+
+    fn note(&mut self, ev: &Event) {
+        match ev {
+            Event::RunStarted(s) => self.total = s.steps.len(),
+            Event::StepFinished { step, outcome, .. } if *outcome != Outcome::Interrupted => {
+                self.done.insert(step.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// "14 of 114 steps done, 3 running"
+    fn line(&self, running: usize) -> String {
+        let mut s = format!("{} of {} steps done", self.done.len(), self.total);
+        if running > 0 {
+            s.push_str(&format!(", {running} running"));
+        }
+        s
+    }
+
+    /// What the elapsed time is measured against.
+    fn target(&self) -> String {
+        self.rto_target.map(|t| format!(" of the {} RTO target", humantime::format_duration(t))).unwrap_or_default()
+    }
 }
 
 /// Consume events until the engine drops its sender.
-pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashMap<String, String>) -> JoinHandle<()> {
+pub fn spawn(
+    render: Render,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    uses: HashMap<String, String>,
+    mut tally: Tally,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let t0 = Instant::now();
+        // The live view's last line: steps done of all, elapsed against the RTO target.
+        let status = match &render {
+            Render::Live(view) => {
+                let style = ProgressStyle::with_template("── {msg} · {elapsed_precise} elapsed{prefix}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                let bar = ProgressBar::new_spinner()
+                    .with_style(style)
+                    .with_prefix(tally.target())
+                    .with_message(tally.line(0));
+                let bar = view.mp.add(bar);
+                bar.enable_steady_tick(Duration::from_millis(500));
+                Some(bar)
+            }
+            _ => None,
+        };
         // Without a live view, a long step's progress is shown at most every 10 s (JSON: 1 s).
         let mut last_progress: HashMap<String, Instant> = HashMap::new();
         let bars: Arc<Mutex<HashMap<String, ProgressBar>>> = Arc::default();
         let style = ProgressStyle::with_template("{spinner} {prefix:<24} {elapsed:>5} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         while let Some(ev) = rx.recv().await {
+            tally.note(&ev);
             match &render {
-                Render::Json => {
+                Render::Machine(format) => {
                     // Progress at most once a second per step: a fleet's thousand waits each
                     // report every reading, and a reader of the stream wants where things stand.
                     if let Event::StepProgress { step, .. } = &ev {
@@ -68,7 +129,7 @@ pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashM
                     if let Event::StepFinished { step, .. } = &ev {
                         last_progress.remove(step);
                     }
-                    outln!("{}", serde_json::json!({ "at": now_rfc3339(), "event": ev }));
+                    super::out::emit(*format, &serde_json::json!({ "at": now_rfc3339(), "event": ev }));
                 }
                 Render::Lines => {
                     if let Event::StepProgress { step, progress } = &ev {
@@ -94,7 +155,10 @@ pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashM
                     let mut bars = bars.lock().unwrap_or_else(|e| e.into_inner());
                     match &ev {
                         Event::StepStarted { step, attempt, .. } if *attempt == 1 || !bars.contains_key(step) => {
-                            let bar = view.mp.add(ProgressBar::new_spinner());
+                            let bar = match &status {
+                                Some(status) => view.mp.insert_before(status, ProgressBar::new_spinner()),
+                                None => view.mp.add(ProgressBar::new_spinner()),
+                            };
                             bar.set_style(style.clone());
                             bar.set_prefix(step.clone());
                             bar.set_message(uses.get(step).cloned().unwrap_or_default());
@@ -119,6 +183,9 @@ pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashM
                         }
                         _ => {}
                     }
+                    if let Some(status) = &status {
+                        status.set_message(tally.line(bars.len()));
+                    }
                     if let Some(text) = describe(&ev, &uses) {
                         view.println(&format!("[{:>8}] {text}", fmt_ms(t0.elapsed().as_millis() as u64)));
                     }
@@ -127,6 +194,9 @@ pub fn spawn(render: Render, mut rx: mpsc::UnboundedReceiver<Event>, uses: HashM
         }
         for (_, bar) in bars.lock().unwrap_or_else(|e| e.into_inner()).drain() {
             bar.finish_and_clear();
+        }
+        if let Some(status) = status {
+            status.finish_and_clear();
         }
     })
 }

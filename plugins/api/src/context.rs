@@ -21,10 +21,14 @@ pub enum Mode {
     Undo,
 }
 
-/// A progress report from a long step (objects restored, bytes moved, polls made).
+/// A progress report from a long step: what it is doing or waiting for, in a sentence, and the
+/// work done when it can be counted (objects restored, bytes moved — never polls made, which
+/// mean nothing to the person watching).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Progress {
+    /// What the step does or waits for now: "waiting for the break: state snapmirrored, …".
     pub message: String,
+    /// Units of work done, of `total` when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -216,9 +216,7 @@ impl TypedAction for Verify {
     }
 
     async fn run(&self, ctx: &StepContext, p: VerifyParams) -> Result<Outputs, ActionError> {
-        let mut rounds = 0u64;
         loop {
-            rounds += 1;
             let mut answers = vec![];
             for s in &p.servers {
                 let addr: SocketAddr =
@@ -240,7 +238,7 @@ impl TypedAction for Verify {
                 .filter(|a| !rfc2136::same_values(&a.values, &p.expect))
                 .map(|a| format!("{} says {:?}", a.server, a.values))
                 .collect();
-            ctx.progress(Progress { message: wrong.join("; "), done: Some(rounds), total: None });
+            ctx.progress(Progress { message: wrong.join("; "), done: None, total: None });
             if ctx.remaining().is_some_and(|r| r <= p.interval.0) {
                 return Err(ActionError::permanent(format!(
                     "{} {:?} is not {:?} everywhere: {}",

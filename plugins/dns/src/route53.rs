@@ -200,13 +200,11 @@ impl Zone {
         let Some(info) = out.change_info() else { return Ok(()) };
         let id = info.id().to_string();
         let mut status = info.status().clone();
-        let mut polls = 0u64;
         let give_up = self.propagation.map(|p| tokio::time::Instant::now() + p);
         while status != ChangeStatus::Insync {
-            polls += 1;
             ctx.progress(Progress {
                 message: format!("change {id} is {status:?}; waiting for INSYNC"),
-                done: Some(polls),
+                done: None,
                 total: None,
             });
             let out_of_time = give_up.is_some_and(|g| tokio::time::Instant::now() >= g);

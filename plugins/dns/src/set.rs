@@ -67,16 +67,14 @@ pub(crate) async fn read_back(
     wait: Duration,
 ) -> Result<(), ActionError> {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut polls = 0u64;
     loop {
         let now = store.current(name, kind).await?;
-        polls += 1;
         if same_values(&now.values, &want.values) {
             return Ok(());
         }
         ctx.progress(Progress {
             message: format!("waiting for {name} to be served: {:?}", now.values),
-            done: Some(polls),
+            done: None,
             total: None,
         });
         if tokio::time::Instant::now() >= deadline {

@@ -17,6 +17,18 @@ pub struct LockInfo {
     pub since: String,
 }
 
+/// The warning a person reads when a run takes a lock its holder no longer holds.
+fn taking_over(path: &Path, holder: Option<&LockInfo>, stale: bool) -> String {
+    let whose = match holder {
+        Some(h) if stale => {
+            format!("run {} (pid {} on {}, since {}) is no longer running", h.run_id, h.pid, h.host, h.since)
+        }
+        Some(h) => format!("--break-lock: run {} (pid {} on {}, since {}) loses it", h.run_id, h.pid, h.host, h.since),
+        None => "it cannot be read (a crash while it was written)".into(),
+    };
+    format!("taking over the run lock {}: {whose}", path.display())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("run {} of `{scope}` is in progress on host {} (pid {}) since {}", holder.run_id, holder.host, holder.pid, holder.since)]
@@ -84,12 +96,7 @@ impl RunLock {
                             .is_some_and(|h| h.run_id == run_id && h.host == info.host && h.pid == info.pid);
                         if stale || break_lock || ours {
                             if !ours {
-                                tracing::warn!(
-                                    lock = %path.display(),
-                                    holder = ?holder,
-                                    "taking over a {} run lock",
-                                    if stale { "stale" } else { "broken" }
-                                );
+                                tracing::warn!("{}", taking_over(&path, holder.as_ref(), stale));
                             }
                             let _ = std::fs::remove_file(&path);
                             continue;

@@ -63,10 +63,8 @@ async fn wait_for(
     // Readings come from the cluster's watcher, together with every other wait's.
     let mut readings = crate::watch::Subscription::new(client, uuid);
     let poll = drover_api::Poll::new(Duration::from_secs(5));
-    let mut polls = 0u64;
     loop {
         let rel = readings.next().await?;
-        polls += 1;
         if done(&rel) {
             return Ok(rel);
         }
@@ -80,7 +78,7 @@ async fn wait_for(
         }
         ctx.progress(Progress {
             message: format!("waiting for {what}: state {}, transfer {}", rel.state, transfer_label(&rel)),
-            done: Some(polls),
+            done: None,
             total: None,
         });
         if ctx.remaining().is_some_and(|r| r <= poll.next_delay()) {
