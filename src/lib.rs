@@ -9,6 +9,7 @@ pub mod cli;
 pub mod external;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod notify;
 pub mod registry;
 
 pub use drover_core::{engine, journal, model, report, runbook};

@@ -346,6 +346,9 @@ fn changed_params(
     Ok(out)
 }
 
+/// How long a finished run waits for its last notifications to leave.
+const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     cli: &Cli,
@@ -385,6 +388,21 @@ async fn drive(
     let done = resume.iter().flat_map(|r| r.done.keys().cloned());
     let tally = view::Tally::new(loaded.runbook.steps.len(), done, rto_target);
     let viewer = view::spawn(render, rx, uses, tally);
+    // Webhooks see the events on their way to the view.
+    let (tx, notifying) = match crate::notify::Notifier::new(loaded, run_id, mode) {
+        Some(mut notifier) => {
+            let (tee, mut events) = tokio::sync::mpsc::unbounded_channel::<crate::engine::events::Event>();
+            let task = tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    notifier.observe(&ev);
+                    let _ = tx.send(ev);
+                }
+                notifier
+            });
+            (tee, Some(task))
+        }
+        None => (tx, None),
+    };
     let (stop_tx, stop) = StopSignal::new();
     let mut signals = super::signals::listen();
     let stop_requests = tokio::spawn(async move {
@@ -414,6 +432,11 @@ async fn drive(
     };
     let summary = execute(loaded, opts).await;
     stop_requests.abort();
+    if let Some(task) = notifying
+        && let Ok(notifier) = task.await
+    {
+        notifier.finish(NOTIFY_GRACE).await;
+    }
     let _ = viewer.await;
     journal.close()?;
     if let Some(e) = &summary.journal_error {

@@ -20,8 +20,19 @@ use super::inputs::{param_specs, sites_map};
 use super::model::*;
 use super::yaml::{Kind, Node, Pos};
 
-pub(super) const TOP_KEYS: &[&str] =
-    &["apiVersion", "kind", "metadata", "params", "sites", "locks", "defaults", "on_failure", "concurrency", "steps"];
+pub(super) const TOP_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "params",
+    "sites",
+    "notify",
+    "locks",
+    "defaults",
+    "on_failure",
+    "concurrency",
+    "steps",
+];
 pub(super) const META_KEYS: &[&str] = &["name", "description", "labels"];
 pub(super) const PARAM_KEYS: &[&str] = &["type", "default", "required", "description", "enum"];
 pub(super) const STEP_KEYS: &[&str] = &[
@@ -157,6 +168,7 @@ pub fn runbook(root: Node, path: &Path, digest: String, sink: &mut Sink) -> Runb
         locks: BTreeMap::new(),
         on_failure: OnFailure::Halt,
         concurrency: None,
+        notify: vec![],
         steps: vec![],
         root: Node { pos: root.pos, kind: Kind::Null },
     };
@@ -208,6 +220,9 @@ pub fn runbook(root: Node, path: &Path, digest: String, sink: &mut Sink) -> Runb
     }
     if let Some(sites) = root.get("sites") {
         rb.sites = sites_map(sites, sink);
+    }
+    if let Some(notify) = root.get("notify") {
+        rb.notify = super::notify::decode(notify, sink);
     }
     if let Some(locks) = root.get("locks") {
         for (k, v) in expect_map(locks, "locks", sink).unwrap_or_default() {

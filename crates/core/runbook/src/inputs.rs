@@ -179,9 +179,11 @@ pub fn check_inline_secrets(node: &Node, place: &str, secrets: &[&str], sink: &m
     }
 }
 
-/// A sites file: `apiVersion: drover/v1`, `kind: Sites`, `sites: {...}`.
-pub fn sites_file(root: &Node, sink: &mut Sink) -> BTreeMap<String, Site> {
-    check_keys(root, &["apiVersion", "kind", "sites"], "a sites file", sink);
+/// A sites file: `apiVersion: drover/v1`, `kind: Sites`, `sites: {...}`, and the estate's
+/// `notify:` webhooks (appended to the runbook's).
+pub fn sites_file(root: &Node, sink: &mut Sink) -> (BTreeMap<String, Site>, Vec<crate::notify::Notify>) {
+    check_keys(root, &["apiVersion", "kind", "sites", "notify"], "a sites file", sink);
+    let notify = root.get("notify").map(|n| crate::notify::decode(n, sink)).unwrap_or_default();
     match root.get("kind") {
         Some(n) if n.as_str() == Some("Sites") => {}
         Some(n) => sink.error(n.pos, format!("`kind` must be `Sites` in a sites file, found `{}`", n.as_key()), None),
@@ -191,13 +193,14 @@ pub fn sites_file(root: &Node, sink: &mut Sink) -> BTreeMap<String, Site> {
             Some("start the file with `apiVersion: drover/v1` and `kind: Sites`".into()),
         ),
     }
-    match root.get("sites") {
+    let sites = match root.get("sites") {
         Some(s) => sites_map(s, sink),
         None => {
             sink.error(root.pos, "missing `sites:`", None);
             BTreeMap::new()
         }
-    }
+    };
+    (sites, notify)
 }
 
 /// A params file: a mapping of name → value.

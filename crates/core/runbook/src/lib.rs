@@ -13,6 +13,7 @@ pub mod expr;
 pub mod fan;
 mod inputs;
 pub mod model;
+pub mod notify;
 pub mod shipped;
 pub mod yaml;
 
@@ -151,7 +152,9 @@ pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOp
         && let Some((node, d)) = parse_file(sf, &mut found)
     {
         let mut s = Sink::new(sf);
-        sites.extend(decode::sites_file(&node, &mut s));
+        let (more, notify) = decode::sites_file(&node, &mut s);
+        sites.extend(more);
+        runbook.notify.extend(notify);
         found.extend(s.found);
         sites_digest = Some(d);
     }

@@ -28,6 +28,8 @@ pub struct Runbook {
     pub locks: BTreeMap<String, usize>,
     pub on_failure: OnFailure,
     pub concurrency: Option<usize>,
+    /// Webhooks told about gates and the run's end: the runbook's, then the sites file's.
+    pub notify: Vec<crate::notify::Notify>,
     pub steps: Vec<Step>,
     /// The parsed file, kept to locate problems found later.
     pub root: Node,
