@@ -728,3 +728,54 @@ fn the_live_view_shows_steps_done_of_all_and_the_time_against_the_rto_target() {
     assert!(screen.contains("1 of 2 steps done"), "{screen}");
     assert!(screen.contains("elapsed of the 15m RTO target"), "{screen}");
 }
+
+/// The HTML report one attaches to the incident: a banner for the kind of run and its end (on
+/// failure the failed step, its error and the exact next command), the facts a review asks for
+/// (mode, params, approvals, crashes and resumes), and nothing wider than a 1400 px window.
+#[test]
+fn the_html_report_says_what_kind_of_run_it_was_how_it_ended_and_what_to_do_next() {
+    let env = Env::new();
+    let page = |id: &str| String::from_utf8_lossy(&env.run(&["report", id, "--format", "html"]).stdout).to_string();
+
+    // A dry run.
+    let out = env.run(&["run", "examples/hello.yaml", "--dry-run", "--param", "who=ops"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let dry = page("latest");
+    assert!(dry.contains("DRY RUN — nothing was changed"), "{dry}");
+    assert!(dry.contains("dry run (read-only)") && dry.contains("<code>who=ops</code>"), "{dry}");
+
+    // A failed run after an approved gate, then resumed to success.
+    let flag = env.path("fixed");
+    let rb = env.write(
+        "rb.yaml",
+        &runbook(&format!(
+            "  - {{ id: ask, uses: log, confirm: \"Go on?\", with: {{ message: asked }} }}\n\
+             \x20 - {{ id: switch, uses: exec, needs: [ask], with: {{ shell: 'test -f {} || {{ echo \"dns refused the change\" >&2; exit 3; }}' }} }}\n",
+            flag.display()
+        )),
+    );
+    assert_eq!(env.run(&["run", rb.to_str().unwrap(), "--yes"]).status.code(), Some(1));
+    let id = env.last_run_id();
+    let failed = page(&id);
+    assert!(failed.contains("<div class=\"banner bad\">Run failed"), "{failed}");
+    assert!(
+        failed.contains("failed step <code>switch</code>: ") && failed.contains("dns refused the change"),
+        "{failed}"
+    );
+    assert!(failed.contains(&format!("then: drover resume {id}</code>")), "the exact next command: {failed}");
+    assert!(failed.contains("<dt>gate ask</dt><dd>approved by <b>--yes"), "{failed}");
+    assert!(failed.contains("real run (changes the world)"), "{failed}");
+
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(env.run(&["resume", &id]).status.code(), Some(0));
+    let resumed = page(&id);
+    assert!(resumed.contains("<div class=\"banner ok\">Run succeeded"), "{resumed}");
+    assert!(resumed.contains("<dt>crashes and resumes</dt><dd>1 resume(s)"), "{resumed}");
+    assert!(resumed.contains(">resumed (2)</text>"), "the resume is marked on the timeline: {resumed}");
+
+    for p in [&dry, &failed, &resumed] {
+        assert!(p.contains("max-width:1360px") && p.contains("viewBox="), "fits a 1400 px window");
+        assert!(!p.contains("<svg xmlns=\"http://www.w3.org/2000/svg\" width="), "no fixed-width picture");
+        assert!(!p.contains("src=\"") && !p.contains("href=\"http"), "self-contained");
+    }
+}

@@ -714,6 +714,12 @@ async fn a_fleet_rehearsal_brings_each_app_up_on_its_own_clones_tier_by_tier_and
     }
     assert_eq!(volumes(&lab), volumes_before, "every clone is gone");
     assert_rehearsal_left_no_trace(&before, &lab_state(&lab).await);
+
+    // The page one attaches says it was a rehearsal, and shows each fanned step as one row.
+    let page = drover(&report_state, &["report", "latest", "--format", "html"]);
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(page.contains("REHEARSAL — production was not touched"), "{page}");
+    assert!(page.contains(">clone-volume ×8</text>"), "the instances of a step collapse into one row: {page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
