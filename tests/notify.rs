@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 struct Received {
@@ -91,12 +93,7 @@ impl Env {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
-        c.env("DROVER_STATE_DIR", self.dir.path().join("state"))
-            .env_remove("RUST_LOG")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null());
-        c
+        common::command(&self.dir.path().join("state"))
     }
 }
 

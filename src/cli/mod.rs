@@ -7,6 +7,7 @@ mod info;
 mod lab;
 mod out;
 mod run;
+mod serve;
 mod signals;
 mod view;
 
@@ -158,6 +159,13 @@ pub enum Command {
   drover upgrade --params-file upgrade.yaml --sites sites.yaml
   drover upgrade --params-file upgrade.yaml --sites sites.yaml --rollback")]
     Upgrade(run::UpgradeArgs),
+    /// Serve the incident bridge's page: every run, each live as it goes (the same page as its
+    /// report), gates answerable from the page. 127.0.0.1 unless told; a token anywhere else.
+    #[command(after_help = "Examples:
+  drover serve                                         http://127.0.0.1:7070/
+  drover serve --listen 0.0.0.0:7070 --token env:DROVER_PAGE_TOKEN
+                                          then open http://HOST:7070/?token=… once")]
+    Serve(serve::ServeArgs),
     /// Print drover's version (with -o json|yaml: what this build contains).
     #[command(after_help = "Examples:
   drover version
@@ -270,6 +278,7 @@ pub async fn main(cli: Cli, registry: Registry) -> i32 {
             }
             run::run(&cli, &run, &registry).await
         }
+        Command::Serve(a) => serve::serve(&cli, a).await,
         Command::Version => Ok(version(&cli, &registry)),
         Command::Completion(a) => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -329,7 +338,10 @@ pub async fn shared_state(cli: &Cli) -> Result<Option<crate::journal::shared::Sh
 
 /// Commands that read runs see the journals of both sites: fetch what the shared state has.
 async fn pull_shared(cli: &Cli) -> Result<(), CliError> {
-    if !matches!(cli.command, Command::Status(_) | Command::Report(_) | Command::Resume(_) | Command::Approve(_)) {
+    if !matches!(
+        cli.command,
+        Command::Status(_) | Command::Report(_) | Command::Resume(_) | Command::Approve(_) | Command::Serve(_)
+    ) {
         return Ok(());
     }
     let Some(shared) = shared_state(cli).await? else { return Ok(()) };

@@ -1,14 +1,20 @@
-//! What the end-to-end flow tests share: running the `drover` binary from the repository root.
+//! What the end-to-end tests share: running the `drover` binary from the repository root.
+// Each test file includes this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::process::{Command, Output, Stdio};
 
-/// `drover ARGS` with its state in `state`, from the repository root, no stdin.
-pub fn drover(state: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(args)
-        .env("DROVER_STATE_DIR", state)
+/// `drover` with its state in `state`, from the repository root, no stdin, no RUST_LOG.
+pub fn command(state: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
+    c.env("DROVER_STATE_DIR", state)
+        .env_remove("RUST_LOG")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null());
+    c
+}
+
+/// `drover ARGS`, run to its end.
+pub fn drover(state: &std::path::Path, args: &[&str]) -> Output {
+    command(state).args(args).output().unwrap()
 }
