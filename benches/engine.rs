@@ -3,9 +3,13 @@
 //! DAG with three needs per step on average, and a fleet: four steps with `for_each` over an
 //! inventory of 2,500 items (10,000 instances, each item's steps paired).
 //!
+//! The same runs' HTML reports, and the first paint of `drover serve`'s page of the fleet run in
+//! headless Chromium.
+//!
 //!   cargo bench --bench engine
 //!
-//! Targets on a 2-core machine: validate + plan < 100 ms; run < 2 s.
+//! Targets on a 2-core machine: validate + plan < 100 ms; run < 2 s; report < 1 s and < 5 MB;
+//! the page's first paint < 1 s.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +20,9 @@ use serde_json::{Value, json};
 use drover::engine::events::{RunMode, RunOutcome};
 use drover::engine::{AutoApprove, EventSink, ExecuteOptions, StopSignal, execute};
 use drover::journal::Journal;
+use drover::journal::state::{RunState, StateDir};
 use drover::registry::Registry;
+use drover::report::{Report, render_html};
 use drover::runbook::{LoadOptions, load_source};
 use drover_api::{Action, ActionError, ActionInfo, Outputs, ParamError, Plan, StepContext};
 
@@ -173,4 +179,125 @@ fn run_durable_starts(bencher: divan::Bencher, shape: Shape) {
 #[divan::bench(args = SHAPES, sample_count = 5)]
 fn run_read_only_steps(bencher: divan::Bencher, shape: Shape) {
     run_steps(bencher, shape, "noop.pure");
+}
+
+/// A finished run of `shape` (no-op steps) in a state directory at `root`, as `drover run`
+/// leaves it: the journal under runs/ID/. Its id.
+fn finished_run(shape: Shape, root: &Path) -> String {
+    let reg = registry();
+    let loaded = load_source(Path::new("bench.yaml"), &runbook(shape, "noop.pure"), &reg, &LoadOptions::default())
+        .expect("valid");
+    let id = format!("20261202T000000Z-bench-{shape:?}").to_lowercase();
+    let state = StateDir::new(root);
+    std::fs::create_dir_all(state.run_dir(&id)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let journal = Journal::create(&state.journal(&id)).unwrap();
+        let opts = ExecuteOptions {
+            run_id: id.clone(),
+            mode: RunMode::Run,
+            concurrency: 64,
+            approver: Arc::new(AutoApprove("bench".into())),
+            sink: EventSink::new(Some(journal.clone()), None),
+            stop: StopSignal::never(),
+            resume: None,
+            preflight: drover::engine::Preflight::Check { timeout: std::time::Duration::from_secs(600) },
+        };
+        assert_eq!(execute(&loaded, opts).await.outcome, RunOutcome::Succeeded);
+        journal.close().unwrap();
+    });
+    id
+}
+
+/// What `drover report --format html` does: read the journal, build the report, render it.
+fn report_page(journal: &Path) -> String {
+    let (state, _) = RunState::load(journal).unwrap();
+    render_html(&Report::from_state(&state))
+}
+
+/// The HTML report of a finished 10,000-step run. Targets: < 1 s, < 5 MB (its size is printed).
+#[divan::bench(args = SHAPES, sample_count = 5)]
+fn report_html(bencher: divan::Bencher, shape: Shape) {
+    let dir = tempfile::tempdir().unwrap();
+    let id = finished_run(shape, dir.path());
+    let journal = StateDir::new(dir.path()).journal(&id);
+    eprintln!("report of {shape:?}: {} KB of HTML", report_page(&journal).len() / 1000);
+    bencher.bench_local(|| report_page(&journal).len());
+}
+
+/// `drover serve`'s page of a finished 10,000-step fleet run (2,500 apps × 4 steps), opened in
+/// headless Chromium: the time to its load event (the bench's figure) and its first contentful
+/// paint (printed, median). Target: first paint < 1 s. Needs chromium and chromedriver.
+#[divan::bench(sample_count = 5)]
+fn page_first_paint(bencher: divan::Bencher) {
+    let found =
+        |bin: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
+    if !found("chromium") || !found("chromedriver") {
+        eprintln!("page_first_paint: skipped — apt-get install chromium chromium-driver");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let id = finished_run(Shape::Fleet, dir.path());
+    let port = |()| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (page_port, driver_port) = (port(()), port(()));
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{page_port}"), "--state-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut driver = std::process::Command::new("chromedriver")
+        .arg(format!("--port={driver_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let client = rt.block_on(async {
+        let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+            "goog:chromeOptions": { "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-dev-shm-usage", "--window-size=1400,1000"] }
+        }))
+        .unwrap();
+        for _ in 0..100 {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            if let Ok(c) = fantoccini::ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{driver_port}"))
+                .await
+            {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        panic!("chromedriver did not start a browser");
+    });
+    let url = format!("http://127.0.0.1:{page_port}/runs/{id}");
+    let mut paints = vec![];
+    bencher.bench_local(|| {
+        rt.block_on(async {
+            client.goto(&url).await.unwrap();
+            let fcp = client
+                .execute(
+                    "const p=performance.getEntriesByName('first-contentful-paint')[0];return p?p.startTime:null",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            paints.push(fcp.as_f64().expect("a first contentful paint"));
+        })
+    });
+    paints.sort_by(f64::total_cmp);
+    if !paints.is_empty() {
+        eprintln!(
+            "page of a 10,000-step run: first contentful paint {:.0} ms (median of {})",
+            paints[paints.len() / 2],
+            paints.len()
+        );
+    }
+    let _ = rt.block_on(client.close());
+    let _ = serve.kill();
+    let _ = driver.kill();
+    let _ = serve.wait();
+    let _ = driver.wait();
 }

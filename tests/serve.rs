@@ -129,6 +129,8 @@ fn a_gate_is_approved_from_the_live_page_and_journaled_like_drover_approve() {
         .send()
         .unwrap();
     assert_eq!(again.status().as_u16(), 409, "a finished run has nothing to approve");
+    let said = again.text().unwrap();
+    assert!(said.contains(&format!("drover status {id}")), "the refusal says where to look: {said}");
 }
 
 #[test]
@@ -138,6 +140,12 @@ fn off_loopback_the_page_needs_its_token() {
     assert_eq!(out.status.code(), Some(2));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("without a token") && said.contains("--token env:VARIABLE"), "{said}");
+
+    // A token read from a variable that is not set: the error says what to export.
+    let out = env.cmd().args(["serve", "--token", "env:DROVER_TEST_NO_TOKEN"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("export DROVER_TEST_NO_TOKEN"), "{said}");
 
     // Bound to loopback here (tests talk to 127.0.0.1 only), but with a token: it is required.
     let (_server, url) =

@@ -95,6 +95,7 @@ on_moto_and_s3s_fs!(
     two_sites_racing_to_fail_over_exactly_one_runs,
     a_run_failed_at_one_site_is_resumed_from_the_other,
     a_lock_left_by_a_dead_site_needs_break_lock_and_a_confirmation,
+    the_bridge_page_at_one_site_follows_a_run_at_the_other,
 );
 
 async fn two_sites_racing_to_fail_over_exactly_one_runs(s: Site) {
@@ -134,6 +135,65 @@ async fn a_run_failed_at_one_site_is_resumed_from_the_other(s: Site) {
     // And the first site sees how it ended.
     let report = blocking(s.drover("east", &["report", "latest", "--format", "json"])).await;
     assert!(text(&report).contains("\"outcome\": \"succeeded\""), "{}", text(&report));
+}
+
+/// `drover serve` at west, started before east's run exists, follows it through S3: listed,
+/// shown running with its gate (answered at east, where the run works), then how it ended.
+async fn the_bridge_page_at_one_site_follows_a_run_at_the_other(s: Site) {
+    use std::io::BufRead;
+    let mut serve = s.drover("west", &["serve", "--listen", "127.0.0.1:0"]);
+    let mut serve = serve.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(serve.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("following s3://drover-state/dr"), "{first}");
+    let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _serve = Stop(serve);
+
+    let rb = s.runbook(
+        "switch-shop",
+        "  - { id: confirm, uses: log, confirm: \"Switch users to west?\", with: { message: go } }\n  - { id: switch, needs: [confirm], uses: log, with: { message: switched } }\n",
+    );
+    let run = s.drover("east", &["run", rb.to_str().unwrap()]);
+    let run = tokio::task::spawn_blocking(move || {
+        let mut run = run;
+        run.output().unwrap()
+    });
+    let page_until = |what: &'static str, wanted: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let index = reqwest::get(format!("{url}/")).await.unwrap().text().await.unwrap();
+                if let Some(id) = index.split("href=\"/runs/").nth(1).and_then(|t| t.split('"').next()) {
+                    let page = reqwest::get(format!("{url}/runs/{id}")).await.unwrap().text().await.unwrap();
+                    if wanted.iter().all(|w| page.contains(w)) {
+                        return (id.to_string(), page);
+                    }
+                    assert!(std::time::Instant::now() < deadline, "{what}: not on west's page:\n{page}");
+                } else {
+                    assert!(std::time::Instant::now() < deadline, "{what}: the run never listed:\n{index}");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let (id, page) = page_until("the gate waiting at east", &["waits for approval: Switch users to west?"]).await;
+    assert!(page.contains("Running — each step turns green"), "east's lock says it runs: {page}");
+    assert!(page.contains(&format!("answer there with <code>drover approve {id} confirm</code>")), "{page}");
+    assert!(!page.contains("<form"), "west cannot answer a gate of east's process: {page}");
+
+    let approved = blocking(s.drover("east", &["approve", &id, "confirm", "--by", "carol"])).await;
+    assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    let out = run.await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    page_until("how the run ended", &["Run succeeded", "approved by <b>carol</b>"]).await;
 }
 
 async fn a_lock_left_by_a_dead_site_needs_break_lock_and_a_confirmation(s: Site) {

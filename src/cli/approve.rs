@@ -50,7 +50,8 @@ pub fn answer(state: &StateDir, run: &str, step: &str, by: &str, deny: bool) -> 
             .hint(format!("steps: {}", ids.join(", "))));
     };
     if s.finished.is_some() {
-        return Err(CliError::new(exit::INVALID_INPUT, format!("run {id} has finished; there is nothing to approve")));
+        return Err(CliError::new(exit::INVALID_INPUT, format!("run {id} has finished; there is nothing to approve"))
+            .hint(format!("see how it ended: drover status {id} (or drover report {id})")));
     }
     let Some(message) = &record.gate_waiting else {
         return Err(CliError::new(

@@ -551,7 +551,8 @@ pub fn report(cli: &Cli, a: &ReportArgs) -> Result<i32, CliError> {
     let id =
         state.resolve(&a.run).map_err(|e| CliError::new(exit::INVALID_INPUT, e).hint("`drover status` lists runs"))?;
     let (s, _) = RunState::load(&state.journal(&id))?;
-    let r = Report::from_state(&s);
+    let live = crate::journal::lock::holder(&state.locks(), &s.start.runbook).is_some_and(|h| h.run_id == id);
+    let r = if live { Report::from_live_state(&s) } else { Report::from_state(&s) };
     let text = match (cli.output, a.format) {
         (Output::Yaml, _) => serde_yaml::to_string(&r).expect("reports serialize"),
         (Output::Json, _) | (Output::Text, ReportFormat::Json) => r.to_json() + "\n",

@@ -39,6 +39,57 @@ struct Ctx {
     state: StateDir,
     root: PathBuf,
     token: Option<String>,
+    /// With `--state`: the runs in progress at any site, as the shared locks say (refreshed
+    /// with the journals every second).
+    elsewhere: std::sync::Mutex<Vec<lock::LockInfo>>,
+}
+
+/// Where a run is being worked on.
+enum Live {
+    /// A process on this machine holds its lock: its gates can be answered from the page.
+    Here,
+    /// Another site's process holds its shared lock.
+    Elsewhere(String),
+    No,
+}
+
+impl Ctx {
+    fn live(&self, id: &str, runbook: &str) -> Live {
+        if lock::holder(&self.state.locks(), runbook).is_some_and(|h| h.run_id == id) {
+            return Live::Here;
+        }
+        let elsewhere = self.elsewhere.lock().unwrap_or_else(|e| e.into_inner());
+        match elsewhere.iter().find(|h| h.run_id == id) {
+            Some(h) => Live::Elsewhere(h.host.clone()),
+            None => Live::No,
+        }
+    }
+}
+
+/// Follow the shared state: fetch the journals that grew and who holds the locks, every second.
+/// A failure is logged and retried; the page shows what was fetched last.
+fn follow_shared(ctx: Arc<Ctx>, shared: crate::journal::shared::SharedState) {
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            let fetched = async { Ok::<_, String>((shared.pull(&ctx.state).await?, shared.holders().await?)) }.await;
+            match fetched {
+                Ok((_, holders)) => {
+                    *ctx.elsewhere.lock().unwrap_or_else(|e| e.into_inner()) = holders;
+                    if failing {
+                        tracing::info!("{} answers again", shared.describe());
+                    }
+                    failing = false;
+                }
+                Err(e) if !failing => {
+                    tracing::warn!("cannot follow the runs of {}: {e}; retrying every second", shared.describe());
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 pub async fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32, CliError> {
@@ -47,7 +98,13 @@ pub async fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32, CliError> {
             let r = drover_api::SecretRef::parse(r).map_err(|e| {
                 CliError::new(exit::INVALID_INPUT, format!("--token: {e}")).hint("write --token env:VARIABLE")
             })?;
-            Some(r.resolve().map_err(|e| CliError::new(exit::INVALID_INPUT, format!("--token: {}", e.message)))?)
+            Some(r.resolve().map_err(|e| {
+                let error = CliError::new(exit::INVALID_INPUT, format!("--token: {}", e.message));
+                match e.hint {
+                    Some(hint) => error.hint(hint),
+                    None => error,
+                }
+            })?)
         }
         None => None,
     };
@@ -62,7 +119,13 @@ pub async fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32, CliError> {
         state: StateDir::new(&cli.state_dir),
         root: cli.state_dir.clone(),
         token: token.map(|t| t.expose().to_string()),
+        elsewhere: Default::default(),
     });
+    let shared = super::shared_state(cli).await?;
+    let following = shared.as_ref().map(|s| format!(", following {}", s.describe())).unwrap_or_default();
+    if let Some(shared) = shared {
+        follow_shared(ctx.clone(), shared);
+    }
     let app = axum::Router::new()
         .route("/", get(index))
         .route("/runs/{id}", get(run_page))
@@ -75,7 +138,7 @@ pub async fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32, CliError> {
             .hint("choose another --listen address or port (port 0 picks a free one)")
     })?;
     let addr = listener.local_addr().map_err(|e| CliError::new(exit::STATE_ERROR, e.to_string()))?;
-    outln!("serving the runs of {} on http://{addr}/  (Ctrl-C stops)", cli.state_dir.display());
+    outln!("serving the runs of {}{following} on http://{addr}/  (Ctrl-C stops)", cli.state_dir.display());
     let mut stop = super::signals::listen();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -143,7 +206,7 @@ async fn index(State(ctx): State<Arc<Ctx>>) -> Response {
             ));
             continue;
         };
-        let live = lock::holder(&ctx.state.locks(), &s.start.runbook).is_some_and(|h| &h.run_id == id);
+        let live = !matches!(ctx.live(id, &s.start.runbook), Live::No);
         let waiting = s.steps.values().filter(|r| r.gate_waiting.is_some()).count();
         let state = if live && waiting > 0 {
             format!("{} — <b>a gate waits</b>", s.state_label(live))
@@ -178,34 +241,55 @@ async fn run_page(State(ctx): State<Arc<Ctx>>, Path(id): Path<String>) -> Respon
     let Ok((s, _)) = RunState::load(&ctx.state.journal(&id)) else {
         return not_found(format!("the journal of run {id} cannot be read"));
     };
-    let live = lock::holder(&ctx.state.locks(), &s.start.runbook).is_some_and(|h| h.run_id == id);
+    let here = ctx.live(&id, &s.start.runbook);
+    let live = !matches!(here, Live::No);
     let mut gates = String::new();
     for st in &s.start.steps {
         let Some(message) = s.steps.get(&st.id).and_then(|r| r.gate_waiting.as_ref()) else { continue };
-        if !live || s.finished.is_some() {
+        if s.finished.is_some() {
             continue;
         }
-        gates.push_str(&format!(
-            "<form class=\"banner open\" method=\"post\" action=\"/runs/{id}/gates/{step}\">Step <code>{step}</code> waits for approval: \
+        match &here {
+            Live::Here => gates.push_str(&format!(
+                "<form class=\"banner open\" method=\"post\" action=\"/runs/{id}/gates/{step}\">Step <code>{step}</code> waits for approval: \
 {message}<div><input name=\"by\" class=\"who\" placeholder=\"your name\" required> \
 <button name=\"answer\" value=\"approve\">Approve</button> <button name=\"answer\" value=\"deny\">Deny</button></div></form>",
-            id = esc(&id),
-            step = esc(&st.id),
-            message = esc(message)
-        ));
+                id = esc(&id),
+                step = esc(&st.id),
+                message = esc(message)
+            )),
+            Live::Elsewhere(host) => gates.push_str(&format!(
+                "<div class=\"banner open\">Step <code>{step}</code> waits for approval: {message}<div>the run works on \
+{host}: answer there with <code>drover approve {id} {step}</code></div></div>",
+                id = esc(&id),
+                step = esc(&st.id),
+                message = esc(message),
+                host = esc(host)
+            )),
+            Live::No => {}
+        }
     }
-    let page = render_html(&Report::from_state(&s));
+    let report = if live { Report::from_live_state(&s) } else { Report::from_state(&s) };
+    let page = render_html(&report);
     let follow = if s.finished.is_none() {
-        // Reload on every change of the journal; keep the name being typed.
+        // Reload on every change of the journal; keep the name being typed and the log scrolled
+        // to its end; stop following once the fetched page has no script (the run finished) —
+        // asked before its body moves into this document. While a process works on the run, the elapsed time ticks each second.
         format!(
             "<script>\
-const who=()=>document.querySelectorAll('input.who').forEach(i=>{{i.value=localStorage.droverWho||'';i.oninput=()=>localStorage.droverWho=i.value}});who();\
+const who=()=>document.querySelectorAll('input.who').forEach(i=>{{i.value=localStorage.droverWho||'';i.oninput=()=>localStorage.droverWho=i.value}});\
+const tail=()=>{{const l=document.getElementById('log');if(l)l.scrollTop=l.scrollHeight}};who();tail();\
+const pad=n=>String(n).padStart(2,'0');\
+const tick=()=>{{const e=document.getElementById('elapsed');if(!e||!{live})return;const ms=Date.now()-Number(e.dataset.startedMs);\
+const s=Math.max(0,Math.floor(ms/1000));e.textContent=pad(Math.floor(s/3600))+':'+pad(Math.floor(s/60)%60)+':'+pad(s%60);\
+const t=Number(e.dataset.targetMs);e.style.color=t&&ms>t?'#c62828':''}};tick();setInterval(tick,1000);\
 let dirty=false,busy=false;const es=new EventSource('/runs/{id}/events');\
 es.onmessage=async()=>{{dirty=true;if(busy)return;busy=true;while(dirty){{dirty=false;\
 const r=await fetch(location.pathname);const d=new DOMParser().parseFromString(await r.text(),'text/html');\
 if(document.activeElement&&document.activeElement.tagName==='INPUT'){{dirty=true;await new Promise(f=>setTimeout(f,500));continue;}}\
-document.body.replaceWith(d.body);who();if(!d.querySelector('script'))es.close();}}busy=false;}};</script>",
-            id = esc(&id)
+const more=!!d.querySelector('script');document.body.replaceWith(d.body);who();tail();tick();if(!more)es.close();}}busy=false;}};</script>",
+            id = esc(&id),
+            live = live
         )
     } else {
         String::new()

@@ -124,6 +124,24 @@ impl SharedState {
         }
     }
 
+    /// Who holds each lock now: the runs in progress at any site.
+    pub async fn holders(&self) -> Result<Vec<LockInfo>, String> {
+        let prefix = self.key("locks/");
+        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(&prefix).into_paginator().send();
+        let mut out = vec![];
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_failure(&format!("s3://{}/{prefix}", self.bucket), e))?;
+            for o in page.contents() {
+                if let Some(key) = o.key().filter(|k| k.ends_with(".json"))
+                    && let Some((info, _)) = self.read_lock(key).await?
+                {
+                    out.push(info);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Take the lock of `scope` for `run_id`. With `break_lock`, a lock held by another run is
     /// replaced — but only if it is still the one that was read.
     pub async fn lock(&self, scope: &str, run_id: &str, break_lock: bool) -> Result<SharedLock, LockError> {

@@ -10,7 +10,19 @@ use drover_journal::state::RunState;
 use drover_model::events::{Event, Outcome, RunMode, RunOutcome};
 
 impl Report {
+    /// The report of a run whose process has ended, or crashed: steps left in flight were
+    /// interrupted.
     pub fn from_state(state: &RunState) -> Report {
+        Self::build(state, false)
+    }
+
+    /// The report of a run a live process is working on (it holds the run's lock): steps in
+    /// flight are running, and there is nothing to resume.
+    pub fn from_live_state(state: &RunState) -> Report {
+        Self::build(state, state.finished.is_none())
+    }
+
+    fn build(state: &RunState, running: bool) -> Report {
         let start = &state.start;
         let t0 = state.records.first().and_then(|r| parse_time(&r.at)).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut steps: Vec<StepReport> = start
@@ -19,6 +31,8 @@ impl Report {
             .map(|s| StepReport {
                 id: s.id.clone(),
                 uses: s.uses.clone(),
+                needs: s.needs.clone(),
+                fanned_from: s.fanned.as_ref().map(|f| f.step.clone()),
                 description: s.description.clone(),
                 outcome: None,
                 start_ms: None,
@@ -210,7 +224,8 @@ impl Report {
         }
         // Steps that were running when the process died.
         for (i, s) in steps.iter_mut().enumerate() {
-            if s.outcome.is_none()
+            if !running
+                && s.outcome.is_none()
                 && s.start_ms.is_some()
                 && state.steps.get(&start.steps[i].id).is_some_and(|r| r.in_flight)
             {
@@ -223,6 +238,8 @@ impl Report {
                 "ended without finishing (killed or crashed)".into()
             } else if state.finished.is_some() {
                 "finished the run".into()
+            } else if running {
+                "running".into()
             } else {
                 "ended without finishing, or still running".into()
             };
@@ -247,8 +264,15 @@ impl Report {
         let sites = if state.finished == Some(RunOutcome::Succeeded) || start.mode == RunMode::DryRun {
             vec![]
         } else {
-            standing(&steps, &undone)
+            standing(&steps, &undone, running)
         };
+        let rpo = start
+            .steps
+            .iter()
+            .zip(&steps)
+            .filter_map(|(info, s)| Some((s, s.outputs.get(info.rpo_output.as_deref()?)?.as_f64()?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(s, seconds)| Rpo { step: s.id.clone(), seconds });
         let mut report = Report {
             run_id: start.run_id.clone(),
             runbook: start.runbook.clone(),
@@ -287,10 +311,12 @@ impl Report {
                 .filter(|_| state.finished == Some(RunOutcome::Cancelled)),
             next: None,
             forecast: None,
+            running,
+            rpo,
             fleet: None,
         };
         report.fleet = fleet::build(&start.steps, &report.steps, &report.run_id);
-        report.next = report.next_command();
+        report.next = if running { None } else { report.next_command() };
         report
     }
 }
@@ -327,7 +353,7 @@ fn outage(steps: &[StepReport], finished: Option<RunOutcome>, now_ms: u64) -> Op
 }
 
 /// Per site: what this run changed there, what may be half-done, what was undone.
-fn standing(steps: &[StepReport], undone: &[usize]) -> Vec<SiteStanding> {
+fn standing(steps: &[StepReport], undone: &[usize], running: bool) -> Vec<SiteStanding> {
     let mut out: Vec<SiteStanding> = vec![];
     for (i, s) in steps.iter().enumerate() {
         if !s.changes {
@@ -350,6 +376,7 @@ fn standing(steps: &[StepReport], undone: &[usize]) -> Vec<SiteStanding> {
             match s.outcome {
                 _ if undone.contains(&i) => entry.undone.push(line.clone()),
                 Some(Outcome::Succeeded) => entry.changed.push(line.clone()),
+                None if running && s.start_ms.is_some() => entry.changed.push(format!("{line} (in progress)")),
                 Some(Outcome::Failed | Outcome::FailedContinued | Outcome::Interrupted) | None
                     if s.start_ms.is_some() =>
                 {

@@ -101,10 +101,14 @@ fn item(
     shared_rpo: Option<f64>,
 ) -> ItemReport {
     let outcomes: Vec<Option<Outcome>> = mine.iter().map(|&j| steps[j].outcome).collect();
-    let failed = mine
-        .iter()
-        .copied()
-        .find(|&j| matches!(steps[j].outcome, Some(Outcome::Failed | Outcome::Interrupted | Outcome::PlanFailed)));
+    let failed = mine.iter().copied().find(|&j| {
+        matches!(
+            steps[j].outcome,
+            Some(Outcome::Failed | Outcome::FailedContinued | Outcome::Interrupted | Outcome::PlanFailed)
+        )
+    });
+    // Its failure was let pass (`continue_on_error`): the run went on and may have finished.
+    let continued = failed.is_some_and(|j| steps[j].outcome == Some(Outcome::FailedContinued));
     let undone = mine.iter().any(|&j| steps[j].undo.as_deref() == Some("undone"));
     // Only checks ran for it (before the tiers): nothing of it was changed yet.
     let started = mine.iter().any(|&j| steps[j].changes && steps[j].start_ms.is_some());
@@ -134,6 +138,10 @@ fn item(
         "rolled back" => {
             Some("its changes were undone: it runs where it ran before; fix the cause, then fail it over again".into())
         }
+        "failed" if continued => Some(format!(
+            "{}; the run went on without it (continue_on_error): once fixed, run its steps again in a new run",
+            error.and_then(|e| e.hint.clone()).unwrap_or_else(|| "fix the cause".into())
+        )),
         "failed" => Some(match error.and_then(|e| e.hint.clone()) {
             Some(hint) => format!("{hint}; then `drover resume {run_id}` runs what did not finish"),
             None => format!("fix the cause, then `drover resume {run_id}` runs what did not finish"),

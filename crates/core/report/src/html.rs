@@ -28,13 +28,14 @@ h1{font-size:20px;margin:0 0 8px}h2{font-size:16px;margin:24px 0 8px}\
 .banner{padding:10px 14px;border-radius:4px;margin:8px 0;font-weight:600}\
 .banner div{font-weight:400;margin-top:4px}\
 .ok{background:#e8f5e9;border-left:6px solid #2e7d32}.bad{background:#ffebee;border-left:6px solid #c62828}\
-.dry{background:#e3f2fd;border-left:6px solid #1565c0}.open{background:#f3e5f5;border-left:6px solid #6a1b9a}\
+.dry{background:#e3f2fd;border-left:6px solid #1565c0}.open{background:#f3e5f5;border-left:6px solid #6a1b9a}.run{background:#e3f2fd;border-left:6px solid #1565c0}\
 dl{display:grid;grid-template-columns:200px 1fr;gap:2px 16px;margin:8px 0}dt{color:#555}dd{margin:0}\
 table{border-collapse:collapse;width:100%;table-layout:fixed}\
 td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
 .err{color:#c62828}.hint{color:#555}.mono,code{font-family:ui-monospace,monospace;font-size:12px}\
 table.kv{width:auto;table-layout:auto}table.kv td{border:0;padding:0 8px 0 0}\
-svg{width:100%;height:auto}";
+svg{width:100%;height:auto}tr.fan td{background:#f5f5f5}details summary{cursor:pointer;color:#1565c0}\
+pre.log{max-height:420px;overflow:auto;background:#fafafa;border:1px solid #ddd;padding:8px;font-size:12px;margin:0}";
 
 pub fn render_html(r: &Report) -> String {
     let mut h = String::new();
@@ -63,12 +64,15 @@ pub fn render_html(r: &Report) -> String {
     if !r.sites.is_empty() {
         standing(&mut h, r);
     }
+    h.push_str("<h2>Graph</h2>");
+    super::graph::render(&mut h, r);
     h.push_str("<h2>Timeline</h2>");
     timeline(&mut h, r);
     if let Some(f) = &r.fleet {
         fleet(&mut h, f);
     }
     steps(&mut h, r);
+    log(&mut h, r);
     h.push_str("</body></html>\n");
     h
 }
@@ -119,6 +123,9 @@ fn banners(h: &mut String, r: &Report, kind: &str) {
                 esc(r.outcome_label())
             );
         }
+        None if r.running => {
+            let _ = write!(h, "<div class=\"banner run\">Running — each step turns green as it succeeds{next}</div>");
+        }
         None => {
             let _ = write!(
                 h,
@@ -160,6 +167,22 @@ fn facts(h: &mut String, r: &Report) {
         ),
     );
     fact("wall time", fmt_ms(r.wall_ms));
+    if r.outcome.is_none() {
+        // The live page ticks this; a frozen report shows the time of its last record.
+        let t0 = humantime::parse_rfc3339_weak(&r.started)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis());
+        let target = r.rto_target_ms.map(|t| format!(" of the {} RTO target", fmt_ms(t))).unwrap_or_default();
+        fact(
+            "elapsed",
+            format!(
+                "<span id=\"elapsed\" data-started-ms=\"{t0}\" data-target-ms=\"{}\">{}</span>{target}",
+                r.rto_target_ms.unwrap_or(0),
+                fmt_ms(r.wall_ms)
+            ),
+        );
+    }
     if let Some(o) = &r.outage {
         let to = if o.over { format!("the end of <code>{}</code>", esc(&o.to_step)) } else { "now: not over".into() };
         fact(
@@ -194,6 +217,15 @@ fn facts(h: &mut String, r: &Report) {
     }
     if let Some(rpo) = r.fleet.as_ref().and_then(|f| f.rpo_seconds) {
         fact("RPO at the break", format!("{} (the worst application)", secs(rpo)));
+    } else if let Some(rpo) = &r.rpo {
+        fact(
+            "RPO at the break",
+            format!(
+                "{} of writes not on the DR site (replication lag, as <code>{}</code> read it)",
+                secs(rpo.seconds),
+                esc(&rpo.step)
+            ),
+        );
     }
     if let Some(p) = &r.preflight {
         fact(
@@ -297,7 +329,7 @@ fn timeline(h: &mut String, r: &Report) {
     }
     let mut rows: Vec<Row> = vec![];
     for s in r.steps.iter().filter(|s| s.start_ms.is_some()) {
-        let base = s.id.split_once('[').map_or(s.id.as_str(), |(b, _)| b);
+        let base = super::graph::group_of(s);
         let (start, end) = (s.start_ms.unwrap_or(0), s.end_ms.unwrap_or(s.start_ms.unwrap_or(0) + s.duration_ms));
         let critical = r.critical_path.contains(&s.id);
         if base != s.id
@@ -413,74 +445,189 @@ fn fleet(h: &mut String, f: &super::fleet::FleetReport) {
     h.push_str("</table>");
 }
 
+/// The step table. A fanned step is one row with its instances' counts; the instances that
+/// failed or are running follow in full, the rest fold into a compact list, so a 10,000-step
+/// run's report stays a few megabytes.
 fn steps(h: &mut String, r: &Report) {
     h.push_str(
-        "<h2>Steps</h2><table><tr><th style=\"width:220px\">step</th><th style=\"width:190px\">action</th>\
+        "<h2>Steps</h2><table class=\"steps\"><tr><th style=\"width:220px\">step</th><th style=\"width:190px\">action</th>\
 <th style=\"width:120px\">outcome</th><th style=\"width:80px\">start</th><th style=\"width:80px\">duration</th>\
 <th style=\"width:60px\">attempts</th><th>details</th></tr>",
     );
+    let mut groups: Vec<(&str, Vec<&StepReport>)> = vec![];
+    let mut index = std::collections::HashMap::new();
     for s in &r.steps {
-        let mut details = String::new();
-        if let Some(e) = &s.error {
-            let _ = write!(details, "<div class=\"err\">{}</div>", esc(&e.message));
-            if let Some(hint) = &e.hint {
-                let _ = write!(details, "<div class=\"hint\">hint: {}</div>", esc(hint));
+        let g = super::graph::group_of(s);
+        let k = *index.entry(g).or_insert_with(|| {
+            groups.push((g, vec![]));
+            groups.len() - 1
+        });
+        groups[k].1.push(s);
+    }
+    for (group, members) in groups {
+        let fanned = members[0].fanned_from.is_some();
+        if !fanned {
+            step_row(h, members[0], true);
+            continue;
+        }
+        let mut counts: Vec<(&str, usize)> = vec![];
+        for s in &members {
+            let label =
+                s.outcome.map(Outcome::label).unwrap_or(if s.start_ms.is_some() { "running" } else { "pending" });
+            match counts.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((label, 1)),
             }
         }
-        if let Some(by) = &s.approved_by {
-            let _ = write!(details, "<div>approved by <b>{}</b></div>", esc(by));
-        }
-        for x in s.retries.iter().chain(&s.notes) {
-            let _ = write!(details, "<div>{}</div>", esc(x));
-        }
-        if let Some(p) = &s.plan {
-            let _ = write!(details, "<div>{}</div>", esc(&p.summary));
-            for c in &p.checks {
-                let _ = write!(
-                    details,
-                    "<div class=\"{}\">[{}] {}: {}</div>",
-                    if c.ok { "" } else { "err" },
-                    if c.ok { "ok" } else { "FAIL" },
-                    esc(&c.name),
-                    esc(&c.detail)
-                );
-            }
-        }
-        if !s.outputs.is_empty() && s.error.is_none() {
-            // Outputs as a table of names and short values: a long value is cut, never a page wider.
-            details.push_str("<table class=\"kv\">");
-            for (k, v) in s.outputs.iter().take(12) {
-                let _ = write!(
-                    details,
-                    "<tr><td class=\"hint\">{}</td><td class=\"mono\">{}</td></tr>",
-                    esc(k),
-                    esc(&super::short(v))
-                );
-            }
-            if s.outputs.len() > 12 {
-                let _ = write!(
-                    details,
-                    "<tr><td colspan=\"2\" class=\"hint\">… and {} more</td></tr>",
-                    s.outputs.len() - 12
-                );
-            }
-            details.push_str("</table>");
-        }
-        if let Some(u) = &s.undo {
-            let _ = write!(details, "<div>{}</div>", esc(u));
-        }
+        let start = members.iter().filter_map(|s| s.start_ms).min();
+        let end = members.iter().filter_map(|s| s.end_ms.or(s.start_ms.map(|t| t + s.duration_ms))).max();
+        let worst = members.iter().map(|s| s.outcome).find(|o| color(*o) == "#c62828").unwrap_or(members[0].outcome);
         let _ = write!(
             h,
-            "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td style=\"color:{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&s.id),
-            esc(&s.uses),
-            color(s.outcome),
-            s.outcome.map(Outcome::label).unwrap_or("pending"),
-            s.start_ms.map(|m| format!("+{}", fmt_ms(m))).unwrap_or_else(|| "-".into()),
-            if s.start_ms.is_some() { fmt_ms(s.duration_ms) } else { "-".into() },
-            s.attempts,
-            details
+            "<tr id=\"step-{}\" class=\"fan\"><td class=\"mono\"><b>{} ×{}</b></td><td class=\"mono\">{}</td><td style=\"color:{}\">{}</td>\
+<td>{}</td><td>{}</td><td>{}</td><td>one instance per item</td></tr>",
+            esc(group),
+            esc(group),
+            members.len(),
+            esc(&members[0].uses),
+            color(worst),
+            counts.iter().map(|(l, n)| format!("{n} {l}")).collect::<Vec<_>>().join("<br>"),
+            start.map(|m| format!("+{}", fmt_ms(m))).unwrap_or_else(|| "-".into()),
+            start.zip(end).map(|(a, b)| fmt_ms(b.saturating_sub(a))).unwrap_or_else(|| "-".into()),
+            members.iter().map(|s| s.attempts).sum::<u32>(),
         );
+        let (loud, quiet): (Vec<&StepReport>, Vec<&StepReport>) = members.iter().partition(|s| {
+            s.error.is_some()
+                || (s.outcome.is_none() && s.start_ms.is_some())
+                || matches!(s.outcome, Some(Outcome::Failed | Outcome::PlanFailed | Outcome::Interrupted))
+        });
+        for s in loud {
+            step_row(h, s, false);
+        }
+        if !quiet.is_empty() {
+            let _ = write!(
+                h,
+                "<tr><td colspan=\"7\"><details><summary>{} {} instance(s) of <code>{}</code></summary>\
+<table class=\"kv\">",
+                if quiet.len() == members.len() { "the" } else { "the other" },
+                quiet.len(),
+                esc(group)
+            );
+            for s in quiet {
+                let outputs: Vec<String> =
+                    s.outputs.iter().take(3).map(|(k, v)| format!("{}={}", esc(k), esc(&super::short(v)))).collect();
+                let _ = write!(
+                    h,
+                    "<tr><td class=\"mono\">{}</td><td style=\"color:{}\">{}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
+                    esc(&s.id),
+                    color(s.outcome),
+                    s.outcome.map(Outcome::label).unwrap_or("pending"),
+                    s.start_ms.map(|m| format!("+{}", fmt_ms(m))).unwrap_or_else(|| "-".into()),
+                    if s.start_ms.is_some() { fmt_ms(s.duration_ms) } else { "-".into() },
+                    outputs.join(" ")
+                );
+            }
+            h.push_str("</table></details></td></tr>");
+        }
     }
     h.push_str("</table>");
+}
+
+/// One step's row: its outcome, times, and the details an operator reads — error and hint,
+/// approver, retries, plan checks, outputs as a short table, undo.
+fn step_row(h: &mut String, s: &StepReport, anchor: bool) {
+    let mut details = String::new();
+    if let Some(e) = &s.error {
+        let _ = write!(details, "<div class=\"err\">{}</div>", esc(&e.message));
+        if let Some(hint) = &e.hint {
+            let _ = write!(details, "<div class=\"hint\">hint: {}</div>", esc(hint));
+        }
+    }
+    if let Some(by) = &s.approved_by {
+        let _ = write!(details, "<div>approved by <b>{}</b></div>", esc(by));
+    }
+    for x in s.retries.iter().chain(&s.notes) {
+        let _ = write!(details, "<div>{}</div>", esc(x));
+    }
+    if let Some(p) = &s.plan {
+        let _ = write!(details, "<div>{}</div>", esc(&p.summary));
+        for c in &p.checks {
+            let _ = write!(
+                details,
+                "<div class=\"{}\">[{}] {}: {}</div>",
+                if c.ok { "" } else { "err" },
+                if c.ok { "ok" } else { "FAIL" },
+                esc(&c.name),
+                esc(&c.detail)
+            );
+        }
+    }
+    if !s.outputs.is_empty() && s.error.is_none() {
+        // Outputs as a table of names and short values: a long value is cut, never a page wider.
+        details.push_str("<table class=\"kv\">");
+        for (k, v) in s.outputs.iter().take(12) {
+            let _ = write!(
+                details,
+                "<tr><td class=\"hint\">{}</td><td class=\"mono\">{}</td></tr>",
+                esc(k),
+                esc(&super::short(v))
+            );
+        }
+        if s.outputs.len() > 12 {
+            let _ =
+                write!(details, "<tr><td colspan=\"2\" class=\"hint\">… and {} more</td></tr>", s.outputs.len() - 12);
+        }
+        details.push_str("</table>");
+    }
+    if let Some(u) = &s.undo {
+        let _ = write!(details, "<div>{}</div>", esc(u));
+    }
+    let _ = write!(
+        h,
+        "<tr{}><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td style=\"color:{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        if anchor { format!(" id=\"step-{}\"", esc(&s.id)) } else { String::new() },
+        esc(&s.id),
+        esc(&s.uses),
+        color(s.outcome),
+        s.outcome.map(Outcome::label).unwrap_or(if s.start_ms.is_some() { "running" } else { "pending" }),
+        s.start_ms.map(|m| format!("+{}", fmt_ms(m))).unwrap_or_else(|| "-".into()),
+        if s.start_ms.is_some() { fmt_ms(s.duration_ms) } else { "-".into() },
+        s.attempts,
+        details
+    );
+}
+
+/// The run as a log, newest last: each attempt's start and end. The live page shows it grow;
+/// a long run's report keeps the last lines (the text report and the journal have them all).
+fn log(h: &mut String, r: &Report) {
+    const LAST: usize = 300;
+    let mut lines: Vec<(u64, String)> = vec![];
+    for s in &r.steps {
+        for a in &s.attempt_log {
+            let again = if a.attempt > 1 { format!(" (attempt {})", a.attempt) } else { String::new() };
+            lines.push((a.start_ms, format!("{} started{again}", s.id)));
+            if let Some(end) = a.end_ms {
+                lines.push((end, format!("{}: {}", s.id, a.result)));
+            }
+        }
+    }
+    lines.sort_by_key(|(t, _)| *t);
+    let skipped = lines.len().saturating_sub(LAST);
+    let _ = write!(
+        h,
+        "<h2>Log</h2>{}<pre class=\"log\" id=\"log\">",
+        if skipped > 0 {
+            format!(
+                "<p class=\"hint\">the last {LAST} of {} lines (every attempt: <code>drover report {} -o json</code>)</p>",
+                lines.len(),
+                esc(&r.run_id)
+            )
+        } else {
+            String::new()
+        }
+    );
+    for (t, line) in &lines[skipped..] {
+        let _ = writeln!(h, "+{:<9} {}", fmt_ms(*t), esc(line));
+    }
+    h.push_str("</pre>");
 }

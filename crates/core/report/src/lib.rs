@@ -4,6 +4,7 @@
 
 mod build;
 mod fleet;
+mod graph;
 mod html;
 mod text;
 
@@ -75,6 +76,12 @@ pub struct Report {
     /// Dry runs: the recovery time and data loss a real run would have.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forecast: Option<Forecast>,
+    /// A live process is working on the run (it has not finished).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub running: bool,
+    /// The data lost when replication was broken: the worst lag a step declared as its RPO.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<Rpo>,
     /// Runs of a fleet (steps with `for_each`): each item's outcome, RTO, RPO and tier.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetReport>,
@@ -113,6 +120,13 @@ pub struct ProcessReport {
     pub last: String,
     /// `finished the run`, `ended without finishing (killed or crashed)`, or `running`.
     pub ended: String,
+}
+
+/// The recovery point: seconds of writes the replica lacked when the step read it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rpo {
+    pub step: String,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,6 +178,12 @@ pub struct Forecast {
 pub struct StepReport {
     pub id: String,
     pub uses: String,
+    /// The steps (instances, for fanned steps) it waited for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// For one item's instance of a step with `for_each`: that step's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanned_from: Option<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub description: String,
     pub outcome: Option<Outcome>,
@@ -316,6 +336,7 @@ impl Report {
     pub fn outcome_label(&self) -> &'static str {
         match self.outcome {
             Some(o) => o.label(),
+            None if self.running => "running",
             None => "interrupted (not finished; `drover resume` continues it)",
         }
     }

@@ -169,6 +169,14 @@ impl Report {
             };
             let _ = writeln!(out, "RTO target {}: {verdict}", fmt_ms(t));
         }
+        if let Some(rpo) = self.rpo.as_ref().filter(|_| self.fleet.is_none()) {
+            let _ = writeln!(
+                out,
+                "RPO at the break: {} of writes not on the DR site (replication lag, as `{}` read it)",
+                humantime::format_duration(std::time::Duration::from_secs(rpo.seconds.max(0.0).round() as u64)),
+                rpo.step
+            );
+        }
         if self.gate_wait_ms > 0 {
             let _ =
                 writeln!(out, "waiting for operators at gates: {} (not counted as work)", fmt_ms(self.gate_wait_ms));
