@@ -225,59 +225,92 @@ fn report_html(bencher: divan::Bencher, shape: Shape) {
     bencher.bench_local(|| report_page(&journal).len());
 }
 
+/// `drover serve` over a state directory, and a headless Chromium (through ChromeDriver) to
+/// open its pages; both stopped on drop. None, with a word, without chromium and chromedriver.
+struct Page {
+    rt: tokio::runtime::Runtime,
+    client: fantoccini::Client,
+    url: String,
+    /// Runs a bench has already used.
+    seen: Vec<String>,
+    serve: std::process::Child,
+    driver: std::process::Child,
+}
+
+impl Page {
+    fn open(root: &Path) -> Option<Page> {
+        let found = |bin: &str| {
+            std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        };
+        if !found("chromium") || !found("chromedriver") {
+            eprintln!(
+                "skipped: the page benches need chromium and chromedriver (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        }
+        let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (page_port, driver_port) = (port(), port());
+        let serve = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{page_port}"), "--state-dir"])
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={driver_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let client = rt.block_on(async {
+            let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+                "goog:chromeOptions": { "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--window-size=1400,1000"] }
+            }))
+            .unwrap();
+            for _ in 0..100 {
+                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                if let Ok(c) = fantoccini::ClientBuilder::new(connector)
+                    .capabilities(caps.clone())
+                    .connect(&format!("http://127.0.0.1:{driver_port}"))
+                    .await
+                {
+                    return c;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            panic!("chromedriver did not start a browser");
+        });
+        Some(Page { rt, client, url: format!("http://127.0.0.1:{page_port}"), seen: vec![], serve, driver })
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(self.client.clone().close());
+        for child in [&mut self.serve, &mut self.driver] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// `drover serve`'s page of a finished 10,000-step fleet run (2,500 apps × 4 steps), opened in
 /// headless Chromium: the time to its load event (the bench's figure) and its first contentful
-/// paint (printed, median). Target: first paint < 1 s. Needs chromium and chromedriver.
+/// paint (printed, median). Target: first paint < 1 s.
 #[divan::bench(sample_count = 5)]
 fn page_first_paint(bencher: divan::Bencher) {
-    let found =
-        |bin: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
-    if !found("chromium") || !found("chromedriver") {
-        eprintln!("page_first_paint: skipped — apt-get install chromium chromium-driver");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let id = finished_run(Shape::Fleet, dir.path());
-    let port = |()| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (page_port, driver_port) = (port(()), port(()));
-    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{page_port}"), "--state-dir"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut driver = std::process::Command::new("chromedriver")
-        .arg(format!("--port={driver_port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let client = rt.block_on(async {
-        let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
-            "goog:chromeOptions": { "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-dev-shm-usage", "--window-size=1400,1000"] }
-        }))
-        .unwrap();
-        for _ in 0..100 {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            if let Ok(c) = fantoccini::ClientBuilder::new(connector)
-                .capabilities(caps.clone())
-                .connect(&format!("http://127.0.0.1:{driver_port}"))
-                .await
-            {
-                return c;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        panic!("chromedriver did not start a browser");
-    });
-    let url = format!("http://127.0.0.1:{page_port}/runs/{id}");
+    let Some(page) = Page::open(dir.path()) else { return };
+    let url = format!("{}/runs/{id}", page.url);
     let mut paints = vec![];
     bencher.bench_local(|| {
-        rt.block_on(async {
-            client.goto(&url).await.unwrap();
-            let fcp = client
+        page.rt.block_on(async {
+            page.client.goto(&url).await.unwrap();
+            let fcp = page
+                .client
                 .execute(
                     "const p=performance.getEntriesByName('first-contentful-paint')[0];return p?p.startTime:null",
                     vec![],
@@ -295,9 +328,84 @@ fn page_first_paint(bencher: divan::Bencher) {
             paints.len()
         );
     }
-    let _ = rt.block_on(client.close());
-    let _ = serve.kill();
-    let _ = driver.kill();
-    let _ = serve.wait();
-    let _ = driver.wait();
+}
+
+const GATED: &str = "apiVersion: drover/v1\nkind: Runbook\nmetadata: { name: gated }\nsteps:\n\
+  - { id: confirm, uses: log, confirm: \"Go?\", with: { message: go } }\n\
+  - { id: switch, uses: log, needs: [confirm], with: { message: switched } }\n";
+
+/// How soon the live page shows a journal record: a run waits at its gate with its page open in
+/// headless Chromium; `drover approve` answers; the delay from the approval's journal record to
+/// the page's body being replaced (a MutationObserver's clock, the same machine's) is printed,
+/// median of the samples. Target: < 200 ms. Needs chromium and chromedriver.
+#[divan::bench(sample_count = 5)]
+fn page_update_latency(bencher: divan::Bencher) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut page) = Page::open(dir.path()) else { return };
+    let rb = dir.path().join("gated.yaml");
+    std::fs::write(&rb, GATED).unwrap();
+    let drover = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_drover"));
+        c.args(args).arg("--state-dir").arg(dir.path()).stdin(std::process::Stdio::null());
+        c
+    };
+    let mut delays = vec![];
+    bencher.bench_local(|| {
+        let mut run = drover(&["run", rb.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let id = loop {
+            if let Some(id) = StateDir::new(dir.path()).list().into_iter().find(|id| !page.seen.contains(id)) {
+                break id;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        page.seen.push(id.clone());
+        let client = &page.client;
+        page.rt.block_on(async {
+            client.goto(&format!("{}/runs/{id}", page.url)).await.unwrap();
+            while client.find(fantoccini::Locator::Css("form.banner")).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                client.refresh().await.unwrap();
+            }
+            client
+                .execute(
+                    "window.swaps=[];new MutationObserver(()=>swaps.push(Date.now())).observe(document.documentElement,{childList:true})",
+                    vec![],
+                )
+                .await
+                .unwrap();
+        });
+        let approved = drover(&["approve", &id, "confirm", "--by", "bench"]).output().unwrap();
+        assert!(approved.status.success());
+        run.wait().unwrap();
+        let swaps = page.rt.block_on(async {
+            while client.find(fantoccini::Locator::Css(".banner.ok")).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            client.execute("return swaps", vec![]).await.unwrap()
+        });
+        let (state, _) = RunState::load(&StateDir::new(dir.path()).journal(&id)).unwrap();
+        let at = state
+            .records
+            .iter()
+            .find(|r| matches!(r.event, drover::engine::events::Event::GateApproved { .. }))
+            .map(|r| humantime::parse_rfc3339_weak(&r.at).unwrap())
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as f64;
+        let first = swaps.as_array().unwrap().iter().filter_map(Value::as_f64).find(|&t| t >= at);
+        delays.push(first.expect("the page changed after the approval") - at);
+    });
+    delays.sort_by(f64::total_cmp);
+    if !delays.is_empty() {
+        eprintln!(
+            "live page: a journal record shown {:.0} ms after it was written (median of {}; all: {delays:?})",
+            delays[delays.len() / 2],
+            delays.len()
+        );
+    }
 }
