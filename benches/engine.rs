@@ -143,28 +143,31 @@ fn validate_and_plan(bencher: divan::Bencher, shape: Shape) {
     });
 }
 
+/// Run `loaded` with its journal at `journal`; it must succeed.
+async fn run_to_the_end(loaded: &drover::runbook::Loaded, journal: &Path, run_id: &str) {
+    let journal = Journal::create(journal).unwrap();
+    let opts = ExecuteOptions {
+        run_id: run_id.into(),
+        mode: RunMode::Run,
+        concurrency: 64,
+        approver: Arc::new(AutoApprove("bench".into())),
+        sink: EventSink::new(Some(journal.clone()), None),
+        stop: StopSignal::never(),
+        resume: None,
+        preflight: drover::engine::Preflight::Check { timeout: std::time::Duration::from_secs(600) },
+    };
+    let summary = execute(loaded, opts).await;
+    journal.close().unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Succeeded);
+}
+
 fn run_steps(bencher: divan::Bencher, shape: Shape, action: &str) {
     let reg = registry();
     let text = runbook(shape, action);
     let loaded = load_source(Path::new("bench.yaml"), &text, &reg, &LoadOptions::default()).expect("valid");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     bencher.with_inputs(|| tempfile::tempdir().unwrap()).bench_local_values(|dir| {
-        rt.block_on(async {
-            let journal = Journal::create(&dir.path().join("journal.jsonl")).unwrap();
-            let opts = ExecuteOptions {
-                run_id: "bench".into(),
-                mode: RunMode::Run,
-                concurrency: 64,
-                approver: Arc::new(AutoApprove("bench".into())),
-                sink: EventSink::new(Some(journal.clone()), None),
-                stop: StopSignal::never(),
-                resume: None,
-                preflight: drover::engine::Preflight::Check { timeout: std::time::Duration::from_secs(600) },
-            };
-            let summary = execute(&loaded, opts).await;
-            journal.close().unwrap();
-            assert_eq!(summary.outcome, RunOutcome::Succeeded);
-        });
+        rt.block_on(run_to_the_end(&loaded, &dir.path().join("journal.jsonl"), "bench"));
         dir
     });
 }
@@ -191,21 +194,7 @@ fn finished_run(shape: Shape, root: &Path) -> String {
     let state = StateDir::new(root);
     std::fs::create_dir_all(state.run_dir(&id)).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let journal = Journal::create(&state.journal(&id)).unwrap();
-        let opts = ExecuteOptions {
-            run_id: id.clone(),
-            mode: RunMode::Run,
-            concurrency: 64,
-            approver: Arc::new(AutoApprove("bench".into())),
-            sink: EventSink::new(Some(journal.clone()), None),
-            stop: StopSignal::never(),
-            resume: None,
-            preflight: drover::engine::Preflight::Check { timeout: std::time::Duration::from_secs(600) },
-        };
-        assert_eq!(execute(&loaded, opts).await.outcome, RunOutcome::Succeeded);
-        journal.close().unwrap();
-    });
+    rt.block_on(run_to_the_end(&loaded, &state.journal(&id), &id));
     id
 }
 
