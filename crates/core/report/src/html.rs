@@ -167,8 +167,8 @@ fn facts(h: &mut String, r: &Report) {
         ),
     );
     fact("wall time", fmt_ms(r.wall_ms));
-    if r.outcome.is_none() {
-        // The live page ticks this; a frozen report shows the time of its last record.
+    if r.running {
+        // The live page ticks this each second.
         let t0 = humantime::parse_rfc3339_weak(&r.started)
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
