@@ -43,21 +43,23 @@ impl StateDir {
         self.root.join("locks")
     }
 
-    /// Run ids, oldest first (ids start with their UTC start time).
+    /// Run ids, oldest first: by the time of each journal's first record (milliseconds; ids
+    /// carry whole seconds and a random suffix, so two runs started in one second would
+    /// otherwise sort at random), then by id.
     pub fn list(&self) -> Vec<String> {
-        let mut ids: Vec<String> = std::fs::read_dir(self.runs())
+        let mut ids: Vec<(String, String)> = std::fs::read_dir(self.runs())
             .map(|rd| {
                 rd.flatten()
                     .filter(|e| e.path().join("journal.jsonl").is_file())
-                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .map(|e| (first_record_at(&e.path().join("journal.jsonl")), e.file_name().to_string_lossy().into()))
                     .collect()
             })
             .unwrap_or_default();
         ids.sort();
-        ids
+        ids.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// Accept a unique prefix of a run id, or `latest`.
+    /// Accept a unique prefix of a run id, or `latest` (the run started last).
     pub fn resolve(&self, wanted: &str) -> Result<String, String> {
         let ids = self.list();
         if wanted == "latest" {
@@ -76,6 +78,20 @@ impl StateDir {
                 many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
             )),
         }
+    }
+}
+
+/// The RFC 3339 time of a journal's first record (empty when unreadable: sorts first).
+fn first_record_at(journal: &Path) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let read = std::fs::File::open(journal).map(|f| std::io::BufReader::new(f).read_line(&mut line));
+    match read {
+        Ok(Ok(_)) => serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| v.get("at").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default(),
+        _ => String::new(),
     }
 }
 
@@ -234,5 +250,35 @@ impl RunState {
             None if live => "running",
             None => "interrupted (resume it)",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Write a journal whose first record is at `at`.
+    fn run(state: &StateDir, id: &str, at: &str) {
+        std::fs::create_dir_all(state.run_dir(id)).unwrap();
+        std::fs::write(state.journal(id), format!("{{\"seq\":0,\"at\":\"{at}\",\"event\":{{}}}}\n")).unwrap();
+    }
+
+    #[test]
+    fn latest_is_the_run_started_last_even_within_one_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        // A dry run, then the real run 400 ms later: the second's random suffix sorts first.
+        run(&state, "20261202T192203Z-move-orders-f00d", "2026-12-02T19:22:03.100Z");
+        run(&state, "20261202T192203Z-move-orders-0bad", "2026-12-02T19:22:03.500Z");
+        run(&state, "20261202T192101Z-move-orders-ffff", "2026-12-02T19:21:01.900Z");
+        assert_eq!(
+            state.list(),
+            [
+                "20261202T192101Z-move-orders-ffff",
+                "20261202T192203Z-move-orders-f00d",
+                "20261202T192203Z-move-orders-0bad"
+            ]
+        );
+        assert_eq!(state.resolve("latest").unwrap(), "20261202T192203Z-move-orders-0bad");
     }
 }
