@@ -24,6 +24,7 @@
 //!   cargo bench --bench lab -- fleet     # one of them
 //!   DROVER_BENCH_SAMPLES=1 cargo bench --bench lab -- fleet   # one quick sample
 //!   DROVER_BENCH_WRAP="heaptrack -o /tmp/ht" …                 # the failover under a profiler
+//!   DROVER_BENCH_REQUESTS=1 …                  # also the ONTAP requests drover made, by shape
 
 use std::time::{Duration, Instant};
 
@@ -204,6 +205,21 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         (t.elapsed(), out.stdout.len())
     };
+    if std::env::var("DROVER_BENCH_REQUESTS").is_ok() {
+        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+        lab.ontap.with_world(|w| {
+            for r in &w.requests {
+                let shape: Vec<&str> = r.path.split('/').map(|p| if p.len() > 30 { "{uuid}" } else { p }).collect();
+                let keys: Vec<&str> = r.query.0.iter().map(|(k, _)| k.as_str()).collect();
+                *by.entry(format!("{} {} {:?}", r.method, shape.join("/"), keys)).or_default() += 1;
+            }
+        });
+        let mut by: Vec<_> = by.into_iter().collect();
+        by.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        for (k, n) in by.iter().take(25) {
+            println!("  ONTAP {n:>6} {k}");
+        }
+    }
     let (report_text, _) = timed("text");
     let (report_html, report_html_bytes) = timed("html");
     drop(lab);

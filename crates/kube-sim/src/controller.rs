@@ -1,5 +1,12 @@
 //! The small controller: workloads become ready, claims bind, snapshots turn ready, namespaces
 //! finish deleting — after the configured delays, applied lazily at each request.
+//!
+//! Every request runs the controller first, so it must cost nothing when nothing is due: the
+//! objects it waits on are kept in the order their delay runs out, and a tick looks only at
+//! the front of that order (a fleet's lab holds thousands of objects changed moments ago).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -8,18 +15,71 @@ use crate::store::*;
 /// CSI VolumeSnapshots, which the small controller makes ready (when their CRD is installed).
 const SNAPSHOTS: &str = "volumesnapshots.snapshot.storage.k8s.io";
 
+/// Kinds that become ready (or bound) `ready_delay` after their spec changed.
+const BECOME_READY: &[&str] = &[
+    "deployments.apps",
+    "statefulsets.apps",
+    "replicasets.apps",
+    "daemonsets.apps",
+    "jobs.batch",
+    "persistentvolumeclaims",
+    SNAPSHOTS,
+];
+
+/// An object: its resource (`deployments.apps`), namespace and name.
+pub(crate) type ObjectKey = (String, String, String);
+
+/// The objects the controller will act on, by when their spec last changed.
+#[derive(Default)]
+pub(crate) struct Changes {
+    /// The latest change of each object; older entries in the queues are stale.
+    latest: HashMap<ObjectKey, Instant>,
+    /// Workloads, claims and snapshots, oldest change first.
+    ready: BTreeSet<(Instant, ObjectKey)>,
+    /// Namespaces, oldest change first.
+    namespaces: BTreeSet<(Instant, ObjectKey)>,
+    /// Snapshots whose delay ran out while their claim was not bound: looked at each tick.
+    waiting: BTreeSet<ObjectKey>,
+}
+
+impl Changes {
+    /// Note that an object's spec changed at `at` (kinds the controller ignores are dropped).
+    pub(crate) fn mark(&mut self, object: ObjectKey, at: Instant) {
+        let queue = if object.0 == "namespaces" {
+            &mut self.namespaces
+        } else if BECOME_READY.contains(&object.0.as_str()) {
+            &mut self.ready
+        } else {
+            return;
+        };
+        queue.insert((at, object.clone()));
+        self.waiting.remove(&object);
+        self.latest.insert(object, at);
+    }
+
+    /// The objects whose delay has run out by `now`, and the snapshots still waiting.
+    fn due(&mut self, now: Instant, ready_delay: Duration, namespace_delay: Duration) -> Vec<ObjectKey> {
+        let mut due: Vec<ObjectKey> = std::mem::take(&mut self.waiting).into_iter().collect();
+        for (queue, delay) in [(&mut self.ready, ready_delay), (&mut self.namespaces, namespace_delay)] {
+            while let Some((at, _)) = queue.first()
+                && now.saturating_duration_since(*at) >= delay
+            {
+                let (at, object) = queue.pop_first().expect("not empty");
+                if self.latest.get(&object) == Some(&at) {
+                    self.latest.remove(&object);
+                    due.push(object);
+                }
+            }
+        }
+        due
+    }
+}
+
 impl Store {
     /// The small controller: workloads become ready, PVCs bind, namespaces finish deleting.
     pub fn tick(&mut self) {
         let now = self.clock.now();
-        let due: Vec<(String, String, String)> = self
-            .changed
-            .iter()
-            .filter(|(_, t)| {
-                now.duration_since(**t) >= self.settings.ready_delay.min(self.settings.namespace_delete_delay)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due = self.changes.due(now, self.settings.ready_delay, self.settings.namespace_delete_delay);
         for k in due {
             let (res, ns, name) = k.clone();
             // The CSI snapshot controller: a snapshot of a bound claim becomes ready to use; of
@@ -41,78 +101,56 @@ impl Store {
                     )
                 });
             let Some(obj) = self.objects.get_mut(&res).and_then(|m| m.get_mut(&(ns.clone(), name.clone()))) else {
-                self.changed.remove(&k);
                 continue;
             };
-            let age = now.duration_since(self.changed[&k]);
             match res.as_str() {
-                "deployments.apps" | "statefulsets.apps" | "replicasets.apps" if age >= self.settings.ready_delay => {
+                "deployments.apps" | "statefulsets.apps" | "replicasets.apps" => {
                     let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
                     let generation = obj["metadata"]["generation"].clone();
                     obj["status"] = json!({ "observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
                                             "availableReplicas": replicas, "updatedReplicas": replicas, "currentReplicas": replicas });
-                    self.changed.remove(&k);
                 }
-                "daemonsets.apps" if age >= self.settings.ready_delay => {
+                "daemonsets.apps" => {
                     let generation = obj["metadata"]["generation"].clone();
                     obj["status"] = json!({ "observedGeneration": generation, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
                                             "numberReady": 1, "numberAvailable": 1, "updatedNumberScheduled": 1 });
-                    self.changed.remove(&k);
                 }
-                "jobs.batch" if age >= self.settings.ready_delay => {
-                    if obj["status"]["conditions"].is_null() {
-                        let completions = obj.pointer("/spec/completions").and_then(Value::as_i64).unwrap_or(1);
-                        obj["status"] = json!({ "succeeded": completions, "completionTime": now_rfc3339(),
-                                                "conditions": [{ "type": "Complete", "status": "True" }] });
-                    }
-                    self.changed.remove(&k);
+                "jobs.batch" if obj["status"]["conditions"].is_null() => {
+                    let completions = obj.pointer("/spec/completions").and_then(Value::as_i64).unwrap_or(1);
+                    obj["status"] = json!({ "succeeded": completions, "completionTime": now_rfc3339(),
+                                            "conditions": [{ "type": "Complete", "status": "True" }] });
                 }
-                "persistentvolumeclaims" if age >= self.settings.ready_delay => {
+                "persistentvolumeclaims" => {
                     obj["status"] = json!({ "phase": "Bound", "accessModes": obj.pointer("/spec/accessModes").cloned().unwrap_or(json!([])),
                                             "capacity": obj.pointer("/spec/resources/requests").cloned().unwrap_or(json!({})) });
-                    self.changed.remove(&k);
                 }
-                SNAPSHOTS if age >= self.settings.ready_delay => {
+                SNAPSHOTS => {
                     let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
                     match snapshot_of {
                         Some((_, Some((true, size)))) => {
                             obj["status"] = json!({ "boundVolumeSnapshotContentName": format!("snapcontent-{uid}"),
                                                     "creationTime": now_rfc3339(), "readyToUse": true, "restoreSize": size });
-                            self.changed.remove(&k);
                         }
-                        Some((_, Some((false, _)))) => {} // the claim is not bound yet: wait
+                        // The claim is not bound yet: wait.
+                        Some((_, Some((false, _)))) => {
+                            self.changes.waiting.insert(k);
+                        }
                         Some((claim, None)) => {
                             obj["status"] = json!({ "readyToUse": false, "error": { "time": now_rfc3339(),
                                 "message": format!("failed to get input parameters to create snapshot {name}: \"persistentvolumeclaims \\\"{claim}\\\" not found\"") } });
-                            self.changed.remove(&k);
                         }
-                        None => {
-                            self.changed.remove(&k);
-                        }
+                        None => {}
                     }
                 }
-                "namespaces" if age >= self.settings.namespace_delete_delay => {
-                    if obj["status"]["phase"] == "Terminating" {
-                        for (_, objects) in self.objects.iter_mut() {
-                            objects.retain(|(n, _), _| n != &name);
-                        }
-                        if let Some(m) = self.objects.get_mut("namespaces") {
-                            m.remove(&(String::new(), name.clone()));
-                        }
+                "namespaces" if obj["status"]["phase"] == "Terminating" => {
+                    for (_, objects) in self.objects.iter_mut() {
+                        objects.retain(|(n, _), _| n != &name);
                     }
-                    self.changed.remove(&k);
+                    if let Some(m) = self.objects.get_mut("namespaces") {
+                        m.remove(&(String::new(), name.clone()));
+                    }
                 }
-                "deployments.apps"
-                | "statefulsets.apps"
-                | "replicasets.apps"
-                | "daemonsets.apps"
-                | "jobs.batch"
-                | "persistentvolumeclaims"
-                | SNAPSHOTS
-                | "namespaces" => {}
-                _ => {
-                    self.changed.remove(&k);
-                }
+                _ => {}
             }
         }
     }

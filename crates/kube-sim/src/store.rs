@@ -3,7 +3,7 @@
 //! resource, dry runs, and errors as `Status` objects.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
@@ -52,8 +52,8 @@ pub struct Store {
     pub types: Vec<ResourceType>,
     pub(crate) objects: BTreeMap<String, BTreeMap<(String, String), Value>>,
     pub(crate) resource_version: u64,
-    /// When each object's spec last changed (for the controller).
-    pub(crate) changed: BTreeMap<(String, String, String), Instant>,
+    /// The objects whose spec changed, for the controller.
+    pub(crate) changes: crate::controller::Changes,
     pub settings: Settings,
     /// The cluster's time: the controller's delays (readiness, binding, namespace deletion)
     /// follow it.
@@ -66,7 +66,7 @@ impl Store {
             types: types::builtin(),
             objects: BTreeMap::new(),
             resource_version: 100,
-            changed: BTreeMap::new(),
+            changes: Default::default(),
             settings,
             clock: drover_sim_kit::Clock::real(),
         };
@@ -226,7 +226,7 @@ impl Store {
                 self.types.push(nt);
             }
         }
-        self.changed.insert((key(t), ns.clone(), name.clone()), self.clock.now());
+        self.changes.mark((key(t), ns.clone(), name.clone()), self.clock.now());
         self.objects.entry(key(t)).or_default().insert((ns, name), obj.clone());
         Ok(obj)
     }
@@ -302,7 +302,15 @@ impl Store {
         let mut items: Vec<&Value> = self
             .objects
             .get(&key(t))
-            .map(|m| m.iter().filter(|((n, _), _)| ns.is_none_or(|want| n == want)).map(|(_, v)| v).collect())
+            .map(|m| match ns {
+                // Objects are kept by (namespace, name): one namespace's are one range.
+                Some(want) => m
+                    .range((want.to_string(), String::new())..)
+                    .take_while(|((n, _), _)| n == want)
+                    .map(|(_, v)| v)
+                    .collect(),
+                None => m.values().collect(),
+            })
             .unwrap_or_default();
         if let Some(sel) = &selector {
             items.retain(|o| sel.matches(o.pointer("/metadata/labels")));
@@ -426,7 +434,7 @@ impl Store {
             return Ok(result);
         }
         if spec_changed {
-            self.changed.insert((key(t), ns.clone(), name.clone()), self.clock.now());
+            self.changes.mark((key(t), ns.clone(), name.clone()), self.clock.now());
         }
         self.objects.entry(key(t)).or_default().insert((ns, name), result.clone());
         Ok(result)
@@ -548,7 +556,7 @@ impl Store {
             old["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             old["status"] = json!({ "phase": "Terminating" });
             old["metadata"]["resourceVersion"] = json!(self.next_rv());
-            self.changed.insert((key(t), String::new(), name.to_string()), self.clock.now());
+            self.changes.mark((key(t), String::new(), name.to_string()), self.clock.now());
             self.objects.entry(key(t)).or_default().insert((String::new(), name.to_string()), old.clone());
             return Ok(old);
         }

@@ -92,7 +92,8 @@ pub fn route(
             collection_or_one(path, records, rest, query, &["uuid", "name"])
         }
         ("GET", ["api", "cluster", "jobs"]) => {
-            let records = w.jobs_of(c).map(job_record).collect();
+            // A watcher's `uuid=A|B|…`, filtered before records are rendered.
+            let records = w.jobs_of(c).filter(|j| may_match(query.get("uuid"), &j.uuid)).map(job_record).collect();
             collection(path, records, query, &["uuid"], &[])
         }
         ("GET", ["api", "cluster", "jobs", uuid]) => match w.job(uuid).filter(|j| j.cluster == c) {
@@ -113,17 +114,17 @@ pub fn route(
         }
         ("GET", ["api", "snapmirror", "relationships"]) => {
             let list_sources = query.flag("list_destinations_only");
-            // Path filters are applied before records are rendered: a cluster may hold
-            // thousands of relationships and this is the most frequent query.
-            let by_path =
-                |wanted: Option<&str>, path: &str| wanted.is_none_or(|p| p.contains(['*', '|', '!']) || p == path);
+            // Filters on paths and uuids are applied before records are rendered: a cluster
+            // may hold thousands of relationships, and these are the most frequent queries
+            // (one relationship by path; a watcher's `uuid=A|B|…`).
             let records = w
                 .rels
                 .iter()
                 .filter(|r| if list_sources { r.src_cluster == c } else { r.dst_cluster == c })
                 .filter(|r| {
-                    by_path(query.get("destination.path"), &r.dst_path)
-                        && by_path(query.get("source.path"), &r.src_path)
+                    may_match(query.get("destination.path"), &r.dst_path)
+                        && may_match(query.get("source.path"), &r.src_path)
+                        && may_match(query.get("uuid"), &r.uuid)
                 })
                 .map(|r| relationship_record(w, r))
                 .collect();

@@ -32,6 +32,13 @@ pub(crate) fn matches(value: Option<&Value>, pattern: &str) -> bool {
     pattern.split('|').any(|alt| glob(alt, &text))
 }
 
+/// Whether a value may match a query pattern, without rendering its record: a pattern of
+/// plain alternatives (`A|B`) is checked here; any other (globs, negations) is left to
+/// [`matches`] on the rendered record.
+pub(crate) fn may_match(pattern: Option<&str>, value: &str) -> bool {
+    pattern.is_none_or(|p| p.contains(['*', '!', '<', '>']) || p.split('|').any(|one| one == value))
+}
+
 pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     if !pattern.contains('*') {
         return pattern == text;

@@ -147,13 +147,13 @@ impl Client {
         format!("{} {} {}", self.base, self.username, self.credentials)
     }
 
-    /// What ONTAP answers a GET of a relationship that is not there.
-    pub(crate) fn gone(&self, uuid: &str) -> OntapError {
+    /// What ONTAP answers a GET of an object of `collection` that is not there.
+    pub(crate) fn gone(&self, collection: &str, uuid: &str) -> OntapError {
         OntapError::Answered {
             cluster: self.describe(),
             status: 404,
             method: "GET".into(),
-            path: format!("/api/snapmirror/relationships/{uuid}"),
+            path: format!("{collection}/{uuid}"),
             code: Some(NOT_FOUND.into()),
             message: "entry doesn't exist".into(),
         }
@@ -356,13 +356,14 @@ impl Client {
     }
 
     /// Poll a job until `success`; a failure becomes an error with ONTAP's code and message.
+    /// Its readings come from the cluster's job watcher, together with every other wait's.
     pub async fn wait_job(&self, href: &str, deadline: Option<Instant>) -> Result<(), OntapError> {
         let poll = drover_api::Poll::new(Duration::from_secs(5));
         let mut seen = false;
-        // `error` came after 9.8; ask only for what this release has.
-        let path = format!("{href}?fields={}", self.fields("job", &["state", "message", "code", "error"]).await?);
+        let uuid = href.trim_end_matches('/').rsplit('/').next().unwrap_or(href);
+        let mut readings = crate::watch::Subscription::<Job>::new(self, uuid);
         loop {
-            match self.get_as::<Job>(&path).await {
+            match readings.next().await {
                 Ok(job) => {
                     seen = true;
                     match job.state {
@@ -430,6 +431,18 @@ impl Client {
         let fields = self.fields("snapmirror_relationship", RELATIONSHIP_FIELDS).await?;
         let path = format!(
             "/api/snapmirror/relationships?uuid={}&fields={fields}&max_records={}",
+            enc(&uuids.join("|")),
+            uuids.len().max(1)
+        );
+        self.records(&path).await?.into_iter().map(|v| self.decode(&path, v)).collect()
+    }
+
+    /// The jobs of these uuids that have not expired, in one query (`uuid=A|B|…`).
+    pub async fn jobs_by_uuid(&self, uuids: &[String]) -> Result<Vec<Job>, OntapError> {
+        // `error` came after 9.8; ask only for what this release has.
+        let fields = self.fields("job", &["state", "message", "code", "error"]).await?;
+        let path = format!(
+            "/api/cluster/jobs?uuid={}&fields={fields}&max_records={}",
             enc(&uuids.join("|")),
             uuids.len().max(1)
         );

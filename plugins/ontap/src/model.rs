@@ -282,6 +282,8 @@ impl Volume {
 /// An asynchronous job.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Job {
+    #[serde(default)]
+    pub uuid: String,
     pub state: JobState,
     #[serde(default)]
     pub message: Option<String>,

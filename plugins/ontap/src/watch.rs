@@ -1,15 +1,17 @@
-//! One poll per cluster for every relationship being waited on.
+//! One poll per cluster for every relationship — and every job — being waited on.
 //!
-//! A fleet waits on a thousand SnapMirror transfers at once. Polled one by one, each wait
-//! asks the cluster about its own relationship every few tens of milliseconds: thousands of
-//! requests a second that ONTAP serves one at a time, and most of a drover's CPU. Here the
-//! waits of one process on one cluster share a watcher: each wait keeps its own pace (a pause
-//! of 1/64 of the time it has waited, 20 ms to 5 s), and the watcher reads together every
-//! relationship whose turn has come — or comes within a quarter of its pause — in one
-//! `GET /api/snapmirror/relationships?uuid=A|B|…` per [`CHUNK`] relationships, one request at a
-//! time per cluster. A wait learns of a change no later than it would have alone.
+//! A fleet waits on a thousand SnapMirror transfers at once, and on two thousand quiesce and
+//! break jobs. Polled one by one, each wait asks the cluster about its own object every few
+//! tens of milliseconds: thousands of requests a second that ONTAP serves one at a time, and
+//! most of a drover's CPU. Here the waits of one process on one cluster share a watcher per
+//! kind of object: each wait keeps its own pace (a pause of 1/64 of the time it has waited,
+//! 20 ms to 5 s), and the watcher reads together every object whose turn has come — or comes
+//! within a quarter of its pause — in one `GET /api/snapmirror/relationships?uuid=A|B|…` (or
+//! `/api/cluster/jobs?uuid=…`) per [`CHUNK`] objects, one request at a time per cluster. A
+//! wait learns of a change no later than it would have alone.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -18,52 +20,95 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::OntapError;
-use crate::model::Relationship;
+use crate::model::{Job, Relationship};
 
-/// Relationships asked about in one request (about 2 KB of query).
+/// Objects asked about in one request (about 2 KB of query).
 const CHUNK: usize = 50;
 
-/// What one wait last heard of its relationship.
-type Reading = Option<Result<Relationship, OntapError>>;
+/// What a watcher reads: an ONTAP object with a uuid, read many at once.
+pub(crate) trait Watched: Clone + Send + Sync + Sized + 'static {
+    /// The collection, as ONTAP names it in a 404 for one of its objects.
+    const COLLECTION: &'static str;
+    fn uuid(&self) -> &str;
+    /// The objects of these uuids that exist, in one request.
+    fn read(client: &Client, uuids: &[String]) -> impl Future<Output = Result<Vec<Self>, OntapError>> + Send;
+    /// The watchers of this kind, one per cluster (by URL and user).
+    fn watchers() -> &'static Mutex<HashMap<String, Arc<Watcher<Self>>>>;
+}
 
-struct Waiter {
+static RELATIONSHIPS: LazyLock<Mutex<HashMap<String, Arc<Watcher<Relationship>>>>> = LazyLock::new(Default::default);
+static JOBS: LazyLock<Mutex<HashMap<String, Arc<Watcher<Job>>>>> = LazyLock::new(Default::default);
+
+impl Watched for Relationship {
+    const COLLECTION: &'static str = "/api/snapmirror/relationships";
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+    fn read(client: &Client, uuids: &[String]) -> impl Future<Output = Result<Vec<Self>, OntapError>> + Send {
+        client.relationships_by_uuid(uuids)
+    }
+    fn watchers() -> &'static Mutex<HashMap<String, Arc<Watcher<Self>>>> {
+        &RELATIONSHIPS
+    }
+}
+
+impl Watched for Job {
+    const COLLECTION: &'static str = "/api/cluster/jobs";
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+    fn read(client: &Client, uuids: &[String]) -> impl Future<Output = Result<Vec<Self>, OntapError>> + Send {
+        client.jobs_by_uuid(uuids)
+    }
+    fn watchers() -> &'static Mutex<HashMap<String, Arc<Watcher<Self>>>> {
+        &JOBS
+    }
+}
+
+/// What one wait last heard of its object.
+type Reading<T> = Option<Result<T, OntapError>>;
+
+struct Waiter<T> {
     uuid: String,
     poll: drover_api::Poll,
     due: Instant,
     /// The pause before `due`: a reading this close to it is taken early, with the others.
     pause: Duration,
-    tx: watch::Sender<Reading>,
+    tx: watch::Sender<Reading<T>>,
 }
 
-#[derive(Default)]
-struct State {
-    waiters: HashMap<u64, Waiter>,
+struct State<T> {
+    waiters: HashMap<u64, Waiter<T>>,
     next_id: u64,
     /// A task reads for the waiters; it ends when none is left.
     driving: bool,
 }
 
-/// The waits on one cluster (by URL and user).
-struct Watcher {
-    state: Mutex<State>,
+impl<T> Default for State<T> {
+    fn default() -> Self {
+        State { waiters: HashMap::new(), next_id: 0, driving: false }
+    }
+}
+
+/// The waits on one cluster's objects of one kind.
+pub(crate) struct Watcher<T> {
+    state: Mutex<State<T>>,
     /// A new wait wants its first reading now.
     arrived: Notify,
 }
 
-static WATCHERS: LazyLock<Mutex<HashMap<String, Arc<Watcher>>>> = LazyLock::new(Default::default);
-
-/// One wait's readings of one relationship; dropping it ends the wait.
-pub(crate) struct Subscription {
-    watcher: Arc<Watcher>,
+/// One wait's readings of one object; dropping it ends the wait.
+pub(crate) struct Subscription<T: Watched> {
+    watcher: Arc<Watcher<T>>,
     id: u64,
-    rx: watch::Receiver<Reading>,
+    rx: watch::Receiver<Reading<T>>,
 }
 
-impl Subscription {
-    /// Start waiting on the relationship `uuid` of `client`'s cluster: the first reading
-    /// comes at once.
-    pub(crate) fn new(client: &Client, uuid: &str) -> Subscription {
-        let watcher = WATCHERS
+impl<T: Watched> Subscription<T> {
+    /// Start waiting on the object `uuid` of `client`'s cluster: the first reading comes at
+    /// once.
+    pub(crate) fn new(client: &Client, uuid: &str) -> Subscription<T> {
+        let watcher = T::watchers()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(client.identity())
@@ -86,21 +131,21 @@ impl Subscription {
         Subscription { watcher, id, rx }
     }
 
-    /// The next reading of the relationship.
-    pub(crate) async fn next(&mut self) -> Result<Relationship, OntapError> {
+    /// The next reading of the object.
+    pub(crate) async fn next(&mut self) -> Result<T, OntapError> {
         if self.rx.changed().await.is_err() {
             // The reader is gone (its task ended by a panic): nothing more will come.
             return Err(OntapError::Unexpected {
                 cluster: "ONTAP".into(),
-                path: "/api/snapmirror/relationships".into(),
-                cause: "the relationship watcher stopped".into(),
+                path: T::COLLECTION.into(),
+                cause: "the watcher stopped".into(),
             });
         }
         self.rx.borrow_and_update().clone().expect("a change is a reading")
     }
 }
 
-impl Drop for Subscription {
+impl<T: Watched> Drop for Subscription<T> {
     fn drop(&mut self) {
         self.watcher.state.lock().unwrap_or_else(|e| e.into_inner()).waiters.remove(&self.id);
     }
@@ -108,12 +153,12 @@ impl Drop for Subscription {
 
 /// Marks the watcher driverless if its task is dropped unfinished (its runtime shut down),
 /// so that the next wait starts another.
-struct Driving {
-    watcher: Arc<Watcher>,
+struct Driving<T> {
+    watcher: Arc<Watcher<T>>,
     finished: bool,
 }
 
-impl Drop for Driving {
+impl<T> Drop for Driving<T> {
     fn drop(&mut self) {
         if !self.finished {
             self.watcher.state.lock().unwrap_or_else(|e| e.into_inner()).driving = false;
@@ -121,8 +166,8 @@ impl Drop for Driving {
     }
 }
 
-/// Read, round after round, the relationships whose turn has come, until no wait is left.
-async fn drive(watcher: Arc<Watcher>, client: Client) {
+/// Read, round after round, the objects whose turn has come, until no wait is left.
+async fn drive<T: Watched>(watcher: Arc<Watcher<T>>, client: Client) {
     let mut driving = Driving { watcher: watcher.clone(), finished: false };
     loop {
         let now = Instant::now();
@@ -133,7 +178,7 @@ async fn drive(watcher: Arc<Watcher>, client: Client) {
                 driving.finished = true;
                 return;
             }
-            let early = |w: &Waiter| w.due.checked_sub(w.pause / 4).unwrap_or(w.due);
+            let early = |w: &Waiter<T>| w.due.checked_sub(w.pause / 4).unwrap_or(w.due);
             let mut due: Vec<String> =
                 st.waiters.values().filter(|w| early(w) <= now).map(|w| w.uuid.clone()).collect();
             due.sort_unstable();
@@ -148,14 +193,17 @@ async fn drive(watcher: Arc<Watcher>, client: Client) {
             continue;
         }
         for chunk in due.chunks(CHUNK) {
-            let read = client.relationships_by_uuid(chunk).await;
+            let read = T::read(&client, chunk).await;
             let at = Instant::now();
+            let asked: std::collections::HashSet<&str> = chunk.iter().map(String::as_str).collect();
+            let found: HashMap<&str, &T> =
+                read.as_ref().map(|found| found.iter().map(|o| (o.uuid(), o)).collect()).unwrap_or_default();
             let mut st = watcher.state.lock().unwrap_or_else(|e| e.into_inner());
-            for w in st.waiters.values_mut().filter(|w| chunk.contains(&w.uuid)) {
+            for w in st.waiters.values_mut().filter(|w| asked.contains(w.uuid.as_str())) {
                 let reading = match &read {
-                    Ok(found) => match found.iter().find(|r| r.uuid == w.uuid) {
-                        Some(rel) => Ok(rel.clone()),
-                        None => Err(client.gone(&w.uuid)),
+                    Ok(_) => match found.get(w.uuid.as_str()) {
+                        Some(one) => Ok((*one).clone()),
+                        None => Err(client.gone(T::COLLECTION, &w.uuid)),
                     },
                     Err(e) => Err(e.clone()),
                 };

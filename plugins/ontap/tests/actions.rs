@@ -592,3 +592,33 @@ async fn waits_on_one_cluster_share_their_polls() {
     assert!(one >= 10, "one transfer is polled many times ({one})");
     assert!(six < 2 * one, "six waits read {six} times, one alone {one}");
 }
+
+/// Reads of jobs (one, or several at once) the DR cluster has served.
+fn job_reads(lab: &Lab) -> usize {
+    lab.sim.with_world(|w| {
+        w.requests.iter().filter(|r| r.method == "GET" && r.path.starts_with("/api/cluster/jobs")).count()
+    })
+}
+
+/// Backend: the ONTAP simulator. Six quiesce jobs waited on at once are read together, one
+/// query for all, as often as one job alone would be: not six times (a fleet waits on two
+/// thousand jobs at once).
+#[tokio::test]
+async fn waits_on_jobs_of_one_cluster_share_their_polls() {
+    let (topology, _) = six_volumes(None);
+    let topology = topology.replace("settings: { job_delay: 300ms }", "settings: { job_delay: 600ms }");
+    let alone = lab_of(&topology).await;
+    alone.run("ontap.snapmirror.quiesce", json!({ "site": "west", "destination": "svm_vol:v0" })).await.unwrap();
+    let one = job_reads(&alone);
+
+    let lab = lab_of(&topology).await;
+    let quiesces = (0..6).map(|i| {
+        lab.run("ontap.snapmirror.quiesce", json!({ "site": "west", "destination": format!("svm_vol:v{i}") }))
+    });
+    for out in futures::future::join_all(quiesces).await {
+        assert_eq!(out.unwrap()["state"], "paused");
+    }
+    let six = job_reads(&lab);
+    assert!(one >= 10, "one job is polled many times ({one})");
+    assert!(six < 2 * one, "six waits read {six} times, one alone {one}");
+}

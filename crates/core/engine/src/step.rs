@@ -1,6 +1,7 @@
 //! One step's job: its parameters interpolated from params and earlier outputs, attempts with
 //! retries and backoff within the step's time, gates, checkpoints and notes through its host.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,10 +98,11 @@ impl RunScope<'_> {
 }
 
 impl Scope for RunScope<'_> {
-    fn lookup(&self, path: &[String]) -> Result<Value, String> {
-        let dig = |v: &Value, rest: &[String], what: &str| -> Result<Value, String> {
+    fn lookup(&self, path: &[String]) -> Result<Cow<'_, Value>, String> {
+        fn dig<'v>(v: &'v Value, rest: &[String], what: &str) -> Result<Cow<'v, Value>, String> {
             drover_runbook::expr::dig(v, rest).map_err(|key| format!("`{what}` has no `{key}`"))
-        };
+        }
+        let owned = |v: Value| Ok(Cow::Owned(v));
         match path.first().map(String::as_str) {
             Some("params") => {
                 let name = path.get(1).ok_or("missing param name")?;
@@ -113,9 +115,9 @@ impl Scope for RunScope<'_> {
                 dig(&site.settings, &path[2..], &path[..2].join("."))
             }
             Some("run") => match path.get(1).map(String::as_str) {
-                Some("id") => Ok(Value::String(self.run_id.to_string())),
-                Some("dry_run") => Ok(Value::Bool(self.dry)),
-                Some("runbook") => Ok(Value::String(self.loaded.runbook.name.clone())),
+                Some("id") => owned(Value::String(self.run_id.to_string())),
+                Some("dry_run") => owned(Value::Bool(self.dry)),
+                Some("runbook") => owned(Value::String(self.loaded.runbook.name.clone())),
                 _ => Err(format!("unknown `{}`", path.join("."))),
             },
             Some("item") => {
@@ -127,7 +129,7 @@ impl Scope for RunScope<'_> {
                 let id = self.instance().and_then(|inst| inst.pairs.get(id)).unwrap_or(id);
                 let i = *self.loaded.index.get(id).ok_or_else(|| format!("no step `{id}`"))?;
                 match path.get(2).map(String::as_str) {
-                    Some("outcome") => Ok(match self.state[i] {
+                    Some("outcome") => owned(match self.state[i] {
                         State::Done(o) => Value::String(o.label().into()),
                         _ => Value::Null,
                     }),
@@ -145,7 +147,7 @@ impl Scope for RunScope<'_> {
                                     .call
                                     .get(i)
                                     .and_then(|a| a.info().outputs.iter().find(|o| &o.name == key).map(|o| o.ty));
-                                Ok(match ty {
+                                owned(match ty {
                                     Some(drover_api::ValueType::List) => Value::Array(vec![]),
                                     Some(drover_api::ValueType::Map) => Value::Object(Default::default()),
                                     Some(drover_api::ValueType::Int | drover_api::ValueType::Number) => Value::from(0),

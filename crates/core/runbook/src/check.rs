@@ -331,9 +331,11 @@ pub fn skipped_by_params(step: &super::Step, params: &BTreeMap<String, Value>) -
 pub(crate) struct ParamsOnly<'a>(pub(crate) &'a BTreeMap<String, Value>);
 
 impl super::expr::Scope for ParamsOnly<'_> {
-    fn lookup(&self, path: &[String]) -> Result<Value, String> {
+    fn lookup(&self, path: &[String]) -> Result<std::borrow::Cow<'_, Value>, String> {
         match (path.first().map(String::as_str), path.get(1), path.len()) {
-            (Some("params"), Some(name), 2) => self.0.get(name).cloned().ok_or_else(|| format!("no value for {name}")),
+            (Some("params"), Some(name), 2) => {
+                self.0.get(name).map(std::borrow::Cow::Borrowed).ok_or_else(|| format!("no value for {name}"))
+            }
             _ => Err("not a param".into()),
         }
     }

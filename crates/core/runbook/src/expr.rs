@@ -4,6 +4,7 @@
 //! `sites.NAME.FIELD`, `run.id`), literals, comparison, `&&`, `||`, `!`, parentheses and five
 //! string functions. Parsed at load time so a typo is an error before anything runs.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::Value;
@@ -141,7 +142,9 @@ impl Template {
 
 /// Where references are looked up.
 pub trait Scope {
-    fn lookup(&self, path: &[String]) -> Result<Value, String>;
+    /// The value at `path`, borrowed where it can be: a condition over a fleet's params runs
+    /// once per instance and must not copy them.
+    fn lookup(&self, path: &[String]) -> Result<Cow<'_, Value>, String>;
 }
 
 /// A value as text inside a larger string.
@@ -171,18 +174,18 @@ pub fn truthy(v: &Value) -> bool {
 /// The value at `path` inside `v`: object keys, list indexes, and `*` for every item of a
 /// list (`params.apps.*.namespaces`: each application's namespaces, lists joined into one).
 /// On a miss, the key that is not there.
-pub fn dig<'p>(v: &Value, path: &'p [String]) -> Result<Value, &'p str> {
-    let Some((key, rest)) = path.split_first() else { return Ok(v.clone()) };
+pub fn dig<'v, 'p>(v: &'v Value, path: &'p [String]) -> Result<Cow<'v, Value>, &'p str> {
+    let Some((key, rest)) = path.split_first() else { return Ok(Cow::Borrowed(v)) };
     match v {
         Value::Array(items) if key == "*" => {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
-                match dig(item, rest)? {
+                match dig(item, rest)?.into_owned() {
                     Value::Array(inner) => out.extend(inner),
                     one => out.push(one),
                 }
             }
-            Ok(Value::Array(out))
+            Ok(Cow::Owned(Value::Array(out)))
         }
         Value::Object(m) => m.get(key).ok_or(key.as_str()).and_then(|v| dig(v, rest)),
         Value::Array(a) => {
@@ -222,41 +225,47 @@ impl Expr {
     }
 
     pub fn eval(&self, scope: &dyn Scope) -> Result<Value, String> {
-        Ok(match self {
-            Expr::Lit(v) => v.clone(),
-            Expr::Ref(path) => scope.lookup(path)?,
-            Expr::Not(e) => Value::Bool(!truthy(&e.eval(scope)?)),
+        self.eval_borrowed(scope).map(Cow::into_owned)
+    }
+
+    /// The value, borrowed from the expression or the scope where it can be.
+    fn eval_borrowed<'a>(&'a self, scope: &'a dyn Scope) -> Result<Cow<'a, Value>, String> {
+        let owned = |v: Value| Ok(Cow::Owned(v));
+        match self {
+            Expr::Lit(v) => Ok(Cow::Borrowed(v)),
+            Expr::Ref(path) => scope.lookup(path),
+            Expr::Not(e) => owned(Value::Bool(!truthy(&*e.eval_borrowed(scope)?))),
             Expr::Bin(a, Op::And, b) => {
-                let l = a.eval(scope)?;
-                if !truthy(&l) { l } else { b.eval(scope)? }
+                let l = a.eval_borrowed(scope)?;
+                if !truthy(&l) { Ok(l) } else { b.eval_borrowed(scope) }
             }
             Expr::Bin(a, Op::Or, b) => {
-                let l = a.eval(scope)?;
-                if truthy(&l) { l } else { b.eval(scope)? }
+                let l = a.eval_borrowed(scope)?;
+                if truthy(&l) { Ok(l) } else { b.eval_borrowed(scope) }
             }
             Expr::Bin(a, op, b) => {
-                let (l, r) = (a.eval(scope)?, b.eval(scope)?);
-                Value::Bool(compare(&l, *op, &r))
+                let (l, r) = (a.eval_borrowed(scope)?, b.eval_borrowed(scope)?);
+                owned(Value::Bool(compare(&l, *op, &r)))
             }
             Expr::Call(func, args) => {
-                let vals: Vec<Value> = args.iter().map(|a| a.eval(scope)).collect::<Result<_, _>>()?;
-                let (hay, needle) = (&vals[0], display(&vals[1]));
+                let vals: Vec<Cow<Value>> = args.iter().map(|a| a.eval_borrowed(scope)).collect::<Result<_, _>>()?;
+                let (hay, needle) = (&*vals[0], display(&vals[1]));
                 match func {
                     Func::Before => {
                         let text = display(hay);
-                        return Ok(Value::String(
+                        return owned(Value::String(
                             text.split_once(&needle).map_or(text.clone(), |(a, _)| a.to_string()),
                         ));
                     }
                     Func::After => {
                         let text = display(hay);
-                        return Ok(Value::String(
+                        return owned(Value::String(
                             text.split_once(&needle).map(|(_, b)| b.to_string()).unwrap_or_default(),
                         ));
                     }
                     _ => {}
                 }
-                Value::Bool(match func {
+                owned(Value::Bool(match func {
                     Func::Contains => match hay {
                         Value::Array(items) => items.iter().any(|i| display(i) == needle),
                         other => display(other).contains(&needle),
@@ -264,9 +273,9 @@ impl Expr {
                     Func::StartsWith => display(hay).starts_with(&needle),
                     Func::EndsWith => display(hay).ends_with(&needle),
                     Func::Before | Func::After => unreachable!("string functions return above"),
-                })
+                }))
             }
-        })
+        }
     }
 }
 
@@ -558,12 +567,12 @@ mod tests {
 
     struct S(Value);
     impl Scope for S {
-        fn lookup(&self, path: &[String]) -> Result<Value, String> {
+        fn lookup(&self, path: &[String]) -> Result<Cow<'_, Value>, String> {
             let mut v = &self.0;
             for p in path {
                 v = v.get(p).ok_or_else(|| format!("no {}", path.join(".")))?;
             }
-            Ok(v.clone())
+            Ok(Cow::Borrowed(v))
         }
     }
 
@@ -574,9 +583,9 @@ mod tests {
             Expr::Ref(path) => path,
             other => panic!("{other:?}"),
         };
-        assert_eq!(dig(&apps, &path("apps.*.name")), Ok(json!(["orders", "wiki"])));
-        assert_eq!(dig(&apps, &path("apps.*.ns")), Ok(json!(["o1", "o2", "w"])));
-        assert_eq!(dig(&apps, &["apps".into(), "1".into(), "name".into()]), Ok(json!("wiki")));
+        assert_eq!(dig(&apps, &path("apps.*.name")).map(Cow::into_owned), Ok(json!(["orders", "wiki"])));
+        assert_eq!(dig(&apps, &path("apps.*.ns")).map(Cow::into_owned), Ok(json!(["o1", "o2", "w"])));
+        assert_eq!(dig(&apps, &["apps".into(), "1".into(), "name".into()]).map(Cow::into_owned), Ok(json!("wiki")));
         assert_eq!(dig(&apps, &path("apps.*.tier")), Err("tier"), "the missing field is named");
         assert_eq!(dig(&json!({"a": "x"}), &path("a.*")), Err("*"), "a star on a string misses");
     }

@@ -1,6 +1,7 @@
 //! A fanned step's list: its items, the key naming each, and the fields the step reads —
 //! every problem at the item's own file and line.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::Value;
@@ -333,9 +334,11 @@ pub(super) fn check_reads(rb: &Runbook, lists: &HashMap<String, Fanned>, problem
 struct ItemOnly<'a>(&'a Value);
 
 impl crate::expr::Scope for ItemOnly<'_> {
-    fn lookup(&self, path: &[String]) -> Result<Value, String> {
+    fn lookup(&self, path: &[String]) -> Result<Cow<'_, Value>, String> {
         match path.split_first() {
-            Some((root, rest)) if root == "item" => dig(self.0, rest).cloned().ok_or_else(|| "no such field".into()),
+            Some((root, rest)) if root == "item" => {
+                dig(self.0, rest).map(Cow::Borrowed).ok_or_else(|| "no such field".into())
+            }
             _ => Err("not the item".into()),
         }
     }
@@ -348,14 +351,16 @@ struct Discovered<'a> {
 }
 
 impl crate::expr::Scope for Discovered<'_> {
-    fn lookup(&self, path: &[String]) -> Result<Value, String> {
+    fn lookup(&self, path: &[String]) -> Result<Cow<'_, Value>, String> {
         match path {
             [root, id, outputs, key, rest @ ..] if root == "steps" && outputs == "outputs" => {
                 let out = self.outputs.get(id).ok_or_else(|| format!("step `{id}` has not run"))?;
                 let v = out.get(key).ok_or_else(|| format!("step `{id}` has no output `{key}`"))?;
-                dig(v, rest).cloned().ok_or_else(|| format!("`{}` is not in step `{id}`'s output", path.join(".")))
+                dig(v, rest)
+                    .map(Cow::Borrowed)
+                    .ok_or_else(|| format!("`{}` is not in step `{id}`'s output", path.join(".")))
             }
-            _ => ParamsOnly(self.params).lookup(path),
+            _ => ParamsOnly(self.params).lookup(path).map(|v| Cow::Owned(v.into_owned())),
         }
     }
 }
