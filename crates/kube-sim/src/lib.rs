@@ -355,6 +355,10 @@ async fn handle(
     };
     let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
     s.tick();
+    if s.requests.len() == 100_000 {
+        s.requests.pop_front();
+    }
+    s.requests.push_back((method.clone(), path.clone()));
     match (method.as_str(), path.trim_end_matches('/')) {
         ("GET", "/version") => {
             return Ok(respond(

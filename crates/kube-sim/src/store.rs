@@ -54,6 +54,8 @@ pub struct Store {
     pub(crate) resource_version: u64,
     /// The objects whose spec changed, for the controller.
     pub(crate) changes: crate::controller::Changes,
+    /// The last 100,000 requests served (method and path), for tests that count them.
+    pub requests: std::collections::VecDeque<(String, String)>,
     pub settings: Settings,
     /// The cluster's time: the controller's delays (readiness, binding, namespace deletion)
     /// follow it.
@@ -67,6 +69,7 @@ impl Store {
             objects: BTreeMap::new(),
             resource_version: 100,
             changes: Default::default(),
+            requests: Default::default(),
             settings,
             clock: drover_sim_kit::Clock::real(),
         };

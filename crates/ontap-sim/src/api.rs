@@ -93,7 +93,8 @@ pub fn route(
         }
         ("GET", ["api", "cluster", "jobs"]) => {
             // A watcher's `uuid=A|B|…`, filtered before records are rendered.
-            let records = w.jobs_of(c).filter(|j| may_match(query.get("uuid"), &j.uuid)).map(job_record).collect();
+            let uuid = Prefilter::new(query.get("uuid"));
+            let records = w.jobs_of(c).filter(|j| uuid.may_match(&j.uuid)).map(job_record).collect();
             collection(path, records, query, &["uuid"], &[])
         }
         ("GET", ["api", "cluster", "jobs", uuid]) => match w.job(uuid).filter(|j| j.cluster == c) {
@@ -117,15 +118,16 @@ pub fn route(
             // Filters on paths and uuids are applied before records are rendered: a cluster
             // may hold thousands of relationships, and these are the most frequent queries
             // (one relationship by path; a watcher's `uuid=A|B|…`).
+            let (dst, src, uuid) = (
+                Prefilter::new(query.get("destination.path")),
+                Prefilter::new(query.get("source.path")),
+                Prefilter::new(query.get("uuid")),
+            );
             let records = w
                 .rels
                 .iter()
                 .filter(|r| if list_sources { r.src_cluster == c } else { r.dst_cluster == c })
-                .filter(|r| {
-                    may_match(query.get("destination.path"), &r.dst_path)
-                        && may_match(query.get("source.path"), &r.src_path)
-                        && may_match(query.get("uuid"), &r.uuid)
-                })
+                .filter(|r| dst.may_match(&r.dst_path) && src.may_match(&r.src_path) && uuid.may_match(&r.uuid))
                 .map(|r| relationship_record(w, r))
                 .collect();
             collection(path, records, query, &["uuid", "source.path", "destination.path"], &["svmdr_volumes"])

@@ -32,11 +32,19 @@ pub(crate) fn matches(value: Option<&Value>, pattern: &str) -> bool {
     pattern.split('|').any(|alt| glob(alt, &text))
 }
 
-/// Whether a value may match a query pattern, without rendering its record: a pattern of
-/// plain alternatives (`A|B`) is checked here; any other (globs, negations) is left to
-/// [`matches`] on the rendered record.
-pub(crate) fn may_match(pattern: Option<&str>, value: &str) -> bool {
-    pattern.is_none_or(|p| p.contains(['*', '!', '<', '>']) || p.split('|').any(|one| one == value))
+/// A query pattern as a prefilter, to skip records before rendering them: a pattern of
+/// plain alternatives (`A|B|…`) is a set looked up once per record; any other (globs,
+/// negations) lets every record through, to [`matches`] on the rendered record.
+pub(crate) struct Prefilter<'q>(Option<std::collections::HashSet<&'q str>>);
+
+impl<'q> Prefilter<'q> {
+    pub(crate) fn new(pattern: Option<&'q str>) -> Prefilter<'q> {
+        Prefilter(pattern.filter(|p| !p.contains(['*', '!', '<', '>'])).map(|p| p.split('|').collect()))
+    }
+
+    pub(crate) fn may_match(&self, value: &str) -> bool {
+        self.0.as_ref().is_none_or(|set| set.contains(value))
+    }
 }
 
 pub(crate) fn glob(pattern: &str, text: &str) -> bool {

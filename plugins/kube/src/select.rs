@@ -62,7 +62,20 @@ pub fn require_namespaces(namespaces: &[String]) -> Result<(), Vec<ParamError>> 
 
 /// Every object the selection names, in namespace, kind, name order.
 pub async fn select(kube: &Kube, sel: &Selection) -> Result<Vec<Found>, ActionError> {
-    use futures::{StreamExt, TryStreamExt};
+    let lists = lists(kube, sel).await?;
+    let mut out: Vec<Found> = select_in(kube, sel, &lists).await?.into_iter().flatten().collect();
+    sort(&mut out);
+    Ok(out)
+}
+
+/// Objects in namespace, kind, name order.
+pub fn sort(found: &mut [Found]) {
+    found.sort_by(|a, b| (a.namespace(), a.kind_name(), a.name()).cmp(&(b.namespace(), b.kind_name(), b.name())));
+}
+
+/// The LISTs a selection takes: each namespaced kind in each namespace (`""` for a
+/// cluster-scoped kind).
+pub async fn lists(kube: &Kube, sel: &Selection) -> Result<Vec<(Kind, String)>, ActionError> {
     let mut lists = vec![];
     for kind_name in &sel.kinds {
         let kind = kube.kind_named(kind_name).await?;
@@ -72,16 +85,19 @@ pub async fn select(kube: &Kube, sel: &Selection) -> Result<Vec<Found>, ActionEr
             lists.push((kind, String::new()));
         }
     }
+    Ok(lists)
+}
+
+/// What each of `lists` holds of the selection, in the order of `lists`.
+pub async fn select_in(kube: &Kube, sel: &Selection, lists: &[(Kind, String)]) -> Result<Vec<Vec<Found>>, ActionError> {
+    use futures::{StreamExt, TryStreamExt};
     // One LIST (paged) per kind and namespace, several in flight: a wait over 50 namespaces
     // must not look at them one after another.
-    let pages: Vec<Vec<Found>> = futures::stream::iter(lists)
+    futures::stream::iter(lists.iter().cloned())
         .map(|(kind, ns)| list_one(kube, sel, kind, ns))
-        .buffer_unordered(LISTS_IN_FLIGHT)
+        .buffered(LISTS_IN_FLIGHT)
         .try_collect()
-        .await?;
-    let mut out: Vec<Found> = pages.into_iter().flatten().collect();
-    out.sort_by(|a, b| (a.namespace(), a.kind_name(), a.name()).cmp(&(b.namespace(), b.kind_name(), b.name())));
-    Ok(out)
+        .await
 }
 
 /// How many LIST requests `select` keeps in flight.

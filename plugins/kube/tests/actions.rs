@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Site, find, sim_site, site};
+use common::{Site, find, sim_site, sim_site_with, site};
 use drover_api::testing;
 use drover_kube_sim::{Fault, FaultKind};
 
@@ -291,6 +291,38 @@ async fn wait_reports_progress_until_workloads_are_ready() {
     let missing = json!({ "site": "east", "namespaces": ["shop"], "names": ["checkout"], "kinds": ["Deployment"], "interval": "50ms" });
     let err = find("kube.wait").run(&east.ctx(Duration::from_millis(1500)), &missing).await.unwrap_err();
     assert!(err.message.ends_with("not ready in time: no objects match yet"), "{}", err.message);
+}
+
+/// Simulator (it counts the LISTs it serves): as `kubectl wait` does, each object is waited
+/// on until it is ready once. A namespace whose workloads are all ready is not listed again
+/// while another one's are still coming up — a fleet's 500 waits listed five kinds in each
+/// namespace on every look until the last object was ready.
+#[tokio::test]
+async fn wait_does_not_look_again_at_what_was_ready() {
+    let east = sim_site_with(drover_kube_sim::Settings {
+        ready_delay: Duration::from_millis(600),
+        namespace_delete_delay: Duration::from_millis(200),
+    })
+    .await;
+    let early = json!([namespace("early"), deployment("early", "web", 1)]);
+    east.run("kube.apply", json!({ "site": "east", "inline": early })).await.unwrap();
+    east.eventually("early/web ready", Duration::from_secs(10), |s| {
+        s.deployment("early", "web")["status"]["readyReplicas"] == 1
+    })
+    .await;
+    let late = json!([namespace("late"), deployment("late", "api", 1)]);
+    east.run("kube.apply", json!({ "site": "east", "inline": late })).await.unwrap();
+
+    let wait = json!({ "site": "east", "namespaces": ["early", "late"], "kinds": ["Deployment"], "interval": "50ms" });
+    let out = east.run("kube.wait", wait).await.unwrap();
+    assert_eq!(out["ready"], 2);
+    assert_eq!(out["objects"], json!(["Deployment early/web", "Deployment late/api"]));
+    let lists = |ns: &str| {
+        let path = format!("/apis/apps/v1/namespaces/{ns}/deployments");
+        east.sim().with_store(|s| s.requests.iter().filter(|(m, p)| m == "GET" && *p == path).count())
+    };
+    assert!(lists("late") >= 5, "the late namespace is looked at until ready ({})", lists("late"));
+    assert_eq!(lists("early"), 1, "the namespace that was ready is listed once");
 }
 
 /// Simulator: a Job failing needs a pod that fails, which kwok's stages never make; the

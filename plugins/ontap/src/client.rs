@@ -358,7 +358,7 @@ impl Client {
     /// Poll a job until `success`; a failure becomes an error with ONTAP's code and message.
     /// Its readings come from the cluster's job watcher, together with every other wait's.
     pub async fn wait_job(&self, href: &str, deadline: Option<Instant>) -> Result<(), OntapError> {
-        let poll = drover_api::Poll::new(Duration::from_secs(5));
+        let poll = drover_api::Poll::new(Duration::from_secs(5)).at_least(crate::watch::FIRST_PAUSE);
         let mut seen = false;
         let uuid = href.trim_end_matches('/').rsplit('/').next().unwrap_or(href);
         let mut readings = crate::watch::Subscription::<Job>::new(self, uuid);

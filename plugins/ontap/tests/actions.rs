@@ -577,7 +577,7 @@ fn relationship_reads(lab: &Lab) -> usize {
 async fn waits_on_one_cluster_share_their_polls() {
     let (topology, _) = six_volumes(None);
     let topology =
-        topology.replace("settings: { job_delay: 300ms }", "settings: { job_delay: 20ms, transfer_time: 600ms }");
+        topology.replace("settings: { job_delay: 300ms }", "settings: { job_delay: 20ms, transfer_time: 1s }");
     let alone = lab_of(&topology).await;
     alone.run("ontap.snapmirror.update", json!({ "site": "west", "destination": "svm_vol:v0" })).await.unwrap();
     let one = relationship_reads(&alone);
@@ -606,7 +606,7 @@ fn job_reads(lab: &Lab) -> usize {
 #[tokio::test]
 async fn waits_on_jobs_of_one_cluster_share_their_polls() {
     let (topology, _) = six_volumes(None);
-    let topology = topology.replace("settings: { job_delay: 300ms }", "settings: { job_delay: 600ms }");
+    let topology = topology.replace("settings: { job_delay: 300ms }", "settings: { job_delay: 1s }");
     let alone = lab_of(&topology).await;
     alone.run("ontap.snapmirror.quiesce", json!({ "site": "west", "destination": "svm_vol:v0" })).await.unwrap();
     let one = job_reads(&alone);

@@ -15,7 +15,9 @@ use drover_api::{
 };
 
 use crate::client::Kube;
-use crate::select::{Found, Readiness, Selection, Until, readiness, require_namespaces, select};
+use crate::select::{
+    Found, Readiness, Selection, Until, lists, readiness, require_namespaces, select, select_in, sort,
+};
 
 /// Time kept for one more look at the cluster after a pause.
 const LOOK: Duration = Duration::from_millis(500);
@@ -168,8 +170,15 @@ impl TypedAction for Wait {
         };
         let until = p.until();
         let selection = p.selection();
+        // As `kubectl wait` does, each object is waited on until it is ready once: a kind in a
+        // namespace whose objects were all ready is not listed again (a fleet's 500 waits
+        // would otherwise keep listing five kinds in each namespace until the last is ready).
+        let mut looking = lists(&kube, &selection).await?;
+        let mut settled: Vec<Found> = vec![];
         loop {
-            let found = select(&kube, &selection).await?;
+            let per_list = select_in(&kube, &selection, &looking).await?;
+            let mut found: Vec<Found> = settled.iter().cloned().chain(per_list.iter().flatten().cloned()).collect();
+            sort(&mut found);
             let (ready, waiting, failed) = survey(&found, until.as_ref());
             if !failed.is_empty() {
                 return Err(ActionError::permanent(format!("{}: {}", kube.origin, failed.join("; ")))
@@ -180,6 +189,20 @@ impl TypedAction for Wait {
                 out.insert("ready".into(), json!(ready));
                 out.insert("objects".into(), json!(found.iter().map(Found::describe).collect::<Vec<_>>()));
                 return Ok(out);
+            }
+            if !found.is_empty() {
+                let all_ready = |objects: &[Found]| {
+                    objects.iter().all(|f| readiness(f.kind_name(), &f.object, until.as_ref()) == Readiness::Ready)
+                };
+                let mut still = vec![];
+                for (list, objects) in looking.into_iter().zip(per_list) {
+                    if all_ready(&objects) {
+                        settled.extend(objects);
+                    } else {
+                        still.push(list);
+                    }
+                }
+                looking = still;
             }
             let status = if found.is_empty() {
                 "no objects match yet".to_string()

@@ -61,8 +61,8 @@ async fn wait_for(
     done: impl Fn(&Relationship) -> bool,
 ) -> Result<Relationship, ActionError> {
     // Readings come from the cluster's watcher, together with every other wait's.
-    let mut readings = crate::watch::Subscription::new(client, uuid);
-    let poll = drover_api::Poll::new(Duration::from_secs(5));
+    let mut readings = crate::watch::Subscription::<Relationship>::new(client, uuid);
+    let poll = drover_api::Poll::new(Duration::from_secs(5)).at_least(crate::watch::FIRST_PAUSE);
     loop {
         let rel = readings.next().await?;
         if done(&rel) {
