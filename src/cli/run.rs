@@ -225,7 +225,10 @@ pub async fn run(cli: &Cli, a: &RunArgs, registry: &Registry) -> Result<i32, Cli
     let mirror = shared.as_ref().map(|s| s.mirror(&run_id, &state.journal(&run_id)));
     let summary = drive(cli, &loaded, &state, &run_id, mode, &a.flags, journal, None).await;
     settle(shared.as_ref(), mirror, lock).await;
-    finish(cli, &state, &run_id, &summary?)
+    // The report is built from the journal: the expanded runbook (a fleet's thousands of
+    // instances) need not be held beside it.
+    drop(loaded);
+    finish(cli, &state, &run_id, summary?)
 }
 
 /// After a run, whatever its end: the journal's last records go to the shared state, then the
@@ -308,7 +311,8 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
     let mirror = shared.as_ref().map(|s| s.mirror(&run_id, &path));
     let summary = drive(cli, &loaded, &state, &run_id, start.mode, &a.flags, journal, Some(resume)).await;
     settle(shared.as_ref(), mirror, lock).await;
-    finish(cli, &state, &run_id, &summary?)
+    drop(loaded);
+    finish(cli, &state, &run_id, summary?)
 }
 
 /// The params `resume --param` changes, checked: declared and typed (the runbook load did that),
@@ -447,37 +451,48 @@ async fn drive(
 }
 
 /// Print and store the report; map the outcome to an exit code.
-fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: &RunSummary) -> Result<i32, CliError> {
-    let (run_state, _) = RunState::load(&state.journal(run_id))?;
-    let mut report = Report::from_state(&run_state);
-    if report.mode == crate::engine::events::RunMode::DryRun {
-        let history: Vec<Report> = state
-            .list()
-            .iter()
-            .filter(|id| id.as_str() != run_id)
-            .filter_map(|id| RunState::load(&state.journal(id)).ok())
-            .map(|(s, _)| Report::from_state(&s))
-            .collect();
-        report = report.with_forecast(&run_state, &history);
-    }
+fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: RunSummary) -> Result<i32, CliError> {
+    // Every step's outputs are in the journal too.
+    let RunSummary { outcome, preflight_failed, .. } = summary;
+    // The run's state is dropped once the report is built, before the report is rendered
+    // three times (file, page, output): a fleet's end is its peak of memory.
+    let report = {
+        let (run_state, _) = RunState::load(&state.journal(run_id))?;
+        let report = Report::from_state(&run_state);
+        if report.mode == crate::engine::events::RunMode::DryRun {
+            let history: Vec<Report> = state
+                .list()
+                .iter()
+                .filter(|id| id.as_str() != run_id)
+                .filter_map(|id| RunState::load(&state.journal(id)).ok())
+                .map(|(s, _)| Report::from_state(&s))
+                .collect();
+            report.with_forecast(&run_state, &history)
+        } else {
+            report
+        }
+    };
     let dir = state.run_dir(run_id);
     let _ = std::fs::write(dir.join("report.json"), report.to_json());
     let _ = std::fs::write(dir.join("report.html"), render_html(&report));
     match cli.output {
-        Output::Json | Output::Yaml => super::out::emit(cli.output, &serde_json::json!({ "summary": report })),
+        // Written as it is serialized: no JSON tree of the whole report in between.
+        Output::Json | Output::Yaml => {
+            super::out::emit(cli.output, &std::collections::BTreeMap::from([("summary", &report)]))
+        }
         Output::Text => {
             outln!("\n{}", report.to_text());
             outln!("report: {}  (drover report {run_id} --format html)", dir.join("report.html").display());
         }
     }
-    Ok(match summary.outcome {
+    Ok(match outcome {
         RunOutcome::Succeeded => exit::SUCCESS,
         RunOutcome::Failed | RunOutcome::RolledBack => {
-            if cli.output == Output::Text && !summary.preflight_failed.is_empty() {
+            if cli.output == Output::Text && !preflight_failed.is_empty() {
                 eprintln!(
                     "the preflight found {} step(s) that cannot work ({}); nothing was changed. Fix the cause, then `drover resume {run_id}`",
-                    summary.preflight_failed.len(),
-                    summary.preflight_failed.join(", ")
+                    preflight_failed.len(),
+                    preflight_failed.join(", ")
                 );
             } else if cli.output == Output::Text {
                 eprintln!("the run failed; fix the cause shown above, then `drover resume {run_id}`");
