@@ -40,10 +40,32 @@ pub struct HaproxySite {
     /// Per-command timeout.
     #[serde(default = "five")]
     pub timeout: HumanDuration,
+    /// At most this many connections to the runtime API at once from this drover process.
+    /// HAProxy serves a stats socket `stats maxconn` connections at a time (10 unless set) and
+    /// leaves the rest in the listen backlog; past it, connections wait for TCP's retransmits
+    /// (1 s, then 3 s). A fleet's switches queue here instead.
+    #[serde(default = "eight")]
+    pub max_connections: u32,
 }
 
 fn five() -> HumanDuration {
     HumanDuration(Duration::from_secs(5))
+}
+
+/// Below HAProxy's default `stats maxconn` (10), leaving room for an operator's own `socat`.
+fn eight() -> u32 {
+    8
+}
+
+/// One gate per runtime API address, shared by every step of this process.
+fn gate(target: &str, max_connections: u32) -> Arc<tokio::sync::Semaphore> {
+    static GATES: std::sync::LazyLock<std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
+    gates
+        .entry(target.to_string())
+        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max_connections.max(1) as usize)))
+        .clone()
 }
 
 /// What a server should become.
@@ -105,24 +127,31 @@ pub struct ServerStatus {
     pub weight: u32,
 }
 
-/// A connection to the runtime API: one command per connection, answer read to EOF.
+/// A connection to the runtime API: one command per connection, answer read to EOF, at most
+/// the site's `max_connections` open at once.
 pub struct Runtime {
     target: String,
     timeout: Duration,
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl Runtime {
     pub fn connect(ctx: &StepContext, site: &str) -> Result<Runtime, ActionError> {
         let cfg: HaproxySite = ctx.site_section(site, "haproxy")?;
-        Ok(Runtime { target: cfg.runtime, timeout: cfg.timeout.0 })
+        let gate = gate(&cfg.runtime, cfg.max_connections);
+        Ok(Runtime { target: cfg.runtime, timeout: cfg.timeout.0, gate })
     }
 
     pub fn new(target: impl Into<String>) -> Runtime {
-        Runtime { target: target.into(), timeout: Duration::from_secs(5) }
+        let target = target.into();
+        let gate = gate(&target, eight());
+        Runtime { target, timeout: Duration::from_secs(5), gate }
     }
 
-    /// Send one command; returns HAProxy's text answer.
+    /// Send one command; returns HAProxy's text answer. The timeout counts from the connection,
+    /// not from the wait for a free one.
     pub async fn command(&self, cmd: &str) -> Result<String, ActionError> {
+        let _turn = self.gate.acquire().await.expect("the gate is never closed");
         let fut = async {
             let mut answer = Vec::new();
             if let Some(path) = self.target.strip_prefix("unix://") {

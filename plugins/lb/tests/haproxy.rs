@@ -4,9 +4,11 @@
 
 use drover_api::procs::DiesWithParent;
 use std::collections::BTreeMap;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 use serde_json::{Value, json};
 
@@ -285,6 +287,56 @@ async fn counting_link(port: u16) -> (u16, Arc<std::sync::atomic::AtomicUsize>) 
     (at, count)
 }
 
+/// A loopback link to `port` that keeps the most connections it ever had open at once.
+async fn peak_link(port: u16) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap().port();
+    let (open, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = peak.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let now = open.fetch_add(1, SeqCst) + 1;
+            seen.fetch_max(now, SeqCst);
+            let open = open.clone();
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                let (mut from_server, mut to_server) = server.into_split();
+                let (mut from_client, mut to_client) = client.split();
+                let ask = tokio::io::copy(&mut from_client, &mut to_server);
+                let answer = async {
+                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    // Counted closed before drover can read the end of the answer.
+                    open.fetch_sub(1, SeqCst);
+                    let _ = to_client.shutdown().await;
+                };
+                let _ = tokio::join!(ask, answer);
+            });
+        }
+    });
+    (at, peak)
+}
+
+/// A fleet switches a hundred applications at once. HAProxy serves a stats socket 10
+/// connections at a time (`stats maxconn`) and leaves the others in the listen backlog, where
+/// they wait out TCP's retransmits (1 s, then 3 s): the 500-application lab's switches took 1–2 s
+/// each for 2 ms of work. drover opens at most `max_connections` (8 unless the site says).
+async fn a_fleet_of_switches_keeps_within_the_sockets_connections(kind: Kind) {
+    let lab = lab(kind).await;
+    let (port, peak) = peak_link(lab.stats).await;
+    let c = ctx(port);
+    let mut switches = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let (c, set) = (c.clone(), action("lb.haproxy.set"));
+        switches.spawn(async move { set.run(&c, &flip()).await });
+    }
+    for out in switches.join_all().await {
+        out.unwrap();
+    }
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=8).contains(&peak), "{peak} connections to the runtime API at once");
+}
+
 /// The runtime API takes one command per connection and serves them one at a time; a fleet's
 /// switches all queue there. A switch reads each backend once before and once after its
 /// changes: flipping two servers is 2 reads + 2 `set server` (was 6 commands), a repeated
@@ -328,5 +380,6 @@ both!(
     weights_and_addresses_change_and_are_verified,
     unknown_backends_and_servers_are_named_with_what_exists,
     a_dead_runtime_api_is_a_retryable_error,
-    a_switch_reads_each_backend_once_before_and_once_after
+    a_switch_reads_each_backend_once_before_and_once_after,
+    a_fleet_of_switches_keeps_within_the_sockets_connections
 );
