@@ -25,6 +25,7 @@
 //!   DROVER_BENCH_SAMPLES=1 cargo bench --bench lab -- fleet   # one quick sample
 //!   DROVER_BENCH_WRAP="heaptrack -o /tmp/ht" …                 # the failover under a profiler
 //!   DROVER_BENCH_REQUESTS=1 …                  # also the ONTAP requests drover made, by shape
+//!   DROVER_BENCH_EVENTS=/tmp/events.jsonl …    # keep the run's events (drover's JSON lines)
 
 use std::time::{Duration, Instant};
 
@@ -178,6 +179,9 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
     let (sims_cpu, drover_cpu) = (cpu(libc::RUSAGE_SELF) - sims_before, cpu(libc::RUSAGE_CHILDREN) - drover_before);
     let peak_rss_kib = children_peak_rss_kib();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    if let Ok(path) = std::env::var("DROVER_BENCH_EVENTS") {
+        std::fs::write(path, &out.stdout).unwrap();
+    }
     assert!(out.status.success(), "the failover failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let state_now = rt.block_on(lab.failover_state());
     assert!(state_now.iter().all(|(_, ok)| *ok), "end state: {state_now:?}");
@@ -211,13 +215,26 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
             for r in &w.requests {
                 let shape: Vec<&str> = r.path.split('/').map(|p| if p.len() > 30 { "{uuid}" } else { p }).collect();
                 let keys: Vec<&str> = r.query.0.iter().map(|(k, _)| k.as_str()).collect();
-                *by.entry(format!("{} {} {:?}", r.method, shape.join("/"), keys)).or_default() += 1;
+                *by.entry(format!("ontap {} {} {:?}", r.method, shape.join("/"), keys)).or_default() += 1;
             }
         });
+        for (site, kube) in [("east", &lab.east), ("west", &lab.west)] {
+            if let drover::lab::LabKube::Sim(cluster) = kube {
+                cluster.with_store(|s| {
+                    for (method, path) in &s.requests {
+                        let shape: Vec<&str> = path
+                            .split('/')
+                            .map(|p| if p.starts_with("shop") || p.contains(|c: char| c.is_ascii_digit()) { "*" } else { p })
+                            .collect();
+                        *by.entry(format!("{site} {method} {}", shape.join("/"))).or_default() += 1;
+                    }
+                });
+            }
+        }
         let mut by: Vec<_> = by.into_iter().collect();
         by.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-        for (k, n) in by.iter().take(25) {
-            println!("  ONTAP {n:>6} {k}");
+        for (k, n) in by.iter().take(40) {
+            println!("  {n:>6} {k}");
         }
     }
     let (report_text, _) = timed("text");
