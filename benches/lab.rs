@@ -224,7 +224,9 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
                     for (method, path) in &s.requests {
                         let shape: Vec<&str> = path
                             .split('/')
-                            .map(|p| if p.starts_with("shop") || p.contains(|c: char| c.is_ascii_digit()) { "*" } else { p })
+                            .map(|p| {
+                                if p.starts_with("shop") || p.contains(|c: char| c.is_ascii_digit()) { "*" } else { p }
+                            })
                             .collect();
                         *by.entry(format!("{site} {method} {}", shape.join("/"))).or_default() += 1;
                     }

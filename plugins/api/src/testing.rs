@@ -196,6 +196,68 @@ impl Drop for SlowLink {
     }
 }
 
+/// A TCP link on loopback to a real server that counts the connections made through it and
+/// keeps the most it ever had open at once. A connection counts as closed once the server's
+/// answer has ended, before the client can see that end. Stopped on drop.
+pub struct CountingLink {
+    pub port: u16,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingLink {
+    pub async fn to(upstream_port: u16) -> CountingLink {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let port = listener.local_addr().expect("bound").port();
+        let (opened, peak, open) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (counted, seen) = (opened.clone(), peak.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                counted.fetch_add(1, SeqCst);
+                seen.fetch_max(open.fetch_add(1, SeqCst) + 1, SeqCst);
+                let open = open.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+                        open.fetch_sub(1, SeqCst);
+                        return;
+                    };
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let (mut from_client, mut to_client) = client.split();
+                    let ask = tokio::io::copy(&mut from_client, &mut to_server);
+                    let answer = async {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                        open.fetch_sub(1, SeqCst);
+                        let _ = to_client.shutdown().await;
+                    };
+                    let _ = tokio::join!(ask, answer);
+                });
+            }
+        });
+        CountingLink { port, opened, peak, task }
+    }
+
+    /// Connections made so far; `take` starts the count again.
+    pub fn connections(&self, take: bool) -> usize {
+        use std::sync::atomic::Ordering::SeqCst;
+        if take { self.opened.swap(0, SeqCst) } else { self.opened.load(SeqCst) }
+    }
+
+    /// The most connections open at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A TLS acceptor with a fresh self-signed certificate for `localhost` and `127.0.0.1`, and
 /// that certificate as PEM for clients to trust. The simulators serve HTTPS with it, as the
 /// real servers they stand in for do.

@@ -4,11 +4,9 @@
 
 use drover_api::procs::DiesWithParent;
 use std::collections::BTreeMap;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 
 use serde_json::{Value, json};
 
@@ -269,62 +267,14 @@ async fn a_runtime_api_that_never_answers_is_retryable_after_the_site_s_timeout(
     );
 }
 
-/// A loopback link to `port` that counts the connections made through it.
-async fn counting_link(port: u16) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let at = listener.local_addr().unwrap().port();
-    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = count.clone();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut server = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
-        }
-    });
-    (at, count)
-}
-
-/// A loopback link to `port` that keeps the most connections it ever had open at once.
-async fn peak_link(port: u16) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let at = listener.local_addr().unwrap().port();
-    let (open, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let seen = peak.clone();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let now = open.fetch_add(1, SeqCst) + 1;
-            seen.fetch_max(now, SeqCst);
-            let open = open.clone();
-            tokio::spawn(async move {
-                let server = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-                let (mut from_server, mut to_server) = server.into_split();
-                let (mut from_client, mut to_client) = client.split();
-                let ask = tokio::io::copy(&mut from_client, &mut to_server);
-                let answer = async {
-                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
-                    // Counted closed before drover can read the end of the answer.
-                    open.fetch_sub(1, SeqCst);
-                    let _ = to_client.shutdown().await;
-                };
-                let _ = tokio::join!(ask, answer);
-            });
-        }
-    });
-    (at, peak)
-}
-
 /// A fleet switches a hundred applications at once. HAProxy serves a stats socket 10
 /// connections at a time (`stats maxconn`) and leaves the others in the listen backlog, where
 /// they wait out TCP's retransmits (1 s, then 3 s): the 500-application lab's switches took 1–2 s
 /// each for 2 ms of work. drover opens at most `max_connections` (8 unless the site says).
 async fn a_fleet_of_switches_keeps_within_the_sockets_connections(kind: Kind) {
     let lab = lab(kind).await;
-    let (port, peak) = peak_link(lab.stats).await;
-    let c = ctx(port);
+    let link = drover_api::testing::CountingLink::to(lab.stats).await;
+    let c = ctx(link.port);
     let mut switches = tokio::task::JoinSet::new();
     for _ in 0..100 {
         let (c, set) = (c.clone(), action("lb.haproxy.set"));
@@ -333,7 +283,7 @@ async fn a_fleet_of_switches_keeps_within_the_sockets_connections(kind: Kind) {
     for out in switches.join_all().await {
         out.unwrap();
     }
-    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    let peak = link.peak();
     assert!((1..=8).contains(&peak), "{peak} connections to the runtime API at once");
 }
 
@@ -343,18 +293,18 @@ async fn a_fleet_of_switches_keeps_within_the_sockets_connections(kind: Kind) {
 /// switch 2 reads (was 4).
 async fn a_switch_reads_each_backend_once_before_and_once_after(kind: Kind) {
     let lab = lab(kind).await;
-    let (port, commands) = counting_link(lab.stats).await;
-    let c = ctx(port);
+    let link = drover_api::testing::CountingLink::to(lab.stats).await;
+    let c = ctx(link.port);
     let flip = json!({ "site": "lb", "servers": [
         { "backend": "app", "server": "east", "state": "maint" },
         { "backend": "app", "server": "west", "state": "ready" },
     ] });
     let out = action("lb.haproxy.set").run(&c, &flip).await.unwrap();
     assert_eq!(out["changed"], 2);
-    assert_eq!(commands.swap(0, std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(link.connections(true), 4);
     let out = action("lb.haproxy.set").run(&c, &flip).await.unwrap();
     assert_eq!(out["changed"], 0);
-    assert_eq!(commands.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(link.connections(false), 2);
 }
 
 /// Each scenario against HAProxy and the stand-in.

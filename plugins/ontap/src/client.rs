@@ -43,6 +43,12 @@ pub struct OntapSite {
     /// here instead of flooding the cluster.
     #[serde(default = "eight")]
     pub max_operations: usize,
+    /// At most this many requests at once to this cluster from this drover (each needs its own
+    /// HTTPS connection): a fleet's preflight asks about 1,000 relationships at once and
+    /// queues here instead of opening 1,000 TLS sessions. ONTAP also caps concurrent REST
+    /// sessions (`security session limit`).
+    #[serde(default = "sixteen")]
+    pub max_in_flight: usize,
 }
 
 fn thirty() -> HumanDuration {
@@ -54,11 +60,28 @@ fn three() -> u32 {
 fn eight() -> usize {
     8
 }
+fn sixteen() -> usize {
+    16
+}
 
-/// Each cluster's (by base URL) limit on changes at once, shared by every step of the process.
-static OPERATIONS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
-> = std::sync::LazyLock::new(Default::default);
+/// Limits by cluster (base URL), shared by every step of the process.
+type Limits =
+    std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>>;
+
+/// Changes at once (`max_operations`).
+static OPERATIONS: Limits = std::sync::LazyLock::new(Default::default);
+/// Requests at once (`max_in_flight`).
+static IN_FLIGHT: Limits = std::sync::LazyLock::new(Default::default);
+
+/// This cluster's gate in `limits`, made with `n` turns on first use.
+fn gate(limits: &Limits, base: &str, n: usize) -> std::sync::Arc<tokio::sync::Semaphore> {
+    limits
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(base.to_string())
+        .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1))))
+        .clone()
+}
 
 /// HTTP clients by connection settings: building one loads the trust store, and sharing one
 /// lets steps against the same cluster reuse connections.
@@ -82,6 +105,7 @@ pub struct Client {
     retries: u32,
     pub insecure: bool,
     operations: std::sync::Arc<tokio::sync::Semaphore>,
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Client {
@@ -119,21 +143,18 @@ impl Client {
     }
 
     fn from_parts(site: &str, cfg: &OntapSite, password: Secret, http: reqwest::Client) -> Client {
+        let base = cfg.url.trim_end_matches('/');
         Client {
             site: site.to_string(),
-            base: cfg.url.trim_end_matches('/').to_string(),
+            base: base.to_string(),
             http,
             username: cfg.username.clone(),
             password,
             credentials: cfg.credentials.to_string(),
             retries: cfg.retries,
             insecure: cfg.insecure,
-            operations: OPERATIONS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(cfg.url.trim_end_matches('/').to_string())
-                .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.max_operations.max(1))))
-                .clone(),
+            operations: gate(&OPERATIONS, base, cfg.max_operations),
+            in_flight: gate(&IN_FLIGHT, base, cfg.max_in_flight),
         }
     }
 
@@ -191,6 +212,7 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value, Option<String>), OntapError> {
+        let _turn = self.in_flight.acquire().await.expect("the semaphore is never closed");
         let url = format!("{}{}", self.base, path);
         let mut req = self
             .http
