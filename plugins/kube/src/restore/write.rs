@@ -20,6 +20,9 @@ pub(super) enum Outcome {
 /// of a GET per object, so a run costs about one request per object.
 pub type Versions = HashMap<String, Live>;
 
+/// Up to this many objects of one cluster-scoped kind are read by name; more, by one LIST.
+const BY_NAME_UP_TO: usize = 32;
+
 /// What a restore needs to know of an object already there.
 #[derive(Debug, Clone)]
 pub struct Live {
@@ -68,20 +71,39 @@ pub(super) async fn existing_versions(
             Err(e) => return Err(e.into()),
         }
     }
-    let mut wanted: BTreeMap<(String, String), Kind> = BTreeMap::new();
+    // What to read: each namespace's objects of a kind, and each cluster-scoped kind's.
+    let mut wanted: BTreeMap<(String, String), (Kind, Vec<&str>)> = BTreeMap::new();
     for (o, k) in objects.iter().zip(kinds) {
         if o.namespace().is_some_and(|ns| !present.contains(ns)) {
             continue;
         }
         if let Some(k) = k {
-            wanted.entry((o.resource.clone(), o.namespace().unwrap_or("").to_string())).or_insert_with(|| k.clone());
+            let key = (o.resource.clone(), o.namespace().unwrap_or("").to_string());
+            wanted.entry(key).or_insert_with(|| (k.clone(), vec![])).1.push(o.name());
         }
     }
+    let live = |resource: &str, ns: &str, item: &kube::api::DynamicObject| {
+        let name = item.metadata.name.clone().unwrap_or_default();
+        let version = item.metadata.resource_version.clone().unwrap_or_default();
+        let live = Live { version, created_by_drover: created_by_drover(&item.metadata), digest: digest(item) };
+        (format!("{resource}/{ns}/{name}"), live)
+    };
     let lists: Vec<_> = wanted
         .into_iter()
-        .map(|((resource, ns), kind)| async move {
+        .map(|((resource, ns), (kind, names))| async move {
             let api = kube.api(&kind, &ns);
             let mut found = vec![];
+            // A cluster-wide LIST returns every object of the kind in the cluster: a fleet's
+            // restores each listed all the PersistentVolumes the earlier ones had made.
+            if ns.is_empty() && names.len() <= BY_NAME_UP_TO {
+                for name in names {
+                    let what = format!("get {resource} {name}");
+                    if let Some(item) = kube.call_or_absent(&what, || api.get(name)).await? {
+                        found.push(live(&resource, &ns, &item));
+                    }
+                }
+                return Ok::<_, ActionError>(found);
+            }
             let mut token: Option<String> = None;
             loop {
                 let mut params = ListParams::default().limit(500);
@@ -91,18 +113,12 @@ pub(super) async fn existing_versions(
                 let what = format!("list {resource} in {}", if ns.is_empty() { "the cluster" } else { &ns });
                 let Some(page) = kube.call_or_absent(&what, || api.list(&params)).await? else { break };
                 token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
-                for item in page.items {
-                    let name = item.metadata.name.clone().unwrap_or_default();
-                    let version = item.metadata.resource_version.clone().unwrap_or_default();
-                    let live =
-                        Live { version, created_by_drover: created_by_drover(&item.metadata), digest: digest(&item) };
-                    found.push((format!("{resource}/{ns}/{name}"), live));
-                }
+                found.extend(page.items.iter().map(|item| live(&resource, &ns, item)));
                 if token.is_none() {
                     break;
                 }
             }
-            Ok::<_, ActionError>(found)
+            Ok(found)
         })
         .collect();
     let mut out = HashMap::new();
