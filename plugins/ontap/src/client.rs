@@ -290,7 +290,7 @@ impl Client {
         if let Some(known) = RELEASE_OF.lock().unwrap_or_else(|e| e.into_inner()).get(&self.base) {
             return Ok(*known);
         }
-        let v = self.get_as::<Cluster>("/api/cluster?fields=version").await?.version;
+        let v = self.cluster().await?.version;
         let version = match (v.generation, v.major, v.minor) {
             (Some(g), Some(ma), Some(mi)) => Version(g, ma, mi),
             _ => Version::parse(&v.full)
@@ -415,8 +415,21 @@ impl Client {
         }
     }
 
+    /// The cluster's name and release: whether it answers, and to these credentials. Callers
+    /// asking while a read is on its way share it (a fleet's preflight asks a thousand times
+    /// at once); the first to ask after its answer reads afresh.
     pub async fn cluster(&self) -> Result<Cluster, OntapError> {
-        self.get_as("/api/cluster?fields=name,uuid,version").await
+        type Reads =
+            std::collections::HashMap<String, std::sync::Arc<tokio::sync::OnceCell<Result<Cluster, OntapError>>>>;
+        static READS: std::sync::LazyLock<std::sync::Mutex<Reads>> = std::sync::LazyLock::new(Default::default);
+        let key = self.identity();
+        let read = READS.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
+        let answer = read.get_or_init(|| self.get_as("/api/cluster?fields=name,uuid,version")).await.clone();
+        let mut reads = READS.lock().unwrap_or_else(|e| e.into_inner());
+        if reads.get(&key).is_some_and(|r| std::sync::Arc::ptr_eq(r, &read)) {
+            reads.remove(&key);
+        }
+        answer
     }
 
     /// The relationship whose destination is `path`, as seen from this (destination) cluster.

@@ -648,4 +648,7 @@ async fn plans_at_once_keep_within_the_cluster_s_requests_in_flight() {
         assert!(plan.failed_checks().next().is_none(), "{plan:?}");
     }
     assert!((1..=3).contains(&link.peak()), "{} connections to the cluster at once", link.peak());
+    // Each plan checks the cluster answers; plans asking at the same moment share that read.
+    let reads = lab.sim.with_world(|w| w.requests.iter().filter(|r| r.path == "/api/cluster").count());
+    assert!(reads < 20, "60 plans read the cluster {reads} times");
 }
