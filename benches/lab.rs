@@ -114,21 +114,19 @@ fn usage(who: libc::c_int) -> libc::rusage {
     usage
 }
 
-/// The largest resident set of any child this process has waited for, in KiB.
-fn children_peak_rss_kib() -> i64 {
-    usage(libc::RUSAGE_CHILDREN).ru_maxrss
-}
-
-/// CPU time (user + system) of this process (the simulators) and of its waited-for children.
-fn cpu(who: libc::c_int) -> Duration {
-    let u = usage(who);
+/// CPU time (user + system) in a `rusage`.
+fn cpu_of(u: &libc::rusage) -> Duration {
     let t = |tv: libc::timeval| Duration::from_micros(tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64);
     t(u.ru_utime) + t(u.ru_stime)
 }
 
 /// `DROVER_BENCH_WRAP="perf record -g -o /tmp/perf.data"` (or heaptrack, …) runs the
-/// failover under a profiler.
-fn drover(state: &std::path::Path, args: &[String]) -> std::process::Output {
+/// failover under a profiler. Returns what the process printed and its own resource usage
+/// (peak RSS and CPU of this one child, not of every child the bench has waited for: the
+/// reports of an earlier sample are children too).
+fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, libc::rusage) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
     let wrap = std::env::var("DROVER_BENCH_WRAP").unwrap_or_default();
     let mut words = wrap.split_whitespace();
     let mut command = match words.next() {
@@ -139,13 +137,35 @@ fn drover(state: &std::path::Path, args: &[String]) -> std::process::Output {
         }
         _ => std::process::Command::new(env!("CARGO_BIN_EXE_drover")),
     };
-    command
+    #[allow(clippy::zombie_processes, reason = "reaped by wait4 below, which also reads its rusage")]
+    let mut child = command
         .args(args)
         .env("DROVER_STATE_DIR", state)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut from: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = vec![];
+            from.read_to_end(&mut bytes).unwrap();
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let (mut status, mut usage): (libc::c_int, libc::rusage) = (0, unsafe { std::mem::zeroed() });
+    // SAFETY: waits for this child only, writing into the two values given.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4: {}", std::io::Error::last_os_error());
+    let output = std::process::Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    (output, usage)
 }
 
 fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
@@ -173,11 +193,11 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
     args.extend(s.args.iter().map(|a| a.to_string()));
     let state = dir.path().join("state");
     let started = Instant::now();
-    let (sims_before, drover_before) = (cpu(libc::RUSAGE_SELF), cpu(libc::RUSAGE_CHILDREN));
-    let out = drover(&state, &args);
+    let sims_before = cpu_of(&usage(libc::RUSAGE_SELF));
+    let (out, child) = drover(&state, &args);
     let wall = started.elapsed();
-    let (sims_cpu, drover_cpu) = (cpu(libc::RUSAGE_SELF) - sims_before, cpu(libc::RUSAGE_CHILDREN) - drover_before);
-    let peak_rss_kib = children_peak_rss_kib();
+    let (sims_cpu, drover_cpu) = (cpu_of(&usage(libc::RUSAGE_SELF)) - sims_before, cpu_of(&child));
+    let peak_rss_kib = child.ru_maxrss;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if let Ok(path) = std::env::var("DROVER_BENCH_EVENTS") {
         std::fs::write(path, &out.stdout).unwrap();
@@ -205,7 +225,7 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         .collect();
     let timed = |format: &str| {
         let t = Instant::now();
-        let out = drover(&state, &["report".into(), "latest".into(), "--format".into(), format.into()]);
+        let (out, _) = drover(&state, &["report".into(), "latest".into(), "--format".into(), format.into()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         (t.elapsed(), out.stdout.len())
     };
@@ -272,12 +292,13 @@ fn run(rt: &tokio::runtime::Runtime, s: &Scenario) {
         .map(|i| {
             let sample = failover(rt, s);
             println!(
-                "  sample {}: {:.2?} ({} steps; CPU: drover {:.1?}, simulators {:.1?})",
+                "  sample {}: {:.2?} ({} steps; CPU: drover {:.1?}, simulators {:.1?}; peak RSS {} MiB)",
                 i + 1,
                 sample.wall,
                 sample.instances,
                 sample.drover_cpu,
-                sample.sims_cpu
+                sample.sims_cpu,
+                sample.peak_rss_kib / 1024
             );
             sample
         })
