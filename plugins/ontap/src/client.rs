@@ -433,7 +433,13 @@ impl Client {
     }
 
     /// The relationship whose destination is `path`, as seen from this (destination) cluster.
+    /// Lookups at the same moment share one query, `destination.path=A|B|…`.
     pub async fn relationship(&self, path: &str) -> Result<Option<Relationship>, OntapError> {
+        crate::lookup::relationship(self, path).await
+    }
+
+    /// [`Client::relationship`] in a query of its own.
+    pub(crate) async fn relationship_alone(&self, path: &str) -> Result<Option<Relationship>, OntapError> {
         let fields = self.fields("snapmirror_relationship", RELATIONSHIP_FIELDS).await?;
         self.first_as(&format!("/api/snapmirror/relationships?destination.path={}&fields={fields}", enc(path))).await
     }

@@ -9,6 +9,7 @@
 mod actions;
 pub mod client;
 pub mod error;
+mod lookup;
 pub mod model;
 pub mod release;
 mod watch;

@@ -652,3 +652,34 @@ async fn plans_at_once_keep_within_the_cluster_s_requests_in_flight() {
     let reads = lab.sim.with_world(|w| w.requests.iter().filter(|r| r.path == "/api/cluster").count());
     assert!(reads < 20, "60 plans read the cluster {reads} times");
 }
+
+/// Backend: the ONTAP simulator. Steps looking up their relationships at the same moment (a
+/// tier's volume steps, in the preflight and when they run) share one query,
+/// `destination.path=A|B|…`, and each still gets its own relationship; a path the cluster does
+/// not have is still "no relationship", for that step only.
+#[tokio::test]
+async fn lookups_at_the_same_moment_share_one_query() {
+    let (topology, _) = six_volumes(None);
+    let lab = lab_of(&topology).await;
+    let ctx = lab.ctx(Duration::from_secs(20));
+    let plans = (0..60).map(|i| {
+        let destination = if i == 59 { "svm_vol:missing".to_string() } else { format!("svm_vol:v{}", i % 6) };
+        let with = json!({ "site": "west", "destination": destination });
+        let ctx = ctx.clone();
+        async move { (destination, action("ontap.snapmirror.quiesce").plan(&ctx, &with).await.unwrap()) }
+    });
+    for (destination, plan) in futures::future::join_all(plans).await {
+        if destination.ends_with("missing") {
+            assert!(plan.failed_checks().any(|c| c.name == "relationship exists"), "{plan:?}");
+        } else {
+            assert_eq!(plan.outputs["destination"], json!(destination), "{plan:?}");
+        }
+    }
+    let queries = lab.sim.with_world(|w| {
+        w.requests
+            .iter()
+            .filter(|r| r.path == "/api/snapmirror/relationships" && r.query.get("destination.path").is_some())
+            .count()
+    });
+    assert!(queries <= 10, "60 lookups made {queries} queries");
+}
