@@ -33,6 +33,10 @@ use serde_json::{Value, json};
 
 use drover::lab::{Choice, Lab, LabConfig};
 
+// The simulators run in this process on the same cores as drover; they allocate as drover does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const JOB: Duration = Duration::from_secs(1);
 const TRANSFER: Duration = Duration::from_secs(2);
 const READY: Duration = Duration::from_secs(3);

@@ -6,15 +6,10 @@ use tracing_subscriber::EnvFilter;
 use drover::cli::{self, Cli};
 use drover::registry::Registry;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
-    // glibc gives each thread that allocates its own arena; a fleet's run (thousands of
-    // steps on the worker and blocking threads) then holds twice the memory it uses. Two
-    // arenas cost no measurable speed here (benches/lab.rs).
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes allocator settings; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
     // Journals, reports, previews and lab secrets hold operator data: 0600 files, 0700 dirs.
     drover_api::procs::private_files();
     let cli = Cli::parse();

@@ -372,6 +372,102 @@ async fn a_step_allowed_to_fail_does_not_stop_the_preflight() {
     assert!(calls(&log).contains(&"run:next".to_string()));
 }
 
+/// A plan that takes a second (paused time) and predicts `value`; `access: false` makes its
+/// credentials check fail. Logs "plan:STEP" when it starts and "planned:STEP" when it ends.
+struct SlowPlan(Log);
+
+#[async_trait]
+impl Action for SlowPlan {
+    fn info(&self) -> &ActionInfo {
+        static INFO: std::sync::LazyLock<ActionInfo> = std::sync::LazyLock::new(|| Mock::info("slow-plan", true, true));
+        &INFO
+    }
+    fn check_params(&self, _: &serde_json::Value) -> Result<(), Vec<drover_api::ParamError>> {
+        Ok(())
+    }
+    async fn plan(&self, ctx: &drover_api::StepContext, with: &serde_json::Value) -> Result<Plan, ActionError> {
+        self.0.lock().unwrap().push(format!("plan:{}", ctx.step_id));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.0.lock().unwrap().push(format!("planned:{}={}", ctx.step_id, with["value"]));
+        let mut plan =
+            Plan::new("slow").access_check("credentials accepted", with["access"] != json!(false), "HTTP 401");
+        plan.outputs.insert("value".into(), with["value"].clone());
+        Ok(plan)
+    }
+    async fn run(&self, ctx: &drover_api::StepContext, with: &serde_json::Value) -> Result<Outputs, ActionError> {
+        self.0.lock().unwrap().push(format!("run:{}", ctx.step_id));
+        let mut outputs = Outputs::new();
+        outputs.insert("value".into(), with["value"].clone());
+        Ok(outputs)
+    }
+}
+
+async fn run_slow_plans(yaml: &str) -> (Ran, Log, Duration) {
+    let log: Log = Arc::default();
+    let reg = registry(&log).with(Arc::new(SlowPlan(log.clone())));
+    let loaded = load(yaml, &reg);
+    let ran = run_with(&loaded, StopSignal::never(), None, Arc::new(AutoApprove("test".into()))).await;
+    let took = ran.events.iter().find_map(|e| match e {
+        Event::PreflightFinished { duration_ms, .. } => Some(Duration::from_millis(*duration_ms)),
+        _ => None,
+    });
+    (ran, log, took.expect("a preflight"))
+}
+
+fn checked(ran: &Ran, step: &str) -> Outcome {
+    ran.events
+        .iter()
+        .find_map(|e| match e {
+            Event::PreflightChecked { step: s, outcome, .. } if s == step => Some(*outcome),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no preflight check of {step}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn tiers_are_planned_at_once_when_no_step_reads_an_earlier_plan() {
+    let (ran, log, took) = run_slow_plans(
+        "steps:
+  - { id: tier-1, uses: slow-plan, with: { value: 1 } }
+  - { id: tier-2, uses: slow-plan, needs: [tier-1], with: { value: 2 } }
+  - { id: tier-3, uses: slow-plan, needs: [tier-2], with: { value: 3 } }
+",
+    )
+    .await;
+    assert_eq!(took, Duration::from_secs(1), "three one-second plans, none waiting for another");
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(calls(&log)[3..], ["run:tier-1", "run:tier-2", "run:tier-3"], "the run keeps the graph's order");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_reading_an_earlier_plans_outputs_is_planned_after_it() {
+    let (ran, log, took) = run_slow_plans(
+        r#"steps:
+  - { id: find, uses: slow-plan, with: { value: 7 } }
+  - { id: use, uses: slow-plan, needs: [find], with: { value: "${{ steps.find.outputs.value }}" } }
+"#,
+    )
+    .await;
+    assert_eq!(took, Duration::from_secs(2));
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log[..4], ["plan:find", "planned:find=7", "plan:use", "planned:use=7"], "use saw find's prediction");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_whose_if_reads_an_earlier_step_is_not_probed_before_the_if_is_decided() {
+    let (ran, log, _) = run_slow_plans(
+        r#"steps:
+  - { id: state, uses: slow-plan, with: { value: broken_off } }
+  - { id: update, uses: unreachable, needs: [state], if: "steps.state.outputs.value != 'broken_off'" }
+"#,
+    )
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(checked(&ran, "update"), Outcome::Skipped);
+    assert_eq!(plans(&log), vec!["state"], "a site the `if:` rules out is not probed");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_skipped_preflight_is_journaled_and_the_run_goes_on() {
     let log: Log = Arc::default();

@@ -1,7 +1,7 @@
 //! The scheduler's board: every step's state, what is ready, what is blocked, skipped or not
 //! run, locks and concurrency, and the outputs later steps read.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use drover_api::{ActionError, Outputs, Plan};
@@ -69,6 +69,11 @@ pub(super) struct Board<'a> {
     pub(super) side_effects: &'a [bool],
     /// Planning: a step that changes the world will have run before this one.
     pub(super) after_change: Vec<bool>,
+    /// Steps whose turn has come and whose task is running.
+    pub(super) running: usize,
+    /// Preflight: steps being planned before their turn, and plans that ended before it.
+    pub(super) planning_early: Vec<bool>,
+    pub(super) planned_early: HashMap<usize, Finished>,
 }
 
 impl<'a> Board<'a> {
@@ -97,6 +102,9 @@ impl<'a> Board<'a> {
             attempted: rb.steps.iter().map(|s| resume.started.contains(&s.id)).collect(),
             side_effects,
             after_change: vec![false; n],
+            running: 0,
+            planning_early: vec![false; n],
+            planned_early: HashMap::new(),
         };
         // Steps a resumed run already finished are terminal from the start.
         for (i, s) in rb.steps.iter().enumerate() {
@@ -155,8 +163,37 @@ impl<'a> Board<'a> {
     }
 
     pub(super) fn make_ready(&mut self, i: usize) {
-        self.state[i] = State::Ready;
-        self.ready.push_back(i);
+        if let Some(fin) = self.planned_early.remove(&i) {
+            self.settle(fin);
+        } else if self.planning_early[i] {
+            self.planning_early[i] = false;
+            self.start(i);
+        } else {
+            self.state[i] = State::Ready;
+            self.ready.push_back(i);
+        }
+    }
+
+    /// Step `i`'s task runs for its turn (started now, or planning since before).
+    pub(super) fn start(&mut self, i: usize) {
+        self.state[i] = State::Running;
+        self.running += 1;
+    }
+
+    /// A task ended: its step's turn, or a plan made early to be kept until the turn comes.
+    pub(super) fn finished(&mut self, fin: Finished) {
+        let i = fin.step;
+        if self.state[i] == State::Running {
+            self.settle(fin);
+        } else if std::mem::take(&mut self.planning_early[i]) && self.state[i] == State::Waiting {
+            self.planned_early.insert(i, fin);
+        }
+    }
+
+    /// Plans made early are not used once the run is stopped.
+    pub(super) fn forget_early_plans(&mut self) {
+        self.planned_early.clear();
+        self.planning_early.fill(false);
     }
 
     /// Queued steps will not start once the run halts or stops, except clean-up steps
@@ -189,6 +226,9 @@ impl<'a> Board<'a> {
     pub(super) fn settle(&mut self, fin: Finished) {
         let i = fin.step;
         let step = &self.loaded.runbook.steps[i];
+        if self.state[i] == State::Running {
+            self.running -= 1;
+        }
         if fin.attempts > 0 && self.phase == Phase::Run {
             self.attempted[i] = true;
         }

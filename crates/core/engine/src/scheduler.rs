@@ -129,12 +129,69 @@ struct Drive<'a> {
     deadline: Option<Instant>,
 }
 
+impl Drive<'_> {
+    /// The task of step `i`, its call prepared.
+    fn job(
+        &self,
+        i: usize,
+        phase: Phase,
+        action: Arc<dyn drover_api::Action>,
+        with: Value,
+        confirm: Option<String>,
+    ) -> impl std::future::Future<Output = Finished> + Send + 'static {
+        let step = &self.loaded.runbook.steps[i];
+        StepJob {
+            index: i,
+            id: step.id.clone(),
+            action,
+            with,
+            confirm: if self.resume.approved.contains_key(&step.id) { None } else { confirm },
+            timeout: step.timeout,
+            retry: step.retry.clone(),
+            phase,
+            sites: self.sites.clone(),
+            checkpoint: self.resume.checkpoints.get(&step.id).cloned(),
+            shared: self.shared.clone(),
+            stop: self.graceful.clone(),
+            deadline: self.deadline,
+        }
+        .run()
+    }
+}
+
+/// Whether the preflight may plan this step before its turn: a plan only reads the world, so
+/// one whose call reads no other step's outputs finds the same before its dependencies' plans
+/// end as after. Its plan is kept until the graph reaches the step (dropped if the step is then
+/// skipped or blocked), so the preflight decides what it would have in graph order — without
+/// walking a fleet's tiers one after another.
+fn plans_early(step: &drover_runbook::Step) -> bool {
+    let reads_steps = |t: &drover_runbook::expr::Template| {
+        t.refs().iter().any(|(path, _)| path.first().is_some_and(|f| f == "steps"))
+    };
+    !step.call.slots.iter().any(|s| reads_steps(&s.template)) && !step.confirm.as_ref().is_some_and(reads_steps)
+}
+
+/// Whether every step a condition reads is settled (else its `if:` is not decided yet).
+fn reads_only_settled_steps(cond: &drover_runbook::expr::Expr, step: &drover_runbook::Step, board: &Board) -> bool {
+    let mut settled = true;
+    cond.refs(&mut |r| {
+        if let [first, id, ..] = r
+            && first == "steps"
+        {
+            let id = step.instance.as_ref().and_then(|inst| inst.pairs.get(id)).unwrap_or(id);
+            settled &= board.loaded.index.get(id).is_some_and(|&j| matches!(board.state[j], State::Done(_)));
+        }
+    });
+    settled
+}
+
 /// Run the board to the end (or until stopped); returns the stop level reached.
 async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut stop_level: u8) -> u8 {
     let rb = &d.loaded.runbook;
     let mut lock_use: HashMap<&str, usize> = HashMap::new();
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut task_step: HashMap<Id, usize> = HashMap::new();
+    let mut next_early = 0;
     loop {
         board.decide_pending();
         if board.halting || stop_level > 0 {
@@ -171,29 +228,37 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
             if let Some((name, _)) = lock {
                 *lock_use.entry(name).or_default() += 1;
             }
-            board.state[i] = State::Running;
-            let job = StepJob {
-                index: i,
-                id: step.id.clone(),
-                action,
-                with,
-                confirm: if d.resume.approved.contains_key(&step.id) { None } else { confirm },
-                timeout: step.timeout,
-                retry: step.retry.clone(),
-                phase: board.phase,
-                sites: d.sites.clone(),
-                checkpoint: d.resume.checkpoints.get(&step.id).cloned(),
-                shared: d.shared.clone(),
-                stop: d.graceful.clone(),
-                deadline: d.deadline,
+            board.start(i);
+            let handle = tasks.spawn(d.job(i, board.phase, action, with, confirm));
+            task_step.insert(handle.id(), i);
+        }
+        // Free slots plan later steps early (see `plans_early`), in file order.
+        while board.phase == Phase::Preflight && stop_level == 0 && task_step.len() < d.concurrency {
+            let Some(i) = (next_early..rb.steps.len()).find(|&i| board.state[i] == State::Waiting) else {
+                next_early = rb.steps.len();
+                break;
             };
-            let handle = tasks.spawn(job.run());
+            next_early = i + 1;
+            let step = &rb.steps[i];
+            let scope = board.scope(i);
+            // Not a step its `if:` may yet rule out: a site declared down is not probed.
+            let may_run = step.condition.as_ref().is_none_or(|(cond, _)| {
+                reads_only_settled_steps(cond, step, board)
+                    && cond.eval(&scope).is_ok_and(|v| drover_runbook::expr::truthy(&v))
+            });
+            if !plans_early(step) || !may_run {
+                continue;
+            }
+            // What cannot be prepared now is reported when its turn comes.
+            let Ok((action, with, confirm)) = prepare(step, &d.loaded.actions.call[i], &scope) else { continue };
+            board.planning_early[i] = true;
+            let handle = tasks.spawn(d.job(i, board.phase, action, with, confirm));
             task_step.insert(handle.id(), i);
         }
         if !board.pending_eval.is_empty() {
             continue;
         }
-        if task_step.is_empty() {
+        if board.running == 0 && board.ready.is_empty() {
             return stop_level;
         }
 
@@ -216,7 +281,7 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
                 {
                     *c -= 1;
                 }
-                board.settle(fin);
+                board.finished(fin);
             }
             level = stop.changed() => {
                 if level > stop_level {
@@ -224,6 +289,7 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
                     let signal = Some(stop.by()).filter(|b| !b.is_empty()).map(str::to_string);
                     let _ = board.sink.emit(Event::StopRequested { abort: level >= 2, signal });
                     d.graceful.cancel();
+                    board.forget_early_plans();
                     if level >= 2 {
                         tasks.abort_all();
                     }
