@@ -259,8 +259,8 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         }
         let mut by: Vec<_> = by.into_iter().collect();
         by.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-        // The 40 most frequent, and every ONTAP shape.
-        let shown = by.iter().enumerate().filter(|(i, (k, _))| *i < 40 || k.starts_with("ontap")).map(|(_, e)| e);
+        // The 120 most frequent, and every ONTAP shape.
+        let shown = by.iter().enumerate().filter(|(i, (k, _))| *i < 120 || k.starts_with("ontap")).map(|(_, e)| e);
         for (k, n) in shown {
             println!("  {n:>6} {k}");
         }

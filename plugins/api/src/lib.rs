@@ -8,6 +8,7 @@
 mod context;
 mod duration;
 mod error;
+mod gates;
 mod plan;
 mod poll;
 pub mod procs;
@@ -23,6 +24,7 @@ mod typed;
 pub use context::{Mode, Progress, StepContext, StepHost};
 pub use duration::HumanDuration;
 pub use error::{ActionError, ErrorKind, causes, is_certificate_failure};
+pub use gates::Gates;
 pub use plan::{Check, Plan};
 pub use poll::Poll;
 pub use secret::{SECRET_REF_FORMAT, Secret, SecretRef};

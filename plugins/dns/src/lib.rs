@@ -65,6 +65,14 @@ pub struct DnsSite {
     /// Per-query timeout.
     #[serde(default = "five")]
     pub timeout: drover_api::HumanDuration,
+    /// Queries and updates in flight to the server at once, by every step of the run (a DNS
+    /// server drops datagrams past its receive buffer; each one dropped costs a `timeout`).
+    #[serde(default = "max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn max_in_flight() -> usize {
+    rfc2136::MAX_IN_FLIGHT
 }
 
 fn sha256() -> String {
@@ -83,6 +91,7 @@ fn authority(ctx: &StepContext, site: &str) -> Result<Authority, ActionError> {
     })?;
     // Read the key here, where the site and field are known, so a bad reference says which.
     cfg.tsig_key.resolve_for(site, "dns.tsig_key")?;
+    rfc2136::limit_in_flight(server, cfg.max_in_flight);
     Authority::new(server, &cfg.zone, &cfg.key_name, &cfg.key_algorithm, &cfg.tsig_key, cfg.timeout.0)
 }
 

@@ -163,7 +163,23 @@ async fn connect(server: SocketAddr, timeout: Duration, signer: Option<TSigner>)
     Ok(client)
 }
 
+/// DNS messages in flight, by server, shared by every step of the process: a fleet's 500
+/// switches sent at once overflowed the server's UDP receive buffer, and each datagram dropped
+/// cost a whole timeout (5 s).
+static IN_FLIGHT: drover_api::Gates = drover_api::Gates::new();
+
+/// `max_in_flight` unless set.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// Messages in flight to `server` at most (its site's `max_in_flight`); the first to set it
+/// for a server sets it for the process.
+pub fn limit_in_flight(server: SocketAddr, turns: usize) {
+    IN_FLIGHT.of(&server.to_string(), turns);
+}
+
 async fn exchange(client: &Client, server: SocketAddr, message: Message) -> Result<Message, DnsError> {
+    let gate = IN_FLIGHT.of(&server.to_string(), MAX_IN_FLIGHT);
+    let _turn = gate.acquire().await.expect("the gate is never closed");
     match client.send(message).first_answer().await {
         Ok(resp) => Ok(resp.into_message()),
         Err(e) => Err(DnsError::classify(server, e.to_string())),

@@ -275,3 +275,46 @@ async fn a_signed_servfail_is_retryable_and_the_next_attempt_goes_through() {
     action("dns.rfc2136.set").run(&ctx, &to_west()).await.unwrap();
     assert_eq!(server.a_values("app.example.test."), ["192.0.2.20"]);
 }
+
+/// A fleet's switches checked at once: at most the site's `max_in_flight` messages reach the
+/// server at a time. The lab's 500 plans sent together overflowed BIND's UDP receive buffer
+/// and one dropped datagram held the whole preflight for the 5 s timeout.
+#[tokio::test]
+async fn plans_at_once_keep_within_the_server_s_messages_in_flight() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let port = socket.local_addr().unwrap().port();
+    let (open, peak, served) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let server = {
+        let (socket, open, peak, served) = (socket.clone(), open.clone(), peak.clone(), served.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let Ok(request) = Message::from_vec(&buf[..n]) else { continue };
+                peak.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                let (socket, open, served) = (socket.clone(), open.clone(), served.clone());
+                tokio::spawn(async move {
+                    // A server that takes a moment per message.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let bytes = reply(&request, ResponseCode::NoError).to_vec().unwrap();
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    served.fetch_add(1, Ordering::SeqCst);
+                    let _ = socket.send_to(&bytes, from).await;
+                });
+            }
+        })
+    };
+    // SAFETY: every test sets the same value.
+    unsafe { std::env::set_var("DROVER_TEST_FAULT_TSIG", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=") };
+    let settings = json!({ "dns": { "server": format!("127.0.0.1:{port}"), "zone": "example.test.", "key_name": "drover-key",
+                                    "tsig_key": "env:DROVER_TEST_FAULT_TSIG", "timeout": "2s", "max_in_flight": 4 } });
+    let ctx = one_site("dns", settings, Duration::from_secs(30));
+    let set = action("dns.rfc2136.set");
+    let with = to_west();
+    let plans = futures::future::join_all((0..30).map(|_| set.plan(&ctx, &with))).await;
+    server.abort();
+    assert!(plans.iter().all(|p| p.is_ok()), "{:?}", plans.iter().find(|p| p.is_err()));
+    assert!(served.load(Ordering::SeqCst) >= 30, "every plan asked the server");
+    assert!(peak.load(Ordering::SeqCst) <= 4, "{} messages in flight at once", peak.load(Ordering::SeqCst));
+}

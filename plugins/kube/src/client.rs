@@ -136,6 +136,9 @@ struct Connection {
     origin: String,
     server: String,
     kinds: Mutex<HashMap<GroupVersionKind, Kind>>,
+    /// The last answer to "which resource serves this kind?", shared by those who asked while
+    /// it was being fetched (a fleet's restores all ask at once); failures are not kept.
+    kind_lookups: Mutex<HashMap<GroupVersionKind, KindLookup>>,
     /// Kinds by the names operators write (`deployments.apps`), as found in `discovery`.
     named: Mutex<HashMap<String, Kind>>,
     discovery: tokio::sync::Mutex<Option<Arc<Discovery>>>,
@@ -144,6 +147,8 @@ struct Connection {
     in_flight: tokio::sync::Semaphore,
 }
 
+type KindLookup = Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, Result<Kind, KubeError>)>>>;
+
 /// `max_in_flight` unless set.
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -151,7 +156,9 @@ const MAX_IN_FLIGHT: usize = 64;
 /// a new run connects afresh.
 type ConnectionKey = (String, String, String, Vec<u8>);
 
-static CONNECTIONS: LazyLock<Mutex<HashMap<ConnectionKey, Arc<Connection>>>> = LazyLock::new(Default::default);
+/// Steps connecting at the same moment (a fleet's 500 restores) wait for one connection.
+type Opening = Arc<tokio::sync::OnceCell<Arc<Connection>>>;
+static CONNECTIONS: LazyLock<Mutex<HashMap<ConnectionKey, Opening>>> = LazyLock::new(Default::default);
 
 impl Kube {
     /// Connect to a site's cluster: the run's connection to it, made on first use (reads the
@@ -173,17 +180,20 @@ impl Kube {
         };
         let bytes = kubeconfig_path.as_ref().and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
         let key = (ctx.run_id.clone(), site.to_string(), format!("{settings:?}"), bytes);
-        let cached = CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
-        let connection = match cached {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(Connection::open(site, &settings, kubeconfig_path, request_timeout).await?);
-                let mut all = CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
-                // One run's connections at a time: those of runs before it are let go.
-                all.retain(|(run, ..), _| *run == ctx.run_id);
-                all.entry(key).or_insert(c).clone()
-            }
+        let opening = {
+            let mut all = CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
+            // One run's connections at a time: those of runs before it are let go.
+            all.retain(|(run, ..), _| *run == ctx.run_id);
+            all.entry(key).or_default().clone()
         };
+        let connection = opening
+            .get_or_try_init(|| async {
+                Ok::<_, ActionError>(Arc::new(
+                    Connection::open(site, &settings, kubeconfig_path, request_timeout).await?,
+                ))
+            })
+            .await?
+            .clone();
         if settings.insecure {
             tracing::warn!(site, "TLS verification is OFF for this cluster (insecure: true)");
             ctx.note(&format!("TLS verification is OFF for {}: insecure: true", connection.origin));
@@ -273,6 +283,7 @@ impl Connection {
             origin,
             server,
             kinds: Mutex::default(),
+            kind_lookups: Mutex::default(),
             named: Mutex::default(),
             discovery: tokio::sync::Mutex::new(None),
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight.unwrap_or(MAX_IN_FLIGHT).max(1)),
@@ -512,15 +523,8 @@ impl Kube {
         }
         let poll = drover_api::Poll::new(Duration::from_secs(2));
         loop {
-            let found = self
-                .call(&format!("discover {kind} in {api_version}"), || kube::discovery::pinned_kind(&self.client, &gvk))
-                .await;
-            match found {
-                Ok((resource, caps)) => {
-                    let k = Kind { resource, namespaced: caps.scope == Scope::Namespaced };
-                    self.connection.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(gvk, k.clone());
-                    return Ok(k);
-                }
+            match self.look_up_kind(&gvk).await {
+                Ok(k) => return Ok(k),
                 Err(e) if e.is_retryable() => return Err(e.into()),
                 Err(_) if wait && self.time_left() > poll.next_delay() => {
                     poll.pause().await;
@@ -534,6 +538,35 @@ impl Kube {
                 }
             }
         }
+    }
+
+    /// Ask the server which resource serves `gvk`, or take the answer someone who asked at the
+    /// same time got.
+    async fn look_up_kind(&self, gvk: &GroupVersionKind) -> Result<Kind, KubeError> {
+        let asked = tokio::time::Instant::now();
+        let slot = self
+            .connection
+            .kind_lookups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(gvk.clone())
+            .or_default()
+            .clone();
+        let mut last = slot.lock().await;
+        if let Some((at, answer)) = &*last
+            && *at >= asked
+        {
+            return answer.clone();
+        }
+        let what = format!("discover {} in {}", gvk.kind, gvk.api_version());
+        let answer =
+            self.call(&what, || kube::discovery::pinned_kind(&self.client, gvk)).await.map(|(resource, caps)| {
+                let k = Kind { resource, namespaced: caps.scope == Scope::Namespaced };
+                self.connection.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(gvk.clone(), k.clone());
+                k
+            });
+        *last = Some((tokio::time::Instant::now(), answer.clone()));
+        answer
     }
 
     /// Whether the server serves this kind now (no waiting).

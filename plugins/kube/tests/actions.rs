@@ -354,6 +354,30 @@ async fn a_restore_reads_its_cluster_scoped_objects_by_name_not_the_whole_cluste
     assert!(asked("/apis/rbac.authorization.k8s.io/v1/clusterroles/shop-reader") >= 1);
 }
 
+/// Simulator (it records the requests it serves). Restores planned at the same moment — a
+/// fleet's preflight plans 500 — open one connection and ask once which resource serves a
+/// kind: each asked alone, and 500 fetched the cluster's `/api/v1` resource list at once.
+#[tokio::test]
+async fn restores_planned_at_the_same_moment_ask_once_which_resource_serves_a_kind() {
+    let east = sim_site().await;
+    // Written straight into the simulator: drover's first connection is the plans'.
+    east.sim().with_store(|s| {
+        let ns = s.find("", "v1", "namespaces").unwrap();
+        s.create(&ns, None, namespace("shop"), false).unwrap();
+        let cm = s.find("", "v1", "configmaps").unwrap();
+        let settings = json!({ "metadata": { "name": "settings", "namespace": "shop" }, "data": { "a": "1" } });
+        s.create(&cm, Some("shop"), settings, false).unwrap();
+    });
+    let restore = json!({ "site": "east", "from": { "live": { "site": "east", "namespaces": ["shop"] } } });
+    let before = east.sim().with_store(|s| s.requests.len());
+    let plans = futures::future::join_all((0..20).map(|_| east.plan("kube.restore", restore.clone()))).await;
+    assert!(plans.iter().all(|p| p.failed_checks().next().is_none()), "{:?}", plans[0]);
+    let asked =
+        east.sim().with_store(|s| s.requests.iter().skip(before).filter(|(m, p)| m == "GET" && p == "/api/v1").count());
+    // Once per kind asked about (Namespace, ConfigMap) and once for the discovery of every type.
+    assert!(asked <= 3, "20 plans asked for the core API's resources {asked} times");
+}
+
 /// Simulator: a Job failing needs a pod that fails, which kwok's stages never make; the
 /// simulator sets the Job's Failed condition the way the job controller does.
 #[tokio::test]

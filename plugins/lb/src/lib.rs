@@ -57,16 +57,8 @@ fn eight() -> u32 {
     8
 }
 
-/// One gate per runtime API address, shared by every step of this process.
-fn gate(target: &str, max_connections: u32) -> Arc<tokio::sync::Semaphore> {
-    static GATES: std::sync::LazyLock<std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>> =
-        std::sync::LazyLock::new(Default::default);
-    let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
-    gates
-        .entry(target.to_string())
-        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max_connections.max(1) as usize)))
-        .clone()
-}
+/// Connections at once, by runtime API address, shared by every step of this process.
+static CONNECTIONS: drover_api::Gates = drover_api::Gates::new();
 
 /// What a server should become.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -138,13 +130,13 @@ pub struct Runtime {
 impl Runtime {
     pub fn connect(ctx: &StepContext, site: &str) -> Result<Runtime, ActionError> {
         let cfg: HaproxySite = ctx.site_section(site, "haproxy")?;
-        let gate = gate(&cfg.runtime, cfg.max_connections);
+        let gate = CONNECTIONS.of(&cfg.runtime, cfg.max_connections as usize);
         Ok(Runtime { target: cfg.runtime, timeout: cfg.timeout.0, gate })
     }
 
     pub fn new(target: impl Into<String>) -> Runtime {
         let target = target.into();
-        let gate = gate(&target, eight());
+        let gate = CONNECTIONS.of(&target, eight() as usize);
         Runtime { target, timeout: Duration::from_secs(5), gate }
     }
 

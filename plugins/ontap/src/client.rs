@@ -64,24 +64,10 @@ fn sixteen() -> usize {
     16
 }
 
-/// Limits by cluster (base URL), shared by every step of the process.
-type Limits =
-    std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>>;
-
-/// Changes at once (`max_operations`).
-static OPERATIONS: Limits = std::sync::LazyLock::new(Default::default);
+/// Changes at once (`max_operations`), by cluster (base URL), shared by every step of the process.
+static OPERATIONS: drover_api::Gates = drover_api::Gates::new();
 /// Requests at once (`max_in_flight`).
-static IN_FLIGHT: Limits = std::sync::LazyLock::new(Default::default);
-
-/// This cluster's gate in `limits`, made with `n` turns on first use.
-fn gate(limits: &Limits, base: &str, n: usize) -> std::sync::Arc<tokio::sync::Semaphore> {
-    limits
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(base.to_string())
-        .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1))))
-        .clone()
-}
+static IN_FLIGHT: drover_api::Gates = drover_api::Gates::new();
 
 /// HTTP clients by connection settings: building one loads the trust store, and sharing one
 /// lets steps against the same cluster reuse connections.
@@ -153,8 +139,8 @@ impl Client {
             credentials: cfg.credentials.to_string(),
             retries: cfg.retries,
             insecure: cfg.insecure,
-            operations: gate(&OPERATIONS, base, cfg.max_operations),
-            in_flight: gate(&IN_FLIGHT, base, cfg.max_in_flight),
+            operations: OPERATIONS.of(base, cfg.max_operations),
+            in_flight: IN_FLIGHT.of(base, cfg.max_in_flight),
         }
     }
 
