@@ -271,6 +271,21 @@ fn json_output_is_one_object_per_line() {
     assert_eq!(objects.last().unwrap()["summary"]["outcome"], "succeeded");
 }
 
+/// The report printed at a run's end is built from the records the run kept in memory; it is
+/// the one `drover report` reads back from the journal, and the one written beside it.
+#[test]
+fn the_report_at_the_end_of_a_run_is_the_one_its_journal_gives() {
+    let env = Env::new();
+    let out = env.run(&["--output", "json", "run", "examples/hello.yaml", "--param", "who=tester"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().to_string();
+    let at_the_end: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let read_back = env.run(&["report", &env.last_run_id(), "--format", "json"]);
+    let read_back: serde_json::Value = serde_json::from_slice(&read_back.stdout).unwrap();
+    assert_eq!(at_the_end["summary"], read_back);
+    assert_eq!(read_back["steps"].as_array().unwrap().len(), 4);
+}
+
 /// A wait that polls every 20 ms for 1.5 s reports each poll; the JSON stream carries its
 /// progress at most once a second (a fleet's thousand waits would flood it otherwise).
 #[test]

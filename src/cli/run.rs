@@ -223,12 +223,14 @@ pub async fn run(cli: &Cli, a: &RunArgs, registry: &Registry) -> Result<i32, Cli
         }
     };
     let mirror = shared.as_ref().map(|s| s.mirror(&run_id, &state.journal(&run_id)));
+    journal.keep_records();
+    let written = journal.clone();
     let summary = drive(cli, &loaded, &state, &run_id, mode, &a.flags, journal, None).await;
     settle(shared.as_ref(), mirror, lock).await;
     // The report is built from the journal: the expanded runbook (a fleet's thousands of
     // instances) need not be held beside it.
     drop(loaded);
-    finish(cli, &state, &run_id, summary?)
+    finish(cli, &state, &run_id, summary?, written.kept())
 }
 
 /// After a run, whatever its end: the journal's last records go to the shared state, then the
@@ -312,7 +314,7 @@ pub async fn resume(cli: &Cli, a: &ResumeArgs, registry: &Registry) -> Result<i3
     let summary = drive(cli, &loaded, &state, &run_id, start.mode, &a.flags, journal, Some(resume)).await;
     settle(shared.as_ref(), mirror, lock).await;
     drop(loaded);
-    finish(cli, &state, &run_id, summary?)
+    finish(cli, &state, &run_id, summary?, None)
 }
 
 /// The params `resume --param` changes, checked: declared and typed (the runbook load did that),
@@ -451,13 +453,39 @@ async fn drive(
 }
 
 /// Print and store the report; map the outcome to an exit code.
-fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: RunSummary) -> Result<i32, CliError> {
+/// A finished run's report on standard output.
+fn show(cli: &Cli, report: &Report, run_id: &str, dir: &std::path::Path) {
+    match cli.output {
+        // Written as it is serialized: no JSON tree of the whole report in between.
+        Output::Json | Output::Yaml => {
+            super::out::emit(cli.output, &std::collections::BTreeMap::from([("summary", report)]))
+        }
+        Output::Text => {
+            outln!("\n{}", report.to_text());
+            outln!("report: {}  (drover report {run_id} --format html)", dir.join("report.html").display());
+        }
+    }
+}
+
+/// The report of a finished run, from its journal: the records this process wrote (`written`,
+/// when it wrote all of them), else the file read back.
+fn finish(
+    cli: &Cli,
+    state: &StateDir,
+    run_id: &str,
+    summary: RunSummary,
+    written: Option<Vec<crate::model::events::Record>>,
+) -> Result<i32, CliError> {
     // Every step's outputs are in the journal too.
     let RunSummary { outcome, preflight_failed, .. } = summary;
     // The run's state is dropped once the report is built, before the report is rendered
     // three times (file, page, output): a fleet's end is its peak of memory.
     let report = {
-        let (run_state, _) = RunState::load(&state.journal(run_id))?;
+        let path = state.journal(run_id);
+        let run_state = match written {
+            Some(records) => RunState::from_records(&path, records, false)?,
+            None => RunState::load(&path)?.0,
+        };
         let report = Report::from_state(&run_state);
         if report.mode == crate::engine::events::RunMode::DryRun {
             let history: Vec<Report> = state
@@ -473,18 +501,14 @@ fn finish(cli: &Cli, state: &StateDir, run_id: &str, summary: RunSummary) -> Res
         }
     };
     let dir = state.run_dir(run_id);
-    let _ = std::fs::write(dir.join("report.json"), report.to_json());
-    let _ = std::fs::write(dir.join("report.html"), render_html(&report));
-    match cli.output {
-        // Written as it is serialized: no JSON tree of the whole report in between.
-        Output::Json | Output::Yaml => {
-            super::out::emit(cli.output, &std::collections::BTreeMap::from([("summary", &report)]))
-        }
-        Output::Text => {
-            outln!("\n{}", report.to_text());
-            outln!("report: {}  (drover report {run_id} --format html)", dir.join("report.html").display());
-        }
-    }
+    // The report's files are written beside its output (a fleet's are megabytes each).
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let _ = std::fs::write(dir.join("report.json"), report.to_json());
+            let _ = std::fs::write(dir.join("report.html"), render_html(&report));
+        });
+        show(cli, &report, run_id, &dir);
+    });
     Ok(match outcome {
         RunOutcome::Succeeded => exit::SUCCESS,
         RunOutcome::Failed | RunOutcome::RolledBack => {

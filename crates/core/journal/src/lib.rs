@@ -76,6 +76,8 @@ struct Pending {
     oldest: Option<std::time::Instant>,
     closed: bool,
     error: Option<String>,
+    /// Every record this process appended, when asked to keep them (see [`Journal::kept`]).
+    kept: Option<Vec<Record>>,
 }
 
 struct Shared {
@@ -110,7 +112,7 @@ impl Journal {
         file.set_len(read.valid_len).map_err(io)?;
         file.seek(SeekFrom::End(0)).map_err(io)?;
         file.sync_data().map_err(io)?;
-        let next = read.records.last().map(|r| r.seq + 1).unwrap_or(1);
+        let next = read.last_seq + 1;
         Ok(Self::start(path, file, next))
     }
 
@@ -126,6 +128,7 @@ impl Journal {
                 oldest: None,
                 closed: false,
                 error: None,
+                kept: None,
             }),
             wake: Condvar::new(),
             durable,
@@ -152,6 +155,9 @@ impl Journal {
         let record = Record { seq, at: now_rfc3339(), event: event.clone() };
         serde_json::to_writer(&mut p.buf, &record).expect("events serialize");
         p.buf.push(b'\n');
+        if let Some(kept) = &mut p.kept {
+            kept.push(record);
+        }
         p.next_seq += 1;
         p.last_in_buf = seq;
         if p.oldest.is_none() {
@@ -186,6 +192,28 @@ impl Journal {
         let seq = self.append(event)?;
         self.durable(seq).await?;
         Ok(seq)
+    }
+
+    /// Keep every record appended from now on in memory as well, for [`Journal::kept`]: a
+    /// fleet's report at the end of a run is built from them instead of reading back and
+    /// parsing what was just written (a fifth of a second for 30,000 records).
+    pub fn keep_records(&self) {
+        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.next_seq == 1 {
+            p.kept = Some(vec![]);
+        }
+    }
+
+    /// After [`Journal::close`]: the whole journal, as written, when this process wrote all of
+    /// it (a new journal asked to keep its records, every record on disk). `None` otherwise:
+    /// read the file.
+    pub fn kept(&self) -> Option<Vec<Record>> {
+        let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !p.closed {
+            return None;
+        }
+        let whole = p.error.is_none() && p.buf.is_empty();
+        p.kept.take().filter(|_| whole)
     }
 
     /// Flush everything and stop the writer thread.
@@ -252,6 +280,8 @@ fn writer_loop(shared: Arc<Shared>, mut file: File) {
 #[derive(Debug, Clone)]
 pub struct JournalRead {
     pub records: Vec<Record>,
+    /// The sequence number of the last complete record (0: none).
+    pub last_seq: u64,
     /// Bytes of complete records; anything after is a torn write from a crash.
     pub valid_len: u64,
     /// A torn last line was found (and will be cut off on resume).
@@ -304,7 +334,8 @@ pub fn read(path: &Path) -> Result<JournalRead, JournalError> {
             }
         }
     }
-    Ok(JournalRead { records, valid_len: offset as u64, torn_tail })
+    let last_seq = records.last().map(|r| r.seq).unwrap_or(0);
+    Ok(JournalRead { records, last_seq, valid_len: offset as u64, torn_tail })
 }
 
 #[cfg(test)]
@@ -330,6 +361,31 @@ mod tests {
         assert_eq!(r.records.len(), 101);
         assert!(r.records.iter().enumerate().all(|(i, rec)| rec.seq == i as u64 + 1));
         assert!(!r.torn_tail);
+    }
+
+    /// The records kept in memory for the end-of-run report are the journal on disk, or none.
+    #[tokio::test]
+    async fn kept_records_are_what_was_written_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let j = Journal::create(&path).unwrap();
+        j.keep_records();
+        for i in 0..50 {
+            j.append(&ev(i)).unwrap();
+        }
+        assert!(j.kept().is_none(), "not before the journal is closed");
+        j.keep_records();
+        j.append(&ev(50)).unwrap();
+        j.close().unwrap();
+        let kept = serde_json::to_string(&j.kept().expect("a whole journal")).unwrap();
+        assert_eq!(kept, serde_json::to_string(&read(&path).unwrap().records).unwrap());
+
+        // A journal continued by this process holds records it did not write.
+        let j = Journal::reopen(&path, &read(&path).unwrap()).unwrap();
+        j.keep_records();
+        j.append(&ev(51)).unwrap();
+        j.close().unwrap();
+        assert!(j.kept().is_none());
     }
 
     #[tokio::test]

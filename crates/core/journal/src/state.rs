@@ -142,14 +142,18 @@ impl RunState {
         }
     }
 
+    /// The run as its journal at `path` tells it; the read (without its records, which the
+    /// state holds) says where a resumed run appends.
     pub fn load(path: &Path) -> Result<(RunState, JournalRead), JournalError> {
-        let read = read(path)?;
-        let state = Self::from_records(path, &read)?;
+        let mut read = read(path)?;
+        let records = std::mem::take(&mut read.records);
+        let state = Self::from_records(path, records, read.torn_tail)?;
         Ok((state, read))
     }
 
-    pub fn from_records(path: &Path, read: &JournalRead) -> Result<RunState, JournalError> {
-        let start = match read.records.first().map(|r| &r.event) {
+    /// The run as these records of the journal at `path` tell it.
+    pub fn from_records(path: &Path, records: Vec<Record>, torn_tail: bool) -> Result<RunState, JournalError> {
+        let start = match records.first().map(|r| &r.event) {
             Some(Event::RunStarted(s)) => (**s).clone(),
             _ => {
                 return Err(JournalError::Corrupt {
@@ -164,7 +168,7 @@ impl RunState {
         let mut finished = None;
         let mut resumes = 0;
         let mut params = start.params.clone();
-        for (n, r) in read.records.iter().enumerate().skip(1) {
+        for (n, r) in records.iter().enumerate().skip(1) {
             let step = |id: &str, steps: &mut BTreeMap<String, StepRecord>| -> Result<(), JournalError> {
                 if steps.contains_key(id) {
                     Ok(())
@@ -222,15 +226,7 @@ impl RunState {
                 _ => {}
             }
         }
-        Ok(RunState {
-            start,
-            records: read.records.clone(),
-            steps,
-            finished,
-            torn_tail: read.torn_tail,
-            resumes,
-            params,
-        })
+        Ok(RunState { start, records, steps, finished, torn_tail, resumes, params })
     }
 
     /// Steps whose success is journaled: `resume` reuses their outputs and never runs them again.
