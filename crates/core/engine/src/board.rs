@@ -144,9 +144,9 @@ impl<'a> Board<'a> {
             } else if !parents_ok && !step.always {
                 self.settle_unrun(i, Outcome::Blocked, None);
             } else if let Some((cond, text)) = &step.condition {
-                match cond.eval(&self.scope(i)) {
-                    Ok(v) if drover_runbook::expr::truthy(&v) => self.make_ready(i),
-                    Ok(_) => self.settle_unrun(i, Outcome::Skipped, None),
+                match cond.holds(&self.scope(i)) {
+                    Ok(true) => self.make_ready(i),
+                    Ok(false) => self.settle_unrun(i, Outcome::Skipped, None),
                     // A plan cannot know every output a condition reads: check the step anyway.
                     Err(_) if self.phase.plans() && references_steps(cond) => self.make_ready(i),
                     Err(e) => {

@@ -243,8 +243,7 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
             let scope = board.scope(i);
             // Not a step its `if:` may yet rule out: a site declared down is not probed.
             let may_run = step.condition.as_ref().is_none_or(|(cond, _)| {
-                reads_only_settled_steps(cond, step, board)
-                    && cond.eval(&scope).is_ok_and(|v| drover_runbook::expr::truthy(&v))
+                reads_only_settled_steps(cond, step, board) && cond.holds(&scope).is_ok_and(|holds| holds)
             });
             if !plans_early(step) || !may_run {
                 continue;

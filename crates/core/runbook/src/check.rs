@@ -322,9 +322,7 @@ fn template_text(t: &Template, with_node: Option<&Node>, path: &[PathSegment]) -
 
 /// Whether the step's `if:` is false with these params alone (it reads no step's outputs).
 pub fn skipped_by_params(step: &super::Step, params: &BTreeMap<String, Value>) -> bool {
-    step.condition
-        .as_ref()
-        .is_some_and(|(cond, _)| cond.eval(&ParamsOnly(params)).is_ok_and(|v| !super::expr::truthy(&v)))
+    step.condition.as_ref().is_some_and(|(cond, _)| cond.holds(&ParamsOnly(params)).is_ok_and(|holds| !holds))
 }
 
 /// Params only: what a template can be resolved to at load time.

@@ -228,6 +228,12 @@ impl Expr {
         self.eval_borrowed(scope).map(Cow::into_owned)
     }
 
+    /// Whether the value is truthy, without copying it out of the scope: `if: params.volumes`
+    /// holds a fleet's thousand volumes, and each of its 500 instances asked.
+    pub fn holds(&self, scope: &dyn Scope) -> Result<bool, String> {
+        self.eval_borrowed(scope).map(|v| truthy(&v))
+    }
+
     /// The value, borrowed from the expression or the scope where it can be.
     fn eval_borrowed<'a>(&'a self, scope: &'a dyn Scope) -> Result<Cow<'a, Value>, String> {
         let owned = |v: Value| Ok(Cow::Owned(v));
@@ -606,6 +612,22 @@ mod tests {
         assert_eq!(eval("after('svm_dr1:shop_v1', ':')", scope.clone()), json!("shop_v1"));
         assert_eq!(eval("before('db_data', ':')", scope.clone()), json!("db_data"));
         assert_eq!(eval("after('db_data', ':')", scope), json!(""));
+    }
+
+    #[test]
+    fn a_condition_holds_when_its_value_is_truthy() {
+        let scope = S(json!({"params": {"mode": "planned", "volumes": [{"path": "svm:v1"}], "none": []}}));
+        for (text, holds) in [
+            ("params.mode == 'planned' && params.volumes", true),
+            ("params.none", false),
+            ("!params.volumes", false),
+            ("params.none || params.mode", true),
+        ] {
+            let e = parse(text).unwrap();
+            assert_eq!(e.holds(&scope), Ok(holds), "{text}");
+            assert_eq!(truthy(&e.eval(&scope).unwrap()), holds, "{text}");
+        }
+        assert!(parse("params.missing").unwrap().holds(&scope).is_err());
     }
 
     #[test]
