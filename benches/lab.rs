@@ -26,6 +26,10 @@
 //!   DROVER_BENCH_WRAP="heaptrack -o /tmp/ht" …                 # the failover under a profiler
 //!   DROVER_BENCH_REQUESTS=1 …                  # also the ONTAP requests drover made, by shape
 //!   DROVER_BENCH_EVENTS=/tmp/events.jsonl …    # keep the run's events (drover's JSON lines)
+//!   DROVER_BENCH_DROVER=/tmp/drover-before …   # another build of drover, against the same simulators
+//!
+//! This machine's speed drifts by a fifth within an hour: compare two builds by alternating
+//! them in one sitting (`DROVER_BENCH_SAMPLES=1`, each in turn), not against an older row.
 
 use std::time::{Duration, Instant};
 
@@ -132,14 +136,15 @@ fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, li
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
     let wrap = std::env::var("DROVER_BENCH_WRAP").unwrap_or_default();
+    let binary = std::env::var("DROVER_BENCH_DROVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_drover").into());
     let mut words = wrap.split_whitespace();
     let mut command = match words.next() {
         Some(profiler) if args.first().is_some_and(|a| a == "--output") => {
             let mut c = std::process::Command::new(profiler);
-            c.args(words).arg(env!("CARGO_BIN_EXE_drover"));
+            c.args(words).arg(&binary);
             c
         }
-        _ => std::process::Command::new(env!("CARGO_BIN_EXE_drover")),
+        _ => std::process::Command::new(&binary),
     };
     #[allow(clippy::zombie_processes, reason = "reaped by wait4 below, which also reads its rusage")]
     let mut child = command
