@@ -228,29 +228,18 @@ fn player(part: &str, choice: Choice, program: &str, package: &str) -> Result<Pl
     })
 }
 
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback");
-        let port = tcp.local_addr().expect("bound").port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+/// [`drover_api::procs::start_on_free_ports`] off the async workers (it waits by sleeping).
+async fn on_free_ports(
+    count: usize,
+    command: impl FnMut(&[u16]) -> Command + Send + 'static,
+) -> Result<(Child, Vec<u16>), String> {
+    tokio::task::spawn_blocking(move || drover_api::procs::start_on_free_ports(count, Duration::from_secs(20), command))
+        .await
+        .map_err(|e| format!("starting a lab server failed: {e}"))?
 }
 
 fn installed(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
-async fn wait_port(port: u16, what: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("{what} did not start on port {port}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 /// A tiny HTTP server standing for a site's ingress: it answers `served by SITE`.
@@ -283,10 +272,8 @@ pub(super) fn write(path: &Path, text: &str) -> Result<(), String> {
 
 /// BIND with the lab zone; returns once it serves the zone.
 async fn start_bind(dir: &Path, secret: &str, procs: &mut Procs) -> Result<std::net::SocketAddr, String> {
-    let port = free_port();
     let bind = dir.join("bind");
     std::fs::create_dir_all(&bind).map_err(|e| e.to_string())?;
-    let d = bind.display();
     // BIND keeps dynamic updates in a journal next to the zone and replays it at start: a lab
     // that started before would come up with the last run's records. Every lab starts clean.
     for leftover in ["example.com.zone.jnl", "example.com.zone.jbk", "named.pid"] {
@@ -296,20 +283,27 @@ async fn start_bind(dir: &Path, secret: &str, procs: &mut Procs) -> Result<std::
         &bind.join("example.com.zone"),
         "$TTL 60\n@ IN SOA ns1.example.com. admin.example.com. 1 3600 600 86400 60\n@ IN NS ns1.example.com.\nns1 IN A 127.0.0.1\nshop IN A 203.0.113.10\n",
     )?;
-    write(
-        &bind.join("named.conf"),
-        &format!(
-            "key \"drover-lab\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
-             options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
-               recursion no; dnssec-validation no; }};\ncontrols {{ }};\n\
-             zone \"example.com\" {{ type primary; file \"{d}/example.com.zone\"; allow-update {{ key \"drover-lab\"; }}; }};\n"
-        ),
-    )?;
-    let mut named = Command::new("named");
-    named.args(["-g", "-c"]).arg(bind.join("named.conf")).stdout(Stdio::null()).stderr(Stdio::null());
-    // Dies with the lab, however the lab ends.
-    let child = drover_api::procs::spawn(named).map_err(|e| format!("cannot start named: {e}"))?;
+    let secret = secret.to_string();
+    // Dies with the lab, however the lab ends; started again elsewhere if its port was taken.
+    let started = on_free_ports(1, move |port| {
+        let (port, d) = (port[0], bind.display());
+        write(
+            &bind.join("named.conf"),
+            &format!(
+                "key \"drover-lab\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
+                 options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
+                   recursion no; dnssec-validation no; }};\ncontrols {{ }};\n\
+                 zone \"example.com\" {{ type primary; file \"{d}/example.com.zone\"; allow-update {{ key \"drover-lab\"; }}; }};\n"
+            ),
+        )
+        .expect("the lab directory is writable");
+        let mut named = Command::new("named");
+        named.args(["-g", "-c"]).arg(bind.join("named.conf")).stdout(Stdio::null()).stderr(Stdio::null());
+        named
+    });
+    let (child, port) = started.await?;
     procs.0.push(child);
+    let port = port[0];
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -332,20 +326,23 @@ async fn start_haproxy(
     west_port: u16,
     procs: &mut Procs,
 ) -> Result<(String, String), String> {
-    let (front, runtime) = (free_port(), free_port());
     let cfg = dir.join("haproxy.cfg");
-    write(
-        &cfg,
-        &format!(
-            "global\n  stats socket ipv4@127.0.0.1:{runtime} level admin\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend shop\n  bind 127.0.0.1:{front}\n  default_backend shop\nbackend shop\n  server east 127.0.0.1:{east_port} weight 100\n  server west 127.0.0.1:{west_port} weight 100 disabled\n"
-        ),
-    )?;
-    let mut haproxy = Command::new("haproxy");
-    haproxy.arg("-db").arg("-f").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null());
-    let child = drover_api::procs::spawn(haproxy).map_err(|e| format!("cannot start haproxy: {e}"))?;
+    let started = on_free_ports(2, move |ports| {
+        let (front, runtime) = (ports[0], ports[1]);
+        write(
+            &cfg,
+            &format!(
+                "global\n  stats socket ipv4@127.0.0.1:{runtime} level admin\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend shop\n  bind 127.0.0.1:{front}\n  default_backend shop\nbackend shop\n  server east 127.0.0.1:{east_port} weight 100\n  server west 127.0.0.1:{west_port} weight 100 disabled\n"
+            ),
+        )
+        .expect("the lab directory is writable");
+        let mut haproxy = Command::new("haproxy");
+        haproxy.arg("-db").arg("-f").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null());
+        haproxy
+    });
+    let (child, ports) = started.await?;
     procs.0.push(child);
-    wait_port(front, "HAProxy").await?;
-    wait_port(runtime, "HAProxy's runtime API").await?;
+    let (front, runtime) = (ports[0], ports[1]);
     Ok((format!("http://127.0.0.1:{front}/"), format!("tcp://127.0.0.1:{runtime}")))
 }
 

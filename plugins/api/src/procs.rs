@@ -189,3 +189,138 @@ pub fn create_private_dir_all(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
+
+/// Start a server on `count` loopback ports picked here (free for TCP and UDP), and wait until
+/// it — not some other process — listens on each of them (TCP). A port is only free until
+/// someone binds it: a server started in the same instant by a parallel test may be handed the
+/// same one, and then ours exits (address in use) while connecting to the port reaches the
+/// other. So ownership is checked in `/proc`, and a server that exits before listening is
+/// started again on fresh ports (up to five times). `command` builds the command for the ports.
+pub fn start_on_free_ports(
+    count: usize,
+    timeout: std::time::Duration,
+    mut command: impl FnMut(&[u16]) -> Command,
+) -> Result<(Child, Vec<u16>), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last_exit = String::new();
+    for _ in 0..5 {
+        let ports = free_ports(count)?;
+        let mut cmd = command(&ports);
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = spawn(std::mem::replace(&mut cmd, Command::new("true")))
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                reaped(child.id());
+                last_exit = format!("{program} exited ({status}) before listening on {ports:?}");
+                break;
+            }
+            if ports.iter().all(|p| listens_on(child.id(), *p)) {
+                return Ok((child, ports));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                reaped(child.id());
+                return Err(format!("{program} did not listen on {ports:?} within {timeout:?}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    Err(last_exit)
+}
+
+/// `count` distinct loopback ports that nothing binds right now, for TCP and UDP alike.
+fn free_ports(count: usize) -> Result<Vec<u16>, String> {
+    let mut held = Vec::with_capacity(count);
+    while held.len() < count {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free loopback port: {e}"))?;
+        let port = tcp.local_addr().map_err(|e| e.to_string())?.port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            held.push(tcp);
+        }
+    }
+    Ok(held.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.port()).collect())
+}
+
+/// Whether `pid` or one of its descendants holds a listening TCP socket on `port`.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let inodes = listening_sockets(port);
+    !inodes.is_empty() && process_tree(pid).iter().any(|p| holds_any(*p, &inodes))
+}
+
+/// The inodes of the listening TCP sockets (IPv4 and IPv6) bound to `port`, from `/proc/net`.
+fn listening_sockets(port: u16) -> Vec<String> {
+    const LISTEN: &str = "0A";
+    let mut inodes = vec![];
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        // `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode`
+        for fields in text.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+            let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9)) else {
+                continue;
+            };
+            let bound = local.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            if bound == Some(port) && *state == LISTEN {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    inodes
+}
+
+fn holds_any(pid: u32, sockets: &[String]) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().filter_map(|fd| std::fs::read_link(fd.path()).ok()).any(|target| {
+        let target = target.to_string_lossy();
+        sockets.iter().any(|s| *s == target)
+    })
+}
+
+/// `pid` and its descendants.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", tree[i])).into_iter().flatten().flatten();
+        for task in tasks {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            tree.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+        i += 1;
+    }
+    tree
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A real server (python3's http.server) whose port another process took between the
+    /// moment it was picked and the moment the server bound it: connecting to the port would
+    /// succeed — reaching the thief — so only ownership tells; the server is started again on
+    /// a fresh port.
+    #[test]
+    fn a_server_beaten_to_its_port_is_started_again_on_another() {
+        let mut thief = None;
+        let (mut child, ports) = start_on_free_ports(1, Duration::from_secs(30), |ports| {
+            if thief.is_none() {
+                thief = Some(std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap());
+            }
+            let mut cmd = Command::new("python3");
+            cmd.args(["-m", "http.server", &ports[0].to_string(), "--bind", "127.0.0.1"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            cmd
+        })
+        .unwrap();
+        let taken = thief.as_ref().unwrap().local_addr().unwrap().port();
+        assert_ne!(ports[0], taken);
+        assert!(listens_on(child.id(), ports[0]));
+        assert!(!listens_on(child.id(), taken), "the thief's socket is not the server's");
+        let _ = child.kill();
+        let _ = child.wait();
+        reaped(child.id());
+    }
+}

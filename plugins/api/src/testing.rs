@@ -296,21 +296,42 @@ impl Moto {
         Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &free.to_string())])
     }
 
+    /// moto binds a port the kernel picks (`-p 0`) and names it in its first log line. Picking
+    /// a free port here and handing it over would race: two servers started in the same
+    /// instant could be handed one port, and the one that lost would exit while its test talked
+    /// to the other's moto — until that test ended and took it away.
     fn start_with(env: &[(&str, &str)]) -> Result<Moto, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free loopback port: {e}"))?
-            .port();
+        use std::io::BufRead;
         let mut cmd = std::process::Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        cmd.args(["-H", "127.0.0.1", "-p", "0"])
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            .stderr(std::process::Stdio::piped());
         // Dies with its parent (a test, or the lab), however that ends.
-        let child = crate::procs::spawn(cmd).map_err(|e| {
+        let mut child = crate::procs::spawn(cmd).map_err(|e| {
             format!("cannot start moto_server ({e}): pip install 'moto[server]' (bash .ci/run installs it)")
         })?;
-        let mut moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
+        let stderr = child.stderr.take().ok_or("moto_server has no stderr")?;
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        // Reads the log until moto names its address, then drains it so moto never blocks on
+        // a full pipe.
+        std::thread::spawn(move || {
+            let mut port_tx = Some(port_tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(tx) = &port_tx
+                    && let Some(port) = moto_port(&line)
+                {
+                    let _ = tx.send(port);
+                    port_tx = None;
+                }
+            }
+        });
+        let mut moto = Moto { child, url: String::new() };
+        let port = port_rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "moto_server did not say which port it listens on within 30 s".to_string())?;
+        moto.url = format!("http://127.0.0.1:{port}");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if std::time::Instant::now() > deadline || moto.child.try_wait().ok().flatten().is_some() {
@@ -338,6 +359,12 @@ impl Moto {
         s3.create_bucket().bucket(name).send().await.map_err(|e| format!("cannot create bucket {name}: {e}"))?;
         Ok(s3)
     }
+}
+
+/// The port in moto's (werkzeug's) ` * Running on http://127.0.0.1:PORT` line.
+fn moto_port(line: &str) -> Option<u16> {
+    let address = line.split("Running on http://").nth(1)?;
+    address.trim().rsplit(':').next()?.trim_end_matches('/').parse().ok()
 }
 
 impl Drop for Moto {
@@ -490,4 +517,39 @@ pub fn s3_client(url: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::C
         .credentials_provider(aws_sdk_s3::config::Credentials::new(access_key, secret_key, None, None, "test"))
         .build();
     aws_sdk_s3::Client::from_conf(conf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moto_names_its_port_in_werkzeug_s_first_line() {
+        assert_eq!(moto_port(" * Running on http://127.0.0.1:43893"), Some(43893));
+        assert_eq!(moto_port(" * Running on http://127.0.0.1:43893/"), Some(43893));
+        assert_eq!(moto_port("Press CTRL+C to quit"), None);
+    }
+
+    /// Real moto, several started in the same instant (as parallel tests do): each test must
+    /// get a server of its own. Choosing the port here and handing it over let two of them be
+    /// given one port now and then (a CI run failed on it when the other test's moto stopped).
+    #[cfg(feature = "s3")]
+    #[test]
+    fn motos_started_at_the_same_moment_are_each_their_own_server() {
+        let motos: Vec<Moto> = std::thread::scope(|s| {
+            let started: Vec<_> = (0..6).map(|_| s.spawn(Moto::start)).collect();
+            started.into_iter().map(|t| t.join().unwrap().unwrap()).collect()
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            for (i, moto) in motos.iter().enumerate() {
+                moto.bucket(&format!("only-in-{i}")).await.unwrap();
+            }
+            for (i, moto) in motos.iter().enumerate() {
+                let listed = moto.s3().list_buckets().send().await.unwrap();
+                let names: Vec<_> = listed.buckets().iter().filter_map(|b| b.name()).collect();
+                assert_eq!(names, [format!("only-in-{i}")], "moto {i} at {}", moto.url());
+            }
+        });
+    }
 }

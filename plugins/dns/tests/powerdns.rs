@@ -1,7 +1,6 @@
 //! `dns.powerdns.set` against a real PowerDNS Authoritative server (Debian `pdns-server` with
 //! the sqlite3 backend), started here on loopback with its HTTP API.
 
-use drover_api::procs::DiesWithParent;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -28,16 +27,6 @@ impl Drop for Pdns {
     }
 }
 
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 async fn pdns() -> Pdns {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("pdns.sqlite3");
@@ -46,22 +35,23 @@ async fn pdns() -> Pdns {
     );
     let status = Command::new("sqlite3").arg(&db).arg(&schema).status().expect("sqlite3 is needed");
     assert!(status.success());
-    let (api, dns) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("pdns.conf"),
-        format!(
-            "launch=gsqlite3\ngsqlite3-database={}\napi=yes\napi-key={KEY}\nwebserver=yes\nwebserver-address=127.0.0.1\nwebserver-port={api}\nwebserver-allow-from=127.0.0.0/8\nlocal-address=127.0.0.1\nlocal-port={dns}\nsecurity-poll-suffix=\nsocket-dir={}\nguardian=no\ndaemon=no\n",
-            db.display(),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("pdns_server")
-        .arg(format!("--config-dir={}", dir.path().display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn_dying_with_parent()
-        .expect("pdns_server is needed");
+    let started = drover_api::procs::start_on_free_ports(2, Duration::from_secs(15), |ports| {
+        let (api, dns) = (ports[0], ports[1]);
+        std::fs::write(
+            dir.path().join("pdns.conf"),
+            format!(
+                "launch=gsqlite3\ngsqlite3-database={}\napi=yes\napi-key={KEY}\nwebserver=yes\nwebserver-address=127.0.0.1\nwebserver-port={api}\nwebserver-allow-from=127.0.0.0/8\nlocal-address=127.0.0.1\nlocal-port={dns}\nsecurity-poll-suffix=\nsocket-dir={}\nguardian=no\ndaemon=no\n",
+                db.display(),
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut pdns = Command::new("pdns_server");
+        pdns.arg(format!("--config-dir={}", dir.path().display())).stdout(Stdio::null()).stderr(Stdio::null());
+        pdns
+    });
+    let (child, ports) = started.unwrap_or_else(|e| panic!("{e}: pdns_server is needed"));
+    let (api, dns) = (ports[0], ports[1]);
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{api}/api/v1/servers/localhost/zones");
     let deadline = Instant::now() + Duration::from_secs(15);

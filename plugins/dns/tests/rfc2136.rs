@@ -2,7 +2,6 @@
 //! `knot`) — each started here on loopback with a TSIG-signed dynamic zone. Every test runs
 //! against both, and against the lab's built-in stand-in, which must answer as they do.
 
-use drover_api::procs::DiesWithParent;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -57,7 +56,6 @@ fn test_secret() -> String {
 
 async fn server(kind: Kind) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let secret = test_secret();
     // SAFETY: every test sets the same value.
     unsafe { std::env::set_var(SECRET_VAR, &secret) };
@@ -79,39 +77,40 @@ async fn server(kind: Kind) -> Server {
         Kind::Knot => dir.path().join("knot.conf"),
         _ => dir.path().join("named.conf"),
     };
-    std::fs::write(
-        dir.path().join("knot.conf"),
-        format!(
-            "server:\n  listen: 127.0.0.1@{port}\n  rundir: {d}\ndatabase:\n  storage: {d}\nkey:\n  - id: drover-key\n    algorithm: hmac-sha256\n    secret: {secret}\nacl:\n  - id: update\n    key: drover-key\n    action: update\ntemplate:\n  - id: default\n    storage: {d}\nzone:\n  - domain: example.test\n    file: example.test.zone\n    acl: update\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("named.conf"),
-        format!(
-            "key \"drover-key\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
-             options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
-               recursion no; dnssec-validation no; }};\n\
-             controls {{ }};\n\
-             zone \"example.test\" {{ type primary; file \"{d}/example.test.zone\"; allow-update {{ key \"drover-key\"; }}; }};\n"
-        ),
-    )
-    .unwrap();
-    let child = match kind {
-        Kind::Knot => Command::new("knotd")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn_dying_with_parent(),
-        _ => Command::new("named")
-            .args(["-g", "-c"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn_dying_with_parent(),
-    }
-    .expect("BIND 9 and Knot are needed: `apt-get install bind9 knot` (bash .ci/run installs them)");
+    let started = drover_api::procs::start_on_free_ports(1, Duration::from_secs(15), |port| {
+        let port = port[0];
+        std::fs::write(
+            dir.path().join("knot.conf"),
+            format!(
+                "server:\n  listen: 127.0.0.1@{port}\n  rundir: {d}\ndatabase:\n  storage: {d}\nkey:\n  - id: drover-key\n    algorithm: hmac-sha256\n    secret: {secret}\nacl:\n  - id: update\n    key: drover-key\n    action: update\ntemplate:\n  - id: default\n    storage: {d}\nzone:\n  - domain: example.test\n    file: example.test.zone\n    acl: update\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("named.conf"),
+            format!(
+                "key \"drover-key\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
+                 options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
+                   recursion no; dnssec-validation no; }};\n\
+                 controls {{ }};\n\
+                 zone \"example.test\" {{ type primary; file \"{d}/example.test.zone\"; allow-update {{ key \"drover-key\"; }}; }};\n"
+            ),
+        )
+        .unwrap();
+        let mut server = match kind {
+            Kind::Knot => Command::new("knotd"),
+            _ => Command::new("named"),
+        };
+        if !matches!(kind, Kind::Knot) {
+            server.arg("-g");
+        }
+        server.arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null());
+        server
+    });
+    let (child, port) = started.unwrap_or_else(|e| {
+        panic!("{e}: BIND 9 and Knot are needed: `apt-get install bind9 knot` (bash .ci/run installs them)")
+    });
+    let port = port[0];
     // Ready once the zone answers (named opens its port before the zone is loaded).
     let deadline = Instant::now() + Duration::from_secs(15);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();

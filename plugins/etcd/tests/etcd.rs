@@ -3,7 +3,6 @@
 //! a truncated snapshot detected, an unreachable endpoint reported, the result restorable by
 //! `etcdctl snapshot restore`.
 
-use drover_api::procs::DiesWithParent;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -93,27 +92,29 @@ fn etcd_with_client_certificates(keys: usize) -> Etcd {
 
 fn start_etcd(keys: usize, tls: bool) -> Etcd {
     let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
     let scheme = if tls { "https" } else { "http" };
-    let url = format!("{scheme}://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
     let tls = tls.then(|| Tls::new(dir.path()));
-    let mut command = Command::new("etcd");
-    command
-        .args(["--name", "m1", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("m1={peer_url}")]);
-    if let Some(t) = &tls {
-        command.arg("--client-cert-auth").arg("--trusted-ca-file").arg(&t.ca);
-        command.arg("--cert-file").arg(&t.server_cert).arg("--key-file").arg(&t.server_key);
-    }
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn_dying_with_parent()
-        .expect("etcd is needed: `apt-get install etcd-server etcd-client` (bash .ci/run installs it)");
+    let started = drover_api::procs::start_on_free_ports(2, Duration::from_secs(20), |ports| {
+        let url = format!("{scheme}://127.0.0.1:{}", ports[0]);
+        let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+        let mut command = Command::new("etcd");
+        command
+            .args(["--name", "m1", "--data-dir"])
+            .arg(dir.path().join(format!("data-{}", ports[0])))
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("m1={peer_url}")]);
+        if let Some(t) = &tls {
+            command.arg("--client-cert-auth").arg("--trusted-ca-file").arg(&t.ca);
+            command.arg("--cert-file").arg(&t.server_cert).arg("--key-file").arg(&t.server_key);
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        command
+    });
+    let (child, ports) = started.unwrap_or_else(|e| {
+        panic!("{e}: etcd is needed: `apt-get install etcd-server etcd-client` (bash .ci/run installs it)")
+    });
+    let url = format!("{scheme}://127.0.0.1:{}", ports[0]);
     let etcd = Etcd { child, _dir: dir, url, tls };
     let deadline = Instant::now() + Duration::from_secs(20);
     while !etcd.ctl(&["endpoint", "health"]).status.success() {

@@ -2,11 +2,10 @@
 //! front of two small HTTP backends standing for the two sites — and the same scenarios against
 //! the lab's built-in stand-in, which must answer as HAProxy does.
 
-use drover_api::procs::DiesWithParent;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -25,14 +24,6 @@ impl Drop for Kill {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -59,20 +50,18 @@ async fn lab(kind: Kind) -> Lab {
         let root = dir.path().join(site);
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("index.html"), format!("served by {site}\n")).unwrap();
-        let port = free_port();
-        procs.0.push(
-            Command::new("python3")
-                .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        let started = drover_api::procs::start_on_free_ports(1, Duration::from_secs(10), |port| {
+            let mut backend = Command::new("python3");
+            backend
+                .args(["-m", "http.server", &port[0].to_string(), "--bind", "127.0.0.1", "--directory"])
                 .arg(&root)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn_dying_with_parent()
-                .expect("python3 is needed for the test backends"),
-        );
-        ports.push(port);
-    }
-    for p in &ports {
-        wait_port(*p);
+                .stderr(Stdio::null());
+            backend
+        });
+        let (backend, port) = started.unwrap_or_else(|e| panic!("{e}: python3 is needed for the test backends"));
+        procs.0.push(backend);
+        ports.push(port[0]);
     }
     if let Kind::StandIn = kind {
         use drover_standins::lb::{BackendConfig, ServerConfig, StandIn};
@@ -100,26 +89,22 @@ async fn lab(kind: Kind) -> Lab {
         let stats = s.runtime().rsplit(':').next().unwrap().parse().unwrap();
         return Lab { _procs: procs, _standin: Some(s), _dir: dir, front, stats, operator_stats: None };
     }
-    let (front, stats, operator) = (free_port(), free_port(), free_port());
-    let cfg = format!(
-        "global\n  stats socket ipv4@127.0.0.1:{stats} level admin\n  stats socket ipv4@127.0.0.1:{operator} level operator\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend web\n  bind 127.0.0.1:{front}\n  default_backend app\nbackend app\n  server east 127.0.0.1:{} weight 100\n  server west 127.0.0.1:{} weight 100 disabled\nbackend other\n  server spare 127.0.0.1:9 disabled\n",
-        ports[0], ports[1]
-    );
     let cfg_path = dir.path().join("haproxy.cfg");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    procs.0.push(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn_dying_with_parent()
-            .expect("HAProxy is needed: `apt-get install haproxy` (bash .ci/run installs it)"),
-    );
-    for p in ports.iter().chain([&front, &stats, &operator]) {
-        wait_port(*p);
-    }
+    let started = drover_api::procs::start_on_free_ports(3, Duration::from_secs(10), |p| {
+        let (front, stats, operator) = (p[0], p[1], p[2]);
+        let cfg = format!(
+            "global\n  stats socket ipv4@127.0.0.1:{stats} level admin\n  stats socket ipv4@127.0.0.1:{operator} level operator\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend web\n  bind 127.0.0.1:{front}\n  default_backend app\nbackend app\n  server east 127.0.0.1:{} weight 100\n  server west 127.0.0.1:{} weight 100 disabled\nbackend other\n  server spare 127.0.0.1:9 disabled\n",
+            ports[0], ports[1]
+        );
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let mut haproxy = Command::new("haproxy");
+        haproxy.arg("-db").arg("-f").arg(&cfg_path).stdout(Stdio::null()).stderr(Stdio::null());
+        haproxy
+    });
+    let (haproxy, p) = started
+        .unwrap_or_else(|e| panic!("{e}: HAProxy is needed: `apt-get install haproxy` (bash .ci/run installs it)"));
+    procs.0.push(haproxy);
+    let (front, stats, operator) = (p[0], p[1], p[2]);
     Lab { _procs: procs, _standin: None, _dir: dir, front, stats, operator_stats: Some(operator) }
 }
 
