@@ -35,8 +35,11 @@ pub type Fault = drover_sim_kit::Fault<FaultKind>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
-    /// Delay the answer.
+    /// Delay the request: it is served after the pause, as the store is then.
     Latency(std::time::Duration),
+    /// Delay the answer: it is made at once, as the store is now, and sent after the pause —
+    /// a reply still on its way while the cluster changes.
+    SlowAnswer(std::time::Duration),
     /// 429 TooManyRequests with `Retry-After: seconds`.
     Throttle(u64),
     /// 500 InternalError.
@@ -317,8 +320,24 @@ async fn handle(
             };
             return Ok(error(&e));
         }
+        Some(FaultKind::SlowAnswer(d)) => {
+            let answer = answer(req, store, token).await;
+            tokio::time::sleep(d).await;
+            return answer;
+        }
         None => {}
     }
+    answer(req, store, token).await
+}
+
+/// The cluster's answer to `req`, as the store is now.
+async fn answer(
+    req: Request<Incoming>,
+    store: Arc<Mutex<Store>>,
+    token: String,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
     let query = query_pairs(req.uri().query());
     let content_type = req
         .headers()

@@ -147,7 +147,14 @@ struct Connection {
     in_flight: tokio::sync::Semaphore,
 }
 
-type KindLookup = Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, Result<Kind, KubeError>)>>>;
+/// The last lookup of a kind: when it was sent, when answered, and the answer.
+type KindLookup = Arc<tokio::sync::Mutex<Option<LastLookup>>>;
+
+struct LastLookup {
+    sent: tokio::time::Instant,
+    answered: tokio::time::Instant,
+    answer: Result<Kind, KubeError>,
+}
 
 /// `max_in_flight` unless set.
 const MAX_IN_FLIGHT: usize = 64;
@@ -541,7 +548,9 @@ impl Kube {
     }
 
     /// Ask the server which resource serves `gvk`, or take the answer someone who asked at the
-    /// same time got.
+    /// same time got: a kind served is taken if it was answered after we asked; "not served"
+    /// (or a failure) only if it was asked after us — a CRD made while it was on its way may
+    /// serve the kind now.
     async fn look_up_kind(&self, gvk: &GroupVersionKind) -> Result<Kind, KubeError> {
         let asked = tokio::time::Instant::now();
         let slot = self
@@ -553,19 +562,24 @@ impl Kube {
             .or_default()
             .clone();
         let mut last = slot.lock().await;
-        if let Some((at, answer)) = &*last
-            && *at >= asked
-        {
-            return answer.clone();
+        if let Some(l) = &*last {
+            let fresh = match l.answer {
+                Ok(_) => l.answered >= asked,
+                Err(_) => l.sent >= asked,
+            };
+            if fresh {
+                return l.answer.clone();
+            }
         }
         let what = format!("discover {} in {}", gvk.kind, gvk.api_version());
+        let sent = tokio::time::Instant::now();
         let answer =
             self.call(&what, || kube::discovery::pinned_kind(&self.client, gvk)).await.map(|(resource, caps)| {
                 let k = Kind { resource, namespaced: caps.scope == Scope::Namespaced };
                 self.connection.kinds.lock().unwrap_or_else(|e| e.into_inner()).insert(gvk.clone(), k.clone());
                 k
             });
-        *last = Some((tokio::time::Instant::now(), answer.clone()));
+        *last = Some(LastLookup { sent, answered: tokio::time::Instant::now(), answer: answer.clone() });
         answer
     }
 

@@ -74,17 +74,21 @@ async fn apply_creates_in_install_order_then_a_second_run_changes_nothing() {
     assert_eq!(plan.changes, ["update Deployment shop/web (inline[0])"]);
 }
 
-#[tokio::test]
-async fn a_crd_and_its_custom_resources_go_in_one_apply() {
-    let east = site().await;
-    let crd = json!({
+fn cart_crd() -> Value {
+    json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": { "name": "carts.shop.example.com" },
         "spec": { "group": "shop.example.com", "scope": "Namespaced",
                   "names": { "plural": "carts", "singular": "cart", "kind": "Cart" },
                   "versions": [{ "name": "v1", "served": true, "storage": true,
                                  "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] }
-    });
+    })
+}
+
+#[tokio::test]
+async fn a_crd_and_its_custom_resources_go_in_one_apply() {
+    let east = site().await;
+    let crd = cart_crd();
     let cart = json!({ "apiVersion": "shop.example.com/v1", "kind": "Cart", "metadata": { "name": "c1", "namespace": "shop" },
                        "spec": { "items": 2 } });
     let with = json!({ "site": "east", "inline": [cart, crd, namespace("shop")] });
@@ -376,6 +380,35 @@ async fn restores_planned_at_the_same_moment_ask_once_which_resource_serves_a_ki
         east.sim().with_store(|s| s.requests.iter().skip(before).filter(|(m, p)| m == "GET" && p == "/api/v1").count());
     // Once per kind asked about (Namespace, ConfigMap) and once for the discovery of every type.
     assert!(asked <= 3, "20 plans asked for the core API's resources {asked} times");
+}
+
+/// Simulator (its slow-answer fault keeps a reply on its way). A kind lookup answered "not
+/// served" is shared only with those who asked after it was sent: a CRD created while it was
+/// in flight serves the kind to whoever asked after the CRD was made.
+#[tokio::test]
+async fn a_kind_served_since_a_lookup_was_sent_is_found_by_those_who_ask_after() {
+    let east = sim_site().await;
+    east.sim().inject(Fault {
+        method: Some("GET".into()),
+        path: Some("/apis/shop.example.com/v1".into()),
+        remaining: Some(1),
+        ..Fault::always(FaultKind::SlowAnswer(Duration::from_millis(600)))
+    });
+    let ctx = east.ctx(Duration::from_secs(30));
+    let kube = drover_kube::client::Kube::connect(&ctx, "east").await.unwrap();
+    let first = kube.serves("shop.example.com/v1", "Cart");
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        east.sim().with_store(|s| {
+            let crds = s.find("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+            s.create(&crds, None, cart_crd(), false).unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        kube.serves("shop.example.com/v1", "Cart").await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(first.unwrap().is_none(), "the first lookup was sent before the CRD existed");
+    assert!(second.unwrap().is_some(), "asked after the CRD was made, yet told the kind is not served");
 }
 
 /// Simulator: a Job failing needs a pod that fails, which kwok's stages never make; the
