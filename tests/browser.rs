@@ -6,7 +6,6 @@
 //! opened from disk and read as the bridge would read them.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,15 +43,13 @@ async fn browser() -> (Guard, Client) {
             "{needed} is needed for the browser tests (apt-get install chromium chromium-driver; bash .ci/run installs them)"
         );
     }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let driver = Guard(
-        Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let started = drover_api::procs::start_on_free_ports(1, Duration::from_secs(30), |port| {
+        let mut chromedriver = Command::new("chromedriver");
+        chromedriver.arg(format!("--port={}", port[0])).stdout(Stdio::null()).stderr(Stdio::null());
+        chromedriver
+    });
+    let (driver, port) = started.unwrap_or_else(|e| panic!("{e}"));
+    let (driver, port) = (Guard(driver), port[0]);
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),

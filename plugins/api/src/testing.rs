@@ -276,6 +276,46 @@ pub fn self_signed_tls() -> Result<(tokio_rustls::TlsAcceptor, String), String> 
     Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), pem))
 }
 
+/// A loopback TCP port that refuses connections while this value lives. A socket is bound to
+/// it and never listens: connecting gets a reset, and no other server can take the port in the
+/// meantime — a port merely found free may be a parallel test's server by the time it is dialled.
+pub struct RefusingPort {
+    _socket: std::os::fd::OwnedFd,
+    pub port: u16,
+}
+
+impl RefusingPort {
+    pub fn new() -> RefusingPort {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a descriptor this function owns; `addr` outlives them.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "no socket: {}", std::io::Error::last_os_error());
+            let socket = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let bound = libc::bind(fd, (&raw const addr).cast(), size);
+            assert_eq!(bound, 0, "cannot bind a loopback port: {}", std::io::Error::last_os_error());
+            let mut len = size;
+            libc::getsockname(fd, (&raw mut addr).cast(), &mut len);
+            RefusingPort { _socket: socket, port: u16::from_be(addr.sin_port) }
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Default for RefusingPort {
+    fn default() -> RefusingPort {
+        RefusingPort::new()
+    }
+}
+
 /// moto's S3/Route 53 server (PyPI `moto[server]`) on a free loopback port, stopped on drop.
 /// Tests, benchmarks and the lab share this one way of starting it.
 pub struct Moto {
@@ -522,6 +562,14 @@ pub fn s3_client(url: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusing_port_refuses_and_cannot_be_taken() {
+        let dead = RefusingPort::new();
+        let err = std::net::TcpStream::connect(("127.0.0.1", dead.port)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", dead.port)).is_err(), "no server can take it");
+    }
 
     #[test]
     fn moto_names_its_port_in_werkzeug_s_first_line() {

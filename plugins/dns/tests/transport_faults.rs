@@ -16,10 +16,6 @@ use hickory_proto::rr::{Name, RData, Record};
 use drover_api::testing::ScriptedHttp;
 use drover_api::{Action, ErrorKind, StepContext};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn action(name: &str) -> Arc<dyn Action> {
     drover_dns::actions().into_iter().find(|a| a.info().name == name).unwrap()
 }
@@ -53,7 +49,8 @@ fn set() -> serde_json::Value {
 
 #[tokio::test]
 async fn powerdns_refused_5xx_429_and_malformed_answers() {
-    let dead = free_port();
+    let refusing = drover_api::testing::RefusingPort::new();
+    let dead = refusing.port;
     let err = action("dns.powerdns.set").run(&powerdns(dead), &set()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
     assert!(
@@ -110,7 +107,8 @@ fn upsert() -> serde_json::Value {
 
 #[tokio::test]
 async fn route53_refused_5xx_and_malformed_answers() {
-    let dead = free_port();
+    let refusing = drover_api::testing::RefusingPort::new();
+    let dead = refusing.port;
     let err = action("dns.route53.set").run(&route53(dead), &upsert()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable, "{err:?}");
     assert!(err.message.contains("Route 53"), "{}", err.message);

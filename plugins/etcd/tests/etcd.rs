@@ -28,10 +28,6 @@ impl Drop for Etcd {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// TLS material of an etcd started with `--client-cert-auth`: its CA, and a client
 /// certificate and key that CA signed (PEM files).
 struct Tls {
@@ -264,7 +260,8 @@ async fn a_truncated_snapshot_is_detected() {
 async fn an_unreachable_failing_or_silent_endpoint_is_reported_and_the_next_one_used() {
     let moto = Moto::start().unwrap();
     let _s3 = bucket(&moto).await;
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let refusing = drover_api::testing::RefusingPort::new();
+    let dead = refusing.url();
     let c = ctx(&[&dead], &moto);
     let err = action("etcd.snapshot").run(&c, &snapshot(0)).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable);

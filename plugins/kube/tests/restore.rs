@@ -475,8 +475,8 @@ async fn an_s3_endpoint_that_fails_throttles_or_stays_silent_is_retryable_within
             if status == 500 { "is the S3 endpoint reachable?" } else { "S3 is throttling or busy; the step retries" };
         assert_eq!(e.hint.as_deref(), Some(hint), "{status}");
     }
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let e = restore_from(format!("http://127.0.0.1:{dead}"), Duration::from_secs(30)).await;
+    let dead = drover_api::testing::RefusingPort::new();
+    let e = restore_from(dead.url(), Duration::from_secs(30)).await;
     assert_eq!(e.kind, drover_api::ErrorKind::Retryable, "refused: {e:?}");
     let silent = drover_api::testing::ScriptedHttp::silent().await;
     let started = std::time::Instant::now();

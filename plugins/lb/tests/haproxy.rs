@@ -22,10 +22,6 @@ impl Drop for Kill {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[derive(Clone, Copy)]
 enum Kind {
     Haproxy,
@@ -179,8 +175,8 @@ async fn unknown_backends_and_servers_are_named_with_what_exists(kind: Kind) {
 }
 
 async fn a_dead_runtime_api_is_a_retryable_error(_: Kind) {
-    let port = free_port();
-    let err = action("lb.haproxy.set").run(&ctx(port), &flip()).await.unwrap_err();
+    let dead = drover_api::testing::RefusingPort::new();
+    let err = action("lb.haproxy.set").run(&ctx(dead.port), &flip()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Retryable);
     assert!(err.message.contains("is unreachable"), "{}", err.message);
 }
