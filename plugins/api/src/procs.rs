@@ -207,12 +207,19 @@ pub fn start_on_free_ports(
         let ports = free_ports(count)?;
         let mut cmd = command(&ports);
         let program = cmd.get_program().to_string_lossy().into_owned();
+        let by_hand = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut child = spawn(std::mem::replace(&mut cmd, Command::new("true")))
             .map_err(|e| format!("cannot start {program}: {e}"))?;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 reaped(child.id());
-                last_exit = format!("{program} exited ({status}) before listening on {ports:?}");
+                last_exit = format!(
+                    "{program} exited ({status}) before listening on {ports:?}, five times; run `{by_hand}` to see its own error"
+                );
                 break;
             }
             if ports.iter().all(|p| listens_on(child.id(), *p)) {
@@ -222,7 +229,9 @@ pub fn start_on_free_ports(
                 let _ = child.kill();
                 let _ = child.wait();
                 reaped(child.id());
-                return Err(format!("{program} did not listen on {ports:?} within {timeout:?}"));
+                return Err(format!(
+                    "{program} did not listen on {ports:?} within {timeout:?}; run `{by_hand}` to see what holds it"
+                ));
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -319,6 +328,13 @@ mod tests {
         assert_ne!(ports[0], taken);
         assert!(listens_on(child.id(), ports[0]));
         assert!(!listens_on(child.id(), taken), "the thief's socket is not the server's");
+        let err = start_on_free_ports(1, Duration::from_secs(10), |_| {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "exit 3"]);
+            cmd
+        })
+        .unwrap_err();
+        assert!(err.contains("five times; run `sh -c exit 3` to see its own error"), "{err}");
         let _ = child.kill();
         let _ = child.wait();
         reaped(child.id());
