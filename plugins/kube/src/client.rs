@@ -145,6 +145,8 @@ struct Connection {
     /// Requests at once: each open HTTP/1.1 connection holds its own buffers and TLS state,
     /// and a control plane answers a queue no sooner for being sent it all at once.
     in_flight: tokio::sync::Semaphore,
+    /// LISTs of one kind wanted in many namespaces at once, gathered (see [`crate::lists`]).
+    lists: crate::lists::SharedLists,
 }
 
 /// The last lookup of a kind: when it was sent, when answered, and the answer.
@@ -294,6 +296,7 @@ impl Connection {
             named: Mutex::default(),
             discovery: tokio::sync::Mutex::new(None),
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight.unwrap_or(MAX_IN_FLIGHT).max(1)),
+            lists: Default::default(),
         })
     }
 }
@@ -377,6 +380,40 @@ impl Kube {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         unreachable!("the last try returns")
+    }
+
+    /// The objects of `kind` in `namespace` (matching `labels`), every page: by a LIST of
+    /// their own, or — when `Gathered` — one across the cluster shared with the steps that
+    /// want the kind in other namespaces at the same moment (see [`crate::lists`]). A kind not
+    /// served lists as nothing.
+    pub async fn list_in(
+        &self,
+        kind: &Kind,
+        namespace: &str,
+        labels: Option<&str>,
+        sharing: crate::lists::Sharing,
+    ) -> Result<Arc<Vec<Value>>, KubeError> {
+        // Sent on behalf of several steps: under none's deadline, each waiting within its own.
+        let shared = Kube {
+            client: self.client.clone(),
+            origin: self.origin.clone(),
+            server: self.server.clone(),
+            deadline: None,
+            request_timeout: self.request_timeout,
+            connection: self.connection.clone(),
+            faults: AtomicU64::new(0),
+        };
+        let listed = self.connection.lists.list(&shared, kind, namespace, labels, sharing);
+        match tokio::time::timeout(self.time_left(), listed).await {
+            Ok(answer) => answer,
+            Err(_) => Err(KubeError::Other(
+                ActionError::retryable(format!(
+                    "{}: the step's time ran out while listing {} in {namespace}",
+                    self.origin, kind.resource.plural
+                ))
+                .with_hint("raise the step's `timeout:`, or `drover resume`"),
+            )),
+        }
     }
 
     /// How many passing faults the server's answers have held so far: what a caller pacing

@@ -11,6 +11,7 @@ pub mod actions;
 pub mod client;
 pub mod fenced;
 pub mod labels;
+pub mod lists;
 pub mod manifests;
 pub mod patch;
 pub mod rbac;

@@ -1,11 +1,11 @@
 //! Choosing objects (namespaces × kinds × labels × names), and what "ready" means for each kind.
 
-use kube::api::ListParams;
 use serde_json::Value;
 
 use drover_api::{ActionError, ParamError, PathSegment};
 
 use crate::client::{Kind, Kube, describe};
+use crate::lists::Sharing;
 
 /// Which objects a step works on.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +63,7 @@ pub fn require_namespaces(namespaces: &[String]) -> Result<(), Vec<ParamError>> 
 /// Every object the selection names, in namespace, kind, name order.
 pub async fn select(kube: &Kube, sel: &Selection) -> Result<Vec<Found>, ActionError> {
     let lists = lists(kube, sel).await?;
-    let mut out: Vec<Found> = select_in(kube, sel, &lists).await?.into_iter().flatten().collect();
+    let mut out: Vec<Found> = select_in(kube, sel, &lists, Sharing::Gathered).await?.into_iter().flatten().collect();
     sort(&mut out);
     Ok(out)
 }
@@ -89,12 +89,17 @@ pub async fn lists(kube: &Kube, sel: &Selection) -> Result<Vec<(Kind, String)>, 
 }
 
 /// What each of `lists` holds of the selection, in the order of `lists`.
-pub async fn select_in(kube: &Kube, sel: &Selection, lists: &[(Kind, String)]) -> Result<Vec<Vec<Found>>, ActionError> {
+pub async fn select_in(
+    kube: &Kube,
+    sel: &Selection,
+    lists: &[(Kind, String)],
+    sharing: Sharing,
+) -> Result<Vec<Vec<Found>>, ActionError> {
     use futures::{StreamExt, TryStreamExt};
     // One LIST (paged) per kind and namespace, several in flight: a wait over 50 namespaces
     // must not look at them one after another.
     futures::stream::iter(lists.iter().cloned())
-        .map(|(kind, ns)| list_one(kube, sel, kind, ns))
+        .map(|(kind, ns)| list_one(kube, sel, kind, ns, sharing))
         .buffered(LISTS_IN_FLIGHT)
         .try_collect()
         .await
@@ -103,34 +108,26 @@ pub async fn select_in(kube: &Kube, sel: &Selection, lists: &[(Kind, String)]) -
 /// How many LIST requests `select` keeps in flight.
 const LISTS_IN_FLIGHT: usize = 8;
 
-async fn list_one(kube: &Kube, sel: &Selection, kind: Kind, ns: String) -> Result<Vec<Found>, ActionError> {
-    let api = kube.api(&kind, &ns);
+async fn list_one(
+    kube: &Kube,
+    sel: &Selection,
+    kind: Kind,
+    ns: String,
+    sharing: Sharing,
+) -> Result<Vec<Found>, ActionError> {
+    let items = kube.list_in(&kind, &ns, sel.labels.as_deref(), sharing).await?;
     let mut out = vec![];
-    let mut token: Option<String> = None;
-    loop {
-        let mut params = ListParams::default().limit(500);
-        if let Some(l) = &sel.labels {
-            params = params.labels(l);
+    for item in items.iter() {
+        let name = item.pointer("/metadata/name").and_then(Value::as_str);
+        if !sel.names.is_empty() && !sel.names.iter().any(|n| Some(n.as_str()) == name) {
+            continue;
         }
-        if let Some(t) = &token {
-            params = params.continue_token(t);
-        }
-        let what = format!("list {} in {}", kind.resource.plural, if ns.is_empty() { "the cluster" } else { &ns });
-        let page = kube.call(&what, || api.list(&params)).await?;
-        token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
-        for item in page.items {
-            let mut object = serde_json::to_value(&item).unwrap_or(Value::Null);
-            object["kind"] = Value::String(kind.resource.kind.clone());
-            object["apiVersion"] = Value::String(kind.resource.api_version.clone());
-            let found = Found { kind: kind.clone(), object };
-            if sel.names.is_empty() || sel.names.iter().any(|n| n == found.name()) {
-                out.push(found);
-            }
-        }
-        if token.is_none() {
-            return Ok(out);
-        }
+        let mut object = item.clone();
+        object["kind"] = Value::String(kind.resource.kind.clone());
+        object["apiVersion"] = Value::String(kind.resource.api_version.clone());
+        out.push(Found { kind: kind.clone(), object });
     }
+    Ok(out)
 }
 
 /// Where an object stands on its way to ready.

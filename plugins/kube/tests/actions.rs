@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Site, find, sim_site, sim_site_with, site};
+use common::{Site, find, real_site, sim_site, sim_site_with, site};
 use drover_api::testing;
 use drover_kube_sim::{Fault, FaultKind};
 
@@ -380,6 +380,130 @@ async fn restores_planned_at_the_same_moment_ask_once_which_resource_serves_a_ki
         east.sim().with_store(|s| s.requests.iter().skip(before).filter(|(m, p)| m == "GET" && p == "/api/v1").count());
     // Once per kind asked about (Namespace, ConfigMap) and once for the discovery of every type.
     assert!(asked <= 3, "20 plans asked for the core API's resources {asked} times");
+}
+
+/// Simulator (it records the requests it serves; a latency fault keeps the first LIST of
+/// ConfigMaps on its way while the others ask). Restores planned at the same moment — a
+/// fleet's preflight — read the primary with one LIST of a kind across the cluster instead of
+/// one per namespace, and each is given its own namespace's objects only.
+#[tokio::test]
+async fn restores_planned_at_the_same_moment_read_the_primary_with_one_list_per_kind() {
+    let east = sim_site().await;
+    let apps: Vec<String> = (0..24).map(|i| format!("shop-{i}")).collect();
+    east.sim().with_store(|s| {
+        let (ns, cm) = (s.find("", "v1", "namespaces").unwrap(), s.find("", "v1", "configmaps").unwrap());
+        for (i, app) in apps.iter().enumerate() {
+            s.create(&ns, None, namespace(app), false).unwrap();
+            let settings =
+                json!({ "metadata": { "name": "settings", "namespace": app }, "data": { "n": i.to_string() } });
+            s.create(&cm, Some(app), settings, false).unwrap();
+        }
+    });
+    east.sim().inject(Fault {
+        method: Some("GET".into()),
+        path: Some("/configmaps".into()),
+        remaining: Some(1),
+        ..Fault::always(FaultKind::Latency(Duration::from_millis(300)))
+    });
+    let before = east.sim().with_store(|s| s.requests.len());
+    let plans = futures::future::join_all(apps.iter().map(|app| {
+        let restore = json!({ "site": "east", "from": { "live": { "site": "east", "namespaces": [app] } } });
+        east.plan("kube.restore", restore)
+    }))
+    .await;
+    for (app, plan) in apps.iter().zip(&plans) {
+        assert!(plan.failed_checks().next().is_none(), "{plan:?}");
+        let by_namespace = plan.changes.iter().find(|c| c.starts_with("by namespace:")).unwrap();
+        // Its Namespace object, and its ConfigMap.
+        assert_eq!(by_namespace, &format!("by namespace: (cluster) 1, {app} 1"), "{app} was given another's objects");
+        let by_kind = plan.changes.iter().find(|c| c.starts_with("by kind:")).unwrap();
+        assert!(by_kind.contains("ConfigMap 1"), "{app}: {by_kind}");
+    }
+    let lists = east.sim().with_store(|s| {
+        let served: Vec<&String> = s.requests.iter().skip(before).filter(|(m, _)| m == "GET").map(|(_, p)| p).collect();
+        let across = served.iter().filter(|p| p.as_str() == "/api/v1/configmaps").count();
+        let each = served.iter().filter(|p| p.starts_with("/api/v1/namespaces/") && p.ends_with("/configmaps")).count();
+        (across, each)
+    });
+    assert_eq!(lists.0, 1, "one LIST of ConfigMaps across the cluster for the 23 that asked meanwhile");
+    assert!(lists.1 <= 2, "{} namespaces' ConfigMaps listed one by one", lists.1);
+}
+
+/// Simulator (it records the requests it serves). A restore's preflight into a namespace the
+/// cluster does not have yet checks each of its objects with one dry-run create in the stand-in
+/// namespace: reading it first, or dry-running it where it is bound, can only meet a 404.
+#[tokio::test]
+async fn a_preflight_into_a_missing_namespace_checks_each_object_with_one_request() {
+    let east = sim_site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text: Vec<String> = shop().iter().map(|o| serde_yaml::to_string(o).unwrap()).collect();
+    std::fs::write(dir.path().join("shop.yaml"), text.join("---\n")).unwrap();
+    let before = east.sim().with_store(|s| s.requests.len());
+    let plan = east.plan("kube.restore", json!({ "site": "east", "from": { "manifests": [dir.path()] } })).await;
+    assert!(plan.failed_checks().next().is_none(), "{plan:?}");
+    assert!(plan.summary.contains("3 create"), "{}", plan.summary);
+    let into_shop: Vec<(String, String)> = east.sim().with_store(|s| {
+        s.requests.iter().skip(before).filter(|(_, p)| p.contains("/namespaces/shop/")).cloned().collect()
+    });
+    assert!(into_shop.is_empty(), "requests into the missing namespace: {into_shop:?}");
+    let checked = east.sim().with_store(|s| {
+        s.requests.iter().skip(before).filter(|(m, p)| m == "POST" && p.contains("/namespaces/default/")).count()
+    });
+    assert_eq!(checked, 2, "the Deployment and the ConfigMap, each dry-run once in `default`");
+}
+
+/// Twenty namespaces, each with a Deployment `web` of 2 replicas.
+fn twenty_shops() -> (Vec<String>, Vec<Value>) {
+    let apps: Vec<String> = (0..20).map(|i| format!("shop-{i}")).collect();
+    let objects = apps.iter().flat_map(|app| [namespace(app), deployment(app, "web", 2)]).collect();
+    (apps, objects)
+}
+
+/// Scale each of `apps` to zero, all at once, and check each scaled its own.
+async fn scale_down_at_once(east: &Site, apps: &[String]) {
+    let runs = futures::future::join_all(
+        apps.iter().map(|app| east.run("kube.scale", json!({ "site": "east", "namespaces": [app], "replicas": 0 }))),
+    )
+    .await;
+    for (app, run) in apps.iter().zip(runs) {
+        let out = run.unwrap_or_else(|e| panic!("{app}: {e:?}"));
+        assert_eq!(out["changed"], 1, "{app}: {out:?}");
+        let web = east.get("apps", "v1", "deployments", Some(app), "web").unwrap();
+        assert_eq!(web["spec"]["replicas"], 0, "{app}");
+    }
+}
+
+/// Real control plane. Twenty scale-downs at once gather their LISTs of workloads into ones
+/// across the cluster (see `drover_kube::lists`): each still finds and scales its own
+/// namespace's Deployment only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_scale_downs_at_once_each_scale_their_own_namespace() {
+    let east = real_site(&["workloads"]).await;
+    let (apps, objects) = twenty_shops();
+    east.plane().apply("test-setup", &objects).await.unwrap();
+    scale_down_at_once(&east, &apps).await;
+}
+
+/// Real control plane. An identity bound only inside its namespaces (a Role in each, no
+/// ClusterRole) may not list across the cluster: twenty scale-downs at once are refused that
+/// LIST (403) and served namespace by namespace — none fails for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_downs_by_an_identity_bound_inside_their_namespaces_are_served_namespace_by_namespace() {
+    let east = real_site(&[]).await;
+    let (apps, mut objects) = twenty_shops();
+    for app in &apps {
+        objects.push(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": { "name": "drover", "namespace": app },
+            "rules": [{ "apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "replicasets", "daemonsets"],
+                        "verbs": ["get", "list", "patch"] },
+                      { "apiGroups": ["batch"], "resources": ["cronjobs", "jobs"], "verbs": ["get", "list", "patch"] }] }));
+        objects.push(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": { "name": "drover", "namespace": app },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "drover" },
+            "subjects": [{ "kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "drover" }] }));
+    }
+    east.plane().apply("test-setup", &objects).await.unwrap();
+    scale_down_at_once(&east, &apps).await;
 }
 
 /// Simulator (its slow-answer fault keeps a reply on its way). A kind lookup answered "not

@@ -15,6 +15,7 @@ use drover_api::{
 };
 
 use crate::client::Kube;
+use crate::lists::Sharing;
 use crate::select::{
     Found, Readiness, Selection, Until, lists, readiness, require_namespaces, select, select_in, sort,
 };
@@ -176,7 +177,7 @@ impl TypedAction for Wait {
         let mut looking = lists(&kube, &selection).await?;
         let mut settled: Vec<Found> = vec![];
         loop {
-            let per_list = select_in(&kube, &selection, &looking).await?;
+            let per_list = select_in(&kube, &selection, &looking, Sharing::Own).await?;
             let mut found: Vec<Found> = settled.iter().cloned().chain(per_list.iter().flatten().cloned()).collect();
             sort(&mut found);
             let (ready, waiting, failed) = survey(&found, until.as_ref());

@@ -343,33 +343,20 @@ async fn read_live(
             lists.extend(ns_names.iter().map(|ns| (ar.clone(), gr.clone(), ns.clone())));
         }
     }
-    // Every kind in every namespace: several LISTs in flight, each (all its pages) handed on
-    // as it completes.
+    // Every kind in every namespace: several LISTs in flight, each handed on as it completes;
+    // restores reading the same cluster at the same moment share them (see `crate::lists`).
     use futures::StreamExt;
     let mut listed = futures::stream::iter(lists)
         .map(|(ar, gr, ns)| async move {
             let kind = crate::client::Kind { resource: ar.clone(), namespaced: true };
-            let api = kube.api(&kind, &ns);
-            let mut items = vec![];
-            let mut token: Option<String> = None;
-            loop {
-                let mut params = ListParams::default().limit(500);
-                if let Some(t) = &token {
-                    params = params.continue_token(t);
-                }
-                let page = kube.call(&format!("list {gr} in {ns}"), || api.list(&params)).await?;
-                token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
-                items.extend(page.items);
-                if token.is_none() {
-                    return Ok::<_, ActionError>((ar, gr, ns, items));
-                }
-            }
+            let items = kube.list_in(&kind, &ns, None, crate::lists::Sharing::Gathered).await?;
+            Ok::<_, ActionError>((ar, gr, ns, items))
         })
         .buffer_unordered(LISTS_IN_FLIGHT);
     while let Some(listed) = listed.next().await {
         let (ar, gr, ns, items) = listed?;
-        for item in items {
-            let mut v = serde_json::to_value(&item).unwrap_or_default();
+        for item in items.iter() {
+            let mut v = item.clone();
             v["apiVersion"] = ar.api_version.clone().into();
             v["kind"] = ar.kind.clone().into();
             let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(String::from);

@@ -33,15 +33,14 @@ pub struct Live {
     pub digest: u64,
 }
 
-pub(super) async fn existing_versions(
+/// The target namespaces the cluster has. Nothing exists yet in one it does not have (the
+/// usual case on a standby): its objects need no read. Each is asked for by name (no
+/// cluster-wide list is needed), many at once.
+pub(super) async fn present_namespaces(
     kube: &Kube,
     objects: &[Restorable],
-    kinds: &[Option<Kind>],
     concurrency: usize,
-) -> Result<Versions, ActionError> {
-    use kube::api::ListParams;
-    // Nothing exists yet in a namespace the cluster does not have (the usual case on a standby).
-    // Each target namespace is asked for by name (no cluster-wide list is needed), many at once.
+) -> Result<HashSet<String>, ActionError> {
     let ns_kind = kube.kind("v1", "Namespace", false).await?;
     let ns_api = kube.api(&ns_kind, "");
     let targets: BTreeSet<&str> = objects.iter().filter_map(Restorable::namespace).collect();
@@ -71,6 +70,16 @@ pub(super) async fn existing_versions(
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(present)
+}
+
+pub(super) async fn existing_versions(
+    kube: &Kube,
+    objects: &[Restorable],
+    kinds: &[Option<Kind>],
+    present: &HashSet<String>,
+    concurrency: usize,
+) -> Result<Versions, ActionError> {
     // What to read: each namespace's objects of a kind, and each cluster-scoped kind's.
     let mut wanted: BTreeMap<(String, String), (Kind, Vec<&str>)> = BTreeMap::new();
     for (o, k) in objects.iter().zip(kinds) {
@@ -82,11 +91,14 @@ pub(super) async fn existing_versions(
             wanted.entry(key).or_insert_with(|| (k.clone(), vec![])).1.push(o.name());
         }
     }
-    let live = |resource: &str, ns: &str, item: &kube::api::DynamicObject| {
-        let name = item.metadata.name.clone().unwrap_or_default();
-        let version = item.metadata.resource_version.clone().unwrap_or_default();
-        let live = Live { version, created_by_drover: created_by_drover(&item.metadata), digest: digest(item) };
-        (format!("{resource}/{ns}/{name}"), live)
+    let live = |resource: &str, ns: &str, item: &Value| {
+        let text = |p: &str| item.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+        let live = Live {
+            version: text("/metadata/resourceVersion"),
+            created_by_drover: created_by_drover(item.pointer("/metadata/managedFields")),
+            digest: digest(item),
+        };
+        (format!("{resource}/{ns}/{}", text("/metadata/name")), live)
     };
     let lists: Vec<_> = wanted
         .into_iter()
@@ -99,25 +111,13 @@ pub(super) async fn existing_versions(
                 for name in names {
                     let what = format!("get {resource} {name}");
                     if let Some(item) = kube.call_or_absent(&what, || api.get(name)).await? {
-                        found.push(live(&resource, &ns, &item));
+                        found.push(live(&resource, &ns, &serde_json::to_value(item).unwrap_or_default()));
                     }
                 }
                 return Ok::<_, ActionError>(found);
             }
-            let mut token: Option<String> = None;
-            loop {
-                let mut params = ListParams::default().limit(500);
-                if let Some(t) = &token {
-                    params = params.continue_token(t);
-                }
-                let what = format!("list {resource} in {}", if ns.is_empty() { "the cluster" } else { &ns });
-                let Some(page) = kube.call_or_absent(&what, || api.list(&params)).await? else { break };
-                token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
-                found.extend(page.items.iter().map(|item| live(&resource, &ns, item)));
-                if token.is_none() {
-                    break;
-                }
-            }
+            let items = kube.list_in(&kind, &ns, None, crate::lists::Sharing::Gathered).await?;
+            found.extend(items.iter().map(|item| live(&resource, &ns, item)));
             Ok(found)
         })
         .collect();
@@ -137,8 +137,10 @@ async fn restore_one(
     kind: Option<&Kind>,
     p: &RestoreParams,
     existing: Option<&Versions>,
+    present: &HashSet<String>,
 ) -> Result<Outcome, ActionError> {
     let dry = existing.is_none();
+    let namespace_absent = o.namespace().is_some_and(|ns| !present.contains(ns));
     let kind = match kind {
         Some(k) => k.clone(),
         None if dry => return Ok(Outcome::Created),
@@ -150,6 +152,8 @@ async fn restore_one(
             let found = map.get(&o.key());
             (None, found.map(|l| l.version.clone()), found.map(|l| l.digest))
         }
+        // Its namespace does not exist: nothing to read, and a dry run can only be made elsewhere.
+        None if namespace_absent => return dry_run_elsewhere(kube, &kind, o).await,
         None => {
             let live = kube.call_or_absent(&format!("get {}", o.describe()), || api.get(o.name())).await?;
             let version = live.as_ref().map(|l| l.metadata.resource_version.clone().unwrap_or_default());
@@ -195,12 +199,7 @@ async fn restore_one(
         Err(e) if e.is_retryable() => Err(e.into()),
         // Its namespace comes first: check it where a namespace exists.
         Err(e) if dry && version.is_none() && o.namespace().is_some() && e.status() == Some(404) => {
-            match kube.dry_run_elsewhere(&kind, &o.object(), &format!("apply {}", o.describe())).await {
-                Ok(()) => Ok(Outcome::Created),
-                Err(e) if e.is_retryable() => Err(e.into()),
-                Err(e) if e.is_refused() => Ok(Outcome::Refused(e.message().to_string())),
-                Err(e) => Ok(Outcome::Failed(e.message().to_string())),
-            }
+            dry_run_elsewhere(kube, &kind, o).await
         }
         Err(e) => Ok(Outcome::Failed(e.message().to_string())),
         Ok(_) if version.is_none() => Ok(Outcome::Created),
@@ -215,6 +214,16 @@ async fn restore_one(
             let after = content(serde_json::to_value(after).unwrap_or_default());
             Ok(if before == after { Outcome::Unchanged } else { Outcome::Updated })
         }
+    }
+}
+
+/// The dry run of an object bound for a namespace the cluster does not have yet.
+async fn dry_run_elsewhere(kube: &Kube, kind: &Kind, o: &Restorable) -> Result<Outcome, ActionError> {
+    match kube.dry_run_elsewhere(kind, &o.object(), &format!("apply {}", o.describe())).await {
+        Ok(()) => Ok(Outcome::Created),
+        Err(e) if e.is_retryable() => Err(e.into()),
+        Err(e) if e.is_refused() => Ok(Outcome::Refused(e.message().to_string())),
+        Err(e) => Ok(Outcome::Failed(e.message().to_string())),
     }
 }
 
@@ -265,11 +274,11 @@ fn digest(object: &impl serde::Serialize) -> u64 {
 
 /// Whether an earlier restore created this object with a POST: the API server then records
 /// drover's fields as an `Update`, which a later apply does not prune.
-fn created_by_drover(meta: &kube::api::ObjectMeta) -> bool {
-    meta.managed_fields.iter().flatten().any(|e| {
-        e.manager.as_deref() == Some(FIELD_MANAGER)
-            && e.operation.as_deref() == Some("Update")
-            && e.subresource.as_deref().unwrap_or("").is_empty()
+fn created_by_drover(managed_fields: Option<&Value>) -> bool {
+    managed_fields.and_then(Value::as_array).into_iter().flatten().any(|e| {
+        e["manager"] == FIELD_MANAGER
+            && e["operation"] == "Update"
+            && e["subresource"].as_str().unwrap_or("").is_empty()
     })
 }
 
@@ -309,8 +318,10 @@ pub(super) async fn run_all(
     dry: bool,
 ) -> Result<Vec<Option<Outcome>>, ActionError> {
     let graph = build_graph(objects, &p.order)?;
-    let existing =
-        if dry { None } else { Some(existing_versions(kube, objects, kinds, p.concurrency.unwrap_or(16)).await?) };
+    let width = p.concurrency.unwrap_or(16);
+    let present = present_namespaces(kube, objects, width).await?;
+    let existing = if dry { None } else { Some(existing_versions(kube, objects, kinds, &present, width).await?) };
+    let present = &present;
     let existing = existing.as_ref();
     let tally = Tally { outcomes: Mutex::new(vec![None; objects.len()]), fatal: Mutex::new(None) };
     let total = objects.len() as u64;
@@ -334,7 +345,7 @@ pub(super) async fn run_all(
                         Ok(Outcome::Unchanged)
                     } else {
                         let sent = Instant::now();
-                        let outcome = restore_one(kube, o, kinds[i].as_ref(), p, existing).await;
+                        let outcome = restore_one(kube, o, kinds[i].as_ref(), p, existing, present).await;
                         throttle.answered(sent.elapsed(), kube.passing_faults());
                         let created_earlier =
                             existing.and_then(|m| m.get(&o.key())).is_some_and(|l| l.created_by_drover);

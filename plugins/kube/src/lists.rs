@@ -1,0 +1,248 @@
+//! LISTs of one kind in many namespaces, shared by the steps that want them at the same time.
+//!
+//! A fleet's 500 restores from a live primary each list 22 kinds in their own namespace — in
+//! the preflight and again in the run — and its fences read 4 kinds in each: some 25,000
+//! requests, each a TLS round trip and a turn of the API server, on a control plane that
+//! answers a queue no sooner for being sent it all at once. Callers who want the same kind
+//! (with the same selector) while a LIST of it is on its way are gathered; the next LIST
+//! serves them all — across the cluster when there are many of them, grouped by namespace.
+//!
+//! It is sent after each of them asked, so nobody is given an older view than a LIST of their
+//! own would have given. A lone caller, or a few, still list their own namespaces: a LIST
+//! across the cluster returns every namespace's objects. An identity allowed to list only in
+//! some namespaces (403 across the cluster) is served namespace by namespace from then on.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use kube::api::ListParams;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::client::{Kind, Kube, KubeError};
+
+/// Whether a LIST may be one shared with other steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// A read made once (a restore's source, a fence): gathered with the others wanting it.
+    Gathered,
+    /// A poll repeated every few tens of milliseconds (a wait for readiness): its own
+    /// namespace only. Gathered across the cluster, every round would return every
+    /// namespace's objects again — more work for both sides than the requests it saves.
+    Own,
+}
+
+/// From this many namespaces gathered, one LIST across the cluster serves them.
+pub const ACROSS_THE_CLUSTER_FROM: usize = 16;
+
+/// A page of a LIST.
+const PAGE: u32 = 500;
+
+/// Every kind's gathering on one connection.
+#[derive(Default)]
+pub(crate) struct SharedLists {
+    kinds: Mutex<HashMap<ListKey, Arc<KindLists>>>,
+}
+
+/// What makes two LISTs interchangeable: the resource and the label selector.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ListKey {
+    api_version: String,
+    plural: String,
+    labels: Option<String>,
+}
+
+#[derive(Default)]
+struct KindLists {
+    /// The namespaces gathering for the next LIST.
+    gathering: Mutex<Option<Arc<Batch>>>,
+    /// One LIST (or set of them) of the kind on its way at a time; the next batch gathers.
+    sending: tokio::sync::Mutex<()>,
+    /// What the last LIST across the cluster showed.
+    across: Mutex<Across>,
+}
+
+#[derive(Default)]
+struct Across {
+    /// The identity may not list across the cluster (403).
+    refused: bool,
+    /// The namespaces holding objects of the kind, when last listed across the cluster.
+    namespaces_seen: usize,
+}
+
+impl Across {
+    /// Worth listing across the cluster for these many namespaces: they are many, and at
+    /// least half of those that hold the kind — a fleet's tier of 167 namespaces out of 500
+    /// is served better by its own LISTs than by one returning three times what it wants.
+    fn worth_it(&self, namespaces: usize) -> bool {
+        !self.refused && namespaces >= ACROSS_THE_CLUSTER_FROM && namespaces * 2 >= self.namespaces_seen
+    }
+}
+
+/// Objects by namespace, or the error of the namespace's LIST.
+type Listed = HashMap<String, Result<Arc<Vec<Value>>, KubeError>>;
+
+#[derive(Default)]
+struct Batch {
+    /// Frozen once the batch leaves `gathering`.
+    namespaces: Mutex<BTreeSet<String>>,
+    answer: tokio::sync::OnceCell<Listed>,
+}
+
+impl SharedLists {
+    /// The objects of `kind` in `namespace` (matching `labels`), by a LIST sent after this
+    /// call began. A kind the server does not serve lists as nothing.
+    pub(crate) async fn list(
+        &self,
+        kube: &Kube,
+        kind: &Kind,
+        namespace: &str,
+        labels: Option<&str>,
+        sharing: Sharing,
+    ) -> Result<Arc<Vec<Value>>, KubeError> {
+        if sharing == Sharing::Own {
+            return pages(kube, kind, Some(namespace), labels).await.map(Arc::new);
+        }
+        let key = ListKey {
+            api_version: kind.resource.api_version.clone(),
+            plural: kind.resource.plural.clone(),
+            labels: labels.map(String::from),
+        };
+        let lists = self.kinds.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
+        let batch = {
+            let mut gathering = lists.gathering.lock().unwrap_or_else(|e| e.into_inner());
+            let batch = gathering.get_or_insert_with(Default::default).clone();
+            batch.namespaces.lock().unwrap_or_else(|e| e.into_inner()).insert(namespace.to_string());
+            batch
+        };
+        // Whoever initialises the answer sends the batch; if that caller goes away (its step
+        // was stopped), the next one waiting takes over.
+        let listed = batch
+            .answer
+            .get_or_init(|| async {
+                let _turn = lists.sending.lock().await;
+                {
+                    let mut gathering = lists.gathering.lock().unwrap_or_else(|e| e.into_inner());
+                    if gathering.as_ref().is_some_and(|g| Arc::ptr_eq(g, &batch)) {
+                        *gathering = None;
+                    }
+                }
+                let namespaces = batch.namespaces.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                send(kube, kind, &lists.across, &namespaces, labels).await
+            })
+            .await;
+        listed.get(namespace).cloned().unwrap_or_else(|| Ok(Arc::default()))
+    }
+}
+
+/// List the batch's namespaces: across the cluster when they are many, else one by one.
+async fn send(
+    kube: &Kube,
+    kind: &Kind,
+    across: &Mutex<Across>,
+    namespaces: &BTreeSet<String>,
+    labels: Option<&str>,
+) -> Listed {
+    let worth_it = across.lock().unwrap_or_else(|e| e.into_inner()).worth_it(namespaces.len());
+    if worth_it {
+        match pages(kube, kind, None, labels).await {
+            Ok(objects) => {
+                let mut by_namespace: HashMap<String, Vec<Value>> = HashMap::new();
+                let mut seen = BTreeSet::new();
+                for o in objects {
+                    let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+                    if !seen.contains(ns) {
+                        seen.insert(ns.to_string());
+                    }
+                    if namespaces.contains(ns) {
+                        by_namespace.entry(ns.to_string()).or_default().push(o);
+                    }
+                }
+                across.lock().unwrap_or_else(|e| e.into_inner()).namespaces_seen = seen.len();
+                return namespaces
+                    .iter()
+                    .map(|ns| (ns.clone(), Ok(Arc::new(by_namespace.remove(ns).unwrap_or_default()))))
+                    .collect();
+            }
+            Err(e) if e.status() == Some(403) => {
+                tracing::debug!(target: "drover::kube", "{e}; listing {} namespace by namespace", kind.resource.plural);
+                across.lock().unwrap_or_else(|e| e.into_inner()).refused = true;
+            }
+            Err(e) => return namespaces.iter().map(|ns| (ns.clone(), Err(e.clone()))).collect(),
+        }
+    }
+    let each = namespaces.iter().map(|ns| async move { (ns.clone(), pages(kube, kind, Some(ns), labels).await) });
+    futures::future::join_all(each).await.into_iter().map(|(ns, r)| (ns, r.map(Arc::new))).collect()
+}
+
+/// One page of a LIST, its items as JSON. (`kube`'s `ObjectList` of `DynamicObject`s
+/// flattens twice, buffering every item once more before it is parsed: a fleet's LISTs spent
+/// more time there than on the wire.)
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    metadata: PageMeta,
+    #[serde(default)]
+    items: Option<Vec<Value>>,
+}
+
+#[derive(Default, Deserialize)]
+struct PageMeta {
+    #[serde(default, rename = "continue")]
+    next: Option<String>,
+}
+
+/// Every page of one LIST, in a namespace or across the cluster; the items lack `kind` and
+/// `apiVersion`, as the API server sends them.
+async fn pages(
+    kube: &Kube,
+    kind: &Kind,
+    namespace: Option<&str>,
+    labels: Option<&str>,
+) -> Result<Vec<Value>, KubeError> {
+    let api = match namespace {
+        Some(ns) => kube.api(kind, ns),
+        None => kube::Api::<kube::api::DynamicObject>::all_with(kube.client.clone(), &kind.resource),
+    };
+    let what = format!("list {} in {}", kind.resource.plural, namespace.unwrap_or("all namespaces"));
+    let mut objects = vec![];
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(PAGE);
+        if let Some(l) = labels {
+            params = params.labels(l);
+        }
+        if let Some(t) = &token {
+            params = params.continue_token(t);
+        }
+        let request = || async {
+            let request =
+                kube::core::Request::new(api.resource_url()).list(&params).map_err(kube::Error::BuildRequest)?;
+            kube.client.request::<Page>(request).await
+        };
+        let Some(page) = kube.call_or_absent(&what, request).await? else { return Ok(objects) };
+        token = page.metadata.next.filter(|t| !t.is_empty());
+        objects.extend(page.items.unwrap_or_default());
+        if token.is_none() {
+            return Ok(objects);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_across_the_cluster_is_for_many_namespaces_and_most_of_those_holding_the_kind() {
+        let fresh = Across::default();
+        assert!(!fresh.worth_it(ACROSS_THE_CLUSTER_FROM - 1), "a few namespaces list their own");
+        assert!(fresh.worth_it(ACROSS_THE_CLUSTER_FROM), "nothing known yet: many namespaces share one");
+        let fleet = Across { refused: false, namespaces_seen: 500 };
+        assert!(fleet.worth_it(499), "a preflight of the whole fleet");
+        assert!(!fleet.worth_it(167), "one tier of three: a third of what the LIST would return");
+        assert!(fleet.worth_it(250));
+        let refused = Across { refused: true, namespaces_seen: 0 };
+        assert!(!refused.worth_it(500), "refused across the cluster: namespace by namespace");
+    }
+}
