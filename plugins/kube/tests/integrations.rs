@@ -105,6 +105,21 @@ async fn snapshots_of_claims_become_ready_and_claims_can_be_restored_from_them()
     controller.abort();
 }
 
+/// Real control plane. A CRD applied by one step serves its kinds to the very next step: the
+/// apply waits until the API server serves them. CI caught a snapshot step told "the cluster
+/// does not serve VolumeSnapshot" right after the step that applied its CRD (a race: the
+/// server publishes a new kind a moment after it accepts the CRD).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_applied_by_one_step_serves_its_kinds_to_the_next() {
+    let s = site().await;
+    s.run("kube.apply", json!({ "site": "east", "manifests": [format!("{FIXTURES}/snapshot-crds.yaml")] }))
+        .await
+        .unwrap();
+    let plan = s.plan("kube.volume_snapshot", json!({ "site": "east", "namespaces": ["shop"] })).await;
+    let not_served: Vec<_> = plan.failed_checks().filter(|c| c.detail.contains("does not serve")).collect();
+    assert!(not_served.is_empty(), "{not_served:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_claims_failed_snapshots_and_missing_crds_are_explained() {
     let s = site().await;

@@ -73,14 +73,20 @@ impl Prepared {
     }
 }
 
-/// Kinds (apiVersion, kind) that CRDs among the manifests define, and whether namespaced.
+const CRD: &str = "CustomResourceDefinition";
+
+/// Kinds (apiVersion, kind) that CRDs among the manifests define and serve, and whether
+/// namespaced.
 fn crd_kinds(list: &[Manifest]) -> BTreeMap<(String, String), bool> {
     let mut out = BTreeMap::new();
-    for m in list.iter().filter(|m| m.kind() == "CustomResourceDefinition") {
+    for m in list.iter().filter(|m| m.kind() == CRD) {
         let group = m.object.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
         let kind = m.object.pointer("/spec/names/kind").and_then(Value::as_str).unwrap_or("");
         let namespaced = m.object.pointer("/spec/scope").and_then(Value::as_str) != Some("Cluster");
         for v in m.object.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten() {
+            if v["served"] == false {
+                continue;
+            }
             if let Some(name) = v["name"].as_str() {
                 out.insert((format!("{group}/{name}"), kind.to_string()), namespaced);
             }
@@ -370,6 +376,18 @@ impl TypedAction for Apply {
                 failures.join("; ")
             ))
             .with_hint(hint));
+        }
+        // A CRD is usable by the next step only once the server serves its kinds: a step right
+        // after this one would otherwise race the API server publishing them.
+        let crds: Vec<Manifest> = prepared.iter().map(|x| &x.manifest).filter(|m| m.kind() == CRD).cloned().collect();
+        for (api_version, kind) in crd_kinds(&crds).into_keys() {
+            kube.kind(&api_version, &kind, true).await.map_err(|e| {
+                ActionError::permanent(format!(
+                    "{}: kind {kind} ({api_version}), from a CRD this step applied, is not served yet: {}",
+                    kube.origin, e.message
+                ))
+                .with_hint("the CRD was applied; raise the step's `timeout:` if the API server is slow to serve it, then re-run")
+            })?;
         }
         let namespaces: BTreeSet<&str> = prepared.iter().filter_map(|x| x.namespace.as_deref()).collect();
         let mut out = Outputs::new();
