@@ -175,7 +175,8 @@ async fn send(
     futures::future::join_all(each).await.into_iter().map(|(ns, r)| (ns, r.map(Arc::new))).collect()
 }
 
-/// One page of a LIST, its items as JSON. (`kube`'s `ObjectList` of `DynamicObject`s
+/// One page of a LIST, its items as JSON objects (an item that is not an object makes the
+/// page unreadable, as it would be to `kubectl`). (`kube`'s `ObjectList` of `DynamicObject`s
 /// flattens twice, buffering every item once more before it is parsed: a fleet's LISTs spent
 /// more time there than on the wire.)
 #[derive(Deserialize)]
@@ -183,7 +184,7 @@ struct Page {
     #[serde(default)]
     metadata: PageMeta,
     #[serde(default)]
-    items: Option<Vec<Value>>,
+    items: Option<Vec<serde_json::Map<String, Value>>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -220,9 +221,17 @@ async fn pages(
                 kube::core::Request::new(api.resource_url()).list(&params).map_err(kube::Error::BuildRequest)?;
             kube.client.request::<Page>(request).await
         };
-        let Some(page) = kube.call_or_absent(&what, request).await? else { return Ok(objects) };
+        // A 404 on the first page: the kind is not served. On a later one it is an error; the
+        // objects read so far are not the list.
+        let page = match token {
+            None => match kube.call_or_absent(&what, request).await? {
+                Some(page) => page,
+                None => return Ok(objects),
+            },
+            Some(_) => kube.call(&what, request).await?,
+        };
         token = page.metadata.next.filter(|t| !t.is_empty());
-        objects.extend(page.items.unwrap_or_default());
+        objects.extend(page.items.unwrap_or_default().into_iter().map(Value::Object));
         if token.is_none() {
             return Ok(objects);
         }

@@ -142,3 +142,40 @@ async fn a_proxy_answering_instead_of_the_api_server_is_named_as_such() {
     let hint = err.hint.unwrap_or_default();
     assert!(hint.starts_with(&format!("is {}/ the cluster's API server?", server.url())), "{hint}");
 }
+
+/// Found by the property above in CI: a LIST whose items are not all objects made `kube.scale`
+/// panic while naming each item's kind. The page is unreadable, as it is to `kubectl`.
+#[tokio::test]
+async fn a_list_whose_items_are_not_objects_is_an_error_not_a_panic() {
+    let odd_items = (200, r#"{"items": [{"metadata": null}, 3, "x"]}"#.to_string());
+    let server = ScriptedHttp::routed(discovery(), vec![odd_items]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = site(&server, dir.path(), Duration::from_secs(5));
+    let scale_down = json!({ "site": "dr", "namespaces": ["shop"], "replicas": 0 });
+    let err = action("kube.scale").run(&ctx, &scale_down).await.unwrap_err();
+    assert!(err.message.contains("list "), "the error names the LIST: {}", err.message);
+}
+
+/// A 404 on the first page of a LIST says the kind is not served; on a later page (a proxy
+/// losing the way, an API server restarted behind a balancer) the objects read so far are not
+/// the list, and acting on them would skip the rest.
+#[tokio::test]
+async fn a_list_cut_short_by_a_404_after_its_first_page_is_an_error() {
+    let first_page = (
+        200,
+        r#"{"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"continue": "page-2"},
+        "items": [{"metadata": {"name": "web", "namespace": "shop"}, "spec": {"replicas": 2}}]}"#
+            .to_string(),
+    );
+    let not_found = (
+        404,
+        r#"{"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}"#.to_string(),
+    );
+    // One LIST gets the first page and asks for the next; every other answer is a 404.
+    let server = ScriptedHttp::routed(discovery(), vec![first_page, not_found]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = site(&server, dir.path(), Duration::from_secs(5));
+    let scale_down = json!({ "site": "dr", "namespaces": ["shop"], "replicas": 0 });
+    let err = action("kube.scale").run(&ctx, &scale_down).await.unwrap_err();
+    assert!(err.message.contains("list "), "the error names the LIST: {}", err.message);
+}
