@@ -15,9 +15,10 @@
 //! instance, journaling, every API call, polling that notices a finished wait late — is
 //! orchestration overhead. Target: < 5 % of the critical path of the waits.
 //!
-//! The fleet runs with `--concurrency 2000` and each ONTAP cluster's `max_operations: 2000`:
-//! what is measured is drover's own overhead, not the limits an operator sets to spare a real
-//! cluster (they make a schedule longer by design). Peak RSS is the drover process's; the
+//! Both run the shipped runbook's step limit (`concurrency: 2000`: every app of a tier side by
+//! side); the fleet raises each ONTAP cluster's `max_operations` to 2000: what is measured is
+//! drover's own overhead, not the limit an operator sets to spare a real cluster (it makes a
+//! schedule longer by design). Peak RSS is the drover process's; the
 //! report time is `drover report` of the finished run, text and HTML.
 //!
 //!   cargo bench --bench lab              # both
@@ -97,7 +98,7 @@ fn fleet() -> LabConfig {
 
 const SCENARIOS: &[Scenario] = &[
     Scenario { name: "copies", samples: 5, config: copies, args: &[], max_operations: None },
-    Scenario { name: "fleet", samples: 3, config: fleet, args: &["--concurrency", "2000"], max_operations: Some(2000) },
+    Scenario { name: "fleet", samples: 3, config: fleet, args: &[], max_operations: Some(2000) },
 ];
 
 struct Sample {

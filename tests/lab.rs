@@ -144,6 +144,44 @@ fn a_lab_fleet_fails_over_volume_by_volume_and_tier_by_tier() {
     assert!(items.iter().all(|i| i["outcome"] == "recovered" && i["rto_ms"].as_u64().is_some()), "{items:?}");
 }
 
+/// Backend: the ONTAP and Kubernetes simulators. The apps of a tier are recovered side by side:
+/// 40 apps in one tier, the shipped failover run as an operator runs it (no `--concurrency`),
+/// each app's workloads ready 2 s after they are written. Every app waits for its workloads at
+/// the same time; none queues behind another app's wait (the runbook's step limit once let 32
+/// run and held the rest back a whole wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_of_a_tier_wait_for_their_workloads_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = shipped();
+    config.kube = drover::lab::KubeChoice::Simulator;
+    config.s3 = drover::lab::Choice::None;
+    config.kube_simulator.ready_delay = drover_api::HumanDuration(std::time::Duration::from_secs(2));
+    let fleet = drover::lab::Fleet { apps: 40, volumes_per_app: 1, tiers: 1, svms: 1 };
+    config.copies = fleet.apps;
+    config.fleet = Some(fleet);
+    let lab = drover::lab::Lab::up(&config, &dir.path().join("lab")).await.unwrap();
+    let state = dir.path().join("state");
+    let (out, text) = fleet_failover(&state, &lab, lab.inventory.as_ref().unwrap()).await;
+    assert_eq!(out.status.code(), Some(0), "{text}");
+
+    let report = drover(&state, &["report", "latest", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let waits: Vec<(u64, u64)> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["id"].as_str().is_some_and(|id| id.starts_with("ready[")))
+        .map(|s| (s["start_ms"].as_u64().unwrap(), s["end_ms"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(waits.len(), 40);
+    let last_start = waits.iter().map(|w| w.0).max().unwrap();
+    let first_end = waits.iter().map(|w| w.1).min().unwrap();
+    assert!(
+        last_start < first_end,
+        "the last app began waiting at {last_start} ms, after the first was done at {first_end} ms"
+    );
+}
+
 /// Backend: the ONTAP simulator (a fault no real server gives on demand) and the Kubernetes
 /// simulator. One app's volume refuses to quiesce: that app is rolled back — its fence lifted,
 /// its other volume's transfers resumed — so it runs on the primary as before; the other apps
