@@ -146,16 +146,17 @@ fn a_lab_fleet_fails_over_volume_by_volume_and_tier_by_tier() {
 
 /// Backend: the ONTAP and Kubernetes simulators. The apps of a tier are recovered side by side:
 /// 40 apps in one tier, the shipped failover run as an operator runs it (no `--concurrency`),
-/// each app's workloads ready 2 s after they are written. Every app waits for its workloads at
-/// the same time; none queues behind another app's wait (the runbook's step limit once let 32
-/// run and held the rest back a whole wait).
+/// each app's workloads ready 5 s after they are written. More than 32 apps wait for their
+/// workloads at the same moment: the runbook's step limit once let 32 steps run and held the
+/// other apps back a whole wait. (Their breaks may end at different times — each ONTAP
+/// cluster takes a few changes at once — so the apps do not all start waiting together.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_of_a_tier_wait_for_their_workloads_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = shipped();
     config.kube = drover::lab::KubeChoice::Simulator;
     config.s3 = drover::lab::Choice::None;
-    config.kube_simulator.ready_delay = drover_api::HumanDuration(std::time::Duration::from_secs(2));
+    config.kube_simulator.ready_delay = drover_api::HumanDuration(std::time::Duration::from_secs(5));
     let fleet = drover::lab::Fleet { apps: 40, volumes_per_app: 1, tiers: 1, svms: 1 };
     config.copies = fleet.apps;
     config.fleet = Some(fleet);
@@ -174,12 +175,15 @@ async fn the_apps_of_a_tier_wait_for_their_workloads_side_by_side() {
         .map(|s| (s["start_ms"].as_u64().unwrap(), s["end_ms"].as_u64().unwrap()))
         .collect();
     assert_eq!(waits.len(), 40);
-    let last_start = waits.iter().map(|w| w.0).max().unwrap();
-    let first_end = waits.iter().map(|w| w.1).min().unwrap();
-    assert!(
-        last_start < first_end,
-        "the last app began waiting at {last_start} ms, after the first was done at {first_end} ms"
-    );
+    // The most waits under way at one moment (a wait ending as another starts is not both).
+    let mut moments: Vec<(u64, i32)> = waits.iter().flat_map(|&(start, end)| [(start, 1), (end, -1)]).collect();
+    moments.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, change) in moments {
+        now += change;
+        most = most.max(now);
+    }
+    assert!(most > 32, "at most {most} apps waited for their workloads at once: {waits:?}");
 }
 
 /// Backend: the ONTAP simulator (a fault no real server gives on demand) and the Kubernetes
