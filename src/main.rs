@@ -8,7 +8,11 @@ use drover::registry::Registry;
 
 // A fleet's run allocates from thousands of tasks on every worker thread: glibc's malloc was a
 // fifth of drover's CPU in the 500-application bench (and twice the memory unless held to two
-// arenas); mimalloc is neither (README, Benchmarks).
+// arenas); mimalloc is neither (README, Benchmarks). It is built without asking for
+// transparent huge pages (`no_thp`): a run's memory comes in bursts and is short-lived, and
+// each huge page is zeroed whole (2 MiB) on first touch — on a virtual machine that zeroing was
+// most of the first second of a 500-application run and a third of its preflight (1.3 s of
+// its end-to-end time in the lab bench).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
