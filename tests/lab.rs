@@ -153,13 +153,8 @@ fn a_lab_fleet_fails_over_volume_by_volume_and_tier_by_tier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_of_a_tier_wait_for_their_workloads_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = shipped();
-    config.kube = drover::lab::KubeChoice::Simulator;
-    config.s3 = drover::lab::Choice::None;
+    let mut config = simulated_fleet_config(drover::lab::Fleet { apps: 40, volumes_per_app: 1, tiers: 1, svms: 1 });
     config.kube_simulator.ready_delay = drover_api::HumanDuration(std::time::Duration::from_secs(5));
-    let fleet = drover::lab::Fleet { apps: 40, volumes_per_app: 1, tiers: 1, svms: 1 };
-    config.copies = fleet.apps;
-    config.fleet = Some(fleet);
     let lab = drover::lab::Lab::up(&config, &dir.path().join("lab")).await.unwrap();
     let state = dir.path().join("state");
     let (out, text) = fleet_failover(&state, &lab, lab.inventory.as_ref().unwrap()).await;
@@ -415,12 +410,17 @@ fn assert_rehearsal_left_no_trace(before: &[String], after: &[String]) {
 
 /// A lab of a fleet on the Kubernetes and ONTAP simulators, without S3.
 async fn simulated_fleet(dir: &std::path::Path, fleet: drover::lab::Fleet) -> drover::lab::Lab {
+    drover::lab::Lab::up(&simulated_fleet_config(fleet), &dir.join("lab")).await.unwrap()
+}
+
+/// The lab file's two sites on both simulators, with `fleet`'s applications.
+fn simulated_fleet_config(fleet: drover::lab::Fleet) -> drover::lab::LabConfig {
     let mut config = shipped();
     config.kube = drover::lab::KubeChoice::Simulator;
     config.s3 = drover::lab::Choice::None;
     config.copies = fleet.apps;
     config.fleet = Some(fleet);
-    drover::lab::Lab::up(&config, &dir.join("lab")).await.unwrap()
+    config
 }
 
 fn shipped() -> drover::lab::LabConfig {

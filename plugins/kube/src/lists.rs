@@ -91,7 +91,10 @@ struct Batch {
 
 impl SharedLists {
     /// The objects of `kind` in `namespace` (matching `labels`), by a LIST sent after this
-    /// call began. A kind the server does not serve lists as nothing.
+    /// call began. A kind the server does not serve lists as nothing when gathered (a read
+    /// once, of kinds discovery offered a moment ago); a poll of its own namespace (a wait on a
+    /// kind that was served when it began) fails instead: the kind is gone, its CRD deleted,
+    /// and no object of it will ever be ready.
     pub(crate) async fn list(
         &self,
         kube: &Kube,
@@ -101,7 +104,10 @@ impl SharedLists {
         sharing: Sharing,
     ) -> Result<Arc<Vec<Value>>, KubeError> {
         if sharing == Sharing::Own {
-            return pages(kube, kind, Some(namespace), labels).await.map(Arc::new);
+            return match pages(kube, kind, Some(namespace), labels).await? {
+                Some(objects) => Ok(Arc::new(objects)),
+                None => Err(no_longer_served(kube, kind)),
+            };
         }
         let key = ListKey {
             api_version: kind.resource.api_version.clone(),
@@ -147,6 +153,7 @@ async fn send(
     if worth_it {
         match pages(kube, kind, None, labels).await {
             Ok(objects) => {
+                let objects = objects.unwrap_or_default();
                 let mut by_namespace: HashMap<String, Vec<Value>> = HashMap::new();
                 let mut seen = BTreeSet::new();
                 for o in objects {
@@ -172,7 +179,24 @@ async fn send(
         }
     }
     let each = namespaces.iter().map(|ns| async move { (ns.clone(), pages(kube, kind, Some(ns), labels).await) });
-    futures::future::join_all(each).await.into_iter().map(|(ns, r)| (ns, r.map(Arc::new))).collect()
+    futures::future::join_all(each)
+        .await
+        .into_iter()
+        .map(|(ns, r)| (ns, r.map(|objects| Arc::new(objects.unwrap_or_default()))))
+        .collect()
+}
+
+/// A LIST answered 404 for a kind that was served when the step began.
+fn no_longer_served(kube: &Kube, kind: &Kind) -> KubeError {
+    let r = &kind.resource;
+    let name = if r.group.is_empty() { r.plural.clone() } else { format!("{}.{}", r.plural, r.group) };
+    KubeError::Other(
+        drover_api::ActionError::permanent(format!(
+            "{}: the cluster no longer serves {name} (a LIST of it answered 404 Not Found): was its CustomResourceDefinition deleted?",
+            kube.origin
+        ))
+        .with_hint(format!("check `kubectl get crd {name}`; once the kind is served again, `drover resume` waits again")),
+    )
 }
 
 /// One page of a LIST, its items as JSON objects (an item that is not an object makes the
@@ -194,13 +218,13 @@ struct PageMeta {
 }
 
 /// Every page of one LIST, in a namespace or across the cluster; the items lack `kind` and
-/// `apiVersion`, as the API server sends them.
+/// `apiVersion`, as the API server sends them. `None`: the server does not serve the kind.
 async fn pages(
     kube: &Kube,
     kind: &Kind,
     namespace: Option<&str>,
     labels: Option<&str>,
-) -> Result<Vec<Value>, KubeError> {
+) -> Result<Option<Vec<Value>>, KubeError> {
     let api = match namespace {
         Some(ns) => kube.api(kind, ns),
         None => kube::Api::<kube::api::DynamicObject>::all_with(kube.client.clone(), &kind.resource),
@@ -226,14 +250,14 @@ async fn pages(
         let page = match token {
             None => match kube.call_or_absent(&what, request).await? {
                 Some(page) => page,
-                None => return Ok(objects),
+                None => return Ok(None),
             },
             Some(_) => kube.call(&what, request).await?,
         };
         token = page.metadata.next.filter(|t| !t.is_empty());
         objects.extend(page.items.unwrap_or_default().into_iter().map(Value::Object));
         if token.is_none() {
-            return Ok(objects);
+            return Ok(Some(objects));
         }
     }
 }

@@ -297,6 +297,34 @@ async fn wait_reports_progress_until_workloads_are_ready() {
     assert!(err.message.ends_with("not ready in time: no objects match yet"), "{}", err.message);
 }
 
+/// Real control plane: the Cart CRD is deleted (a botched uninstall) while a step waits for
+/// its Carts to be ready. Nothing of the kind will ever be ready: the wait fails as soon as
+/// the server stops serving it, saying so, instead of reading the 404s as "no objects yet"
+/// and waiting out its whole time.
+#[tokio::test]
+async fn a_wait_whose_kind_stops_being_served_fails_at_once_naming_the_deleted_crd() {
+    let east = site().await;
+    let cart = json!({ "apiVersion": "shop.example.com/v1", "kind": "Cart", "metadata": { "name": "c1", "namespace": "shop" },
+                       "spec": { "items": 2 } });
+    east.run("kube.apply", json!({ "site": "east", "inline": [cart_crd(), namespace("shop"), cart] })).await.unwrap();
+    let wait = json!({ "site": "east", "namespaces": ["shop"], "kinds": ["Cart"], "for": { "condition": "Ready" },
+                       "interval": "100ms" });
+    let crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/carts.shop.example.com";
+    let delete_the_crd = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        east.plane().request("DELETE", crd, None).await.unwrap();
+    };
+    let (waited, ()) = tokio::join!(east.run("kube.wait", wait), delete_the_crd);
+    let err = waited.unwrap_err();
+    assert!(
+        err.message.contains("the cluster no longer serves carts.shop.example.com")
+            && err.message.contains("was its CustomResourceDefinition deleted?"),
+        "{}",
+        err.message
+    );
+    assert!(err.hint.as_deref().is_some_and(|h| h.contains("kubectl get crd carts.shop.example.com")), "{err:?}");
+}
+
 /// Simulator (it counts the LISTs it serves): as `kubectl wait` does, each object is waited
 /// on until it is ready once. A namespace whose workloads are all ready is not listed again
 /// while another one's are still coming up — a fleet's 500 waits listed five kinds in each
