@@ -194,8 +194,10 @@ pub fn create_private_dir_all(dir: &std::path::Path) -> std::io::Result<()> {
 /// it — not some other process — listens on each of them (TCP). A port is only free until
 /// someone binds it: a server started in the same instant by a parallel test may be handed the
 /// same one, and then ours exits (address in use) while connecting to the port reaches the
-/// other. So ownership is checked in `/proc`, and a server that exits before listening is
-/// started again on fresh ports (up to five times). `command` builds the command for the ports.
+/// other. So ownership is checked in `/proc`, and a server that exits before listening while
+/// another process holds one of its ports is started again on fresh ports (up to five times);
+/// one that exits with its ports free failed for its own reasons (a bad flag or config) and is
+/// not. `command` builds the command for the ports.
 pub fn start_on_free_ports(
     count: usize,
     timeout: std::time::Duration,
@@ -217,6 +219,11 @@ pub fn start_on_free_ports(
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 reaped(child.id());
+                if !ports.iter().any(|&p| held_by_another(p)) {
+                    return Err(format!(
+                        "{program} exited ({status}) before listening on {ports:?}; run `{by_hand}` to see its own error"
+                    ));
+                }
                 last_exit = format!(
                     "{program} exited ({status}) before listening on {ports:?}, five times; run `{by_hand}` to see its own error"
                 );
@@ -237,6 +244,17 @@ pub fn start_on_free_ports(
         }
     }
     Err(last_exit)
+}
+
+/// Whether some socket binds the loopback `port` now (TCP or UDP). Probed without
+/// `SO_REUSEADDR` (std sets it on listeners): a connection lingering on the port counts as
+/// holding it, as it does for a server that does not set it either.
+fn held_by_another(port: u16) -> bool {
+    use socket2::{Domain, Socket, Type};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    [Type::STREAM, Type::DGRAM]
+        .into_iter()
+        .any(|t| Socket::new(Domain::IPV4, t, None).and_then(|s| s.bind(&addr.into())).is_err())
 }
 
 /// `count` distinct loopback ports that nothing binds right now, for TCP and UDP alike.
@@ -328,13 +346,18 @@ mod tests {
         assert_ne!(ports[0], taken);
         assert!(listens_on(child.id(), ports[0]));
         assert!(!listens_on(child.id(), taken), "the thief's socket is not the server's");
+        // A server that fails on its own, its port left free: started once, not five times.
+        let mut started = 0;
         let err = start_on_free_ports(1, Duration::from_secs(10), |_| {
+            started += 1;
             let mut cmd = Command::new("sh");
             cmd.args(["-c", "exit 3"]);
             cmd
         })
         .unwrap_err();
-        assert!(err.contains("five times; run `sh -c exit 3` to see its own error"), "{err}");
+        assert!(err.contains("exited (exit status: 3) before listening"), "{err}");
+        assert!(err.ends_with("; run `sh -c exit 3` to see its own error"), "{err}");
+        assert_eq!(started, 1, "a server whose ports nobody took is not started again");
         let _ = child.kill();
         let _ = child.wait();
         reaped(child.id());
