@@ -11,8 +11,8 @@ use drover::registry::Registry;
 // arenas); mimalloc is neither (README, Benchmarks). It is built without asking for
 // transparent huge pages (`no_thp`): a run's memory comes in bursts and is short-lived, and
 // each huge page is zeroed whole (2 MiB) on first touch — on a virtual machine that zeroing was
-// most of the first second of a 500-application run and a third of its preflight (1.3 s of
-// its end-to-end time in the lab bench).
+// most of the first second of a 500-application run and a fifth of its preflight (1.4 s of
+// its end-to-end time in the lab bench, the median of alternated runs).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
