@@ -406,6 +406,21 @@ impl ControlPlane {
         serde_json::from_str(&text).map_err(|e| format!("{method} {path}: {e}"))
     }
 
+    /// How many requests the API server has served, by verb and resource, from its own
+    /// counter (`apiserver_request_total` on `/metrics`), e.g. `("LIST", "deployments",
+    /// "namespace")`: tests count what a client asked without a proxy in the way.
+    pub async fn requests_served(&self, verb: &str, resource: &str, scope: &str) -> Result<u64, String> {
+        let client = client(&self.ca_pem)?;
+        let resp = client.get(format!("{}/metrics", self.url)).bearer_auth(self.token("admin")).send().await;
+        let text = resp.map_err(|e| format!("GET /metrics: {e}"))?.text().await.map_err(|e| e.to_string())?;
+        let wanted = [format!("verb=\"{verb}\""), format!("resource=\"{resource}\""), format!("scope=\"{scope}\"")];
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{") && wanted.iter().all(|w| l.contains(w.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
     /// [`ControlPlane::request`] from synchronous code (a test's assertion), on a thread of its own.
     pub fn request_blocking(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         std::thread::scope(|scope| {

@@ -1,9 +1,12 @@
 //! The small controller: workloads become ready, claims bind, snapshots turn ready, namespaces
-//! finish deleting — after the configured delays, applied lazily at each request.
+//! finish deleting — after the configured delays: on time, by a task of the server's (a watch
+//! sees the change when it happens, as from a real controller), and at each request (a test's
+//! manual clock moves only when the test says).
 //!
 //! Every request runs the controller first, so it must cost nothing when nothing is due: the
 //! objects it waits on are kept in the order their delay runs out, and a tick looks only at
 //! the front of that order (a fleet's lab holds thousands of objects changed moments ago).
+//! Each change it makes is a write: a new `resourceVersion` and a watch event.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -40,6 +43,8 @@ pub(crate) struct Changes {
     namespaces: BTreeSet<(Instant, ObjectKey)>,
     /// Snapshots whose delay ran out while their claim was not bound: looked at each tick.
     waiting: BTreeSet<ObjectKey>,
+    /// Wakes the controller's task: something new is due.
+    pub(crate) marked: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Changes {
@@ -53,6 +58,7 @@ impl Changes {
             return;
         };
         queue.insert((at, object.clone()));
+        self.marked.notify_one();
         self.waiting.remove(&object);
         self.latest.insert(object, at);
     }
@@ -103,6 +109,9 @@ impl Store {
             let Some(obj) = self.objects.get_mut(&res).and_then(|m| m.get_mut(&(ns.clone(), name.clone()))) else {
                 continue;
             };
+            // Whether the object's status changed (a write, with its own version and event),
+            // or the namespace finished deleting.
+            let (mut changed, mut gone) = (true, false);
             match res.as_str() {
                 "deployments.apps" | "statefulsets.apps" | "replicasets.apps" => {
                     let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
@@ -134,24 +143,63 @@ impl Store {
                         // The claim is not bound yet: wait.
                         Some((_, Some((false, _)))) => {
                             self.changes.waiting.insert(k);
+                            changed = false;
                         }
                         Some((claim, None)) => {
                             obj["status"] = json!({ "readyToUse": false, "error": { "time": now_rfc3339(),
                                 "message": format!("failed to get input parameters to create snapshot {name}: \"persistentvolumeclaims \\\"{claim}\\\" not found\"") } });
                         }
-                        None => {}
+                        None => changed = false,
                     }
                 }
-                "namespaces" if obj["status"]["phase"] == "Terminating" => {
-                    for (_, objects) in self.objects.iter_mut() {
-                        objects.retain(|(n, _), _| n != &name);
-                    }
-                    if let Some(m) = self.objects.get_mut("namespaces") {
-                        m.remove(&(String::new(), name.clone()));
-                    }
+                "namespaces" if obj["status"]["phase"] == "Terminating" => (changed, gone) = (false, true),
+                _ => changed = false,
+            }
+            if changed {
+                let rv = self.next_rv();
+                if let Some(obj) = self.objects.get_mut(&res).and_then(|m| m.get_mut(&(ns.clone(), name.clone()))) {
+                    obj["metadata"]["resourceVersion"] = json!(rv);
+                    let obj = obj.clone();
+                    self.events.record(&res, "MODIFIED", &obj);
                 }
-                _ => {}
+            }
+            if gone {
+                self.remove_namespace(&name);
             }
         }
+    }
+
+    /// A deleted namespace goes, with everything in it: a DELETED event for each.
+    fn remove_namespace(&mut self, name: &str) {
+        let mut removed = vec![];
+        for (resource, objects) in self.objects.iter_mut() {
+            let in_it: Vec<(String, String)> = objects
+                .range((name.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == name)
+                .map(|(k, _)| k.clone())
+                .collect();
+            removed.extend(in_it.into_iter().filter_map(|k| objects.remove(&k)).map(|o| (resource.clone(), o)));
+        }
+        if let Some(o) = self.objects.get_mut("namespaces").and_then(|m| m.remove(&(String::new(), name.to_string()))) {
+            removed.push(("namespaces".to_string(), o));
+        }
+        for (resource, mut o) in removed {
+            o["metadata"]["resourceVersion"] = json!(self.next_rv());
+            self.events.record(&resource, "DELETED", &o);
+        }
+    }
+
+    /// How long until the controller has something to do (at most `idle`).
+    pub(crate) fn next_tick(&self, idle: Duration) -> Duration {
+        if !self.changes.waiting.is_empty() {
+            return idle.min(Duration::from_millis(50));
+        }
+        let now = self.clock.now();
+        let due = |queue: &BTreeSet<(Instant, ObjectKey)>, delay: Duration| {
+            queue.first().map(|(at, _)| (*at + delay).saturating_duration_since(now)).unwrap_or(idle)
+        };
+        due(&self.changes.ready, self.settings.ready_delay)
+            .min(due(&self.changes.namespaces, self.settings.namespace_delete_delay))
+            .min(idle)
     }
 }

@@ -6,15 +6,14 @@
 //! machines; this one is for tests and the lab.
 //!
 //! Faults can be injected: latency, 429 with `Retry-After`, 500, dropped connections.
-//!
-//! Not yet here (next steps of the Kubernetes issue): watch, and a kubectl / kube-rs
-//! compatibility test.
+//! WATCH streams every change, the controller's included (see [`watch`]).
 
 mod apply;
 mod controller;
 mod status;
 pub mod store;
 pub mod types;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 
 use drover_kube::patch;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -56,8 +56,13 @@ pub struct Cluster {
     token: String,
     ca_pem: String,
     task: tokio::task::JoinHandle<()>,
+    /// The controller, on time (see [`controller`]).
+    controller: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
 }
+
+/// An answer's body: whole, or a watch's stream.
+type Body = BoxBody<Bytes, std::convert::Infallible>;
 
 impl Drop for Cluster {
     fn drop(&mut self) {
@@ -105,12 +110,14 @@ impl Cluster {
                 });
             }
         });
-        Ok(Cluster { store, faults, addr, token: token.to_string(), ca_pem, task, stop })
+        let controller = tokio::spawn(run_controller(store.clone()));
+        Ok(Cluster { store, faults, addr, token: token.to_string(), ca_pem, task, controller, stop })
     }
 
     /// The cluster goes away: the port closes and open connections drop (a lost site).
     pub fn stop(&self) {
         self.task.abort();
+        self.controller.abort();
         let _ = self.stop.send(true);
     }
 
@@ -177,15 +184,37 @@ impl StoreHandle {
     }
 }
 
-fn respond(status: u16, body: &Value) -> Response<Full<Bytes>> {
+/// The controller's task: a tick whenever something is due, so that changes happen (and
+/// watches see them) with nobody asking. On a manual clock it looks every 20 ms of real time.
+async fn run_controller(store: Arc<Mutex<Store>>) {
+    let marked = store.lock().unwrap_or_else(|e| e.into_inner()).changes.marked.clone();
+    loop {
+        let pause = {
+            let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
+            s.tick();
+            let idle = if s.clock.is_manual() {
+                std::time::Duration::from_millis(20)
+            } else {
+                std::time::Duration::from_secs(1)
+            };
+            s.next_tick(idle)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = marked.notified() => {}
+        }
+    }
+}
+
+fn respond(status: u16, body: &Value) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
         .expect("valid response")
 }
 
-fn error(e: &ApiError) -> Response<Full<Bytes>> {
+fn error(e: &ApiError) -> Response<Body> {
     respond(e.code, &e.status())
 }
 
@@ -294,7 +323,7 @@ async fn handle(
     store: Arc<Mutex<Store>>,
     token: String,
     faults: Arc<Mutex<Vec<Fault>>>,
-) -> Result<Response<Full<Bytes>>, Dropped> {
+) -> Result<Response<Body>, Dropped> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     match take_fault(&faults, &method, &path) {
@@ -331,11 +360,7 @@ async fn handle(
 }
 
 /// The cluster's answer to `req`, as the store is now.
-async fn answer(
-    req: Request<Incoming>,
-    store: Arc<Mutex<Store>>,
-    token: String,
-) -> Result<Response<Full<Bytes>>, Dropped> {
+async fn answer(req: Request<Incoming>, store: Arc<Mutex<Store>>, token: String) -> Result<Response<Body>, Dropped> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = query_pairs(req.uri().query());
@@ -350,6 +375,11 @@ async fn answer(
         .trim()
         .to_string();
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let metadata_only = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     if auth.as_deref() != Some(format!("Bearer {token}").as_str()) {
         let e = ApiError { code: 401, reason: "Unauthorized", message: "Unauthorized".into(), details: json!({}) };
@@ -429,6 +459,26 @@ async fn answer(
         Some("status") if rt.status => true,
         Some(_) => return Ok(error(&ApiError::unknown_resource())),
     };
+    if method == "GET" && t.name.is_none() && matches!(q("watch"), Some("true" | "1")) {
+        let request = watch::Request {
+            resource: rt,
+            namespace: ns.map(String::from),
+            labels: q("labelSelector").map(String::from),
+            resource_version: q("resourceVersion").map(String::from),
+            timeout: q("timeoutSeconds").and_then(|t| t.parse().ok()).map(std::time::Duration::from_secs),
+            bookmarks: q("allowWatchBookmarks") == Some("true"),
+            metadata_only,
+        };
+        drop(s);
+        return Ok(match watch::start(store, request) {
+            Ok(stream) => Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(stream.boxed())
+                .expect("valid response"),
+            Err(e) => error(&e),
+        });
+    }
     let result = match (method.as_str(), t.name.as_deref()) {
         ("GET", None) => {
             let limit = q("limit").and_then(|l| l.parse().ok());

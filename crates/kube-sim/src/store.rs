@@ -54,6 +54,8 @@ pub struct Store {
     pub(crate) resource_version: u64,
     /// The objects whose spec changed, for the controller.
     pub(crate) changes: crate::controller::Changes,
+    /// Every change, for watches.
+    pub(crate) events: crate::watch::Events,
     /// The last 100,000 requests served (method and path), for tests that count them.
     pub requests: std::collections::VecDeque<(String, String)>,
     pub settings: Settings,
@@ -69,6 +71,7 @@ impl Store {
             objects: BTreeMap::new(),
             resource_version: 100,
             changes: Default::default(),
+            events: Default::default(),
             requests: Default::default(),
             settings,
             clock: drover_sim_kit::Clock::real(),
@@ -230,6 +233,7 @@ impl Store {
             }
         }
         self.changes.mark((key(t), ns.clone(), name.clone()), self.clock.now());
+        self.events.record(&key(t), "ADDED", &obj);
         self.objects.entry(key(t)).or_default().insert((ns, name), obj.clone());
         Ok(obj)
     }
@@ -439,6 +443,7 @@ impl Store {
         if spec_changed {
             self.changes.mark((key(t), ns.clone(), name.clone()), self.clock.now());
         }
+        self.events.record(&key(t), "MODIFIED", &result);
         self.objects.entry(key(t)).or_default().insert((ns, name), result.clone());
         Ok(result)
     }
@@ -560,10 +565,14 @@ impl Store {
             old["status"] = json!({ "phase": "Terminating" });
             old["metadata"]["resourceVersion"] = json!(self.next_rv());
             self.changes.mark((key(t), String::new(), name.to_string()), self.clock.now());
+            self.events.record(&key(t), "MODIFIED", &old);
             self.objects.entry(key(t)).or_default().insert((String::new(), name.to_string()), old.clone());
             return Ok(old);
         }
         self.objects.entry(key(t)).or_default().remove(&(ns_key, name.to_string()));
+        // The deletion is a change of its own, as the watchers see it.
+        old["metadata"]["resourceVersion"] = json!(self.next_rv());
+        self.events.record(&key(t), "DELETED", &old);
         Ok(old)
     }
 }

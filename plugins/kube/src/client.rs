@@ -147,6 +147,9 @@ struct Connection {
     in_flight: tokio::sync::Semaphore,
     /// LISTs of one kind wanted in many namespaces at once, gathered (see [`crate::lists`]).
     lists: crate::lists::SharedLists,
+    /// Watches of kinds across the cluster, telling waits where to look again (see
+    /// [`crate::changes`]).
+    watches: crate::changes::SharedWatches,
 }
 
 /// The last lookup of a kind: when it was sent, when answered, and the answer.
@@ -297,6 +300,7 @@ impl Connection {
             discovery: tokio::sync::Mutex::new(None),
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight.unwrap_or(MAX_IN_FLIGHT).max(1)),
             lists: Default::default(),
+            watches: Default::default(),
         })
     }
 }
@@ -394,15 +398,7 @@ impl Kube {
         sharing: crate::lists::Sharing,
     ) -> Result<Arc<Vec<Value>>, KubeError> {
         // Sent on behalf of several steps: under none's deadline, each waiting within its own.
-        let shared = Kube {
-            client: self.client.clone(),
-            origin: self.origin.clone(),
-            server: self.server.clone(),
-            deadline: None,
-            request_timeout: self.request_timeout,
-            connection: self.connection.clone(),
-            faults: AtomicU64::new(0),
-        };
+        let shared = self.detached();
         let listed = self.connection.lists.list(&shared, kind, namespace, labels, sharing);
         match tokio::time::timeout(self.time_left(), listed).await {
             Ok(answer) => answer,
@@ -414,6 +410,29 @@ impl Kube {
                 .with_hint("raise the step's `timeout:`, or `drover resume`"),
             )),
         }
+    }
+
+    /// The same connection under no step's deadline: for work done on behalf of several steps.
+    pub(crate) fn detached(&self) -> Kube {
+        Kube {
+            client: self.client.clone(),
+            origin: self.origin.clone(),
+            server: self.server.clone(),
+            deadline: None,
+            request_timeout: self.request_timeout,
+            connection: self.connection.clone(),
+            faults: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Be told when objects of these (kind, namespace) pairs (matching `labels`) change: the
+    /// run's watch of each kind across the cluster (see [`crate::changes`]).
+    pub fn changes(&self, lists: &[(Kind, String)], labels: Option<&str>) -> crate::changes::Changes {
+        self.connection.watches.register(self, lists, labels)
     }
 
     /// How many passing faults the server's answers have held so far: what a caller pacing

@@ -8,6 +8,7 @@
 //! `request_timeout` (default 10s).
 
 pub mod actions;
+pub mod changes;
 pub mod client;
 pub mod fenced;
 pub mod labels;

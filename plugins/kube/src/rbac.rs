@@ -32,6 +32,9 @@ pub struct Family {
 }
 
 const READ: &[&str] = &["get", "list"];
+/// What `kube.wait` needs of the kinds it waits on: it watches them across the cluster to be
+/// told of changes (without `watch` it polls, a heavier load on the API server).
+const READ_AND_WATCH: &[&str] = &["get", "list", "watch"];
 
 /// Every family.
 pub const FAMILIES: &[Family] = &[
@@ -47,19 +50,19 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "workloads",
         actions: &["kube.scale", "kube.fence", "kube.wait"],
-        why: "scale workloads down and back, mark namespaces fenced, wait until workloads are ready",
+        why: "scale workloads down and back, mark namespaces fenced, wait until workloads are ready (watching them across the cluster)",
         rules: &[
             Rule { groups: &[""], resources: &["namespaces"], verbs: &["get", "patch"] },
             Rule {
                 groups: &["apps"],
                 resources: &["deployments", "statefulsets", "replicasets", "daemonsets"],
-                verbs: &["get", "list", "patch"],
+                verbs: &["get", "list", "watch", "patch"],
             },
-            Rule { groups: &["batch"], resources: &["cronjobs", "jobs"], verbs: &["get", "list", "patch"] },
+            Rule { groups: &["batch"], resources: &["cronjobs", "jobs"], verbs: &["get", "list", "watch", "patch"] },
             Rule {
                 groups: &[""],
                 resources: &["pods", "persistentvolumeclaims", "replicationcontrollers"],
-                verbs: READ,
+                verbs: READ_AND_WATCH,
             },
         ],
     },

@@ -325,6 +325,44 @@ async fn a_wait_whose_kind_stops_being_served_fails_at_once_naming_the_deleted_c
     assert!(err.hint.as_deref().is_some_and(|h| h.contains("kubectl get crd carts.shop.example.com")), "{err:?}");
 }
 
+/// A wait on the web Deployment until an operator labels it live, 3 s from now; how many
+/// LISTs of deployments in `shop` the API server served meanwhile, by its own counter.
+async fn wait_until_labelled_live(east: &Site) -> (Result<drover_api::Outputs, drover_api::ActionError>, u64) {
+    east.run("kube.apply", json!({ "site": "east", "inline": shop() })).await.unwrap();
+    let lists = || east.plane().requests_served("LIST", "deployments", "namespace");
+    let before = lists().await.unwrap();
+    let wait = json!({ "site": "east", "namespaces": ["shop"], "kinds": ["Deployment"],
+                       "for": { "field": ".metadata.labels.stage", "equals": "live" } });
+    let label_it = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let live = json!({ "metadata": { "labels": { "stage": "live" } } });
+        east.plane().request("PATCH", "/apis/apps/v1/namespaces/shop/deployments/web", Some(live)).await.unwrap();
+    };
+    let (waited, ()) = tokio::join!(east.run("kube.wait", wait), label_it);
+    (waited, lists().await.unwrap() - before)
+}
+
+/// Real control plane: a wait is told of changes by the run's watch of the kind across the
+/// cluster (as `kubectl wait` watches) and looks again then, instead of LISTing its namespace
+/// every 50 ms or so — ~60 LISTs in these 3 s, a fleet's thousands a second.
+#[tokio::test]
+async fn a_wait_looks_again_when_the_watch_tells_of_a_change_not_every_few_milliseconds() {
+    let east = site().await;
+    let (waited, lists) = wait_until_labelled_live(&east).await;
+    assert_eq!(waited.unwrap()["objects"], json!(["Deployment shop/web"]));
+    assert!(lists <= 8, "{lists} LISTs of deployments in shop while waiting 3 s for one change");
+}
+
+/// Real control plane, as an identity bound only to `read` (get and list, no watch): the
+/// watch is refused, and the wait polls as before — slower to tell, never stuck.
+#[tokio::test]
+async fn a_wait_by_an_identity_that_may_not_watch_polls_instead() {
+    let east = real_site(&["read", "restore"]).await;
+    let (waited, lists) = wait_until_labelled_live(&east).await;
+    assert_eq!(waited.unwrap()["objects"], json!(["Deployment shop/web"]));
+    assert!(lists >= 20, "only {lists} LISTs in 3 s: was it told of the change after all?");
+}
+
 /// Simulator (it counts the LISTs it serves): as `kubectl wait` does, each object is waited
 /// on until it is ready once. A namespace whose workloads are all ready is not listed again
 /// while another one's are still coming up — a fleet's 500 waits listed five kinds in each

@@ -435,3 +435,63 @@ mod agrees_with_the_real_api_server {
         });
     }
 }
+
+/// A WATCH from a LIST's version streams what changed after it — writes and the controller's
+/// status changes alike, each with a newer version — metadata only when asked, and ends at
+/// `timeoutSeconds` with a BOOKMARK; from a version whose events are gone, one ERROR 410
+/// Expired, as the API server answers.
+#[tokio::test]
+async fn watches_stream_changes_after_a_version_and_expire_like_the_api_server() {
+    let a = api().await;
+    a.post("/apis/apps/v1/namespaces/default/deployments", deployment("web", 1)).await;
+    a.post("/apis/apps/v1/namespaces/default/deployments", deployment("api", 1)).await;
+    let (_, list) = a.get("/apis/apps/v1/namespaces/default/deployments?limit=1").await;
+    let from = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let watch = a
+        .http
+        .get(format!(
+            "{}/apis/apps/v1/namespaces/default/deployments?watch=true&resourceVersion={from}&timeoutSeconds=1&allowWatchBookmarks=true&labelSelector=app%3Dweb",
+            a.c.url()
+        ))
+        .bearer_auth(a.c.token())
+        .header("accept", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+        .send();
+    let change = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let label = json!({ "metadata": { "labels": { "tier": "front" } } });
+        a.call(
+            "PATCH",
+            "/apis/apps/v1/namespaces/default/deployments/web",
+            Some(label),
+            "application/merge-patch+json",
+        )
+        .await;
+        // Ready by the controller's own task: nobody asks for the object.
+        a.c.clock().advance(Duration::from_millis(50));
+    };
+    let (answer, ()) = tokio::join!(watch, change);
+    let answer = answer.unwrap();
+    assert_eq!(answer.status(), 200);
+    let events: Vec<Value> = answer.text().await.unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["MODIFIED", "MODIFIED", "BOOKMARK"], "{events:#?}");
+    assert_eq!(events[0]["object"]["metadata"]["labels"]["tier"], "front");
+    assert_eq!(events[0]["object"]["kind"], "PartialObjectMetadata");
+    assert!(events[0]["object"].get("spec").is_none(), "metadata only: {}", events[0]);
+    let version = |e: &Value| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(from.parse::<u64>().unwrap() < version(&events[0]));
+    assert!(version(&events[0]) < version(&events[1]), "the controller's change is a write of its own");
+    assert!(version(&events[1]) <= version(&events[2]));
+
+    // Twenty thousand changes later the first version's events are no longer kept.
+    a.c.with_store(|s| {
+        let cm = s.find("", "v1", "configmaps").unwrap();
+        for i in 0..20_001 {
+            s.create(&cm, Some("default"), json!({ "metadata": { "name": format!("c{i}") } }), false).unwrap();
+        }
+    });
+    let (status, gone) = a.get(&format!("/apis/apps/v1/deployments?watch=1&resourceVersion={from}")).await;
+    assert_eq!(status, 200);
+    assert_eq!((gone["type"].as_str(), gone["object"]["code"].as_i64()), (Some("ERROR"), Some(410)), "{gone}");
+    assert_eq!(gone["object"]["reason"], "Expired");
+}

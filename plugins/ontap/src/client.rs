@@ -330,11 +330,11 @@ impl Client {
         let mut out = vec![];
         let mut next = Some(path.to_string());
         while let Some(p) = next.take() {
-            let page = self.get(&p).await?;
-            if let Some(r) = page.get("records").and_then(Value::as_array) {
-                out.extend(r.iter().cloned());
-            }
+            let mut page = self.get(&p).await?;
             next = page.pointer("/_links/next/href").and_then(Value::as_str).map(str::to_string);
+            if let Some(Value::Array(records)) = page.get_mut("records").map(Value::take) {
+                out.extend(records);
+            }
         }
         Ok(out)
     }

@@ -23,6 +23,10 @@ use crate::select::{
 /// Time kept for one more look at the cluster after a pause.
 const LOOK: Duration = Duration::from_millis(500);
 
+/// The longest pause between looks while the cluster's watch tells of every change (a safety
+/// net: readiness is noticed when the change is told).
+const WATCHED_PAUSE: Duration = Duration::from_secs(2);
+
 const DEFAULT_KINDS: [&str; 5] = ["Deployment", "StatefulSet", "DaemonSet", "Job", "PersistentVolumeClaim"];
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -175,6 +179,10 @@ impl TypedAction for Wait {
         // namespace whose objects were all ready is not listed again (a fleet's 500 waits
         // would otherwise keep listing five kinds in each namespace until the last is ready).
         let mut looking = lists(&kube, &selection).await?;
+        // Told when a kind looked at changes in one of the namespaces (the run's watch of it
+        // across the cluster): registered before the first look, so no later change goes
+        // untold, and each look is a LIST of its own sent after the change (`crate::changes`).
+        let mut changes = kube.changes(&looking, selection.labels.as_deref());
         let mut settled: Vec<Found> = vec![];
         loop {
             let per_list = select_in(&kube, &selection, &looking, Sharing::Own).await?;
@@ -204,6 +212,7 @@ impl TypedAction for Wait {
                     }
                 }
                 looking = still;
+                changes.keep(&looking);
             }
             let status = if found.is_empty() {
                 "no objects match yet".to_string()
@@ -222,8 +231,13 @@ impl TypedAction for Wait {
                 return Err(ActionError::permanent(format!("{}: not ready in time: {detail}", kube.origin))
                     .with_hint("check the workloads' events, then raise the step's timeout or `drover resume`"));
             }
+            // Watched, the next look comes with the next change (or after a longer pause);
+            // otherwise at the poll's pace.
+            let pause = if changes.live() && p.interval.is_none() { WATCHED_PAUSE.max(interval) } else { interval };
+            let pause = ctx.remaining().map_or(pause, |r| pause.min(r.saturating_sub(LOOK)));
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = changes.changed() => {}
                 _ = ctx.stop_requested() => {
                     return Err(ActionError::retryable("stopped while waiting").with_hint("`drover resume` waits again"));
                 }
