@@ -133,7 +133,26 @@ fn cpu_of(u: &libc::rusage) -> Duration {
 /// failover under a profiler. Returns what the process printed and its own resource usage
 /// (peak RSS and CPU of this one child, not of every child the bench has waited for: the
 /// reports of an earlier sample are children too).
-fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, libc::rusage) {
+/// The peak RSS of a running process, from its own `VmHWM`, until `done`. Not `wait4`'s
+/// `ru_maxrss`: that also counts the memory of this process at the moment it spawned the child
+/// (the kernel keeps the high-water mark of the address space the child had before its exec —
+/// ours), so after a first sample it reported the simulators' memory, not drover's.
+fn peak_rss_of(pid: u32, done: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<i64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { break };
+            let hwm =
+                status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok());
+            peak = peak.max(hwm.unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        peak
+    })
+}
+
+/// Run drover; its output, its resource usage and its peak RSS in KiB.
+fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, libc::rusage, i64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
     let wrap = std::env::var("DROVER_BENCH_WRAP").unwrap_or_default();
@@ -166,16 +185,20 @@ fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, li
     };
     let stdout = drain(Box::new(child.stdout.take().unwrap()));
     let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let exited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak = peak_rss_of(child.id(), exited.clone());
     let (mut status, mut usage): (libc::c_int, libc::rusage) = (0, unsafe { std::mem::zeroed() });
     // SAFETY: waits for this child only, writing into the two values given.
     let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as libc::pid_t, "wait4: {}", std::io::Error::last_os_error());
+    exited.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak_rss_kib = peak.join().unwrap();
     let output = std::process::Output {
         status: std::process::ExitStatus::from_raw(status),
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
     };
-    (output, usage)
+    (output, usage, peak_rss_kib)
 }
 
 fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
@@ -204,10 +227,9 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
     let state = dir.path().join("state");
     let started = Instant::now();
     let sims_before = cpu_of(&usage(libc::RUSAGE_SELF));
-    let (out, child) = drover(&state, &args);
+    let (out, child, peak_rss_kib) = drover(&state, &args);
     let wall = started.elapsed();
     let (sims_cpu, drover_cpu) = (cpu_of(&usage(libc::RUSAGE_SELF)) - sims_before, cpu_of(&child));
-    let peak_rss_kib = child.ru_maxrss;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if let Ok(path) = std::env::var("DROVER_BENCH_EVENTS") {
         std::fs::write(path, &out.stdout).unwrap();
@@ -235,7 +257,7 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         .collect();
     let timed = |format: &str| {
         let t = Instant::now();
-        let (out, _) = drover(&state, &["report".into(), "latest".into(), "--format".into(), format.into()]);
+        let (out, _, _) = drover(&state, &["report".into(), "latest".into(), "--format".into(), format.into()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         (t.elapsed(), out.stdout.len())
     };

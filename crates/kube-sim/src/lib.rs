@@ -6,7 +6,7 @@
 //! machines; this one is for tests and the lab.
 //!
 //! Faults can be injected: latency, 429 with `Retry-After`, 500, dropped connections.
-//! WATCH streams every change, the controller's included (see [`watch`]).
+//! WATCH streams every change, the controller's included (`src/watch.rs`).
 
 mod apply;
 mod controller;

@@ -705,13 +705,21 @@ impl Kube {
             meta.insert("generateName".into(), Value::String(format!("{}-", prefix.trim_end_matches('-'))));
             meta.insert("namespace".into(), Value::String(STAND_IN_NAMESPACE.into()));
         }
-        let object: DynamicObject = serde_json::from_value(obj).map_err(|e| {
+        // Sent as JSON text and its answer not parsed: whether the server took it is the check
+        // (a fleet's preflight dry-runs thousands of objects).
+        let body = serde_json::to_vec(&obj).map_err(|e| {
             KubeError::Other(ActionError::permanent(format!("{}: {what}: the object cannot be sent: {e}", self.origin)))
         })?;
         let api = self.api(kind, STAND_IN_NAMESPACE);
         let params = PostParams { dry_run: true, field_manager: Some(FIELD_MANAGER.into()) };
         let checked = format!("{what} (checked in namespace {STAND_IN_NAMESPACE}: its own does not exist yet)");
-        match self.call_or_absent(&checked, || api.create(&params, &object)).await? {
+        let create = || async {
+            let request = kube::core::Request::new(api.resource_url())
+                .create(&params, body.clone())
+                .map_err(kube::Error::BuildRequest)?;
+            self.client.request_text(request).await
+        };
+        match self.call_or_absent(&checked, create).await? {
             Some(_) => Ok(()),
             None => Err(KubeError::Other(ActionError::permanent(format!(
                 "{}: {what}: cannot be checked before its namespace exists (no namespace {STAND_IN_NAMESPACE} to check it in)",
