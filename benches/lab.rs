@@ -38,6 +38,9 @@ use serde_json::{Value, json};
 
 use drover::lab::{Choice, Lab, LabConfig};
 
+mod common;
+use common::{cpu_of, median, usage};
+
 // The simulators run in this process on the same cores as drover; they allocate as drover does.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -116,42 +119,9 @@ struct Sample {
     preflight: Duration,
 }
 
-fn usage(who: libc::c_int) -> libc::rusage {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes into the struct it is given.
-    unsafe { libc::getrusage(who, &mut usage) };
-    usage
-}
-
-/// CPU time (user + system) in a `rusage`.
-fn cpu_of(u: &libc::rusage) -> Duration {
-    let t = |tv: libc::timeval| Duration::from_micros(tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64);
-    t(u.ru_utime) + t(u.ru_stime)
-}
-
-/// `DROVER_BENCH_WRAP="perf record -g -o /tmp/perf.data"` (or heaptrack, …) runs the
-/// failover under a profiler. Returns what the process printed and its own resource usage
-/// (peak RSS and CPU of this one child, not of every child the bench has waited for: the
-/// reports of an earlier sample are children too).
-/// The peak RSS of a running process, from its own `VmHWM`, until `done`. Not `wait4`'s
-/// `ru_maxrss`: that also counts the memory of this process at the moment it spawned the child
-/// (the kernel keeps the high-water mark of the address space the child had before its exec —
-/// ours), so after a first sample it reported the simulators' memory, not drover's.
-fn peak_rss_of(pid: u32, done: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<i64> {
-    std::thread::spawn(move || {
-        let mut peak = 0;
-        while !done.load(std::sync::atomic::Ordering::Relaxed) {
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { break };
-            let hwm =
-                status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok());
-            peak = peak.max(hwm.unwrap_or(0));
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        peak
-    })
-}
-
-/// Run drover; its output, its resource usage and its peak RSS in KiB.
+/// Run drover; its output, its own resource usage and its peak RSS in KiB
+/// (`common::wait_measured`). `DROVER_BENCH_WRAP="perf record -g -o /tmp/perf.data"` (or
+/// heaptrack, …) runs the failover under a profiler.
 fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, libc::rusage, i64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
@@ -185,20 +155,13 @@ fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, li
     };
     let stdout = drain(Box::new(child.stdout.take().unwrap()));
     let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let exited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let peak = peak_rss_of(child.id(), exited.clone());
-    let (mut status, mut usage): (libc::c_int, libc::rusage) = (0, unsafe { std::mem::zeroed() });
-    // SAFETY: waits for this child only, writing into the two values given.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4: {}", std::io::Error::last_os_error());
-    exited.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak_rss_kib = peak.join().unwrap();
+    let ended = common::wait_measured(&child);
     let output = std::process::Output {
-        status: std::process::ExitStatus::from_raw(status),
+        status: std::process::ExitStatus::from_raw(ended.status),
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
     };
-    (output, usage, peak_rss_kib)
+    (output, ended.usage, ended.peak_rss_kib)
 }
 
 fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
@@ -308,11 +271,6 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         sims_cpu,
         preflight,
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn run(rt: &tokio::runtime::Runtime, s: &Scenario) {

@@ -23,6 +23,9 @@ use drover_api::{StepContext, testing};
 use drover_kube::velero::{TarballWriter, backup_object};
 use drover_kube_sim::{Cluster, Fault, FaultKind, Settings};
 
+mod common;
+use common::median;
+
 const NAMESPACES: usize = 100;
 const LATENCY: Duration = Duration::from_millis(5);
 
@@ -107,11 +110,6 @@ fn write_tarball(path: &Path, objects: &[(String, Value)]) {
         w.add(resource, object).unwrap();
     }
     w.finish().unwrap();
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
 }
 
 struct Target {

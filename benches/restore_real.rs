@@ -27,6 +27,9 @@ use serde_json::{Value, json};
 
 use drover_controlplane::{Binaries, ControlPlane, Options, User};
 
+mod common;
+use common::median;
+
 const NAMESPACES: usize = 100;
 const PER_KIND: usize = 10;
 
@@ -158,7 +161,7 @@ fn drover(plane: &ControlPlane, dir: &Path, state: &Path) -> (Duration, f64) {
     )
     .unwrap();
     let started = Instant::now();
-    // Waited for below with wait4, which also gives the child's peak RSS.
+    // Waited for below by `common::wait_measured`, which also gives its peak RSS.
     #[allow(clippy::zombie_processes)]
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
         .args(["run", runbook.to_str().unwrap(), "--sites", sites.to_str().unwrap(), "--yes", "--skip-preflight"])
@@ -171,22 +174,13 @@ fn drover(plane: &ControlPlane, dir: &Path, state: &Path) -> (Duration, f64) {
         })
         .spawn()
         .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an rusage of our own child, waited for once.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let ended = common::wait_measured(&child);
     let elapsed = started.elapsed();
     if let Ok(keep) = std::env::var("DROVER_BENCH_KEEP") {
         let _ = std::process::Command::new("cp").arg("-r").arg(state).arg(keep).status();
     }
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "drover's restore failed");
-    (elapsed, usage.ru_maxrss as f64 / 1024.0)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    assert!(ended.success(), "drover's restore failed");
+    (elapsed, ended.peak_rss_kib as f64 / 1024.0)
 }
 
 fn main() {

@@ -214,8 +214,19 @@ async fn the_bridge_watches_a_lab_failover_and_approves_its_gate_from_the_page()
     assert_ne!(text(&c, "#elapsed").await, ticking, "the elapsed time ticks while the run waits");
 
     // alice approves from the page; the run goes on, step by step, on the same page.
+    // The form posts and the answer redirects to the run's page: a new document. Marked only
+    // once it has loaded — a click returns before the navigation it starts, and on a loaded
+    // machine the mark once landed on the old document.
     c.find(Locator::Css("form.banner input.who")).await.unwrap().send_keys("alice").await.unwrap();
+    c.execute("window.beforeAnswer = true", vec![]).await.unwrap();
     c.find(Locator::Css("form.banner button[value=approve]")).await.unwrap().click().await.unwrap();
+    until(
+        &c,
+        "the run's page after the answer",
+        "window.beforeAnswer === undefined && document.readyState === 'complete'",
+        Duration::from_secs(60),
+    )
+    .await;
     c.execute("window.sameDocument = true", vec![]).await.unwrap();
     let failed =
         |e: String| panic!("{e}\n\nthe failover's output:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
