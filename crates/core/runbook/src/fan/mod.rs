@@ -370,13 +370,11 @@ impl Problems {
 /// Where each item was written: its file and position.
 type Places = Vec<(PathBuf, Pos)>;
 
-fn dig<'v>(mut v: &'v Value, path: &[String]) -> Option<&'v Value> {
-    for key in path {
-        v = match v {
-            Value::Object(m) => m.get(key)?,
-            Value::Array(a) => a.get(key.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
+/// The field of an item at `path` (`expr::dig`, as `${{ item.a.b }}` reads it), when it is a
+/// value inside the item: a path through every element of a list (`*`) is no one field.
+fn dig<'v>(item: &'v Value, path: &[String]) -> Option<&'v Value> {
+    match crate::expr::dig(item, path) {
+        Ok(std::borrow::Cow::Borrowed(v)) => Some(v),
+        _ => None,
     }
-    Some(v)
 }
