@@ -71,6 +71,7 @@ fn registry() -> Registry {
             open_outputs: true,
             sites: vec![],
             rpo_output: None,
+            prepares: None,
         })) as Arc<dyn Action>
     };
     Registry::builtin().with(noop("noop", true)).with(noop("noop.pure", false))

@@ -609,3 +609,199 @@ async fn the_rpo_in_the_report_is_the_output_the_action_declares() {
     let report = drover::report::Report::from_state(&state).with_forecast(&state, &[]);
     assert_eq!(report.forecast.unwrap().rpo_seconds, vec![("check".to_string(), 42.5)]);
 }
+
+/// A restore-like action (mock): its preparation reads for two seconds (paused time) and
+/// fails while `with.prepare_fails`; its run says whether it used what was read ahead, and
+/// fails its first attempt retryably while `with.flaky`.
+struct ReadAhead(Log);
+
+#[async_trait]
+impl Action for ReadAhead {
+    fn info(&self) -> &ActionInfo {
+        static INFO: std::sync::LazyLock<ActionInfo> = std::sync::LazyLock::new(|| ActionInfo {
+            prepares: Some("reads its source".into()),
+            ..Mock::info("read-ahead", true, false)
+        });
+        &INFO
+    }
+    fn check_params(&self, _: &serde_json::Value) -> Result<(), Vec<drover_api::ParamError>> {
+        Ok(())
+    }
+    async fn plan(&self, _: &drover_api::StepContext, _: &serde_json::Value) -> Result<Plan, ActionError> {
+        Ok(Plan::new("read, then write"))
+    }
+    async fn prepare(
+        &self,
+        ctx: &drover_api::StepContext,
+        with: &serde_json::Value,
+    ) -> Result<Option<drover_api::Prepared>, ActionError> {
+        self.0.lock().unwrap().push(format!("prepare:{}", ctx.step_id));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if with["prepare_fails"] == json!(true) {
+            return Err(ActionError::retryable("the source did not answer"));
+        }
+        self.0.lock().unwrap().push(format!("prepared:{}", ctx.step_id));
+        Ok(Some(Box::new(format!("read ahead for {}", with["value"]))))
+    }
+    async fn run(&self, ctx: &drover_api::StepContext, with: &serde_json::Value) -> Result<Outputs, ActionError> {
+        let read = match ctx.take_prepared::<String>() {
+            Some(read) => read,
+            None => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                format!("read at its turn for {}", with["value"])
+            }
+        };
+        self.0.lock().unwrap().push(format!("run:{}:{read}", ctx.step_id));
+        if with["flaky"] == json!(true) && ctx.attempt == 1 {
+            return Err(ActionError::retryable("the write was refused, transiently"));
+        }
+        let mut outputs = Outputs::new();
+        outputs.insert("read".into(), json!(read));
+        Ok(outputs)
+    }
+}
+
+async fn run_read_ahead(yaml: &str) -> (Ran, Log) {
+    let log: Log = Arc::default();
+    let reg = registry(&log).with(Arc::new(ReadAhead(log.clone())));
+    let loaded = load(yaml, &reg);
+    let ran = run_with(&loaded, StopSignal::never(), None, Arc::new(AutoApprove("test".into()))).await;
+    (ran, log)
+}
+
+fn read_of(ran: &Ran, step: &str) -> String {
+    ran.summary.outputs[step]["read"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restore_reads_while_the_volumes_transfer_once_the_fence_is_done() {
+    let started = tokio::time::Instant::now();
+    let (ran, log) = run_read_ahead(
+        "steps:
+  - { id: fence, uses: ok }
+  - { id: transfer, uses: wait, needs: [fence], with: { ms: 3000 } }
+  - { id: restore, uses: read-ahead, needs: [transfer], prepare_after: [fence], with: { value: shop } }
+",
+    )
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(read_of(&ran, "restore"), "read ahead for \"shop\"");
+    let calls = calls(&log);
+    let at = |c: &str| calls.iter().position(|x| x.starts_with(c)).unwrap_or_else(|| panic!("no {c} in {calls:?}"));
+    assert!(at("prepare:restore") < at("done:transfer"), "the read began during the transfer: {calls:?}");
+    assert!(at("prepared:restore") < at("done:transfer"), "and ended during it: {calls:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(3), "the restore's read is off the critical path");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_prepare_after_the_restore_reads_at_its_turn() {
+    let started = tokio::time::Instant::now();
+    let (ran, log) = run_read_ahead(
+        "steps:
+  - { id: fence, uses: ok }
+  - { id: transfer, uses: wait, needs: [fence], with: { ms: 3000 } }
+  - { id: restore, uses: read-ahead, needs: [transfer], with: { value: shop } }
+",
+    )
+    .await;
+    assert_eq!(read_of(&ran, "restore"), "read at its turn for \"shop\"");
+    assert!(!calls(&log).iter().any(|c| c.starts_with("prepare:")));
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_preparation_is_noted_and_the_run_reads_at_its_turn() {
+    let (ran, _) = run_read_ahead(
+        "steps:
+  - { id: fence, uses: ok }
+  - { id: transfer, uses: wait, needs: [fence], with: { ms: 3000 } }
+  - { id: restore, uses: read-ahead, needs: [transfer], prepare_after: [fence], with: { value: shop, prepare_fails: true } }
+",
+    )
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(read_of(&ran, "restore"), "read at its turn for \"shop\"");
+    let note = ran.events.iter().find_map(|e| match e {
+        Event::StepNote { step, message } if step == "restore" => Some(message.clone()),
+        _ => None,
+    });
+    assert!(note.is_some_and(|n| n.contains("the source did not answer")), "the operator is told why it read late");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_reads_again_rather_than_reuse_what_was_read_ahead() {
+    let (ran, log) = run_read_ahead(
+        "steps:
+  - { id: fence, uses: ok }
+  - { id: transfer, uses: wait, needs: [fence], with: { ms: 3000 } }
+  - id: restore
+    uses: read-ahead
+    needs: [transfer]
+    prepare_after: [fence]
+    retry: { attempts: 2, backoff: 1s }
+    with: { value: shop, flaky: true }
+",
+    )
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    let runs: Vec<String> = calls(&log).into_iter().filter(|c| c.starts_with("run:restore")).collect();
+    assert_eq!(runs, ["run:restore:read ahead for \"shop\"", "run:restore:read at its turn for \"shop\""]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_fence_prepares_nothing() {
+    let (ran, log) = run_read_ahead(
+        "on_failure: halt
+steps:
+  - { id: fence, uses: fail }
+  - { id: transfer, uses: wait, needs: [fence], with: { ms: 3000 } }
+  - { id: restore, uses: read-ahead, needs: [transfer], prepare_after: [fence], with: { value: shop } }
+",
+    )
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Failed);
+    assert_eq!(ran.outcome("restore"), Outcome::NotRun, "the run halted at the failed fence");
+    assert!(!calls(&log).iter().any(|c| c.starts_with("prepare:")), "{:?}", calls(&log));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_its_if_rules_out_is_not_prepared() {
+    let (ran, log) = run_read_ahead(
+        "steps:
+  - { id: fence, uses: ok }
+  - { id: transfer, uses: wait, needs: [fence], with: { ms: 3000 } }
+  - { id: restore, uses: read-ahead, needs: [transfer], prepare_after: [fence], if: false, with: { value: shop } }
+",
+    )
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(ran.outcome("restore"), Outcome::Skipped);
+    assert!(!calls(&log).iter().any(|c| c.starts_with("prepare:")), "{:?}", calls(&log));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fanned_restores_read_ahead_after_their_own_apps_fence() {
+    let started = tokio::time::Instant::now();
+    let (ran, log) = run_read_ahead(
+        r#"params:
+  apps: { type: list, default: [{ name: a, transfer: 1000 }, { name: b, transfer: 4000 }] }
+steps:
+  - { id: fence, for_each: "${{ params.apps }}", uses: ok }
+  - { id: transfer, for_each: "${{ params.apps }}", uses: wait, needs: [fence], with: { ms: "${{ item.transfer }}" } }
+  - id: restore
+    for_each: ${{ params.apps }}
+    uses: read-ahead
+    needs: [transfer]
+    prepare_after: [fence]
+    with: { value: "${{ item.name }}" }
+"#,
+    )
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(read_of(&ran, "restore[a]"), "read ahead for \"a\"");
+    assert_eq!(read_of(&ran, "restore[b]"), "read ahead for \"b\"");
+    let calls = calls(&log);
+    let at = |c: &str| calls.iter().position(|x| x.starts_with(c)).unwrap();
+    assert!(at("prepare:restore[b]") < at("done:transfer[a]"), "b reads once its own fence is done: {calls:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(4), "a waits for its read (2 s), b for its transfer (4 s)");
+}

@@ -181,6 +181,38 @@ async fn the_apps_of_a_tier_wait_for_their_workloads_side_by_side() {
     assert!(most > 32, "at most {most} apps waited for their workloads at once: {waits:?}");
 }
 
+/// Backend: the Kubernetes and ONTAP simulators. Each app's restore reads its fenced primary
+/// while its volumes transfer and break (`prepare_after`), and writes at its turn: every
+/// restore says its source was read ahead, and the apps are restored all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleets_restores_read_the_fenced_primary_while_the_volumes_transfer() {
+    use drover::engine::events::Event;
+    let dir = tempfile::tempdir().unwrap();
+    let lab = simulated_fleet(dir.path(), drover::lab::Fleet { apps: 4, volumes_per_app: 1, tiers: 2, svms: 1 }).await;
+    let state = dir.path().join("state");
+    let (out, text) = fleet_failover(&state, &lab, lab.inventory.as_ref().unwrap()).await;
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let sources: Vec<(String, String)> = journal(&state)
+        .into_iter()
+        .filter_map(|rec| match rec.event {
+            Event::StepFinished { step, outputs, .. } if step.starts_with("restore-from-primary[") => {
+                Some((step, outputs["source"].as_str().unwrap_or_default().to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sources.len(), 4, "{sources:?}");
+    for (step, source) in &sources {
+        assert!(source.ends_with("(read ahead of this step's turn)"), "{step}: {source}");
+    }
+    let deployments: Vec<String> =
+        lab_state(&lab).await.into_iter().filter(|l| l.starts_with("west deployments ")).collect();
+    for ns in ["shop", "shop-2", "shop-3", "shop-4"] {
+        let here = format!(r#""namespace":"{ns}""#);
+        assert!(deployments.iter().any(|l| l.contains(&here)), "no deployment of {ns} at DR: {deployments:?}");
+    }
+}
+
 /// Backend: the ONTAP simulator (a fault no real server gives on demand) and the Kubernetes
 /// simulator. One app's volume refuses to quiesce: that app is rolled back — its fence lifted,
 /// its other volume's transfers resumed — so it runs on the primary as before; the other apps

@@ -196,3 +196,30 @@ fn secrets_are_the_settings_plugins_declare_and_are_never_echoed() {
     assert!(err.contains("sites.etcd.etcd.key: credentials must be a reference"), "{err}");
     assert!(!err.contains("c2VjcmV0") && !err.contains("BEGIN-PRIVATE"), "an inline secret is never echoed: {err}");
 }
+
+#[test]
+fn prepare_after_names_a_step_it_needs_on_an_action_that_prepares() {
+    let rb = |step: &str| {
+        format!(
+            "apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: x }}\nsteps:\n  - {{ id: fence, uses: log, with: {{ message: fenced }} }}\n  - {{ id: other, uses: log, with: {{ message: other }} }}\n{step}"
+        )
+    };
+    let restore = "  - id: restore\n    uses: kube.restore\n    needs: [fence]\n    prepare_after: [{after}]\n    with: { site: west, from: { manifests: [m] } }\n";
+    let sites = "sites:\n  west: { kube: { context: west } }\n";
+    let with_sites = |after: &str| {
+        rb(&restore.replace("{after}", after))
+            .replace("metadata: { name: x }\n", &format!("metadata: {{ name: x }}\n{sites}"))
+    };
+    assert_eq!(problems(&with_sites("fence")), "ok");
+    let not_needed = problems(&with_sites("other"));
+    assert!(
+        not_needed.contains("rb.yaml:12:21: error: step `restore`: prepare_after `other`, which it does not need"),
+        "{not_needed}"
+    );
+    assert!(not_needed.contains("add it to `needs`"), "{not_needed}");
+    let unknown = problems(&with_sites("fenc"));
+    assert!(unknown.contains("prepare_after `fenc`, which is not a step"), "{unknown}");
+    let log =
+        problems(&rb("  - { id: note, uses: log, needs: [fence], prepare_after: [fence], with: { message: hi } }\n"));
+    assert!(log.contains("`log` does nothing ahead of its turn, so `prepare_after` has no effect"), "{log}");
+}

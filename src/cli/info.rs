@@ -210,6 +210,18 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
                             .collect();
                         notes.push(format!("needs {}", needs.join(", ")));
                     }
+                    if !s.prepare_after.is_empty() {
+                        let mut after: Vec<&str> = vec![];
+                        for a in &s.prepare_after {
+                            let of =
+                                loaded.index.get(a).and_then(|&j| rb.steps[j].instance.as_ref()).map(|x| x.of.as_str());
+                            let name = of.unwrap_or(a);
+                            if !after.contains(&name) {
+                                after.push(name);
+                            }
+                        }
+                        notes.push(format!("reads ahead after {}", after.join(", ")));
+                    }
                     if let Some(inst) = &s.instance
                         && let Some(tier) = &inst.tier
                     {
@@ -292,7 +304,7 @@ pub fn plan(cli: &Cli, a: &PlanArgs, registry: &Registry) -> Result<i32, CliErro
                 .map(|&i| {
                     let s = &rb.steps[i];
                     json!({
-                        "id": s.id, "uses": s.call.uses, "level": levels[i], "needs": s.needs,
+                        "id": s.id, "uses": s.call.uses, "level": levels[i], "needs": s.needs, "prepare_after": s.prepare_after,
                         "for_each": s.instance.as_ref().map(|x| json!({ "step": x.of, "item": x.key, "tier": x.tier })),
                         "if": s.condition.as_ref().map(|c| &c.1), "lock": s.lock, "confirm": s.confirm_text,
                         "always": s.always, "timeout_ms": s.timeout.as_millis() as u64, "attempts": s.retry.attempts,
@@ -618,6 +630,9 @@ pub fn actions(cli: &Cli, a: &ActionsArgs, registry: &Registry) -> Result<i32, C
         }
         if info.undo {
             outln!("\nhas its own undo for `on_failure: rollback`");
+        }
+        if let Some(what) = &info.prepares {
+            outln!("\nwith `prepare_after: [STEPS]`, {what} once those steps are done, before its turn");
         }
     }
     Ok(exit::SUCCESS)

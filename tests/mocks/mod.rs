@@ -56,6 +56,7 @@ impl Mock {
             open_outputs: true,
             sites: vec![],
             rpo_output: None,
+            prepares: None,
         }
     }
 

@@ -62,7 +62,13 @@ pub struct StepContext {
     host: Arc<dyn StepHost>,
     checkpoint: Option<Value>,
     base_dir: Option<std::path::PathBuf>,
+    /// What the action's `prepare` read ahead of the step's turn, taken by its first attempt.
+    prepared: Option<Arc<std::sync::Mutex<Option<Prepared>>>>,
 }
+
+/// What an action's [`crate::Action::prepare`] read before the step's turn: its own type,
+/// handed back to its `run` through [`StepContext::take_prepared`].
+pub type Prepared = Box<dyn std::any::Any + Send>;
 
 impl StepContext {
     #[allow(clippy::too_many_arguments)]
@@ -88,7 +94,20 @@ impl StepContext {
             host,
             checkpoint,
             base_dir: None,
+            prepared: None,
         }
+    }
+
+    /// Hand `run` what `prepare` read ahead of the step's turn.
+    pub fn with_prepared(mut self, prepared: Prepared) -> Self {
+        self.prepared = Some(Arc::new(std::sync::Mutex::new(Some(prepared))));
+        self
+    }
+
+    /// What this action's `prepare` read ahead of the step's turn, once: a retry reads again.
+    pub fn take_prepared<T: 'static>(&self) -> Option<T> {
+        let taken = self.prepared.as_ref()?.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        taken.downcast::<T>().ok().map(|b| *b)
     }
 
     /// Relative paths in parameters are taken from here (the runbook's directory).

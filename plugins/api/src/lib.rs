@@ -21,7 +21,7 @@ mod sites;
 pub mod testing;
 mod typed;
 
-pub use context::{Mode, Progress, StepContext, StepHost};
+pub use context::{Mode, Prepared, Progress, StepContext, StepHost};
 pub use duration::HumanDuration;
 pub use error::{ActionError, ErrorKind, causes, is_certificate_failure};
 pub use gates::Gates;
@@ -67,6 +67,10 @@ pub struct ActionInfo {
     /// The output holding the data a failover would lose now, in seconds: the report's RPO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo_output: Option<String>,
+    /// What the action reads ahead of its step's turn when the step sets `prepare_after`
+    /// (`kube.restore`: its source); none for actions that do nothing ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepares: Option<String>,
 }
 
 impl ActionInfo {
@@ -132,6 +136,15 @@ pub trait Action: Send + Sync {
 
     /// Read-only: check preconditions against the real system and describe the change.
     async fn plan(&self, ctx: &StepContext, with: &Value) -> Result<Plan, ActionError>;
+
+    /// Read-only work `run` would begin with, done before the step's turn once the steps its
+    /// `prepare_after` names are done (a restore reads its source while volumes transfer).
+    /// What it returns reaches `run` through [`StepContext::take_prepared`]; `None`, or an
+    /// error, and `run` does the work itself. Never changes the world.
+    async fn prepare(&self, ctx: &StepContext, with: &Value) -> Result<Option<Prepared>, ActionError> {
+        let _ = (ctx, with);
+        Ok(None)
+    }
 
     /// Make the change. Idempotent: running it again after success is a no-op success.
     async fn run(&self, ctx: &StepContext, with: &Value) -> Result<Outputs, ActionError>;

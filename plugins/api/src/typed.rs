@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Action, ActionError, ActionInfo, Outputs, ParamError, PathSegment, Plan, StepContext};
+use crate::{Action, ActionError, ActionInfo, Outputs, ParamError, PathSegment, Plan, Prepared, StepContext};
 
 /// An output an action promises.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,6 +88,10 @@ pub trait TypedAction: Send + Sync + 'static {
 
     const SPEC: ActionSpec;
 
+    /// What [`TypedAction::prepare`] reads ahead of the step's turn, in a phrase (`drover
+    /// actions` shows it; `prepare_after` is refused for actions without one).
+    const PREPARES: Option<&'static str> = None;
+
     /// Pure checks beyond what the types say (ranges, mutually exclusive fields).
     fn check(&self, params: &Self::Params) -> Result<(), Vec<ParamError>> {
         let _ = params;
@@ -95,6 +99,12 @@ pub trait TypedAction: Send + Sync + 'static {
     }
 
     async fn plan(&self, ctx: &StepContext, params: Self::Params) -> Result<Plan, ActionError>;
+
+    /// Read-only work `run` begins with, done ahead of the step's turn (see [`Action::prepare`]).
+    async fn prepare(&self, ctx: &StepContext, params: Self::Params) -> Result<Option<Prepared>, ActionError> {
+        let _ = (ctx, params);
+        Ok(None)
+    }
 
     async fn run(&self, ctx: &StepContext, params: Self::Params) -> Result<Outputs, ActionError>;
 
@@ -122,6 +132,7 @@ pub fn typed<A: TypedAction>(action: A) -> Arc<dyn Action> {
         open_outputs: spec.open_outputs,
         sites: spec.sites.iter().map(|s| s.to_string()).collect(),
         rpo_output: spec.rpo_output.map(str::to_string),
+        prepares: A::PREPARES.map(str::to_string),
     };
     Arc::new(Typed { action, info, _p: PhantomData })
 }
@@ -163,6 +174,11 @@ impl<A: TypedAction> Action for Typed<A> {
     async fn plan(&self, ctx: &StepContext, with: &Value) -> Result<Plan, ActionError> {
         let params = self.decode_for_call(with)?;
         self.action.plan(ctx, params).await
+    }
+
+    async fn prepare(&self, ctx: &StepContext, with: &Value) -> Result<Option<Prepared>, ActionError> {
+        let params = self.decode_for_call(with)?;
+        self.action.prepare(ctx, params).await
     }
 
     async fn run(&self, ctx: &StepContext, with: &Value) -> Result<Outputs, ActionError> {

@@ -74,6 +74,15 @@ pub(super) struct Board<'a> {
     /// Preflight: steps being planned before their turn, and plans that ended before it.
     pub(super) planning_early: Vec<bool>,
     pub(super) planned_early: HashMap<usize, Finished>,
+    /// Run: the steps each step's `prepare_after` names, by index, and how many of them are
+    /// not done yet (a step without `prepare_after`, or one naming a step not in this run,
+    /// never prepares).
+    pub(super) prepare_children: Vec<Vec<usize>>,
+    pub(super) prepare_missing: Vec<Option<usize>>,
+    /// Run: steps whose `prepare_after` steps are all done, to prepare if they still wait.
+    pub(super) prepare_queue: Vec<usize>,
+    /// Run: preparations begun ahead of their step's turn.
+    pub(super) ahead: HashMap<usize, Ahead>,
 }
 
 impl<'a> Board<'a> {
@@ -105,6 +114,10 @@ impl<'a> Board<'a> {
             running: 0,
             planning_early: vec![false; n],
             planned_early: HashMap::new(),
+            prepare_children: vec![vec![]; n],
+            prepare_missing: vec![None; n],
+            prepare_queue: vec![],
+            ahead: HashMap::new(),
         };
         // Steps a resumed run already finished are terminal from the start.
         for (i, s) in rb.steps.iter().enumerate() {
@@ -117,6 +130,23 @@ impl<'a> Board<'a> {
             }
         }
         board.pending_eval = (0..n).filter(|&i| board.state[i] == State::Waiting && board.missing[i] == 0).collect();
+        if phase == Phase::Run {
+            for (i, s) in rb.steps.iter().enumerate().filter(|(_, s)| !s.prepare_after.is_empty()) {
+                let Some(after) =
+                    s.prepare_after.iter().map(|id| loaded.index.get(id).copied()).collect::<Option<Vec<_>>>()
+                else {
+                    continue;
+                };
+                let done = |&p: &usize| matches!(board.state[p], State::Done(o) if o.satisfies());
+                board.prepare_missing[i] = Some(after.iter().filter(|p| !done(p)).count());
+                for p in after {
+                    board.prepare_children[p].push(i);
+                }
+                if board.prepare_missing[i] == Some(0) && board.state[i] == State::Waiting {
+                    board.prepare_queue.push(i);
+                }
+            }
+        }
         board
     }
 
@@ -277,6 +307,18 @@ impl<'a> Board<'a> {
             other => other,
         };
         self.state[i] = State::Done(outcome);
+        // A preparation its step did not use (skipped, blocked, not run) ends here.
+        self.ahead.remove(&i);
+        if outcome.satisfies() {
+            for &c in &self.prepare_children[i] {
+                if let Some(missing) = self.prepare_missing[c].as_mut() {
+                    *missing -= 1;
+                    if *missing == 0 && self.state[c] == State::Waiting {
+                        self.prepare_queue.push(c);
+                    }
+                }
+            }
+        }
         if matches!(outcome, Outcome::Succeeded | Outcome::Planned | Outcome::PlanFailed) {
             self.outputs[i] = Some(fin.outputs.clone());
         }

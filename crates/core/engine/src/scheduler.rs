@@ -138,6 +138,7 @@ impl Drive<'_> {
         action: Arc<dyn drover_api::Action>,
         with: Value,
         confirm: Option<String>,
+        ahead: Option<Ahead>,
     ) -> impl std::future::Future<Output = Finished> + Send + 'static {
         let step = &self.loaded.runbook.steps[i];
         StepJob {
@@ -154,8 +155,28 @@ impl Drive<'_> {
             shared: self.shared.clone(),
             stop: self.graceful.clone(),
             deadline: self.deadline,
+            ahead,
         }
         .run()
+    }
+
+    /// Begin step `i`'s preparation (`prepare_after`): read-only, quiet, within its timeout.
+    fn prepare_ahead(&self, i: usize, action: Arc<dyn drover_api::Action>, with: Value) -> Ahead {
+        let step = &self.loaded.runbook.steps[i];
+        let ctx = StepContext::new(
+            self.shared.run_id.clone(),
+            step.id.clone(),
+            1,
+            Mode::Run,
+            Some(Instant::now() + step.timeout),
+            self.sites.clone(),
+            self.graceful.clone(),
+            Arc::new(Quiet),
+            None,
+        )
+        .with_base_dir(self.shared.base_dir.clone());
+        let prepared = with.clone();
+        Ahead { with, task: tokio::spawn(async move { action.prepare(&ctx, &prepared).await }) }
     }
 }
 
@@ -217,7 +238,7 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
                 continue;
             }
             board.ready.remove(k);
-            let (action, with, confirm) = match prepare(step, &d.loaded.actions.call[i], &board.scope(i)) {
+            let (action, with, confirm) = match call_of(step, &d.loaded.actions.call[i], &board.scope(i)) {
                 Ok(p) => p,
                 Err(error) => {
                     let outcome = if board.phase.plans() { Outcome::PlanFailed } else { Outcome::Failed };
@@ -229,8 +250,28 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
                 *lock_use.entry(name).or_default() += 1;
             }
             board.start(i);
-            let handle = tasks.spawn(d.job(i, board.phase, action, with, confirm));
+            // A preparation made with other parameters than the run's is not the run's.
+            let ahead = board.ahead.remove(&i).filter(|a| a.with == with);
+            let handle = tasks.spawn(d.job(i, board.phase, action, with, confirm, ahead));
             task_step.insert(handle.id(), i);
+        }
+        // Steps whose `prepare_after` steps are done begin their read-only part now.
+        while board.phase == Phase::Run
+            && stop_level == 0
+            && !board.halting
+            && let Some(i) = board.prepare_queue.pop()
+        {
+            let step = &rb.steps[i];
+            let scope = board.scope(i);
+            let may_run = step.condition.as_ref().is_none_or(|(cond, _)| {
+                reads_only_settled_steps(cond, step, board) && cond.holds(&scope).is_ok_and(|holds| holds)
+            });
+            if board.state[i] != State::Waiting || !may_run || !plans_early(step) {
+                continue;
+            }
+            if let Ok((action, with, _)) = call_of(step, &d.loaded.actions.call[i], &scope) {
+                board.ahead.insert(i, d.prepare_ahead(i, action, with));
+            }
         }
         // Free slots plan later steps early (see `plans_early`), in file order.
         while board.phase == Phase::Preflight && stop_level == 0 && task_step.len() < d.concurrency {
@@ -249,9 +290,9 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
                 continue;
             }
             // What cannot be prepared now is reported when its turn comes.
-            let Ok((action, with, confirm)) = prepare(step, &d.loaded.actions.call[i], &scope) else { continue };
+            let Ok((action, with, confirm)) = call_of(step, &d.loaded.actions.call[i], &scope) else { continue };
             board.planning_early[i] = true;
-            let handle = tasks.spawn(d.job(i, board.phase, action, with, confirm));
+            let handle = tasks.spawn(d.job(i, board.phase, action, with, confirm, None));
             task_step.insert(handle.id(), i);
         }
         if !board.pending_eval.is_empty() {
@@ -289,6 +330,7 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
                     let _ = board.sink.emit(Event::StopRequested { abort: level >= 2, signal });
                     d.graceful.cancel();
                     board.forget_early_plans();
+                    board.ahead.clear();
                     if level >= 2 {
                         tasks.abort_all();
                     }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use drover_api::{Action, ActionError, Mode, Outputs, Progress, StepContext, StepHost};
+use drover_api::{Action, ActionError, Mode, Outputs, Prepared, Progress, StepContext, StepHost};
 
 use super::events::{Event, Outcome};
 use super::policy::backoff_delay;
@@ -22,10 +22,10 @@ use drover_runbook::{Call, Loaded, Step};
 use super::board::*;
 
 /// A step ready to start: its action, interpolated parameters and gate message.
-pub(super) type Prepared = (Arc<dyn Action>, Value, Option<String>);
+pub(super) type StepCall = (Arc<dyn Action>, Value, Option<String>);
 
 /// Interpolate a step's `with:` and gate message for its (resolved) action.
-pub(super) fn prepare(step: &Step, action: &Arc<dyn Action>, scope: &RunScope) -> Result<Prepared, ActionError> {
+pub(super) fn call_of(step: &Step, action: &Arc<dyn Action>, scope: &RunScope) -> Result<StepCall, ActionError> {
     let action = action.clone();
     let with = interpolate(&step.call, scope, &action.info().params)?;
     let confirm = match (&step.confirm, &step.confirm_text) {
@@ -166,6 +166,32 @@ impl Scope for RunScope<'_> {
     }
 }
 
+/// A step's preparation (`prepare_after`), begun before its turn with these parameters.
+/// Dropped unused, it is stopped: it only reads.
+pub(super) struct Ahead {
+    pub(super) with: Value,
+    pub(super) task: tokio::task::JoinHandle<Result<Option<Prepared>, ActionError>>,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The host of a preparation: it reports nothing (its step has not started) and asks no one.
+pub(super) struct Quiet;
+
+#[async_trait]
+impl StepHost for Quiet {
+    fn progress(&self, _: &str, _: Progress) {}
+    fn note(&self, _: &str, _: &str) {}
+    async fn checkpoint(&self, _: &str, _: Value) {}
+    async fn approve(&self, step: &str, _: &str) -> Result<String, ActionError> {
+        Err(ActionError::permanent(format!("`{step}` asked for approval while preparing; only its run may")))
+    }
+}
+
 /// Everything one step task needs, owned.
 pub(super) struct StepJob {
     pub(super) index: usize,
@@ -182,10 +208,12 @@ pub(super) struct StepJob {
     pub(super) stop: CancellationToken,
     /// The preflight's end: a plan stops by then whatever its step's timeout.
     pub(super) deadline: Option<Instant>,
+    /// What the step's preparation read before its turn (for its first attempt).
+    pub(super) ahead: Option<Ahead>,
 }
 
 impl StepJob {
-    pub(super) async fn run(self) -> Finished {
+    pub(super) async fn run(mut self) -> Finished {
         let started = Instant::now();
         let sink = &self.shared.sink;
         let fin = |outcome, outputs, error, attempts| Finished {
@@ -274,7 +302,14 @@ impl StepJob {
                     .with_hint("check free space and permissions of the state directory; the step did not start");
                 return fin(Outcome::Failed, Outputs::new(), Some(err), attempt);
             }
-            let ctx = self.context(attempt, Mode::Run, deadline, host.clone());
+            let mut ctx = self.context(attempt, Mode::Run, deadline, host.clone());
+            if let Some(mut ahead) = self.ahead.take() {
+                match tokio::time::timeout_at(deadline, &mut ahead.task).await {
+                    Ok(Ok(Ok(Some(prepared)))) => ctx = ctx.with_prepared(prepared),
+                    Ok(Ok(Err(e))) => ctx.note(&format!("preparing ahead of its turn failed, so it reads now: {e}")),
+                    _ => {}
+                }
+            }
             let result = tokio::time::timeout_at(deadline, self.action.run(&ctx, &self.with)).await;
             let error = match result {
                 Ok(Ok(outputs)) => return fin(Outcome::Succeeded, outputs, None, attempt),

@@ -111,16 +111,60 @@ pub fn graph(rb: &Runbook, sink: &mut Sink) -> Option<Dag> {
     }
 }
 
+/// `prepare_after` names steps this one needs (directly or through others), and its action
+/// has something to do ahead of its turn.
+pub fn prepare_after(rb: &Runbook, dag: Option<&Dag>, catalog: &dyn Catalog, sink: &mut Sink) {
+    for (i, step) in rb.steps.iter().enumerate().filter(|(_, s)| !s.prepare_after.is_empty()) {
+        let at = |name: &str| list_pos(rb, i, "prepare_after", name).unwrap_or(step.pos);
+        if let Ok(action) = catalog.action(&step.call.uses)
+            && action.info().prepares.is_none()
+        {
+            let pos = step_node(rb, i).and_then(|n| n.get("prepare_after")).map_or(step.pos, |n| n.pos);
+            sink.error(
+                pos,
+                format!(
+                    "step `{}`: `{}` does nothing ahead of its turn, so `prepare_after` has no effect",
+                    step.id, step.call.uses
+                ),
+                Some("remove `prepare_after` (`drover actions` says which actions prepare)".into()),
+            );
+            continue;
+        }
+        for name in &step.prepare_after {
+            let Some(j) = rb.steps.iter().position(|s| &s.id == name) else {
+                sink.error(
+                    at(name),
+                    format!("step `{}`: prepare_after `{name}`, which is not a step", step.id),
+                    Some("`prepare_after` lists ids of steps this one needs".into()),
+                );
+                continue;
+            };
+            if dag.is_some_and(|d| !d.is_ancestor(j, i)) {
+                sink.error(
+                    at(name),
+                    format!("step `{}`: prepare_after `{name}`, which it does not need", step.id),
+                    Some(format!("the step must wait for `{name}` anyway: add it to `needs` (directly or through a step it needs)")),
+                );
+            }
+        }
+    }
+}
+
 fn step_node(rb: &Runbook, index: usize) -> Option<&Node> {
     rb.root.get("steps")?.items()?.get(rb.steps[index].item)
 }
 
 fn needs_pos(rb: &Runbook, index: usize, need: &str) -> Option<Pos> {
-    let needs = step_node(rb, index)?.get("needs")?;
-    if needs.as_str() == Some(need) {
-        return Some(needs.pos);
+    list_pos(rb, index, "needs", need)
+}
+
+/// Where a step's list of step ids (`needs`, `prepare_after`) names `id`.
+fn list_pos(rb: &Runbook, index: usize, key: &str, id: &str) -> Option<Pos> {
+    let list = step_node(rb, index)?.get(key)?;
+    if list.as_str() == Some(id) {
+        return Some(list.pos);
     }
-    needs.items()?.iter().find(|n| n.as_str() == Some(need)).map(|n| n.pos)
+    list.items()?.iter().find(|n| n.as_str() == Some(id)).map(|n| n.pos)
 }
 
 /// Each step's action exists and accepts its parameters.

@@ -42,6 +42,7 @@ pub(super) const STEP_KEYS: &[&str] = &[
     "uses",
     "with",
     "needs",
+    "prepare_after",
     "if",
     "timeout",
     "retry",
@@ -419,13 +420,17 @@ fn step(
     };
     let place = format!("step `{id}`");
     let call = call(node, node.get("uses"), node.get("with"), &place, sink);
-    let needs = node
-        .get("needs")
-        .map(|n| string_list(n, &format!("{place}: needs"), sink))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect();
+    // `needs` and `prepare_after`: lists of step ids.
+    let mut step_ids = |key: &str| -> Vec<String> {
+        node.get(key)
+            .map(|n| string_list(n, &format!("{place}: {key}"), sink))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    };
+    let needs = step_ids("needs");
+    let prepare_after = step_ids("prepare_after");
     let condition = node.get("if").and_then(|n| {
         let text = match &n.kind {
             Kind::Bool(b) => b.to_string(),
@@ -479,6 +484,7 @@ fn step(
         description,
         call: call?,
         needs,
+        prepare_after,
         condition,
         timeout,
         retry,

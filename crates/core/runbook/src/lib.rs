@@ -166,6 +166,7 @@ pub fn load_source(path: &Path, text: &str, catalog: &dyn Catalog, opts: &LoadOp
     let dag = check::graph(&runbook, &mut sink);
     check::actions(&runbook, catalog, &sites, &params, &mut sink);
     check::references(&runbook, dag.as_ref(), catalog, &sites, &params, &mut sink);
+    check::prepare_after(&runbook, dag.as_ref(), catalog, &mut sink);
     found.extend(sink.found);
 
     // The steps as written are checked; now each fanned step becomes one step per item.

@@ -153,6 +153,10 @@ pub struct Step {
     pub description: String,
     pub call: Call,
     pub needs: Vec<String>,
+    /// Steps (among those it needs, directly or not) after which the action's read-only
+    /// preparation may begin, before its turn: a restore reads the fenced primary while the
+    /// volumes still transfer.
+    pub prepare_after: Vec<String>,
     pub condition: Option<(Expr, String)>,
     pub timeout: Duration,
     pub retry: RetryPolicy,

@@ -27,7 +27,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use drover_api::{
-    ActionError, ActionSpec, Outputs, ParamError, PathSegment, Plan, Progress, StepContext, TypedAction, ValueType,
+    ActionError, ActionSpec, Outputs, ParamError, PathSegment, Plan, Prepared, Progress, StepContext, TypedAction,
+    ValueType,
 };
 
 use crate::actions::apply::FIELD_MANAGER;
@@ -432,6 +433,9 @@ impl TypedAction for Restore {
         rpo_output: None,
     };
 
+    const PREPARES: Option<&'static str> =
+        Some("reads its source (the live cluster, the backup or the manifests), cleaned and transformed");
+
     fn check(&self, p: &RestoreParams) -> Result<(), Vec<ParamError>> {
         Pipeline::new(p)?;
         if p.concurrency == Some(0) {
@@ -520,10 +524,24 @@ impl TypedAction for Restore {
         Ok(plan.output("source", got.source))
     }
 
+    /// The read, ahead of the turn: a restore from the live primary reads it once the primary
+    /// is fenced, while the volumes still transfer; the writes wait for the turn.
+    async fn prepare(&self, ctx: &StepContext, p: RestoreParams) -> Result<Option<Prepared>, ActionError> {
+        let pipeline = Pipeline::new(&p).map_err(|e| ActionError::permanent(e[0].message.clone()))?;
+        let got = collect(ctx, &p, &pipeline).await?;
+        Ok(Some(Box::new(got)))
+    }
+
     async fn run(&self, ctx: &StepContext, p: RestoreParams) -> Result<Outputs, ActionError> {
         let pipeline = Pipeline::new(&p).map_err(|e| ActionError::permanent(e[0].message.clone()))?;
         let kube = Kube::connect(ctx, &p.site).await?;
-        let mut got = collect(ctx, &p, &pipeline).await?;
+        let mut got = match ctx.take_prepared::<Collected>() {
+            Some(mut got) => {
+                got.source = format!("{} (read ahead of this step's turn)", got.source);
+                got
+            }
+            None => collect(ctx, &p, &pipeline).await?,
+        };
         let kinds = resolve(&kube, &mut got.objects).await?;
         let guarded = guard_fenced(&kube, &p, &mut got.objects).await?;
         for h in &guarded.held {

@@ -191,6 +191,7 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
         let Some(me) = lists.get(&step.id) else {
             let mut plain = step.clone();
             plain.needs = step.needs.iter().flat_map(|n| needs_of(n, None, &fanned)).collect();
+            plain.prepare_after = step.prepare_after.iter().flat_map(|n| needs_of(n, None, &fanned)).collect();
             out.push(plain);
             continue;
         };
@@ -201,6 +202,8 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
             inst.id = instance_id(&step.id, key);
             inst.for_each = None;
             inst.needs = step.needs.iter().flat_map(|need| needs_of(need, Some((me, n)), &fanned)).collect();
+            inst.prepare_after =
+                step.prepare_after.iter().flat_map(|after| needs_of(after, Some((me, n)), &fanned)).collect();
             let tier_index = list.tiers.as_ref().map(|tiers| match owner {
                 Some(o) => tiers.of_item[o.keys.iter().position(|k| k == me.unit(n)).unwrap_or(0)],
                 None => tiers.of_item[n],

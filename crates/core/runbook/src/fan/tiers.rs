@@ -253,6 +253,7 @@ pub(super) fn ends(
             description: format!("every item of tier {} has finished; the next tier may start", tier.name),
             call: Call { uses: TIER_ACTION.into(), with: Arc::new(json!({})), slots: Arc::new([]), pos: template.pos },
             needs,
+            prepare_after: vec![],
             condition: None,
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
@@ -288,6 +289,7 @@ impl Default for TierDone {
             open_outputs: false,
             sites: vec![],
             rpo_output: None,
+            prepares: None,
         })
     }
 }
