@@ -122,10 +122,13 @@ fn lab_up(state: &Path, dir: &Path) -> (Guard, Vec<String>) {
             std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(needed).is_file()));
         assert!(found, "{needed} is needed for the full lab (bash .ci/run installs it)");
     }
+    // Its log goes to a file, so a lab that does not come up says why.
+    std::fs::create_dir_all(state).unwrap();
+    let log = state.join("lab-up.stderr");
     let mut child = common::command(state)
         .args(["lab", "up", "--dir", dir.to_str().unwrap()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -142,7 +145,11 @@ fn lab_up(state: &Path, dir: &Path) -> (Guard, Vec<String>) {
             break;
         }
     }
-    assert!(args.iter().any(|a| a == "--sites"), "drover lab up did not say how to use it");
+    assert!(
+        args.iter().any(|a| a == "--sites"),
+        "drover lab up did not say how to use it; it wrote:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     // Keep reading its output so it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     (guard, args)
