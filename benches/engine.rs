@@ -17,6 +17,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+mod common;
+use common::median;
+
 use drover::engine::events::{RunMode, RunOutcome};
 use drover::engine::{AutoApprove, EventSink, ExecuteOptions, StopSignal, execute};
 use drover::journal::Journal;
@@ -310,13 +313,9 @@ fn page_first_paint(bencher: divan::Bencher) {
             paints.push(fcp.as_f64().expect("a first contentful paint"));
         })
     });
-    paints.sort_by(f64::total_cmp);
     if !paints.is_empty() {
-        eprintln!(
-            "page of a 10,000-step run: first contentful paint {:.0} ms (median of {})",
-            paints[paints.len() / 2],
-            paints.len()
-        );
+        let count = paints.len();
+        eprintln!("page of a 10,000-step run: first contentful paint {:.0} ms (median of {count})", median(paints));
     }
 }
 
@@ -390,11 +389,11 @@ fn page_update_latency(bencher: divan::Bencher) {
         let first = swaps.as_array().unwrap().iter().filter_map(Value::as_f64).find(|&t| t >= at);
         delays.push(first.expect("the page changed after the approval") - at);
     });
-    delays.sort_by(f64::total_cmp);
     if !delays.is_empty() {
+        delays.sort_by(f64::total_cmp);
         eprintln!(
             "live page: a journal record shown {:.0} ms after it was written (median of {}; all: {delays:?})",
-            delays[delays.len() / 2],
+            median(delays.clone()),
             delays.len()
         );
     }

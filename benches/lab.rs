@@ -94,8 +94,7 @@ fn copies() -> LabConfig {
 
 fn fleet() -> LabConfig {
     let mut c = base();
-    c.copies = 500;
-    c.fleet = Some(drover::lab::Fleet { apps: 500, volumes_per_app: 2, tiers: 3, svms: 2 });
+    c.set_fleet(drover::lab::Fleet { apps: 500, volumes_per_app: 2, tiers: 3, svms: 2 });
     c
 }
 

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+mod common;
+use common::median;
+
 use drover::engine::events::{Outcome, RunMode};
 use drover::engine::{AutoApprove, EventSink, ExecuteOptions, StopSignal, execute};
 use drover::journal::Journal;
@@ -161,10 +164,10 @@ fn main() {
                 failed.len()
             );
         }
-        times.sort();
+        let slowest = times.iter().max().copied().unwrap_or_default();
         println!("\nruns: {runs} ({} steps), none hung, no panic", runs * STEPS);
         println!("steps not succeeded after their retries: {failed_steps}");
-        println!("run time: median {:.2?}, max {:.2?}", times[times.len() / 2], times.last().unwrap());
+        println!("run time: median {:.2?}, max {slowest:.2?}", median(times.clone()));
         println!(
             "RSS after the first run {first_rss:.0} MiB, after the last {:.0} MiB, peak {:.0} MiB",
             rss_mib("VmRSS:"),

@@ -450,8 +450,7 @@ fn simulated_fleet_config(fleet: drover::lab::Fleet) -> drover::lab::LabConfig {
     let mut config = shipped();
     config.kube = drover::lab::KubeChoice::Simulator;
     config.s3 = drover::lab::Choice::None;
-    config.copies = fleet.apps;
-    config.fleet = Some(fleet);
+    config.set_fleet(fleet);
     config
 }
 

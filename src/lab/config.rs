@@ -122,7 +122,8 @@ pub struct LabConfig {
     pub apps: PathBuf,
     /// How many copies of the apps run on the primary (namespaces shop, shop-2, ...).
     pub copies: u32,
-    /// Volume relationships and tiers for the copies, when the lab is a fleet.
+    /// Volume relationships and tiers for the copies, when the lab is a fleet: set it with
+    /// [`LabConfig::set_fleet`], which keeps `copies` equal to `fleet.apps`.
     pub fleet: Option<Fleet>,
     pub dns: Choice,
     pub lb: Choice,
@@ -214,6 +215,13 @@ impl LabConfig {
             kube: file.kube,
             kube_simulator: file.kube_simulator,
         })
+    }
+
+    /// Make the lab a fleet: its apps, volumes and tiers (`copies` follows `fleet.apps`, as
+    /// the lab file allows only one of them).
+    pub fn set_fleet(&mut self, fleet: Fleet) {
+        self.copies = fleet.apps;
+        self.fleet = Some(fleet);
     }
 
     /// The application namespaces the lab seeds, in order.
