@@ -35,14 +35,10 @@ impl Drop for Guard {
 
 /// ChromeDriver on a free loopback port, and a headless Chromium session through it.
 async fn browser() -> (Guard, Client) {
-    for needed in ["chromium", "chromedriver"] {
-        let found =
-            std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(needed).is_file()));
-        assert!(
-            found,
-            "{needed} is needed for the browser tests (apt-get install chromium chromium-driver; bash .ci/run installs them)"
-        );
-    }
+    common::require_on_path(
+        &["chromium", "chromedriver"],
+        "apt-get install chromium chromium-driver; bash .ci/run installs them",
+    );
     let started = drover_api::procs::start_on_free_ports(1, Duration::from_secs(30), |port| {
         let mut chromedriver = Command::new("chromedriver");
         chromedriver.arg(format!("--port={}", port[0])).stdout(Stdio::null()).stderr(Stdio::null());
@@ -117,11 +113,7 @@ async fn box_state(c: &Client, step: &str) -> String {
 
 /// `drover lab up` in the background: the sites file and the params its `try:` line prints.
 fn lab_up(state: &Path, dir: &Path) -> (Guard, Vec<String>) {
-    for needed in ["named", "haproxy", "moto_server"] {
-        let found =
-            std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(needed).is_file()));
-        assert!(found, "{needed} is needed for the full lab (bash .ci/run installs it)");
-    }
+    common::require_on_path(&["named", "haproxy", "moto_server"], "the full lab; bash .ci/run installs it");
     // Its log goes to a file, so a lab that does not come up says why.
     std::fs::create_dir_all(state).unwrap();
     let log = state.join("lab-up.stderr");

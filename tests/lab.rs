@@ -10,11 +10,7 @@ mod common;
 use common::drover;
 
 fn lab_failover(mode: &str, extra: &[&str]) -> (Option<i32>, String) {
-    for needed in ["named", "haproxy", "moto_server"] {
-        let found =
-            std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(needed).is_file()));
-        assert!(found, "{needed} is needed for the full lab (bash .ci/run installs it)");
-    }
+    common::require_on_path(&["named", "haproxy", "moto_server"], "the full lab; bash .ci/run installs it");
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("lab");
     let mut args = vec!["lab", "failover", "--mode", mode, "--dir", lab.to_str().unwrap()];

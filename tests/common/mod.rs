@@ -14,6 +14,16 @@ pub fn command(state: &std::path::Path) -> Command {
     c
 }
 
+/// Fail the test at once, saying how to get them, when `programs` are not on PATH: a test of a
+/// real server must not pass without it.
+pub fn require_on_path(programs: &[&str], how: &str) {
+    for program in programs {
+        let found =
+            std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+        assert!(found, "{program} is needed for this test ({how})");
+    }
+}
+
 /// `drover ARGS`, run to its end.
 pub fn drover(state: &std::path::Path, args: &[&str]) -> Output {
     command(state).args(args).output().unwrap()
