@@ -40,16 +40,19 @@ pub(crate) use {out, outln};
 /// One document for a machine: a JSON line, or a YAML document (`---` first, so that a stream
 /// of them — a run's events — reads as one YAML stream).
 pub fn emit(format: super::Output, value: &impl serde::Serialize) {
+    write(format_args!("{}", render(format, value)));
+}
+
+/// [`emit`]'s text, for a caller writing many documents at once.
+pub fn render(format: super::Output, value: &impl serde::Serialize) -> String {
     match format {
         super::Output::Yaml => match serde_yaml::to_string(value) {
-            Ok(doc) => write(format_args!("---\n{doc}")),
-            Err(e) => write(format_args!("---\nerror: cannot write this as YAML: {e}\n")),
+            Ok(doc) => format!("---\n{doc}"),
+            Err(e) => format!("---\nerror: cannot write this as YAML: {e}\n"),
         },
         _ => match serde_json::to_string(value) {
-            Ok(line) => write(format_args!("{line}\n")),
-            Err(e) => {
-                write(format_args!("{}\n", serde_json::json!({ "error": format!("cannot write this as JSON: {e}") })))
-            }
+            Ok(line) => line + "\n",
+            Err(e) => format!("{}\n", serde_json::json!({ "error": format!("cannot write this as JSON: {e}") })),
         },
     }
 }

@@ -1,8 +1,8 @@
 //! What the operator sees while a run goes: a live view of running steps on a terminal, one
 //! line per event otherwise, or JSON lines for machines. All three read the engine's events.
 
-use super::out::outln;
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,23 @@ pub fn spawn(
         let bars: Arc<Mutex<HashMap<String, ProgressBar>>> = Arc::default();
         let style = ProgressStyle::with_template("{spinner} {prefix:<24} {elapsed:>5} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        while let Some(ev) = rx.recv().await {
+        // Lines and documents queued together go out in one write: a fleet's bursts are
+        // thousands of events, and a write per line cost more than the lines.
+        let mut pending = String::new();
+        loop {
+            let ev = match rx.try_recv() {
+                Ok(ev) => ev,
+                Err(_) => {
+                    flush(&mut pending);
+                    match rx.recv().await {
+                        Some(ev) => ev,
+                        None => break,
+                    }
+                }
+            };
+            if pending.len() >= 1 << 16 {
+                flush(&mut pending);
+            }
             tally.note(&ev);
             match &render {
                 Render::Machine(format) => {
@@ -129,7 +145,10 @@ pub fn spawn(
                     if let Event::StepFinished { step, .. } = &ev {
                         last_progress.remove(step);
                     }
-                    super::out::emit(*format, &serde_json::json!({ "at": now_rfc3339(), "event": ev }));
+                    pending.push_str(&super::out::render(
+                        *format,
+                        &serde_json::json!({ "at": now_rfc3339(), "event": ev }),
+                    ));
                 }
                 Render::Lines => {
                     if let Event::StepProgress { step, progress } = &ev {
@@ -140,7 +159,8 @@ pub fn spawn(
                                 (Some(d), Some(t)) => format!(" {d}/{t}"),
                                 _ => String::new(),
                             };
-                            outln!(
+                            let _ = writeln!(
+                                pending,
                                 "[{:>8}] … {step}{counts} {}",
                                 fmt_ms(t0.elapsed().as_millis() as u64),
                                 progress.message
@@ -148,7 +168,7 @@ pub fn spawn(
                         }
                     }
                     if let Some(text) = describe(&ev, &uses) {
-                        outln!("[{:>8}] {text}", fmt_ms(t0.elapsed().as_millis() as u64));
+                        let _ = writeln!(pending, "[{:>8}] {text}", fmt_ms(t0.elapsed().as_millis() as u64));
                     }
                 }
                 Render::Live(view) => {
@@ -192,6 +212,7 @@ pub fn spawn(
                 }
             }
         }
+        flush(&mut pending);
         for (_, bar) in bars.lock().unwrap_or_else(|e| e.into_inner()).drain() {
             bar.finish_and_clear();
         }
@@ -199,6 +220,14 @@ pub fn spawn(
             status.finish_and_clear();
         }
     })
+}
+
+/// Write what the view gathered.
+fn flush(pending: &mut String) {
+    if !pending.is_empty() {
+        super::out::write(format_args!("{pending}"));
+        pending.clear();
+    }
 }
 
 /// One human line for an event, or None for events not worth a line.

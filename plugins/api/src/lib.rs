@@ -16,6 +16,7 @@ pub mod procs;
 pub mod s3;
 pub mod schema;
 mod secret;
+mod shared_reads;
 mod sites;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -28,6 +29,7 @@ pub use gates::Gates;
 pub use plan::{Check, Plan};
 pub use poll::Poll;
 pub use secret::{SECRET_REF_FORMAT, Secret, SecretRef};
+pub use shared_reads::SharedReads;
 pub use sites::SiteSection;
 pub use typed::{ActionSpec, OutputDoc, TypedAction, ValueType, closest as closest_match, typed};
 

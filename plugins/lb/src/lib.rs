@@ -174,11 +174,17 @@ impl Runtime {
     }
 
     /// The socket's level (`admin`, `operator`, `user`) from `show cli level` (HAProxy 2.0+);
-    /// `None` when this HAProxy does not say.
+    /// `None` when this HAProxy does not say. Callers asking while a read is on its way share
+    /// it: a fleet's preflight asks once per application, all at once.
     pub async fn level(&self) -> Result<Option<String>, ActionError> {
-        let text = self.command("show cli level").await?;
-        let level = text.trim();
-        Ok(["admin", "operator", "user"].contains(&level).then(|| level.to_string()))
+        static READS: drover_api::SharedReads<Result<Option<String>, ActionError>> = drover_api::SharedReads::new();
+        READS
+            .read(&self.target, || async {
+                let text = self.command("show cli level").await?;
+                let level = text.trim();
+                Ok(["admin", "operator", "user"].contains(&level).then(|| level.to_string()))
+            })
+            .await
     }
 
     pub async fn backends(&self) -> Result<Vec<String>, ActionError> {

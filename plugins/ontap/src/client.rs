@@ -80,6 +80,26 @@ static RELEASE_OF: std::sync::LazyLock<
     std::sync::Mutex<std::collections::HashMap<String, (Version, &'static Release)>>,
 > = std::sync::LazyLock::new(Default::default);
 
+/// One page of a collection as ONTAP answers it: its records and the link to the next page.
+#[derive(Deserialize)]
+struct Page<T> {
+    #[serde(default = "Vec::new")]
+    records: Vec<T>,
+    #[serde(default, rename = "_links")]
+    links: PageLinks,
+}
+
+#[derive(Default, Deserialize)]
+struct PageLinks {
+    #[serde(default)]
+    next: Option<Link>,
+}
+
+#[derive(Deserialize)]
+struct Link {
+    href: String,
+}
+
 #[derive(Clone)]
 pub struct Client {
     pub site: String,
@@ -177,6 +197,19 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value, Option<String>), OntapError> {
+        let (status, bytes, location) = self.send_raw(method, path, body).await?;
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Ok((status, body, location))
+    }
+
+    /// [`Client::send`], the successful answer's body left unparsed: a watcher's pages are
+    /// read straight into what drover keeps of them.
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, bytes::Bytes, Option<String>), OntapError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -197,7 +230,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(u16, Value, Option<String>), OntapError> {
+    ) -> Result<(u16, bytes::Bytes, Option<String>), OntapError> {
         let _turn = self.in_flight.acquire().await.expect("the semaphore is never closed");
         let url = format!("{}{}", self.base, path);
         let mut req = self
@@ -232,11 +265,10 @@ impl Client {
                 credentials: self.credentials.clone(),
             });
         }
-        let body: Value =
-            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         if (200..300).contains(&status) {
-            return Ok((status, body, location));
+            return Ok((status, bytes, location));
         }
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let err = body.get("error");
         let code =
             err.and_then(|e| e.get("code")).and_then(|c| crate::model::code_text(c).ok()).filter(|c| !c.is_empty());
@@ -327,24 +359,31 @@ impl Client {
 
     /// Every record of a collection, following `next` links.
     pub async fn records(&self, path: &str) -> Result<Vec<Value>, OntapError> {
+        self.records_as(path).await
+    }
+
+    /// Every record of a collection, following `next` links, each read as a `T`. The pages are
+    /// read straight into `T`s, not first into JSON trees: a fleet's watchers read 70,000
+    /// records, and building a tree of each was most of their cost.
+    pub async fn records_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, OntapError> {
         let mut out = vec![];
         let mut next = Some(path.to_string());
         while let Some(p) = next.take() {
-            let mut page = self.get(&p).await?;
-            next = page.pointer("/_links/next/href").and_then(Value::as_str).map(str::to_string);
-            if let Some(Value::Array(records)) = page.get_mut("records").map(Value::take) {
-                out.extend(records);
-            }
+            let (_, bytes, _) = self.send_raw(Method::GET, &p, None).await?;
+            let page: Page<T> = serde_json::from_slice(&bytes).map_err(|e| OntapError::Unexpected {
+                cluster: self.describe(),
+                path: p.clone(),
+                cause: e.to_string(),
+            })?;
+            next = page.links.next.map(|n| n.href);
+            out.extend(page.records);
         }
         Ok(out)
     }
 
     /// The first record of a collection, decoded.
     pub async fn first_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, OntapError> {
-        match self.records(path).await?.into_iter().next() {
-            Some(v) => self.decode(path, v).map(Some),
-            None => Ok(None),
-        }
+        Ok(self.records_as(path).await?.into_iter().next())
     }
 
     /// A mutating call; a 202 job is polled until it ends (or `deadline`).
@@ -405,17 +444,8 @@ impl Client {
     /// asking while a read is on its way share it (a fleet's preflight asks a thousand times
     /// at once); the first to ask after its answer reads afresh.
     pub async fn cluster(&self) -> Result<Cluster, OntapError> {
-        type Reads =
-            std::collections::HashMap<String, std::sync::Arc<tokio::sync::OnceCell<Result<Cluster, OntapError>>>>;
-        static READS: std::sync::LazyLock<std::sync::Mutex<Reads>> = std::sync::LazyLock::new(Default::default);
-        let key = self.identity();
-        let read = READS.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
-        let answer = read.get_or_init(|| self.get_as("/api/cluster?fields=name,uuid,version")).await.clone();
-        let mut reads = READS.lock().unwrap_or_else(|e| e.into_inner());
-        if reads.get(&key).is_some_and(|r| std::sync::Arc::ptr_eq(r, &read)) {
-            reads.remove(&key);
-        }
-        answer
+        static READS: drover_api::SharedReads<Result<Cluster, OntapError>> = drover_api::SharedReads::new();
+        READS.read(&self.identity(), || self.get_as("/api/cluster?fields=name,uuid,version")).await
     }
 
     /// The relationship whose destination is `path`, as seen from this (destination) cluster.
@@ -444,7 +474,7 @@ impl Client {
         for (k, v) in filters {
             path.push_str(&format!("&{k}={}", enc(v)));
         }
-        self.records(&path).await?.into_iter().map(|v| self.decode(&path, v)).collect()
+        self.records_as(&path).await
     }
 
     pub async fn require_relationship(&self, path: &str) -> Result<Relationship, OntapError> {
@@ -461,7 +491,7 @@ impl Client {
             enc(&uuids.join("|")),
             uuids.len().max(1)
         );
-        self.records(&path).await?.into_iter().map(|v| self.decode(&path, v)).collect()
+        self.records_as(&path).await
     }
 
     /// The jobs of these uuids that have not expired, in one query (`uuid=A|B|…`).
@@ -473,7 +503,7 @@ impl Client {
             enc(&uuids.join("|")),
             uuids.len().max(1)
         );
-        self.records(&path).await?.into_iter().map(|v| self.decode(&path, v)).collect()
+        self.records_as(&path).await
     }
 
     pub async fn relationship_by_uuid(&self, uuid: &str) -> Result<Relationship, OntapError> {

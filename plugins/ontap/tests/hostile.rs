@@ -101,22 +101,50 @@ fn a_field_the_cluster_lacks_is_named_with_its_release_and_the_supported_range()
                 .to_string(),
         ),
     ];
+    let err = break_against(script);
+    assert_eq!(err.kind, drover_api::ErrorKind::Permanent);
+    assert!(
+        err.message.contains("ONTAP 9.12.1 has no field `exported_snapshot`")
+            && err.message.contains("drover supports ONTAP 9.10.1 to 9.19.1"),
+        "{}",
+        err.message
+    );
+}
+
+/// `ontap.snapmirror.break` of `svm_dr:` against a scripted server; the error it ends with.
+fn break_against(script: Vec<(u16, String)>) -> drover_api::ActionError {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let server = ScriptedHttp::start(script).await;
         let ctx = site(&server, Duration::from_secs(5));
-        let err = action("ontap.snapmirror.break")
+        action("ontap.snapmirror.break")
             .run(&ctx, &json!({ "site": "dr", "destination": "svm_dr:" }))
             .await
-            .unwrap_err();
-        assert_eq!(err.kind, drover_api::ErrorKind::Permanent);
-        assert!(
-            err.message.contains("ONTAP 9.12.1 has no field `exported_snapshot`")
-                && err.message.contains("drover supports ONTAP 9.10.1 to 9.19.1"),
-            "{}",
-            err.message
-        );
-    });
+            .expect_err("the break cannot succeed against this server")
+    })
+}
+
+/// A proxy's maintenance page (200, not JSON) where the relationships should be: drover says
+/// the answer is not a collection. It used to read it as an empty one — "no relationship",
+/// a wrong statement about the cluster.
+#[test]
+fn a_collection_answered_with_something_else_is_an_error_not_an_empty_collection() {
+    let script = vec![
+        (
+            200,
+            r#"{"name": "dr", "version": {"full": "NetApp Release 9.14.1", "generation": 9, "major": 14, "minor": 1}}"#
+                .to_string(),
+        ),
+        (200, "<html><body>Down for maintenance</body></html>".to_string()),
+    ];
+    let err = break_against(script);
+    assert!(
+        err.message.contains("the answer to GET /api/snapmirror/relationships?")
+            && err.message.contains("is not what drover expects"),
+        "{}",
+        err.message
+    );
+    assert!(!err.message.contains("no SnapMirror relationship"), "{}", err.message);
 }
 
 /// What a broken or hostile server might send: generic breakage, this API's shapes gone wrong,
