@@ -403,9 +403,10 @@ impl Client {
     }
 
     /// Poll a job until `success`; a failure becomes an error with ONTAP's code and message.
-    /// Its readings come from the cluster's job watcher, together with every other wait's.
+    /// Its readings come from the cluster's job watcher, together with every other wait's, at
+    /// the watcher's pace.
     pub async fn wait_job(&self, href: &str, deadline: Option<Instant>) -> Result<(), OntapError> {
-        let poll = drover_api::Poll::new(Duration::from_secs(5)).at_least(crate::watch::FIRST_PAUSE);
+        let poll = drover_api::Poll::new(Duration::from_secs(5)).at_least(crate::watch::LEAST_PAUSE);
         let mut seen = false;
         let uuid = href.trim_end_matches('/').rsplit('/').next().unwrap_or(href);
         let mut readings = crate::watch::Subscription::<Job>::new(self, uuid);
@@ -432,11 +433,9 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             }
-            let delay = poll.next_delay();
-            if deadline.is_some_and(|d| Instant::now() + delay >= d) {
+            if deadline.is_some_and(|d| Instant::now() + poll.next_delay() >= d) {
                 return Err(OntapError::JobDeadline { cluster: self.describe(), href: href.to_string() });
             }
-            tokio::time::sleep(delay).await;
         }
     }
 

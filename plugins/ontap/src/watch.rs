@@ -5,8 +5,9 @@
 //! tens of milliseconds: thousands of requests a second that ONTAP serves one at a time, and
 //! most of a drover's CPU. Here the waits of one process on one cluster share a watcher per
 //! kind of object: each wait keeps its own pace (a pause of 1/64 of the time it has waited,
-//! [`FIRST_PAUSE`] to 5 s), and the watcher reads together every object whose turn has come — or comes
-//! within a quarter of its pause — in one `GET /api/snapmirror/relationships?uuid=A|B|…` (or
+//! [`LEAST_PAUSE`] to 5 s — at least [`BUSY_PAUSE`] while the watcher reads many objects), and
+//! the watcher reads together every object whose turn has come — or comes within a quarter of
+//! its pause — in one `GET /api/snapmirror/relationships?uuid=A|B|…` (or
 //! `/api/cluster/jobs?uuid=…`) per [`CHUNK`] objects, one request at a time per cluster. A
 //! wait learns of a change no later than it would have alone.
 
@@ -25,11 +26,24 @@ use crate::model::{Job, Relationship};
 /// Objects asked about in one request (about 2 KB of query).
 const CHUNK: usize = 50;
 
-/// The shortest pause between two readings of one object. ONTAP jobs and transfers take a
-/// second or more; at 20 ms a fleet's 1,000 transfers were read ~90 times each (a third of
-/// drover's CPU in the 500-application bench), at 50 ms ~40 times — noticing an end 15 ms
-/// later on average.
-pub(crate) const FIRST_PAUSE: Duration = Duration::from_millis(50);
+/// The shortest pause between two readings of one object, while the watcher reads few: one
+/// application's failover waits on one relationship, then one job at a time.
+pub(crate) const LEAST_PAUSE: Duration = Duration::from_millis(20);
+
+/// The shortest pause while the watcher reads many. ONTAP jobs and transfers take a second or
+/// more; at 20 ms a fleet's 1,000 transfers were read ~90 times each (a third of drover's CPU
+/// in the 500-application bench), at 50 ms ~40 times — noticing an end 15 ms later on average.
+pub(crate) const BUSY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Object readings a second a watcher takes at [`LEAST_PAUSE`] before its pauses lengthen
+/// toward [`BUSY_PAUSE`]: 40 objects at 20 ms, 100 or more at 50 ms.
+const READINGS_PER_SECOND: u32 = 2_000;
+
+/// The shortest pause for each of `objects` watched together.
+fn least_pause(objects: usize) -> Duration {
+    let objects = u32::try_from(objects).unwrap_or(u32::MAX).min(1_000_000);
+    (Duration::from_secs(1) * objects / READINGS_PER_SECOND).clamp(LEAST_PAUSE, BUSY_PAUSE)
+}
 
 /// What a watcher reads: an ONTAP object with a uuid, read many at once.
 pub(crate) trait Watched: Clone + Send + Sync + Sized + 'static {
@@ -126,7 +140,7 @@ impl<T: Watched> Subscription<T> {
             let mut st = watcher.state.lock().unwrap_or_else(|e| e.into_inner());
             st.next_id += 1;
             let id = st.next_id;
-            let poll = drover_api::Poll::new(Duration::from_secs(5)).at_least(FIRST_PAUSE);
+            let poll = drover_api::Poll::new(Duration::from_secs(5)).at_least(LEAST_PAUSE);
             st.waiters.insert(id, Waiter { uuid: uuid.to_string(), poll, due: now, pause: Duration::ZERO, tx });
             (id, !std::mem::replace(&mut st.driving, true))
         };
@@ -205,6 +219,7 @@ async fn drive<T: Watched>(watcher: Arc<Watcher<T>>, client: Client) {
             let found: HashMap<&str, &T> =
                 read.as_ref().map(|found| found.iter().map(|o| (o.uuid(), o)).collect()).unwrap_or_default();
             let mut st = watcher.state.lock().unwrap_or_else(|e| e.into_inner());
+            let least = least_pause(st.waiters.len());
             for w in st.waiters.values_mut().filter(|w| asked.contains(w.uuid.as_str())) {
                 let reading = match &read {
                     Ok(_) => match found.get(w.uuid.as_str()) {
@@ -213,10 +228,25 @@ async fn drive<T: Watched>(watcher: Arc<Watcher<T>>, client: Client) {
                     },
                     Err(e) => Err(e.clone()),
                 };
-                w.pause = w.poll.next_delay();
+                w.pause = w.poll.next_delay().max(least);
                 w.due = at + w.pause;
                 w.tx.send_replace(Some(reading));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_objects_are_read_often_and_many_at_the_busy_pace() {
+        assert_eq!(least_pause(1), LEAST_PAUSE);
+        assert_eq!(least_pause(40), LEAST_PAUSE);
+        assert_eq!(least_pause(70), Duration::from_millis(35));
+        assert_eq!(least_pause(100), BUSY_PAUSE);
+        assert_eq!(least_pause(1_000), BUSY_PAUSE);
+        assert_eq!(least_pause(usize::MAX), BUSY_PAUSE);
     }
 }

@@ -62,7 +62,7 @@ async fn wait_for(
 ) -> Result<Relationship, ActionError> {
     // Readings come from the cluster's watcher, together with every other wait's.
     let mut readings = crate::watch::Subscription::<Relationship>::new(client, uuid);
-    let poll = drover_api::Poll::new(Duration::from_secs(5)).at_least(crate::watch::FIRST_PAUSE);
+    let poll = drover_api::Poll::new(Duration::from_secs(5)).at_least(crate::watch::LEAST_PAUSE);
     loop {
         let rel = readings.next().await?;
         if done(&rel) {
