@@ -468,6 +468,24 @@ async fn a_step_whose_if_reads_an_earlier_step_is_not_probed_before_the_if_is_de
     assert_eq!(plans(&log), vec!["state"], "a site the `if:` rules out is not probed");
 }
 
+/// A fleet's volume steps: `update` is decided by `state`'s plan, then waits in the graph behind
+/// a slow `check`. Once `state` has settled, `update` is planned alongside `check`, not after it.
+#[tokio::test(start_paused = true)]
+async fn a_step_whose_if_reads_an_earlier_step_is_planned_once_that_step_settles() {
+    let (ran, log, took) = run_slow_plans(
+        r#"steps:
+  - { id: state, uses: slow-plan, with: { value: snapmirrored } }
+  - { id: check, uses: slow-plan, needs: [state], if: "steps.state.outputs.value != 'broken_off'", with: { value: 1 } }
+  - { id: update, uses: slow-plan, needs: [check], if: "steps.state.outputs.value != 'broken_off'", with: { value: 2 } }
+"#,
+    )
+    .await;
+    assert_eq!(ran.summary.outcome, RunOutcome::Succeeded);
+    assert_eq!(took, Duration::from_secs(2), "state, then check and update side by side");
+    assert_eq!(checked(&ran, "update"), Outcome::Planned);
+    assert_eq!(calls(&log)[3..], ["run:state", "run:check", "run:update"], "the run keeps the graph's order");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_skipped_preflight_is_journaled_and_the_run_goes_on() {
     let log: Log = Arc::default();

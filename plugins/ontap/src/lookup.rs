@@ -2,9 +2,9 @@
 //!
 //! A fleet's steps ask for their relationship all at once: a tier's 334 volume steps, each
 //! `GET /api/snapmirror/relationships?destination.path=P`, in the preflight and again when they
-//! run. Per cluster and identity one query is on its way at a time; the lookups asked while it
-//! is answered go together in the next (`destination.path=A|B|…`, up to [`PER_QUERY`]). A lone
-//! lookup is sent at once, as before. Whatever the shared query cannot settle — a path ONTAP's
+//! run. Per cluster and identity up to [`READERS`] queries are on their way at a time; the
+//! lookups asked meanwhile go together in the next (`destination.path=A|B|…`, up to
+//! [`PER_QUERY`]). A lone lookup is sent at once, as before. Whatever the shared query cannot settle — a path ONTAP's
 //! query syntax would read as a pattern, a path it matched differently (say, in another case),
 //! a query the cluster refused (4xx) — is looked up alone, so each caller gets the answer and
 //! the error it would have had by itself. A cluster that cannot be reached, or refuses the
@@ -22,6 +22,10 @@ use crate::model::Relationship;
 /// Paths per query (the URL stays short).
 const PER_QUERY: usize = 50;
 
+/// Queries on their way at once per cluster and identity: while ONTAP answers one, drover
+/// reads the answer of another.
+const READERS: usize = 4;
+
 type Answer = Option<Relationship>;
 
 /// Where one path's outcome goes: `Ok(None)` when its caller must ask alone.
@@ -30,8 +34,8 @@ type Outcome = oneshot::Sender<Result<Option<Answer>, OntapError>>;
 #[derive(Default)]
 struct Waiting {
     paths: Vec<(String, Outcome)>,
-    /// A query of this identity is on its way.
-    reading: bool,
+    /// Tasks sending this identity's queries.
+    readers: usize,
 }
 
 static WAITING: LazyLock<Mutex<HashMap<String, Waiting>>> = LazyLock::new(Default::default);
@@ -48,7 +52,10 @@ pub(crate) async fn relationship(client: &Client, path: &str) -> Result<Answer, 
         let mut all = WAITING.lock().unwrap_or_else(|e| e.into_inner());
         let waiting = all.entry(identity.clone()).or_default();
         waiting.paths.push((path.to_string(), tx));
-        !std::mem::replace(&mut waiting.reading, true)
+        // Another reader once the waiting paths fill more queries than there are readers.
+        let start = waiting.readers < READERS && waiting.paths.len() > waiting.readers * PER_QUERY;
+        waiting.readers += usize::from(start);
+        start
     };
     if start {
         // Its own task: a caller that gives up does not take the others' query with it.
@@ -68,7 +75,10 @@ async fn read(client: Client, identity: String) {
             let mut all = WAITING.lock().unwrap_or_else(|e| e.into_inner());
             let Some(waiting) = all.get_mut(&identity) else { return };
             if waiting.paths.is_empty() {
-                all.remove(&identity);
+                waiting.readers -= 1;
+                if waiting.readers == 0 {
+                    all.remove(&identity);
+                }
                 return;
             }
             let n = waiting.paths.len().min(PER_QUERY);

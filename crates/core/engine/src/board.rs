@@ -83,6 +83,8 @@ pub(super) struct Board<'a> {
     pub(super) prepare_queue: Vec<usize>,
     /// Run: preparations begun ahead of their step's turn.
     pub(super) ahead: HashMap<usize, Ahead>,
+    /// Preflight: steps settled since the scheduler last looked (early plans may wait on them).
+    pub(super) settled_log: Vec<usize>,
 }
 
 impl<'a> Board<'a> {
@@ -118,6 +120,7 @@ impl<'a> Board<'a> {
             prepare_missing: vec![None; n],
             prepare_queue: vec![],
             ahead: HashMap::new(),
+            settled_log: vec![],
         };
         // Steps a resumed run already finished are terminal from the start.
         for (i, s) in rb.steps.iter().enumerate() {
@@ -307,6 +310,9 @@ impl<'a> Board<'a> {
             other => other,
         };
         self.state[i] = State::Done(outcome);
+        if self.phase == Phase::Preflight {
+            self.settled_log.push(i);
+        }
         // A preparation its step did not use (skipped, blocked, not run) ends here.
         self.ahead.remove(&i);
         if outcome.satisfies() {

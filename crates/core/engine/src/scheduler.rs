@@ -13,7 +13,7 @@
 //! `point_of_no_return` has started: from there on the run halts and the report says where
 //! each site stands.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,18 +192,33 @@ fn plans_early(step: &drover_runbook::Step) -> bool {
     !step.call.slots.iter().any(|s| reads_steps(&s.template)) && !step.confirm.as_ref().is_some_and(reads_steps)
 }
 
+/// What a condition's steps leave of its `if:`: decided, or waiting for a step to settle.
+enum Reads {
+    /// Every step it reads is settled.
+    Settled,
+    /// This step (the first of them) is not settled yet.
+    Waits(usize),
+    /// It reads a step not in this run: never decided before its turn.
+    Unknown,
+}
+
 /// Whether every step a condition reads is settled (else its `if:` is not decided yet).
-fn reads_only_settled_steps(cond: &drover_runbook::expr::Expr, step: &drover_runbook::Step, board: &Board) -> bool {
-    let mut settled = true;
+fn condition_reads(cond: &drover_runbook::expr::Expr, step: &drover_runbook::Step, board: &Board) -> Reads {
+    let mut reads = Reads::Settled;
     cond.refs(&mut |r| {
         if let [first, id, ..] = r
             && first == "steps"
+            && matches!(reads, Reads::Settled)
         {
             let id = step.instance.as_ref().and_then(|inst| inst.pairs.get(id)).unwrap_or(id);
-            settled &= board.loaded.index.get(id).is_some_and(|&j| matches!(board.state[j], State::Done(_)));
+            reads = match board.loaded.index.get(id) {
+                Some(&j) if matches!(board.state[j], State::Done(_)) => Reads::Settled,
+                Some(&j) => Reads::Waits(j),
+                None => Reads::Unknown,
+            };
         }
     });
-    settled
+    reads
 }
 
 /// Run the board to the end (or until stopped); returns the stop level reached.
@@ -213,6 +228,10 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut task_step: HashMap<Id, usize> = HashMap::new();
     let mut next_early = 0;
+    // Preflight: steps to plan early once the step they are filed under settles, and those
+    // whose step has.
+    let mut early_waiting: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut early_again: VecDeque<usize> = VecDeque::new();
     loop {
         board.decide_pending();
         if board.halting || stop_level > 0 {
@@ -264,7 +283,8 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
             let step = &rb.steps[i];
             let scope = board.scope(i);
             let may_run = step.condition.as_ref().is_none_or(|(cond, _)| {
-                reads_only_settled_steps(cond, step, board) && cond.holds(&scope).is_ok_and(|holds| holds)
+                matches!(condition_reads(cond, step, board), Reads::Settled)
+                    && cond.holds(&scope).is_ok_and(|holds| holds)
             });
             if board.state[i] != State::Waiting || !may_run || !plans_early(step) {
                 continue;
@@ -273,21 +293,49 @@ async fn drive(board: &mut Board<'_>, d: &Drive<'_>, stop: &mut StopSignal, mut 
                 board.ahead.insert(i, d.prepare_ahead(i, action, with));
             }
         }
-        // Free slots plan later steps early (see `plans_early`), in file order.
+        // Free slots plan later steps early (see `plans_early`), in file order; a step whose
+        // `if:` reads a step not settled yet is planned early once that step is.
+        if board.phase == Phase::Preflight {
+            for j in board.settled_log.drain(..) {
+                if let Some(waiting) = early_waiting.remove(&j) {
+                    early_again.extend(waiting);
+                }
+            }
+        }
         while board.phase == Phase::Preflight && stop_level == 0 && task_step.len() < d.concurrency {
-            let Some(i) = (next_early..rb.steps.len()).find(|&i| board.state[i] == State::Waiting) else {
-                next_early = rb.steps.len();
-                break;
+            let i = match early_again.pop_front() {
+                Some(i) => i,
+                None => {
+                    let Some(i) = (next_early..rb.steps.len()).find(|&i| board.state[i] == State::Waiting) else {
+                        next_early = rb.steps.len();
+                        break;
+                    };
+                    next_early = i + 1;
+                    i
+                }
             };
-            next_early = i + 1;
             let step = &rb.steps[i];
+            if board.state[i] != State::Waiting
+                || board.planning_early[i]
+                || board.planned_early.contains_key(&i)
+                || !plans_early(step)
+            {
+                continue;
+            }
             let scope = board.scope(i);
             // Not a step its `if:` may yet rule out: a site declared down is not probed.
-            let may_run = step.condition.as_ref().is_none_or(|(cond, _)| {
-                reads_only_settled_steps(cond, step, board) && cond.holds(&scope).is_ok_and(|holds| holds)
-            });
-            if !plans_early(step) || !may_run {
-                continue;
+            if let Some((cond, _)) = &step.condition {
+                match condition_reads(cond, step, board) {
+                    Reads::Settled => {}
+                    Reads::Waits(j) => {
+                        early_waiting.entry(j).or_default().push(i);
+                        continue;
+                    }
+                    Reads::Unknown => continue,
+                }
+                if !cond.holds(&scope).is_ok_and(|holds| holds) {
+                    continue;
+                }
             }
             // What cannot be prepared now is reported when its turn comes.
             let Ok((action, with, confirm)) = call_of(step, &d.loaded.actions.call[i], &scope) else { continue };
