@@ -25,7 +25,8 @@
 //!   cargo bench --bench lab -- fleet     # one of them
 //!   DROVER_BENCH_SAMPLES=1 cargo bench --bench lab -- fleet   # one quick sample
 //!   DROVER_BENCH_WRAP="heaptrack -o /tmp/ht" …                 # the failover under a profiler
-//!   DROVER_BENCH_REQUESTS=1 …                  # also the ONTAP requests drover made, by shape
+//!   DROVER_BENCH_REQUESTS=1 …                  # also the requests drover made, by shape
+//!   DROVER_BENCH_REQUESTS=preflight …          # … and first those of a dry run (the preflight)
 //!   DROVER_BENCH_EVENTS=/tmp/events.jsonl …    # keep the run's events (drover's JSON lines)
 //!   DROVER_BENCH_DROVER=/tmp/drover-before …   # another build of drover, against the same simulators
 //!
@@ -187,6 +188,19 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
     }
     args.extend(s.args.iter().map(|a| a.to_string()));
     let state = dir.path().join("state");
+    match std::env::var("DROVER_BENCH_REQUESTS").as_deref() {
+        // The preflight's own requests: a dry run first (it changes nothing), then the run.
+        Ok("preflight") => {
+            clear_requests(&lab);
+            let mut dry = args.clone();
+            dry.push("--dry-run".into());
+            let (out, _, _) = drover(&state, &dry);
+            assert!(out.status.success(), "the dry run failed: {}", String::from_utf8_lossy(&out.stderr));
+            print_requests(&lab, "the dry run (the preflight alone)");
+        }
+        Ok(_) => clear_requests(&lab),
+        Err(_) => {}
+    }
     let started = Instant::now();
     let sims_before = cpu_of(&usage(libc::RUSAGE_SELF));
     let (out, child, peak_rss_kib) = drover(&state, &args);
@@ -224,36 +238,7 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         (t.elapsed(), out.stdout.len())
     };
     if std::env::var("DROVER_BENCH_REQUESTS").is_ok() {
-        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
-        lab.ontap.with_world(|w| {
-            for r in &w.requests {
-                let shape: Vec<&str> = r.path.split('/').map(|p| if p.len() > 30 { "{uuid}" } else { p }).collect();
-                let keys: Vec<&str> = r.query.0.iter().map(|(k, _)| k.as_str()).collect();
-                *by.entry(format!("ontap {} {} {:?}", r.method, shape.join("/"), keys)).or_default() += 1;
-            }
-        });
-        for (site, kube) in [("east", &lab.east), ("west", &lab.west)] {
-            if let drover::lab::LabKube::Sim(cluster) = kube {
-                cluster.with_store(|s| {
-                    for (method, path) in &s.requests {
-                        let shape: Vec<&str> = path
-                            .split('/')
-                            .map(|p| {
-                                if p.starts_with("shop") || p.contains(|c: char| c.is_ascii_digit()) { "*" } else { p }
-                            })
-                            .collect();
-                        *by.entry(format!("{site} {method} {}", shape.join("/"))).or_default() += 1;
-                    }
-                });
-            }
-        }
-        let mut by: Vec<_> = by.into_iter().collect();
-        by.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-        // The 120 most frequent, and every ONTAP shape.
-        let shown = by.iter().enumerate().filter(|(i, (k, _))| *i < 120 || k.starts_with("ontap")).map(|(_, e)| e);
-        for (k, n) in shown {
-            println!("  {n:>6} {k}");
-        }
+        print_requests(&lab, "the failover");
     }
     let (report_text, _) = timed("text");
     let (report_html, report_html_bytes) = timed("html");
@@ -269,6 +254,53 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         drover_cpu,
         sims_cpu,
         preflight,
+    }
+}
+
+/// The requests drover made to the simulators since they were last cleared, by shape (the 120
+/// most frequent, and every ONTAP shape); the log is cleared after.
+fn print_requests(lab: &Lab, what: &str) {
+    println!("  requests of {what}:");
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    lab.ontap.with_world(|w| {
+        for r in &w.requests {
+            let shape: Vec<&str> = r.path.split('/').map(|p| if p.len() > 30 { "{uuid}" } else { p }).collect();
+            let keys: Vec<&str> = r.query.0.iter().map(|(k, _)| k.as_str()).collect();
+            *by.entry(format!("ontap {} {} {:?}", r.method, shape.join("/"), keys)).or_default() += 1;
+        }
+    });
+    for (site, kube) in [("east", &lab.east), ("west", &lab.west)] {
+        if let drover::lab::LabKube::Sim(cluster) = kube {
+            cluster.with_store(|s| {
+                for (method, path) in &s.requests {
+                    let shape: Vec<&str> =
+                        path.split('/')
+                            .map(|p| {
+                                if p.starts_with("shop") || p.contains(|c: char| c.is_ascii_digit()) { "*" } else { p }
+                            })
+                            .collect();
+                    *by.entry(format!("{site} {method} {}", shape.join("/"))).or_default() += 1;
+                }
+            });
+        }
+    }
+    let mut by: Vec<_> = by.into_iter().collect();
+    by.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    println!("  {} requests in all", by.iter().map(|(_, n)| n).sum::<usize>());
+    // The 120 most frequent, and every ONTAP shape.
+    let shown = by.iter().enumerate().filter(|(i, (k, _))| *i < 120 || k.starts_with("ontap")).map(|(_, e)| e);
+    for (k, n) in shown {
+        println!("  {n:>6} {k}");
+    }
+    clear_requests(lab);
+}
+
+fn clear_requests(lab: &Lab) {
+    lab.ontap.with_world(|w| w.requests.clear());
+    for kube in [&lab.east, &lab.west] {
+        if let drover::lab::LabKube::Sim(cluster) = kube {
+            cluster.with_store(|s| s.requests.clear());
+        }
     }
 }
 
