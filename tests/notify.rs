@@ -1,7 +1,8 @@
 //! `notify:` webhooks, against a local HTTP receiver (a plain TCP server in this file that
 //! records each request and answers as told): a gate waiting and a failed run reach the bridge
 //! in drover's JSON and in Slack's format, a refused delivery is retried, a webhook that is down
-//! never fails the run, and no secret ever leaves in a body.
+//! never fails the run, and no secret ever leaves in a body. The report says who was told what,
+//! and who was not and why (each message's fate is journaled).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -187,6 +188,42 @@ fn a_waiting_gate_and_a_failed_run_reach_the_bridge_with_no_secret_in_any_body()
     for r in got.iter().chain(&chat) {
         assert!(!r.body.to_string().contains(SECRET), "a secret left in a body: {}", r.body);
     }
+
+    // The report says who was told what, from the journal.
+    let told = notifications(&env);
+    let line = |n: &serde_json::Value| {
+        format!("{} {} {} {} {}", n["webhook"], n["about"], n["step"], n["delivered"], n["attempts"])
+    };
+    let mut lines: Vec<String> = told.iter().map(line).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            r#""bridge" "gate_waiting" "confirm" true 1"#,
+            r#""bridge" "run_failed" "switch" true 1"#,
+            r#""chat" "run_failed" "switch" true 2"#
+        ],
+        "{told:#?}"
+    );
+    let report = env.cmd().args(["report", "latest"]).output().unwrap();
+    assert!(
+        text(&report).contains("webhook `chat` told of run_failed (`switch`) (2 attempts): it answered 200 OK"),
+        "{}",
+        text(&report)
+    );
+}
+
+/// The report's `notifications`, as `drover report --format json` gives them.
+fn notifications(env: &Env) -> Vec<serde_json::Value> {
+    let out = env.cmd().args(["report", "latest", "--format", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["notifications"].as_array().cloned().unwrap_or_default()
+}
+
+fn report_json(env: &Env) -> serde_json::Value {
+    let out = env.cmd().args(["report", "latest", "--format", "json"]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -210,6 +247,78 @@ fn a_webhook_that_is_down_never_fails_the_run() {
         text(&out)
     );
     assert!(started.elapsed() < Duration::from_secs(15), "the grace for notifications is bounded");
+
+    // Recorded as not told, with why; the retries are not the run's time.
+    let report = report_json(&env);
+    let told = &report["notifications"][0];
+    assert_eq!(told["webhook"], "bridge");
+    assert_eq!(told["about"], "run_succeeded");
+    assert_eq!(told["delivered"], false);
+    assert_eq!(told["attempts"], 3);
+    assert!(told["detail"].as_str().unwrap().starts_with("it could not be reached"), "{told}");
+    assert!(!told.to_string().contains(&closed.to_string()), "never its URL: {told}");
+    assert!(report["wall_ms"].as_u64().unwrap() < 2_000, "the run's time: {}", report["wall_ms"]);
+    let said = text(&env.cmd().args(["report", "latest"]).output().unwrap());
+    assert!(
+        said.contains("webhook `bridge` NOT told of run_succeeded (3 attempts): it could not be reached"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_message_still_on_its_way_when_the_run_ends_is_recorded_as_not_told() {
+    let env = Env::new();
+    // Accepts connections and never answers: each attempt waits out its 5 s.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || silent.incoming().take(3).filter_map(Result::ok).collect::<Vec<_>>());
+    let rb = env.write(
+        "rb.yaml",
+        &format!(
+            "apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: quiet }}\n\
+             notify:\n  - {{ name: bridge, url: \"{url}\" }}\n\
+             steps:\n  - {{ id: hello, uses: log, with: {{ message: hi }} }}\n"
+        ),
+    );
+    let started = Instant::now();
+    let out = env.cmd().args(["run", rb.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(15), "the grace for notifications is bounded");
+    let told = notifications(&env);
+    assert_eq!(told.len(), 1, "{told:#?}");
+    assert_eq!(told[0]["delivered"], false);
+    assert_eq!(told[0]["about"], "run_succeeded");
+    assert_eq!(told[0]["detail"], "still being sent when the run ended; dropped after 10s", "{told:#?}");
+    drop(held);
+}
+
+#[test]
+fn a_webhook_whose_secret_cannot_be_read_is_left_out_and_the_report_says_so() {
+    let env = Env::new();
+    let bridge = Receiver::start(0);
+    let rb = env.write(
+        "rb.yaml",
+        &format!(
+            "apiVersion: drover/v1\nkind: Runbook\nmetadata: {{ name: quiet }}\n\
+             notify:\n\
+             \x20 - {{ name: bridge, url: \"{}/hook\" }}\n\
+             \x20 - {{ name: pager, url: env:DROVER_TEST_PAGER_URL_NEVER_SET }}\n\
+             steps:\n  - {{ id: hello, uses: log, with: {{ message: hi }} }}\n",
+            bridge.url
+        ),
+    );
+    let out =
+        env.cmd().env_remove("DROVER_TEST_PAGER_URL_NEVER_SET").args(["run", rb.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "a courtesy, never a condition of the run: {}", text(&out));
+    assert_eq!(bridge.received().len(), 1, "the other webhook is told");
+    let told = notifications(&env);
+    let pager = told.iter().find(|n| n["webhook"] == "pager").expect("the pager's fate is recorded");
+    assert_eq!(pager["delivered"], false);
+    assert_eq!(pager["about"], "none");
+    let why = pager["detail"].as_str().unwrap();
+    assert!(why.contains("left out of this run (") && why.contains("rb.yaml:6)"), "where it is written: {why}");
+    assert!(why.contains("env:DROVER_TEST_PAGER_URL_NEVER_SET` is not set"), "{why}");
+    assert!(told.iter().any(|n| n["webhook"] == "bridge" && n["delivered"] == true), "{told:#?}");
 }
 
 #[test]

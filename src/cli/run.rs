@@ -395,7 +395,9 @@ async fn drive(
     let tally = view::Tally::new(loaded.runbook.steps.len(), done, rto_target);
     let viewer = view::spawn(render, rx, uses, tally);
     // Webhooks see the events on their way to the view.
-    let (tx, notifying) = match crate::notify::Notifier::new(loaded, run_id, mode) {
+    // Each message's fate goes to the journal and on to the view, not back to the notifier.
+    let told = EventSink::new(Some(journal.clone()), Some(tx.clone()));
+    let (tx, notifying) = match crate::notify::Notifier::new(loaded, run_id, mode, told) {
         Some(mut notifier) => {
             let (tee, mut events) = tokio::sync::mpsc::unbounded_channel::<crate::engine::events::Event>();
             let task = tokio::spawn(async move {

@@ -332,6 +332,10 @@ pub fn describe(ev: &Event, uses: &HashMap<String, String>) -> Option<String> {
             format!("aborting running steps{}", signal.as_deref().map(|s| format!(" ({s})")).unwrap_or_default())
         }
         Event::RunFinished { outcome } => format!("run {}", outcome.label()),
+        Event::Notified { delivered, .. } => {
+            let said = crate::report::Notification::from_event(ev, "").map(|n| n.sentence()).unwrap_or_default();
+            format!("{} {said}", if *delivered { "✉" } else { "!" })
+        }
         Event::StepProgress { .. } | Event::StepCheckpoint { .. } | Event::GateWaiting { .. } => {
             return None;
         }

@@ -265,6 +265,24 @@ pub enum Event {
         step: String,
         by: String,
     },
+    /// A `notify:` webhook was told about the run — or could not be, and why. A courtesy to
+    /// the bridge, journaled so the report can say who was told what; it may come after
+    /// `run_finished` (the run's end is told once it has ended).
+    Notified {
+        webhook: String,
+        /// What it was told: `gate_waiting`, `run_succeeded`, `run_failed`,
+        /// `run_rolled_back`, `run_stopped`; `none` for a webhook left out of the run.
+        about: String,
+        /// The gate's or the failed step, when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        delivered: bool,
+        /// What the webhook answered, or why it was not told (never its URL: it may hold a
+        /// token).
+        detail: String,
+        #[serde(default)]
+        attempts: u32,
+    },
 }
 
 impl Event {

@@ -65,7 +65,13 @@ impl Report {
         let mut gate_since: std::collections::HashMap<String, SystemTime> = Default::default();
         let mut rollback = None;
         let mut undone: Vec<usize> = vec![];
+        let mut notifications = vec![];
         for r in &state.records {
+            // Told after the fact (a run's end is told once it has ended): not the run's time.
+            if let Some(n) = crate::Notification::from_event(&r.event, &r.at) {
+                notifications.push(n);
+                continue;
+            }
             let at = parse_time(&r.at).unwrap_or(t0);
             let offset = ms_between(t0, at);
             match &r.event {
@@ -295,6 +301,7 @@ impl Report {
             rto_target_ms,
             rto_met,
             approvals,
+            notifications,
             sites,
             rollback,
             // The last stop asked for, if the run ended stopped.

@@ -252,6 +252,11 @@ fn facts(h: &mut String, r: &Report) {
             ),
         );
     }
+    for n in &r.notifications {
+        let told =
+            if n.delivered { esc(&n.sentence()) } else { format!("<b class=\"err\">{}</b>", esc(&n.sentence())) };
+        fact(&format!("webhook {}", n.webhook), format!("{told} ({})", esc(&n.at)));
+    }
     if r.processes.len() > 1 {
         let lines: Vec<String> = r
             .processes

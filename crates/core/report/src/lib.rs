@@ -16,7 +16,7 @@ use serde_json::Value;
 use drover_api::{ActionError, Plan};
 
 use drover_journal::state::RunState;
-use drover_model::events::{Outcome, RunMode, RunOutcome};
+use drover_model::events::{Event, Outcome, RunMode, RunOutcome};
 use drover_model::graph::Dag;
 
 pub use fleet::{FleetReport, ItemReport};
@@ -61,6 +61,9 @@ pub struct Report {
     pub rto_met: Option<bool>,
     /// Who answered which gate, and when.
     pub approvals: Vec<Approval>,
+    /// What each `notify:` webhook was told, and what was not delivered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
     /// On a run that did not succeed: where each site stands.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<SiteStanding>,
@@ -145,6 +148,49 @@ pub struct Approval {
     pub at: String,
     pub approved: bool,
     pub waited_ms: u64,
+}
+
+/// One message to a `notify:` webhook: told, or not and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    pub webhook: String,
+    /// `gate_waiting`, `run_succeeded`, `run_failed`, …; `none` for a webhook left out.
+    pub about: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// When its fate was known (empty in a live line).
+    pub at: String,
+    pub delivered: bool,
+    pub detail: String,
+    pub attempts: u32,
+}
+
+impl Notification {
+    /// From a `notified` event.
+    pub fn from_event(event: &Event, at: &str) -> Option<Notification> {
+        let Event::Notified { webhook, about, step, delivered, detail, attempts } = event else { return None };
+        Some(Notification {
+            webhook: webhook.clone(),
+            about: about.clone(),
+            step: step.clone(),
+            at: at.to_string(),
+            delivered: *delivered,
+            detail: detail.clone(),
+            attempts: *attempts,
+        })
+    }
+
+    /// One line: `webhook `bridge` told of gate_waiting (confirm): it answered 200 OK`.
+    pub fn sentence(&self) -> String {
+        let what = match (&self.about[..], &self.step) {
+            ("none", _) => String::new(),
+            (about, Some(step)) => format!(" of {about} (`{step}`)"),
+            (about, None) => format!(" of {about}"),
+        };
+        let told = if self.delivered { "told" } else { "NOT told" };
+        let tries = if self.attempts > 1 { format!(" ({} attempts)", self.attempts) } else { String::new() };
+        format!("webhook `{}` {told}{what}{tries}: {}", self.webhook, self.detail)
+    }
 }
 
 /// Where one site stands after a run that did not succeed.

@@ -192,6 +192,9 @@ impl Report {
                 fmt_ms(a.waited_ms)
             );
         }
+        for n in &self.notifications {
+            let _ = writeln!(out, "{}", n.sentence());
+        }
         if let Some(r) = &self.rollback {
             let _ = writeln!(out, "{r}");
         }
