@@ -232,9 +232,7 @@ struct Page {
 
 impl Page {
     fn open(root: &Path) -> Option<Page> {
-        let found = |bin: &str| {
-            std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        };
+        let found = |bin: &str| drover_api::procs::on_path(bin).is_some();
         if !found("chromium") || !found("chromedriver") {
             eprintln!(
                 "skipped: the page benches need chromium and chromedriver (apt-get install chromium chromium-driver)"

@@ -239,7 +239,7 @@ async fn on_free_ports(
 }
 
 fn installed(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+    drover_api::procs::on_path(program).is_some()
 }
 
 /// A tiny HTTP server standing for a site's ingress: it answers `served by SITE`.

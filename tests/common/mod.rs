@@ -18,9 +18,7 @@ pub fn command(state: &std::path::Path) -> Command {
 /// real server must not pass without it.
 pub fn require_on_path(programs: &[&str], how: &str) {
     for program in programs {
-        let found =
-            std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
-        assert!(found, "{program} is needed for this test ({how})");
+        assert!(drover_api::procs::on_path(program).is_some(), "{program} is needed for this test ({how})");
     }
 }
 

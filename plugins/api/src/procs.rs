@@ -19,6 +19,15 @@ use std::sync::{Mutex, OnceLock};
 
 type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
 
+/// Where `program` is on `PATH` (or the file itself, when it names a path), if anywhere.
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.is_file().then_some(p);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
 fn spawner() -> &'static Mutex<mpsc::Sender<Request>> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     SPAWNER.get_or_init(|| {

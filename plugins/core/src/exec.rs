@@ -108,7 +108,7 @@ impl TypedAction for Exec {
 
     async fn plan(&self, _: &StepContext, p: ExecParams) -> Result<Plan, ActionError> {
         let (program, _) = p.program();
-        let found = find_program(&program);
+        let found = drover_api::procs::on_path(&program);
         let mut plan = Plan::new(format!("run `{}`", p.describe())).change(format!("run `{}`", p.describe())).check(
             "command found",
             found.is_some(),
@@ -251,14 +251,6 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, limit: usize) -> String {
         s.push_str(&format!("\n… ({dropped} more bytes not kept)"));
     }
     s
-}
-
-fn find_program(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        let p = PathBuf::from(program);
-        return p.is_file().then_some(p);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
 }
 
 /// A random number from the OS-seeded hasher: enough to make temporary names unique.
