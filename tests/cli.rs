@@ -538,6 +538,26 @@ fn rbac_prints_a_role_and_binding_per_family_for_the_named_identity() {
 }
 
 #[test]
+fn rbac_lets_the_workloads_family_watch_the_custom_kinds_named() {
+    let env = Env::new();
+    let out = env.run(&["rbac", "--family", "workloads", "--watch", "carts.shop.example.com", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rules = docs["items"][0]["rules"].as_array().unwrap();
+    assert_eq!(
+        rules.last().unwrap(),
+        &serde_json::json!({ "apiGroups": ["shop.example.com"], "resources": ["carts"], "verbs": ["get", "list", "watch"] })
+    );
+
+    let out = env.run(&["rbac", "--family", "workloads", "--watch", "Cart"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--watch `Cart`: write the custom resource as PLURAL.GROUP"), "{}", text(&out));
+    let out = env.run(&["rbac", "--family", "restore", "--watch", "carts.shop.example.com"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("add --family workloads"), "{}", text(&out));
+}
+
+#[test]
 fn the_fleet_example_plans_each_step_once_with_its_items_and_runs_tier_by_tier() {
     let env = Env::new();
     let args = ["examples/fleet/fleet.yaml", "--params-file", "examples/fleet/inventory.yaml"];

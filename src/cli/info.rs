@@ -707,12 +707,22 @@ pub struct RbacArgs {
     /// Who the bindings name: `user:NAME` or `serviceaccount:NAMESPACE/NAME`.
     #[arg(long = "for", value_name = "SUBJECT", default_value = "serviceaccount:drover/drover")]
     pub subject: String,
+    /// A custom kind `kube.wait` waits on, as PLURAL.GROUP (`carts.shop.example.com`, the name
+    /// of its CRD; repeatable): the workloads family also gets `get`, `list` and `watch` on it.
+    #[arg(long = "watch", value_name = "PLURAL.GROUP")]
+    pub watch: Vec<String>,
 }
 
 /// `drover rbac`: the Kubernetes RBAC a site's drover identity needs, as YAML to apply.
 pub fn rbac(cli: &Cli, a: &RbacArgs) -> Result<i32, CliError> {
-    use drover_kube::rbac::{FAMILIES, Subject, family, manifests};
+    use drover_kube::rbac::{FAMILIES, Subject, WATCHES, Watched, family, manifests};
     let subject = Subject::parse(&a.subject).map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
+    let watched = a
+        .watch
+        .iter()
+        .map(|w| Watched::parse(w))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::new(exit::INVALID_INPUT, format!("--watch {e}")))?;
     let chosen: Vec<_> = if a.families.is_empty() {
         FAMILIES.iter().collect()
     } else {
@@ -727,7 +737,14 @@ pub fn rbac(cli: &Cli, a: &RbacArgs) -> Result<i32, CliError> {
         }
         out
     };
-    let docs = manifests(&chosen, &subject);
+    if !watched.is_empty() && !chosen.iter().any(|f| f.name == WATCHES) {
+        return Err(CliError::new(
+            exit::INVALID_INPUT,
+            format!("--watch adds to the `{WATCHES}` family, which is not chosen"),
+        )
+        .hint(format!("add --family {WATCHES}")));
+    }
+    let docs = manifests(&chosen, &subject, &watched);
     if cli.output.machine() {
         emit(cli.output, &json!({ "items": docs }));
         return Ok(exit::SUCCESS);

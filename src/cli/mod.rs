@@ -131,7 +131,8 @@ pub enum Command {
     /// per family of actions; a missing permission at run time names the family.
     #[command(after_help = "Examples:
   drover rbac | kubectl apply -f -
-  drover rbac --family restore --family check --for user:drover-dr")]
+  drover rbac --family restore --family check --for user:drover-dr
+  drover rbac --family workloads --watch carts.shop.example.com   a custom kind kube.wait waits on")]
     Rbac(info::RbacArgs),
     /// Fail over: run the shipped failover runbook (runbooks/failover.yaml, built in;
     /// `--param mode=unplanned` when the primary is down) with all of `run`'s flags.

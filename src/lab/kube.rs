@@ -41,7 +41,7 @@ impl LabKube {
         let users = vec![User { name: "drover".into(), groups: vec![] }];
         let plane = ControlPlane::start(Options { name: name.into(), users, ..Options::default() }).await?;
         let families: Vec<_> = FAMILIES.iter().collect();
-        plane.apply("drover-lab", &manifests(&families, &Subject::User("drover".into()))).await?;
+        plane.apply("drover-lab", &manifests(&families, &Subject::User("drover".into()), &[])).await?;
         let kubeconfig = dir.join(format!("kubeconfig-{name}"));
         std::fs::copy(plane.kubeconfig("drover"), &kubeconfig)
             .map_err(|e| format!("cannot write {}: {e}", kubeconfig.display()))?;

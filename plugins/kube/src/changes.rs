@@ -17,7 +17,7 @@
 //! waits poll at their usual pace; that is also their pace between changes while it runs, only
 //! slower (a safety net, never the way readiness is noticed).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -118,6 +118,19 @@ impl Changes {
     /// Whether every watch this wait depends on is streaming: only then may it pause long.
     pub fn live(&self) -> bool {
         self.registered.iter().all(|r| *r.watch.running.lock().unwrap_or_else(|e| e.into_inner()) == Running::Live)
+    }
+
+    /// The kinds (`PLURAL.GROUP`, `PLURAL` for the core group) whose watch this identity or
+    /// server refused: they are polled.
+    pub fn refused(&self) -> BTreeSet<String> {
+        self.registered
+            .iter()
+            .filter(|r| *r.watch.running.lock().unwrap_or_else(|e| e.into_inner()) == Running::Refused)
+            .map(|r| match r.api_version.split_once('/') {
+                Some((group, _)) => format!("{}.{group}", r.plural),
+                None => r.plural.clone(),
+            })
+            .collect()
     }
 
     /// Until one of the namespaces saw a change (or a watch changed state) since the last call.

@@ -36,6 +36,9 @@ const READ: &[&str] = &["get", "list"];
 /// told of changes (without `watch` it polls, a heavier load on the API server).
 const READ_AND_WATCH: &[&str] = &["get", "list", "watch"];
 
+/// The family whose `kube.wait` watches: custom kinds it waits on are added to it.
+pub const WATCHES: &str = "workloads";
+
 /// Every family.
 pub const FAMILIES: &[Family] = &[
     Family {
@@ -154,16 +157,57 @@ pub fn family(name: &str) -> Option<&'static Family> {
     FAMILIES.iter().find(|f| f.name == name)
 }
 
-/// A ClusterRole per family and a ClusterRoleBinding of each to `subject`.
-pub fn manifests(families: &[&Family], subject: &Subject) -> Vec<Value> {
+/// Whether the workloads family lets `kube.wait` watch this resource (`""`: the core group).
+pub fn family_watches(plural: &str, group: &str) -> bool {
+    family(WATCHES).is_some_and(|f| {
+        f.rules.iter().any(|r| r.verbs.contains(&"watch") && r.groups.contains(&group) && r.resources.contains(&plural))
+    })
+}
+
+/// A custom kind `kube.wait` waits on, as `PLURAL.GROUP` (`carts.shop.example.com`): the
+/// workloads family grants `watch` on the built-in kinds only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    pub plural: String,
+    pub group: String,
+}
+
+impl Watched {
+    /// `PLURAL.GROUP`, as `kubectl get crd` names a custom resource.
+    pub fn parse(text: &str) -> Result<Watched, String> {
+        let valid = |s: &str| {
+            !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        };
+        match text.split_once('.') {
+            Some((plural, group)) if valid(plural) && !plural.contains('.') && valid(group) && group.contains('.') => {
+                Ok(Watched { plural: plural.into(), group: group.into() })
+            }
+            _ => Err(format!(
+                "`{text}`: write the custom resource as PLURAL.GROUP, the name of its CustomResourceDefinition (`kubectl get crd`), e.g. carts.shop.example.com"
+            )),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({ "apiGroups": [self.group], "resources": [self.plural], "verbs": READ_AND_WATCH })
+    }
+}
+
+/// A ClusterRole per family and a ClusterRoleBinding of each to `subject`; the workloads
+/// family also reads and watches the custom kinds in `watched`.
+pub fn manifests(families: &[&Family], subject: &Subject, watched: &[Watched]) -> Vec<Value> {
     let mut out = vec![];
     for f in families {
         let role = format!("drover-{}", f.name);
+        let mut rules: Vec<Value> = f.rules.iter().map(Rule::to_json).collect();
+        if f.name == WATCHES {
+            rules.extend(watched.iter().map(Watched::to_json));
+        }
         out.push(json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": { "name": role, "labels": { "app.kubernetes.io/managed-by": "drover" },
                           "annotations": { "drover.io/actions": f.actions.join(", "), "drover.io/why": f.why } },
-            "rules": f.rules.iter().map(Rule::to_json).collect::<Vec<_>>(),
+            "rules": rules,
         }));
         out.push(json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",

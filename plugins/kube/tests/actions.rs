@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Site, find, real_site, sim_site, sim_site_with, site};
+use common::{Site, find, real_site, real_site_watching, sim_site, sim_site_with, site};
 use drover_api::testing;
 use drover_kube_sim::{Fault, FaultKind};
 
@@ -327,7 +327,9 @@ async fn a_wait_whose_kind_stops_being_served_fails_at_once_naming_the_deleted_c
 
 /// A wait on the web Deployment until an operator labels it live, 3 s from now; how many
 /// LISTs of deployments in `shop` the API server served meanwhile, by its own counter.
-async fn wait_until_labelled_live(east: &Site) -> (Result<drover_api::Outputs, drover_api::ActionError>, u64) {
+async fn wait_until_labelled_live(
+    east: &Site,
+) -> (Result<drover_api::Outputs, drover_api::ActionError>, u64, Vec<String>) {
     east.run("kube.apply", json!({ "site": "east", "inline": shop() })).await.unwrap();
     let lists = || east.plane().requests_served("LIST", "deployments", "namespace");
     let before = lists().await.unwrap();
@@ -338,8 +340,8 @@ async fn wait_until_labelled_live(east: &Site) -> (Result<drover_api::Outputs, d
         let live = json!({ "metadata": { "labels": { "stage": "live" } } });
         east.plane().request("PATCH", "/apis/apps/v1/namespaces/shop/deployments/web", Some(live)).await.unwrap();
     };
-    let (waited, ()) = tokio::join!(east.run("kube.wait", wait), label_it);
-    (waited, lists().await.unwrap() - before)
+    let ((waited, notes), ()) = tokio::join!(east.run_recording("kube.wait", wait), label_it);
+    (waited, lists().await.unwrap() - before, notes)
 }
 
 /// Real control plane: a wait is told of changes by the run's watch of the kind across the
@@ -348,9 +350,10 @@ async fn wait_until_labelled_live(east: &Site) -> (Result<drover_api::Outputs, d
 #[tokio::test]
 async fn a_wait_looks_again_when_the_watch_tells_of_a_change_not_every_few_milliseconds() {
     let east = site().await;
-    let (waited, lists) = wait_until_labelled_live(&east).await;
+    let (waited, lists, notes) = wait_until_labelled_live(&east).await;
     assert_eq!(waited.unwrap()["objects"], json!(["Deployment shop/web"]));
     assert!(lists <= 8, "{lists} LISTs of deployments in shop while waiting 3 s for one change");
+    assert!(notes.is_empty(), "{notes:?}");
 }
 
 /// Real control plane, as an identity bound only to `read` (get and list, no watch): the
@@ -358,9 +361,54 @@ async fn a_wait_looks_again_when_the_watch_tells_of_a_change_not_every_few_milli
 #[tokio::test]
 async fn a_wait_by_an_identity_that_may_not_watch_polls_instead() {
     let east = real_site(&["read", "restore"]).await;
-    let (waited, lists) = wait_until_labelled_live(&east).await;
+    let (waited, lists, notes) = wait_until_labelled_live(&east).await;
     assert_eq!(waited.unwrap()["objects"], json!(["Deployment shop/web"]));
     assert!(lists >= 20, "only {lists} LISTs in 3 s: was it told of the change after all?");
+    assert_eq!(
+        notes,
+        [
+            "deployments.apps is polled, not watched: this identity may not watch it across the cluster (more LISTs for the API server, changes noticed later); bind it to `drover rbac --family workloads`"
+        ]
+    );
+}
+
+/// A wait on the cart `c1` until an operator labels it live, 3 s from now, by an identity
+/// bound to `workloads` (and `restore`, to put the cart up) with these custom kinds watched;
+/// how many LISTs of carts in `shop` the API server served meanwhile.
+async fn wait_for_a_cart_labelled_live(watched: &[&str]) -> u64 {
+    let east = real_site_watching(&["workloads", "restore"], watched).await;
+    let cart = json!({ "apiVersion": "shop.example.com/v1", "kind": "Cart", "metadata": { "name": "c1", "namespace": "shop" },
+                       "spec": { "items": 2 } });
+    east.run("kube.apply", json!({ "site": "east", "inline": [cart_crd(), namespace("shop"), cart] })).await.unwrap();
+    let lists = || east.plane().requests_served("LIST", "carts", "namespace");
+    let before = lists().await.unwrap();
+    let wait = json!({ "site": "east", "namespaces": ["shop"], "kinds": ["Cart"],
+                       "for": { "field": ".metadata.labels.stage", "equals": "live" } });
+    let label_it = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let live = json!({ "metadata": { "labels": { "stage": "live" } } });
+        east.plane().request("PATCH", "/apis/shop.example.com/v1/namespaces/shop/carts/c1", Some(live)).await.unwrap();
+    };
+    let ((waited, notes), ()) = tokio::join!(east.run_recording("kube.wait", wait), label_it);
+    assert_eq!(waited.unwrap()["objects"], json!(["Cart shop/c1"]));
+    let polled = "carts.shop.example.com is polled, not watched: this identity may not watch it across the cluster";
+    let said = notes.iter().any(|n| {
+        n.starts_with(polled)
+            && n.ends_with("`drover rbac --family workloads --watch carts.shop.example.com` grants it")
+    });
+    assert_eq!(said, watched.is_empty(), "the step says why it polls, and only then: {notes:?}");
+    lists().await.unwrap() - before
+}
+
+/// Real control plane: the workloads family watches the built-in kinds; a custom kind's wait
+/// polls unless the identity may watch it too — the rule `drover rbac --watch
+/// carts.shop.example.com` adds, with which it is told of the change instead.
+#[tokio::test]
+async fn a_wait_on_a_custom_kind_is_told_of_changes_once_drover_rbac_grants_its_watch() {
+    let (polled, watched) =
+        tokio::join!(wait_for_a_cart_labelled_live(&[]), wait_for_a_cart_labelled_live(&["carts.shop.example.com"]));
+    assert!(polled >= 20, "only {polled} LISTs in 3 s without the rule: was it watched after all?");
+    assert!(watched <= 8, "{watched} LISTs of carts in shop while waiting 3 s for one change, watch granted");
 }
 
 /// Simulator (it counts the LISTs it serves): as `kubectl wait` does, each object is waited

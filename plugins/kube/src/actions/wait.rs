@@ -93,6 +93,20 @@ impl WaitParams {
 }
 
 /// Where the selection stands: (ready, waiting with why, failed with why).
+/// Why a kind (`PLURAL.GROUP`) is polled rather than watched, and the grant that changes it.
+fn polled_note(kind: &str) -> String {
+    let (plural, group) = kind.split_once('.').unwrap_or((kind, ""));
+    let family = crate::rbac::WATCHES;
+    let grant = if crate::rbac::family_watches(plural, group) {
+        format!("bind it to `drover rbac --family {family}`")
+    } else {
+        format!("`drover rbac --family {family} --watch {kind}` grants it")
+    };
+    format!(
+        "{kind} is polled, not watched: this identity may not watch it across the cluster (more LISTs for the API server, changes noticed later); {grant}"
+    )
+}
+
 fn survey(found: &[Found], until: Option<&Until>) -> (usize, Vec<String>, Vec<String>) {
     let (mut ready, mut waiting, mut failed) = (0, vec![], vec![]);
     for f in found {
@@ -184,6 +198,7 @@ impl TypedAction for Wait {
         // untold, and each look is a LIST of its own sent after the change (`crate::changes`).
         let mut changes = kube.changes(&looking, selection.labels.as_deref());
         let mut settled: Vec<Found> = vec![];
+        let mut said_polled = std::collections::BTreeSet::new();
         loop {
             let per_list = select_in(&kube, &selection, &looking, Sharing::Own).await?;
             let mut found: Vec<Found> = settled.iter().cloned().chain(per_list.iter().flatten().cloned()).collect();
@@ -230,6 +245,11 @@ impl TypedAction for Wait {
                 let detail = if waiting.is_empty() { status } else { waiting.join("; ") };
                 return Err(ActionError::permanent(format!("{}: not ready in time: {detail}", kube.origin))
                     .with_hint("check the workloads' events, then raise the step's timeout or `drover resume`"));
+            }
+            for kind in changes.refused() {
+                if said_polled.insert(kind.clone()) {
+                    ctx.note(&polled_note(&kind));
+                }
             }
             // Watched, the next look comes with the next change (or after a longer pause);
             // otherwise at the poll's pace.

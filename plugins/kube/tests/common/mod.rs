@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use drover_api::{Action, ActionError, Outputs, StepContext, testing};
 use drover_controlplane::{ControlPlane, Options, User};
-use drover_kube::rbac::{FAMILIES, Subject, manifests};
+use drover_kube::rbac::{FAMILIES, Subject, Watched, manifests};
 use drover_kube_sim::{Cluster, Settings};
 
 pub enum Backend {
@@ -141,14 +141,25 @@ pub async fn real_site(families: &[&str]) -> Site {
     named_site("east", families).await
 }
 
+/// A real control plane where `drover` is bound to these families, the workloads family also
+/// watching these custom kinds (`drover rbac --watch PLURAL.GROUP`).
+pub async fn real_site_watching(families: &[&str], watched: &[&str]) -> Site {
+    let watched: Vec<Watched> = watched.iter().map(|w| Watched::parse(w).unwrap()).collect();
+    site_bound("east", families, &watched).await
+}
+
 /// A real control plane whose kubeconfig context is `name`.
 pub async fn named_site(name: &str, families: &[&str]) -> Site {
+    site_bound(name, families, &[]).await
+}
+
+async fn site_bound(name: &str, families: &[&str], watched: &[Watched]) -> Site {
     let users = vec![User { name: "drover".into(), groups: vec![] }];
     let plane = ControlPlane::start(Options { name: name.into(), users, ..Options::default() })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let chosen: Vec<_> = families.iter().map(|f| drover_kube::rbac::family(f).unwrap()).collect();
-    plane.apply("test-setup", &manifests(&chosen, &Subject::User("drover".into()))).await.unwrap();
+    plane.apply("test-setup", &manifests(&chosen, &Subject::User("drover".into()), watched)).await.unwrap();
     let kubeconfig = plane.kubeconfig("drover");
     Site { backend: Backend::Real(Arc::new(plane)), dir: tempfile::tempdir().unwrap(), kubeconfig }
 }
