@@ -325,23 +325,43 @@ async fn a_wait_whose_kind_stops_being_served_fails_at_once_naming_the_deleted_c
     assert!(err.hint.as_deref().is_some_and(|h| h.contains("kubectl get crd carts.shop.example.com")), "{err:?}");
 }
 
-/// A wait on the web Deployment until an operator labels it live, 3 s from now; how many
-/// LISTs of deployments in `shop` the API server served meanwhile, by its own counter.
-async fn wait_until_labelled_live(
+/// One object to wait on: its kind, the resource LISTs count, and its path.
+struct Labelled {
+    kind: &'static str,
+    resource: &'static str,
+    path: &'static str,
+}
+
+const WEB: Labelled =
+    Labelled { kind: "Deployment", resource: "deployments", path: "/apis/apps/v1/namespaces/shop/deployments/web" };
+const CART: Labelled =
+    Labelled { kind: "Cart", resource: "carts", path: "/apis/shop.example.com/v1/namespaces/shop/carts/c1" };
+
+/// A wait in `shop` on `what` until an operator labels it live, 3 s from now; how many LISTs
+/// of its kind in `shop` the API server served meanwhile, by its own counter; the step's notes.
+async fn wait_until_labelled_live_on(
     east: &Site,
+    what: &Labelled,
 ) -> (Result<drover_api::Outputs, drover_api::ActionError>, u64, Vec<String>) {
-    east.run("kube.apply", json!({ "site": "east", "inline": shop() })).await.unwrap();
-    let lists = || east.plane().requests_served("LIST", "deployments", "namespace");
+    let lists = || east.plane().requests_served("LIST", what.resource, "namespace");
     let before = lists().await.unwrap();
-    let wait = json!({ "site": "east", "namespaces": ["shop"], "kinds": ["Deployment"],
+    let wait = json!({ "site": "east", "namespaces": ["shop"], "kinds": [what.kind],
                        "for": { "field": ".metadata.labels.stage", "equals": "live" } });
     let label_it = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let live = json!({ "metadata": { "labels": { "stage": "live" } } });
-        east.plane().request("PATCH", "/apis/apps/v1/namespaces/shop/deployments/web", Some(live)).await.unwrap();
+        east.plane().request("PATCH", what.path, Some(live)).await.unwrap();
     };
     let ((waited, notes), ()) = tokio::join!(east.run_recording("kube.wait", wait), label_it);
     (waited, lists().await.unwrap() - before, notes)
+}
+
+/// The web Deployment of the shop, labelled live 3 s from now.
+async fn wait_until_labelled_live(
+    east: &Site,
+) -> (Result<drover_api::Outputs, drover_api::ActionError>, u64, Vec<String>) {
+    east.run("kube.apply", json!({ "site": "east", "inline": shop() })).await.unwrap();
+    wait_until_labelled_live_on(east, &WEB).await
 }
 
 /// Real control plane: a wait is told of changes by the run's watch of the kind across the
@@ -372,24 +392,14 @@ async fn a_wait_by_an_identity_that_may_not_watch_polls_instead() {
     );
 }
 
-/// A wait on the cart `c1` until an operator labels it live, 3 s from now, by an identity
-/// bound to `workloads` (and `restore`, to put the cart up) with these custom kinds watched;
-/// how many LISTs of carts in `shop` the API server served meanwhile.
+/// The cart `c1`, labelled live 3 s from now, waited on by an identity bound to `workloads`
+/// (and `restore`, to put the cart up) with these custom kinds watched; the LISTs of carts.
 async fn wait_for_a_cart_labelled_live(watched: &[&str]) -> u64 {
     let east = real_site_watching(&["workloads", "restore"], watched).await;
     let cart = json!({ "apiVersion": "shop.example.com/v1", "kind": "Cart", "metadata": { "name": "c1", "namespace": "shop" },
                        "spec": { "items": 2 } });
     east.run("kube.apply", json!({ "site": "east", "inline": [cart_crd(), namespace("shop"), cart] })).await.unwrap();
-    let lists = || east.plane().requests_served("LIST", "carts", "namespace");
-    let before = lists().await.unwrap();
-    let wait = json!({ "site": "east", "namespaces": ["shop"], "kinds": ["Cart"],
-                       "for": { "field": ".metadata.labels.stage", "equals": "live" } });
-    let label_it = async {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let live = json!({ "metadata": { "labels": { "stage": "live" } } });
-        east.plane().request("PATCH", "/apis/shop.example.com/v1/namespaces/shop/carts/c1", Some(live)).await.unwrap();
-    };
-    let ((waited, notes), ()) = tokio::join!(east.run_recording("kube.wait", wait), label_it);
+    let (waited, lists, notes) = wait_until_labelled_live_on(&east, &CART).await;
     assert_eq!(waited.unwrap()["objects"], json!(["Cart shop/c1"]));
     let polled = "carts.shop.example.com is polled, not watched: this identity may not watch it across the cluster";
     let said = notes.iter().any(|n| {
@@ -397,7 +407,7 @@ async fn wait_for_a_cart_labelled_live(watched: &[&str]) -> u64 {
             && n.ends_with("`drover rbac --family workloads --watch carts.shop.example.com` grants it")
     });
     assert_eq!(said, watched.is_empty(), "the step says why it polls, and only then: {notes:?}");
-    lists().await.unwrap() - before
+    lists
 }
 
 /// Real control plane: the workloads family watches the built-in kinds; a custom kind's wait
