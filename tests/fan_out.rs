@@ -762,7 +762,7 @@ fn a_volume_pairs_with_its_application_both_ways_and_shares_its_tier() {
     assert_eq!(step("fence[shop]").needs, ["tier[1]"]);
     let shop_data = step("break[svm_dr:shop_data]").instance.as_ref().unwrap();
     assert_eq!((shop_data.tier.as_deref(), shop_data.unit()), (Some("2"), ("params.apps", "shop")));
-    assert_eq!(shop_data.pairs["fence"], "fence[shop]", "a volume reads its application's outputs");
+    assert_eq!(shop_data.pair("fence").as_deref(), Some("fence[shop]"), "a volume reads its application's outputs");
 }
 
 #[tokio::test(start_paused = true)]

@@ -210,7 +210,8 @@ fn condition_reads(cond: &drover_runbook::expr::Expr, step: &drover_runbook::Ste
             && first == "steps"
             && matches!(reads, Reads::Settled)
         {
-            let id = step.instance.as_ref().and_then(|inst| inst.pairs.get(id)).unwrap_or(id);
+            let paired = step.instance.as_ref().and_then(|inst| inst.pair(id));
+            let id = paired.as_ref().unwrap_or(id);
             reads = match board.loaded.index.get(id) {
                 Some(&j) if matches!(board.state[j], State::Done(_)) => Reads::Settled,
                 Some(&j) => Reads::Waits(j),

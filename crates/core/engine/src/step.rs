@@ -126,7 +126,8 @@ impl Scope for RunScope<'_> {
             }
             Some("steps") => {
                 let id = path.get(1).ok_or("missing step id")?;
-                let id = self.instance().and_then(|inst| inst.pairs.get(id)).unwrap_or(id);
+                let paired = self.instance().and_then(|inst| inst.pair(id));
+                let id = paired.as_ref().unwrap_or(id);
                 let i = *self.loaded.index.get(id).ok_or_else(|| format!("no step `{id}`"))?;
                 match path.get(2).map(String::as_str) {
                     Some("outcome") => owned(match self.state[i] {

@@ -226,6 +226,15 @@ impl Items {
 }
 
 impl Instance {
+    /// The instance of fanned step `id` for this one's item (or its owner's), if `id` is
+    /// fanned over the same list (or the owner's).
+    pub fn pair(&self, id: &str) -> Option<String> {
+        match self.pairs.get(id)? {
+            Pair::SameItem => Some(crate::fan::instance_id(id, &self.key)),
+            Pair::Owner => Some(crate::fan::instance_id(id, &self.owner.as_ref()?.1)),
+        }
+    }
+
     /// The unit a failure and a report are about: the item, or the item it belongs to.
     pub fn unit(&self) -> (&str, &str) {
         match &self.owner {
@@ -235,6 +244,15 @@ impl Instance {
     }
 }
 
+/// Which instance of another fanned step pairs with an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pair {
+    /// The one for the same item (the two steps fan over the same list).
+    SameItem,
+    /// The one for the item this one belongs to (`belongs_to`: a volume's application).
+    Owner,
+}
+
 /// One item's run of a fanned step: its id is `TEMPLATE[KEY]`.
 #[derive(Debug, Clone)]
 pub struct Instance {
@@ -242,9 +260,10 @@ pub struct Instance {
     pub of: String,
     pub key: String,
     pub item: Value,
-    /// Fanned steps over the same list this one reads or needs, by their id, mapped to
-    /// the instance for the same item.
-    pub pairs: BTreeMap<String, String>,
+    /// Fanned steps over the same list (or over the list this one's items belong to), by
+    /// their id: [`Instance::pair`] names the instance for this item. One map for every
+    /// instance of the step (a fleet's 9,500 instances each held its own).
+    pub pairs: Arc<BTreeMap<String, Pair>>,
     /// The list the item comes from (`params.apps`): instances of one item share it and the key.
     pub list: String,
     /// The item of another list this one belongs to (`belongs_to`): its list and key.

@@ -15,6 +15,7 @@ mod tiers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -197,6 +198,20 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
         };
         let list = &shared[me.root()];
         let owner = me.parent.as_ref().and_then(|p| fanned.values().find(|f| &f.source == p));
+        let pairs: Arc<BTreeMap<String, Pair>> = Arc::new(
+            fanned
+                .iter()
+                .filter_map(|(id, f)| {
+                    if f.source == me.source {
+                        Some((id.to_string(), Pair::SameItem))
+                    } else if me.parent.as_ref() == Some(&f.source) {
+                        Some((id.to_string(), Pair::Owner))
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+        );
         for (n, (key, item)) in me.keys.iter().zip(&me.items).enumerate() {
             let mut inst = step.clone();
             inst.id = instance_id(&step.id, key);
@@ -215,23 +230,11 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
             {
                 inst.needs.push(tiers::end_id(&tiers.order[before].name));
             }
-            let pairs = fanned
-                .iter()
-                .filter_map(|(id, f)| {
-                    if f.source == me.source {
-                        Some((id.to_string(), instance_id(id, key)))
-                    } else if me.parent.as_ref() == Some(&f.source) {
-                        Some((id.to_string(), instance_id(id, me.unit(n))))
-                    } else {
-                        None
-                    }
-                })
-                .collect();
             inst.instance = Some(Instance {
                 of: step.id.clone(),
                 key: key.clone(),
                 item: item.clone(),
-                pairs,
+                pairs: pairs.clone(),
                 list: me.source.clone(),
                 owner: me.parent.clone().map(|p| (p, me.unit(n).to_string())),
                 tier: tier.map(|t| t.name.clone()),
