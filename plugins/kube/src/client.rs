@@ -147,6 +147,8 @@ struct Connection {
     in_flight: tokio::sync::Semaphore,
     /// LISTs of one kind wanted in many namespaces at once, gathered (see [`crate::lists`]).
     lists: crate::lists::SharedLists,
+    /// Reads of one cluster-scoped object wanted by many steps at once, gathered.
+    reads: crate::lists::SharedReads,
     /// Watches of kinds across the cluster, telling waits where to look again (see
     /// [`crate::changes`]).
     watches: crate::changes::SharedWatches,
@@ -300,6 +302,7 @@ impl Connection {
             discovery: tokio::sync::Mutex::new(None),
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight.unwrap_or(MAX_IN_FLIGHT).max(1)),
             lists: Default::default(),
+            reads: Default::default(),
             watches: Default::default(),
         })
     }
@@ -400,16 +403,30 @@ impl Kube {
         // Sent on behalf of several steps: under none's deadline, each waiting within its own.
         let shared = self.detached();
         let listed = self.connection.lists.list(&shared, kind, namespace, labels, sharing);
-        match tokio::time::timeout(self.time_left(), listed).await {
+        self.within_step(listed, || format!("listing {} in {namespace}", kind.resource.plural)).await
+    }
+
+    /// Wait for a read sent on behalf of several steps, within this step's time.
+    async fn within_step<T>(
+        &self,
+        read: impl std::future::Future<Output = Result<T, KubeError>>,
+        doing: impl FnOnce() -> String,
+    ) -> Result<T, KubeError> {
+        match tokio::time::timeout(self.time_left(), read).await {
             Ok(answer) => answer,
             Err(_) => Err(KubeError::Other(
-                ActionError::retryable(format!(
-                    "{}: the step's time ran out while listing {} in {namespace}",
-                    self.origin, kind.resource.plural
-                ))
-                .with_hint("raise the step's `timeout:`, or `drover resume`"),
+                ActionError::retryable(format!("{}: the step's time ran out while {}", self.origin, doing()))
+                    .with_hint("raise the step's `timeout:`, or `drover resume`"),
             )),
         }
+    }
+
+    /// The cluster-scoped object `name` of `kind` (`None`: there is none), by a GET shared with
+    /// the steps reading it at the same moment (see [`crate::lists`]).
+    pub async fn get_cluster_scoped(&self, kind: &Kind, name: &str) -> Result<Option<Arc<DynamicObject>>, KubeError> {
+        let shared = self.detached();
+        let read = self.connection.reads.get(&shared, kind, name);
+        self.within_step(read, || format!("reading {} {name}", kind.resource.plural)).await
     }
 
     /// The same connection under no step's deadline: for work done on behalf of several steps.

@@ -1,4 +1,5 @@
-//! LISTs of one kind in many namespaces, shared by the steps that want them at the same time.
+//! LISTs of one kind in many namespaces, and reads of one cluster-scoped object by name,
+//! shared by the steps that want them at the same time.
 //!
 //! A fleet's 500 restores from a live primary each list 22 kinds in their own namespace — in
 //! the preflight and again in the run — and its fences read 4 kinds in each: some 25,000
@@ -9,13 +10,18 @@
 //!
 //! It is sent after each of them asked, so nobody is given an older view than a LIST of their
 //! own would have given. A lone caller, or a few, still list their own namespaces: a LIST
-//! across the cluster returns every namespace's objects. An identity allowed to list only in
-//! some namespaces (403 across the cluster) is served namespace by namespace from then on.
+//! across the cluster returns every namespace's objects, and is worth it only while those are
+//! fewer than what the requests it saves would cost. An identity allowed to list only in some
+//! namespaces (403 across the cluster) is served namespace by namespace from then on.
+//!
+//! The 500 restores of the fleet's preflight also each read the same CustomResourceDefinition
+//! and StorageClass of the primary, and the same CRD of the standby: 1,500 identical GETs,
+//! gathered the same way.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use kube::api::ListParams;
+use kube::api::{DynamicObject, ListParams};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -32,8 +38,14 @@ pub enum Sharing {
     Own,
 }
 
-/// From this many namespaces gathered, one LIST across the cluster serves them.
+/// From this many namespaces gathered, one LIST across the cluster may serve them.
 pub const ACROSS_THE_CLUSTER_FROM: usize = 16;
+
+/// What one request costs both sides beyond its objects (a TLS record each way, the API
+/// server's authentication, authorization and priority queue, a task and a parse here), in
+/// objects listed: a namespace's LIST of a few objects costs about as much as a LIST across the
+/// cluster returning this many more.
+const REQUEST_COSTS_OBJECTS: usize = 16;
 
 /// A page of a LIST.
 const PAGE: u32 = 500;
@@ -54,40 +66,96 @@ struct ListKey {
 
 #[derive(Default)]
 struct KindLists {
-    /// The namespaces gathering for the next LIST.
-    gathering: Mutex<Option<Arc<Batch>>>,
-    /// One LIST (or set of them) of the kind on its way at a time; the next batch gathers.
-    sending: tokio::sync::Mutex<()>,
+    /// The namespaces wanted by the callers gathering for the next LIST.
+    gathering: Gathering<BTreeSet<String>, Listed>,
     /// What the last LIST across the cluster showed.
     across: Mutex<Across>,
+}
+
+/// Callers who want the same read while one is on its way, gathered for the next: each is
+/// answered by a read sent after it asked, one at a time. `W` is what they want of it (the
+/// namespaces of a LIST), `T` its answer.
+pub(crate) struct Gathering<W, T> {
+    next: Mutex<Option<Arc<Batch<W, T>>>>,
+    sending: tokio::sync::Mutex<()>,
+}
+
+impl<W, T> Default for Gathering<W, T> {
+    fn default() -> Self {
+        Gathering { next: Mutex::new(None), sending: tokio::sync::Mutex::new(()) }
+    }
+}
+
+struct Batch<W, T> {
+    /// Frozen once the batch is sent.
+    wants: Mutex<W>,
+    answer: tokio::sync::OnceCell<T>,
+}
+
+impl<W: Default + Clone, T> Gathering<W, T> {
+    /// Join the next read with what this caller wants of it (`want`), and have `take` pick
+    /// this caller's part of the answer. Whoever joins first sends the batch (`send`) once the
+    /// read before it is answered; if that caller goes away (its step was stopped), the next
+    /// one waiting takes over.
+    pub(crate) async fn join<R, Fut>(
+        &self,
+        want: impl FnOnce(&mut W),
+        send: impl FnOnce(W) -> Fut,
+        take: impl FnOnce(&T) -> R,
+    ) -> R
+    where
+        Fut: std::future::Future<Output = T>,
+    {
+        let batch = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let batch = next
+                .get_or_insert_with(|| Arc::new(Batch { wants: Mutex::default(), answer: Default::default() }))
+                .clone();
+            want(&mut batch.wants.lock().unwrap_or_else(|e| e.into_inner()));
+            batch
+        };
+        let answer = batch
+            .answer
+            .get_or_init(|| async {
+                let _turn = self.sending.lock().await;
+                {
+                    let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+                    if next.as_ref().is_some_and(|n| Arc::ptr_eq(n, &batch)) {
+                        *next = None;
+                    }
+                }
+                let wants = batch.wants.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                send(wants).await
+            })
+            .await;
+        take(answer)
+    }
 }
 
 #[derive(Default)]
 struct Across {
     /// The identity may not list across the cluster (403).
     refused: bool,
-    /// The namespaces holding objects of the kind, when last listed across the cluster.
-    namespaces_seen: usize,
+    /// The objects of the kind in the cluster, when last listed across it.
+    objects_seen: usize,
 }
 
 impl Across {
-    /// Worth listing across the cluster for these many namespaces: they are many, and at
-    /// least half of those that hold the kind — a fleet's tier of 167 namespaces out of 500
-    /// is served better by its own LISTs than by one returning three times what it wants.
+    /// Worth listing across the cluster for these many namespaces: they are many, and the
+    /// requests saved cost more than the other namespaces' objects the LIST returns too. A
+    /// fleet's preflight had listed each kind in ~470 of its 500 namespaces one by one (the
+    /// callers arrive a few at a time while the previous LIST is on its way), ~4,700 requests
+    /// for ~1,000 objects of each kind; 50,000 ConfigMaps across the cluster are still
+    /// listed namespace by namespace for a hundred namespaces.
     fn worth_it(&self, namespaces: usize) -> bool {
-        !self.refused && namespaces >= ACROSS_THE_CLUSTER_FROM && namespaces * 2 >= self.namespaces_seen
+        !self.refused
+            && namespaces >= ACROSS_THE_CLUSTER_FROM
+            && namespaces * REQUEST_COSTS_OBJECTS >= self.objects_seen
     }
 }
 
 /// Objects by namespace, or the error of the namespace's LIST.
 type Listed = HashMap<String, Result<Arc<Vec<Value>>, KubeError>>;
-
-#[derive(Default)]
-struct Batch {
-    /// Frozen once the batch leaves `gathering`.
-    namespaces: Mutex<BTreeSet<String>>,
-    answer: tokio::sync::OnceCell<Listed>,
-}
 
 impl SharedLists {
     /// The objects of `kind` in `namespace` (matching `labels`), by a LIST sent after this
@@ -115,29 +183,45 @@ impl SharedLists {
             labels: labels.map(String::from),
         };
         let lists = self.kinds.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
-        let batch = {
-            let mut gathering = lists.gathering.lock().unwrap_or_else(|e| e.into_inner());
-            let batch = gathering.get_or_insert_with(Default::default).clone();
-            batch.namespaces.lock().unwrap_or_else(|e| e.into_inner()).insert(namespace.to_string());
-            batch
+        lists
+            .gathering
+            .join(
+                |namespaces| {
+                    namespaces.insert(namespace.to_string());
+                },
+                |namespaces| {
+                    let across = &lists.across;
+                    async move { send(kube, kind, across, &namespaces, labels).await }
+                },
+                |listed| listed.get(namespace).cloned().unwrap_or_else(|| Ok(Arc::default())),
+            )
+            .await
+    }
+}
+
+/// What a read of one object by name answered: the object, or `None` when it does not exist.
+type Read = Result<Option<Arc<DynamicObject>>, KubeError>;
+
+/// An object by API version, plural and name.
+type ObjectKey = (String, String, String);
+
+/// Reads of cluster-scoped objects by name on one connection, gathered per object.
+#[derive(Default)]
+pub(crate) struct SharedReads {
+    objects: Mutex<HashMap<ObjectKey, Arc<Gathering<(), Read>>>>,
+}
+
+impl SharedReads {
+    /// The cluster-scoped object `name` of `kind`, by a GET sent after this call began.
+    pub(crate) async fn get(&self, kube: &Kube, kind: &Kind, name: &str) -> Read {
+        let key = (kind.resource.api_version.clone(), kind.resource.plural.clone(), name.to_string());
+        let reads = self.objects.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
+        let send = |()| async {
+            let api = kube.api(kind, "");
+            let what = format!("get {} {name}", kind.resource.plural);
+            Ok(kube.call_or_absent(&what, || api.get(name)).await?.map(Arc::new))
         };
-        // Whoever initialises the answer sends the batch; if that caller goes away (its step
-        // was stopped), the next one waiting takes over.
-        let listed = batch
-            .answer
-            .get_or_init(|| async {
-                let _turn = lists.sending.lock().await;
-                {
-                    let mut gathering = lists.gathering.lock().unwrap_or_else(|e| e.into_inner());
-                    if gathering.as_ref().is_some_and(|g| Arc::ptr_eq(g, &batch)) {
-                        *gathering = None;
-                    }
-                }
-                let namespaces = batch.namespaces.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                send(kube, kind, &lists.across, &namespaces, labels).await
-            })
-            .await;
-        listed.get(namespace).cloned().unwrap_or_else(|| Ok(Arc::default()))
+        reads.join(|()| {}, send, Clone::clone).await
     }
 }
 
@@ -154,18 +238,14 @@ async fn send(
         match pages(kube, kind, None, labels).await {
             Ok(objects) => {
                 let objects = objects.unwrap_or_default();
+                across.lock().unwrap_or_else(|e| e.into_inner()).objects_seen = objects.len();
                 let mut by_namespace: HashMap<String, Vec<Value>> = HashMap::new();
-                let mut seen = BTreeSet::new();
                 for o in objects {
                     let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-                    if !seen.contains(ns) {
-                        seen.insert(ns.to_string());
-                    }
                     if namespaces.contains(ns) {
                         by_namespace.entry(ns.to_string()).or_default().push(o);
                     }
                 }
-                across.lock().unwrap_or_else(|e| e.into_inner()).namespaces_seen = seen.len();
                 return namespaces
                     .iter()
                     .map(|ns| (ns.clone(), Ok(Arc::new(by_namespace.remove(ns).unwrap_or_default()))))
@@ -267,15 +347,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_list_across_the_cluster_is_for_many_namespaces_and_most_of_those_holding_the_kind() {
+    fn a_list_across_the_cluster_is_for_many_namespaces_while_the_kind_has_few_objects_for_them() {
         let fresh = Across::default();
         assert!(!fresh.worth_it(ACROSS_THE_CLUSTER_FROM - 1), "a few namespaces list their own");
         assert!(fresh.worth_it(ACROSS_THE_CLUSTER_FROM), "nothing known yet: many namespaces share one");
-        let fleet = Across { refused: false, namespaces_seen: 500 };
+        let fleet = Across { refused: false, objects_seen: 1_000 };
         assert!(fleet.worth_it(499), "a preflight of the whole fleet");
-        assert!(!fleet.worth_it(167), "one tier of three: a third of what the LIST would return");
-        assert!(fleet.worth_it(250));
-        let refused = Across { refused: true, namespaces_seen: 0 };
+        assert!(fleet.worth_it(167), "one tier of three, two objects in each of 500 namespaces");
+        assert!(fleet.worth_it(64));
+        assert!(!fleet.worth_it(32), "32 requests cost less than 1,000 objects");
+        let crowded = Across { refused: false, objects_seen: 50_000 };
+        assert!(!crowded.worth_it(100), "100 namespaces' own LISTs, not 50,000 objects");
+        assert!(crowded.worth_it(4_000));
+        let refused = Across { refused: true, objects_seen: 0 };
         assert!(!refused.worth_it(500), "refused across the cluster: namespace by namespace");
     }
 }

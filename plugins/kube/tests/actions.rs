@@ -506,28 +506,39 @@ async fn restores_planned_at_the_same_moment_ask_once_which_resource_serves_a_ki
     assert!(asked <= 3, "20 plans asked for the core API's resources {asked} times");
 }
 
-/// Simulator (it records the requests it serves; a latency fault keeps the first LIST of
-/// ConfigMaps on its way while the others ask). Restores planned at the same moment — a
-/// fleet's preflight — read the primary with one LIST of a kind across the cluster instead of
-/// one per namespace, and each is given its own namespace's objects only.
-#[tokio::test]
-async fn restores_planned_at_the_same_moment_read_the_primary_with_one_list_per_kind() {
-    let east = sim_site().await;
-    let apps: Vec<String> = (0..24).map(|i| format!("shop-{i}")).collect();
+/// Namespaces `shop-0` … `shop-{n-1}` on the simulator, each with a ConfigMap and a claim of
+/// the storage class `fast` (which the cluster has).
+fn seed_apps(east: &Site, n: usize) -> Vec<String> {
+    let apps: Vec<String> = (0..n).map(|i| format!("shop-{i}")).collect();
     east.sim().with_store(|s| {
-        let (ns, cm) = (s.find("", "v1", "namespaces").unwrap(), s.find("", "v1", "configmaps").unwrap());
+        let ns = s.find("", "v1", "namespaces").unwrap();
+        let (cm, pvc) = (s.find("", "v1", "configmaps").unwrap(), s.find("", "v1", "persistentvolumeclaims").unwrap());
+        let sc = s.find("storage.k8s.io", "v1", "storageclasses").unwrap();
+        let fast = json!({ "metadata": { "name": "fast" }, "provisioner": "csi.trident.netapp.io" });
+        s.create(&sc, None, fast, false).unwrap();
         for (i, app) in apps.iter().enumerate() {
             s.create(&ns, None, namespace(app), false).unwrap();
             let settings =
                 json!({ "metadata": { "name": "settings", "namespace": app }, "data": { "n": i.to_string() } });
             s.create(&cm, Some(app), settings, false).unwrap();
+            let data = json!({ "metadata": { "name": "data", "namespace": app },
+                               "spec": { "storageClassName": "fast", "accessModes": ["ReadWriteOnce"],
+                                         "resources": { "requests": { "storage": "1Gi" } } } });
+            s.create(&pvc, Some(app), data, false).unwrap();
         }
     });
+    apps
+}
+
+/// Plan a restore from the live primary into each of `apps` at the same moment, the first
+/// GET whose path contains `slow` kept on its way `for_ms` while the others ask; each plan is
+/// checked to hold its own namespace's objects only. The GET paths the simulator served.
+async fn plan_restores_at_once(east: &Site, apps: &[String], slow: &str, for_ms: u64) -> Vec<String> {
     east.sim().inject(Fault {
         method: Some("GET".into()),
-        path: Some("/configmaps".into()),
+        path: Some(slow.into()),
         remaining: Some(1),
-        ..Fault::always(FaultKind::Latency(Duration::from_millis(300)))
+        ..Fault::always(FaultKind::Latency(Duration::from_millis(for_ms)))
     });
     let before = east.sim().with_store(|s| s.requests.len());
     let plans = futures::future::join_all(apps.iter().map(|app| {
@@ -538,19 +549,65 @@ async fn restores_planned_at_the_same_moment_read_the_primary_with_one_list_per_
     for (app, plan) in apps.iter().zip(&plans) {
         assert!(plan.failed_checks().next().is_none(), "{plan:?}");
         let by_namespace = plan.changes.iter().find(|c| c.starts_with("by namespace:")).unwrap();
-        // Its Namespace object, and its ConfigMap.
-        assert_eq!(by_namespace, &format!("by namespace: (cluster) 1, {app} 1"), "{app} was given another's objects");
+        // Its Namespace object and the storage class, its ConfigMap and claim.
+        assert_eq!(by_namespace, &format!("by namespace: (cluster) 2, {app} 2"), "{app} was given another's objects");
         let by_kind = plan.changes.iter().find(|c| c.starts_with("by kind:")).unwrap();
-        assert!(by_kind.contains("ConfigMap 1"), "{app}: {by_kind}");
+        assert!(by_kind.contains("ConfigMap 1") && by_kind.contains("StorageClass 1"), "{app}: {by_kind}");
     }
-    let lists = east.sim().with_store(|s| {
-        let served: Vec<&String> = s.requests.iter().skip(before).filter(|(m, _)| m == "GET").map(|(_, p)| p).collect();
-        let across = served.iter().filter(|p| p.as_str() == "/api/v1/configmaps").count();
-        let each = served.iter().filter(|p| p.starts_with("/api/v1/namespaces/") && p.ends_with("/configmaps")).count();
-        (across, each)
-    });
-    assert_eq!(lists.0, 1, "one LIST of ConfigMaps across the cluster for the 23 that asked meanwhile");
-    assert!(lists.1 <= 2, "{} namespaces' ConfigMaps listed one by one", lists.1);
+    east.sim()
+        .with_store(|s| s.requests.iter().skip(before).filter(|(m, _)| m == "GET").map(|(_, p)| p.clone()).collect())
+}
+
+/// The LISTs of ConfigMaps among `served`: across the cluster, and namespace by namespace.
+fn configmap_lists(served: &[String]) -> (usize, usize) {
+    let across = served.iter().filter(|p| p.as_str() == "/api/v1/configmaps").count();
+    let each = served.iter().filter(|p| p.starts_with("/api/v1/namespaces/") && p.ends_with("/configmaps")).count();
+    (across, each)
+}
+
+/// Simulator (it records the requests it serves; a latency fault keeps the first LIST of
+/// ConfigMaps on its way while the others ask). Restores planned at the same moment — a
+/// fleet's preflight — read the primary with one LIST of a kind across the cluster instead of
+/// one per namespace, and each is given its own namespace's objects only; the storage class
+/// their claims name is read once for all of them.
+#[tokio::test]
+async fn restores_planned_at_the_same_moment_read_the_primary_with_one_list_per_kind() {
+    let east = sim_site().await;
+    let apps = seed_apps(&east, 24);
+    let served = plan_restores_at_once(&east, &apps, "/configmaps", 300).await;
+    let (across, each) = configmap_lists(&served);
+    assert_eq!(across, 1, "one LIST of ConfigMaps across the cluster for the 23 that asked meanwhile");
+    assert!(each <= 2, "{each} namespaces' ConfigMaps listed one by one");
+}
+
+/// Simulator, as above, with the first read of the storage class kept on its way (a second,
+/// long enough for every restore to have read its namespace): the 24 restores, which each
+/// read it from the source and then from the target (here the same cluster) to plan its
+/// write, are answered by GETs sent after they asked — for each purpose one for the first,
+/// one for the others (each had read it on its own: 48 GETs).
+#[tokio::test]
+async fn restores_planned_at_the_same_moment_read_the_storage_class_they_share_once_more() {
+    let east = sim_site().await;
+    let apps = seed_apps(&east, 24);
+    let served = plan_restores_at_once(&east, &apps, "/storageclasses/fast", 1000).await;
+    let reads = served.iter().filter(|p| p.as_str() == "/apis/storage.k8s.io/v1/storageclasses/fast").count();
+    assert!(reads <= 4, "the storage class was read {reads} times");
+}
+
+/// Simulator, as above. A second round of restores — a fleet's next tier, 20 of the 48
+/// applications whose ConfigMaps a LIST across the cluster counted — is still served by one
+/// LIST across it: 48 small objects cost less than 19 requests (a LIST across the cluster was
+/// kept for batches of at least half the namespaces holding the kind, and the tier's were
+/// listed one by one).
+#[tokio::test]
+async fn a_later_tier_of_restores_still_reads_a_kind_with_few_objects_across_the_cluster() {
+    let east = sim_site().await;
+    let apps = seed_apps(&east, 48);
+    let (across, _) = configmap_lists(&plan_restores_at_once(&east, &apps, "/configmaps", 300).await);
+    assert_eq!(across, 1, "the first round: the whole fleet");
+    let (across, each) = configmap_lists(&plan_restores_at_once(&east, &apps[..20], "/configmaps", 300).await);
+    assert_eq!(across, 1, "the tier of 20 after the first asked: one LIST across the cluster");
+    assert!(each <= 2, "{each} of the tier's namespaces listed one by one");
 }
 
 /// Simulator (it records the requests it serves). A restore's preflight into a namespace the

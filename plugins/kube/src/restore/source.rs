@@ -403,11 +403,12 @@ async fn read_live(
             else {
                 return Ok(None);
             };
+            // The fleet's restores all want the same CRDs and storage classes: read once for
+            // those asking at the same moment.
             let kind = crate::client::Kind { resource: ar.clone(), namespaced: false };
-            let api = kube.api(&kind, "");
-            let found = kube.call_or_absent(&format!("get {gr} {name}"), || api.get(&name)).await?;
+            let found = kube.get_cluster_scoped(&kind, &name).await?;
             Ok::<_, ActionError>(found.map(|obj| {
-                let mut v = serde_json::to_value(&obj).unwrap_or_default();
+                let mut v = serde_json::to_value(&*obj).unwrap_or_default();
                 v["apiVersion"] = ar.api_version.clone().into();
                 v["kind"] = ar.kind.clone().into();
                 (gr, v)

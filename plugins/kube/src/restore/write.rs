@@ -103,15 +103,13 @@ pub(super) async fn existing_versions(
     let lists: Vec<_> = wanted
         .into_iter()
         .map(|((resource, ns), (kind, names))| async move {
-            let api = kube.api(&kind, &ns);
             let mut found = vec![];
             // A cluster-wide LIST returns every object of the kind in the cluster: a fleet's
             // restores each listed all the PersistentVolumes the earlier ones had made.
             if ns.is_empty() && names.len() <= BY_NAME_UP_TO {
                 for name in names {
-                    let what = format!("get {resource} {name}");
-                    if let Some(item) = kube.call_or_absent(&what, || api.get(name)).await? {
-                        found.push(live(&resource, &ns, &serde_json::to_value(item).unwrap_or_default()));
+                    if let Some(item) = kube.get_cluster_scoped(&kind, name).await? {
+                        found.push(live(&resource, &ns, &serde_json::to_value(&*item).unwrap_or_default()));
                     }
                 }
                 return Ok::<_, ActionError>(found);
@@ -155,7 +153,14 @@ async fn restore_one(
         // Its namespace does not exist: nothing to read, and a dry run can only be made elsewhere.
         None if namespace_absent => return dry_run_elsewhere(kube, &kind, o).await,
         None => {
-            let live = kube.call_or_absent(&format!("get {}", o.describe()), || api.get(o.name())).await?;
+            // Cluster-scoped objects (a CRD, a storage class) are often every restore's.
+            let live = match o.namespace() {
+                None => kube.get_cluster_scoped(&kind, o.name()).await?,
+                Some(_) => kube
+                    .call_or_absent(&format!("get {}", o.describe()), || api.get(o.name()))
+                    .await?
+                    .map(std::sync::Arc::new),
+            };
             let version = live.as_ref().map(|l| l.metadata.resource_version.clone().unwrap_or_default());
             (live, version, None)
         }
@@ -183,9 +188,12 @@ async fn restore_one(
     if version.is_some() && o.resource == "persistentvolumes" {
         let current = match &live {
             Some(l) => Some(l.clone()),
-            None => kube.call_or_absent(&format!("get {}", o.describe()), || api.get(o.name())).await?,
+            None => kube
+                .call_or_absent(&format!("get {}", o.describe()), || api.get(o.name()))
+                .await?
+                .map(std::sync::Arc::new),
         };
-        let current = serde_json::to_value(current).unwrap_or_default();
+        let current = serde_json::to_value(current.as_deref()).unwrap_or_default();
         if let Some(why) = claimed_elsewhere(&current, &o.object()) {
             return Ok(Outcome::Failed(why));
         }
@@ -210,7 +218,7 @@ async fn restore_one(
             Ok(if same { Outcome::Unchanged } else { Outcome::Updated })
         }
         Ok(after) => {
-            let before = content(serde_json::to_value(live).unwrap_or_default());
+            let before = content(serde_json::to_value(live.as_deref()).unwrap_or_default());
             let after = content(serde_json::to_value(after).unwrap_or_default());
             Ok(if before == after { Outcome::Unchanged } else { Outcome::Updated })
         }
