@@ -586,7 +586,7 @@ async fn restores_planned_at_the_same_moment_read_the_primary_with_one_list_per_
 /// write, are answered by GETs sent after they asked — for each purpose one for the first,
 /// one for the others (each had read it on its own: 48 GETs).
 #[tokio::test]
-async fn restores_planned_at_the_same_moment_read_the_storage_class_they_share_once_more() {
+async fn restores_planned_at_the_same_moment_share_their_reads_of_a_storage_class() {
     let east = sim_site().await;
     let apps = seed_apps(&east, 24);
     let served = plan_restores_at_once(&east, &apps, "/storageclasses/fast", 1000).await;
