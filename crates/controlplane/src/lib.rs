@@ -15,7 +15,7 @@ pub use drover_api::procs;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -110,7 +110,24 @@ struct Proc {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// How to start it again should it die; `None` for a component whose death ends the plane.
+    restart: Option<Restart>,
 }
+
+/// kwok plays every node's kubelet and keeps no state of its own, so it can be started again
+/// the way a node restarts its kubelet. kwok 0.8.0 has died once in CI just after it started
+/// (exit status 2, in its server's `InstallMetrics`). Not reproduced here in ~500 starts; the
+/// likely cause is that its CEL library (easycel 0.6.0) caches types in maps without a lock
+/// while kwok builds CEL environments both there and on each controller's first event. Each
+/// restart is written into its log.
+struct Restart {
+    program: PathBuf,
+    args: Vec<String>,
+    left: u32,
+}
+
+/// Restarts of kwok a control plane allows before its death is reported as a failure.
+const KWOK_RESTARTS: u32 = 5;
 
 /// A running control plane; dropping it stops every process and removes its files.
 pub struct ControlPlane {
@@ -121,7 +138,7 @@ pub struct ControlPlane {
     pub ca_pem: String,
     dir: PathBuf,
     tokens: BTreeMap<String, String>,
-    procs: Mutex<Vec<Proc>>,
+    procs: Arc<Mutex<Vec<Proc>>>,
 }
 
 /// A port free now, below Linux's ephemeral range (32768 and up by default): a port the kernel
@@ -138,9 +155,85 @@ fn free_port() -> u16 {
 }
 
 fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    log_excerpt(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// The end of a component's log, and — when a Go program died of a panic or a fatal error
+/// earlier than that end — the lines that say why and where: a crash's stack runs to hundreds
+/// of frames, so its last lines alone never name the cause.
+fn log_excerpt(text: &str) -> String {
+    const END: usize = 15;
+    const CAUSE: usize = 8;
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    let end_from = lines.len().saturating_sub(END);
+    let cause = lines[..end_from].iter().position(|l| l.starts_with("panic:") || l.starts_with("fatal error:"));
+    match cause {
+        Some(at) => {
+            let cause_to = (at + CAUSE).min(end_from);
+            let skipped = end_from - cause_to;
+            let mut out = lines[at..cause_to].to_vec();
+            let gap = format!("[… {skipped} lines …]");
+            if skipped > 0 {
+                out.push(&gap);
+            }
+            out.extend(&lines[end_from..]);
+            out.join("\n")
+        }
+        None => lines[end_from..].join("\n"),
+    }
+}
+
+/// Start `cmd` with its output going to `log`, in `dir`, dying with this process.
+fn start_logging(mut cmd: Command, log: std::fs::File, dir: &Path) -> std::io::Result<Child> {
+    let err = log.try_clone()?;
+    cmd.stdin(Stdio::null()).stdout(log).stderr(err).current_dir(dir);
+    procs::spawn(cmd)
+}
+
+/// The first component that has exited and is not started again: one that has no restart, or
+/// has used them up. A restartable one that died is started again here, its log appended to.
+fn exited_for_good(procs: &Mutex<Vec<Proc>>, dir: &Path) -> Option<(&'static str, String, PathBuf)> {
+    let mut procs = procs.lock().unwrap_or_else(|e| e.into_inner());
+    procs.iter_mut().find_map(|p| {
+        let status = p.child.try_wait().ok()??;
+        procs::reaped(p.child.id());
+        let restart = p.restart.as_mut().filter(|r| r.left > 0)?;
+        restart.left -= 1;
+        trace(&format!("{} exited ({status}); starting it again", p.name));
+        let started = std::fs::OpenOptions::new().append(true).open(&p.log).and_then(|mut log| {
+            use std::io::Write;
+            writeln!(
+                log,
+                "--- drover: {} exited ({status}); started again ({} restarts left) ---",
+                p.name, restart.left
+            )?;
+            let mut cmd = Command::new(&restart.program);
+            cmd.args(&restart.args);
+            start_logging(cmd, log, dir)
+        });
+        match started {
+            Ok(child) => {
+                p.child = child;
+                None
+            }
+            Err(e) => Some((p.name, format!("{status}, and could not be started again: {e}"), p.log.clone())),
+        }
+    })
+}
+
+/// After the start, keep restartable components running for as long as the plane lives.
+fn supervise(procs: Weak<Mutex<Vec<Proc>>>, dir: PathBuf) {
+    std::thread::Builder::new()
+        .name("controlplane-supervisor".into())
+        .spawn(move || {
+            while let Some(procs) = procs.upgrade() {
+                let _ = exited_for_good(&procs, &dir);
+                drop(procs);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| trace(&format!("cannot supervise kwok: {e}")));
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
@@ -180,7 +273,7 @@ impl ControlPlane {
             ca_pem: String::new(),
             dir: dir.clone(),
             tokens: BTreeMap::new(),
-            procs: Mutex::new(vec![]),
+            procs: Arc::new(Mutex::new(vec![])),
         };
         // On any failure below, dropping `plane` stops what started.
         plane.boot(&bins, opts).await?;
@@ -288,13 +381,25 @@ impl ControlPlane {
         let mut sched = Command::new(bins.path("kube-scheduler"));
         kubeconfig_flags(&mut sched);
         self.spawn("kube-scheduler", sched)?;
-        let mut kwok = Command::new(bins.path("kwok"));
-        kwok.arg(format!("--kubeconfig={}", admin.display()))
-            .arg(format!("--config={}", bins.path("kwok-stages.yaml").display()))
-            .args(["--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake"])
-            .args(["--manage-nodes-with-label-selector=", "--cidr=10.0.0.1/24", "--node-ip=10.0.0.1"])
-            .arg("--server-address=127.0.0.1:0");
-        self.spawn("kwok", kwok)?;
+        // No `--server-address`: nothing here reads a kubelet's logs, exec or metrics, and
+        // kwok's server is one more place its CEL race (see `Restart`) can strike.
+        let kwok = Restart {
+            program: bins.path("kwok"),
+            args: vec![
+                format!("--kubeconfig={}", admin.display()),
+                format!("--config={}", bins.path("kwok-stages.yaml").display()),
+                "--manage-all-nodes=false".into(),
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+                "--manage-nodes-with-label-selector=".into(),
+                "--cidr=10.0.0.1/24".into(),
+                "--node-ip=10.0.0.1".into(),
+            ],
+            left: KWOK_RESTARTS,
+        };
+        let mut cmd = Command::new(&kwok.program);
+        cmd.args(&kwok.args);
+        self.spawn_proc("kwok", cmd, Some(kwok))?;
+        supervise(Arc::downgrade(&self.procs), self.dir.clone());
 
         trace("creating nodes");
         for n in 0..opts.nodes.max(1) {
@@ -332,14 +437,16 @@ impl ControlPlane {
         Ok(())
     }
 
-    fn spawn(&self, name: &'static str, mut cmd: Command) -> Result<(), String> {
+    fn spawn(&self, name: &'static str, cmd: Command) -> Result<(), String> {
+        self.spawn_proc(name, cmd, None)
+    }
+
+    fn spawn_proc(&self, name: &'static str, cmd: Command, restart: Option<Restart>) -> Result<(), String> {
         trace(&format!("starting {name}"));
         let log = self.dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let err = file.try_clone().map_err(|e| e.to_string())?;
-        cmd.stdin(Stdio::null()).stdout(file).stderr(err).current_dir(&self.dir);
-        let child = procs::spawn(cmd).map_err(|e| format!("cannot start {name}: {e}"))?;
-        self.procs.lock().unwrap_or_else(|e| e.into_inner()).push(Proc { name, child, log });
+        let child = start_logging(cmd, file, &self.dir).map_err(|e| format!("cannot start {name}: {e}"))?;
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).push(Proc { name, child, log, restart });
         Ok(())
     }
 
@@ -375,11 +482,13 @@ impl ControlPlane {
     }
 
     fn exited(&self) -> Option<(&'static str, String, PathBuf)> {
-        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        procs.iter_mut().find_map(|p| match p.child.try_wait() {
-            Ok(Some(status)) => Some((p.name, status.to_string(), p.log.clone())),
-            _ => None,
-        })
+        exited_for_good(&self.procs, &self.dir)
+    }
+
+    /// The process id of a running component (`etcd`, `kube-apiserver`, `kwok`, …).
+    pub fn pid(&self, component: &str) -> Option<u32> {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        procs.iter().find(|p| p.name == component).map(|p| p.child.id())
     }
 
     /// A request as `admin`; the answer's JSON, or an error with status and body.
@@ -488,6 +597,7 @@ impl ControlPlane {
     pub fn stop(&self) {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         for p in procs.iter_mut() {
+            p.restart = None;
             let _ = p.child.kill();
             let _ = p.child.wait();
             procs::reaped(p.child.id());
@@ -560,4 +670,39 @@ fn client(ca_pem: &str) -> Result<reqwest::Client, String> {
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_excerpt;
+
+    #[test]
+    fn a_go_crash_keeps_the_line_that_names_its_cause_above_the_last_frames() {
+        let mut log = vec!["I1204 starting".to_string(), "panic: assignment to entry in nil map".to_string()];
+        log.push(String::new());
+        log.push("goroutine 97 [running]:".to_string());
+        for n in 0..200 {
+            log.push(format!("frame{n}(...)\n\t/src/file.go:{n} +0x1f"));
+        }
+        let excerpt = log_excerpt(&log.join("\n"));
+        assert!(excerpt.starts_with("panic: assignment to entry in nil map\n\ngoroutine 97 [running]:"), "{excerpt}");
+        assert!(excerpt.contains("lines …]"), "{excerpt}");
+        assert!(excerpt.ends_with("/src/file.go:199 +0x1f"), "{excerpt}");
+        assert!(!excerpt.contains("I1204 starting"), "{excerpt}");
+    }
+
+    #[test]
+    fn a_log_without_a_crash_keeps_its_last_fifteen_lines() {
+        let log: Vec<String> = (0..40).map(|n| format!("line {n}")).collect();
+        let excerpt = log_excerpt(&log.join("\n"));
+        assert_eq!(excerpt.lines().count(), 15);
+        assert!(excerpt.starts_with("line 25") && excerpt.ends_with("line 39"), "{excerpt}");
+    }
+
+    #[test]
+    fn a_fatal_error_within_the_last_lines_is_not_shown_twice() {
+        let log = ["a", "b", "fatal error: concurrent map writes", "", "goroutine 1 [running]:", "main.f()"];
+        let excerpt = log_excerpt(&log.join("\n"));
+        assert_eq!(excerpt, log.join("\n"));
+    }
 }
