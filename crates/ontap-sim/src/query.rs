@@ -244,15 +244,19 @@ pub(crate) fn path_with_query(path: &str, q: &Query) -> String {
     format!("{path}?{}", parts.join("&"))
 }
 
+/// What a query in a `next` link keeps as it is: a value's characters and ONTAP's operators.
+const LINK_QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b':')
+    .remove(b'*')
+    .remove(b',')
+    .remove(b'!');
+
 pub(crate) fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' | b'*' | b',' | b'!' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, LINK_QUERY).to_string()
 }
 
 /// ONTAP accepts dotted keys in bodies (`{"svm.name": "x"}`); normalise them to nested objects.

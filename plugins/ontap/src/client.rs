@@ -551,14 +551,13 @@ const RELATIONSHIP_FIELDS: &[&str] = &[
     "exported_snapshot",
 ];
 
+/// What a query value keeps as it is: letters, digits, `-_.~` and the `:` of `svm:volume`.
+const QUERY_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b':');
+
 /// Percent-encode a query value.
 pub fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 /// Parse ONTAP's ISO-8601 `lag_time` (`PT8H35M42S`, `P1DT2H`).
@@ -593,6 +592,12 @@ pub fn parse_iso_duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_keep_paths_and_encode_ontaps_operators_and_the_rest() {
+        assert_eq!(enc("svm_dr:vol_a-1.b~"), "svm_dr:vol_a-1.b~");
+        assert_eq!(enc("a|b*c,!d e&f=g/ü"), "a%7Cb%2Ac%2C%21d%20e%26f%3Dg%2F%C3%BC");
+    }
 
     #[test]
     fn lag_time_parses() {
