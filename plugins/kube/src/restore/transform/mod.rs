@@ -280,10 +280,25 @@ impl Errors {
         self.found.push(ParamError { path, message, hint: None });
     }
 
-    /// A regular expression, or an error at `rest`.
+    /// A regular expression, or an error at `rest`. Compiled once per process: a fleet's
+    /// restores each compile the same host patterns, in their plans and again in their runs.
     fn regex(&mut self, re: &str, rest: &[PathSegment]) -> Option<Regex> {
+        static COMPILED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Regex>>> =
+            std::sync::LazyLock::new(Default::default);
+        /// Patterns kept; past it the cache starts again (runbooks hold a handful).
+        const KEPT: usize = 4096;
+        if let Some(r) = COMPILED.lock().unwrap_or_else(|e| e.into_inner()).get(re) {
+            return Some(r.clone());
+        }
         match Regex::new(re) {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+                if compiled.len() >= KEPT {
+                    compiled.clear();
+                }
+                compiled.insert(re.to_string(), r.clone());
+                Some(r)
+            }
             Err(e) => {
                 self.push(rest, format!("invalid regular expression: {e}"));
                 None
