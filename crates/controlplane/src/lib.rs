@@ -126,7 +126,8 @@ struct Restart {
     left: u32,
 }
 
-/// Restarts of kwok a control plane allows before its death is reported as a failure.
+/// Restarts of kwok a control plane allows. Past them a death while the plane starts fails the
+/// start (quoting kwok's log); one later is left for the tests' own waits to report.
 const KWOK_RESTARTS: u32 = 5;
 
 /// A running control plane; dropping it stops every process and removes its files.
