@@ -26,9 +26,10 @@
 //!   DROVER_BENCH_SAMPLES=1 cargo bench --bench lab -- fleet   # one quick sample
 //!   DROVER_BENCH_WRAP="heaptrack -o /tmp/ht" …                 # the failover under a profiler
 //!   DROVER_BENCH_REQUESTS=1 …                  # also the requests drover made, by shape
-//!   DROVER_BENCH_REQUESTS=preflight …          # … and first those of a dry run (the preflight)
+//!   DROVER_BENCH_REQUESTS=preflight …          # … and first a dry run: its time, CPU and requests
 //!   DROVER_BENCH_EVENTS=/tmp/events.jsonl …    # keep the run's events (drover's JSON lines)
 //!   DROVER_BENCH_DROVER=/tmp/drover-before …   # another build of drover, against the same simulators
+//!   DROVER_BENCH_ONTAP_IN_FLIGHT=64 …           # the fleet with ONTAP's `max_in_flight` raised too
 //!
 //! This machine's speed drifts by a fifth within an hour: compare two builds by alternating
 //! them in one sitting (`DROVER_BENCH_SAMPLES=1`, each in turn), not against an older row.
@@ -173,6 +174,9 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         for site in doc["sites"].as_object_mut().unwrap().values_mut() {
             if let Some(ontap) = site.get_mut("ontap") {
                 ontap["max_operations"] = json!(n);
+                if let Ok(m) = std::env::var("DROVER_BENCH_ONTAP_IN_FLIGHT") {
+                    ontap["max_in_flight"] = json!(m.parse::<u32>().unwrap());
+                }
             }
         }
         std::fs::write(&lab.sites_file, serde_yaml::to_string(&doc).unwrap()).unwrap();
@@ -194,8 +198,15 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
             clear_requests(&lab);
             let mut dry = args.clone();
             dry.push("--dry-run".into());
-            let (out, _, _) = drover(&state, &dry);
+            let (started, sims_before) = (Instant::now(), cpu_of(&usage(libc::RUSAGE_SELF)));
+            let (out, child, _) = drover(&state, &dry);
             assert!(out.status.success(), "the dry run failed: {}", String::from_utf8_lossy(&out.stderr));
+            println!(
+                "  the dry run: {:.2?} (CPU: drover {:.1?}, simulators {:.1?})",
+                started.elapsed(),
+                cpu_of(&child),
+                cpu_of(&usage(libc::RUSAGE_SELF)) - sims_before
+            );
             print_requests(&lab, "the dry run (the preflight alone)");
         }
         Ok(_) => clear_requests(&lab),

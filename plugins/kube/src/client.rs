@@ -149,6 +149,8 @@ struct Connection {
     lists: crate::lists::SharedLists,
     /// Reads of one cluster-scoped object wanted by many steps at once, gathered.
     reads: crate::lists::SharedReads,
+    /// Identical dry runs of one cluster-scoped object, gathered.
+    dry_runs: crate::lists::SharedDryRuns,
     /// Watches of kinds across the cluster, telling waits where to look again (see
     /// [`crate::changes`]).
     watches: crate::changes::SharedWatches,
@@ -303,6 +305,7 @@ impl Connection {
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight.unwrap_or(MAX_IN_FLIGHT).max(1)),
             lists: Default::default(),
             reads: Default::default(),
+            dry_runs: Default::default(),
             watches: Default::default(),
         })
     }
@@ -427,6 +430,21 @@ impl Kube {
         let shared = self.detached();
         let read = self.connection.reads.get(&shared, kind, name);
         self.within_step(read, || format!("reading {} {name}", kind.resource.plural)).await
+    }
+
+    /// A dry-run apply of the cluster-scoped object `name`, answered together with the steps
+    /// dry-running the very same request at the same moment (see [`crate::lists`]).
+    pub async fn dry_run_apply_cluster_scoped(
+        &self,
+        kind: &Kind,
+        name: &str,
+        body: &RawValue,
+        params: &kube::api::PatchParams,
+    ) -> Result<Arc<DynamicObject>, KubeError> {
+        debug_assert!(params.dry_run, "only a dry run is shared");
+        let shared = self.detached();
+        let dry_run = self.connection.dry_runs.apply(&shared, kind, name, body, params);
+        self.within_step(dry_run, || format!("dry-running {} {name}", kind.resource.plural)).await
     }
 
     /// The same connection under no step's deadline: for work done on behalf of several steps.

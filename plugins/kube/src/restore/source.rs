@@ -311,8 +311,7 @@ async fn read_live(
     } else {
         let mut found = vec![];
         for name in live.namespaces.iter().collect::<std::collections::BTreeSet<_>>() {
-            let what = format!("get namespace {name}");
-            found.extend(kube.call_or_absent(&what, || ns_api.get(name)).await?);
+            found.extend(kube.get_cluster_scoped(&ns_kind, name).await?.map(std::sync::Arc::unwrap_or_clone));
         }
         found
     };

@@ -34,26 +34,23 @@ pub struct Live {
 }
 
 /// The target namespaces the cluster has. Nothing exists yet in one it does not have (the
-/// usual case on a standby): its objects need no read. Each is asked for by name (no
-/// cluster-wide list is needed), many at once.
+/// usual case on a standby): its objects need no read. Each is asked for by name, many at
+/// once, with the other steps reading namespaces (a fleet's restores: one LIST).
 pub(super) async fn present_namespaces(
     kube: &Kube,
     objects: &[Restorable],
     concurrency: usize,
 ) -> Result<HashSet<String>, ActionError> {
     let ns_kind = kube.kind("v1", "Namespace", false).await?;
-    let ns_api = kube.api(&ns_kind, "");
+    let ns_kind = &ns_kind;
     let targets: BTreeSet<&str> = objects.iter().filter_map(Restorable::namespace).collect();
     let mut present: HashSet<String> = HashSet::new();
     let asked: Vec<_> = targets
         .into_iter()
         .map(|ns| ns.to_string())
-        .map(|ns| {
-            let ns_api = &ns_api;
-            async move {
-                let answer = kube.call_or_absent(&format!("get namespace {ns}"), || ns_api.get_metadata(&ns)).await;
-                (ns, answer)
-            }
+        .map(|ns| async move {
+            let answer = kube.get_cluster_scoped(ns_kind, &ns).await;
+            (ns, answer)
         })
         .collect();
     let mut answers = futures::stream::iter(asked).buffer_unordered(concurrency.max(1));
@@ -202,7 +199,14 @@ async fn restore_one(
     params.force = true;
     params.dry_run = dry;
     let patch = Patch::Apply(&*o.body);
-    let result = kube.call(&format!("apply {}", o.describe()), || api.patch(o.name(), &params, &patch)).await;
+    let result = match o.namespace() {
+        // Cluster-scoped objects (a CRD) are often every restore's, and so are their dry runs.
+        None if dry => kube
+            .dry_run_apply_cluster_scoped(&kind, o.name(), &o.body, &params)
+            .await
+            .map(std::sync::Arc::unwrap_or_clone),
+        _ => kube.call(&format!("apply {}", o.describe()), || api.patch(o.name(), &params, &patch)).await,
+    };
     match result {
         Err(e) if e.is_retryable() => Err(e.into()),
         // Its namespace comes first: check it where a namespace exists.
