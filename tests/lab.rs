@@ -1046,6 +1046,69 @@ fn the_lab_leaves_no_process_and_no_file_behind_after_sigterm_or_sigkill() {
     }
 }
 
+/// The process among `pids` whose command is `comm`.
+fn named(pids: &[u32], comm: &str) -> Option<u32> {
+    pids.iter().copied().find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
+}
+
+/// The lab's real servers (HAProxy; a Kubernetes control plane when built): one killed while
+/// `drover lab up` runs is said at once on its error output — which part, how it ended, what
+/// fails now and what to do — instead of being found later by a step that cannot reach it.
+#[test]
+fn a_lab_server_that_dies_while_the_lab_is_up_is_reported_at_once() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["lab", "up", "--dir"])
+        .arg(dir.path().join("lab"))
+        .env("DROVER_STATE_DIR", dir.path().join("state"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(lab.stdout.take().unwrap()).lines();
+    assert!(out.any(|l| l.is_ok_and(|l| l.starts_with("try: drover failover"))), "the lab did not start");
+    let (tx, said) = std::sync::mpsc::channel();
+    let stderr = lab.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        std::io::BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))
+    });
+    let family = descendants(lab.id());
+    let haproxy = named(&family, "haproxy").expect("HAProxy runs in the lab (bash .ci/run installs it)");
+    let apiserver = named(&family, "kube-apiserver");
+    for pid in std::iter::once(haproxy).chain(apiserver) {
+        // SAFETY: signalling a server the lab this test started runs.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    let mut expected = vec![format!(
+        "drover lab: the load balancer (HAProxy), pid {haproxy}, exited (signal: 9 (SIGKILL)): steps that reach it will fail; stop the lab (Ctrl-C) and start it again"
+    )];
+    if apiserver.is_some() {
+        expected.push("'s kube-apiserver exited (signal: 9 (SIGKILL)): ".into());
+    }
+    let mut lines = vec![];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !expected.iter().all(|e| lines.iter().any(|l: &String| l.contains(e.as_str()))) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match said.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("not said within 15 s: {expected:#?}\nsaid: {lines:#?}"),
+        }
+    }
+    // The lab looks every second: a few more looks, and nothing new to say.
+    let quiet = std::time::Instant::now() + std::time::Duration::from_millis(2500);
+    while let Ok(line) = said.recv_timeout(quiet.saturating_duration_since(std::time::Instant::now())) {
+        lines.push(line);
+    }
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(lab.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(lab.wait().unwrap().code(), Some(0), "the lab still stops cleanly");
+    let reported = lines.iter().filter(|l| l.contains("(HAProxy)")).count();
+    assert_eq!(reported, 1, "said once, not every second: {lines:#?}");
+}
+
 /// The ONTAP simulator's `cluster` refuses every change to the relationship whose destination
 /// is `destination` — before its break, the only change is the quiesce.
 fn refuse_quiesce(lab: &drover::lab::Lab, cluster: &str, destination: &str) {

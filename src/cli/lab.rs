@@ -130,7 +130,19 @@ pub async fn run(cli: &Cli, cmd: &LabCommand, registry: &crate::registry::Regist
                 outln!("       --params-file {}", inventory.display());
             }
             outln!("Ctrl-C (or SIGTERM, SIGHUP) stops the lab.");
-            let by = stop.recv().await.unwrap_or("SIGINT");
+            let mut lab = lab;
+            // A server that dies while the lab is up is said at once, not found by a failing step.
+            let mut look = tokio::time::interval(std::time::Duration::from_secs(1));
+            let by = loop {
+                tokio::select! {
+                    by = stop.recv() => break by.unwrap_or("SIGINT"),
+                    _ = look.tick() => {
+                        for trouble in lab.troubles() {
+                            eprintln!("drover lab: {trouble}");
+                        }
+                    }
+                }
+            };
             eprintln!("drover lab: stopping ({by}); every server the lab started stops with it");
             drop(lab);
             Ok(exit::SUCCESS)

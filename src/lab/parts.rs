@@ -190,13 +190,20 @@ pub(super) fn start_s3(config: &LabConfig, dir: &Path, a: &mut Assembly) -> Resu
     })
 }
 
-/// Child processes killed when the lab goes.
+/// Child processes killed when the lab goes, each with the part it plays.
 #[derive(Default)]
-pub(super) struct Procs(Vec<Child>);
+pub(super) struct Procs(Vec<(&'static str, Child)>);
+
+impl Procs {
+    /// The processes that have exited: the part each played, its pid and how it ended.
+    pub(super) fn exited(&mut self) -> Vec<(&'static str, u32, std::process::ExitStatus)> {
+        self.0.iter_mut().filter_map(|(part, c)| Some((*part, c.id(), c.try_wait().ok()??))).collect()
+    }
+}
 
 impl Drop for Procs {
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        for (_, c) in &mut self.0 {
             let _ = c.kill();
             let _ = c.wait();
             // Its pid may be reused now: the exit handler must not signal it.
@@ -302,7 +309,7 @@ async fn start_bind(dir: &Path, secret: &str, procs: &mut Procs) -> Result<std::
         named
     });
     let (child, port) = started.await?;
-    procs.0.push(child);
+    procs.0.push(("DNS server (BIND)", child));
     let port = port[0];
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -341,7 +348,7 @@ async fn start_haproxy(
         haproxy
     });
     let (child, ports) = started.await?;
-    procs.0.push(child);
+    procs.0.push(("load balancer (HAProxy)", child));
     let (front, runtime) = (ports[0], ports[1]);
     Ok((format!("http://127.0.0.1:{front}/"), format!("tcp://127.0.0.1:{runtime}")))
 }
@@ -357,6 +364,14 @@ impl LabS3 {
         match self {
             LabS3::Moto(m) => m.url(),
             LabS3::StandIn(s) => s.url(),
+        }
+    }
+
+    /// How moto ended, once it has (the built-in server runs in this process).
+    pub(super) fn exited(&mut self) -> Option<(u32, std::process::ExitStatus)> {
+        match self {
+            LabS3::Moto(m) => Some((m.pid(), m.exited()?)),
+            LabS3::StandIn(_) => None,
         }
     }
 

@@ -48,10 +48,12 @@ pub struct Lab {
     /// The application namespaces seeded on the primary.
     pub namespaces: Vec<String>,
     backends: Vec<tokio::task::JoinHandle<()>>,
-    _s3: Option<LabS3>,
+    s3: Option<LabS3>,
     _dns_standin: Option<drover_standins::dns::StandIn>,
     _lb_standin: Option<drover_standins::lb::StandIn>,
-    _procs: Procs,
+    procs: Procs,
+    /// The servers [`Lab::troubles`] has reported dead.
+    reported: std::collections::BTreeSet<String>,
 }
 
 impl Drop for Lab {
@@ -138,11 +140,49 @@ impl Lab {
             lb_url: lb.url,
             namespaces,
             backends: lb.backends,
-            _s3: s3,
+            s3,
             _dns_standin: dns.standin,
             _lb_standin: lb.standin,
-            _procs: a.procs,
+            procs: a.procs,
+            reported: Default::default(),
         })
+    }
+
+    /// Servers of the lab that have died since it started, each reported once, with what it
+    /// breaks and what to do: a lab left up for a day must not leave an operator wondering why
+    /// every DNS step now fails. Real Kubernetes components say why, from their logs; kwok,
+    /// which the control plane starts again, is reported only once it will not be.
+    pub fn troubles(&mut self) -> Vec<String> {
+        const AGAIN: &str = "stop the lab (Ctrl-C) and start it again";
+        let mut found: Vec<(String, String)> = vec![];
+        for (part, pid, status) in self.procs.exited() {
+            let key = format!("{part} {pid}");
+            found.push((
+                key,
+                format!("the {part}, pid {pid}, exited ({status}): steps that reach it will fail; {AGAIN}"),
+            ));
+        }
+        if let Some((pid, status)) = self.s3.as_mut().and_then(LabS3::exited) {
+            found.push((
+                format!("S3 {pid}"),
+                format!("the S3 server (moto), pid {pid}, exited ({status}): an unplanned failover cannot read its backups; {AGAIN}"),
+            ));
+        }
+        for (site, kube) in [("east", &self.east), ("west", &self.west)] {
+            if let LabKube::Real(plane) = kube {
+                for (component, status, log) in plane.exited_for_good() {
+                    let log: Vec<String> = log.lines().map(|l| format!("    {l}")).collect();
+                    let log = log.join("\n");
+                    found.push((
+                        format!("{site} {component}"),
+                        format!(
+                            "{site}'s {component} exited ({status}): {site}'s Kubernetes will not answer as it should; {AGAIN}. The end of its log:\n{log}"
+                        ),
+                    ));
+                }
+            }
+        }
+        found.into_iter().filter(|(key, _)| self.reported.insert(key.clone())).map(|(_, line)| line).collect()
     }
 
     /// Every part, one per line.

@@ -487,6 +487,18 @@ impl ControlPlane {
     }
 
     /// The process id of a running component (`etcd`, `kube-apiserver`, `kwok`, …).
+    /// The components that have exited and will not be started again (none has restarts
+    /// left), each with how it ended and the excerpt of its log that says why: what a lab
+    /// watching its servers reports.
+    pub fn exited_for_good(&self) -> Vec<(&'static str, String, String)> {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        procs
+            .iter_mut()
+            .filter(|p| p.restart.as_ref().is_none_or(|r| r.left == 0))
+            .filter_map(|p| Some((p.name, p.child.try_wait().ok()??.to_string(), tail(&p.log))))
+            .collect()
+    }
+
     pub fn pid(&self, component: &str) -> Option<u32> {
         let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         procs.iter().find(|p| p.name == component).map(|p| p.child.id())

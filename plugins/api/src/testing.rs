@@ -324,6 +324,16 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// How moto ended, once it has; `None` while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Start `moto_server` and wait until it accepts connections.
     pub fn start() -> Result<Moto, String> {
         Moto::start_with(&[])
