@@ -1002,28 +1002,36 @@ fn running(pid: u32) -> bool {
         .is_ok_and(|s| !s[s.rfind(')').unwrap_or(0) + 1..].trim_start().starts_with('Z'))
 }
 
+/// `drover lab up` in `dir`, its temporary files in `tmp`, once it says it is up.
+fn lab_up(dir: &std::path::Path, tmp: &std::path::Path, stderr: std::process::Stdio) -> std::process::Child {
+    use std::io::BufRead;
+    let mut lab = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["lab", "up", "--dir"])
+        .arg(dir.join("lab"))
+        .env("TMPDIR", tmp)
+        .env("DROVER_STATE_DIR", dir.join("state"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(lab.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with("try: drover failover"))), "the lab did not start");
+    // Drained, so the lab never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    lab
+}
+
 /// The lab's real servers (BIND, HAProxy, moto; two Kubernetes control planes when built) and
 /// the simulators: `drover lab up` stopped by SIGTERM (a supervisor), or killed by SIGKILL, leaves
 /// no process and no temporary file behind.
 #[test]
 fn the_lab_leaves_no_process_and_no_file_behind_after_sigterm_or_sigkill() {
-    use std::io::BufRead;
     for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut lab = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-            .args(["lab", "up", "--dir"])
-            .arg(dir.path().join("lab"))
-            .env("TMPDIR", tmp.path())
-            .env("DROVER_STATE_DIR", dir.path().join("state"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(lab.stdout.take().unwrap()).lines();
-        assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with("try: drover failover"))), "{name}: the lab did not start");
+        let mut lab = lab_up(dir.path(), tmp.path(), std::process::Stdio::null());
         let family = descendants(lab.id());
         assert!(family.len() >= 2, "{name}: the lab runs servers and a janitor: {family:?}");
         assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_some(), "{name}: the lab keeps temporary files");
@@ -1058,18 +1066,7 @@ fn named(pids: &[u32], comm: &str) -> Option<u32> {
 fn a_lab_server_that_dies_while_the_lab_is_up_is_reported_at_once() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(["lab", "up", "--dir"])
-        .arg(dir.path().join("lab"))
-        .env("DROVER_STATE_DIR", dir.path().join("state"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(lab.stdout.take().unwrap()).lines();
-    assert!(out.any(|l| l.is_ok_and(|l| l.starts_with("try: drover failover"))), "the lab did not start");
+    let mut lab = lab_up(dir.path(), &std::env::temp_dir(), std::process::Stdio::piped());
     let (tx, said) = std::sync::mpsc::channel();
     let stderr = lab.stderr.take().unwrap();
     std::thread::spawn(move || {
