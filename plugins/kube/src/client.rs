@@ -149,8 +149,9 @@ struct Connection {
     lists: crate::lists::SharedLists,
     /// Reads of one cluster-scoped object wanted by many steps at once, gathered.
     reads: crate::lists::SharedReads,
-    /// Identical dry runs of one cluster-scoped object, gathered.
-    dry_runs: crate::lists::SharedDryRuns,
+    /// Identical dry runs, gathered (see [`crate::lists::Identical`]).
+    dry_applies: crate::lists::Identical<crate::lists::DryRun>,
+    dry_creates: crate::lists::Identical<crate::lists::DryCreate>,
     /// Watches of kinds across the cluster, telling waits where to look again (see
     /// [`crate::changes`]).
     watches: crate::changes::SharedWatches,
@@ -305,7 +306,8 @@ impl Connection {
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight.unwrap_or(MAX_IN_FLIGHT).max(1)),
             lists: Default::default(),
             reads: Default::default(),
-            dry_runs: Default::default(),
+            dry_applies: Default::default(),
+            dry_creates: Default::default(),
             watches: Default::default(),
         })
     }
@@ -443,7 +445,14 @@ impl Kube {
     ) -> Result<Arc<DynamicObject>, KubeError> {
         debug_assert!(params.dry_run, "only a dry run is shared");
         let shared = self.detached();
-        let dry_run = self.connection.dry_runs.apply(&shared, kind, name, body, params);
+        let key = crate::lists::request_key(kind, name, params, body.get());
+        let send = || async {
+            let api = shared.api(kind, "");
+            let what = format!("apply {} {name} (dry run)", kind.resource.plural);
+            let patch = kube::api::Patch::Apply(body);
+            Ok(Arc::new(shared.call(&what, || api.patch(name, params, &patch)).await?))
+        };
+        let dry_run = self.connection.dry_applies.join(key, send);
         self.within_step(dry_run, || format!("dry-running {} {name}", kind.resource.plural)).await
     }
 
@@ -745,16 +754,23 @@ impl Kube {
         let body = serde_json::to_vec(&obj).map_err(|e| {
             KubeError::Other(ActionError::permanent(format!("{}: {what}: the object cannot be sent: {e}", self.origin)))
         })?;
-        let api = self.api(kind, STAND_IN_NAMESPACE);
         let params = PostParams { dry_run: true, field_manager: Some(FIELD_MANAGER.into()) };
         let checked = format!("{what} (checked in namespace {STAND_IN_NAMESPACE}: its own does not exist yet)");
-        let create = || async {
-            let request = kube::core::Request::new(api.resource_url())
-                .create(&params, body.clone())
-                .map_err(kube::Error::BuildRequest)?;
-            self.client.request_text(request).await
+        // Apps deployed from one template into many namespaces send the very same object here.
+        let key = crate::lists::request_key(kind, "", &params, &String::from_utf8_lossy(&body));
+        let shared = self.detached();
+        let send = || async {
+            let api = shared.api(kind, STAND_IN_NAMESPACE);
+            let create = || async {
+                let request = kube::core::Request::new(api.resource_url())
+                    .create(&params, body.clone())
+                    .map_err(kube::Error::BuildRequest)?;
+                shared.client.request_text(request).await.map(drop)
+            };
+            shared.call_or_absent(&checked, create).await
         };
-        match self.call_or_absent(&checked, create).await? {
+        let dry_run = self.connection.dry_creates.join(key, send);
+        match self.within_step(dry_run, || format!("dry-running {checked}")).await? {
             Some(_) => Ok(()),
             None => Err(KubeError::Other(ActionError::permanent(format!(
                 "{}: {what}: cannot be checked before its namespace exists (no namespace {STAND_IN_NAMESPACE} to check it in)",

@@ -17,8 +17,9 @@
 //! Reads of cluster-scoped objects by name are gathered by kind: the fleet's restores each
 //! read the same CustomResourceDefinition and StorageClass, and their own Namespace and
 //! PersistentVolume, on both sites (~5,000 GETs in its preflight); those gathered are answered
-//! by a GET each while they are few, by one LIST of the kind when many. Identical dry runs of a
-//! cluster-scoped object (every restore's CRD) share one request the same way.
+//! by a GET each while they are few, by one LIST of the kind when many. Identical dry runs —
+//! of a cluster-scoped object (every restore's CRD), or of the same object bound for
+//! namespaces the cluster does not have yet (apps from one template) — share one request.
 //!
 //! A LIST across the cluster parses only the objects somebody asked for; the others are
 //! skipped over in the page's text.
@@ -243,45 +244,51 @@ impl SharedReads {
     }
 }
 
-/// What a dry-run apply of one object answered: the object as the server would make it.
-type DryRun = Result<Arc<DynamicObject>, KubeError>;
+/// A request by its resource, object name (empty for a create), parameters and body.
+type RequestKey = (String, String, String, String);
 
-/// A dry run by its resource, object name, parameters and body.
-type DryRunKey = (String, String, String, String);
-
-/// Dry-run applies of one cluster-scoped object with one body, gathered: a fleet's restores
-/// each carry the same CustomResourceDefinition and each dry-run it in the preflight (500
-/// identical requests). Keyed by the object and every byte of the body and parameters, so
-/// only identical requests share an answer — one sent after each of them asked.
-#[derive(Default)]
-pub(crate) struct SharedDryRuns {
-    requests: Mutex<HashMap<DryRunKey, Arc<Gathering<(), DryRun>>>>,
+/// Identical requests without effect (dry runs) on one connection, gathered: those made
+/// while one is on its way share the next one's answer. A fleet's restores each carry the same
+/// CustomResourceDefinition and each dry-run it in the preflight (500 identical requests);
+/// apps deployed from one template into many namespaces dry-run identical objects in the
+/// stand-in namespace. Keyed by every byte of the body and parameters, so only identical
+/// requests share an answer — one sent after each of them asked.
+pub(crate) struct Identical<T> {
+    requests: Mutex<HashMap<RequestKey, Arc<Gathering<(), T>>>>,
 }
 
-impl SharedDryRuns {
-    pub(crate) async fn apply(
-        &self,
-        kube: &Kube,
-        kind: &Kind,
-        name: &str,
-        body: &serde_json::value::RawValue,
-        params: &kube::api::PatchParams,
-    ) -> DryRun {
-        let key = (
-            format!("{}/{}", kind.resource.api_version, kind.resource.plural),
-            name.to_string(),
-            format!("{params:?}"),
-            body.get().to_string(),
-        );
-        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
-        let send = |()| async {
-            let api = kube.api(kind, "");
-            let patch = kube::api::Patch::Apply(body);
-            let what = format!("apply {} {name} (dry run)", kind.resource.plural);
-            Ok(Arc::new(kube.call(&what, || api.patch(name, params, &patch)).await?))
-        };
-        requests.join(|()| {}, send, Clone::clone).await
+impl<T> Default for Identical<T> {
+    fn default() -> Self {
+        Identical { requests: Mutex::default() }
     }
+}
+
+impl<T: Clone> Identical<T> {
+    /// The answer to the request `key`, sent by `send` after this call began.
+    pub(crate) async fn join<Fut: std::future::Future<Output = T>>(
+        &self,
+        key: RequestKey,
+        send: impl FnOnce() -> Fut,
+    ) -> T {
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
+        requests.join(|()| {}, |()| send(), Clone::clone).await
+    }
+}
+
+/// What a dry-run apply of one object answered: the object as the server would make it.
+pub(crate) type DryRun = Result<Arc<DynamicObject>, KubeError>;
+
+/// What a dry-run create answered: `None` when its namespace does not exist.
+pub(crate) type DryCreate = Result<Option<()>, KubeError>;
+
+/// The key of a request on `kind`'s resource.
+pub(crate) fn request_key(kind: &Kind, name: &str, params: &impl std::fmt::Debug, body: &str) -> RequestKey {
+    (
+        format!("{}/{}", kind.resource.api_version, kind.resource.plural),
+        name.to_string(),
+        format!("{params:?}"),
+        body.to_string(),
+    )
 }
 
 /// Read the batch's objects: by one LIST of the kind when they are many, else one GET each. A

@@ -683,6 +683,46 @@ async fn a_preflight_into_a_missing_namespace_checks_each_object_with_one_reques
     assert_eq!(checked, 2, "the Deployment and the ConfigMap, each dry-run once in `default`");
 }
 
+/// Simulator (it records the requests it serves; the first check is kept on its way). 24
+/// apps deployed from one template — the same ConfigMap in each of 24 namespaces the cluster
+/// does not have yet — are each checked with a dry-run create in the stand-in namespace: the
+/// very same request 24 times. Those made while one is on its way share the next one's answer.
+#[tokio::test]
+async fn identical_checks_of_objects_bound_for_missing_namespaces_share_one_request() {
+    let east = sim_site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let apps: Vec<String> = (0..24).map(|i| format!("tenant-{i}")).collect();
+    for app in &apps {
+        let settings = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "settings", "namespace": app },
+                               "data": { "currency": "EUR" } });
+        std::fs::create_dir_all(dir.path().join(app)).unwrap();
+        std::fs::write(dir.path().join(app).join("settings.yaml"), serde_yaml::to_string(&settings).unwrap()).unwrap();
+    }
+    east.sim().inject(Fault {
+        method: Some("POST".into()),
+        path: Some("/namespaces/default/configmaps".into()),
+        remaining: Some(1),
+        ..Fault::always(FaultKind::Latency(Duration::from_millis(300)))
+    });
+    let before = east.sim().with_store(|s| s.requests.len());
+    let plans = futures::future::join_all(apps.iter().map(|app| {
+        east.plan("kube.restore", json!({ "site": "east", "from": { "manifests": [dir.path().join(app)] } }))
+    }))
+    .await;
+    for plan in &plans {
+        assert!(plan.failed_checks().next().is_none(), "{plan:?}");
+        assert!(plan.summary.ends_with(": 1 create"), "{}", plan.summary);
+    }
+    let checks = east.sim().with_store(|s| {
+        s.requests
+            .iter()
+            .skip(before)
+            .filter(|(m, p)| m == "POST" && p == "/api/v1/namespaces/default/configmaps")
+            .count()
+    });
+    assert!(checks <= 4, "the same ConfigMap was checked {checks} times");
+}
+
 /// Twenty namespaces, each with a Deployment `web` of 2 replicas.
 fn twenty_shops() -> (Vec<String>, Vec<Value>) {
     let apps: Vec<String> = (0..20).map(|i| format!("shop-{i}")).collect();
