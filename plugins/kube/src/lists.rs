@@ -311,10 +311,16 @@ async fn read_named(
                     if let Some(slot) = found.get_mut(&name) {
                         *slot = match serde_json::from_value::<DynamicObject>(o) {
                             Ok(object) => Ok(Some(Arc::new(object))),
-                            Err(e) => Err(KubeError::Other(drover_api::ActionError::permanent(format!(
-                                "{}: listing {}: {name} is not a Kubernetes object: {e}",
-                                kube.origin, kind.resource.plural
-                            )))),
+                            Err(e) => Err(KubeError::Other(
+                                drover_api::ActionError::permanent(format!(
+                                    "{}: listing {}: {name} is not a Kubernetes object: {e}",
+                                    kube.origin, kind.resource.plural
+                                ))
+                                .with_hint(format!(
+                                    "look at it with `kubectl get {} {name} -o yaml`; an aggregated API server or proxy in front of the cluster may be answering for it",
+                                    kind.resource.plural
+                                )),
+                            )),
                         };
                     }
                 }

@@ -558,6 +558,24 @@ async fn plan_restores_at_once(east: &Site, apps: &[String], slow: &str, for_ms:
         .with_store(|s| s.requests.iter().skip(before).filter(|(m, _)| m == "GET").map(|(_, p)| p.clone()).collect())
 }
 
+/// Plan these restores at the same moment; each must plan without a failed check and with a
+/// summary ending `summary_ends`. How many `method` requests to `path` the simulator served.
+async fn plan_at_once_counting(
+    east: &Site,
+    restores: impl Iterator<Item = Value>,
+    summary_ends: &str,
+    method: &str,
+    path: &str,
+) -> usize {
+    let before = east.sim().with_store(|s| s.requests.len());
+    let plans = futures::future::join_all(restores.map(|restore| east.plan("kube.restore", restore))).await;
+    for plan in &plans {
+        assert!(plan.failed_checks().next().is_none(), "{plan:?}");
+        assert!(plan.summary.ends_with(summary_ends), "{}", plan.summary);
+    }
+    east.sim().with_store(|s| s.requests.iter().skip(before).filter(|(m, p)| m == method && p == path).count())
+}
+
 /// The LISTs of ConfigMaps among `served`: across the cluster, and namespace by namespace.
 fn configmap_lists(served: &[String]) -> (usize, usize) {
     let across = served.iter().filter(|p| p.as_str() == "/api/v1/configmaps").count();
@@ -608,23 +626,11 @@ async fn restores_planned_at_the_same_moment_share_their_dry_runs_of_a_storage_c
         remaining: Some(1),
         ..Fault::always(FaultKind::Latency(Duration::from_millis(300)))
     });
-    let before = east.sim().with_store(|s| s.requests.len());
-    let plans = futures::future::join_all(apps.iter().map(|app| {
-        let restore = json!({ "site": "east", "from": { "live": { "site": "east", "namespaces": [app] } } });
-        east.plan("kube.restore", restore)
-    }))
-    .await;
-    for plan in &plans {
-        assert!(plan.failed_checks().next().is_none(), "{plan:?}");
-        assert!(plan.summary.ends_with(": 4 unchanged"), "{}", plan.summary);
-    }
-    let dry_runs = east.sim().with_store(|s| {
-        s.requests
-            .iter()
-            .skip(before)
-            .filter(|(m, p)| m == "PATCH" && p == "/apis/storage.k8s.io/v1/storageclasses/fast")
-            .count()
-    });
+    let restores =
+        apps.iter().map(|app| json!({ "site": "east", "from": { "live": { "site": "east", "namespaces": [app] } } }));
+    let dry_runs =
+        plan_at_once_counting(&east, restores, ": 4 unchanged", "PATCH", "/apis/storage.k8s.io/v1/storageclasses/fast")
+            .await;
     assert!(dry_runs <= 4, "the storage class was dry-run {dry_runs} times");
 }
 
@@ -704,22 +710,9 @@ async fn identical_checks_of_objects_bound_for_missing_namespaces_share_one_requ
         remaining: Some(1),
         ..Fault::always(FaultKind::Latency(Duration::from_millis(300)))
     });
-    let before = east.sim().with_store(|s| s.requests.len());
-    let plans = futures::future::join_all(apps.iter().map(|app| {
-        east.plan("kube.restore", json!({ "site": "east", "from": { "manifests": [dir.path().join(app)] } }))
-    }))
-    .await;
-    for plan in &plans {
-        assert!(plan.failed_checks().next().is_none(), "{plan:?}");
-        assert!(plan.summary.ends_with(": 1 create"), "{}", plan.summary);
-    }
-    let checks = east.sim().with_store(|s| {
-        s.requests
-            .iter()
-            .skip(before)
-            .filter(|(m, p)| m == "POST" && p == "/api/v1/namespaces/default/configmaps")
-            .count()
-    });
+    let restores = apps.iter().map(|app| json!({ "site": "east", "from": { "manifests": [dir.path().join(app)] } }));
+    let checks =
+        plan_at_once_counting(&east, restores, ": 1 create", "POST", "/api/v1/namespaces/default/configmaps").await;
     assert!(checks <= 4, "the same ConfigMap was checked {checks} times");
 }
 
