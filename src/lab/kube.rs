@@ -93,9 +93,9 @@ impl LabKube {
     pub async fn list(&self, group: &str, version: &str, plural: &str) -> Vec<Value> {
         let items = match self {
             LabKube::Real(p) => p.request("GET", &path(group, version, plural, None, None), None).await.ok(),
-            LabKube::Sim(c) => {
-                c.with_store(|s| s.list(&s.find(group, version, plural)?, None, None, None, None, None).ok())
-            }
+            LabKube::Sim(c) => c.with_store(|s| {
+                s.list(&s.find(group, version, plural)?, None, None, None, None, None).ok().map(|p| p.to_value())
+            }),
         };
         items.and_then(|l| l["items"].as_array().cloned()).unwrap_or_default()
     }

@@ -206,11 +206,13 @@ async fn run_controller(store: Arc<Mutex<Store>>) {
     }
 }
 
-fn respond(status: u16, body: &Value) -> Response<Body> {
+fn respond(status: u16, body: &impl serde::Serialize) -> Response<Body> {
+    let body =
+        serde_json::to_vec(body).unwrap_or_else(|e| format!("cannot write the answer as JSON: {e}").into_bytes());
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .body(Full::new(Bytes::from(body)).boxed())
         .expect("valid response")
 }
 
@@ -482,7 +484,10 @@ async fn answer(req: Request<Incoming>, store: Arc<Mutex<Store>>, token: String)
     let result = match (method.as_str(), t.name.as_deref()) {
         ("GET", None) => {
             let limit = q("limit").and_then(|l| l.parse().ok());
-            s.list(&rt, ns, q("labelSelector"), q("fieldSelector"), limit, q("continue")).map(|v| (200, v))
+            return Ok(match s.list(&rt, ns, q("labelSelector"), q("fieldSelector"), limit, q("continue")) {
+                Ok(page) => respond(200, &page),
+                Err(e) => error(&e),
+            });
         }
         ("GET", Some(name)) => s.get(&rt, ns, name).map(|v| (200, v)),
         ("POST", None) => s.create(&rt, ns, body, dry).map(|v| (201, v)),

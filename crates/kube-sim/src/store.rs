@@ -48,6 +48,24 @@ pub struct Write {
     pub manager: Option<String>,
 }
 
+/// A page of a LIST, its items borrowed from the store: written out as they are, not copied
+/// first (a fleet's LIST across the cluster is half a megabyte, served under the store's lock).
+#[derive(serde::Serialize)]
+pub struct ListPage<'s> {
+    pub kind: String,
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub metadata: Value,
+    pub items: Vec<&'s Value>,
+}
+
+impl ListPage<'_> {
+    /// The page as one JSON value (its items copied).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
 pub struct Store {
     pub types: Vec<ResourceType>,
     pub(crate) objects: BTreeMap<String, BTreeMap<(String, String), Value>>,
@@ -296,15 +314,15 @@ impl Store {
     }
 
     /// LIST with label and field selectors and `limit`/`continue` paging.
-    pub fn list(
-        &self,
+    pub fn list<'s>(
+        &'s self,
         t: &ResourceType,
         ns: Option<&str>,
         labels: Option<&str>,
         fields: Option<&str>,
         limit: Option<usize>,
         cont: Option<&str>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<ListPage<'s>, ApiError> {
         let selector = labels.map(drover_kube::labels::Selector::parse).transpose().map_err(ApiError::bad_request)?;
         let mut items: Vec<&Value> = self
             .objects
@@ -349,13 +367,14 @@ impl Store {
             None => 0,
         };
         let end = limit.map(|l| (start + l).min(items.len())).unwrap_or(items.len());
-        let page: Vec<Value> = items.get(start..end).unwrap_or_default().to_vec().into_iter().cloned().collect();
         let mut meta = json!({ "resourceVersion": self.resource_version.to_string() });
         if end < items.len() {
             meta["continue"] = json!(end.to_string());
             meta["remainingItemCount"] = json!(items.len() - end);
         }
-        Ok(json!({ "kind": format!("{}List", t.kind), "apiVersion": t.api_version(), "metadata": meta, "items": page }))
+        items.truncate(end);
+        items.drain(..start.min(end));
+        Ok(ListPage { kind: format!("{}List", t.kind), api_version: t.api_version(), metadata: meta, items })
     }
 
     /// PUT of the main resource (`status` kept) or of `/status` (only status taken).

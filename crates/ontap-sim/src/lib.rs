@@ -252,7 +252,10 @@ fn respond(status: u16, body: &Value, location: Option<String>) -> Response<Full
     if let Some(l) = location {
         r = r.header("location", l);
     }
-    r.body(Full::new(Bytes::from(body.to_string()))).expect("valid response")
+    // `to_vec`, not `to_string`: Display writes through a formatter, a call per token.
+    let body =
+        serde_json::to_vec(body).unwrap_or_else(|e| format!("cannot write the answer as JSON: {e}").into_bytes());
+    r.body(Full::new(Bytes::from(body))).expect("valid response")
 }
 
 fn parse_query(q: Option<&str>) -> world::Query {

@@ -57,7 +57,7 @@ impl Handle {
                 .unwrap_or_default(),
             Handle::Sim(h) => h.with_store(|s| {
                 let Some(t) = s.find(group, version, plural) else { return vec![] };
-                s.list(&t, None, None, None, None, None).unwrap()["items"].as_array().cloned().unwrap_or_default()
+                s.list(&t, None, None, None, None, None).unwrap().items.into_iter().cloned().collect()
             }),
         }
     }
