@@ -234,6 +234,27 @@ async fn a_fenced_namespace_stays_down_until_the_fence_is_lifted() {
     assert_eq!(east.deployment("shop", "web")["spec"]["replicas"], 3);
 }
 
+/// Simulator (its request log is in order): the fence reads the workloads while it marks the
+/// namespace, but scales none of them down before the mark is written.
+#[tokio::test]
+async fn a_fence_marks_the_namespace_before_it_scales_anything_down() {
+    let east = sim_site().await;
+    shop_with_workloads(&east).await;
+    east.sim().with_store(|s| s.requests.clear());
+    let out = east.run("kube.fence", json!({ "site": "east", "namespaces": ["shop"] })).await.unwrap();
+    assert_eq!(out["changed"], 3);
+    let requests: Vec<String> = east.sim().with_store(|s| s.requests.iter().map(|(m, p)| format!("{m} {p}")).collect());
+    let marked = requests.iter().position(|r| r == "PATCH /api/v1/namespaces/shop").expect("the mark");
+    let scaled: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.starts_with("PATCH /apis/") && r.contains("/namespaces/shop/"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(scaled.len(), 3, "{requests:#?}");
+    assert!(scaled.iter().all(|&i| i > marked), "a workload went down before the mark: {requests:#?}");
+}
+
 #[tokio::test]
 async fn drovers_own_writes_refuse_to_start_workloads_in_a_fenced_namespace() {
     let east = site().await;

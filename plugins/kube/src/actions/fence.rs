@@ -75,8 +75,12 @@ async fn fence(ctx: &StepContext, p: &FenceParams) -> Result<Outputs, ActionErro
         ctx.step_id,
         humantime::format_rfc3339_seconds(std::time::SystemTime::now())
     );
-    mark(&kube, &p.namespaces, Some(by)).await?;
-    let changes = changes(select(&kube, &p.selection()).await?, Target::Replicas(0));
+    // The workloads are read while the mark is written (a tier's fences are its first turn);
+    // none is scaled down before the mark is on.
+    let selection = p.selection();
+    let (marked, found) = tokio::join!(mark(&kube, &p.namespaces, Some(by)), select(&kube, &selection));
+    marked?;
+    let changes = changes(found?, Target::Replicas(0));
     let previous = apply_changes(&kube, &changes).await?;
     let mut out = scale_outputs(&changes, previous);
     out.insert("namespaces".into(), json!(p.namespaces));
