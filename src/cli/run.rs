@@ -504,11 +504,10 @@ fn finish(
     };
     let dir = state.run_dir(run_id);
     // The report's files are written beside its output (a fleet's are megabytes each).
+    // Each on its own thread: the run is over, the cores are free, and the operator waits.
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let _ = std::fs::write(dir.join("report.json"), report.to_json());
-            let _ = std::fs::write(dir.join("report.html"), render_html(&report));
-        });
+        scope.spawn(|| std::fs::write(dir.join("report.json"), report.to_json()));
+        scope.spawn(|| std::fs::write(dir.join("report.html"), render_html(&report)));
         show(cli, &report, run_id, &dir);
     });
     Ok(match outcome {
