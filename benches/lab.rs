@@ -13,7 +13,9 @@
 //! restore and readiness, the check through the balancer. Everything else the end-to-end time
 //! holds — process start, loading, expanding and checking the runbook, the preflight of every
 //! instance, journaling, every API call, polling that notices a finished wait late — is
-//! orchestration overhead. Target: < 5 % of the critical path of the waits.
+//! orchestration overhead. Target: < 5 % of the critical path of the waits. The bench prints
+//! where the first sample's overhead went: the process's start, the preflight, each stretch of
+//! the critical path up to a tier's end beyond its waits, and the end of the run.
 //!
 //! Both run the shipped runbook's step limit (`concurrency: 2000`: every app of a tier side by
 //! side); the fleet raises each ONTAP cluster's `max_operations` to 2000: what is measured is
@@ -118,6 +120,8 @@ struct Sample {
     sims_cpu: Duration,
     /// How long the preflight took (it is on the critical path: nothing starts before it ends).
     preflight: Duration,
+    /// Where the overhead went, phase by phase (`phases`).
+    phases: Vec<(String, Duration)>,
 }
 
 /// Run drover; its output, its own resource usage and its peak RSS in KiB
@@ -213,9 +217,11 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         Err(_) => {}
     }
     let started = Instant::now();
+    let spawned = std::time::SystemTime::now();
     let sims_before = cpu_of(&usage(libc::RUSAGE_SELF));
     let (out, child, peak_rss_kib) = drover(&state, &args);
     let wall = started.elapsed();
+    let exited = std::time::SystemTime::now();
     let (sims_cpu, drover_cpu) = (cpu_of(&usage(libc::RUSAGE_SELF)) - sims_before, cpu_of(&child));
     let stdout = String::from_utf8_lossy(&out.stdout);
     if let Ok(path) = std::env::var("DROVER_BENCH_EVENTS") {
@@ -242,6 +248,7 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
             (id.as_str().unwrap().to_string(), Duration::from_millis(step["duration_ms"].as_u64().unwrap_or(0)))
         })
         .collect();
+    let phases = phases(&report["summary"], spawned, exited, preflight);
     let timed = |format: &str| {
         let t = Instant::now();
         let (out, _, _) = drover(&state, &["report".into(), "latest".into(), "--format".into(), format.into()]);
@@ -265,7 +272,50 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         drover_cpu,
         sims_cpu,
         preflight,
+        phases,
     }
+}
+
+/// Where a run's overhead went: from the process's start to the run's, the preflight, the
+/// critical path up to each tier's end (its time beyond the waits on it), and from the run's end
+/// to the process's. The path's steps carry their start and end within the run.
+fn phases(
+    summary: &Value,
+    spawned: std::time::SystemTime,
+    exited: std::time::SystemTime,
+    preflight: Duration,
+) -> Vec<(String, Duration)> {
+    let at = |key: &str| summary[key].as_str().and_then(|t| humantime::parse_rfc3339(t).ok());
+    let ms = |v: &Value| Duration::from_millis(v.as_u64().unwrap_or(0));
+    let (Some(begun), Some(ended)) = (at("started"), at("finished")) else { return vec![] };
+    let steps = summary["steps"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let path: Vec<&Value> = summary["critical_path"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|id| steps.iter().find(|s| s["id"] == *id))
+        .collect();
+    let mut out = vec![("start of the process".to_string(), begun.duration_since(spawned).unwrap_or_default())];
+    out.push(("preflight".to_string(), preflight));
+    // Each stretch of the path ends at a tier's end (or the path's); its overhead is its span
+    // beyond its waits. The first stretch begins where the preflight ended.
+    let mut from = preflight;
+    let (mut waits, mut tier) = (Duration::ZERO, 0);
+    let tiered = path.iter().any(|s| s["id"].as_str().is_some_and(|id| id.starts_with("tier[")));
+    for (i, step) in path.iter().enumerate() {
+        let id = step["id"].as_str().unwrap_or("");
+        waits += simulated_wait(id);
+        if id.starts_with("tier[") || i + 1 == path.len() {
+            tier += 1;
+            let end = ms(&step["end_ms"]);
+            let what = if tiered { format!("the path to the end of tier {tier}") } else { "the critical path".into() };
+            out.push((what, end.saturating_sub(from).saturating_sub(waits)));
+            (from, waits) = (end, Duration::ZERO);
+        }
+    }
+    out.push(("end of the run to the process's".to_string(), exited.duration_since(ended).unwrap_or_default()));
+    out
 }
 
 /// The requests drover made to the simulators since they were last cleared, by shape (the 120
@@ -344,6 +394,10 @@ fn run(rt: &tokio::runtime::Runtime, s: &Scenario) {
         println!("  {id:<40} {d:>9.2?} {:>9.2?}", simulated_wait(id));
     }
     let overhead = wall.saturating_sub(waits);
+    println!("where the first sample's overhead went (time beyond the simulated waits):");
+    for (what, d) in &samples[0].phases {
+        println!("  {what:<40} {d:>9.2?}");
+    }
     println!("preflight (median): {:.2?}", median(samples.iter().map(|s| s.preflight).collect()));
     println!(
         "CPU (median): drover {:.1?}, simulators {:.1?} — on this machine's cores, shared",
