@@ -59,7 +59,7 @@ pub(super) fn resolve(rb: &Runbook, lists: &mut HashMap<String, Fanned>, problem
         let mut owners: Vec<&str> = lists
             .values()
             .filter(|f| f.source != source && f.parent.is_none())
-            .filter(|f| groups.iter().all(|g| f.keys.contains(g)))
+            .filter(|f| groups.iter().all(|g| f.has(g)))
             .map(|f| f.source.as_str())
             .collect();
         owners.sort_unstable();
@@ -69,7 +69,7 @@ pub(super) fn resolve(rb: &Runbook, lists: &mut HashMap<String, Fanned>, problem
             [] => {
                 // Name the first item no list has.
                 let n = (0..groups.len())
-                    .find(|&n| !lists.values().any(|f| f.source != source && f.keys.contains(&groups[n])))
+                    .find(|&n| !lists.values().any(|f| f.source != source && f.has(&groups[n])))
                     .unwrap_or(0);
                 let (file, pos) = &me.places[n];
                 problems.at(

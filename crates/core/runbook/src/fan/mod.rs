@@ -39,6 +39,9 @@ struct Fanned {
     /// What the list is, to pair steps fanned over the same one.
     source: String,
     keys: Vec<String>,
+    /// Each key's first item: owners and tiers are found by key for a fleet's thousands of
+    /// items, not by a scan of the list for each.
+    index: HashMap<String, usize>,
     items: Vec<Value>,
     places: Places,
     /// `belongs_to`: the list whose items own these, each item's owner, and the items by owner.
@@ -49,7 +52,15 @@ struct Fanned {
 
 impl Fanned {
     fn new(source: String, keys: Vec<String>, items: Vec<Value>, places: Places) -> Fanned {
-        Fanned { source, keys, items, places, parent: None, groups: vec![], by_group: HashMap::new() }
+        let mut index = HashMap::with_capacity(keys.len());
+        for (n, key) in keys.iter().enumerate() {
+            index.entry(key.clone()).or_insert(n);
+        }
+        Fanned { source, keys, index, items, places, parent: None, groups: vec![], by_group: HashMap::new() }
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.index.contains_key(key)
     }
 
     /// The key of the unit item `n` is about: its own, or its owner's.
@@ -220,7 +231,7 @@ pub(crate) fn expand(rb: &mut Runbook, known: &Known, found: &mut Diagnostics) -
             inst.prepare_after =
                 step.prepare_after.iter().flat_map(|after| needs_of(after, Some((me, n)), &fanned)).collect();
             let tier_index = list.tiers.as_ref().map(|tiers| match owner {
-                Some(o) => tiers.of_item[o.keys.iter().position(|k| k == me.unit(n)).unwrap_or(0)],
+                Some(o) => tiers.of_item[o.index.get(me.unit(n)).copied().unwrap_or(0)],
                 None => tiers.of_item[n],
             });
             let tier = list.tiers.as_ref().zip(tier_index).map(|(tiers, i)| &tiers.order[i]);
