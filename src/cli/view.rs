@@ -85,6 +85,13 @@ impl Tally {
     }
 }
 
+/// One event as `--output json` / `yaml` streams it.
+#[derive(serde::Serialize)]
+struct Line<'e> {
+    at: String,
+    event: &'e Event,
+}
+
 /// Consume events until the engine drops its sender.
 pub fn spawn(
     render: Render,
@@ -145,10 +152,8 @@ pub fn spawn(
                     if let Event::StepFinished { step, .. } = &ev {
                         last_progress.remove(step);
                     }
-                    pending.push_str(&super::out::render(
-                        *format,
-                        &serde_json::json!({ "at": now_rfc3339(), "event": ev }),
-                    ));
+                    // Serialized straight from the event: a run's start carries every step.
+                    pending.push_str(&super::out::render(*format, &Line { at: now_rfc3339(), event: &ev }));
                 }
                 Render::Lines => {
                     if let Event::StepProgress { step, progress } = &ev {
