@@ -16,7 +16,9 @@
 //! orchestration overhead. Target: < 5 % of the critical path of the waits. The bench prints
 //! where the first sample's overhead went: the process's start, the run's start to its first step
 //! (the preflight), each stretch of the critical path up to a tier's end beyond its waits, and the
-//! end of the run.
+//! end of the run; and the CPU drover and the simulators spend in the preflight (read at the
+//! moments drover tells of its start and end), with the least time that CPU takes on this
+//! machine's cores — the part of the overhead no scheduling can win back here.
 //!
 //! Both run the shipped runbook's step limit (`concurrency: 2000`: every app of a tier side by
 //! side); the fleet raises each ONTAP cluster's `max_operations` to 2000: what is measured is
@@ -121,6 +123,8 @@ struct Sample {
     sims_cpu: Duration,
     /// How long the preflight took (it is on the critical path: nothing starts before it ends).
     preflight: Duration,
+    /// The CPU both sides spent in it, from drover's own marks of its start and end.
+    preflight_spent: Option<Spent>,
     /// Where the overhead went, phase by phase (`phases`).
     phases: Vec<(String, Duration)>,
 }
@@ -128,8 +132,8 @@ struct Sample {
 /// Run drover; its output, its own resource usage and its peak RSS in KiB
 /// (`common::wait_measured`). `DROVER_BENCH_WRAP="perf record -g -o /tmp/perf.data"` (or
 /// heaptrack, …) runs the failover under a profiler.
-fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, libc::rusage, i64) {
-    use std::io::Read;
+fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, libc::rusage, i64, Vec<Mark>) {
+    use std::io::{BufRead, Read};
     use std::os::unix::process::ExitStatusExt;
     let wrap = std::env::var("DROVER_BENCH_WRAP").unwrap_or_default();
     let binary = std::env::var("DROVER_BENCH_DROVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_drover").into());
@@ -159,15 +163,81 @@ fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, li
             bytes
         })
     };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    // Standard output is read line by line: the moments in `MARKED` are taken as they are told.
+    let (pid, out) = (child.id(), child.stdout.take().unwrap());
+    let stdout = std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(out);
+        let (mut bytes, mut marks) = (vec![], vec![]);
+        loop {
+            let start = bytes.len();
+            if !matches!(reader.read_until(b'\n', &mut bytes), Ok(n) if n > 0) {
+                break;
+            }
+            let line = &bytes[start..];
+            let told = |event: &str| {
+                let needle = format!("\"type\":\"{event}\"");
+                line.windows(needle.len()).any(|w| w == needle.as_bytes())
+            };
+            if let Some(event) = MARKED.iter().copied().find(|e| told(e)) {
+                marks.push(Mark {
+                    event,
+                    at: Instant::now(),
+                    drover_cpu: common::cpu_of_pid(pid).unwrap_or_default(),
+                    bench_cpu: cpu_of(&usage(libc::RUSAGE_SELF)),
+                });
+            }
+        }
+        (bytes, marks)
+    });
     let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let ended = common::wait_measured(&child);
+    let (stdout, marks) = stdout.join().unwrap();
     let output = std::process::Output {
         status: std::process::ExitStatus::from_raw(ended.status),
-        stdout: stdout.join().unwrap(),
+        stdout,
         stderr: stderr.join().unwrap(),
     };
-    (output, ended.usage, ended.peak_rss_kib)
+    (output, ended.usage, ended.peak_rss_kib, marks)
+}
+
+/// Events of the run whose moment the bench marks, with both sides' CPU at it.
+const MARKED: &[&str] = &["preflight_started", "preflight_finished"];
+
+/// A moment of the run, as drover told it on standard output: the time, drover's CPU so far and
+/// this process's (the simulators', and the bench's readers).
+struct Mark {
+    event: &'static str,
+    at: Instant,
+    drover_cpu: Duration,
+    bench_cpu: Duration,
+}
+
+/// What the preflight cost: its span between its two marks, and the CPU both sides spent in it.
+#[derive(Clone, Copy)]
+struct Spent {
+    wall: Duration,
+    drover: Duration,
+    sims: Duration,
+}
+
+impl Spent {
+    fn between(marks: &[Mark], from: &str, to: &str) -> Option<Spent> {
+        let (a, b) = (marks.iter().find(|m| m.event == from)?, marks.iter().find(|m| m.event == to)?);
+        Some(Spent {
+            wall: b.at.saturating_duration_since(a.at),
+            drover: b.drover_cpu.saturating_sub(a.drover_cpu),
+            sims: b.bench_cpu.saturating_sub(a.bench_cpu),
+        })
+    }
+
+    /// The least time this much CPU takes on this machine's cores, all of them busy.
+    fn floor(&self) -> Duration {
+        (self.drover + self.sims) / cores()
+    }
+}
+
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
 fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
@@ -204,7 +274,7 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
             let mut dry = args.clone();
             dry.push("--dry-run".into());
             let (started, sims_before) = (Instant::now(), cpu_of(&usage(libc::RUSAGE_SELF)));
-            let (out, child, _) = drover(&state, &dry);
+            let (out, child, _, _) = drover(&state, &dry);
             assert!(out.status.success(), "the dry run failed: {}", String::from_utf8_lossy(&out.stderr));
             println!(
                 "  the dry run: {:.2?} (CPU: drover {:.1?}, simulators {:.1?})",
@@ -220,7 +290,7 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
     let started = Instant::now();
     let spawned = std::time::SystemTime::now();
     let sims_before = cpu_of(&usage(libc::RUSAGE_SELF));
-    let (out, child, peak_rss_kib) = drover(&state, &args);
+    let (out, child, peak_rss_kib, marks) = drover(&state, &args);
     let wall = started.elapsed();
     let exited = std::time::SystemTime::now();
     let (sims_cpu, drover_cpu) = (cpu_of(&usage(libc::RUSAGE_SELF)) - sims_before, cpu_of(&child));
@@ -252,7 +322,7 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
     let phases = phases(&report["summary"], spawned, exited, preflight);
     let timed = |format: &str| {
         let t = Instant::now();
-        let (out, _, _) = drover(&state, &["report".into(), "latest".into(), "--format".into(), format.into()]);
+        let (out, _, _, _) = drover(&state, &["report".into(), "latest".into(), "--format".into(), format.into()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         (t.elapsed(), out.stdout.len())
     };
@@ -273,6 +343,7 @@ fn failover(rt: &tokio::runtime::Runtime, s: &Scenario) -> Sample {
         drover_cpu,
         sims_cpu,
         preflight,
+        preflight_spent: Spent::between(&marks, "preflight_started", "preflight_finished"),
         phases,
     }
 }
@@ -404,6 +475,25 @@ fn run(rt: &tokio::runtime::Runtime, s: &Scenario) {
         println!("  {what:<52} {d:>9.2?}");
     }
     println!("preflight (median): {:.2?}", median(samples.iter().map(|s| s.preflight).collect()));
+    // Medians of each part on its own; the floor is the median sample's.
+    let spent: Vec<Spent> = samples.iter().filter_map(|s| s.preflight_spent).collect();
+    let spent = (!spent.is_empty()).then(|| Spent {
+        wall: median(spent.iter().map(|s| s.wall).collect()),
+        drover: median(spent.iter().map(|s| s.drover).collect()),
+        sims: median(spent.iter().map(|s| s.sims).collect()),
+    });
+    if let Some(spent) = spent {
+        println!(
+            "preflight's CPU (median): drover {:.2?}, simulators {:.2?} in {:.2?} — {:.1} of {} cores busy; \
+             at the least {:.2?} on them",
+            spent.drover,
+            spent.sims,
+            spent.wall,
+            (spent.drover + spent.sims).as_secs_f64() / spent.wall.as_secs_f64().max(1e-9),
+            cores(),
+            spent.floor()
+        );
+    }
     println!(
         "CPU (median): drover {:.1?}, simulators {:.1?} — on this machine's cores, shared",
         median(samples.iter().map(|s| s.drover_cpu).collect()),
@@ -415,6 +505,14 @@ fn run(rt: &tokio::runtime::Runtime, s: &Scenario) {
         "orchestration overhead: {overhead:.2?} = {:.1} % of the waits (target < 5 %)",
         100.0 * overhead.as_secs_f64() / waits.as_secs_f64()
     );
+    if let Some(spent) = spent {
+        let budget = waits / 20;
+        println!(
+            "  of the target's {budget:.2?}, the preflight's CPU alone takes at the least {:.2?} ({:.0} %) on these cores",
+            spent.floor(),
+            100.0 * spent.floor().as_secs_f64() / budget.as_secs_f64()
+        );
+    }
     let rss = samples.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0);
     println!("peak RSS of drover: {:.0} MiB (target < 300 MiB)", rss as f64 / 1024.0);
     println!(

@@ -18,6 +18,18 @@ pub fn cpu_of(u: &libc::rusage) -> Duration {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
+/// CPU time (user + system) a running process has used so far, from `/proc/PID/stat` (in clock
+/// ticks: 10 ms on most kernels). None once it has ended.
+pub fn cpu_of_pid(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_micros(ticks * 1_000_000 / per_second))
+}
+
 /// The resource usage of this process (`RUSAGE_SELF`) or of its waited-for children.
 pub fn usage(who: libc::c_int) -> libc::rusage {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
