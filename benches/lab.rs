@@ -138,13 +138,13 @@ fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, li
     let wrap = std::env::var("DROVER_BENCH_WRAP").unwrap_or_default();
     let binary = std::env::var("DROVER_BENCH_DROVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_drover").into());
     let mut words = wrap.split_whitespace();
-    let mut command = match words.next() {
+    let (mut command, wrapped) = match words.next() {
         Some(profiler) if args.first().is_some_and(|a| a == "--output") => {
             let mut c = std::process::Command::new(profiler);
             c.args(words).arg(&binary);
-            c
+            (c, true)
         }
-        _ => std::process::Command::new(&binary),
+        _ => (std::process::Command::new(&binary), false),
     };
     #[allow(clippy::zombie_processes, reason = "reaped by wait4 below, which also reads its rusage")]
     let mut child = command
@@ -178,6 +178,10 @@ fn drover(state: &std::path::Path, args: &[String]) -> (std::process::Output, li
                 let needle = format!("\"type\":\"{event}\"");
                 line.windows(needle.len()).any(|w| w == needle.as_bytes())
             };
+            // Under a wrapper the child is the profiler, whose CPU is not drover's: no marks.
+            if wrapped {
+                continue;
+            }
             if let Some(event) = MARKED.iter().copied().find(|e| told(e)) {
                 marks.push(Mark {
                     event,
@@ -475,7 +479,7 @@ fn run(rt: &tokio::runtime::Runtime, s: &Scenario) {
         println!("  {what:<52} {d:>9.2?}");
     }
     println!("preflight (median): {:.2?}", median(samples.iter().map(|s| s.preflight).collect()));
-    // Medians of each part on its own; the floor is the median sample's.
+    // The median of each part on its own, and the floor of those medians.
     let spent: Vec<Spent> = samples.iter().filter_map(|s| s.preflight_spent).collect();
     let spent = (!spent.is_empty()).then(|| Spent {
         wall: median(spent.iter().map(|s| s.wall).collect()),
